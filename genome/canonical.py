@@ -1,0 +1,99 @@
+"""The one canonical encoding of every record: msgpack with sorted keys.
+
+Hashes and signatures are computed over these bytes, so two nodes must produce the same
+bytes for the same value. The rules:
+
+* maps have `str` keys only and are written in sorted key order;
+* tuples and lists are both written as msgpack arrays;
+* floats are always float64 and must be finite (NaN has many bit patterns and breaks
+  equality; infinities have no place in a decision rule);
+* ints stay ints (msgpack picks the smallest width, which is deterministic);
+* no other types: a value that cannot round-trip is refused at encode time.
+
+Decoding untrusted bytes is bounded (`MAX_*` below) and every failure becomes
+`DecodeError`, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from gd.genome.errors import DecodeError
+
+# A record larger than this is refused at decode time. A gene with 64 codons and a long
+# purpose is ~4 KiB; decisions carrying a batch of states are the largest records we
+# store, and 16 MiB bounds the memory one hostile blob can make us allocate.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+MAX_CONTAINER_LEN = 1_000_000
+MAX_STR_LEN = 1024 * 1024
+
+Canonical = None | bool | int | float | str | bytes | list["Canonical"] | dict[str, "Canonical"]
+
+
+def normalize(value: Any, path: str = "$") -> Canonical:
+    """Return `value` as plain canonical data (sorted dicts, lists), or raise TypeError."""
+    if value is None or isinstance(value, bool | int | str | bytes):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{path}: non-finite float {value!r} has no canonical form")
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Canonical] = {}
+        for key in sorted(value):
+            if not isinstance(key, str):
+                raise TypeError(f"{path}: map key {key!r} is not a str")
+            out[key] = normalize(value[key], f"{path}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [normalize(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(f"{path}: {type(value).__name__} has no canonical encoding")
+
+
+def encode(value: Any) -> bytes:
+    """Canonical msgpack bytes of `value` (see module docstring for the rules)."""
+    return msgpack.packb(normalize(value), use_bin_type=True)
+
+
+def encode_plain(value: Canonical) -> bytes:
+    """Encode data that is already canonical (sorted keys, finite floats).
+
+    The hot path for records that build their own sorted dicts; `encode` re-checks.
+    """
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def decode(data: bytes) -> Any:
+    """Decode canonical bytes. Raises `DecodeError` on anything malformed or oversize.
+
+    Containers come back as lists and dicts. Non-canonical but valid msgpack (unsorted
+    keys) is accepted here; records re-encode and compare hashes where that matters.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_RECORD_BYTES:
+        raise DecodeError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    try:
+        return msgpack.unpackb(
+            bytes(data),
+            raw=False,
+            strict_map_key=True,
+            max_str_len=MAX_STR_LEN,
+            max_bin_len=MAX_RECORD_BYTES,
+            max_array_len=MAX_CONTAINER_LEN,
+            max_map_len=MAX_CONTAINER_LEN,
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError, RecursionError) as exc:
+        raise DecodeError(f"malformed msgpack: {exc}") from exc
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 digest; the hash every content address in gd-node uses."""
+    return hashlib.sha256(data).digest()

@@ -1,0 +1,381 @@
+"""Codon and Gene: a versioned, signed decision rule.
+
+A gene says: in `domain`, when every codon holds on the state vector, take `action`
+(with `params`) for `purpose`. Its identity is `id`; each edit is a new `version` with a
+version vector (`vv`, one counter per organisation that edited it) and a hybrid logical
+clock stamp (`hlc`), signed by the editing node (`author`).
+
+Two parts, deliberately separated:
+
+* the **body** (everything in `BODY_FIELDS`) is what travels between organisations; it
+  is signed by `author` and its SHA-256 is the `version_hash`;
+* the **local** part (`status`, experience counters) is this node's own view: a gene
+  that is `native` at its origin arrives here `adaptation_pending`, and approving it
+  must not invalidate the origin's signature.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+from gd.genome import canonical, checks
+from gd.genome.errors import SignatureError, ValidationError
+from gd.genome.identity import NodeKey, is_peer_id, verify
+
+OPERATORS = ("<", "<=", ">", ">=", "==", "!=")
+SIGNATURE_LEN = 64
+
+
+class GeneStatus(enum.StrEnum):
+    NATIVE = "native"
+    ADAPTATION_PENDING = "adaptation_pending"
+    REJECTED = "rejected"
+    RETIRED = "retired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class Codon:
+    """One term of a condition: `sum(weight * state[feature]) <op> threshold`.
+
+    A plain codon (`s11 > 47.6`) is the one-term case with weight 1; a weighted linear
+    term (`0.5*s11 - s12 > 3`) has several. Terms are kept sorted by feature so that the
+    same condition has one encoding.
+    """
+
+    op: str
+    threshold: float
+    terms: tuple[tuple[str, float], ...]
+
+    def __post_init__(self) -> None:
+        if self.op not in OPERATORS:
+            raise ValidationError("op", f"unknown operator {self.op!r}; use one of {OPERATORS}")
+        object.__setattr__(self, "threshold", checks.finite("threshold", self.threshold))
+        raw = checks.nonempty_tuple("terms", self.terms, checks.MAX_TERMS)
+        terms: dict[str, float] = {}
+        for i, term in enumerate(raw):
+            if not isinstance(term, list | tuple) or len(term) != 2:
+                raise ValidationError(f"terms[{i}]", "expected [feature, weight]")
+            name = checks.feature(f"terms[{i}].feature", term[0])
+            weight = checks.finite(f"terms[{i}].weight", term[1])
+            if weight == 0.0:
+                raise ValidationError(f"terms[{i}].weight", "a zero weight is not a term")
+            if name in terms:
+                raise ValidationError(f"terms[{i}].feature", f"{name!r} appears twice")
+            terms[name] = weight
+        object.__setattr__(self, "terms", tuple(sorted(terms.items())))
+
+    @classmethod
+    def simple(cls, feature: str, op: str, threshold: float) -> Codon:
+        return cls(op=op, threshold=threshold, terms=((feature, 1.0),))
+
+    @property
+    def feature(self) -> str | None:
+        """The feature of a plain one-term codon, else None."""
+        if len(self.terms) == 1 and self.terms[0][1] == 1.0:
+            return self.terms[0][0]
+        return None
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.terms)
+
+    def holds(self, state: Mapping[str, float]) -> bool:
+        """Boolean test on one state (motors use the graded, vectorised form)."""
+        lhs = sum(weight * state[name] for name, weight in self.terms)
+        return _compare(lhs, self.op, self.threshold)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "terms": [[name, weight] for name, weight in self.terms],
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_plain(cls, data: Any, where: str = "codon") -> Codon:
+        """Accept the canonical form or the import shorthand `{feature, op, threshold}`."""
+        data = checks.require_map(where, data)
+        try:
+            if "feature" in data:
+                checks.known_keys(where, data, {"feature", "op", "threshold"})
+                return cls.simple(data["feature"], data["op"], data["threshold"])
+            checks.known_keys(where, data, {"op", "terms", "threshold"})
+            terms = data["terms"]
+            if isinstance(terms, Mapping):
+                terms = list(terms.items())
+            return cls(op=data["op"], threshold=data["threshold"], terms=terms)
+        except KeyError as exc:
+            raise ValidationError(f"{where}.{exc.args[0]}", "is required") from None
+        except ValidationError as exc:
+            raise ValidationError(f"{where}.{exc.field}", exc.message) from None
+
+    def __str__(self) -> str:
+        if self.feature is not None:
+            return f"{self.feature} {self.op} {self.threshold:g}"
+        lhs = " + ".join(f"{w:g}*{n}" for n, w in self.terms)
+        return f"{lhs} {self.op} {self.threshold:g}"
+
+
+def _compare(lhs: float, op: str, rhs: float) -> bool:
+    if op == "<":
+        return lhs < rhs
+    if op == "<=":
+        return lhs <= rhs
+    if op == ">":
+        return lhs > rhs
+    if op == ">=":
+        return lhs >= rhs
+    if op == "==":
+        return lhs == rhs
+    return lhs != rhs
+
+
+@dataclass(frozen=True, slots=True)
+class ShareScope:
+    """What the origin allows receivers to do with this gene (enforced by honest nodes).
+
+    `forward`: may a receiver pass it on to a third organisation.
+    `residency`: if set, the gene must never leave that region.
+    """
+
+    forward: bool = False
+    residency: str = ""
+
+    def __post_init__(self) -> None:
+        checks.boolean("scope.forward", self.forward)
+        if self.residency:
+            checks.slug("scope.residency", self.residency)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"forward": self.forward, "residency": self.residency}
+
+    @classmethod
+    def from_plain(cls, data: Any) -> ShareScope:
+        data = checks.require_map("scope", data)
+        checks.known_keys("scope", data, {"forward", "residency"})
+        return cls(forward=data.get("forward", False), residency=data.get("residency", ""))
+
+
+BODY_FIELDS = (
+    "id", "domain", "name", "codons", "action", "params", "purpose", "version", "vv",
+    "hlc", "origin", "author", "parents", "scope",
+)
+
+
+def gene_id_for(origin: str, domain: str, name: str) -> str:
+    """Deterministic id: the same origin importing the same named rule twice gets one
+    gene (a second import is a new version), and ids never collide across origins."""
+    return canonical.sha256(canonical.encode([origin, domain, name]))[:16].hex()
+
+
+@dataclass(frozen=True)
+class Gene:
+    """A signed, versioned decision rule plus this node's local view of it."""
+
+    id: str
+    domain: str
+    name: str
+    codons: tuple[Codon, ...]
+    action: str
+    purpose: str
+    origin: str
+    params: Mapping[str, checks.ParamValue] = field(default_factory=dict)
+    version: int = 1
+    vv: Mapping[str, int] = field(default_factory=dict)
+    hlc: int = 0
+    author: str = ""
+    parents: tuple[str, ...] = ()
+    scope: ShareScope = field(default_factory=ShareScope)
+    signature: bytes = b""
+    # Local, unsigned.
+    status: GeneStatus = GeneStatus.NATIVE
+    successes: int = 0
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        checks.ident("id", self.id)
+        checks.slug("domain", self.domain)
+        checks.text("name", self.name, checks.MAX_NAME_LEN, required=True)
+        codons = checks.nonempty_tuple("codons", self.codons, checks.MAX_CODONS)
+        for i, codon in enumerate(codons):
+            if not isinstance(codon, Codon):
+                raise ValidationError(f"codons[{i}]", "expected a Codon")
+        set_(self, "codons", codons)
+        checks.slug("action", self.action)
+        set_(self, "params", MappingProxyType(checks.params("params", self.params)))
+        checks.text("purpose", self.purpose, checks.MAX_PURPOSE_LEN)
+        if not is_peer_id(self.origin):
+            raise ValidationError("origin", f"{self.origin!r} is not an Ed25519 peer id")
+        checks.uint("version", self.version, minimum=1)
+        vv = checks.require_map("vv", self.vv)
+        if len(vv) > checks.MAX_VV_ENTRIES:
+            raise ValidationError("vv", f"has {len(vv)} entries, limit {checks.MAX_VV_ENTRIES}")
+        set_(self, "vv", MappingProxyType(
+            {checks.text("vv.key", k, checks.MAX_ID_LEN, required=True):
+             checks.uint(f"vv.{k}", vv[k], minimum=1) for k in sorted(vv)}))
+        checks.uint("hlc", self.hlc)
+        if self.author and not is_peer_id(self.author):
+            raise ValidationError("author", f"{self.author!r} is not an Ed25519 peer id")
+        parents = tuple(self.parents)
+        if len(parents) > checks.MAX_PARENTS:
+            raise ValidationError("parents", f"more than {checks.MAX_PARENTS} parents")
+        for i, parent in enumerate(parents):
+            checks.ident(f"parents[{i}]", parent)
+        set_(self, "parents", parents)
+        if not isinstance(self.scope, ShareScope):
+            raise ValidationError("scope", "expected a ShareScope")
+        if not isinstance(self.signature, bytes) or len(self.signature) not in (0, SIGNATURE_LEN):
+            raise ValidationError("signature", "expected 64 bytes (or none before signing)")
+        set_(self, "status", GeneStatus(self.status))
+        checks.uint("successes", self.successes)
+        checks.uint("failures", self.failures)
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        key: NodeKey,
+        *,
+        domain: str,
+        name: str,
+        codons: Iterable[Codon],
+        action: str,
+        purpose: str = "",
+        params: Mapping[str, checks.ParamValue] | None = None,
+        hlc: int = 0,
+        parents: Iterable[str] = (),
+        scope: ShareScope | None = None,
+        status: GeneStatus = GeneStatus.NATIVE,
+        gene_id: str | None = None,
+    ) -> Gene:
+        """A new gene, version 1, authored and signed by `key`'s node."""
+        origin = key.peer_id
+        gene = cls(
+            id=gene_id or gene_id_for(origin, domain, name),
+            domain=domain, name=name, codons=tuple(codons), action=action,
+            purpose=purpose, origin=origin, params=params or {}, version=1,
+            vv={origin: 1}, hlc=hlc, parents=tuple(parents), scope=scope or ShareScope(),
+            status=status,
+        )
+        return gene.signed(key)
+
+    def edited(self, key: NodeKey, *, hlc: int, **changes: Any) -> Gene:
+        """The next version after an edit by `key`'s node: version + 1, its vv counter
+        bumped, re-signed. Changes to body fields only; local fields carry over."""
+        bad = set(changes) - set(BODY_FIELDS) - {"status"}
+        if bad or {"id", "origin", "version", "vv", "author"} & set(changes):
+            raise ValidationError(",".join(sorted(bad or changes)), "cannot be edited directly")
+        vv = dict(self.vv)
+        vv[key.peer_id] = vv.get(key.peer_id, 0) + 1
+        return replace(self, version=self.version + 1, vv=vv, hlc=hlc, signature=b"",
+                       author="", **changes).signed(key)
+
+    # -- content, hash, signature -------------------------------------------------
+    def body(self) -> dict[str, Any]:
+        """The signed part, as canonical plain data (keys sorted)."""
+        return {
+            "action": self.action,
+            "author": self.author,
+            "codons": [c.to_plain() for c in self.codons],
+            "domain": self.domain,
+            "hlc": self.hlc,
+            "id": self.id,
+            "name": self.name,
+            "origin": self.origin,
+            "params": dict(self.params),
+            "parents": list(self.parents),
+            "purpose": self.purpose,
+            "scope": self.scope.to_plain(),
+            "version": self.version,
+            "vv": dict(self.vv),
+        }
+
+    @cached_property
+    def signing_bytes(self) -> bytes:
+        return canonical.encode_plain(self.body())
+
+    @cached_property
+    def version_hash(self) -> bytes:
+        """SHA-256 of the canonical body: names this exact version everywhere."""
+        return canonical.sha256(self.signing_bytes)
+
+    def signed(self, key: NodeKey) -> Gene:
+        body = self.body()
+        body["author"] = key.peer_id
+        signature = key.sign(canonical.encode_plain(body))
+        return replace(self, author=key.peer_id, signature=signature)
+
+    def verify(self) -> None:
+        """Raise SignatureError unless `author` signed exactly this body."""
+        if not self.signature or not self.author:
+            raise SignatureError(f"gene {self.id} v{self.version} is not signed")
+        verify(self.author, self.signing_bytes, self.signature)
+
+    def with_local(self, **changes: Any) -> Gene:
+        """Change local fields (status, counters) without touching the signed body."""
+        bad = set(changes) - {"status", "successes", "failures"}
+        if bad:
+            raise ValidationError(",".join(sorted(bad)), "is not a local field")
+        return replace(self, **changes)
+
+    # -- encoding -----------------------------------------------------------------
+    def to_wire(self) -> dict[str, Any]:
+        """What goes to a peer: the body and its signature, never local state."""
+        return {"body": self.body(), "sig": self.signature}
+
+    def to_record(self) -> dict[str, Any]:
+        """What the Cortex stores: the wire form plus local state."""
+        return {
+            "body": self.body(), "sig": self.signature, "status": str(self.status),
+            "successes": self.successes, "failures": self.failures,
+        }
+
+    def encode(self) -> bytes:
+        return canonical.encode_plain(self.to_record())
+
+    @classmethod
+    def from_wire(cls, data: Any, **local: Any) -> Gene:
+        data = checks.require_map("gene", data)
+        body = checks.require_map("body", data.get("body"))
+        checks.known_keys("body", body, set(BODY_FIELDS))
+        missing = [f for f in BODY_FIELDS if f not in body]
+        if missing:
+            raise ValidationError(f"body.{missing[0]}", "is required")
+        codons = checks.nonempty_tuple("codons", body["codons"], checks.MAX_CODONS)
+        return cls(
+            id=body["id"], domain=body["domain"], name=body["name"],
+            codons=tuple(Codon.from_plain(c, f"codons[{i}]") for i, c in enumerate(codons)),
+            action=body["action"], purpose=body["purpose"], origin=body["origin"],
+            params=checks.require_map("params", body["params"]), version=body["version"],
+            vv=checks.require_map("vv", body["vv"]), hlc=body["hlc"], author=body["author"],
+            parents=tuple(checks.nonempty_tuple("parents", body["parents"], checks.MAX_PARENTS))
+            if body["parents"] else (),
+            scope=ShareScope.from_plain(body["scope"]), signature=data.get("sig", b""),
+            **local,
+        )
+
+    @classmethod
+    def from_record(cls, data: Any) -> Gene:
+        data = checks.require_map("gene", data)
+        return cls.from_wire(
+            data, status=GeneStatus(data.get("status", "native")),
+            successes=data.get("successes", 0), failures=data.get("failures", 0),
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Gene:
+        """Decode Cortex bytes; ValidationError/DecodeError on anything malformed."""
+        return cls.from_record(canonical.decode(raw))
+
+    def condition_text(self) -> str:
+        return " and ".join(str(c) for c in self.codons)
+
+    def __hash__(self) -> int:
+        return hash((self.version_hash, self.status))

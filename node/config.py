@@ -1,0 +1,142 @@
+"""config.toml: reading, validating and writing the node's configuration.
+
+The file is written once by `gd-node init` with a comment on every setting, and read at
+every start. Unknown sections or keys are an error (a typo must not silently fall back to
+a default), and every value is checked here so the daemon never starts half-configured.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gd.genome import checks
+from gd.genome.errors import ValidationError
+
+DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+
+
+class ConfigError(ValueError):
+    """config.toml is missing, unreadable or holds an invalid value."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    org: str
+    region: str
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    bootstrap: str = ""
+    metrics_port: int = 0
+    relay: bool = False
+    mdns: bool = False
+    ledger_voters: tuple[str, ...] = ()
+    motors_backend: str = "numpy"
+    cortex_map_size_mb: int = 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks.text("node.org", self.org, 128, required=True)
+        checks.slug("node.region", self.region)
+        for i, addr in enumerate(self.listen):
+            if not isinstance(addr, str) or not addr.startswith("/"):
+                raise ValidationError(f"node.listen[{i}]", f"{addr!r} is not a multiaddr")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValidationError("metrics.port", f"{self.metrics_port} is not a port")
+        if self.motors_backend not in ("numpy", "torch"):
+            raise ValidationError("motors.backend", "must be 'numpy' or 'torch'")
+        if self.cortex_map_size_mb < 16:
+            raise ValidationError("cortex.map_size_mb", "must be at least 16")
+
+    def resolve_bootstrap(self, home: Path) -> Path | None:
+        if not self.bootstrap:
+            return None
+        path = Path(self.bootstrap).expanduser()
+        return path if path.is_absolute() else home / path
+
+
+_SCHEMA: dict[str, dict[str, str]] = {
+    "node": {"org": "org", "region": "region", "listen": "listen", "bootstrap": "bootstrap",
+             "relay": "relay", "mdns": "mdns"},
+    "metrics": {"port": "metrics_port"},
+    "ledger": {"voters": "ledger_voters"},
+    "motors": {"backend": "motors_backend"},
+    "cortex": {"map_size_mb": "cortex_map_size_mb"},
+}
+# Sections later subsystems own; their keys are validated by those subsystems.
+_OPEN_SECTIONS = ("sync", "sovereignty", "mesh", "domains")
+
+
+def load_config(path: Path) -> NodeConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist: run `gd-node init` first") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def parse_config(data: dict[str, Any], where: str = "config") -> NodeConfig:
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for section, body in data.items():
+        if section in _OPEN_SECTIONS:
+            extra[section] = body
+            continue
+        if section not in _SCHEMA or not isinstance(body, dict):
+            raise ConfigError(f"{where}: unknown section [{section}]")
+        for key, value in body.items():
+            if key not in _SCHEMA[section]:
+                raise ConfigError(f"{where}: unknown key {section}.{key}")
+            kwargs[_SCHEMA[section][key]] = tuple(value) if isinstance(value, list) else value
+    if "org" not in kwargs or "region" not in kwargs:
+        raise ConfigError(f"{where}: [node] needs org and region")
+    try:
+        return NodeConfig(extra=extra, **kwargs)
+    except (ValidationError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def render_config(cfg: NodeConfig) -> str:
+    """The commented config.toml that `gd-node init` writes."""
+
+    def q(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    listen = ", ".join(q(a) for a in cfg.listen)
+    voters = ", ".join(q(v) for v in cfg.ledger_voters)
+    return f"""# gd-node configuration. Written by `gd-node init`; edit and restart the daemon.
+
+[node]
+# The organisation this node speaks for, and its region. Both are signed into the
+# handshake so peers can check them against the peer id.
+org = {q(cfg.org)}
+region = {q(cfg.region)}
+# Multiaddrs to listen on. tcp/0 picks a free port at start.
+listen = [{listen}]
+# Bootstrap peers file (relative paths are relative to this home). Empty: none.
+bootstrap = {q(cfg.bootstrap)}
+# Offer circuit relay v2 to peers of this region that cannot be dialled directly.
+relay = {str(cfg.relay).lower()}
+# Announce and discover peers on the local network with mDNS.
+mdns = {str(cfg.mdns).lower()}
+
+[metrics]
+# Port for /healthz and /metrics on 127.0.0.1. 0 disables the HTTP endpoint.
+port = {cfg.metrics_port}
+
+[ledger]
+# Peer ids of the region's ledger voters (3 or 5). Empty: this node alone orders its
+# ledger (a region of one voter).
+voters = [{voters}]
+
+[motors]
+# Array backend for the motors: "numpy" (default, bit-exact replay) or "torch".
+backend = {q(cfg.motors_backend)}
+
+[cortex]
+# Upper bound of the LMDB map in MiB; it grows automatically when full.
+map_size_mb = {cfg.cortex_map_size_mb}
+"""
