@@ -7,7 +7,8 @@ bytes for the same value. The rules:
 * tuples and lists are both written as msgpack arrays;
 * floats are always float64 and must be finite (NaN has many bit patterns and breaks
   equality; infinities have no place in a decision rule);
-* ints stay ints (msgpack picks the smallest width, which is deterministic);
+* ints stay ints within msgpack's range [-2^63, 2^64-1] (it picks the smallest
+  width, which is deterministic);
 * no other types: a value that cannot round-trip is refused at encode time.
 
 Decoding untrusted bytes is bounded (`MAX_*` below) and every failure becomes
@@ -37,7 +38,11 @@ Canonical = None | bool | int | float | str | bytes | list["Canonical"] | dict[s
 
 def normalize(value: Any, path: str = "$") -> Canonical:
     """Return `value` as plain canonical data (sorted dicts, lists), or raise TypeError."""
-    if value is None or isinstance(value, bool | int | str | bytes):
+    if value is None or isinstance(value, bool | str | bytes):
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value <= 2**64 - 1:
+            raise TypeError(f"{path}: integer {value} does not fit msgpack's 64 bits")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):

@@ -101,11 +101,12 @@ class Codon:
     def from_plain(cls, data: Any, where: str = "codon") -> Codon:
         """Accept the canonical form or the import shorthand `{feature, op, threshold}`."""
         data = checks.require_map(where, data)
+        simple = "feature" in data
+        checks.known_keys(where, data, {"feature", "op", "threshold"} if simple
+                          else {"op", "terms", "threshold"})
         try:
-            if "feature" in data:
-                checks.known_keys(where, data, {"feature", "op", "threshold"})
+            if simple:
                 return cls.simple(data["feature"], data["op"], data["threshold"])
-            checks.known_keys(where, data, {"op", "terms", "threshold"})
             terms = data["terms"]
             if isinstance(terms, Mapping):
                 terms = list(terms.items())
@@ -278,8 +279,8 @@ class Gene:
                        author="", **changes).signed(key)
 
     # -- content, hash, signature -------------------------------------------------
-    def body(self) -> dict[str, Any]:
-        """The signed part, as canonical plain data (keys sorted)."""
+    @cached_property
+    def _body(self) -> dict[str, Any]:
         return {
             "action": self.action,
             "author": self.author,
@@ -297,9 +298,18 @@ class Gene:
             "vv": dict(self.vv),
         }
 
+    def body(self) -> dict[str, Any]:
+        """The signed part, as canonical plain data (keys sorted). A fresh copy."""
+        return dict(self._body)
+
     @cached_property
     def signing_bytes(self) -> bytes:
-        return canonical.encode_plain(self.body())
+        return canonical.encode_plain(self._body)
+
+    @cached_property
+    def wire_bytes(self) -> bytes:
+        """Canonical bytes of `to_wire()`: what peers and the version store hold."""
+        return canonical.encode_plain({"body": self._body, "sig": self.signature})
 
     @cached_property
     def version_hash(self) -> bytes:

@@ -1,0 +1,57 @@
+# gd-node — every target sets itself up: a fresh clone needs only `make run` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SEEDS ?= 10000
+
+.PHONY: help venv run test lint bench sim validate clean
+
+help:
+	@echo "make run       local demo node (creates .venv, installs, runs in the foreground)"
+	@echo "make test      the whole test suite (creates .venv, installs, runs ruff + pytest)"
+	@echo "make bench     every benchmark in bench/ (tables on screen, JSON in bench/results/)"
+	@echo "make sim       deterministic simulation with SEEDS=$(SEEDS) seeds"
+	@echo "make validate  motors on the real NASA C-MAPSS data in ../shared/data/cmapss"
+
+# fastecdsa (pulled in by libp2p) compiles against GMP: make sure its header exists.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || \
+	  { echo "gd-node needs Python 3.11 (found $$($(PYTHON) --version)); set PYTHON=..."; exit 1; }
+	@if ! echo '#include <gmp.h>' | cc -E - >/dev/null 2>&1; then \
+	  echo "installing libgmp-dev (needed to build fastecdsa for libp2p)"; \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq libgmp-dev) || exit 1; \
+	  else echo "run: sudo apt-get install -y libgmp-dev   then make again"; exit 1; fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[torch,dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(BIN)/gd-node demo --dir .gd/demo
+	$(BIN)/gd-node run --home .gd/demo
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: venv lint
+	$(BIN)/pytest
+
+bench: venv
+	@mkdir -p bench/results
+	@for script in bench/*.py; do \
+	  echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+sim: venv
+	SEEDS=$(SEEDS) $(BIN)/pytest tests/sim -q
+
+validate: venv
+	$(BIN)/python bench/validate_cmapss.py --data ../shared/data/cmapss
+
+clean:
+	rm -rf $(VENV) .gd bench/results .pytest_cache .hypothesis

@@ -1,0 +1,187 @@
+"""`gd-node genes ...` and `gd-node synapse ...`: the gene store from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gd.cli.output import (
+    Failure,
+    console,
+    err_console,
+    home_option,
+    json_option,
+    print_json,
+    resolve_home,
+    user_errors,
+)
+from gd.genome.gene import Gene, GeneStatus
+from gd.genome.synapse import Synapse, SynapseKind
+from gd.node.importer import DEFAULT_BATCH, import_genes
+from gd.node.local import open_local
+
+
+def gene_to_json(gene: Gene) -> dict[str, Any]:
+    body = gene.body()
+    body.update(status=str(gene.status), successes=gene.successes, failures=gene.failures,
+                version_hash=gene.version_hash.hex(), signature=gene.signature.hex(),
+                condition=gene.condition_text())
+    return body
+
+
+@click.group("genes")
+def genes_group() -> None:
+    """Import, list and inspect genes in the local Cortex."""
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+@genes_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--batch", "batch_size", type=click.IntRange(1, 100_000), default=DEFAULT_BATCH,
+              show_default=True, help="Genes per LMDB transaction.")
+@click.option("--pending", is_flag=True,
+              help="Import as adaptation_pending instead of native.")
+@home_option
+@json_option
+@user_errors
+def import_cmd(file: Path, batch_size: int, pending: bool, home: Path | None,
+               as_json: bool) -> None:
+    """Import genes from FILE (JSONL, or CSV by its .csv suffix), signed by this node.
+
+    Bad lines are reported with their line number and skipped; the rest are stored in
+    batches of --batch genes, one atomic transaction each. Exit code 1 if any line was
+    rejected.
+    """
+    status = GeneStatus.ADAPTATION_PENDING if pending else GeneStatus.NATIVE
+    with open_local(resolve_home(home)) as node:
+        total = _count_lines(file)
+        show_bar = not as_json and err_console.is_terminal
+        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err_console, disable=not show_bar) as bar:
+            task = bar.add_task("import", total=total)
+            report = import_genes(node.cortex, node.key, file, batch_size=batch_size,
+                                  status=status,
+                                  progress=lambda done: bar.update(task, completed=done))
+    if as_json:
+        print_json(report.to_plain())
+    else:
+        console.print(f"added {report.added}, updated {report.updated}, unchanged "
+                      f"{report.unchanged}, synapses {report.synapses}, rejected "
+                      f"{len(report.rejected)}")
+        for line, reason in report.rejected:
+            err_console.print(f"  line {line}: {reason}", highlight=False)
+    if report.rejected:
+        raise SystemExit(1)
+
+
+@genes_group.command("list")
+@click.option("--domain", help="Only genes of this domain.")
+@click.option("--status", type=click.Choice([s.value for s in GeneStatus]),
+              help="Only genes with this status.")
+@click.option("--origin", help="Only genes from this origin peer id.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most N genes.")
+@home_option
+@json_option
+@user_errors
+def list_cmd(domain: str | None, status: str | None, origin: str | None, limit: int | None,
+             home: Path | None, as_json: bool) -> None:
+    """List genes (head versions)."""
+    with open_local(resolve_home(home), readonly=True) as node:
+        genes = []
+        for gene in node.cortex.genes(domain=domain, status=status, origin=origin):
+            genes.append(gene)
+            if limit and len(genes) >= limit:
+                break
+    if as_json:
+        print_json([gene_to_json(g) for g in genes])
+        return
+    table = Table(title=f"{len(genes)} gene(s)")
+    for col in ("id", "domain", "name", "v", "status", "action", "condition"):
+        table.add_column(col, overflow="fold")
+    for g in genes:
+        table.add_row(g.id, g.domain, g.name, str(g.version), str(g.status), g.action,
+                      g.condition_text())
+    console.print(table)
+
+
+@genes_group.command("show")
+@click.argument("gene_id")
+@home_option
+@json_option
+@user_errors
+def show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
+    """Show one gene with its versions and synapses."""
+    with open_local(resolve_home(home), readonly=True) as node:
+        gene = node.cortex.require_gene(gene_id)
+        versions = node.cortex.gene_versions(gene_id)
+        out_syn = node.cortex.synapses_of(gene_id)
+        in_syn = node.cortex.synapses_of(gene_id, incoming=True)
+    data = gene_to_json(gene)
+    data["versions"] = versions
+    data["synapses"] = [s.to_plain() for s in out_syn + in_syn]
+    if as_json:
+        print_json(data)
+        return
+    table = Table.grid(padding=(0, 2))
+    for key in ("id", "domain", "name", "version", "status", "action", "condition", "params",
+                "purpose", "origin", "author", "vv", "version_hash", "successes", "failures",
+                "versions"):
+        table.add_row(f"[bold]{key}[/]", str(data[key]))
+    for s in data["synapses"]:
+        table.add_row("[bold]synapse[/]", f"{s['source']} -{s['kind']}({s['weight']:g})-> "
+                      f"{s['target']}")
+    console.print(table)
+
+
+@click.group("synapse")
+def synapse_group() -> None:
+    """Edges between genes (follows, inhibits, specialises)."""
+
+
+@synapse_group.command("add")
+@click.argument("source")
+@click.argument("target")
+@click.option("--kind", type=click.Choice([k.value for k in SynapseKind]), required=True)
+@click.option("--weight", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
+@home_option
+@json_option
+@user_errors
+def synapse_add_cmd(source: str, target: str, kind: str, weight: float, home: Path | None,
+                    as_json: bool) -> None:
+    """Connect gene SOURCE to gene TARGET."""
+    synapse = Synapse(source, target, SynapseKind(kind), weight)
+    with open_local(resolve_home(home)) as node:
+        node.cortex.add_synapse(synapse)
+    if as_json:
+        print_json(synapse.to_plain())
+    else:
+        console.print(f"{source} -{kind}({weight:g})-> {target}")
+
+
+@synapse_group.command("list")
+@click.argument("gene_id")
+@click.option("--hops", type=click.IntRange(1, 10), default=1, show_default=True,
+              help="Show the k-hop neighbourhood instead of direct edges.")
+@home_option
+@json_option
+@user_errors
+def synapse_list_cmd(gene_id: str, hops: int, home: Path | None, as_json: bool) -> None:
+    """Genes within --hops synapses of GENE_ID."""
+    with open_local(resolve_home(home), readonly=True) as node:
+        node.cortex.require_gene(gene_id)
+        near = node.cortex.neighbourhood(gene_id, hops)
+    if as_json:
+        print_json(near)
+        return
+    if not near:
+        raise Failure(f"gene {gene_id} has no synapses")
+    for other, distance in sorted(near.items(), key=lambda kv: (kv[1], kv[0])):
+        console.print(f"{distance}  {other}")

@@ -1,0 +1,230 @@
+"""`gd-node`: the command-line entry point (click + rich).
+
+Commands that only read work with no daemon running (they open the Cortex read-only);
+commands that write open it read-write, which LMDB allows alongside a running daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.panel import Panel
+from rich.table import Table
+
+from gd.cli.genes_cmds import genes_group, synapse_group
+from gd.cli.output import (
+    Failure,
+    console,
+    home_option,
+    json_option,
+    print_json,
+    resolve_home,
+    user_errors,
+)
+from gd.genome.errors import ValidationError
+from gd.genome.identity import NodeKey
+from gd.node import cortex as cortex_mod
+from gd.node.config import DEFAULT_LISTEN, NodeConfig, render_config
+from gd.node.cortex import Cortex
+from gd.node.local import load_identity
+from gd.node.lock import holder_pid
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="gd-node", prog_name="gd-node")
+def cli() -> None:
+    """gd-node: a Digital Genome federation node.
+
+    Start with `gd-node init --org NAME --region REGION`, import genes with
+    `gd-node genes import FILE`, and run the node with `gd-node run`. Every command takes
+    --home (default $GD_HOME, else ~/.gd-node) and most take --json.
+    """
+
+
+@cli.command()
+@click.option("--org", required=True, help="Your organisation's name (signed into handshakes).")
+@click.option("--region", required=True, help="Region slug, e.g. eu-west.")
+@click.option("--listen", "listen", multiple=True,
+              help=f"Multiaddr to listen on (repeatable; default {DEFAULT_LISTEN}).")
+@click.option("--bootstrap", default="", help="Bootstrap peers file for the config.")
+@click.option("--seed", "seed_hex", default=None, hidden=True,
+              help="Hex 32-byte key seed (testnets and tests only).")
+@home_option
+@json_option
+@user_errors
+def init(org: str, region: str, listen: tuple[str, ...], bootstrap: str, seed_hex: str | None,
+         home: Path | None, as_json: bool) -> None:
+    """Create a node home: Ed25519 key (mode 0600), commented config.toml, empty Cortex.
+
+    Refuses to touch a home that already has a key: a node's key is its identity.
+    """
+    where = resolve_home(home)
+    if where.key_path.exists():
+        raise Failure(f"{where.key_path} already exists: this home is initialised "
+                      "(a node key is never overwritten)")
+    try:
+        cfg = NodeConfig(org=org, region=region, listen=listen or (DEFAULT_LISTEN,),
+                         bootstrap=bootstrap)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint=f"--{exc.field.split('.')[-1]}"
+                                 ) from None
+    if seed_hex is not None:
+        try:
+            key = NodeKey.from_seed(bytes.fromhex(seed_hex))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--seed") from None
+    else:
+        key = NodeKey.generate()
+    where.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key.save(where.key_path)
+    tmp = where.config_path.with_suffix(".tmp")
+    tmp.write_text(render_config(cfg))
+    os.replace(tmp, where.config_path)
+    Cortex.open(where.cortex_path, map_size=cfg.cortex_map_size_mb << 20).close()
+    info = {"home": str(where.root), "peer_id": key.peer_id, "org": org, "region": region,
+            "listen": list(cfg.listen)}
+    if as_json:
+        print_json(info)
+    else:
+        console.print(f"initialised {where.root}")
+        console.print(f"peer id: [bold]{key.peer_id}[/]")
+
+
+def _status_data(home: Path | None) -> dict[str, Any]:
+    where = resolve_home(home)
+    cfg, key = load_identity(where)
+    pid = holder_pid(where.pid_path)
+    data: dict[str, Any] = {
+        "home": str(where.root), "peer_id": key.peer_id, "org": cfg.org, "region": cfg.region,
+        "listen": list(cfg.listen), "daemon": {"running": pid is not None, "pid": pid},
+    }
+    with Cortex.open(where.cortex_path, readonly=True) as cortex:
+        stats = cortex.stats()
+        data["cortex"] = {
+            "schema": cortex.schema_version, "genes": stats.genes, "versions": stats.versions,
+            "synapses": stats.synapses, "experiences": stats.experiences,
+            "decisions": stats.decisions, "change_seq": stats.last_seq,
+            "size_bytes": stats.size_bytes, "by_status": stats.by_status,
+            "by_domain": stats.by_domain,
+        }
+    return data
+
+
+@cli.command()
+@home_option
+@json_option
+@user_errors
+def status(home: Path | None, as_json: bool) -> None:
+    """Identity, daemon state and Cortex contents of this node."""
+    data = _status_data(home)
+    if as_json:
+        print_json(data)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row("[bold]peer id[/]", data["peer_id"])
+    grid.add_row("[bold]org / region[/]", f"{data['org']} / {data['region']}")
+    grid.add_row("[bold]listen[/]", ", ".join(data["listen"]))
+    daemon = data["daemon"]
+    grid.add_row("[bold]daemon[/]", f"running (pid {daemon['pid']})" if daemon["running"]
+                 else "not running")
+    c = data["cortex"]
+    by_status = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items())) or "-"
+    by_domain = ", ".join(f"{k} {v}" for k, v in sorted(c["by_domain"].items())) or "-"
+    grid.add_row("[bold]genes[/]", f"{c['genes']} ({by_status})")
+    grid.add_row("[bold]domains[/]", by_domain)
+    grid.add_row("[bold]versions / changes[/]", f"{c['versions']} / {c['change_seq']}")
+    grid.add_row("[bold]synapses[/]", str(c["synapses"]))
+    grid.add_row("[bold]experiences / decisions[/]", f"{c['experiences']} / {c['decisions']}")
+    grid.add_row("[bold]cortex size[/]", f"{c['size_bytes'] / 1e6:.1f} MB")
+    console.print(Panel(grid, title=f"gd-node {data['home']}", expand=False))
+
+
+@cli.command()
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@home_option
+@json_option
+@user_errors
+def backup(dest: Path, home: Path | None, as_json: bool) -> None:
+    """Online compacting copy of the Cortex into the empty directory DEST.
+
+    Safe while the daemon runs: the copy is one consistent read snapshot.
+    """
+    where = resolve_home(home)
+    load_identity(where)
+    with Cortex.open(where.cortex_path, readonly=True) as cortex:
+        cortex.backup(dest)
+    size = sum(p.stat().st_size for p in dest.iterdir())
+    if as_json:
+        print_json({"backup": str(dest), "bytes": size})
+    else:
+        console.print(f"backed up to {dest} ({size / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@home_option
+@json_option
+@user_errors
+def restore(src: Path, home: Path | None, as_json: bool) -> None:
+    """Replace this node's Cortex with the backup in SRC (daemon must be stopped).
+
+    The backup is checked before anything changes; the current Cortex is kept aside as
+    cortex.pre-restore-N.
+    """
+    where = resolve_home(home)
+    load_identity(where)
+    pid = holder_pid(where.pid_path)
+    if pid is not None:
+        raise Failure(f"the daemon (pid {pid}) is running on {where.root}: stop it first")
+    aside = cortex_mod.restore(src, where.cortex_path)
+    if as_json:
+        print_json({"restored": str(src), "previous": str(aside)})
+    else:
+        console.print(f"restored from {src}; previous Cortex kept at {aside}")
+
+
+@cli.command()
+@home_option
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+              help="Log format on stderr (default: console on a TTY, else json).")
+@user_errors
+def run(home: Path | None, log_format: str | None) -> None:
+    """Run the node in the foreground until SIGINT or SIGTERM."""
+    from gd.node.runner import run_foreground
+
+    code = run_foreground(resolve_home(home), log_format=log_format)
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".gd/demo"), show_default=True, help="Demo home.")
+@click.option("--org", default="demo-org", show_default=True)
+@click.option("--region", default="eu-west", show_default=True)
+@json_option
+@user_errors
+def demo(directory: Path, org: str, region: str, as_json: bool) -> None:
+    """Create (if needed) a demo home and import the demo genes of every domain pack."""
+    from gd.testnet.demo import prepare_demo_home
+
+    report = prepare_demo_home(directory, org=org, region=region)
+    if as_json:
+        print_json(report)
+    else:
+        console.print(f"demo home {report['home']} (peer {report['peer_id']}): "
+                      f"{report['added']} gene(s) added, {report['unchanged']} unchanged")
+
+
+cli.add_command(genes_group)
+cli.add_command(synapse_group)
+
+
+def main() -> None:
+    cli(prog_name="gd-node")
+

@@ -1,0 +1,87 @@
+"""Shared CLI plumbing: consoles, JSON output, and turning errors into exit codes.
+
+Exit codes: 0 success, 1 the operation failed (bad file, unknown gene, locked home...),
+2 the command line itself was wrong (click's usage errors). A user error never shows a
+Python traceback; an unexpected exception still does, because that is a bug to report.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from gd.genome.errors import DecodeError, SignatureError, ValidationError
+from gd.node.config import ConfigError
+from gd.node.cortex import CortexError
+from gd.node.home import Home
+from gd.node.local import HomeError
+from gd.node.lock import AlreadyRunning
+
+console = Console()
+err_console = Console(stderr=True)
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValidationError, DecodeError, SignatureError, CortexError, ConfigError, HomeError,
+    AlreadyRunning, FileNotFoundError, PermissionError, IsADirectoryError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Failure(click.ClickException):
+    """An operation failed for a reason the user can act on (exit code 1)."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        err_console.print(f"[bold red]error:[/] {self.format_message()}", highlight=False)
+
+
+def user_errors(fn: F) -> F:
+    """Convert the known user-facing exceptions into a clean `Failure`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            raise Failure(str(exc) or type(exc).__name__) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def home_option(fn: F) -> F:
+    """`--home DIR` (default `$GD_HOME`, else ~/.gd-node), resolved into a `Home`."""
+    return click.option(
+        "--home", "home", type=click.Path(file_okay=False, path_type=Path), default=None,
+        help="Node home directory (default: $GD_HOME, else ~/.gd-node).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print machine-readable JSON instead of tables.")(fn)
+
+
+def resolve_home(home: Path | None) -> Home:
+    return Home.resolve(home)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if hasattr(value, "items"):
+        return dict(value.items())
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,267 @@
+"""Gene import from JSONL or CSV files.
+
+One gene per line. JSONL:
+
+    {"domain": "turbofan", "name": "inspect-when-hot",
+     "codons": [{"feature": "s11", "op": ">", "threshold": 47.6}],
+     "action": "inspect", "params": {}, "purpose": "avoid unplanned failure",
+     "synapses": [{"target": "overhaul-when-worn", "kind": "follows", "weight": 0.5}]}
+
+CSV has the same columns (`domain,name,codons,action,params,purpose`) with codons written
+`feature op threshold; ...` and params as a JSON object (or empty).
+
+Every line is validated on its own: a bad line is reported with its number and reason and
+the rest are imported. Lines are stored in batches, one LMDB transaction per batch, so an
+interrupted import leaves whole batches, never half a gene. The importing node is the
+genes' origin and author: each gene is signed with its key. Re-importing an unchanged gene
+changes nothing; a changed gene (same domain and name) becomes its next version.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gd.genome import checks
+from gd.genome.errors import ValidationError
+from gd.genome.gene import Codon, Gene, GeneStatus, gene_id_for
+from gd.genome.identity import NodeKey
+from gd.genome.synapse import Synapse
+from gd.node.cortex import Cortex, CortexError
+
+DEFAULT_BATCH = 1000
+# A line longer than this is refused before parsing: a gene is a few KiB at most.
+MAX_LINE_BYTES = 256 * 1024
+CSV_COLUMNS = ("domain", "name", "codons", "action", "params", "purpose")
+_FIELDS = {"domain", "name", "codons", "action", "params", "purpose", "synapses", "id"}
+
+
+@dataclass(frozen=True)
+class GeneSpec:
+    """A validated import line: everything needed to build and sign a gene."""
+
+    line: int
+    domain: str
+    name: str
+    codons: tuple[Codon, ...]
+    action: str
+    params: dict[str, Any]
+    purpose: str
+    synapses: tuple[dict[str, Any], ...] = ()
+    gene_id: str | None = None
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    synapses: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.added + self.updated + self.unchanged + len(self.rejected)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
+                "synapses": self.synapses,
+                "rejected": [{"line": n, "reason": r} for n, r in self.rejected]}
+
+
+def hlc_now() -> int:
+    """A hybrid-logical-clock stamp for a local write: physical ms in the top 48 bits."""
+    return int(time.time() * 1000) << 16
+
+
+def spec_from_mapping(data: Any, line: int) -> GeneSpec:
+    data = checks.require_map("line", data)
+    checks.known_keys("line", data, _FIELDS)
+    for required in ("domain", "name", "codons", "action"):
+        if required not in data:
+            raise ValidationError(required, "is required")
+    codons = checks.nonempty_tuple("codons", data["codons"], checks.MAX_CODONS)
+    synapses = data.get("synapses") or []
+    if not isinstance(synapses, list):
+        raise ValidationError("synapses", "expected a list")
+    spec = GeneSpec(
+        line=line,
+        domain=checks.slug("domain", data["domain"]),
+        name=checks.text("name", data["name"], checks.MAX_NAME_LEN, required=True),
+        codons=tuple(Codon.from_plain(c, f"codons[{i}]") for i, c in enumerate(codons)),
+        action=checks.slug("action", data["action"]),
+        params=checks.params("params", data.get("params") or {}),
+        purpose=checks.text("purpose", data.get("purpose", ""), checks.MAX_PURPOSE_LEN),
+        synapses=tuple(checks.require_map(f"synapses[{i}]", s) for i, s in enumerate(synapses)),
+        gene_id=checks.ident("id", data["id"]) if data.get("id") else None,
+    )
+    return spec
+
+
+def parse_codon_text(text: str) -> list[dict[str, Any]]:
+    """`s11 > 47.6; s12 <= 3` → codon mappings (CSV form)."""
+    out = []
+    for i, part in enumerate(p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        tokens = part.split()
+        if len(tokens) != 3:
+            raise ValidationError(f"codons[{i}]", f"{part!r} is not 'feature op threshold'")
+        feature, op, threshold = tokens
+        try:
+            value = float(threshold)
+        except ValueError:
+            raise ValidationError(f"codons[{i}].threshold", f"{threshold!r} is not a number"
+                                  ) from None
+        out.append({"feature": feature, "op": op, "threshold": value})
+    return out
+
+
+def iter_specs(path: Path) -> Iterator[GeneSpec | tuple[int, str]]:
+    """Parsed lines of a JSONL or CSV file: a GeneSpec, or (line number, reason)."""
+    fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    with path.open("rb") as handle:
+        if fmt == "jsonl":
+            for number, raw in enumerate(handle, start=1):
+                if len(raw) > MAX_LINE_BYTES:
+                    yield number, f"line is longer than {MAX_LINE_BYTES} bytes"
+                    continue
+                text = raw.strip()
+                if not text or text.startswith(b"#"):
+                    continue
+                try:
+                    yield spec_from_mapping(json.loads(text), number)
+                except json.JSONDecodeError as exc:
+                    yield number, f"not valid JSON: {exc.msg} (column {exc.colno})"
+                except UnicodeDecodeError:
+                    yield number, "not valid UTF-8"
+                except ValidationError as exc:
+                    yield number, str(exc)
+            return
+        text_handle = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        reader = csv.DictReader(text_handle)
+        header = reader.fieldnames or []
+        missing = [c for c in ("domain", "name", "codons", "action") if c not in header]
+        if missing:
+            yield 1, f"CSV header lacks column(s) {', '.join(missing)}"
+            return
+        extra = [c for c in header if c not in CSV_COLUMNS]
+        if extra:
+            yield 1, f"CSV header has unknown column(s) {', '.join(extra)}"
+            return
+        try:
+            for row in reader:
+                number = reader.line_num
+                try:
+                    params = json.loads(row["params"]) if row.get("params") else {}
+                    mapping = {
+                        "domain": row["domain"], "name": row["name"],
+                        "codons": parse_codon_text(row["codons"] or ""),
+                        "action": row["action"], "params": params,
+                        "purpose": row.get("purpose") or "",
+                    }
+                    yield spec_from_mapping(mapping, number)
+                except json.JSONDecodeError as exc:
+                    yield number, f"params: not a JSON object: {exc.msg}"
+                except ValidationError as exc:
+                    yield number, str(exc)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            yield reader.line_num, f"unreadable CSV: {exc}"
+
+
+def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int) -> Gene | None:
+    """The gene this line means: a new gene, its next version, or None if unchanged."""
+    if existing is None:
+        return Gene.create(key, domain=spec.domain, name=spec.name, codons=spec.codons,
+                           action=spec.action, params=spec.params, purpose=spec.purpose,
+                           hlc=hlc, gene_id=spec.gene_id)
+    if (existing.codons == spec.codons and existing.action == spec.action
+            and dict(existing.params) == spec.params and existing.purpose == spec.purpose):
+        return None
+    if existing.origin != key.peer_id:
+        raise ValidationError("name", f"gene {existing.id} belongs to another origin")
+    return existing.edited(key, hlc=hlc, codons=spec.codons, action=spec.action,
+                           params=spec.params, purpose=spec.purpose)
+
+
+def import_genes(
+    cortex: Cortex,
+    key: NodeKey,
+    path: Path,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    status: GeneStatus = GeneStatus.NATIVE,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import a file; `progress(lines_done)` is called after each batch."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    report = ImportReport()
+    pending_synapses: list[tuple[GeneSpec, str]] = []
+    batch: list[tuple[GeneSpec, Gene, bool]] = []
+    in_batch: dict[str, int] = {}
+    lines = 0
+
+    def flush() -> None:
+        if batch:
+            cortex.put_genes([g for _, g, _ in batch])
+            for spec, gene, is_new in batch:
+                if is_new:
+                    report.added += 1
+                else:
+                    report.updated += 1
+                if spec.synapses:
+                    pending_synapses.append((spec, gene.id))
+            batch.clear()
+            in_batch.clear()
+        if progress:
+            progress(lines)
+
+    for item in iter_specs(path):
+        lines += 1
+        if isinstance(item, tuple):
+            report.rejected.append(item)
+            continue
+        spec = item
+        gene_id = spec.gene_id or gene_id_for(key.peer_id, spec.domain, spec.name)
+        if gene_id in in_batch:
+            flush()  # a later line edits a gene of this batch: store the earlier first
+        existing = cortex.get_gene(gene_id)
+        try:
+            gene = build_gene(spec, key, existing, hlc_now())
+        except ValidationError as exc:
+            report.rejected.append((spec.line, str(exc)))
+            continue
+        if gene is None:
+            report.unchanged += 1
+            if spec.synapses:
+                pending_synapses.append((spec, gene_id))
+            continue
+        if status != GeneStatus.NATIVE:
+            gene = gene.with_local(status=status)
+        in_batch[gene_id] = len(batch)
+        batch.append((spec, gene, existing is None))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    for spec, gene_id in pending_synapses:
+        for i, raw in enumerate(spec.synapses):
+            try:
+                target = raw.get("target")
+                if not isinstance(target, str):
+                    raise ValidationError(f"synapses[{i}].target", "is required")
+                target_id = target if cortex.get_gene(target) else gene_id_for(
+                    key.peer_id, spec.domain, target)
+                cortex.add_synapse(Synapse(gene_id, target_id, raw.get("kind", "follows"),
+                                           raw.get("weight", 1.0)))
+                report.synapses += 1
+            except (ValidationError, CortexError) as exc:
+                report.rejected.append((spec.line, f"synapses[{i}]: {exc}"))
+    report.rejected.sort()
+    return report

@@ -1,0 +1,53 @@
+"""Opening a node's home for local (daemon-less) use: config, key and Cortex together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gd.genome.identity import NodeKey
+from gd.node.config import ConfigError, NodeConfig, load_config
+from gd.node.cortex import Cortex
+from gd.node.home import Home
+
+
+class HomeError(RuntimeError):
+    """The home directory is missing, half-initialised or unreadable."""
+
+
+@dataclass
+class LocalNode:
+    home: Home
+    config: NodeConfig
+    key: NodeKey
+    cortex: Cortex
+
+    def close(self) -> None:
+        self.cortex.close()
+
+    def __enter__(self) -> LocalNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_identity(home: Home) -> tuple[NodeConfig, NodeKey]:
+    if not home.is_initialised():
+        raise HomeError(f"{home.root} is not a gd-node home: run `gd-node init --home "
+                        f"{home.root} --org NAME --region REGION`")
+    try:
+        config = load_config(home.config_path)
+    except ConfigError as exc:
+        raise HomeError(str(exc)) from None
+    try:
+        key = NodeKey.load(home.key_path)
+    except (OSError, ValueError) as exc:
+        raise HomeError(f"cannot load the node key: {exc}") from None
+    return config, key
+
+
+def open_local(home: Home, *, readonly: bool = False) -> LocalNode:
+    config, key = load_identity(home)
+    cortex = Cortex.open(home.cortex_path, readonly=readonly,
+                         map_size=config.cortex_map_size_mb << 20, create=False)
+    return LocalNode(home, config, key, cortex)
