@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner
 
 from gd.cli.main import cli
-from gd.node.cortex import Cortex
 
 GOOD = {"domain": "turbofan", "name": "inspect-when-hot",
         "codons": [{"feature": "s11", "op": ">", "threshold": 47.6}], "action": "inspect",

@@ -10,7 +10,14 @@ import pytest
 from gd_testkit import key_from_int, make_gene
 
 from gd.genome import Decision, Experience, GeneStatus, MotorResult, StateVector, Synapse
-from gd.node.cortex import SCHEMA_VERSION, Cortex, CortexError, UnknownGene, VersionConflict, restore
+from gd.node.cortex import (
+    SCHEMA_VERSION,
+    Cortex,
+    CortexError,
+    UnknownGene,
+    VersionConflict,
+    restore,
+)
 
 KEY = key_from_int(1)
 

@@ -22,7 +22,12 @@ from gd.genome import (
     ValidationError,
     canonical,
 )
-from gd.genome.identity import b58decode, b58encode, peer_id_from_public_key, public_key_from_peer_id
+from gd.genome.identity import (
+    b58decode,
+    b58encode,
+    peer_id_from_public_key,
+    public_key_from_peer_id,
+)
 
 KEY = key_from_int(1)
 
