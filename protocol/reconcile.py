@@ -1,0 +1,541 @@
+"""Range-based set reconciliation (the Negentropy approach), sans-I/O.
+
+The anti-entropy repair of issue 6: two peers that share a domain find which gene
+versions one holds and the other lacks, in O(differences · log n) bytes, whatever the
+change feed missed (a restore from backup, a bug, a newly shared domain).
+
+Items and order
+---------------
+An item is ``(timestamp, id)``: the gene version's HLC stamp (u64) and its 32-byte
+version hash. Items are totally ordered by timestamp, then id. Keying by HLC makes recent
+changes cluster at the end of the order, so a peer that missed the last hour's edits
+differs in a few adjacent ranges instead of everywhere. The caller builds the `ItemSet`
+from the versions the share policy lets *this peer* see, so unauthorised ids never
+appear in any message (not even as part of a fingerprint).
+
+Ranges and fingerprints
+-----------------------
+A *bound* ``(timestamp, id_prefix)`` splits the order; a range is every item from the
+previous bound (inclusive) to its own upper bound (exclusive). Bounds carry only as many
+id bytes as needed to separate two neighbouring items (none when their timestamps
+differ). A range's fingerprint is::
+
+    SHA-256( (sum of its ids as little-endian 256-bit ints, mod 2**256) as 32 bytes LE
+             || item count as u64 LE )[:16]
+
+The sum makes a fingerprint computable from prefix sums in O(1) for any range, and the
+count and hash stop an attacker-free collision by accident (two different multisets
+with equal sums and counts are astronomically unlikely for hash-derived ids). This is
+the construction of Negentropy v1 (hoytech/negentropy), written here from its spec,
+with our own canonical msgpack framing rather than its varint byte format.
+
+Messages and rounds
+-------------------
+A message is a list of ranges that cover the order from the lowest bound up to some
+bound (anything after the last range is implicitly skipped). Each range is one of:
+
+* ``SKIP``: nothing to do for this range;
+* ``FINGERPRINT``: "my fingerprint of this range is F";
+* ``ID_LIST``: "these are all my ids in this range".
+
+The initiator opens with one range over everything (split into `BRANCHING` fingerprint
+buckets, or an id list when it holds few items). On receiving a message each side walks
+its ranges: a matching fingerprint becomes SKIP; a mismatching one is split into
+`BRANCHING` sub-ranges with their fingerprints, or listed as ids when it holds fewer
+than `ID_LIST_THRESHOLD` items; an ID_LIST from the initiator is answered with the
+responder's own ids for that range; an ID_LIST received by the initiator settles that
+range (the initiator now knows both sides) and becomes SKIP. The initiator is done when
+its next message would hold only skips. Identical sets therefore cost one round trip:
+the initiator's fingerprints all match and the responder answers with an empty message.
+
+Only the initiator learns the differences: `have` (ids it holds that the responder
+lacks: push them) and `need` (ids the responder holds that it lacks: fetch them).
+
+Frame limits: a side whose reply grows past `frame_limit` stops, lists as many ids as
+fit, and ends the message with one fingerprint over everything from there to the end of
+the order; the next round continues from that point (Negentropy's frame size limit).
+
+Errors: `ReconcileProtocolError` when the peer's bytes are malformed or break the
+protocol (close that conversation; nothing was changed); `ReconcileUsageError` when
+this side is misused (bad items, wrong call order).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gd.genome import canonical
+from gd.genome.errors import DecodeError
+
+PROTOCOL_VERSION: Final = 1
+ID_LEN: Final = 32  # a gene version hash (SHA-256)
+FINGERPRINT_LEN: Final = 16  # Negentropy v1's length: 128 bits against accidental matches
+MAX_TIMESTAMP: Final = 2**64 - 1  # HLC stamps are u64
+_INFINITE_TS: Final = 2**64  # above every item; written as timestamp code 0
+
+# How many sub-ranges a mismatching range splits into. Negentropy uses 16: a difference
+# costs log16(n) levels (5 for 100k items) of 16 fingerprints each; 2 would mean
+# 17 levels and 17 round trips, 256 would mean 2 levels but 4 KiB per level.
+BRANCHING: Final = 16
+# Ranges holding fewer items than this are listed instead of split: 32 ids (1 KiB) cost
+# less than another round trip of 16 fingerprints (~500 B) plus the latency.
+ID_LIST_THRESHOLD: Final = 2 * BRANCHING
+
+# A side aims to keep each message under `frame_limit` bytes (it may overshoot by one
+# split, under 2 KiB). 256 KiB keeps one message well inside one libp2p stream write and
+# a yamux window, and lists ~8,000 ids per round on a cold sync.
+DEFAULT_FRAME_LIMIT: Final = 256 * 1024
+# Below this a message could not hold one split plus the remainder fingerprint, and a
+# round might not make progress.
+MIN_FRAME_LIMIT: Final = 4 * 1024
+# Hard bounds on what we decode from a peer, whatever its frame limit: a message bigger
+# than 1 MiB, or with more ranges or ids than such a message can honestly hold, is
+# refused before we spend memory on it.
+MAX_MESSAGE_BYTES: Final = 1024 * 1024
+# Our own size estimate counts >= 16 B per range, so an honest message under
+# MAX_FRAME_LIMIT (plus one split) holds fewer ranges than this.
+MAX_RANGES_PER_MESSAGE: Final = MAX_MESSAGE_BYTES // 16
+MAX_IDS_PER_MESSAGE: Final = MAX_MESSAGE_BYTES // ID_LEN
+MAX_FRAME_LIMIT: Final = MAX_MESSAGE_BYTES // 2  # leaves room for the overshoot
+# An initiator gives up after this many rounds. An honest responder needs about
+# log16(n) rounds plus one per `frame_limit` of listed ids: 1M items on a cold sync at
+# the minimum frame limit is ~8,000 rounds; a peer that keeps the conversation going
+# past this is broken or hostile.
+MAX_ROUNDS: Final = 10_000
+
+Item = tuple[int, bytes]
+
+
+class ReconcileProtocolError(ValueError):
+    """The peer sent bytes that are not a valid reconciliation message for this state."""
+
+
+class ReconcileUsageError(ValueError):
+    """This side was misused: bad items, or a call out of order."""
+
+
+class Mode(enum.IntEnum):
+    SKIP = 0
+    FINGERPRINT = 1
+    ID_LIST = 2
+
+
+class Role(enum.Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Bound:
+    """An upper bound in the item order: items below ``(timestamp, prefix)`` are inside."""
+
+    timestamp: int
+    prefix: bytes = b""
+
+    @property
+    def is_infinite(self) -> bool:
+        return self.timestamp == _INFINITE_TS
+
+    def key(self) -> tuple[int, bytes]:
+        return (self.timestamp, self.prefix)
+
+
+MIN_BOUND: Final = Bound(0, b"")
+INFINITE: Final = Bound(_INFINITE_TS, b"")
+
+
+def minimal_bound(prev: Item, cur: Item) -> Bound:
+    """The shortest bound with ``prev < bound <= cur`` (prev < cur in the item order)."""
+    if prev[0] != cur[0]:
+        return Bound(cur[0], b"")
+    shared = 0
+    while prev[1][shared] == cur[1][shared]:
+        shared += 1
+    return Bound(cur[0], cur[1][: shared + 1])
+
+
+def fingerprint(id_sum: int, count: int) -> bytes:
+    """Fingerprint of a range from the sum of its ids (as LE ints) and its item count."""
+    body = (id_sum % 2**256).to_bytes(32, "little") + count.to_bytes(8, "little")
+    return hashlib.sha256(body).digest()[:FINGERPRINT_LEN]
+
+
+class ItemSet:
+    """A sorted, immutable snapshot of one side's items, with O(1) range fingerprints."""
+
+    __slots__ = ("_ids", "_items", "_prefix")
+
+    def __init__(self, items: Iterable[Item]) -> None:
+        by_id: dict[bytes, int] = {}
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise ReconcileUsageError(f"item {item!r} is not a (timestamp, id) pair")
+            ts, item_id = item
+            if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP:
+                raise ReconcileUsageError(f"timestamp {ts!r} is not a u64")
+            if not isinstance(item_id, bytes) or len(item_id) != ID_LEN:
+                raise ReconcileUsageError(f"id {item_id!r} is not {ID_LEN} bytes")
+            if by_id.setdefault(item_id, ts) != ts:
+                raise ReconcileUsageError(
+                    f"id {item_id.hex()} appears with timestamps {by_id[item_id]} and {ts}")
+        self._items: list[Item] = sorted((ts, i) for i, ts in by_id.items())
+        self._ids: list[bytes] = [i for _, i in self._items]
+        prefix = [0] * (len(self._items) + 1)
+        acc = 0
+        for n, item_id in enumerate(self._ids, 1):
+            acc += int.from_bytes(item_id, "little")
+            prefix[n] = acc
+        self._prefix = prefix
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> Item:
+        return self._items[index]
+
+    def ids(self, lo: int, hi: int) -> list[bytes]:
+        return self._ids[lo:hi]
+
+    def index_of(self, bound: Bound) -> int:
+        """Index of the first item at or above `bound`."""
+        if bound.is_infinite:
+            return len(self._items)
+        return bisect_left(self._items, bound.key())
+
+    def fingerprint(self, lo: int, hi: int) -> bytes:
+        return fingerprint(self._prefix[hi] - self._prefix[lo], hi - lo)
+
+
+# -- messages -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """One range of a message: its upper bound, its mode and that mode's payload."""
+
+    upper: Bound
+    mode: Mode
+    fingerprint: bytes = b""
+    ids: tuple[bytes, ...] = ()
+
+    def payload(self) -> bytes:
+        if self.mode is Mode.FINGERPRINT:
+            return self.fingerprint
+        if self.mode is Mode.ID_LIST:
+            return b"".join(self.ids)
+        return b""
+
+    def size_hint(self) -> int:
+        """An upper estimate of this range's encoded size (array header, ints, bins)."""
+        return 16 + len(self.upper.prefix) + len(self.fingerprint) + ID_LEN * len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileMessage:
+    """One message of the conversation: ``[version, [[ts_code, prefix, mode, payload]...]]``.
+
+    ``ts_code`` is 0 for the infinite bound, else 1 + the timestamp's increase over the
+    previous range's bound (0 for the first), so that bounds of nearby HLC stamps cost
+    one to five bytes instead of nine.
+    """
+
+    ranges: tuple[Range, ...] = ()
+
+    def to_plain(self) -> list[Any]:
+        out: list[Any] = []
+        prev_ts = 0
+        for r in self.ranges:
+            if r.upper.is_infinite:
+                code = 0
+            else:
+                code = 1 + r.upper.timestamp - prev_ts
+                prev_ts = r.upper.timestamp
+            out.append([code, r.upper.prefix, int(r.mode), r.payload()])
+        return [PROTOCOL_VERSION, out]
+
+    def encode(self) -> bytes:
+        return canonical.encode_plain(self.to_plain())
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReconcileMessage:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ReconcileProtocolError(f"expected bytes, got {type(data).__name__}")
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ReconcileProtocolError(
+                f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        try:
+            plain = canonical.decode(bytes(data))
+        except DecodeError as exc:
+            raise ReconcileProtocolError(str(exc)) from exc
+        return cls.from_plain(plain)
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> ReconcileMessage:
+        """Strictly validate a decoded message: shapes, types, sizes, bound order."""
+        if not isinstance(plain, list) or len(plain) != 2:
+            raise ReconcileProtocolError("message must be [version, ranges]")
+        version, raw_ranges = plain
+        if _not_int(version) or version != PROTOCOL_VERSION:
+            raise ReconcileProtocolError(f"unsupported protocol version {version!r}")
+        if not isinstance(raw_ranges, list):
+            raise ReconcileProtocolError("ranges must be a list")
+        if len(raw_ranges) > MAX_RANGES_PER_MESSAGE:
+            raise ReconcileProtocolError(
+                f"{len(raw_ranges)} ranges exceed {MAX_RANGES_PER_MESSAGE}")
+        ranges: list[Range] = []
+        prev = MIN_BOUND
+        prev_ts = 0
+        total_ids = 0
+        for n, raw in enumerate(raw_ranges):
+            if prev.is_infinite:
+                raise ReconcileProtocolError(f"range {n} follows the infinite bound")
+            upper, mode, payload = _decode_range(n, raw, prev_ts)
+            if upper <= prev:
+                raise ReconcileProtocolError(f"range {n}: bounds must strictly increase")
+            if mode is Mode.FINGERPRINT:
+                if len(payload) != FINGERPRINT_LEN:
+                    raise ReconcileProtocolError(f"range {n}: fingerprint is not "
+                                                 f"{FINGERPRINT_LEN} bytes")
+                ranges.append(Range(upper, mode, fingerprint=payload))
+            elif mode is Mode.ID_LIST:
+                if len(payload) % ID_LEN:
+                    raise ReconcileProtocolError(f"range {n}: id list is not a multiple "
+                                                 f"of {ID_LEN} bytes")
+                ids = tuple(payload[i:i + ID_LEN] for i in range(0, len(payload), ID_LEN))
+                total_ids += len(ids)
+                if total_ids > MAX_IDS_PER_MESSAGE:
+                    raise ReconcileProtocolError(f"more than {MAX_IDS_PER_MESSAGE} ids")
+                if len(set(ids)) != len(ids):
+                    raise ReconcileProtocolError(f"range {n}: id list repeats an id")
+                ranges.append(Range(upper, mode, ids=ids))
+            else:
+                if payload:
+                    raise ReconcileProtocolError(f"range {n}: skip carries a payload")
+                ranges.append(Range(upper, mode))
+            prev = upper
+            if not upper.is_infinite:
+                prev_ts = upper.timestamp
+        return cls(tuple(ranges))
+
+
+def _not_int(value: object) -> bool:
+    return isinstance(value, bool) or not isinstance(value, int)
+
+
+def _decode_range(n: int, raw: Any, prev_ts: int) -> tuple[Bound, Mode, bytes]:
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise ReconcileProtocolError(f"range {n} must be [ts_code, prefix, mode, payload]")
+    code, prefix, mode, payload = raw
+    if _not_int(code) or code < 0:
+        raise ReconcileProtocolError(f"range {n}: timestamp code {code!r} is not a uint")
+    if not isinstance(prefix, bytes) or len(prefix) > ID_LEN:
+        raise ReconcileProtocolError(f"range {n}: bound prefix must be <= {ID_LEN} bytes")
+    if _not_int(mode) or mode not in Mode._value2member_map_:
+        raise ReconcileProtocolError(f"range {n}: unknown mode {mode!r}")
+    if not isinstance(payload, bytes):
+        raise ReconcileProtocolError(f"range {n}: payload must be bytes")
+    if code == 0:
+        if prefix:
+            raise ReconcileProtocolError(f"range {n}: the infinite bound has no prefix")
+        return INFINITE, Mode(mode), payload
+    ts = prev_ts + code - 1
+    if ts > MAX_TIMESTAMP:
+        raise ReconcileProtocolError(f"range {n}: bound timestamp {ts} exceeds u64")
+    return Bound(ts, prefix), Mode(mode), payload
+
+
+# -- the state machine --------------------------------------------------------------
+
+
+class _Output:
+    """Ranges of the reply being built: coalesces skips, tracks the size budget."""
+
+    def __init__(self, frame_limit: int) -> None:
+        self.ranges: list[Range] = []
+        self.size = 8
+        self.frame_limit = frame_limit
+        self._pending_skip: Bound | None = None
+
+    def skip(self, upper: Bound) -> None:
+        self._pending_skip = upper
+
+    def add(self, r: Range) -> None:
+        if self._pending_skip is not None:
+            self.ranges.append(Range(self._pending_skip, Mode.SKIP))
+            self.size += 16 + len(self._pending_skip.prefix)
+            self._pending_skip = None
+        self.ranges.append(r)
+        self.size += r.size_hint()
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.frame_limit
+
+    @property
+    def room_for_ids(self) -> int:
+        return max(1, (self.frame_limit - self.size) // ID_LEN)
+
+    @property
+    def has_work(self) -> bool:
+        """True when the message asks the peer for something (not only skips)."""
+        return bool(self.ranges)
+
+
+class Reconciler:
+    """One side of one reconciliation conversation over a fixed `ItemSet`.
+
+    Initiator: ``msg = r.initiate()``; then ``msg = r.receive(reply)`` until it returns
+    None; then read ``r.have`` and ``r.need``. Responder: ``reply = r.receive(msg)`` for
+    every message it gets (a responder keeps no state between messages, so it can serve
+    a resumed conversation too).
+    """
+
+    def __init__(self, items: ItemSet | Iterable[Item], role: Role, *,
+                 frame_limit: int = DEFAULT_FRAME_LIMIT, max_rounds: int = MAX_ROUNDS) -> None:
+        if not MIN_FRAME_LIMIT <= frame_limit <= MAX_FRAME_LIMIT:
+            raise ReconcileUsageError(
+                f"frame_limit {frame_limit} outside {MIN_FRAME_LIMIT}..{MAX_FRAME_LIMIT}")
+        self.items = items if isinstance(items, ItemSet) else ItemSet(items)
+        self.role = role
+        self.frame_limit = frame_limit
+        self.max_rounds = max_rounds
+        self.have: set[bytes] = set()
+        self.need: set[bytes] = set()
+        self.rounds = 0
+        self.done = False
+        self._started = False
+
+    @classmethod
+    def initiator(cls, items: ItemSet | Iterable[Item], **kw: Any) -> Reconciler:
+        return cls(items, Role.INITIATOR, **kw)
+
+    @classmethod
+    def responder(cls, items: ItemSet | Iterable[Item], **kw: Any) -> Reconciler:
+        return cls(items, Role.RESPONDER, **kw)
+
+    @property
+    def is_initiator(self) -> bool:
+        return self.role is Role.INITIATOR
+
+    def initiate(self) -> bytes:
+        """The initiator's first message: everything, as fingerprints or an id list."""
+        if not self.is_initiator:
+            raise ReconcileUsageError("only the initiator opens a conversation")
+        if self._started:
+            raise ReconcileUsageError("initiate() was already called")
+        self._started = True
+        out = _Output(self.frame_limit)
+        self._split(out, 0, len(self.items), INFINITE)
+        return ReconcileMessage(tuple(out.ranges)).encode()
+
+    def receive(self, data: bytes) -> bytes | None:
+        """Process the peer's message; return the reply, or None when the initiator is done.
+
+        Raises `ReconcileProtocolError` for a malformed or out-of-protocol message; the
+        sets `have` and `need` are then unchanged by that message.
+        """
+        if self.is_initiator:
+            if not self._started:
+                raise ReconcileUsageError("call initiate() before receive()")
+            if self.done:
+                raise ReconcileUsageError("the conversation is finished")
+            if self.rounds >= self.max_rounds:
+                raise ReconcileProtocolError(f"no convergence after {self.max_rounds} rounds")
+        message = ReconcileMessage.decode(data)
+        have: set[bytes] = set()
+        need: set[bytes] = set()
+        out = self._process(message.ranges, have, need)
+        self.rounds += 1
+        self.have |= have
+        self.need |= need
+        if self.is_initiator and not out.has_work:
+            self.done = True
+            return None
+        return ReconcileMessage(tuple(out.ranges)).encode()
+
+    def _process(self, ranges: Sequence[Range], have: set[bytes], need: set[bytes]) -> _Output:
+        items = self.items
+        out = _Output(self.frame_limit)
+        lo = 0
+        for n, r in enumerate(ranges):
+            hi = items.index_of(r.upper)
+            if r.mode is Mode.SKIP:
+                out.skip(r.upper)
+            elif r.mode is Mode.FINGERPRINT:
+                if items.fingerprint(lo, hi) == r.fingerprint:
+                    out.skip(r.upper)
+                else:
+                    self._split(out, lo, hi, r.upper)
+            elif self.is_initiator:
+                theirs = set(r.ids)
+                for item_id in items.ids(lo, hi):
+                    if item_id in theirs:
+                        theirs.discard(item_id)
+                    else:
+                        have.add(item_id)
+                need |= theirs
+                out.skip(r.upper)
+            elif self._list_ids(out, lo, hi, r.upper):
+                break
+            lo = hi
+            if out.full and n + 1 < len(ranges):
+                out.add(Range(INFINITE, Mode.FINGERPRINT,
+                              fingerprint=items.fingerprint(lo, len(items))))
+                break
+        return out
+
+    def _list_ids(self, out: _Output, lo: int, hi: int, upper: Bound) -> bool:
+        """Answer an id list with ours for [lo, hi). If they do not all fit, list those
+        that do, close the message with a fingerprint of the rest and return True (the
+        message is finished); return False when everything fit."""
+        items = self.items
+        room = out.room_for_ids
+        if hi - lo <= room:
+            out.add(Range(upper, Mode.ID_LIST, ids=tuple(items.ids(lo, hi))))
+            return False
+        cut = lo + room
+        out.add(Range(minimal_bound(items[cut - 1], items[cut]), Mode.ID_LIST,
+                      ids=tuple(items.ids(lo, cut))))
+        out.add(Range(INFINITE, Mode.FINGERPRINT,
+                      fingerprint=items.fingerprint(cut, len(items))))
+        return True
+
+    def _split(self, out: _Output, lo: int, hi: int, upper: Bound) -> None:
+        """Describe [lo, hi) to the peer: ids if few, else `BRANCHING` fingerprinted buckets."""
+        items = self.items
+        count = hi - lo
+        if count < ID_LIST_THRESHOLD:
+            out.add(Range(upper, Mode.ID_LIST, ids=tuple(items.ids(lo, hi))))
+            return
+        per_bucket, extra = divmod(count, BRANCHING)
+        start = lo
+        for bucket in range(BRANCHING):
+            end = start + per_bucket + (1 if bucket < extra else 0)
+            bound = upper if bucket == BRANCHING - 1 else minimal_bound(items[end - 1],
+                                                                        items[end])
+            out.add(Range(bound, Mode.FINGERPRINT, fingerprint=items.fingerprint(start, end)))
+            start = end
+
+
+def reconcile_in_memory(ours: ItemSet | Iterable[Item], theirs: ItemSet | Iterable[Item],
+                        **kw: Any) -> tuple[set[bytes], set[bytes], list[int]]:
+    """Run a whole conversation between two in-memory sides (tests, bench, simulator).
+
+    Returns (have, need, sizes): the initiator's results and the byte size of every
+    message, in the order sent (initiator first).
+    """
+    initiator = Reconciler.initiator(ours, **kw)
+    responder = Reconciler.responder(theirs, **kw)
+    msg: bytes | None = initiator.initiate()
+    sizes: list[int] = []
+    while msg is not None:
+        sizes.append(len(msg))
+        reply = responder.receive(msg)
+        sizes.append(len(reply))
+        msg = initiator.receive(reply)
+    return initiator.have, initiator.need, sizes

@@ -1,0 +1,191 @@
+"""Change-feed sync between two peers, sans-I/O (issue 6, part 2).
+
+Every node keeps a local change feed: each stored gene version gets the next sequence
+number. To catch up with a peer, a receiver asks for the peer's feed entries after the
+checkpoint it holds for that peer; the sender answers with a batch of the genes its
+share policy lets that receiver see; the receiver verifies each gene's signature,
+applies the batch in one transaction *together with* the new checkpoint, and asks for
+the next batch. This is CouchDB's ``_changes?since=`` replication and Syncthing's delta
+index exchange, reduced to two messages (`gd.protocol.sync_messages`).
+
+Why it survives flaky links: the checkpoint only moves in the same transaction that
+stores the batch, so a cut connection resumes from the last applied batch; a duplicate
+or replayed batch (its `since` is not our checkpoint any more) changes nothing; and
+applying a version twice is a no-op anyway (`gd.crdt.conflict` ignores a version we
+already hold).
+
+The cores never read the disk or a socket. `SyncSender` is handed a function that reads
+its feed and a share policy; `SyncReceiver` is handed the function that applies a
+verified batch and the checkpoint in one LMDB transaction. `node/` supplies both.
+
+Sovereignty: default deny. A sender without a policy shares nothing; the policy runs
+before encoding, so withheld genes never reach the wire. The receiver runs its own
+acceptance check again (`accept`), and genes it refuses are reported, not applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from gd.crdt.conflict import QUEUE_ALL, ConflictDecision, ConflictPolicy, VersionStamp, decide
+from gd.genome.errors import SignatureError, ValidationError
+from gd.genome.gene import Gene
+from gd.protocol.sync_messages import (
+    MAX_BATCH_GENES,
+    ChangeBatch,
+    ChangesRequest,
+    SyncProtocolError,
+)
+
+# A sender reads at most this many feed entries to build one batch, whether or not its
+# policy lets them through. Without it, a receiver that may see one domain of a feed
+# full of others would make the sender scan the whole feed in one request; with it the
+# batch comes back short (maybe empty) with `more` set, and the scan resumes next time.
+MAX_SCAN_PER_BATCH: Final = 8 * MAX_BATCH_GENES
+
+# (since, limit) -> the feed entries with since < seq, in ascending seq order, at most
+# `limit` of them: (seq, gene).
+FeedReader = Callable[[int, int], Sequence[tuple[int, Gene]]]
+# (receiver peer id, gene) -> may this receiver have this gene?
+SharePolicy = Callable[[str, Gene], bool]
+# (sender peer id, verified genes, new checkpoint): store both in one transaction.
+BatchApplier = Callable[[str, Sequence[Gene], int], None]
+
+
+class SyncUsageError(ValueError):
+    """This side was misused (a call out of order, an inconsistent feed reader)."""
+
+
+def share_nothing(receiver: str, gene: Gene) -> bool:
+    """The default policy until a share policy exists for a peer: nothing leaves."""
+    return False
+
+
+def stamp_of(gene: Gene) -> VersionStamp:
+    """The conflict rule's view of a gene version."""
+    return VersionStamp.of(gene.vv, gene.hlc, gene.version_hash)
+
+
+def decide_for(local: Gene | None, incoming: Gene, policy: ConflictPolicy = QUEUE_ALL,
+               **kw: Any) -> ConflictDecision:
+    """`gd.crdt.conflict.decide` on two genes (for the applier inside its transaction)."""
+    return decide(None if local is None else stamp_of(local), stamp_of(incoming), policy, **kw)
+
+
+class SyncSender:
+    """Answers one receiver's `ChangesRequest`s from the local feed (stateless per request)."""
+
+    def __init__(self, receiver: str, read_feed: FeedReader,
+                 policy: SharePolicy = share_nothing) -> None:
+        self.receiver = receiver
+        self.read_feed = read_feed
+        self.policy = policy
+        self.genes_sent = 0
+
+    def receive(self, data: bytes) -> bytes:
+        """Decode a request (`SyncProtocolError` if bad) and return the encoded batch."""
+        request = ChangesRequest.decode(data)
+        return self.batch(request).encode()
+
+    def batch(self, request: ChangesRequest) -> ChangeBatch:
+        entries = self.read_feed(request.since, MAX_SCAN_PER_BATCH + 1)
+        genes: list[dict[str, Any]] = []
+        upto = request.since
+        more = False
+        for scanned, (seq, gene) in enumerate(entries):
+            if seq <= upto:
+                raise SyncUsageError(f"feed reader returned seq {seq} after {upto}")
+            if len(genes) == request.max_genes or scanned == MAX_SCAN_PER_BATCH:
+                more = True
+                break
+            upto = seq
+            if self.policy(self.receiver, gene):
+                genes.append(gene.to_wire())
+        self.genes_sent += len(genes)
+        return ChangeBatch(request.since, upto, more, tuple(genes))
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedGene:
+    """A gene of a batch that was not applied, and why (for the audit log)."""
+
+    gene_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What receiving one batch did."""
+
+    applied: tuple[Gene, ...] = ()
+    rejected: tuple[RejectedGene, ...] = ()
+    stale: bool = False  # a duplicate or replayed batch: nothing was done
+    more: bool = False  # the sender has more: send `request()` again
+    checkpoint: int = 0
+
+
+@dataclass
+class SyncReceiver:
+    """Pulls one sender's feed from `checkpoint` on, one verified batch at a time."""
+
+    sender: str
+    apply_batch: BatchApplier
+    checkpoint: int = 0
+    accept: Callable[[Gene], bool] = field(default=lambda gene: True)
+    max_genes: int = MAX_BATCH_GENES
+    genes_received: int = 0
+
+    def request(self) -> bytes:
+        """The request for the next batch (also what a resumed connection sends first)."""
+        return ChangesRequest(self.checkpoint, self.max_genes).encode()
+
+    def receive(self, data: bytes) -> BatchOutcome:
+        """Verify and apply a batch; advance the checkpoint only after `apply_batch`.
+
+        Raises `SyncProtocolError` for a malformed message (nothing applied). A batch
+        that does not start at our checkpoint is stale (a duplicate, a replay, or the
+        answer to a request we superseded) and is ignored. Inside a batch, each gene
+        that fails to decode, verify or pass `accept` is rejected on its own; the others
+        apply. If `apply_batch` raises, the checkpoint stays where it was.
+        """
+        batch = ChangeBatch.decode(data)
+        if batch.since != self.checkpoint:
+            return BatchOutcome(stale=True, checkpoint=self.checkpoint)
+        if len(batch.genes) > self.max_genes:
+            raise SyncProtocolError(f"batch of {len(batch.genes)} genes, we asked for at "
+                                    f"most {self.max_genes}")
+        good: list[Gene] = []
+        rejected: list[RejectedGene] = []
+        for i, wire in enumerate(batch.genes):
+            gene, reason = _verified(wire)
+            if gene is not None and not self.accept(gene):
+                gene, reason = None, "refused by the receiver's own policy"
+            if gene is None:
+                rejected.append(RejectedGene(_claimed_id(wire, i), reason))
+            else:
+                good.append(gene)
+        self.apply_batch(self.sender, tuple(good), batch.upto)
+        self.checkpoint = batch.upto
+        self.genes_received += len(good)
+        return BatchOutcome(tuple(good), tuple(rejected), False, batch.more, batch.upto)
+
+
+def _verified(wire: dict[str, Any]) -> tuple[Gene | None, str]:
+    try:
+        gene = Gene.from_wire(wire)
+        gene.verify()
+    except (ValidationError, SignatureError, TypeError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    if gene.author not in gene.vv:
+        # Only an edit bumps its author's counter; a version whose author has no
+        # counter claims an edit it never recorded.
+        return None, f"author {gene.author} has no entry in the version vector"
+    return gene, ""
+
+
+def _claimed_id(wire: dict[str, Any], index: int) -> str:
+    body = wire.get("body")
+    claimed = body.get("id") if isinstance(body, dict) else None
+    return claimed if isinstance(claimed, str) and len(claimed) <= 128 else f"#{index}"
