@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -191,15 +192,52 @@ def restore(src: Path, home: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @home_option
+@click.option("--listen", "listen", multiple=True,
+              help="Multiaddr to listen on (repeatable; overrides config.toml).")
+@click.option("--bootstrap", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Bootstrap peers file (overrides config.toml).")
 @click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
               help="Log format on stderr (default: console on a TTY, else json).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
 @user_errors
-def run(home: Path | None, log_format: str | None) -> None:
-    """Run the node in the foreground until SIGINT or SIGTERM."""
+def run(home: Path | None, listen: tuple[str, ...], bootstrap: Path | None,
+        log_format: str | None, log_level: str) -> None:
+    """Run the node daemon in the foreground until SIGINT or SIGTERM.
+
+    Prints the peer id and the dialable addresses, then logs structured events on stderr.
+    A second `run` on the same home refuses while this one lives.
+    """
     from gd.node.runner import run_foreground
 
-    code = run_foreground(resolve_home(home), log_format=log_format)
+    code = run_foreground(resolve_home(home), log_format=log_format, listen=list(listen) or None,
+                          bootstrap=bootstrap, log_level=log_level)
     sys.exit(code)
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Include known but unconnected peers.")
+@home_option
+@json_option
+@user_errors
+def peers(show_all: bool, home: Path | None, as_json: bool) -> None:
+    """Peers of the running daemon: id, org, region, address, latency, score, since."""
+    from gd.node.control import call
+
+    rows = call(resolve_home(home), "peers", all=show_all)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} peer(s)")
+    for col in ("peer id", "org", "region", "address", "latency ms", "score", "since"):
+        table.add_column(col, overflow="fold")
+    for p in rows:
+        latency = p.get("latency_ms")
+        table.add_row(p["peer_id"], p.get("org") or "?", p.get("region") or "?",
+                      (p.get("addrs") or ["-"])[0],
+                      f"{latency:.1f}" if isinstance(latency, float | int) else "-",
+                      f"{p.get('score', 0):.2f}", _age(p.get("since")))
+    console.print(table)
 
 
 @cli.command()
@@ -223,6 +261,17 @@ def demo(directory: Path, org: str, region: str, as_json: bool) -> None:
 
 cli.add_command(genes_group)
 cli.add_command(synapse_group)
+
+
+def _age(since: object) -> str:
+    """'42s', '3m', '2h' since a unix timestamp (the daemon reports wall-clock seconds)."""
+    if not isinstance(since, int | float):
+        return "-"
+    seconds = max(0.0, time.time() - since)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def main() -> None:

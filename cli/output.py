@@ -18,7 +18,9 @@ from rich.console import Console
 
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.node.config import ConfigError
+from gd.node.control import ControlError
 from gd.node.cortex import CortexError
+from gd.node.errors import BootstrapError, HostError
 from gd.node.home import Home
 from gd.node.local import HomeError
 from gd.node.lock import AlreadyRunning
@@ -28,7 +30,8 @@ err_console = Console(stderr=True)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValidationError, DecodeError, SignatureError, CortexError, ConfigError, HomeError,
-    AlreadyRunning, FileNotFoundError, PermissionError, IsADirectoryError,
+    AlreadyRunning, ControlError, BootstrapError, HostError, FileNotFoundError,
+    PermissionError, IsADirectoryError,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +43,8 @@ class Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        err_console.print(f"[bold red]error:[/] {self.format_message()}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {self.format_message()}", highlight=False,
+                          soft_wrap=True)
 
 
 def user_errors(fn: F) -> F:

@@ -267,15 +267,24 @@ class Gene:
         )
         return gene.signed(key)
 
-    def edited(self, key: NodeKey, *, hlc: int, **changes: Any) -> Gene:
-        """The next version after an edit by `key`'s node: version + 1, its vv counter
-        bumped, re-signed. Changes to body fields only; local fields carry over."""
+    def edited(self, key: NodeKey, *, hlc: int, version: int | None = None,
+               **changes: Any) -> Gene:
+        """The next version after an edit by `key`'s node: its vv counter bumped,
+        re-signed. Changes to body fields only; local fields carry over.
+
+        `version` defaults to this version + 1. Version numbers are Lamport-style: a node
+        that has seen other branches of the gene passes one above every version it holds
+        (`Cortex.next_version`), so two different bodies never share (id, version) in
+        one store; the version vector, not this number, decides causality."""
         bad = set(changes) - set(BODY_FIELDS) - {"status"}
         if bad or {"id", "origin", "version", "vv", "author"} & set(changes):
             raise ValidationError(",".join(sorted(bad or changes)), "cannot be edited directly")
+        number = self.version + 1 if version is None else version
+        if number <= self.version:
+            raise ValidationError("version", f"{number} does not follow {self.version}")
         vv = dict(self.vv)
         vv[key.peer_id] = vv.get(key.peer_id, 0) + 1
-        return replace(self, version=self.version + 1, vv=vv, hlc=hlc, signature=b"",
+        return replace(self, version=number, vv=vv, hlc=hlc, signature=b"",
                        author="", **changes).signed(key)
 
     # -- content, hash, signature -------------------------------------------------

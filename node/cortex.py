@@ -252,16 +252,38 @@ class Cortex:
         batch = list(genes)
         return self.write(lambda txn: [self._put_gene(txn, g) for g in batch])
 
-    def _put_gene(self, txn: lmdb.Transaction, gene: Gene) -> int | None:
+    def put_gene_in(self, txn: lmdb.Transaction, gene: Gene, *,
+                    supersede: bool = False) -> int | None:
+        """`put_gene` inside the caller's write transaction (sync applies a batch and its
+        checkpoint together). `supersede=True` makes `gene` the head even over a higher
+        version number and replaces a different body stored under the same (id, version)
+        — only for a decided last-writer-wins, where the losing concurrent version is
+        meant to disappear."""
+        return self._put_gene(txn, gene, supersede=supersede)
+
+    def get_gene_in(self, txn: lmdb.Transaction, gene_id: str) -> Gene | None:
+        gid = gene_id.encode()
+        raw = txn.get(gid, db=self._dbs["genes"])
+        return self._load(txn, gid, raw) if raw is not None else None
+
+    def set_checkpoint_in(self, txn: lmdb.Transaction, peer_id: str, seq: int) -> None:
+        txn.put(peer_id.encode(), _U64.pack(seq), db=self._dbs["checkpoints"])
+
+    def _put_gene(self, txn: lmdb.Transaction, gene: Gene, *,
+                  supersede: bool = False) -> int | None:
         d = self._dbs
         gid = gene.id.encode()
         vkey = _version_key(gene.id, gene.version)
         wire = gene.wire_bytes
         existing = txn.get(vkey, db=d["gene_versions"])
-        new_version = existing is None
         if existing is not None and existing != wire:
-            raise VersionConflict(
-                f"gene {gene.id} version {gene.version} already exists with another body")
+            if not supersede:
+                raise VersionConflict(
+                    f"gene {gene.id} version {gene.version} already exists with another body")
+            loser = Gene.from_wire(canonical.decode(existing))
+            txn.delete(loser.version_hash, db=d["by_vhash"])
+            existing = None
+        new_version = existing is None
         if new_version:
             txn.put(vkey, wire, db=d["gene_versions"])
             txn.put(gene.version_hash, vkey, db=d["by_vhash"])
@@ -271,7 +293,7 @@ class Cortex:
             if old_raw == head:
                 return None
             old = _Head.decode(old_raw)
-            if old.version > gene.version:
+            if old.version > gene.version and not supersede:
                 # An older version arriving late is kept in history, not made head.
                 return self._append_change(txn, "put", gene) if new_version else None
             self._unindex(txn, gene.id, old.domain, old.status, old.origin)
@@ -337,6 +359,12 @@ class Cortex:
         with self.env.begin() as txn:
             return [_U64.unpack(k[len(prefix):])[0]
                     for k in _prefix_keys(txn, self._dbs["gene_versions"], prefix)]
+
+    def next_version(self, gene_id: str) -> int:
+        """One above every version of the gene this Cortex holds (1 for a new gene): the
+        number a local edit must take (see `Gene.edited`)."""
+        versions = self.gene_versions(gene_id)
+        return (max(versions) if versions else 0) + 1
 
     def get_by_version_hash(self, vhash: bytes) -> Gene | None:
         with self.env.begin() as txn:
@@ -446,8 +474,7 @@ class Cortex:
         return _U64.unpack(raw)[0] if raw else 0
 
     def set_checkpoint(self, peer_id: str, seq: int) -> None:
-        self.write(lambda txn: txn.put(peer_id.encode(), _U64.pack(seq),
-                                       db=self._dbs["checkpoints"]))
+        self.write(lambda txn: self.set_checkpoint_in(txn, peer_id, seq))
 
     # -- synapses ----------------------------------------------------------------
     def add_synapse(self, synapse: Synapse) -> None:

@@ -175,7 +175,8 @@ def iter_specs(path: Path) -> Iterator[GeneSpec | tuple[int, str]]:
             yield reader.line_num, f"unreadable CSV: {exc}"
 
 
-def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int) -> Gene | None:
+def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int,
+               next_version: int | None = None) -> Gene | None:
     """The gene this line means: a new gene, its next version, or None if unchanged."""
     if existing is None:
         return Gene.create(key, domain=spec.domain, name=spec.name, codons=spec.codons,
@@ -186,8 +187,8 @@ def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int) ->
         return None
     if existing.origin != key.peer_id:
         raise ValidationError("name", f"gene {existing.id} belongs to another origin")
-    return existing.edited(key, hlc=hlc, codons=spec.codons, action=spec.action,
-                           params=spec.params, purpose=spec.purpose)
+    return existing.edited(key, hlc=hlc, version=next_version, codons=spec.codons,
+                           action=spec.action, params=spec.params, purpose=spec.purpose)
 
 
 def import_genes(
@@ -234,7 +235,8 @@ def import_genes(
             flush()  # a later line edits a gene of this batch: store the earlier first
         existing = cortex.get_gene(gene_id)
         try:
-            gene = build_gene(spec, key, existing, hlc_now())
+            gene = build_gene(spec, key, existing, hlc_now(),
+                              cortex.next_version(gene_id) if existing else None)
         except ValidationError as exc:
             report.rejected.append((spec.line, str(exc)))
             continue

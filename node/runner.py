@@ -1,61 +1,50 @@
-"""The foreground node process: lock the home, open the Cortex, serve until a signal.
+"""The foreground node process: load the home, open the Cortex, run the daemon.
 
-This is the daemon's outer shell: it owns the pid lock and the Cortex and guarantees the
-shutdown order (stop accepting work, finish writes, close LMDB, release the lock). The
-network side (`gd.node.daemon`) runs inside it.
+Owns the order of start and shutdown around `gd.node.daemon.run_daemon` (which holds
+the pid lock, the libp2p host and the control socket): the Cortex is opened before the
+network starts and closed only after the daemon has stopped, so no write is cut short.
 """
 
 from __future__ import annotations
 
-import os
-import signal
+import functools
 import sys
-import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import structlog
 import trio
 
+from gd.node.cortex import Cortex
 from gd.node.home import Home
-from gd.node.local import open_local
-from gd.node.lock import PidLock
+from gd.node.local import load_identity
+from gd.node.logging import configure_logging, get_logger
 
 
-def configure_logging(log_format: str | None) -> structlog.stdlib.BoundLogger:
-    """Structured logs on stderr: JSON for machines, console when a person watches."""
-    fmt = log_format or ("console" if sys.stderr.isatty() else "json")
-    renderer = (structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()) if fmt == "console"
-                else structlog.processors.JSONRenderer(sort_keys=True))
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
-    )
-    return structlog.get_logger("gd-node")
+def run_foreground(home: Home, *, log_format: str | None = None,
+                   listen: list[str] | None = None, bootstrap: Path | None = None,
+                   log_level: str = "info",
+                   ready: Callable[[Any], None] | None = None) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code (0 on a clean stop)."""
+    from gd.node.daemon import run_daemon  # libp2p import (~1.5 s) only when running
+    from gd.node.host import dialable_addrs
 
+    configure_logging(log_format or ("console" if sys.stderr.isatty() else "json"), log_level)
+    cfg, key = load_identity(home)
 
-def run_foreground(home: Home, *, log_format: str | None = None) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit code (0 on a clean stop)."""
-    log = configure_logging(log_format)
-    started = time.monotonic()
-    with PidLock(home.pid_path), open_local(home) as node:
-        stats = node.cortex.stats()
-        log.info("node started", peer_id=node.key.peer_id, org=node.config.org,
-                 region=node.config.region, home=str(home.root), pid=os.getpid(),
-                 genes=stats.genes, change_seq=stats.last_seq)
-        print(f"peer id: {node.key.peer_id}", file=sys.stderr, flush=True)
-        received = trio.run(_wait_for_signal)
-        log.info("node stopping", signal=received,
-                 uptime_s=round(time.monotonic() - started, 3))
-    log.info("node stopped")
+    def announce(daemon: Any) -> None:
+        print(f"peer id: {key.peer_id}", file=sys.stderr, flush=True)
+        for addr in dialable_addrs(daemon.host):
+            print(f"listening: {addr}", file=sys.stderr, flush=True)
+        if ready is not None:
+            ready(daemon)
+
+    cortex = Cortex.open(home.cortex_path, map_size=cfg.cortex_map_size_mb << 20,
+                         create=False)
+    try:
+        trio.run(functools.partial(run_daemon, home, cfg, key, cortex=cortex, listen=listen,
+                                   bootstrap=bootstrap, ready_callback=announce))
+    finally:
+        cortex.close()
+        get_logger("gd.node").info("node.closed", home=str(home.root))
     return 0
-
-
-async def _wait_for_signal() -> str:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            return signal.Signals(signum).name
-    return "none"

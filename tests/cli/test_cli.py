@@ -194,7 +194,8 @@ def test_run_daemon_locks_home_and_stops_cleanly_on_sigterm(home: Path) -> None:
         assert restore.exit_code == 1 and "stop it first" in restore.output
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-        assert '"event": "node stopped"' in proc.stderr.read()
+        log = proc.stderr.read()
+        assert '"event": "node.stopped"' in log and '"event": "node.closed"' in log
         assert not (home / "gd-node.pid").exists()
     finally:
         if proc.poll() is None:

@@ -129,7 +129,10 @@ def test_edit_bumps_version_and_vector_and_resigns() -> None:
     assert edited.version_hash != gene.version_hash
     edited.verify()
     with pytest.raises(ValidationError):
-        gene.edited(KEY, hlc=3, version=9)
+        gene.edited(KEY, hlc=3, version=1)
+    with pytest.raises(ValidationError):
+        gene.edited(KEY, hlc=3, vv={})
+    assert gene.edited(KEY, hlc=3, version=9).version == 9
 
 
 def test_local_status_does_not_touch_the_signature() -> None:

@@ -1,0 +1,130 @@
+"""M_P, Praxeological: does this means reach this end, by our own experience?
+
+Two parts, per state:
+
+* applicability a ∈ [0, 1] of the gene's codons (graded, `condition.applicability`);
+* a Beta posterior of success. Prior Beta(α0, β0) from related genes through synapses
+  (`prior_from_related`). Each of the gene's experiences adds its outcome with a weight
+  w = exp(−d² / 2h²), d² the mean squared difference of the experience's state from this
+  state in units of the domain's feature scales, over the k nearest experiences only:
+  α = α0 + Σ w·y, β = β0 + Σ w·(1 − y).
+
+Score = a · E[p] = a · α / (α + β). Veto where a < apply_min (the gene does not apply) or
+where the evidence is strong enough (Σ w ≥ min_evidence) and the upper one-sided 95 %
+credible bound is below the domain's floor. The bound uses the normal approximation to
+the Beta (mean + 1.645·sd), which is within 0.02 of the exact quantile once α, β ≥ 5,
+the regime in which `min_evidence` lets it veto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from gd.motors.backend import Array, Backend
+from gd.motors.condition import CompiledGene, applicability
+from gd.motors.domains.pack import DomainPack
+from gd.motors.errors import MotorInputError
+
+VERSION = "1"
+K_NEIGHBOURS = 32          # experiences consulted per state
+BANDWIDTH = 1.0            # kernel width h, in feature scales (RMS over features)
+Z_UPPER = 1.6448536269514722   # one-sided 95 %
+PRIOR_BASE = 2.0           # pseudo-observations of the flat prior Beta(1, 1)
+PRIOR_MAX_EXTRA = 8.0      # related genes add at most this many pseudo-observations
+PRIOR_SHRINK = 0.1         # a related gene's experiences count one tenth as much
+KNN_CHUNK_ELEMENTS = 4_000_000   # bounds the (states × experiences) distance block
+
+
+@dataclass(frozen=True)
+class RelatedGene:
+    """A neighbour through a synapse: its weight, its counters, and whether it inhibits
+    (an inhibiting gene's success argues for our failure)."""
+
+    weight: float
+    successes: int
+    failures: int
+    inhibits: bool = False
+
+
+def prior_from_related(related: Sequence[RelatedGene]) -> tuple[float, float]:
+    """Beta prior (α0, β0): flat Beta(1, 1) pulled towards related genes' success rates."""
+    total_w = sum(r.weight for r in related)
+    if not related or total_w <= 0.0:
+        return 1.0, 1.0
+    mean = 0.0
+    extra = 0.0
+    for r in related:
+        rate = (r.successes + 1.0) / (r.successes + r.failures + 2.0)
+        mean += r.weight * (1.0 - rate if r.inhibits else rate)
+        extra += r.weight * (r.successes + r.failures) * PRIOR_SHRINK
+    mean /= total_w
+    strength = PRIOR_BASE + min(PRIOR_MAX_EXTRA, extra)
+    # Blend with the flat prior so that the pseudo-counts never fall below 1 each.
+    m = (mean * (strength - PRIOR_BASE) + 0.5 * PRIOR_BASE) / strength
+    return m * strength, (1.0 - m) * strength
+
+
+@dataclass(frozen=True)
+class PraxeologicalOutput:
+    score: np.ndarray
+    veto: np.ndarray
+    applicability: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    n_eff: np.ndarray
+    upper: np.ndarray
+
+
+def posterior(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: np.ndarray,
+              prior: tuple[float, float], k: int = K_NEIGHBOURS) -> tuple[Array, Array, Array]:
+    """(α, β, Σw) per state from the k nearest experiences (see module docstring)."""
+    n = X.shape[0]
+    a0, b0 = prior
+    if a0 <= 0 or b0 <= 0:
+        raise MotorInputError(f"prior ({a0}, {b0}) must be positive")
+    m = len(ev_y)
+    if m == 0:
+        return bk.full((n,), a0), bk.full((n,), b0), bk.zeros((n,))
+    if ev_X.shape != (m, len(pack.features)):
+        raise MotorInputError(f"experience states have shape {ev_X.shape}, expected "
+                              f"({m}, {len(pack.features)})")
+    center, scale = bk.asarray(pack.center), bk.asarray(pack.scale)
+    q = (X - center) / scale
+    e = (bk.asarray(ev_X) - center) / scale
+    y = bk.asarray(ev_y)
+    k = min(k, m)
+    f = float(len(pack.features))
+    ee = bk.sum(e * e, axis=1)
+    chunk = max(1, KNN_CHUNK_ELEMENTS // m)
+    alphas, betas, weights = [], [], []
+    for start in range(0, n, chunk):
+        qc = q[start:start + chunk]
+        d2 = (bk.expand(bk.sum(qc * qc, axis=1), 1) + bk.expand(ee, 0)
+              - 2.0 * bk.matmul(qc, e.T)) / f
+        d2 = bk.maximum(d2, 0.0)
+        near, idx = bk.topk_smallest(d2, k)
+        w = bk.exp(-near / (2.0 * BANDWIDTH**2))
+        yk = bk.take(y, idx, axis=0)
+        alphas.append(a0 + bk.sum(w * yk, axis=1))
+        betas.append(b0 + bk.sum(w * (1.0 - yk), axis=1))
+        weights.append(bk.sum(w, axis=1))
+    return bk.concat(alphas), bk.concat(betas), bk.concat(weights)
+
+
+def praxeological(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
+                  ev_X: np.ndarray, ev_y: np.ndarray, prior: tuple[float, float],
+                  k: int = K_NEIGHBOURS) -> PraxeologicalOutput:
+    cfg = pack.config
+    a = applicability(bk, cg, X)
+    alpha, beta, n_eff = posterior(bk, pack, X, ev_X, ev_y, prior, k)
+    total = alpha + beta
+    mean = alpha / total
+    sd = bk.sqrt(alpha * beta / (total * total * (total + 1.0)))
+    upper = bk.clip(mean + Z_UPPER * sd, 0.0, 1.0)
+    veto = (a < cfg.apply_min) | ((n_eff >= cfg.min_evidence) & (upper < cfg.floor))
+    n = bk.to_numpy
+    return PraxeologicalOutput(score=n(a * mean), veto=n(veto), applicability=n(a),
+                               alpha=n(alpha), beta=n(beta), n_eff=n(n_eff), upper=n(upper))

@@ -1,0 +1,509 @@
+"""The daemon: one trio task tree that turns a home directory into a running peer.
+
+    run_daemon
+    ├── pid lock on HOME/gd-node.pid (a second daemon on the same home refuses)
+    ├── libp2p host (node/host.py: node key, Noise only, yamux) + Kademlia DHT
+    ├── /gd/handshake/1.0.0 inbound handler; outbound handshakes after each dial
+    ├── mesh loop (node/mesh.py plans; we dial and drop), discovery loop (node/discovery.py)
+    ├── liveness loop (/gd/ping/1.0.0 with a bounded wait: RTT feeds scores)
+    ├── control socket (node/control.py) and /healthz + /metrics (node/metrics.py)
+    └── SIGINT/SIGTERM → stop: cancel the loops, close the host within a bounded time
+
+Every protocol stream other than the handshake goes through `register_protocol`, which
+admits only handshaken peers and enforces the per-peer limits (streams, frame size,
+bytes/s: throttle, then disconnect and ban).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.tools.anyio_service import background_trio_service
+
+from gd.genome.identity import NodeKey
+from gd.node.config import ConfigError, NodeConfig
+from gd.node.control import ControlMethods, ControlServer
+from gd.node.discovery import BootstrapPeer, Discovery, load_bootstrap, new_dht
+from gd.node.home import Home
+from gd.node.host import dialable_addrs, peer_info, running_host, to_id
+from gd.node.lock import PidLock
+from gd.node.logging import get_logger
+from gd.node.mesh import MeshPlanner, MeshPolicy
+from gd.node.metrics import MetricsServer, NodeMetrics
+from gd.node.peers import LimitExceeded, PeerBudget, PeerLimits, PeerRecord, PeerTable
+from gd.node.streams import (
+    HANDSHAKE_TIMEOUT_S,
+    PING_NONCE_BYTES,
+    PING_PROTOCOL_ID,
+    FramedStream,
+    PeerTimeout,
+    Ping,
+    Pong,
+    StreamGone,
+    drive_handshake,
+)
+from gd.protocol.errors import RemoteProtocolError
+from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
+from gd.protocol.handshake import (
+    Accepted,
+    Handshake,
+    HandshakeOffer,
+    Outcome,
+    PeerHello,
+    Rejected,
+)
+
+# Shutdown: the loops are cancelled at once; closing the host (streams, connections,
+# listeners) gets this long. systemd's default stop timeout is 90 s; we stay far below.
+SHUTDOWN_GRACE_S = 10.0
+MESH_TICK_S = 1.0
+# Discovery runs at once when a new peer is verified, else this often; provider records
+# are re-published every REPROVIDE_S (the DHT keeps them ~24 h; go-libp2p republishes
+# every 22 h, we do it hourly because regions are small and records cheap).
+DISCOVERY_INTERVAL_S = 30.0
+REPROVIDE_S = 3600.0
+# Our own liveness check: libp2p notices neither a frozen peer nor (when the other host
+# leaks its socket on close) a departed one. 15 s keeps idle traffic negligible.
+PING_INTERVAL_S = 15.0
+PING_TIMEOUT_S = 5.0
+DIAL_TIMEOUT_S = 10.0
+
+ProtocolHandler = Callable[[FramedStream, PeerRecord], Awaitable[None]]
+
+
+_MESH_POLICY_KEYS = {f.name for f in fields(MeshPolicy)} - {"region"}
+_LIMIT_KEYS = {f.name for f in fields(PeerLimits)}
+
+
+def mesh_settings(cfg: NodeConfig) -> tuple[MeshPolicy, PeerLimits, int]:
+    """The optional [mesh] section: MeshPolicy and PeerLimits fields, `seed` (backoff
+    jitter) and `ping_interval_s` (read by `ping_interval`)."""
+    section = dict(cfg.extra.get("mesh", {}))
+    seed = section.pop("seed", 0)
+    section.pop("ping_interval_s", None)
+    unknown = set(section) - _MESH_POLICY_KEYS - _LIMIT_KEYS
+    if unknown or type(seed) is not int:
+        raise ConfigError(f"[mesh]: unknown keys {sorted(unknown)}" if unknown
+                          else "[mesh].seed must be an integer")
+    try:
+        policy = MeshPolicy(region=cfg.region,
+                            **{k: v for k, v in section.items() if k in _MESH_POLICY_KEYS})
+        limits = PeerLimits(**{k: v for k, v in section.items() if k in _LIMIT_KEYS})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[mesh]: {exc}") from None
+    return policy, limits, seed
+
+
+def ping_interval(cfg: NodeConfig) -> float:
+    value = cfg.extra.get("mesh", {}).get("ping_interval_s", PING_INTERVAL_S)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigError("[mesh].ping_interval_s must be a positive number")
+    return float(value)
+
+
+class _ConnectionWatcher(INotifee):
+    """libp2p connection events → the daemon (only disconnects and inbound bans matter)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        await self.daemon._on_connected(conn.muxed_conn.peer_id.to_base58())
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.daemon._on_disconnected(conn.muxed_conn.peer_id.to_base58())
+
+    async def listen(self, network: INetwork, multiaddr: Any) -> None:
+        return
+
+    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
+        return
+
+
+class Daemon:
+    """The running node's state and behaviour; `run_daemon` builds and drives one."""
+
+    def __init__(self, *, home: Home, cfg: NodeConfig, key: NodeKey, cortex: Any,
+                 host: IHost, dht: KadDHT, bootstrap: Sequence[BootstrapPeer],
+                 domains: tuple[str, ...], log: Any) -> None:
+        self.home, self.cfg, self.key, self.cortex = home, cfg, key, cortex
+        self.host, self.dht, self.log = host, dht, log
+        self.policy, self.limits, seed = mesh_settings(cfg)
+        self.planner = MeshPlanner(self.policy, seed=seed)
+        self.table = PeerTable()
+        self.discovery = Discovery(host, dht)
+        self.metrics = NodeMetrics()
+        self.methods = ControlMethods()
+        self.domains = domains
+        self.budgets: dict[str, PeerBudget] = {}
+        self._verified: dict[str, trio.Event] = {}
+        self._discover_now = trio.Event()
+        self.stop_event = trio.Event()
+        self.started_at = time.time()
+        self.capabilities: tuple[str, ...] = ()
+        # Later subsystems (the ledger) replace this with their live head.
+        self.ledger_head: Callable[[], tuple[int, bytes]] = lambda: (0, b"\x00" * 32)
+        self.rng_nonce = os.urandom
+        self.metrics_port: int | None = None
+        self._new_since_provide = True
+        for peer in bootstrap:
+            self.table.learn(peer.peer_id, peer.addrs, peer.region)
+        self.methods.add("status", self._status)
+        self.methods.add("peers", self._peers)
+        host.set_stream_handler(HANDSHAKE_PROTOCOL_ID, self._inbound_handshake)
+        self.register_protocol(PING_PROTOCOL_ID, self._serve_ping)
+        host.get_network().register_notifee(_ConnectionWatcher(self))
+
+    @property
+    def peer_id(self) -> str:
+        return self.key.peer_id
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ---- handshake -----------------------------------------------------------------
+
+    def _offer(self) -> HandshakeOffer:
+        size, root = self.ledger_head()
+        return HandshakeOffer(org=self.cfg.org, region=self.cfg.region,
+                              capabilities=self.capabilities, domains=self.domains,
+                              ledger_size=size, ledger_root=root)
+
+    def _admit(self, hello: PeerHello) -> str | None:
+        if self.planner.is_banned(hello.peer_id, time.monotonic()):
+            return "this peer is temporarily banned for misbehaving"
+        return None
+
+    async def _handshake(self, stream: INetStream, remote: str, direction: str) -> Outcome:
+        hs = Handshake(self.key, self._offer(), remote, now_ms=int(time.time() * 1000),
+                       nonce=self.rng_nonce(16), admit=self._admit)
+        await drive_handshake(stream, hs, HANDSHAKE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            await stream.close()
+        outcome = hs.outcome
+        assert outcome is not None
+        if isinstance(outcome, Accepted):
+            self.metrics.handshakes.labels(outcome="accepted").inc()
+            addrs = tuple(str(a) for a in self.host.get_peerstore().addrs(to_id(remote)))
+            self.table.verified(outcome.peer, addrs, time.time())
+            self.planner.connected(remote)
+            self._event_for(remote).set()
+            with contextlib.suppress(Exception):
+                await self.discovery.add_peer(remote)
+            self.metrics.set_peers(self.table.by_region())
+            self._new_since_provide = True
+            self._discover_now.set()
+            self.log.info("peer.accepted", peer=remote, org=outcome.peer.org,
+                          region=outcome.peer.region, direction=direction)
+        else:
+            assert isinstance(outcome, Rejected)
+            self.metrics.handshakes.labels(outcome=outcome.reason.value).inc()
+            rec = self.table.learn(remote)
+            if not outcome.by_peer:
+                rec.score.protocol_error(time.monotonic())
+            self.log.warning("peer.rejected", peer=remote, reason=outcome.reason.value,
+                             detail=outcome.detail, by_peer=outcome.by_peer,
+                             direction=direction)
+            await self._close_connection(remote)
+        return outcome
+
+    async def _inbound_handshake(self, stream: INetStream) -> None:
+        await self._handshake(stream, stream.muxed_conn.peer_id.to_base58(), "inbound")
+
+    async def connect(self, peer_id: str, addrs: Sequence[str] = ()) -> Outcome:
+        """Dial `peer_id` (at `addrs` or the addresses we know) and handshake."""
+        rec = self.table.learn(peer_id, tuple(addrs))
+        with trio.fail_after(DIAL_TIMEOUT_S):
+            await self.host.connect(peer_info(peer_id, rec.addrs))
+            stream = await self.host.new_stream(to_id(peer_id), [HANDSHAKE_PROTOCOL_ID])
+        return await self._handshake(stream, peer_id, "outbound")
+
+    def _event_for(self, peer_id: str) -> trio.Event:
+        return self._verified.setdefault(peer_id, trio.Event())
+
+    async def _on_connected(self, peer_id: str) -> None:
+        if self.planner.is_banned(peer_id, time.monotonic()):
+            self.log.info("peer.refused_banned", peer=peer_id)
+            await self._close_connection(peer_id)
+
+    def _on_disconnected(self, peer_id: str) -> None:
+        rec = self.table.get(peer_id)
+        if rec is not None and rec.connected:
+            self.log.info("peer.disconnected", peer=peer_id)
+            self.planner.disconnected(peer_id, time.monotonic())
+        self.table.disconnected(peer_id)
+        self._verified.pop(peer_id, None)
+        self.budgets.pop(peer_id, None)
+        self.metrics.set_peers(self.table.by_region())
+
+    async def _close_connection(self, peer_id: str) -> None:
+        with contextlib.suppress(Exception), trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            await self.host.disconnect(to_id(peer_id))
+        self._on_disconnected(peer_id)
+
+    async def drop(self, peer_id: str, reason: str, *, ban: bool) -> None:
+        """Disconnect a peer (and keep it away for the ban period when it misbehaved)."""
+        if ban:
+            self.planner.ban(peer_id, time.monotonic())
+        self.metrics.dropped.labels(reason="misbehaviour" if ban else "surplus").inc()
+        self.log.warning("peer.dropped", peer=peer_id, reason=reason, ban=ban)
+        await self._close_connection(peer_id)
+
+    # ---- guarded protocols ---------------------------------------------------------
+
+    def register_protocol(self, protocol_id: str, handler: ProtocolHandler) -> None:
+        """Serve `protocol_id` to handshaken peers only, within their per-peer limits."""
+        async def guarded(stream: INetStream) -> None:
+            await self._serve_stream(protocol_id, handler, stream)
+
+        self.host.set_stream_handler(protocol_id, guarded)  # type: ignore[arg-type]
+
+    def _count(self, protocol_id: str) -> Callable[[str, int], None]:
+        def count(direction: str, n: int) -> None:
+            self.metrics.bytes.labels(protocol=protocol_id, direction=direction).inc(n)
+        return count
+
+    async def _serve_stream(self, protocol_id: str, handler: ProtocolHandler,
+                            stream: INetStream) -> None:
+        remote = stream.muxed_conn.peer_id.to_base58()
+        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            await self._event_for(remote).wait()  # its handshake may finish a moment later
+        rec = self.table.get(remote)
+        if rec is None or not rec.connected:
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            return
+        budget = self.budgets.setdefault(remote, PeerBudget(self.limits, time.monotonic()))
+        try:
+            budget.open_stream()
+        except LimitExceeded as exc:
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            await self._misbehaved(remote, protocol_id, exc)
+            return
+        self.metrics.streams.inc()
+        fs = FramedStream(stream, max_frame_size=self.limits.max_frame_size, budget=budget,
+                          count_bytes=self._count(protocol_id))
+        try:
+            await handler(fs, rec)
+        except StreamGone:
+            return
+        except RemoteProtocolError as exc:
+            await fs.reset()
+            await self._misbehaved(remote, protocol_id, exc)
+        finally:
+            budget.close_stream()
+            self.metrics.streams.dec()
+            await fs.close()
+
+    async def _misbehaved(self, peer_id: str, protocol_id: str, exc: RemoteProtocolError
+                          ) -> None:
+        now = time.monotonic()
+        rec = self.table.learn(peer_id)
+        self.metrics.frame_errors.labels(protocol=protocol_id).inc()
+        if isinstance(exc, PeerTimeout):
+            rec.score.failure(now)
+        else:
+            rec.score.protocol_error(now)
+        self.log.warning("peer.protocol_error", peer=peer_id, protocol=protocol_id,
+                         error=exc.message)
+        if isinstance(exc, LimitExceeded) or rec.score.should_drop(now):
+            await self.drop(peer_id, exc.message, ban=True)
+
+    async def _serve_ping(self, fs: FramedStream, rec: PeerRecord) -> None:
+        while True:
+            msg = await fs.receive()
+            if not isinstance(msg, Ping):
+                raise RemoteProtocolError(f"expected gd.ping, got {msg.TYPE}")
+            await fs.send(Pong(nonce=msg.nonce))
+
+    async def ping(self, peer_id: str) -> float:
+        """Round trip in ms over a fresh stream; PeerTimeout / StreamGone on failure."""
+        with trio.fail_after(PING_TIMEOUT_S):
+            stream = await self.host.new_stream(to_id(peer_id), [PING_PROTOCOL_ID])
+        fs = FramedStream(stream, read_timeout_s=PING_TIMEOUT_S,
+                          count_bytes=self._count(PING_PROTOCOL_ID))
+        try:
+            nonce = self.rng_nonce(PING_NONCE_BYTES)
+            start = time.perf_counter()
+            reply = await fs.request(Ping(nonce=nonce))
+            rtt_ms = (time.perf_counter() - start) * 1000
+            if not isinstance(reply, Pong) or reply.nonce != nonce:
+                raise RemoteProtocolError("ping answered with the wrong message")
+            return rtt_ms
+        finally:
+            await fs.close()
+
+    # ---- loops ---------------------------------------------------------------------
+
+    async def _dial(self, peer_id: str) -> None:
+        try:
+            outcome = await self.connect(peer_id)
+        except Exception as exc:  # any dial failure is just a failed attempt
+            self.table.learn(peer_id).score.failure(time.monotonic())
+            retry = self.planner.dial_failed(peer_id, time.monotonic())
+            self.log.info("peer.dial_failed", peer=peer_id, error=repr(exc)[:200],
+                          retry_in_s=round(retry - time.monotonic(), 1))
+            return
+        if not isinstance(outcome, Accepted):
+            self.planner.dial_failed(peer_id, time.monotonic())
+
+    async def mesh_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            plan = self.planner.plan(time.monotonic(), self.table)
+            for drop in plan.drop:
+                nursery.start_soon(self.drop, drop.peer_id, drop.reason, drop.ban)
+            for peer_id in plan.dial:
+                self.planner.dial_started(peer_id)
+                nursery.start_soon(self._dial, peer_id)
+            await trio.sleep(MESH_TICK_S)
+
+    async def discovery_loop(self) -> None:
+        last_provide = -REPROVIDE_S
+        while True:
+            with trio.move_on_after(DISCOVERY_INTERVAL_S):
+                await self._discover_now.wait()
+            self._discover_now = trio.Event()
+            if not self.table.connected():
+                continue
+            now = time.monotonic()
+            try:
+                if now - last_provide >= REPROVIDE_S or self._new_since_provide:
+                    await self.discovery.advertise(self.cfg.region, self.domains)
+                    last_provide, self._new_since_provide = now, False
+                found = await self.discovery.find_region_peers(self.cfg.region)
+            except Exception as exc:  # the DHT is best effort; the mesh keeps what it has
+                self.log.info("discovery.failed", error=repr(exc)[:200])
+                continue
+            for peer in found:
+                self.table.learn(peer.peer_id, peer.addrs, self.cfg.region)
+            self.log.debug("discovery.round", found=len(found))
+
+    async def liveness_loop(self, nursery: trio.Nursery) -> None:
+        async def probe(peer_id: str) -> None:
+            rec = self.table.get(peer_id)
+            try:
+                rtt = await self.ping(peer_id)
+            except Exception as exc:  # timeout, reset, garbage: all mean no answer
+                if rec is not None and rec.connected:
+                    rec.score.failure(time.monotonic())
+                    self.log.info("peer.ping_failed", peer=peer_id, error=repr(exc)[:200])
+                    await self.drop(peer_id, "no answer to ping", ban=False)
+                return
+            if rec is not None:
+                rec.score.rtt(rtt)
+
+        interval = ping_interval(self.cfg)
+        while True:
+            await trio.sleep(interval)
+            for rec in self.table.connected():
+                nursery.start_soon(probe, rec.peer_id)
+
+    # ---- control methods -----------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": not self.stop_event.is_set(), "peer_id": self.peer_id,
+                "peers": len(self.table.connected()),
+                "uptime_s": round(time.time() - self.started_at, 1)}
+
+    def _cortex_bytes(self) -> int:
+        try:
+            return (self.home.cortex_path / "data.mdb").stat().st_size
+        except OSError:
+            return 0
+
+    async def _status(self) -> dict[str, Any]:
+        size, root = self.ledger_head()
+        cortex_bytes = self._cortex_bytes()
+        self.metrics.cortex_bytes.set(cortex_bytes)
+        self.metrics.ledger_height.set(size)
+        return {
+            "peer_id": self.peer_id, "org": self.cfg.org, "region": self.cfg.region,
+            "addrs": dialable_addrs(self.host), "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "peers": len(self.table.connected()), "peers_by_region": self.table.by_region(),
+            "known_peers": len(self.table), "dht_peers": self.dht.get_routing_table_size(),
+            "cortex_bytes": cortex_bytes, "ledger_height": size, "ledger_root": root.hex(),
+            "metrics_port": self.metrics_port,
+            "methods": self.methods.names(),
+        }
+
+    async def _peers(self, all: bool = False) -> list[dict[str, Any]]:
+        return self.table.rows(time.monotonic(), connected_only=not all)
+
+
+async def _watch_signals(daemon: Daemon) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            daemon.log.info("node.signal", signal=signal.Signals(signum).name)
+            daemon.stop()
+            return
+
+
+async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
+                     listen: list[str] | None, bootstrap: Path | None,
+                     ready_callback: Callable[[Daemon], Any] | None = None,
+                     domains: tuple[str, ...] = (), handle_signals: bool = True) -> None:
+    """Run the node until SIGINT/SIGTERM (or `daemon.stop()`), then shut down cleanly.
+
+    `listen` overrides `cfg.listen`; `bootstrap` overrides the config's bootstrap file.
+    `ready_callback(daemon)` runs once the host listens and the control socket is up.
+    The caller opens and closes `cortex`; we only read its size. Raises
+    AlreadyRunning, BootstrapError, ConfigError or HostError before starting.
+    """
+    log = get_logger("gd.node").bind(peer_id=key.peer_id)
+    boot_path = bootstrap if bootstrap is not None else cfg.resolve_bootstrap(home.root)
+    boot_peers = load_bootstrap(boot_path) if boot_path is not None else []
+    mesh_settings(cfg)  # config errors surface before anything starts
+    ping_interval(cfg)
+    with PidLock(home.pid_path):
+        async with running_host(key, listen or list(cfg.listen)) as host:
+            dht = new_dht(host)
+            async with background_trio_service(dht):
+                daemon = Daemon(home=home, cfg=cfg, key=key, cortex=cortex, host=host, dht=dht,
+                                bootstrap=boot_peers, domains=domains, log=log)
+                metrics_server = None
+                if cfg.metrics_port:
+                    metrics_server = MetricsServer(daemon.metrics, daemon.health,
+                                                   cfg.metrics_port)
+                    metrics_server.start()
+                    daemon.metrics_port = metrics_server.port
+                try:
+                    async with trio.open_nursery() as nursery:
+                        control = ControlServer(home.control_socket, daemon.methods, log)
+                        await nursery.start(control.serve)
+                        if handle_signals and threading.current_thread() is threading.main_thread():
+                            nursery.start_soon(_watch_signals, daemon)
+                        nursery.start_soon(daemon.mesh_loop, nursery)
+                        nursery.start_soon(daemon.discovery_loop)
+                        nursery.start_soon(daemon.liveness_loop, nursery)
+                        log.info("node.started", org=cfg.org, region=cfg.region,
+                                 addrs=dialable_addrs(host), bootstrap_peers=len(boot_peers),
+                                 control=str(home.control_socket),
+                                 metrics_port=daemon.metrics_port)
+                        if ready_callback is not None:
+                            ready_callback(daemon)
+                        await daemon.stop_event.wait()
+                        log.info("node.stopping")
+                        nursery.cancel_scope.cancel()
+                finally:
+                    if metrics_server is not None:
+                        metrics_server.stop()
+    log.info("node.stopped")

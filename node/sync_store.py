@@ -1,0 +1,203 @@
+"""The Cortex side of change-feed sync: the feed reader, the batch applier and the
+conflict queue that `gd.protocol.sync` is handed.
+
+`apply_batch` runs in ONE LMDB transaction: every incoming gene's conflict decision, the
+versions it stores, the conflicts it queues and the sender's new checkpoint commit
+together, so a crash between batches resumes exactly after the last applied one and a
+crash inside a batch applies none of it.
+
+What an incoming gene does (after `gd.crdt.conflict.decide`):
+
+* APPLY / LWW won by the incoming side → stored as the gene's head with status
+  `adaptation_pending` (a gene from a peer never acts here before a person approves it);
+* IGNORE / LWW won by the local side → nothing;
+* QUEUE, and MERGE (no domain ships an automatic merge rule yet, so a concurrent pair a
+  domain would merge is queued too: nothing is lost) → both versions kept in the
+  conflict queue until `gd-node conflicts resolve`.
+
+A resolution is a new version, signed by this node, whose version vector descends both
+sides (`merged_vv` plus our own increment), so it syncs to every peer like any edit and
+settles the conflict there too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, Resolution, merged_vv
+from gd.genome import canonical
+from gd.genome.errors import DecodeError, ValidationError
+from gd.genome.gene import Gene, GeneStatus
+from gd.genome.identity import NodeKey
+from gd.node.cortex import Cortex, CortexError, UnknownGene
+from gd.protocol.sync import decide_for
+
+CONFLICTS_DB = "sync_conflicts"
+SEP = b"\x00"
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two concurrent versions of one gene awaiting a person's decision."""
+
+    gene_id: str
+    local: Gene
+    remote: Gene
+    sender: str
+    queued_at: int
+
+    @property
+    def key(self) -> str:
+        """`<gene id>:<first 8 bytes of the remote version hash>`: unique per pair."""
+        return f"{self.gene_id}:{self.remote.version_hash[:8].hex()}"
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"gene_id": self.gene_id, "local": self.local.to_wire(),
+                "local_status": str(self.local.status), "queued_at": self.queued_at,
+                "remote": self.remote.to_wire(), "sender": self.sender}
+
+    @classmethod
+    def from_plain(cls, data: Any) -> Conflict:
+        return cls(gene_id=data["gene_id"],
+                   local=Gene.from_wire(data["local"],
+                                        status=GeneStatus(data["local_status"])),
+                   remote=Gene.from_wire(data["remote"], status=GeneStatus.ADAPTATION_PENDING),
+                   sender=data["sender"], queued_at=data["queued_at"])
+
+
+@dataclass
+class ApplyStats:
+    applied: int = 0
+    ignored: int = 0
+    queued: int = 0
+
+
+class SyncStore:
+    """Feed reader, batch applier and conflict queue over one Cortex.
+
+    `policy_for(domain)` gives the domain's conflict policy (LWW allowed? merge rule?);
+    the default queues every concurrent edit."""
+
+    def __init__(self, cortex: Cortex,
+                 policy_for: Callable[[str], ConflictPolicy] = lambda domain: QUEUE_ALL,
+                 clock: Callable[[], int] | None = None) -> None:
+        self.cortex = cortex
+        self.policy_for = policy_for
+        self.clock = clock or (lambda: 0)
+        self._conflicts = cortex.open_db(CONFLICTS_DB)
+        self.stats = ApplyStats()
+
+    # -- sender side ------------------------------------------------------------------
+    def read_feed(self, since: int, limit: int) -> list[tuple[int, Gene]]:
+        """Feed entries after `since` as (seq, gene version). Deletions and versions that
+        no longer exist locally (forgotten genes) are skipped but still advance the
+        sequence the caller sees, so the receiver's checkpoint moves past them."""
+        out: list[tuple[int, Gene]] = []
+        for change in self.cortex.changes_since(since, limit):
+            if change.op != "put":
+                continue
+            gene = self.cortex.get_gene_version(change.id, change.version)
+            if gene is not None and gene.version_hash == change.vhash:
+                out.append((change.seq, gene))
+        return out
+
+    # -- receiver side ----------------------------------------------------------------
+    def apply_batch(self, sender: str, genes: Sequence[Gene], upto: int) -> None:
+        """Apply verified genes from `sender` and move its checkpoint to `upto`, atomically."""
+
+        def run(txn: lmdb.Transaction) -> ApplyStats:
+            stats = ApplyStats()
+            for incoming in genes:
+                local = self.cortex.get_gene_in(txn, incoming.id)
+                decision = decide_for(local, incoming, self.policy_for(incoming.domain))
+                if decision.stores_incoming:
+                    pending = incoming.with_local(status=GeneStatus.ADAPTATION_PENDING)
+                    # The decision is authoritative: the incoming version becomes head even
+                    # over a higher local version number, and replaces any body stored
+                    # under the same (id, version) — that one is a branch LWW discarded.
+                    self.cortex.put_gene_in(txn, pending, supersede=True)
+                    stats.applied += 1
+                elif decision.resolution in (Resolution.QUEUE, Resolution.MERGE):
+                    assert local is not None
+                    conflict = Conflict(incoming.id, local, incoming, sender, self.clock())
+                    txn.put(conflict.key.encode(), canonical.encode(conflict.to_plain()),
+                            db=self._conflicts)
+                    stats.queued += 1
+                else:
+                    stats.ignored += 1
+            self.cortex.set_checkpoint_in(txn, sender, upto)
+            return stats
+
+        stats = self.cortex.write(run)
+        self.stats.applied += stats.applied
+        self.stats.ignored += stats.ignored
+        self.stats.queued += stats.queued
+
+    # -- conflict queue ---------------------------------------------------------------
+    def conflicts(self) -> list[Conflict]:
+        out = []
+        with self.cortex.env.begin() as txn:
+            for _, raw in txn.cursor(db=self._conflicts):
+                out.append(_decode_conflict(raw))
+        return out
+
+    def conflict(self, key: str) -> Conflict:
+        """A queued conflict by its key, or by gene id when that gene has exactly one."""
+        with self.cortex.env.begin() as txn:
+            raw = txn.get(key.encode(), db=self._conflicts)
+            if raw is not None:
+                return _decode_conflict(raw)
+            matches = [v for k, v in txn.cursor(db=self._conflicts)
+                       if k.split(b":", 1)[0] == key.encode()]
+        if len(matches) == 1:
+            return _decode_conflict(matches[0])
+        if matches:
+            raise CortexError(f"gene {key} has {len(matches)} conflicts: name one by its key")
+        raise UnknownGene(f"no conflict {key!r} in the queue")
+
+    def resolve(self, key: str, node_key: NodeKey, *, keep: str,
+                replacement: Gene | None = None, hlc: int) -> Gene:
+        """Settle a conflict: keep the `local` or `remote` content, or `replacement`'s
+        (a gene read from a file). The result is a new native version by this node that
+        descends both sides; the queue entry goes in the same transaction."""
+        conflict = self.conflict(key)
+        if keep == "local":
+            chosen = conflict.local
+        elif keep == "remote":
+            chosen = conflict.remote
+        elif keep == "file":
+            if replacement is None:
+                raise ValidationError("keep", "--keep FILE needs a gene file")
+            if replacement.id != conflict.gene_id:
+                raise ValidationError("id", f"the file's gene is {replacement.id}, "
+                                      f"the conflict is about {conflict.gene_id}")
+            chosen = replacement
+        else:
+            raise ValidationError("keep", "must be local, remote or a file")
+        vv = merged_vv(conflict.local.vv, conflict.remote.vv, resolver=node_key.peer_id)
+        version = max(conflict.local.version, conflict.remote.version,
+                      self.cortex.next_version(conflict.gene_id) - 1) + 1
+        resolved = dataclasses.replace(
+            chosen, version=version, vv=dict(vv), hlc=hlc, author="", signature=b"",
+            status=GeneStatus.NATIVE, successes=conflict.local.successes,
+            failures=conflict.local.failures,
+        ).signed(node_key)
+
+        def run(txn: lmdb.Transaction) -> None:
+            self.cortex.put_gene_in(txn, resolved)
+            txn.delete(conflict.key.encode(), db=self._conflicts)
+
+        self.cortex.write(run)
+        return resolved
+
+
+def _decode_conflict(raw: bytes) -> Conflict:
+    try:
+        return Conflict.from_plain(canonical.decode(raw))
+    except (KeyError, TypeError, DecodeError, ValidationError) as exc:
+        raise CortexError(f"corrupt conflict record: {exc}") from None
