@@ -51,7 +51,7 @@ sim: venv
 	SEEDS=$(SEEDS) $(BIN)/pytest tests/sim -q
 
 validate: venv
-	$(BIN)/python bench/validate_cmapss.py --data ../shared/data/cmapss
+	$(BIN)/python bench/validate_cmapss.py ../shared/data/cmapss
 
 clean:
 	rm -rf $(VENV) .gd bench/results .pytest_cache .hypothesis
