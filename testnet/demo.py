@@ -8,40 +8,31 @@ from pathlib import Path
 from typing import Any
 
 from gd.genome.identity import NodeKey
+from gd.motors.domains import demo_genes, domain_names
 from gd.node.config import NodeConfig, render_config
 from gd.node.cortex import Cortex
 from gd.node.home import Home
 from gd.node.importer import import_genes
 from gd.node.local import open_local
 
-# Hand-written demo rules. Thresholds sit inside the sensor ranges of C-MAPSS FD001
-# (s11 ≈ 46.8–48.5, s4 ≈ 1380–1440, s9 ≈ 9020–9250) and plausible loan attributes.
-DEMO_GENES: list[dict[str, Any]] = [
-    {"domain": "turbofan", "name": "inspect-when-hot",
-     "codons": [{"feature": "s11", "op": ">", "threshold": 47.6}],
-     "action": "inspect", "purpose": "avoid unplanned failure",
-     "synapses": [{"target": "overhaul-when-worn", "kind": "follows", "weight": 0.6}]},
-    {"domain": "turbofan", "name": "overhaul-when-worn",
-     "codons": [{"feature": "s11", "op": ">", "threshold": 48.0},
-                {"feature": "s4", "op": ">", "threshold": 1420.0}],
-     "action": "overhaul", "purpose": "restore health before failure"},
-    {"domain": "turbofan", "name": "continue-when-healthy",
-     "codons": [{"feature": "s11", "op": "<=", "threshold": 47.4},
-                {"feature": "s9", "op": "<", "threshold": 9100.0}],
-     "action": "continue", "purpose": "no needless maintenance"},
-    {"domain": "loan", "name": "offer-when-low-risk",
-     "codons": [{"feature": "credit_score", "op": ">=", "threshold": 650.0},
-                {"feature": "requested_amount", "op": "<=", "threshold": 25000.0}],
-     "action": "offer", "params": {"rate_bp": 450}, "purpose": "profitable lending"},
-    {"domain": "loan", "name": "decline-when-overextended",
-     "codons": [{"op": ">", "threshold": 0.45,
-                 "terms": {"monthly_cost": 1.0, "income": -0.45}}],
-     "action": "decline", "purpose": "limit default losses"},
-]
+# Edges between the packs' demo genes, by name: the turbofan inspection rule is usually
+# followed by the overhaul rule, and the low-s12 inspection specialises the hot-HPC one.
+DEMO_SYNAPSES: dict[str, list[dict[str, Any]]] = {
+    "inspect-hot-hpc": [{"target": "overhaul-late-life", "kind": "follows", "weight": 0.6}],
+    "inspect-low-s12": [{"target": "inspect-hot-hpc", "kind": "specialises", "weight": 0.5}],
+}
 
 
 def demo_lines() -> list[str]:
-    return [json.dumps(g, sort_keys=True) for g in DEMO_GENES]
+    """The demo genes of every domain pack, as JSONL import lines (with synapses)."""
+    lines = []
+    for domain in domain_names():
+        for gene in demo_genes(domain):
+            row = dict(gene)
+            if row["name"] in DEMO_SYNAPSES:
+                row["synapses"] = DEMO_SYNAPSES[row["name"]]
+            lines.append(json.dumps(row, sort_keys=True))
+    return lines
 
 
 def prepare_demo_home(directory: Path, *, org: str, region: str) -> dict[str, Any]:
