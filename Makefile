@@ -9,7 +9,7 @@ SEEDS ?= 10000
 .PHONY: help venv run test lint bench sim validate clean
 
 help:
-	@echo "make run       local demo node (creates .venv, installs, runs in the foreground)"
+	@echo "make run       local 3-node testnet with a live dashboard (creates .venv, installs)"
 	@echo "make test      the whole test suite (creates .venv, installs, runs ruff + pytest)"
 	@echo "make bench     every benchmark in bench/ (tables on screen, JSON in bench/results/)"
 	@echo "make sim       deterministic simulation with SEEDS=$(SEEDS) seeds"
@@ -31,9 +31,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# A 3-org, 2-region federation of real node processes on 127.0.0.1 with demo genes and a
+# live dashboard; Ctrl-C stops every node (data stays in .gd/testnet for the next run).
 run: venv
-	$(BIN)/gd-node demo --dir .gd/demo
-	$(BIN)/gd-node run --home .gd/demo
+	$(BIN)/gd-node testnet up --orgs 3 --regions 2 --dir .gd/testnet --dashboard
 
 lint: venv
 	$(BIN)/ruff check .

@@ -26,6 +26,7 @@ from gd.cli.output import (
     resolve_home,
     user_errors,
 )
+from gd.cli.testnet_cmds import COMMANDS as TESTNET_COMMANDS
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node import cortex as cortex_mod
@@ -261,6 +262,8 @@ def demo(directory: Path, org: str, region: str, as_json: bool) -> None:
 
 cli.add_command(genes_group)
 cli.add_command(synapse_group)
+for _cmd in TESTNET_COMMANDS:
+    cli.add_command(_cmd)
 
 
 def _age(since: object) -> str:

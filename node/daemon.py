@@ -164,7 +164,8 @@ class Daemon:
         self.metrics_port: int | None = None
         self._new_since_provide = True
         for peer in bootstrap:
-            self.table.learn(peer.peer_id, peer.addrs, peer.region)
+            if peer.peer_id != key.peer_id:  # a shared bootstrap file names us too
+                self.table.learn(peer.peer_id, peer.addrs, peer.region)
         self.methods.add("status", self._status)
         self.methods.add("peers", self._peers)
         host.set_stream_handler(HANDSHAKE_PROTOCOL_ID, self._inbound_handshake)

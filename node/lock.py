@@ -39,12 +39,14 @@ class PidLock:
     def release(self) -> None:
         if self._fd is None:
             return
+        # Unlink while still holding the lock: whoever sees the lock free also sees the
+        # file gone (no window where a stale pid file outlives a clean stop).
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
-        os.close(self._fd)
-        self._fd = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> PidLock:
         self.acquire()

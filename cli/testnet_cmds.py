@@ -1,0 +1,168 @@
+"""`gd-node testnet ...`: a local federation of real node processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from gd.cli.output import Failure, console, err_console, json_option, print_json, user_errors
+from gd.testnet import procs
+from gd.testnet.build import testnet_join, testnet_up
+from gd.testnet.observe import observe
+from gd.testnet.plan import BOOTSTRAP_FILE, TestnetError, TestnetPlan
+
+DEFAULT_DIR = Path(".gd/testnet")
+
+
+def dir_option(fn):  # type: ignore[no-untyped-def]
+    return click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+                        default=DEFAULT_DIR, show_default=True,
+                        help="The testnet's directory.")(fn)
+
+
+def _plan(directory: Path) -> TestnetPlan:
+    try:
+        return TestnetPlan.load(directory)
+    except TestnetError as exc:
+        raise Failure(str(exc)) from None
+
+
+@click.group("testnet")
+def testnet_group() -> None:
+    """Run a local federation: N orgs in R regions as real processes on 127.0.0.1."""
+
+
+@testnet_group.command("up")
+@click.option("--orgs", type=click.IntRange(1, 64), default=3, show_default=True)
+@click.option("--regions", type=click.IntRange(1, 6), default=2, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=1, show_default=True,
+              help="Seed of keys, names and gene spread (same seed, same federation).")
+@click.option("--dashboard/--no-dashboard", default=False,
+              help="Show the live dashboard until Ctrl-C, then stop the testnet.")
+@click.option("--watch-seconds", type=click.FloatRange(0), default=None,
+              help="With --dashboard: stop after this many seconds (for demos and tests).")
+@dir_option
+@json_option
+@user_errors
+def up_cmd(orgs: int, regions: int, seed: int, dashboard: bool, watch_seconds: float | None,
+           directory: Path, as_json: bool) -> None:
+    """Create the testnet (homes, keys, configs, bootstrap file, demo genes) if it does
+    not exist, and start every node. Idempotent: nodes already up are left alone."""
+    try:
+        plan = testnet_up(directory, orgs=orgs, regions=regions, seed=seed,
+                          progress=None if as_json else lambda m: err_console.print(m))
+    except TestnetError as exc:
+        raise Failure(str(exc)) from None
+    if as_json:
+        print_json(plan.to_plain())
+    if not dashboard:
+        if not as_json:
+            console.print(f"testnet up: {len(plan.nodes)} nodes. `gd-node testnet status "
+                          f"--dir {directory}`, `gd-node testnet down --dir {directory}`")
+        return
+    from gd.testnet.dashboard import run_dashboard
+
+    try:
+        run_dashboard(plan, console=console, max_seconds=watch_seconds)
+    except KeyboardInterrupt:
+        err_console.print("stopping the testnet...")
+    finally:
+        stopped = procs.stop_all(plan)
+        err_console.print(f"stopped {len(stopped)} node(s); data kept in {directory}")
+
+
+@testnet_group.command("status")
+@dir_option
+@json_option
+@user_errors
+def status_cmd(directory: Path, as_json: bool) -> None:
+    """Per node: state, peers, genes native/pending, ledger height, sync lag, conflicts."""
+    plan = _plan(directory)
+    views = observe(plan)
+    if as_json:
+        print_json([v.to_plain() for v in views])
+        return
+    table = Table(title=f"testnet {directory} (seed {plan.seed})")
+    for col in ("node", "org", "region", "state", "pid", "peers", "native", "pending",
+                "ledger", "sync lag", "conflicts"):
+        table.add_column(col)
+    for v in views:
+        table.add_row(v.name, v.org, v.region, "up" if v.running else "down",
+                      str(v.pid or "-"), str(v.peers), str(v.native), str(v.pending),
+                      str(v.ledger_height), str(v.sync_lag), str(v.conflicts))
+    console.print(table)
+
+
+@testnet_group.command("down")
+@dir_option
+@json_option
+@user_errors
+def down_cmd(directory: Path, as_json: bool) -> None:
+    """Stop every node cleanly (SIGTERM, then SIGKILL after a bounded wait)."""
+    stopped = procs.stop_all(_plan(directory))
+    if as_json:
+        print_json({"stopped": stopped})
+    else:
+        console.print(f"stopped {len(stopped)} node(s)")
+
+
+@testnet_group.command("kill")
+@click.argument("node")
+@dir_option
+@user_errors
+def kill_cmd(node: str, directory: Path) -> None:
+    """SIGKILL one node (fault injection: nothing is flushed, nothing is said)."""
+    plan = _plan(directory)
+    if not procs.stop_node(_node(plan, node), hard=True):
+        raise Failure(f"{node} is not running")
+    console.print(f"killed {node}")
+
+
+@testnet_group.command("start")
+@click.argument("node")
+@dir_option
+@user_errors
+def start_cmd(node: str, directory: Path) -> None:
+    """Start one node again (after kill or down)."""
+    plan = _plan(directory)
+    try:
+        pid = procs.start_node(_node(plan, node), plan)
+    except TestnetError as exc:
+        raise Failure(str(exc)) from None
+    console.print(f"{node} up, pid {pid}")
+
+
+@testnet_group.command("join")
+@click.option("--bootstrap", "bootstrap", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path), required=True,
+              help="The testnet's bootstrap-peers.toml (its directory holds the testnet).")
+@click.option("--org", default=None, help="Org of the new node (default: next name).")
+@click.option("--region", default=None, help="Region of the new node (default: round robin).")
+@json_option
+@user_errors
+def join_cmd(bootstrap: Path, org: str | None, region: str | None, as_json: bool) -> None:
+    """Add a new node (home, key, config) to a running testnet and start it."""
+    directory = bootstrap.parent
+    if bootstrap.name != BOOTSTRAP_FILE:
+        raise click.BadParameter(f"expected the testnet's {BOOTSTRAP_FILE}",
+                                 param_hint="--bootstrap")
+    try:
+        node = testnet_join(directory, org=org, region=region)
+    except TestnetError as exc:
+        raise Failure(str(exc)) from None
+    if as_json:
+        print_json({"name": node.name, "peer_id": node.peer_id, "home": node.home})
+    else:
+        console.print(f"{node.name} ({node.org}, {node.region}) joined: {node.peer_id}")
+
+
+def _node(plan: TestnetPlan, name: str):  # type: ignore[no-untyped-def]
+    try:
+        return plan.node(name)
+    except TestnetError as exc:
+        raise Failure(str(exc)) from None
+
+
+COMMANDS = [testnet_group]

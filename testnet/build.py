@@ -1,0 +1,101 @@
+"""`testnet up`: lay out the homes of a planned testnet and start its nodes."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gd.genome.identity import NodeKey
+from gd.node.config import NodeConfig, render_config
+from gd.node.cortex import Cortex
+from gd.node.home import Home
+from gd.node.importer import import_genes
+from gd.node.local import open_local
+from gd.testnet import procs
+from gd.testnet.demo import demo_lines
+from gd.testnet.plan import (
+    BOOTSTRAP_FILE,
+    NodePlan,
+    TestnetError,
+    TestnetPlan,
+    bootstrap_toml,
+    make_plan,
+)
+
+
+def init_node_home(node: NodePlan, plan: TestnetPlan) -> None:
+    """Key, config and Cortex of one node (idempotent: an existing home is kept)."""
+    home = Home.resolve(node.home)
+    if home.is_initialised():
+        return
+    home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    voters = tuple(n.peer_id for n in plan.nodes if n.voter and n.region == node.region)
+    cfg = NodeConfig(org=node.org, region=node.region, listen=(node.addr,),
+                     bootstrap=str(Path(plan.directory) / BOOTSTRAP_FILE),
+                     ledger_voters=voters)
+    NodeKey.from_seed(bytes.fromhex(node.seed_hex)).save(home.key_path)
+    home.config_path.write_text(render_config(cfg))
+    Cortex.open(home.cortex_path, map_size=cfg.cortex_map_size_mb << 20).close()
+
+
+def spread_demo_genes(plan: TestnetPlan, nodes: list[NodePlan] | None = None) -> dict[str, int]:
+    """Give each org a share of the demo genes: node i takes every len(nodes)-th line,
+    so every gene has one origin and the federation starts with something to share."""
+    nodes = nodes if nodes is not None else list(plan.nodes)
+    lines = demo_lines()
+    added: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        mine = [line for j, line in enumerate(lines) if j % len(nodes) == i] or lines[:1]
+        with open_local(Home.resolve(node.home)) as local, tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "genes.jsonl"
+            path.write_text("\n".join(mine) + "\n")
+            report = import_genes(local.cortex, local.key, path)
+            added[node.name] = report.added
+    return added
+
+
+def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
+               progress: Callable[[str], Any] | None = None) -> TestnetPlan:
+    """Create (or reuse) the testnet in `directory` and start every node."""
+    say = progress or (lambda message: None)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        plan = TestnetPlan.load(directory)
+        say(f"reusing the testnet in {directory} ({len(plan.nodes)} nodes)")
+    except TestnetError:
+        if any(directory.iterdir()):
+            raise TestnetError(f"{directory} is not empty and holds no testnet") from None
+        plan = make_plan(directory, orgs=orgs, regions=regions, seed=seed)
+        (directory / BOOTSTRAP_FILE).write_text(bootstrap_toml(plan.nodes))
+        for node in plan.nodes:
+            init_node_home(node, plan)
+        spread_demo_genes(plan)
+        plan.save()
+        say(f"created {len(plan.nodes)} node homes in {directory}")
+    for node in plan.nodes:
+        pid = procs.start_node(node, plan)
+        say(f"{node.name} ({node.org}, {node.region}) up, pid {pid}")
+    return plan
+
+
+def testnet_join(directory: Path, *, org: str | None, region: str | None,
+                 seed: int | None = None) -> NodePlan:
+    """Add one node to an existing testnet (its bootstrap file lists the others)."""
+    plan = TestnetPlan.load(directory)
+    index = len(plan.nodes)
+    extra = make_plan(directory, orgs=1, regions=1, seed=plan.seed if seed is None else seed,
+                      first_index=index).nodes[0]
+    chosen_region = region or plan.regions[index % len(plan.regions)]
+    node = NodePlan(name=extra.name, org=org or extra.org, region=chosen_region,
+                    port=extra.port, seed_hex=extra.seed_hex, peer_id=extra.peer_id,
+                    home=extra.home,
+                    voter=sum(1 for n in plan.nodes if n.region == chosen_region and n.voter)
+                    < 3)
+    grown = TestnetPlan(plan.directory, plan.seed, plan.regions, (*plan.nodes, node))
+    (directory / BOOTSTRAP_FILE).write_text(bootstrap_toml(grown.nodes))
+    init_node_home(node, grown)
+    grown.save()
+    procs.start_node(node, grown)
+    return node

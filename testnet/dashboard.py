@@ -1,0 +1,58 @@
+"""The live testnet dashboard `make run` shows: one row per node, refreshed every second."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from gd.testnet.observe import NodeView, observe
+from gd.testnet.plan import TestnetPlan
+
+REFRESH_S = 1.0
+
+
+def render(plan: TestnetPlan, views: list[NodeView], started: float) -> Panel:
+    table = Table(expand=True)
+    for col in ("node", "org", "region", "state", "peers", "native", "pending", "sync",
+                "ledger", "conflicts", "decisions"):
+        table.add_column(col, justify="right" if col not in ("node", "org", "region", "state")
+                         else "left")
+    most = max((v.genes for v in views), default=0) or 1
+    for v in views:
+        state = Text("up", style="green") if v.running else Text("down", style="red")
+        if v.error and v.running:
+            state = Text("unresponsive", style="yellow")
+        table.add_row(v.name, v.org, v.region, state, str(v.peers), str(v.native),
+                      str(v.pending), ProgressBar(total=most, completed=v.genes, width=12),
+                      str(v.ledger_height), str(v.conflicts), str(v.decisions))
+    up = sum(v.running for v in views)
+    hint = Text.from_markup(
+        f"[bold]{up}/{len(views)}[/] nodes up · {len(plan.regions)} regions · "
+        f"{time.monotonic() - started:.0f}s · Ctrl-C stops the testnet\n"
+        f"try: gd-node pending list --home {plan.nodes[0].home}   ·   "
+        f"gd-node testnet kill node-2 --dir {plan.directory}")
+    return Panel(Group(table, hint), title="gd-node testnet", border_style="blue")
+
+
+def run_dashboard(plan: TestnetPlan, *, console: Console | None = None,
+                  until: Callable[[], bool] | None = None, max_seconds: float | None = None
+                  ) -> None:
+    """Refresh until Ctrl-C (KeyboardInterrupt propagates to the caller), `until()` is
+    true, or `max_seconds` have passed."""
+    started = time.monotonic()
+    with Live(render(plan, observe(plan), started), console=console, refresh_per_second=4,
+              transient=False) as live:
+        while True:
+            time.sleep(REFRESH_S)
+            live.update(render(plan, observe(plan), started))
+            if until is not None and until():
+                return
+            if max_seconds is not None and time.monotonic() - started >= max_seconds:
+                return

@@ -1,0 +1,117 @@
+"""Starting, stopping and killing a testnet's node processes.
+
+Each node is a real `gd-node run` process in its own session (so a Ctrl-C meant for the
+dashboard does not hit the nodes before `down` can stop them in order), logging JSON to
+`HOME/daemon.log`. Liveness is read from the node's own pid lock (`gd-node.pid`, an
+flock the kernel drops when the process dies), never from a pid we remember: a pid can
+be reused, a held flock cannot lie.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gd.node.home import Home
+from gd.node.lock import holder_pid
+from gd.testnet.plan import BOOTSTRAP_FILE, NodePlan, TestnetError, TestnetPlan
+
+LOG_FILE = "daemon.log"
+# How long a node may take to come up (import libp2p ≈1.5 s, open LMDB, bind) and to
+# stop after SIGTERM (the daemon's own shutdown is bounded at a few seconds).
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+_POLL_S = 0.1
+
+
+def node_pid(node: NodePlan) -> int | None:
+    pid = holder_pid(Home.resolve(node.home).pid_path)
+    return pid if pid and pid > 0 else None
+
+
+def is_running(node: NodePlan) -> bool:
+    return node_pid(node) is not None
+
+
+def _command(node: NodePlan, plan: TestnetPlan) -> list[str]:
+    return [sys.executable, "-c", "from gd.cli.main import main; main()", "run",
+            "--home", node.home, "--bootstrap", str(Path(plan.directory) / BOOTSTRAP_FILE),
+            "--log-format", "json"]
+
+
+def start_node(node: NodePlan, plan: TestnetPlan, *, wait: bool = True) -> int:
+    """Start one node (no-op if it runs). Returns its pid once it holds its lock."""
+    pid = node_pid(node)
+    if pid is not None:
+        return pid
+    log = open(Path(node.home) / LOG_FILE, "ab")  # noqa: SIM115 (handed to the child)
+    try:
+        proc = subprocess.Popen(_command(node, plan), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=log, start_new_session=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    finally:
+        log.close()
+    if not wait:
+        return proc.pid
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TestnetError(f"{node.name} exited with code {proc.returncode} at start; "
+                               f"see {Path(node.home) / LOG_FILE}")
+        if (pid := node_pid(node)) is not None and Home.resolve(node.home).control_socket.exists():
+            return pid
+        time.sleep(_POLL_S)
+    proc.kill()
+    proc.wait()
+    raise TestnetError(f"{node.name} did not start within {START_TIMEOUT_S:.0f} s")
+
+
+def stop_node(node: NodePlan, *, hard: bool = False) -> bool:
+    """SIGTERM (or SIGKILL with `hard`) one node and wait until its lock is released.
+    A node that ignores SIGTERM past STOP_TIMEOUT_S is killed. Returns False if it was
+    not running."""
+    pid = node_pid(node)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if node_pid(node) is None:
+            _reap(pid)
+            return True
+        time.sleep(_POLL_S)
+    os.kill(pid, signal.SIGKILL)
+    while node_pid(node) is not None:
+        time.sleep(_POLL_S)
+    _reap(pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the node is our child (no zombie left behind)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return
+
+
+def stop_all(plan: TestnetPlan) -> list[str]:
+    """Stop every node: SIGTERM to all first (they shut down in parallel), then wait."""
+    running = [n for n in plan.nodes if is_running(n)]
+    for node in running:
+        pid = node_pid(node)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+    for node in running:
+        stop_node(node)
+    return [n.name for n in running]
