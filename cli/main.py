@@ -6,7 +6,6 @@ commands that write open it read-write, which LMDB allows alongside a running da
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from gd.cli.genes_cmds import genes_group, synapse_group
+from gd.cli.ledger_cmds import ledger_group
 from gd.cli.output import (
     Failure,
     console,
@@ -30,9 +30,9 @@ from gd.cli.testnet_cmds import COMMANDS as TESTNET_COMMANDS
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node import cortex as cortex_mod
-from gd.node.config import DEFAULT_LISTEN, NodeConfig, render_config
+from gd.node.config import DEFAULT_LISTEN, NodeConfig
 from gd.node.cortex import Cortex
-from gd.node.local import load_identity
+from gd.node.local import initialise_home, load_identity
 from gd.node.lock import holder_pid
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -83,12 +83,7 @@ def init(org: str, region: str, listen: tuple[str, ...], bootstrap: str, seed_he
             raise click.BadParameter(str(exc), param_hint="--seed") from None
     else:
         key = NodeKey.generate()
-    where.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key.save(where.key_path)
-    tmp = where.config_path.with_suffix(".tmp")
-    tmp.write_text(render_config(cfg))
-    os.replace(tmp, where.config_path)
-    Cortex.open(where.cortex_path, map_size=cfg.cortex_map_size_mb << 20).close()
+    initialise_home(where, cfg, key)
     info = {"home": str(where.root), "peer_id": key.peer_id, "org": org, "region": region,
             "listen": list(cfg.listen)}
     if as_json:
@@ -262,6 +257,7 @@ def demo(directory: Path, org: str, region: str, as_json: bool) -> None:
 
 cli.add_command(genes_group)
 cli.add_command(synapse_group)
+cli.add_command(ledger_group)
 for _cmd in TESTNET_COMMANDS:
     cli.add_command(_cmd)
 

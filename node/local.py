@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from gd.genome.identity import NodeKey
-from gd.node.config import ConfigError, NodeConfig, load_config
+from gd.ledger.store import Ledger
+from gd.node.config import ConfigError, NodeConfig, load_config, render_config
 from gd.node.cortex import Cortex
 from gd.node.home import Home
 
@@ -29,6 +31,21 @@ class LocalNode:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def initialise_home(home: Home, cfg: NodeConfig, key: NodeKey) -> None:
+    """Create a home: the key (0600, never overwritten), a commented config.toml, and a
+    Cortex with the ledger's tables. Refuses a home that already has a key."""
+    if home.key_path.exists():
+        raise HomeError(f"{home.key_path} already exists: this home is initialised "
+                        "(a node key is never overwritten)")
+    home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key.save(home.key_path)
+    tmp = home.config_path.with_suffix(".tmp")
+    tmp.write_text(render_config(cfg))
+    os.replace(tmp, home.config_path)
+    with Cortex.open(home.cortex_path, map_size=cfg.cortex_map_size_mb << 20) as cortex:
+        Ledger(cortex.env)
 
 
 def load_identity(home: Home) -> tuple[NodeConfig, NodeKey]:

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from gd.genome.identity import NodeKey
-from gd.node.config import NodeConfig, render_config
-from gd.node.cortex import Cortex
+from gd.node.config import NodeConfig
 from gd.node.home import Home
 from gd.node.importer import import_genes
-from gd.node.local import open_local
+from gd.node.local import initialise_home, open_local
 from gd.testnet import procs
 from gd.testnet.demo import demo_lines
 from gd.testnet.plan import (
@@ -30,14 +29,11 @@ def init_node_home(node: NodePlan, plan: TestnetPlan) -> None:
     home = Home.resolve(node.home)
     if home.is_initialised():
         return
-    home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     voters = tuple(n.peer_id for n in plan.nodes if n.voter and n.region == node.region)
     cfg = NodeConfig(org=node.org, region=node.region, listen=(node.addr,),
                      bootstrap=str(Path(plan.directory) / BOOTSTRAP_FILE),
                      ledger_voters=voters)
-    NodeKey.from_seed(bytes.fromhex(node.seed_hex)).save(home.key_path)
-    home.config_path.write_text(render_config(cfg))
-    Cortex.open(home.cortex_path, map_size=cfg.cortex_map_size_mb << 20).close()
+    initialise_home(home, cfg, NodeKey.from_seed(bytes.fromhex(node.seed_hex)))
 
 
 def spread_demo_genes(plan: TestnetPlan, nodes: list[NodePlan] | None = None) -> dict[str, int]:

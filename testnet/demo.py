@@ -9,11 +9,10 @@ from typing import Any
 
 from gd.genome.identity import NodeKey
 from gd.motors.domains import demo_genes, domain_names
-from gd.node.config import NodeConfig, render_config
-from gd.node.cortex import Cortex
+from gd.node.config import NodeConfig
 from gd.node.home import Home
 from gd.node.importer import import_genes
-from gd.node.local import open_local
+from gd.node.local import initialise_home, open_local
 
 # Edges between the packs' demo genes, by name: the turbofan inspection rule is usually
 # followed by the overhaul rule, and the low-s12 inspection specialises the hot-HPC one.
@@ -40,11 +39,7 @@ def prepare_demo_home(directory: Path, *, org: str, region: str) -> dict[str, An
     Idempotent: a second call finds every gene unchanged."""
     home = Home.resolve(directory)
     if not home.is_initialised():
-        home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cfg = NodeConfig(org=org, region=region)
-        NodeKey.generate().save(home.key_path)
-        home.config_path.write_text(render_config(cfg))
-        Cortex.open(home.cortex_path, map_size=cfg.cortex_map_size_mb << 20).close()
+        initialise_home(home, NodeConfig(org=org, region=region), NodeKey.generate())
     with open_local(home) as node, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "demo.jsonl"
         path.write_text("\n".join(demo_lines()) + "\n")

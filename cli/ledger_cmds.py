@@ -1,0 +1,342 @@
+"""`gd-node ledger ...`: inspect, prove and verify the local copy of the ledger.
+
+Every command opens the ledger read-only (`gd.ledger.store.open_ledger`), so it works
+with or without a running daemon. Proof documents are JSON so they can be mailed to an
+auditor and checked elsewhere with `--verify`:
+
+    inclusion:   {"index", "size", "leaf_hash", "root", "path": [hex, ...]}
+    consistency: {"old_size", "new_size", "old_root", "new_root", "path": [hex, ...]}
+
+A proof is first checked on its own (RFC 9162 §2.1.3.2 / §2.1.4.2: the path joins the
+leaf or the old root to the root it names), then against this node's ledger when it
+holds that size (our root, our leaf). Exit code 1 whenever either check fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+from rich.table import Table
+
+from gd.cli.output import (
+    Failure,
+    console,
+    home_option,
+    json_option,
+    print_json,
+    resolve_home,
+    user_errors,
+)
+from gd.ledger.errors import LedgerError, ProofError
+from gd.ledger.merkle import verify_consistency, verify_inclusion
+from gd.ledger.store import Ledger, open_ledger
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# A proof document is a few KiB at most (65 hashes of 64 hex characters); refuse to read
+# more than this from a file or a pipe.
+MAX_PROOF_DOCUMENT = 64 * 1024
+CSV_COLUMNS = ("index", "kind", "author", "hlc", "payload_hash", "idempotency_key",
+               "prev_hash", "entry_hash", "signature", "version", "summary")
+
+
+def ledger_errors(fn: F) -> F:
+    """Ledger errors become a clean exit code 1 with the reason on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LedgerError as exc:
+            raise Failure(str(exc) or type(exc).__name__) from None
+
+    return user_errors(wrapper)  # type: ignore[return-value]
+
+
+@contextmanager
+def _ledger(home: Path | None) -> Iterator[Ledger]:
+    ledger = open_ledger(resolve_home(home).root, readonly=True)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+def _unhex(doc: dict[str, Any], field: str) -> bytes:
+    value = doc.get(field)
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or len(raw) != 32:
+        raise Failure(f"proof document: {field} must be 64 hex characters")
+    return raw
+
+
+def _uint(doc: dict[str, Any], field: str) -> int:
+    value = doc.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Failure(f"proof document: {field} must be a non-negative integer")
+    return value
+
+
+def _path(doc: dict[str, Any]) -> tuple[bytes, ...]:
+    path = doc.get("path")
+    if not isinstance(path, list):
+        raise Failure("proof document: path must be a list of hex hashes")
+    return tuple(_unhex({"path": item}, "path") for item in path)
+
+
+def _read_document(handle: IO[str]) -> dict[str, Any]:
+    text = handle.read(MAX_PROOF_DOCUMENT + 1)
+    if len(text) > MAX_PROOF_DOCUMENT:
+        raise Failure(f"proof document is larger than {MAX_PROOF_DOCUMENT} bytes")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Failure(f"proof document is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise Failure("proof document must be a JSON object")
+    return doc
+
+
+@click.group("ledger")
+def ledger_group() -> None:
+    """The signed, hash-chained ledger: heads, proofs, verification and export."""
+
+
+@ledger_group.command("head")
+@home_option
+@json_option
+@ledger_errors
+def head_cmd(home: Path | None, as_json: bool) -> None:
+    """The latest signed tree head, and the local log's size and root."""
+    with _ledger(home) as ledger:
+        size, root, head = ledger.size, ledger.root(), ledger.latest_head()
+    data = {"size": size, "root": root.hex(),
+            "signed_head": head.to_json() if head is not None else None}
+    if as_json:
+        print_json(data)
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_row("[bold]entries[/]", str(size))
+    grid.add_row("[bold]root[/]", root.hex())
+    if head is None:
+        grid.add_row("[bold]signed head[/]", "none yet")
+    else:
+        grid.add_row("[bold]signed head[/]", f"size {head.size}, log {head.log_id}")
+        grid.add_row("[bold]  root[/]", head.root.hex())
+        grid.add_row("[bold]  signer[/]", head.signer)
+        grid.add_row("[bold]  timestamp[/]", str(head.timestamp))
+    console.print(grid, highlight=False)
+
+
+@ledger_group.command("verify")
+@home_option
+@json_option
+@ledger_errors
+def verify_cmd(home: Path | None, as_json: bool) -> None:
+    """Recompute chain links, signatures, the Merkle tree and every signed head's root.
+
+    Exit code 1 and the first bad index with the reason if anything does not hold.
+    """
+    with _ledger(home) as ledger:
+        report = ledger.verify()
+    if as_json:
+        print_json(report.to_json())
+    elif report.ok:
+        console.print(f"ok: {report.checked} entries, {report.heads_checked} signed head(s), "
+                      f"root {report.root.hex()}", highlight=False)
+        for note in report.notes:
+            console.print(f"note: {note}", highlight=False)
+    if not report.ok:
+        raise Failure(f"entry {report.first_bad_index}: {report.reason}")
+
+
+@ledger_group.command("proof")
+@click.argument("index", type=click.IntRange(min=0))
+@click.option("--size", type=click.IntRange(min=1), default=None,
+              help="Prove against the tree of this size (default: the whole log).")
+@click.option("--verify", "check", type=click.File("r"), default=None, metavar="FILE|-",
+              help="Check an inclusion proof document instead of printing one.")
+@home_option
+@json_option
+@ledger_errors
+def proof_cmd(index: int, size: int | None, check: IO[str] | None, home: Path | None,
+              as_json: bool) -> None:
+    """Inclusion proof (audit path) that entry INDEX is in the log of --size entries."""
+    if check is not None:
+        _verify_inclusion_document(index, size, _read_document(check), home, as_json)
+        return
+    with _ledger(home) as ledger:
+        proof = ledger.inclusion_proof(index, size)
+        doc = {"index": index, "size": proof.size, "leaf_hash": ledger.leaf_hash(index).hex(),
+               "root": ledger.root(proof.size).hex(), "path": [h.hex() for h in proof.path]}
+    if as_json:
+        print_json(doc)
+        return
+    console.print(f"entry {index} in the log of {doc['size']} entries "
+                  f"({len(doc['path'])} hashes)", highlight=False)
+    console.print(f"leaf {doc['leaf_hash']}\nroot {doc['root']}", highlight=False)
+    for i, value in enumerate(doc["path"]):
+        console.print(f"  {i:2d} {value}", highlight=False)
+
+
+def _verify_inclusion_document(index: int, size: int | None, doc: dict[str, Any],
+                               home: Path | None, as_json: bool) -> None:
+    doc_index, doc_size = _uint(doc, "index"), _uint(doc, "size")
+    leaf, root, path = _unhex(doc, "leaf_hash"), _unhex(doc, "root"), _path(doc)
+    if doc_index != index:
+        raise Failure(f"the document proves entry {doc_index}, not {index}")
+    if size is not None and size != doc_size:
+        raise Failure(f"the document is for size {doc_size}, not {size}")
+    try:
+        verify_inclusion(leaf, index, doc_size, path, root)
+    except ProofError as exc:
+        raise Failure(f"proof does not verify: {exc}") from None
+    with _ledger(home) as ledger:
+        local_size = ledger.size
+        local = (ledger.root(doc_size), ledger.leaf_hash(index)) if doc_size <= local_size \
+            else None
+    _report_match(local is not None and local == (root, leaf), local is None, local_size,
+                  {"index": index, "size": doc_size}, as_json)
+
+
+def _report_match(matches: bool, beyond: bool, local_size: int, what: dict[str, Any],
+                  as_json: bool) -> None:
+    result = {**what, "proof_valid": True, "local_size": local_size,
+              "matches_local": None if beyond else matches}
+    if as_json:
+        print_json(result)
+    elif beyond:
+        console.print(f"proof is valid; this ledger has only {local_size} entries, so it "
+                      "was checked against its own root only", highlight=False)
+    elif matches:
+        console.print("proof is valid and matches this ledger", highlight=False)
+    if not beyond and not matches:
+        raise Failure("proof is valid but names a root or leaf this ledger does not have: "
+                      "the two logs have forked")
+
+
+@ledger_group.command("consistency")
+@click.argument("old_size", metavar="M", type=click.IntRange(min=0))
+@click.argument("new_size", metavar="N", type=click.IntRange(min=0))
+@click.option("--verify", "check", type=click.File("r"), default=None, metavar="FILE|-",
+              help="Check a consistency proof document instead of printing one.")
+@home_option
+@json_option
+@ledger_errors
+def consistency_cmd(old_size: int, new_size: int, check: IO[str] | None, home: Path | None,
+                    as_json: bool) -> None:
+    """Consistency proof that the log of N entries extends the log of M entries."""
+    if check is not None:
+        _verify_consistency_document(old_size, new_size, _read_document(check), home, as_json)
+        return
+    with _ledger(home) as ledger:
+        proof = ledger.consistency_proof(old_size, new_size)
+        doc = {"old_size": old_size, "new_size": new_size,
+               "old_root": ledger.root(old_size).hex(), "new_root": ledger.root(new_size).hex(),
+               "path": [h.hex() for h in proof.path]}
+    if as_json:
+        print_json(doc)
+        return
+    console.print(f"log of {new_size} extends log of {old_size} ({len(doc['path'])} hashes)",
+                  highlight=False)
+    console.print(f"old root {doc['old_root']}\nnew root {doc['new_root']}", highlight=False)
+    for i, value in enumerate(doc["path"]):
+        console.print(f"  {i:2d} {value}", highlight=False)
+
+
+def _verify_consistency_document(old_size: int, new_size: int, doc: dict[str, Any],
+                                 home: Path | None, as_json: bool) -> None:
+    sizes = (_uint(doc, "old_size"), _uint(doc, "new_size"))
+    old_root, new_root, path = _unhex(doc, "old_root"), _unhex(doc, "new_root"), _path(doc)
+    if sizes != (old_size, new_size):
+        raise Failure(f"the document is for sizes {sizes[0]} -> {sizes[1]}, "
+                      f"not {old_size} -> {new_size}")
+    try:
+        verify_consistency(old_size, new_size, old_root, new_root, path)
+    except ProofError as exc:
+        raise Failure(f"proof does not verify: {exc}") from None
+    with _ledger(home) as ledger:
+        local_size = ledger.size
+        beyond = new_size > local_size
+        local = None if beyond else (ledger.root(old_size), ledger.root(new_size))
+    _report_match(local == (old_root, new_root), beyond, local_size,
+                  {"old_size": old_size, "new_size": new_size}, as_json)
+
+
+@ledger_group.command("show")
+@click.argument("index", type=click.IntRange(min=0))
+@home_option
+@json_option
+@ledger_errors
+def show_cmd(index: int, home: Path | None, as_json: bool) -> None:
+    """One entry: kind, author, time, payload hash, summary, links and signature."""
+    with _ledger(home) as ledger:
+        data = ledger.entry(index).to_json()
+    if as_json:
+        print_json(data)
+        return
+    grid = Table.grid(padding=(0, 2))
+    for field in ("index", "kind", "author", "hlc", "payload_hash", "idempotency_key",
+                  "prev_hash", "entry_hash", "signature"):
+        grid.add_row(f"[bold]{field}[/]", str(data[field]))
+    summary = ", ".join(f"{k}={v}" for k, v in data["summary"].items()) or "-"
+    grid.add_row("[bold]summary[/]", summary)
+    console.print(grid, highlight=False)
+
+
+@ledger_group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
+              show_default=True, help="json: one JSON array; csv: a header and one row each.")
+@click.option("--since", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First index to export.")
+@home_option
+@ledger_errors
+def export_cmd(fmt: str, since: int, home: Path | None) -> None:
+    """Write entries from --since on to stdout, streamed from one consistent snapshot."""
+    out = sys.stdout
+    with _ledger(home) as ledger:
+        if fmt == "json":
+            out.write("[")
+            for i, entry in enumerate(ledger.entries(since)):
+                out.write(("\n" if i == 0 else ",\n") + json.dumps(entry.to_json(),
+                                                                    sort_keys=True))
+            out.write("\n]\n")
+        else:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(CSV_COLUMNS)
+            for entry in ledger.entries(since):
+                row = entry.to_json()
+                row["summary"] = json.dumps(row["summary"], sort_keys=True)
+                writer.writerow([row[c] for c in CSV_COLUMNS])
+    out.flush()
+
+
+@ledger_group.command("alarms")
+@home_option
+@json_option
+@ledger_errors
+def alarms_cmd(home: Path | None, as_json: bool) -> None:
+    """Fork alarms recorded by this node (heads from peers that do not fit together)."""
+    with _ledger(home) as ledger:
+        alarms = [a.to_json() for a in ledger.alarms()]
+    if as_json:
+        print_json(alarms)
+        return
+    if not alarms:
+        console.print("no fork alarms")
+        return
+    for alarm in alarms:
+        who = "equivocation by one signer" if alarm["equivocation"] else "two signers"
+        console.print(f"[bold red]{alarm['kind']}[/] ({who}, from {alarm['source'] or '?'}): "
+                      f"{alarm['detail']}", highlight=False)
