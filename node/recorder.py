@@ -21,7 +21,7 @@ import lmdb
 
 from gd.crdt.hlc import HLC
 from gd.genome.identity import NodeKey
-from gd.ledger.chain import AppendReceipt
+from gd.ledger.chain import AppendReceipt, AppendStatus
 from gd.ledger.entry import EntryKind, LedgerEntry
 from gd.ledger.store import Ledger
 
@@ -44,8 +44,18 @@ class LedgerRecorder:
     def append(self, kind: EntryKind | str, payload_hash: bytes,
                summary: Mapping[str, Any] | None = None,
                idempotency_key: str | None = None) -> AppendReceipt:
+        """Record one event. A retry of the same event (same kind, payload and key) gets
+        the original entry's receipt as DUPLICATE, even though its clock stamp would
+        differ; another event under a key already used is a CONFLICT."""
+        key_text = idempotency_key or payload_hash.hex()
+        existing = self.ledger.find(self.key.peer_id, key_text)
+        if existing is not None:
+            same = existing.kind == EntryKind(kind) and existing.payload_hash == payload_hash
+            assert existing.index is not None
+            return AppendReceipt(AppendStatus.DUPLICATE if same else AppendStatus.CONFLICT,
+                                 existing.index, existing.entry_hash, existing.author, key_text)
         entry = LedgerEntry.create(self.key, kind, self.stamp(), payload_hash, summary,
-                                   idempotency_key)
+                                   key_text)
         result = self.ledger.append_batch([entry], head_key=self.key,
                                           timestamp=self._wall_ms())
         return result.receipts[0]
