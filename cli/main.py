@@ -26,6 +26,9 @@ from gd.cli.output import (
     resolve_home,
     user_errors,
 )
+from gd.cli.sovereignty_cmds import COMMANDS as SOVEREIGNTY_COMMANDS
+from gd.cli.sovereignty_cmds import forget_cmd
+from gd.cli.sync_cmds import COMMANDS as SYNC_COMMANDS
 from gd.cli.testnet_cmds import COMMANDS as TESTNET_COMMANDS
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
@@ -258,8 +261,14 @@ def demo(directory: Path, org: str, region: str, as_json: bool) -> None:
 cli.add_command(genes_group)
 cli.add_command(synapse_group)
 cli.add_command(ledger_group)
+for _cmd in SOVEREIGNTY_COMMANDS:
+    if _cmd is forget_cmd:
+        genes_group.add_command(_cmd, name="forget")
+    else:
+        cli.add_command(_cmd)
 for _cmd in TESTNET_COMMANDS:
     cli.add_command(_cmd)
+for _cmd in SYNC_COMMANDS: cli.add_command(_cmd)  # noqa: E701
 
 
 def _age(since: object) -> str:
@@ -275,4 +284,3 @@ def _age(since: object) -> str:
 
 def main() -> None:
     cli(prog_name="gd-node")
-

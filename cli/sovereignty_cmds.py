@@ -1,0 +1,470 @@
+"""Sovereignty from the command line: share, revoke, policies, agreements, audit, and the
+adaptation workflow (pending, approve, reject, rollback, forget).
+
+Every command works on the local home (`open_local`), with or without a daemon: LMDB lets
+the CLI write beside a running node, and the daemon reads the policy afresh for every
+sync batch, so a `revoke` takes effect on the next batch. Ledger records go through
+`ledger_sink`: the node's own ledger (`gd.node.recorder`).
+
+`COMMANDS` lists the click objects to mount on the main group; ``genes-forget`` is meant
+to be mounted as ``genes forget``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.table import Table
+
+from gd.cli.output import (
+    Failure,
+    console,
+    home_option,
+    json_option,
+    print_json,
+    resolve_home,
+    user_errors,
+)
+from gd.genome.gene import Gene
+from gd.node.adaptation import AdaptationDesk, AdaptationError
+from gd.node.audit import EXPORT_FORMATS, AuditError, AuditLog, LedgerSink
+from gd.node.local import LocalNode, open_local
+from gd.node.policy_store import PolicyStore, rule_from_options
+from gd.node.recorder import LedgerRecorder
+from gd.protocol.sovereignty import (
+    Direction,
+    Effect,
+    PeerInfo,
+    ProposalError,
+    ResidencyRule,
+    ShareDecision,
+    Subject,
+    SubjectKind,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+def ledger_sink(node: LocalNode, audit: AuditLog) -> LedgerSink:
+    """Approvals, rejections, rollbacks, agreements and revocations go on the node's
+    ledger (signed, hash-chained, fsync'd before the command reports success)."""
+    return LedgerRecorder(node.cortex.env, node.key)
+
+
+_OUR_ERRORS = (AdaptationError, AuditError, ProposalError)
+
+
+def sovereignty_errors(fn: F) -> F:
+    """`user_errors` plus the sovereignty modules' own user-facing errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _OUR_ERRORS as exc:
+            raise Failure(str(exc)) from None
+
+    return user_errors(wrapper)  # type: ignore[return-value]
+
+
+class _Session:
+    """One command's view of the home: node, audit log, policy store, adaptation desk."""
+
+    def __init__(self, node: LocalNode) -> None:
+        self.node = node
+        self.audit = AuditLog(node.cortex)
+        self.store = PolicyStore(node.cortex, node.key, org=node.config.org,
+                                 region=node.config.region, audit=self.audit)
+        self.ledger = ledger_sink(node, self.audit)
+        self.desk = AdaptationDesk(node.cortex, node.key, self.ledger, self.audit)
+
+
+@contextlib.contextmanager
+def _session(home: Path | None) -> Iterator[_Session]:
+    with open_local(resolve_home(home)) as node:
+        yield _Session(node)
+
+
+def _with_option(fn: F) -> F:
+    return click.option("--with", "target", required=True, metavar="PEER|org:NAME|region:R",
+                        help="Whom the rule is about.")(fn)
+
+
+def _gene_brief(gene: Gene, cp: float | None = None) -> dict[str, Any]:
+    return {"id": gene.id, "domain": gene.domain, "name": gene.name, "version": gene.version,
+            "status": str(gene.status), "origin": gene.origin, "action": gene.action,
+            "condition": gene.condition_text(), "parents": list(gene.parents), "cp": cp}
+
+
+# -- share / revoke ---------------------------------------------------------------------------
+
+
+@click.command("share")
+@_with_option
+@click.option("--domain", required=True, help="Domain slug, or * for every domain.")
+@click.option("--direction", type=click.Choice([d.value for d in Direction]), default="both",
+              show_default=True)
+@click.option("--anonymize", is_flag=True, help="Pseudonymise metadata for this subject.")
+@click.option("--allow-forward", is_flag=True, help="Receivers may pass genes on.")
+@click.option("--deny", is_flag=True, help="A deny rule: overrides every allow it matches.")
+@home_option
+@json_option
+@sovereignty_errors
+def share_cmd(target: str, domain: str, direction: str, anonymize: bool, allow_forward: bool,
+              deny: bool, home: Path | None, as_json: bool) -> None:
+    """Share DOMAIN with a peer, an org or a region (a signed proposal to each known peer
+    it matches; it flows once the other side shares back)."""
+    rule = rule_from_options(target, domain, direction=direction, anonymize=anonymize,
+                             allow_forward=allow_forward, deny=deny)
+    with _session(home) as s:
+        touched = s.store.share(rule, ledger=s.ledger)
+    data = {"rule": rule.rule_id, "description": rule.describe(),
+            "agreements": [a.to_json() for a in touched]}
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"rule {rule.describe()}")
+    for a in touched:
+        console.print(f"  {a.peer}: {a.state}")
+
+
+@click.command("revoke")
+@_with_option
+@click.option("--domain", required=True, help="Domain slug, or *.")
+@click.option("--direction", type=click.Choice([d.value for d in Direction]), default=None,
+              help="Only the rule for this direction (default: all of them).")
+@click.option("--deny", is_flag=True, help="Remove a deny rule instead of a share.")
+@home_option
+@json_option
+@sovereignty_errors
+def revoke_cmd(target: str, domain: str, direction: str | None, deny: bool,
+               home: Path | None, as_json: bool) -> None:
+    """Stop sharing DOMAIN with a subject (tells the peers, recorded on the ledger)."""
+    subject = Subject.parse(target)
+    with _session(home) as s:
+        removed = s.store.revoke(subject, domain,
+                                 direction=Direction(direction) if direction else None,
+                                 effect=Effect.DENY if deny else Effect.ALLOW, ledger=s.ledger)
+    if not removed:
+        raise Failure(f"no {'deny' if deny else 'share'} rule for {domain} with {subject}")
+    if as_json:
+        print_json({"removed": [r.rule_id for r in removed]})
+    else:
+        for rule in removed:
+            console.print(f"revoked {rule.describe()}")
+
+
+# -- policy ----------------------------------------------------------------------------------
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Inspect and test the share policy."""
+
+
+@policy_group.command("list")
+@home_option
+@json_option
+@sovereignty_errors
+def policy_list_cmd(home: Path | None, as_json: bool) -> None:
+    """Our rules, residency rules, and what peers have shared with us."""
+    with _session(home) as s:
+        policy = s.store.policies()
+    data = {"rules": [dict(r.to_plain(), id=r.rule_id) for r in policy.rules],
+            "residency": [r.to_plain() for r in policy.residency],
+            "remote": {peer: [r.describe() for r in rules]
+                       for peer, rules in policy.remote.items()}}
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"{len(policy.rules)} rule(s) (default: deny)")
+    for col in ("effect", "direction", "domain", "with", "options"):
+        table.add_column(col, overflow="fold")
+    for r in policy.rules:
+        opts = ", ".join(n for n, on in (("anonymize", r.anonymize),
+                                         ("allow-forward", r.allow_forward)) if on)
+        table.add_row(str(r.effect), str(r.direction), r.domain, str(r.subject), opts or "-")
+    console.print(table)
+    for r in policy.residency:
+        console.print(f"residency: {r.describe()}")
+    for peer, rules in policy.remote.items():
+        for rule in rules:
+            console.print(f"from {peer}: {rule.describe()}")
+
+
+def _receivers(store: PolicyStore, target: str, org: str | None, region: str | None
+               ) -> list[PeerInfo]:
+    subject = Subject.parse(target)
+    if subject.kind is SubjectKind.PEER:
+        known = store.peer(subject.value) or PeerInfo(subject.value)
+        return [PeerInfo(known.peer_id, org if org is not None else known.org,
+                         region if region is not None else known.region)]
+    peers = [p for p in store.peers() if subject.matches(p)]
+    if not peers:
+        raise Failure(f"no known peer matches {subject}; name a peer id (with --org and "
+                      "--region for one not met yet)")
+    return peers
+
+
+@policy_group.command("test")
+@_with_option
+@click.option("--gene", "gene_id", required=True, help="The gene to test.")
+@click.option("--org", default=None, help="Assume this org for the peer.")
+@click.option("--region", default=None, help="Assume this region for the peer.")
+@home_option
+@json_option
+@sovereignty_errors
+def policy_test_cmd(target: str, gene_id: str, org: str | None, region: str | None,
+                    home: Path | None, as_json: bool) -> None:
+    """Would GENE go to this peer? Explains which rule decides and why."""
+    with _session(home) as s:
+        gene = s.node.cortex.require_gene(gene_id)
+        policy = s.store.policies()
+        results: list[tuple[PeerInfo, ShareDecision]] = [
+            (peer, policy.explain(gene, peer.peer_id, peer.org, peer.region))
+            for peer in _receivers(s.store, target, org, region)]
+    if as_json:
+        print_json([dict(d.to_plain(), peer=p.peer_id) for p, d in results])
+        return
+    for peer, decision in results:
+        verdict = "[green]SEND[/]" if decision.allowed else "[red]WITHHOLD[/]"
+        console.print(f"{verdict} {gene.id} -> {peer.peer_id}: {decision.reason}")
+        console.print(f"  deciding rule: {decision.rule_id}")
+        for step in decision.steps:
+            console.print(f"  - {step}", highlight=False)
+
+
+@policy_group.command("residency")
+@click.option("--domain", required=True, help="Domain slug, or *.")
+@click.option("--region", required=True, help="The region its genes must stay in.")
+@click.option("--remove", is_flag=True, help="Remove the rule instead.")
+@home_option
+@json_option
+@sovereignty_errors
+def policy_residency_cmd(domain: str, region: str, remove: bool, home: Path | None,
+                         as_json: bool) -> None:
+    """Data residency: genes of DOMAIN never leave REGION."""
+    rule = ResidencyRule(domain, region)
+    with _session(home) as s:
+        changed = s.store.set_residency(rule, remove=remove)
+    if as_json:
+        print_json({"rule": rule.rule_id, "changed": changed, "removed": remove})
+    else:
+        console.print(f"{'removed' if remove else 'set'}: {rule.describe()}"
+                      + ("" if changed else " (unchanged)"))
+
+
+# -- agreements ---------------------------------------------------------------------------------
+
+
+@click.group("agreements")
+def agreements_group() -> None:
+    """Federation agreements (both sides' signed shares)."""
+
+
+@agreements_group.command("list")
+@home_option
+@json_option
+@sovereignty_errors
+def agreements_list_cmd(home: Path | None, as_json: bool) -> None:
+    """Agreements as proposed / effective / revoked."""
+    with _session(home) as s:
+        agreements = s.store.agreements()
+    if as_json:
+        print_json([a.to_json() for a in agreements])
+        return
+    table = Table(title=f"{len(agreements)} agreement(s)")
+    for col in ("peer", "domain", "state", "flows", "ours", "theirs"):
+        table.add_column(col, overflow="fold")
+    for a in agreements:
+        data = a.to_json()
+        table.add_row(a.peer, a.domain, data["state"], ",".join(data["flows"]) or "-",
+                      data["ours"] or "-", data["theirs"] or "-")
+    console.print(table)
+
+
+# -- audit ----------------------------------------------------------------------------------------
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """The hash-chained audit log of genes in and out and policy events."""
+
+
+@audit_group.command("verify")
+@home_option
+@json_option
+@sovereignty_errors
+def audit_verify_cmd(home: Path | None, as_json: bool) -> None:
+    """Recompute the chain; exit 1 and name the first bad record if it is broken."""
+    with _session(home) as s:
+        report = s.audit.verify()
+    if as_json:
+        print_json(report.to_json())
+    elif report.ok:
+        console.print(f"audit log ok: {report.size} record(s), head {report.head.hex()}")
+    if not report.ok:
+        if not as_json:
+            raise Failure(f"audit log broken at record {report.bad_index}: {report.reason}")
+        raise SystemExit(1)
+
+
+def _parse_since(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter("use milliseconds since the epoch or an ISO date",
+                                 param_hint="--since") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+@audit_group.command("export")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="json",
+              show_default=True)
+@click.option("--since", default=None, help="Only records from this time (ms or ISO date).")
+@home_option
+@sovereignty_errors
+def audit_export_cmd(fmt: str, since: str | None, home: Path | None) -> None:
+    """Print the audit log as JSON or CSV."""
+    since_ms = _parse_since(since)
+    with _session(home) as s:
+        text = s.audit.export(fmt, since_ms)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+# -- adaptation -----------------------------------------------------------------------------------
+
+
+@click.group("pending")
+def pending_group() -> None:
+    """Genes received from peers waiting for approval."""
+
+
+@pending_group.command("list")
+@click.option("--domain", default=None, help="Only this domain.")
+@home_option
+@json_option
+@sovereignty_errors
+def pending_list_cmd(domain: str | None, home: Path | None, as_json: bool) -> None:
+    """Genes in adaptation_pending."""
+    with _session(home) as s:
+        genes = [_gene_brief(g, s.desk.latest_cp(g.id)) for g in s.desk.pending(domain)]
+    if as_json:
+        print_json(genes)
+        return
+    table = Table(title=f"{len(genes)} pending gene(s)")
+    for col in ("id", "domain", "name", "v", "origin", "condition", "cp"):
+        table.add_column(col, overflow="fold")
+    for g in genes:
+        table.add_row(g["id"], g["domain"], g["name"], str(g["version"]), g["origin"],
+                      g["condition"], "-" if g["cp"] is None else f"{g['cp']:.3f}")
+    console.print(table)
+
+
+@pending_group.command("show")
+@click.argument("gene_id")
+@home_option
+@json_option
+@sovereignty_errors
+def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
+    """The gene beside its local variants, each with its latest CP."""
+    with _session(home) as s:
+        view = s.desk.show(gene_id)
+    data = {"original": _gene_brief(view.original, view.original_cp),
+            "variants": [_gene_brief(v, cp) for v, cp in view.variants]}
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"{view.original.id} and {len(view.variants)} variant(s)")
+    for col in ("", "id", "v", "status", "action", "condition", "cp"):
+        table.add_column(col, overflow="fold")
+    for label, g in [("original", data["original"])] + [("variant", v) for v in
+                                                         data["variants"]]:
+        table.add_row(label, g["id"], str(g["version"]), g["status"], g["action"],
+                      g["condition"], "-" if g["cp"] is None else f"{g['cp']:.3f}")
+    console.print(table)
+
+
+@click.command("approve")
+@click.argument("gene_id")
+@click.option("--variant", default=None, help="Approve this variant in the gene's place.")
+@home_option
+@json_option
+@sovereignty_errors
+def approve_cmd(gene_id: str, variant: str | None, home: Path | None, as_json: bool) -> None:
+    """Make a pending gene (or one of its variants) native; recorded on the ledger."""
+    with _session(home) as s:
+        changed = s.desk.approve(gene_id, variant)
+    if as_json:
+        print_json([_gene_brief(g) for g in changed])
+    else:
+        for g in changed:
+            console.print(f"{g.id}: {g.status}")
+
+
+@click.command("reject")
+@click.argument("gene_id")
+@click.option("--reason", required=True, help="Why (kept in the audit log and the ledger).")
+@home_option
+@json_option
+@sovereignty_errors
+def reject_cmd(gene_id: str, reason: str, home: Path | None, as_json: bool) -> None:
+    """Reject a pending gene."""
+    with _session(home) as s:
+        gene = s.desk.reject(gene_id, reason)
+    if as_json:
+        print_json(_gene_brief(gene))
+    else:
+        console.print(f"{gene.id}: rejected")
+
+
+@click.command("rollback")
+@click.argument("gene_id")
+@click.option("--to", "to_version", type=click.IntRange(1), required=True,
+              help="The earlier version whose content to restore.")
+@home_option
+@json_option
+@sovereignty_errors
+def rollback_cmd(gene_id: str, to_version: int, home: Path | None, as_json: bool) -> None:
+    """Write a new version equal to version --to (it descends the current one)."""
+    with _session(home) as s:
+        gene = s.desk.rollback(gene_id, to_version)
+    if as_json:
+        print_json(dict(_gene_brief(gene), version_hash=gene.version_hash.hex()))
+    else:
+        console.print(f"{gene.id}: version {gene.version} restores version {to_version}")
+
+
+@click.command("genes-forget")
+@click.argument("gene_id")
+@home_option
+@json_option
+@sovereignty_errors
+def forget_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
+    """Delete a gene's content here and list the peers to send tombstones to."""
+    with _session(home) as s:
+        peers = s.desk.forget(gene_id)
+    if as_json:
+        print_json({"forgotten": gene_id, "tombstones_for": peers})
+    else:
+        console.print(f"forgot {gene_id}; tombstones for {len(peers)} peer(s)")
+        for peer in peers:
+            console.print(f"  {peer}")
+
+
+COMMANDS: list[click.Command] = [
+    share_cmd, revoke_cmd, policy_group, agreements_group, audit_group, pending_group,
+    approve_cmd, reject_cmd, rollback_cmd, forget_cmd,
+]

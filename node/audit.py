@@ -1,0 +1,368 @@
+"""The sovereignty audit log: a hash chain of every gene in or out and every policy event.
+
+Each record holds what an auditor asks after the fact: which gene (id and version hash)
+went to or came from which peer, in which direction, under which rule, when; and every
+policy change, agreement event, approval, rejection, rollback and deletion. Records live
+in the Cortex sub-database ``sov_audit`` under their index (u64 big-endian), each linked
+to the previous one:
+
+    hash_i = SHA-256(AUDIT_TAG || hash_{i-1} || canonical(body_i)),  hash_{-1} = 32 zeros
+
+so editing, removing or reordering any stored record breaks the chain at that index, and
+`AuditLog.verify` names the first bad one. What a chain alone cannot show is a cut tail
+(the newest records removed): `head()` gives (size, hash) for anchoring on the ledger,
+the way Certificate Transparency logs publish signed tree heads.
+
+A record can be appended inside a caller's LMDB transaction (`append_in`), so a policy
+change and its audit record commit together or not at all.
+
+Gene names, purposes and parameters are never written here: ids and hashes suffice to
+answer "who got what", and the log must stay clean after a right-to-deletion request.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Final, Protocol
+
+import lmdb
+
+from gd.genome import canonical, checks
+from gd.genome.errors import DecodeError, ValidationError
+from gd.genome.gene import Gene
+from gd.node.cortex import Cortex
+from gd.protocol.sovereignty import SentGene, ShareDecision
+
+AUDIT_DB: Final = "sov_audit"
+AUDIT_TAG: Final = b"gd-audit/1\x00"
+GENESIS: Final = bytes(32)
+# Detail values are short scalars (a reason, a rule id, a count); anything longer belongs
+# in the Cortex, not in a log that is exported and shipped to auditors.
+MAX_DETAIL_FIELDS: Final = 16
+MAX_DETAIL_TEXT: Final = 512
+EXPORT_FORMATS: Final = ("json", "csv")
+CSV_COLUMNS: Final = ("index", "time_ms", "kind", "peer", "gene_id", "version_hash",
+                      "direction", "rule", "detail", "hash")
+_U64 = struct.Struct(">Q")
+
+
+class AuditKind:
+    """Record kinds (plain strings in the log, so an export needs no enum to read)."""
+
+    GENE_SENT: Final = "gene_sent"
+    GENE_RECEIVED: Final = "gene_received"
+    GENE_REFUSED: Final = "gene_refused"
+    POLICY: Final = "policy_change"
+    AGREEMENT: Final = "agreement"
+    ADAPTATION: Final = "adaptation"
+    FORGET: Final = "forget"
+    LEDGER: Final = "ledger_record"
+
+
+class AuditError(RuntimeError):
+    """The audit log cannot be read or written (not a verification failure)."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    index: int
+    time_ms: int
+    kind: str
+    peer: str = ""
+    gene_id: str = ""
+    version_hash: bytes = b""
+    direction: str = ""
+    rule: str = ""
+    detail: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+    prev_hash: bytes = GENESIS
+    hash: bytes = GENESIS
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": dict(self.detail), "direction": self.direction,
+                "gene_id": self.gene_id, "index": self.index, "kind": self.kind,
+                "peer": self.peer, "rule": self.rule, "time_ms": self.time_ms,
+                "version_hash": self.version_hash}
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.body()
+        data["version_hash"] = self.version_hash.hex()
+        data["hash"] = self.hash.hex()
+        data["prev_hash"] = self.prev_hash.hex()
+        return data
+
+
+def chain_hash(prev: bytes, body: Mapping[str, Any]) -> bytes:
+    return canonical.sha256(AUDIT_TAG + prev + canonical.encode(body))
+
+
+def _detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in sorted((detail or {}).items()):
+        if len(out) == MAX_DETAIL_FIELDS:
+            raise ValidationError("detail", f"more than {MAX_DETAIL_FIELDS} fields")
+        checks.feature(f"detail.{key}", key)
+        if isinstance(value, str):
+            value = value[:MAX_DETAIL_TEXT]
+            checks.text(f"detail.{key}", value, MAX_DETAIL_TEXT)
+        elif isinstance(value, float):
+            checks.finite(f"detail.{key}", value)
+        elif not isinstance(value, bool | int):
+            raise ValidationError(f"detail.{key}", f"only scalars, got {value!r}")
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class AuditVerifyReport:
+    size: int
+    bad_index: int | None = None
+    reason: str = ""
+    head: bytes = GENESIS
+
+    @property
+    def ok(self) -> bool:
+        return self.bad_index is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "size": self.size, "bad_index": self.bad_index,
+                "reason": self.reason, "head": self.head.hex()}
+
+
+class AuditSink(Protocol):
+    """What the policy store and the adaptation workflow write audit records through."""
+
+    def append_in(self, txn: lmdb.Transaction, kind: str, **fields: Any) -> AuditRecord: ...
+
+
+class AuditLog:
+    """The hash-chained audit log in one Cortex sub-database."""
+
+    def __init__(self, cortex: Cortex) -> None:
+        self.cortex = cortex
+        self.db = cortex.open_db(AUDIT_DB)
+
+    # -- writing ------------------------------------------------------------------------
+    def append_in(self, txn: lmdb.Transaction, kind: str, *, peer: str = "",
+                  gene_id: str = "", version_hash: bytes = b"", direction: str = "",
+                  rule: str = "", detail: Mapping[str, Any] | None = None,
+                  time_ms: int | None = None) -> AuditRecord:
+        """Append one record inside `txn` (it commits with the caller's other writes)."""
+        checks.slug("kind", kind)
+        for name, value in (("peer", peer), ("gene_id", gene_id), ("direction", direction),
+                            ("rule", rule)):
+            checks.text(name, value, 256)
+        if not isinstance(version_hash, bytes) or len(version_hash) not in (0, 32):
+            raise ValidationError("version_hash", "expected 32 bytes or none")
+        index, prev = self._tail(txn)
+        record = AuditRecord(index, now_ms() if time_ms is None else checks.uint(
+            "time_ms", time_ms), kind, peer, gene_id, version_hash, direction, rule,
+            MappingProxyType(_detail(detail)), prev)
+        digest = chain_hash(prev, record.body())
+        txn.put(_U64.pack(index), canonical.encode(
+            {"body": record.body(), "hash": digest, "prev": prev}), db=self.db)
+        return replace(record, hash=digest)
+
+    def append(self, kind: str, **fields: Any) -> AuditRecord:
+        """Append one record in its own transaction."""
+        return self.cortex.write(lambda txn: self.append_in(txn, kind, **fields))
+
+    def _tail(self, txn: lmdb.Transaction) -> tuple[int, bytes]:
+        cur = txn.cursor(db=self.db)
+        if not cur.last():
+            return 0, GENESIS
+        try:
+            stored = canonical.decode(cur.value())
+            return _U64.unpack(cur.key())[0] + 1, stored["hash"]
+        except (DecodeError, KeyError, TypeError, struct.error) as exc:
+            raise AuditError(f"the last audit record is unreadable ({exc}): run "
+                             "`gd-node audit verify`") from None
+
+    # -- reading ------------------------------------------------------------------------
+    def record_sent(self, peer: str, sent: Iterable[SentGene], *,
+                    time_ms: int | None = None) -> int:
+        """One record per gene a sync batch carried to `peer` (what `OutboundFilter`
+        lists), all in one transaction; returns how many."""
+        items = list(sent)
+
+        def run(txn: lmdb.Transaction) -> int:
+            for item in items:
+                detail: dict[str, Any] = {}
+                if item.outgoing is not item.original:
+                    detail = {"source_id": item.original.id,
+                              "source_version": item.original.version,
+                              "anonymized": item.decision.anonymize}
+                self.append_in(txn, AuditKind.GENE_SENT, peer=peer,
+                               gene_id=item.outgoing.id,
+                               version_hash=item.outgoing.version_hash, direction="out",
+                               rule=item.decision.rule_id, detail=detail, time_ms=time_ms)
+            return len(items)
+
+        return self.cortex.write(run) if items else 0
+
+    def record_received(self, peer: str, accepted: Iterable[tuple[Gene, ShareDecision]],
+                        refused: Iterable[tuple[Gene, ShareDecision]] = (), *,
+                        time_ms: int | None = None) -> int:
+        """One record per gene `InboundFilter` accepted or refused from `peer`."""
+        items = [(AuditKind.GENE_RECEIVED, g, d) for g, d in accepted]
+        items += [(AuditKind.GENE_REFUSED, g, d) for g, d in refused]
+
+        def run(txn: lmdb.Transaction) -> int:
+            for kind, gene, decision in items:
+                self.append_in(txn, kind, peer=peer, gene_id=gene.id,
+                               version_hash=gene.version_hash, direction="in",
+                               rule=decision.rule_id,
+                               detail={} if decision.allowed else {"reason": decision.reason},
+                               time_ms=time_ms)
+            return len(items)
+
+        return self.cortex.write(run) if items else 0
+
+    def __len__(self) -> int:
+        with self.cortex.env.begin() as txn:
+            return int(txn.stat(self.db)["entries"])
+
+    def head(self) -> tuple[int, bytes]:
+        """(size, hash of the last record): what the ledger anchors."""
+        with self.cortex.env.begin() as txn:
+            return self._tail(txn)
+
+    def records(self, *, since_ms: int | None = None, kind: str | None = None
+                ) -> Iterator[AuditRecord]:
+        """Every record in order (raises `AuditError` on one it cannot decode)."""
+        with self.cortex.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.db):
+                record = _decode_record(key, raw)
+                if since_ms is not None and record.time_ms < since_ms:
+                    continue
+                if kind is not None and record.kind != kind:
+                    continue
+                yield record
+
+    def peers_sent(self, gene_id: str) -> list[str]:
+        """Peers that were sent any version of `gene_id`, or a gene derived from it."""
+        peers: set[str] = set()
+        for record in self.records(kind=AuditKind.GENE_SENT):
+            if gene_id in (record.gene_id, record.detail.get("source_id")):
+                peers.add(record.peer)
+        return sorted(peers)
+
+    def verify(self) -> AuditVerifyReport:
+        """Recompute the chain; the first bad index and why, or ok."""
+        prev = GENESIS
+        expected = 0
+        with self.cortex.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.db):
+                try:
+                    index = _U64.unpack(key)[0]
+                except struct.error:
+                    return AuditVerifyReport(expected, expected, f"key {key!r} is not an index")
+                if index != expected:
+                    return AuditVerifyReport(expected, expected,
+                                             f"record {expected} is missing (next is {index})")
+                try:
+                    stored = canonical.decode(raw)
+                    body, digest, link = stored["body"], stored["hash"], stored["prev"]
+                    if set(stored) != {"body", "hash", "prev"}:
+                        raise ValueError("unexpected fields")
+                except (DecodeError, KeyError, TypeError, ValueError) as exc:
+                    return AuditVerifyReport(expected, index, f"undecodable record: {exc}")
+                if link != prev:
+                    return AuditVerifyReport(expected, index,
+                                             "does not link to the previous record")
+                if not isinstance(body, dict) or body.get("index") != index:
+                    return AuditVerifyReport(expected, index, "body names another index")
+                if chain_hash(prev, body) != digest:
+                    return AuditVerifyReport(expected, index,
+                                             "content does not match its hash (edited)")
+                prev = digest
+                expected += 1
+        return AuditVerifyReport(expected, None, "", prev)
+
+    def export(self, fmt: str = "json", since_ms: int | None = None) -> str:
+        """The records (from `since_ms` on) as a JSON array or CSV with a header."""
+        if fmt not in EXPORT_FORMATS:
+            raise ValidationError("format", f"{fmt!r} is not one of {EXPORT_FORMATS}")
+        rows = [r.to_json() for r in self.records(since_ms=since_ms)]
+        if fmt == "json":
+            return json.dumps(rows, indent=2, sort_keys=True)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            row["detail"] = json.dumps(row["detail"], sort_keys=True)
+            writer.writerow(row)
+        return out.getvalue()
+
+
+def _decode_record(key: bytes, raw: bytes) -> AuditRecord:
+    try:
+        stored = canonical.decode(raw)
+        body = stored["body"]
+        return AuditRecord(
+            index=_U64.unpack(key)[0], time_ms=body["time_ms"], kind=body["kind"],
+            peer=body["peer"], gene_id=body["gene_id"], version_hash=body["version_hash"],
+            direction=body["direction"], rule=body["rule"],
+            detail=MappingProxyType(dict(body["detail"])), prev_hash=stored["prev"],
+            hash=stored["hash"])
+    except (DecodeError, KeyError, TypeError, struct.error) as exc:
+        raise AuditError(f"audit record {key.hex()} is unreadable: {exc}") from None
+
+
+# -- the ledger hook -----------------------------------------------------------------------
+
+
+class LedgerSink(Protocol):
+    """Where approvals, rejections, rollbacks, agreements and revocations are recorded.
+
+    `kind` is a ledger entry kind (`gd.ledger.entry.EntryKind` values: "agreement",
+    "promotion", "revocation"); `payload_hash` the SHA-256 of the payload kept locally;
+    `summary` a few public scalars (never gene content); `idempotency_key` makes a
+    retried record one entry. The node wires the regional ledger in.
+    """
+
+    def append(self, kind: str, payload_hash: bytes, summary: dict[str, Any],
+               idempotency_key: str) -> None: ...
+
+
+@dataclass
+class MemoryLedgerSink:
+    """A list-backed sink (tests, and callers that collect records to submit later)."""
+
+    records: list[tuple[str, bytes, dict[str, Any], str]] = field(default_factory=list)
+
+    def append(self, kind: str, payload_hash: bytes, summary: dict[str, Any],
+               idempotency_key: str) -> None:
+        if (kind, idempotency_key) in {(k, key) for k, _, _, key in self.records}:
+            return
+        self.records.append((kind, payload_hash, dict(summary), idempotency_key))
+
+
+class AuditLedgerSink:
+    """Keeps ledger records in the audit log when no ledger is wired (the CLI without a
+    daemon): nothing is lost, and the records say what still has to reach the ledger."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def append(self, kind: str, payload_hash: bytes, summary: dict[str, Any],
+               idempotency_key: str) -> None:
+        detail = {"ledger_kind": kind, "key": idempotency_key}
+        detail.update({k: v for k, v in summary.items() if len(detail) < MAX_DETAIL_FIELDS})
+        self.audit.append(AuditKind.LEDGER, version_hash=payload_hash, detail=detail)
+
+
+def idempotency_key(kind: str, *parts: str | int | bytes) -> str:
+    """A ledger idempotency key (matches the ledger's id syntax) for one logical event."""
+    return f"{kind}:{canonical.sha256(canonical.encode(list(parts))).hex()[:48]}"

@@ -1,0 +1,717 @@
+"""Sovereignty: which genes may leave this node for whom, and which may come in (issue 7).
+
+Sans-I/O and pure: rules, peer facts and genes go in, decisions and (re-signed) genes come
+out. `node/policy_store.py` persists the rules and agreements; `node/` feeds both filters
+below into the sync core (`gd.protocol.sync`).
+
+The model, in the order `allowed_to_send` applies it (docs/sovereignty.md):
+
+1. **Default deny.** Nothing flows unless a rule says so.
+2. **Local rules.** A `ShareRule` names a subject (a peer id, ``org:NAME`` or
+   ``region:R``), a domain (or ``*``), a direction (send, receive, both) and an effect.
+   A matching *deny* overrides every allow, whatever their specificity (a deny is a
+   promise "never", an allow only "may"). Among matching allows the most specific one
+   (peer > org > region, then exact domain > ``*``) is named as the deciding rule; the
+   options of all matching allows combine conservatively: any ``anonymize`` anonymises,
+   ``allow_forward`` holds only if every matching allow grants it.
+3. **Mutual consent** (Syncthing's model): the peer's side must agree as well. What we
+   know of it is the rules its signed proposals addressed to us (`Proposal`); they are
+   evaluated with us as the subject and the direction reversed (our send is its receive).
+4. **Residency.** A `ResidencyRule` "domain D never leaves region R" lets genes of D go
+   only to peers whose (signed) region is R; a gene's own ``scope.residency`` does the
+   same for the region its origin chose.
+5. **Forwarding scope.** A gene that reached us from another origin is passed on only
+   when its origin set ``scope.forward``.
+
+Anonymisation and re-scoping change the signed body, so the outgoing gene is then a
+*derived* gene: same codons and action, its own id (per receiver), origin and author this
+node, signed by us (`derive_for`). The original's signature could not survive the edit,
+and claiming the origin's name for a body it never signed would be forgery.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Final
+
+from gd.genome import canonical, checks
+from gd.genome.errors import DecodeError, SignatureError, ValidationError
+from gd.genome.gene import Gene, GeneStatus, ShareScope
+from gd.genome.identity import NodeKey, is_peer_id, verify
+from gd.protocol.errors import RemoteProtocolError
+
+DOMAIN_ANY: Final = "*"
+# Anonymised timestamps are rounded down to the hour: fine enough to order versions for
+# a person, too coarse to line a version up with an event in the origin's operations.
+HLC_ROUND_MS: Final = 3_600_000
+# 96-bit pseudonyms: collisions among the values one organisation shares with one peer
+# (thousands) have probability ~n^2 / 2^97, i.e. never; and 24 hex characters stay short.
+PSEUDONYM_BYTES: Final = 12
+PSEUDONYM_PREFIX: Final = "anon-"
+# A derived gene's id: 128 bits like `gene_id_for`, so ids keep one size everywhere.
+DERIVED_ID_BYTES: Final = 16
+# A node keeps at most this many rules. Every send decision scans them, and a policy
+# this large is no longer something a person can read; Syncthing's largest setups share
+# a few hundred folders with a few hundred devices.
+MAX_RULES: Final = 4096
+# A signed proposal is a peer id pair, one rule and a signature: well under 1 KiB. The
+# bound is what one hostile proposal may make us decode.
+MAX_PROPOSAL_BYTES: Final = 4096
+PROPOSAL_TAG: Final = b"gd-share-proposal/1\x00"
+_SECRET_TAG: Final = b"gd-anonymisation-secret/1"
+_PEER_KEY_TAG: Final = b"gd-anonymisation-peer/1\x00"
+
+
+class ProposalError(RemoteProtocolError):
+    """A peer's share proposal is malformed, mis-addressed or not signed by the sender."""
+
+
+class Direction(enum.StrEnum):
+    SEND = "send"
+    RECEIVE = "receive"
+    BOTH = "both"
+
+    def covers(self, wanted: Direction) -> bool:
+        return self is Direction.BOTH or self is wanted
+
+    @property
+    def opposite(self) -> Direction:
+        if self is Direction.SEND:
+            return Direction.RECEIVE
+        if self is Direction.RECEIVE:
+            return Direction.SEND
+        return Direction.BOTH
+
+
+class Effect(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class SubjectKind(enum.StrEnum):
+    PEER = "peer"
+    ORG = "org"
+    REGION = "region"
+
+
+# Specificity of a subject: a rule about one peer says more than one about its org, which
+# says more than one about its region.
+_SPECIFICITY: Final = {SubjectKind.PEER: 3, SubjectKind.ORG: 2, SubjectKind.REGION: 1}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What we know of a peer: its id and its signed org and region claims ("" unknown)."""
+
+    peer_id: str
+    org: str = ""
+    region: str = ""
+
+    def __post_init__(self) -> None:
+        if not is_peer_id(self.peer_id):
+            raise ValidationError("peer", f"{self.peer_id!r} is not an Ed25519 peer id")
+        checks.text("org", self.org, 128)
+        if self.region:
+            checks.slug("region", self.region)
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"org": self.org, "peer": self.peer_id, "region": self.region}
+
+    @classmethod
+    def from_plain(cls, data: Any) -> PeerInfo:
+        data = checks.require_map("peer", data)
+        checks.known_keys("peer", data, {"org", "peer", "region"})
+        return cls(data.get("peer", ""), data.get("org", ""), data.get("region", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whom a rule is about: one peer, every peer of an org, or every peer of a region."""
+
+    kind: SubjectKind
+    value: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", SubjectKind(self.kind))
+        if self.kind is SubjectKind.PEER and not is_peer_id(self.value):
+            raise ValidationError("subject", f"{self.value!r} is not a peer id")
+        if self.kind is SubjectKind.ORG:
+            checks.text("subject", self.value, 128, required=True)
+        if self.kind is SubjectKind.REGION:
+            checks.slug("subject", self.value)
+
+    @classmethod
+    def parse(cls, text: str) -> Subject:
+        """``PEER_ID`` | ``org:NAME`` | ``region:R`` (the `--with` syntax)."""
+        if not isinstance(text, str):
+            raise ValidationError("subject", f"expected text, got {type(text).__name__}")
+        for kind in (SubjectKind.ORG, SubjectKind.REGION):
+            prefix = f"{kind}:"
+            if text.startswith(prefix):
+                return cls(kind, text[len(prefix):])
+        if text.startswith(f"{SubjectKind.PEER}:"):
+            return cls(SubjectKind.PEER, text[len("peer:"):])
+        if not is_peer_id(text):
+            raise ValidationError("subject", f"{text!r} is neither a peer id, org:NAME nor "
+                                  "region:R")
+        return cls(SubjectKind.PEER, text)
+
+    def __str__(self) -> str:
+        return self.value if self.kind is SubjectKind.PEER else f"{self.kind}:{self.value}"
+
+    def matches(self, peer: PeerInfo) -> bool:
+        if self.kind is SubjectKind.PEER:
+            return peer.peer_id == self.value
+        if self.kind is SubjectKind.ORG:
+            return peer.org == self.value
+        return peer.region == self.value
+
+    @property
+    def specificity(self) -> int:
+        return _SPECIFICITY[self.kind]
+
+
+def _domain(value: Any, field_name: str = "domain") -> str:
+    if value == DOMAIN_ANY:
+        return DOMAIN_ANY
+    return checks.slug(field_name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareRule:
+    """One line of a node's share policy (see the module docstring for how rules combine)."""
+
+    subject: Subject
+    domain: str
+    direction: Direction = Direction.BOTH
+    effect: Effect = Effect.ALLOW
+    anonymize: bool = False
+    allow_forward: bool = False
+    _id: str = field(init=False, repr=False, compare=False, default="")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.subject, Subject):
+            raise ValidationError("subject", "expected a Subject")
+        _domain(self.domain)
+        object.__setattr__(self, "direction", Direction(self.direction))
+        object.__setattr__(self, "effect", Effect(self.effect))
+        checks.boolean("anonymize", self.anonymize)
+        checks.boolean("allow_forward", self.allow_forward)
+        if self.effect is Effect.DENY and (self.anonymize or self.allow_forward):
+            raise ValidationError("effect", "a deny rule takes no anonymize/allow_forward "
+                                  "option: nothing it matches is sent")
+        object.__setattr__(self, "_id",
+                           f"{self.effect}:{self.direction}:{self.domain}:{self.subject}")
+
+    @property
+    def rule_id(self) -> str:
+        """Readable identity: one rule per (effect, direction, domain, subject); sharing
+        again with other options replaces the rule, it does not add one."""
+        return self._id
+
+    def matches(self, peer: PeerInfo, domain: str, direction: Direction) -> bool:
+        return (self.direction.covers(direction)
+                and (self.domain == DOMAIN_ANY or self.domain == domain)
+                and self.subject.matches(peer))
+
+    @property
+    def specificity(self) -> tuple[int, int]:
+        return self.subject.specificity, int(self.domain != DOMAIN_ANY)
+
+    def describe(self) -> str:
+        options = [name for name, on in (("anonymize", self.anonymize),
+                                         ("allow-forward", self.allow_forward)) if on]
+        extra = f" ({', '.join(options)})" if options else ""
+        return f"{self.effect} {self.direction} {self.domain} with {self.subject}{extra}"
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"allow_forward": self.allow_forward, "anonymize": self.anonymize,
+                "direction": str(self.direction), "domain": self.domain,
+                "effect": str(self.effect), "subject": str(self.subject)}
+
+    @classmethod
+    def from_plain(cls, data: Any) -> ShareRule:
+        data = checks.require_map("rule", data)
+        checks.known_keys("rule", data, {"allow_forward", "anonymize", "direction", "domain",
+                                         "effect", "subject"})
+        try:
+            return cls(Subject.parse(data["subject"]), data["domain"],
+                       Direction(data.get("direction", "both")),
+                       Effect(data.get("effect", "allow")), data.get("anonymize", False),
+                       data.get("allow_forward", False))
+        except KeyError as exc:
+            raise ValidationError(f"rule.{exc.args[0]}", "is required") from None
+        except ValueError as exc:
+            if isinstance(exc, ValidationError):
+                raise
+            raise ValidationError("rule", str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ResidencyRule:
+    """Data residency: genes of `domain` (or of every domain, ``*``) never leave `region`."""
+
+    domain: str
+    region: str
+
+    def __post_init__(self) -> None:
+        _domain(self.domain)
+        checks.slug("region", self.region)
+
+    @property
+    def rule_id(self) -> str:
+        return f"residency:{self.domain}:{self.region}"
+
+    def covers(self, domain: str) -> bool:
+        return self.domain in (DOMAIN_ANY, domain)
+
+    def describe(self) -> str:
+        return f"genes of {self.domain} never leave region {self.region}"
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"domain": self.domain, "region": self.region}
+
+    @classmethod
+    def from_plain(cls, data: Any) -> ResidencyRule:
+        data = checks.require_map("residency", data)
+        checks.known_keys("residency", data, {"domain", "region"})
+        return cls(data.get("domain", ""), data.get("region", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ShareDecision:
+    """The answer to "may this gene go to (come from) this peer", and why.
+
+    `rule` is the rule that decided (the deny that refused, the allow that let it
+    through), None for the default deny and for refusals that no rule made (the
+    gene's own scope). `steps` is the explanation, check by check, for `policy test`.
+    `scope` is the share scope the receiver must get (it differs from the gene's own
+    when our rule is stricter, which forces a derived gene).
+    """
+
+    allowed: bool
+    reason: str
+    rule: ShareRule | ResidencyRule | None = None
+    anonymize: bool = False
+    allow_forward: bool = False
+    scope: ShareScope | None = None
+    steps: tuple[str, ...] = ()
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.rule_id if self.rule is not None else "default-deny"
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "reason": self.reason, "rule": self.rule_id,
+                "anonymize": self.anonymize, "allow_forward": self.allow_forward,
+                "scope": None if self.scope is None else self.scope.to_plain(),
+                "steps": list(self.steps)}
+
+
+def _refuse(reason: str, steps: list[str], rule: ShareRule | ResidencyRule | None = None
+            ) -> ShareDecision:
+    steps.append(f"refused: {reason}")
+    return ShareDecision(False, reason, rule, steps=tuple(steps))
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleVerdict:
+    allowed: bool
+    reason: str
+    rule: ShareRule | None
+    anonymize: bool = False
+    allow_forward: bool = False
+
+
+def evaluate_rules(rules: Sequence[ShareRule], peer: PeerInfo, domain: str,
+                   direction: Direction) -> _RuleVerdict:
+    """Default deny, deny overrides allow, most specific allow named (module docstring)."""
+    matching = [r for r in rules if r.matches(peer, domain, direction)]
+    denies = [r for r in matching if r.effect is Effect.DENY]
+    if denies:
+        rule = max(denies, key=lambda r: (r.specificity, r.rule_id))
+        return _RuleVerdict(False, f"denied by rule {rule.rule_id}", rule)
+    allows = [r for r in matching if r.effect is Effect.ALLOW]
+    if not allows:
+        return _RuleVerdict(False, f"no rule lets {domain} {direction} with "
+                            f"{peer.peer_id} (default deny)", None)
+    rule = max(allows, key=lambda r: (r.specificity, r.rule_id))
+    return _RuleVerdict(True, f"allowed by rule {rule.rule_id}", rule,
+                        anonymize=any(r.anonymize for r in allows),
+                        allow_forward=all(r.allow_forward for r in allows))
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Everything a send or receive decision depends on, as one immutable value.
+
+    `me`: this node (its org and region are what peers' rules match).
+    `rules`: our share rules. `residency`: our residency rules.
+    `remote`: peer id -> the rules that peer's in-force proposals addressed to us, i.e.
+    our knowledge of its side of each agreement.
+    """
+
+    me: PeerInfo
+    rules: tuple[ShareRule, ...] = ()
+    residency: tuple[ResidencyRule, ...] = ()
+    remote: Mapping[str, tuple[ShareRule, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.rules) > MAX_RULES:
+            raise ValidationError("rules", f"{len(self.rules)} rules, the limit is {MAX_RULES}")
+        object.__setattr__(self, "rules", tuple(self.rules))
+        object.__setattr__(self, "residency", tuple(self.residency))
+        object.__setattr__(self, "remote", MappingProxyType(
+            {peer: tuple(rules) for peer, rules in self.remote.items()}))
+
+    # -- immutable updates (what the store and the tests build sets with) -------------
+    def with_rule(self, rule: ShareRule) -> PolicySet:
+        """Add `rule`, replacing the rule with the same `rule_id` (new options)."""
+        kept = tuple(r for r in self.rules if r.rule_id != rule.rule_id)
+        return replace(self, rules=(*kept, rule))
+
+    def without_rules(self, subject: Subject, domain: str, direction: Direction | None = None,
+                      effect: Effect = Effect.ALLOW) -> PolicySet:
+        """Drop the rules of `effect` for (subject, domain[, direction])."""
+        return replace(self, rules=tuple(
+            r for r in self.rules
+            if not (r.subject == subject and r.domain == domain and r.effect is effect
+                    and (direction is None or r.direction is direction))))
+
+    def with_residency(self, rule: ResidencyRule) -> PolicySet:
+        return replace(self, residency=(*(r for r in self.residency if r != rule), rule))
+
+    def with_remote(self, peer_id: str, rules: Sequence[ShareRule]) -> PolicySet:
+        remote = dict(self.remote)
+        if rules:
+            remote[peer_id] = tuple(rules)
+        else:
+            remote.pop(peer_id, None)
+        return replace(self, remote=remote)
+
+    # -- decisions ------------------------------------------------------------------------
+    def _consent(self, peer: PeerInfo, domain: str, direction: Direction,
+                 steps: list[str]) -> tuple[_RuleVerdict, ShareDecision | None]:
+        """Our rule and the peer's known rule for `direction` (ours), or a refusal."""
+        local = evaluate_rules(self.rules, peer, domain, direction)
+        steps.append(f"our rules, {direction} {domain} with {peer.peer_id}: {local.reason}")
+        if not local.allowed:
+            return local, _refuse(local.reason, steps, local.rule)
+        theirs = evaluate_rules(self.remote.get(peer.peer_id, ()), self.me, domain,
+                                direction.opposite)
+        if not theirs.allowed:
+            reason = (f"{peer.peer_id} has not agreed to {direction.opposite} {domain} "
+                      f"with us (no mutual consent)")
+            steps.append(f"their side: {theirs.reason}")
+            return local, _refuse(reason, steps, theirs.rule)
+        steps.append(f"their side: {theirs.reason} (mutual consent)")
+        return local, None
+
+    def allowed_to_send(self, gene: Gene, receiver_peer: str, receiver_org: str = "",
+                        receiver_region: str = "") -> ShareDecision:
+        """May `gene` go to this receiver, in which scope, anonymised or not."""
+        peer = PeerInfo(receiver_peer, receiver_org, receiver_region)
+        steps: list[str] = [f"send gene {gene.id} v{gene.version} ({gene.domain}) to "
+                            f"{peer.peer_id} (org {peer.org or '?'}, region "
+                            f"{peer.region or '?'})"]
+        if gene.status is GeneStatus.REVOKED:
+            return _refuse("its origin revoked this gene", steps)
+        if gene.origin != self.me.peer_id and not gene.scope.forward:
+            return _refuse(f"gene from origin {gene.origin} may not be forwarded "
+                           "(scope.forward is false)", steps)
+        local, refusal = self._consent(peer, gene.domain, Direction.SEND, steps)
+        if refusal is not None:
+            return refusal
+        if gene.scope.residency and peer.region != gene.scope.residency:
+            return _refuse(f"the gene's scope keeps it in region {gene.scope.residency}; "
+                           f"the receiver is in {peer.region or 'an unknown region'}", steps)
+        residency = ""
+        for rule in self.residency:
+            if rule.covers(gene.domain):
+                if peer.region != rule.region:
+                    return _refuse(f"{rule.describe()}; the receiver is in "
+                                   f"{peer.region or 'an unknown region'}", steps, rule)
+                residency = rule.region
+                steps.append(f"residency: {rule.describe()}; the receiver is in it")
+        forward = gene.scope.forward and local.allow_forward
+        # The residency has to travel with the gene once receivers may pass it on,
+        # or the next hop would not know where the gene must stay.
+        scope = ShareScope(forward=forward,
+                           residency=gene.scope.residency or (residency if forward else ""))
+        if scope != gene.scope:
+            steps.append(f"scope for this receiver: forward={scope.forward}, "
+                         f"residency={scope.residency or '-'} (derived gene, re-signed by us)")
+        if local.anonymize:
+            steps.append("metadata is pseudonymised for this receiver (derived gene)")
+        reason = local.reason
+        steps.append(f"allowed: {reason}")
+        return ShareDecision(True, reason, local.rule, local.anonymize, forward, scope,
+                             tuple(steps))
+
+    def allowed_to_receive(self, gene: Gene, sender_peer: str, sender_org: str = "",
+                           sender_region: str = "") -> ShareDecision:
+        """The receiver's own check on a verified gene from `sender_peer`."""
+        peer = PeerInfo(sender_peer, sender_org, sender_region)
+        steps = [f"receive gene {gene.id} v{gene.version} ({gene.domain}) from "
+                 f"{peer.peer_id}"]
+        if gene.origin != peer.peer_id and not gene.scope.forward:
+            return _refuse(f"gene of origin {gene.origin} came through {peer.peer_id}, and "
+                           "its scope forbids forwarding", steps)
+        if gene.scope.residency and gene.scope.residency != self.me.region:
+            return _refuse(f"the gene's scope keeps it in region {gene.scope.residency}; "
+                           f"we are in {self.me.region or 'an unknown region'}", steps)
+        local, refusal = self._consent(peer, gene.domain, Direction.RECEIVE, steps)
+        if refusal is not None:
+            return refusal
+        steps.append(f"accepted: {local.reason}")
+        return ShareDecision(True, local.reason, local.rule, steps=tuple(steps))
+
+    explain = allowed_to_send
+
+
+# -- anonymisation ------------------------------------------------------------------------
+
+
+def anonymisation_secret(key: NodeKey) -> bytes:
+    """The node secret behind every pseudonym, derived from the node key so that it needs
+    no separate file and survives a restore; only this node can recompute it."""
+    return hmac.new(key.seed, _SECRET_TAG, hashlib.sha256).digest()
+
+
+def peer_key(secret: bytes, receiver: str) -> bytes:
+    """The per-receiver HMAC key: pseudonyms seen by one peer cannot be matched with the
+    pseudonyms another peer sees for the same value."""
+    return hmac.new(secret, _PEER_KEY_TAG + receiver.encode(), hashlib.sha256).digest()
+
+
+def pseudonym(key: bytes, value: str) -> str:
+    """HMAC-SHA256 pseudonym: stable per (receiver key, value), irreversible without the
+    key (a receiver cannot test guesses, unlike with a plain hash)."""
+    digest = hmac.new(key, b"value\x00" + value.encode(), hashlib.sha256).digest()
+    return PSEUDONYM_PREFIX + digest[:PSEUDONYM_BYTES].hex()
+
+
+def derived_id(key: bytes, gene_id: str) -> str:
+    digest = hmac.new(key, b"id\x00" + gene_id.encode(), hashlib.sha256).digest()
+    return digest[:DERIVED_ID_BYTES].hex()
+
+
+def round_hlc(hlc: int) -> int:
+    """The stamp with its wall time rounded down to `HLC_ROUND_MS` and no logical part."""
+    wall = hlc >> 16
+    return (wall - wall % HLC_ROUND_MS) << 16
+
+
+def derive_for(gene: Gene, receiver: str, key: NodeKey, secret: bytes, *, anonymize: bool,
+               scope: ShareScope) -> Gene:
+    """The form of `gene` that `receiver` gets when it cannot get the original.
+
+    Deterministic (HMAC and Ed25519 are), so re-sending a version sends the same bytes
+    and a receiver sees one derived gene per original: its id, version and version
+    vector follow the original's version. Codons, action and numeric params (the rule
+    itself) stay; with `anonymize`, name, purpose and text params become pseudonyms,
+    parents are pseudonymised ids and the stamp is rounded to the hour.
+    """
+    pkey = peer_key(secret, receiver)
+    me = key.peer_id
+    if anonymize:
+        name = pseudonym(pkey, gene.name)
+        purpose = pseudonym(pkey, gene.purpose) if gene.purpose else ""
+        params = {k: pseudonym(pkey, v) if isinstance(v, str) else v
+                  for k, v in gene.params.items()}
+        parents = (derived_id(pkey, gene.id), *(derived_id(pkey, p) for p in gene.parents))
+        hlc = round_hlc(gene.hlc)
+    else:
+        name, purpose, params, hlc = gene.name, gene.purpose, dict(gene.params), gene.hlc
+        parents = (gene.id, *gene.parents)
+    derived = Gene(
+        id=derived_id(pkey, gene.id), domain=gene.domain, name=name, codons=gene.codons,
+        action=gene.action, purpose=purpose, origin=me, params=params,
+        version=gene.version, vv={me: gene.version}, hlc=hlc,
+        parents=parents[:checks.MAX_PARENTS], scope=scope,
+    )
+    return derived.signed(key)
+
+
+# -- filters for the sync core ---------------------------------------------------------------
+
+FeedReader = Callable[[int, int], Sequence[tuple[int, Gene]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SentGene:
+    """A gene that went into a batch: the stored original, what went out, and why."""
+
+    original: Gene
+    outgoing: Gene
+    decision: ShareDecision
+
+
+class OutboundFilter:
+    """`gd.protocol.sync.SyncSender`'s feed reader and policy for one receiver.
+
+    The sync core sends `gene.to_wire()` of what the feed reader returns, for the entries
+    its policy callback approves. So the filter decides on the *stored* gene inside
+    `read_feed`, substitutes the derived form where one is needed (anonymised or
+    re-scoped), and `policy` approves exactly the forms it cleared. A withheld gene is
+    therefore never encoded for this peer. `policies` is called for every read, so a
+    revocation takes effect on the very next batch. `sent` lists what the sync core
+    actually put in batches (it asks the policy only for entries inside a batch);
+    `withheld` what the last read refused, with the reasons.
+
+        view = OutboundFilter(store.policies, receiver, key, secret, cortex_feed)
+        sender = SyncSender(receiver.peer_id, view.read_feed, view.policy)
+    """
+
+    def __init__(self, policies: PolicySet | Callable[[], PolicySet], receiver: PeerInfo,
+                 key: NodeKey, secret: bytes, read_feed: FeedReader) -> None:
+        self._policies = policies if callable(policies) else (lambda: policies)
+        self.receiver = receiver
+        self.key = key
+        self.secret = secret
+        self._read_feed = read_feed
+        self._cleared: dict[tuple[str, bytes], SentGene] = {}
+        self.sent: list[SentGene] = []
+        self.withheld: list[tuple[Gene, ShareDecision]] = []
+
+    def read_feed(self, since: int, limit: int) -> Iterator[tuple[int, Gene]]:
+        """Lazily: the sync core stops iterating once its batch is full, and entries it
+        never reaches are neither evaluated nor derived (it scans up to 8x a batch)."""
+        policy = self._policies()
+        self._cleared.clear()
+        self.withheld.clear()
+        for seq, gene in self._read_feed(since, limit):
+            decision = policy.allowed_to_send(gene, self.receiver.peer_id, self.receiver.org,
+                                              self.receiver.region)
+            outgoing = gene
+            if decision.allowed and (decision.anonymize or decision.scope != gene.scope):
+                outgoing = derive_for(gene, self.receiver.peer_id, self.key, self.secret,
+                                      anonymize=decision.anonymize,
+                                      scope=decision.scope or ShareScope())
+            if decision.allowed:
+                self._cleared[(outgoing.id, outgoing.version_hash)] = SentGene(
+                    gene, outgoing, decision)
+            else:
+                self.withheld.append((gene, decision))
+            yield seq, outgoing
+
+    def policy(self, receiver: str, gene: Gene) -> bool:
+        if receiver != self.receiver.peer_id:
+            return False
+        cleared = self._cleared.get((gene.id, gene.version_hash))
+        if cleared is None or cleared.outgoing is not gene:
+            return False
+        self.sent.append(cleared)
+        return True
+
+    def take_sent(self) -> list[SentGene]:
+        """The genes sent since the last call (for the audit log)."""
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class InboundFilter:
+    """`gd.protocol.sync.SyncReceiver`'s `accept` callback for one sender; it keeps each
+    decision so the node can write the audit log after the batch applies."""
+
+    def __init__(self, policies: PolicySet | Callable[[], PolicySet], sender: PeerInfo
+                 ) -> None:
+        self._policies = policies if callable(policies) else (lambda: policies)
+        self.sender = sender
+        self.accepted: list[tuple[Gene, ShareDecision]] = []
+        self.refused: list[tuple[Gene, ShareDecision]] = []
+
+    def accept(self, gene: Gene) -> bool:
+        decision = self._policies().allowed_to_receive(
+            gene, self.sender.peer_id, self.sender.org, self.sender.region)
+        (self.accepted if decision.allowed else self.refused).append((gene, decision))
+        return decision.allowed
+
+
+# -- signed proposals (agreements) -------------------------------------------------------------
+
+
+class ProposalKind(enum.StrEnum):
+    SHARE = "share"
+    REVOKE = "revoke"
+
+
+_PROPOSAL_FIELDS: Final = {"hlc", "kind", "peer", "proposer", "rule", "sig"}
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A signed share (or revoke) from `proposer` to `peer` for one rule.
+
+    A share is the proposer's half of an agreement; the matching share from the other
+    side is the acceptance. Signed so that either side can show the other's consent (and
+    record it on the ledger) without trusting the channel it came by.
+    """
+
+    kind: ProposalKind
+    proposer: str
+    peer: str
+    rule: ShareRule
+    hlc: int
+    signature: bytes = b""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ProposalKind(self.kind))
+        for name in ("proposer", "peer"):
+            if not is_peer_id(getattr(self, name)):
+                raise ValidationError(name, f"{getattr(self, name)!r} is not a peer id")
+        if not isinstance(self.rule, ShareRule) or self.rule.effect is not Effect.ALLOW:
+            raise ValidationError("rule", "a proposal carries one allow rule")
+        checks.uint("hlc", self.hlc)
+        if not isinstance(self.signature, bytes) or len(self.signature) not in (0, 64):
+            raise ValidationError("sig", "expected 64 bytes")
+
+    def _plain(self) -> dict[str, Any]:
+        return {"hlc": self.hlc, "kind": str(self.kind), "peer": self.peer,
+                "proposer": self.proposer, "rule": self.rule.to_plain()}
+
+    @property
+    def signing_bytes(self) -> bytes:
+        return PROPOSAL_TAG + canonical.encode(self._plain())
+
+    @classmethod
+    def create(cls, key: NodeKey, kind: ProposalKind | str, peer: str, rule: ShareRule,
+               hlc: int) -> Proposal:
+        unsigned = cls(ProposalKind(kind), key.peer_id, peer, rule, hlc)
+        return replace(unsigned, signature=key.sign(unsigned.signing_bytes))
+
+    def verify(self) -> None:
+        try:
+            verify(self.proposer, self.signing_bytes, self.signature)
+        except SignatureError as exc:
+            raise ProposalError(f"proposal not signed by {self.proposer}: {exc}") from None
+
+    def encode(self) -> bytes:
+        plain = self._plain()
+        plain["sig"] = self.signature
+        return canonical.encode(plain)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proposal:
+        """Strictly decode and verify a peer's proposal; `ProposalError` if anything is off."""
+        if not isinstance(data, bytes) or len(data) > MAX_PROPOSAL_BYTES:
+            raise ProposalError(f"a proposal is bytes of at most {MAX_PROPOSAL_BYTES}")
+        try:
+            plain = canonical.decode(data)
+            plain = checks.require_map("proposal", plain)
+            checks.known_keys("proposal", plain, _PROPOSAL_FIELDS)
+            if set(plain) != _PROPOSAL_FIELDS:
+                raise ValidationError("proposal", "missing fields")
+            proposal = cls(plain["kind"], plain["proposer"], plain["peer"],
+                           ShareRule.from_plain(plain["rule"]), plain["hlc"], plain["sig"])
+        except (DecodeError, ValidationError, ValueError, TypeError) as exc:
+            raise ProposalError(f"malformed proposal: {exc}") from None
+        if proposal.encode() != data:
+            raise ProposalError("proposal bytes are not canonical")
+        proposal.verify()
+        return proposal
