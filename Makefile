@@ -11,7 +11,7 @@ SEEDS ?= 10000
 help:
 	@echo "make run       local 3-node testnet with a live dashboard (creates .venv, installs)"
 	@echo "make test      the whole test suite (creates .venv, installs, runs ruff + pytest)"
-	@echo "make bench     every benchmark in bench/ (tables on screen, JSON in bench/results/)"
+	@echo "make bench     every benchmark (tables on screen; bench/results.json, bench/RESULTS.md)"
 	@echo "make sim       deterministic simulation with SEEDS=$(SEEDS) seeds"
 	@echo "make validate  motors on the real NASA C-MAPSS data in ../shared/data/cmapss"
 
@@ -43,10 +43,7 @@ test: venv lint
 	$(BIN)/pytest
 
 bench: venv
-	@mkdir -p bench/results
-	@for script in bench/*.py; do \
-	  echo "== $$script"; $(BIN)/python $$script || exit 1; \
-	done
+	$(BIN)/python bench/run_all.py
 
 sim: venv
 	SEEDS=$(SEEDS) $(BIN)/pytest tests/sim -q
