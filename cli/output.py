@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
+from gd.motors.errors import CheckpointError, MotorInputError
 from gd.node.config import ConfigError
 from gd.node.control import ControlError
 from gd.node.cortex import CortexError
@@ -30,8 +31,8 @@ err_console = Console(stderr=True)
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValidationError, DecodeError, SignatureError, CortexError, ConfigError, HomeError,
-    AlreadyRunning, ControlError, BootstrapError, HostError, FileNotFoundError,
-    PermissionError, IsADirectoryError,
+    AlreadyRunning, ControlError, BootstrapError, HostError, MotorInputError,
+    CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

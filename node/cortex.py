@@ -568,11 +568,18 @@ class Cortex:
 
     # -- decisions ---------------------------------------------------------------
     def put_decision(self, decision: Decision) -> str:
-        def run(txn: lmdb.Transaction) -> str:
-            txn.put(decision.id.encode(), decision.encode(), db=self._dbs["decisions"])
-            txn.put(_k(decision.gene_id, _U64.pack(decision.decided_at), decision.id), b"",
-                    db=self._dbs["idx_decision_gene"])
-            return decision.id
+        return self.put_decisions([decision])[0]
+
+    def put_decisions(self, decisions: Iterable[Decision]) -> list[str]:
+        """Store decisions in ONE transaction: a batch evaluation is kept whole or not."""
+        batch = list(decisions)
+
+        def run(txn: lmdb.Transaction) -> list[str]:
+            for decision in batch:
+                txn.put(decision.id.encode(), decision.encode(), db=self._dbs["decisions"])
+                txn.put(_k(decision.gene_id, _U64.pack(decision.decided_at), decision.id),
+                        b"", db=self._dbs["idx_decision_gene"])
+            return [d.id for d in batch]
 
         return self.write(run)
 

@@ -14,7 +14,7 @@ hashes, verdicts and scores there, never gene content.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lmdb
@@ -23,7 +23,7 @@ from gd.crdt.hlc import HLC
 from gd.genome.identity import NodeKey
 from gd.ledger.chain import AppendReceipt, AppendStatus
 from gd.ledger.entry import EntryKind, LedgerEntry
-from gd.ledger.store import Ledger
+from gd.ledger.store import MAX_BATCH, Ledger
 
 
 class LedgerRecorder:
@@ -59,6 +59,21 @@ class LedgerRecorder:
         result = self.ledger.append_batch([entry], head_key=self.key,
                                           timestamp=self._wall_ms())
         return result.receipts[0]
+
+    def append_many(self, events: Sequence[tuple[EntryKind | str, bytes, Mapping[str, Any]]]
+                    ) -> list[AppendReceipt]:
+        """Record many events (kind, payload hash, summary) in one durable batch — one
+        fsync and one signed tree head for, say, a thousand decisions. Keys default to the
+        payload hash, so a retried batch is all DUPLICATE."""
+        receipts: list[AppendReceipt] = []
+        for start in range(0, len(events), MAX_BATCH):
+            chunk = events[start:start + MAX_BATCH]
+            entries = [LedgerEntry.create(self.key, kind, self.stamp(), payload, summary)
+                       for kind, payload, summary in chunk]
+            result = self.ledger.append_batch(entries, head_key=self.key,
+                                              timestamp=self._wall_ms())
+            receipts.extend(result.receipts)
+        return receipts
 
     def head(self) -> tuple[int, bytes]:
         """(size, root) for the handshake's ledger head."""
