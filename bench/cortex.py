@@ -54,7 +54,7 @@ def main() -> None:
     rows.append({"metric": "build + sign genes", "value": n / sign_s, "unit": "genes/s"})
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = lmdb.open(str(Path(tmp) / "raw"), map_size=1 << 32, max_dbs=4)
+        env = lmdb.open(str(Path(tmp) / "raw"), map_size=1 << 32, max_dbs=4, writemap=True)
         raw_db = env.open_db(b"raw")
         blobs = [(g.id.encode(), g.encode()) for g in genes]
         start = time.perf_counter()

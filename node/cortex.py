@@ -166,6 +166,11 @@ class Cortex:
             env = lmdb.open(
                 str(path), map_size=map_size, max_dbs=MAX_DBS, readonly=readonly,
                 sync=True, metasync=True, lock=True, max_readers=256,
+                # Writes go straight into the map instead of malloc'd copies: 1.6× the
+                # ingest rate at 100k genes (ADR 0002). Copy-on-write still never touches
+                # pages of the last committed tree, so a kill mid-transaction loses only
+                # that transaction; sync=True still msyncs before a commit returns.
+                writemap=not readonly,
             )
         except lmdb.Error as exc:
             raise CortexError(f"cannot open Cortex at {path}: {exc}") from None
