@@ -53,6 +53,7 @@ from gd.node.streams import (
     StreamGone,
     drive_handshake,
 )
+from gd.node.sync_service import SyncService, sync_settings
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
 from gd.protocol.handshake import (
@@ -163,6 +164,7 @@ class Daemon:
         self.rng_nonce = os.urandom
         self.metrics_port: int | None = None
         self._new_since_provide = True
+        self.sync: SyncService | None = None  # set by run_daemon when there is a Cortex
         for peer in bootstrap:
             if peer.peer_id != key.peer_id:  # a shared bootstrap file names us too
                 self.table.learn(peer.peer_id, peer.addrs, peer.region)
@@ -474,12 +476,15 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
     boot_peers = load_bootstrap(boot_path) if boot_path is not None else []
     mesh_settings(cfg)  # config errors surface before anything starts
     ping_interval(cfg)
+    sync_settings(cfg)
     with PidLock(home.pid_path):
         async with running_host(key, listen or list(cfg.listen)) as host:
             dht = new_dht(host)
             async with background_trio_service(dht):
                 daemon = Daemon(home=home, cfg=cfg, key=key, cortex=cortex, host=host, dht=dht,
                                 bootstrap=boot_peers, domains=domains, log=log)
+                if cortex is not None:
+                    daemon.sync = SyncService(daemon)
                 metrics_server = None
                 if cfg.metrics_port:
                     metrics_server = MetricsServer(daemon.metrics, daemon.health,
@@ -495,6 +500,8 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                         nursery.start_soon(daemon.mesh_loop, nursery)
                         nursery.start_soon(daemon.discovery_loop)
                         nursery.start_soon(daemon.liveness_loop, nursery)
+                        if daemon.sync is not None:
+                            nursery.start_soon(daemon.sync.run)
                         log.info("node.started", org=cfg.org, region=cfg.region,
                                  addrs=dialable_addrs(host), bootstrap_peers=len(boot_peers),
                                  control=str(home.control_socket),

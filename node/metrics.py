@@ -39,6 +39,20 @@ class NodeMetrics:
                                    registry=r)
         self.sync_lag = Gauge("gd_sync_lag", "Changes not yet pulled from peers (max)",
                               registry=r)
+        # Sync (node/sync_service.py). Payload = canonical gene bytes before compression;
+        # wire = frame bytes on sync and reconcile streams; overhead = wire - payload.
+        self.sync_peer_lag = Gauge("gd_sync_peer_lag", "Changes not yet pulled, per peer",
+                                   ["peer"], registry=r)
+        self.sync_genes = Counter("gd_sync_genes", "Genes moved by sync",
+                                  ["direction"], registry=r)
+        self.sync_bytes = Counter("gd_sync_bytes", "Sync bytes: kind=payload (gene bytes) "
+                                  "or wire (frames)", ["direction", "kind"], registry=r)
+        self.sync_conflicts = Counter("gd_sync_conflicts", "Incoming versions queued as "
+                                      "conflicts", registry=r)
+        self.sync_rejected = Counter("gd_sync_rejected", "Incoming genes rejected "
+                                     "(signature, policy)", registry=r)
+        self.sync_rounds = Counter("gd_sync_rounds", "Sync and repair rounds by outcome",
+                                   ["kind", "outcome"], registry=r)
 
     def set_peers(self, by_region: dict[str, int]) -> None:
         self.peers.clear()

@@ -23,13 +23,16 @@ settles the conflict there too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 
 from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, Resolution, merged_vv
+from gd.crdt.hlc import HLC
+from gd.crdt.vclock import descends
 from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
@@ -93,22 +96,27 @@ class SyncStore:
         self.stats = ApplyStats()
 
     # -- sender side ------------------------------------------------------------------
-    def read_feed(self, since: int, limit: int) -> list[tuple[int, Gene]]:
+    def read_feed(self, since: int, limit: int) -> Iterator[tuple[int, Gene]]:
         """Feed entries after `since` as (seq, gene version). Deletions and versions that
         no longer exist locally (forgotten genes) are skipped but still advance the
-        sequence the caller sees, so the receiver's checkpoint moves past them."""
-        out: list[tuple[int, Gene]] = []
+        sequence the caller sees, so the receiver's checkpoint moves past them.
+
+        Lazy: a gene is decoded only when the caller gets to it. The sender scans up to
+        8x more entries than it sends (for filtered feeds) and stops at a full batch, so
+        decoding eagerly would cost 8x the work on an unfiltered feed."""
         for change in self.cortex.changes_since(since, limit):
             if change.op != "put":
                 continue
             gene = self.cortex.get_gene_version(change.id, change.version)
             if gene is not None and gene.version_hash == change.vhash:
-                out.append((change.seq, gene))
-        return out
+                yield change.seq, gene
 
     # -- receiver side ----------------------------------------------------------------
-    def apply_batch(self, sender: str, genes: Sequence[Gene], upto: int) -> None:
-        """Apply verified genes from `sender` and move its checkpoint to `upto`, atomically."""
+    def apply_batch(self, sender: str, genes: Sequence[Gene], upto: int | None) -> ApplyStats:
+        """Apply verified genes from `sender` and move its checkpoint to `upto`, atomically.
+
+        `upto=None` leaves the checkpoint alone: genes fetched by anti-entropy repair are
+        not a position in the sender's feed. Returns what this batch did."""
 
         def run(txn: lmdb.Transaction) -> ApplyStats:
             stats = ApplyStats()
@@ -121,6 +129,7 @@ class SyncStore:
                     # over a higher local version number, and replaces any body stored
                     # under the same (id, version) — that one is a branch LWW discarded.
                     self.cortex.put_gene_in(txn, pending, supersede=True)
+                    self._settle_conflicts(txn, incoming)
                     stats.applied += 1
                 elif decision.resolution in (Resolution.QUEUE, Resolution.MERGE):
                     assert local is not None
@@ -130,13 +139,33 @@ class SyncStore:
                     stats.queued += 1
                 else:
                     stats.ignored += 1
-            self.cortex.set_checkpoint_in(txn, sender, upto)
+            if upto is not None:
+                self.cortex.set_checkpoint_in(txn, sender, upto)
             return stats
 
         stats = self.cortex.write(run)
         self.stats.applied += stats.applied
         self.stats.ignored += stats.ignored
         self.stats.queued += stats.queued
+        return stats
+
+    def _settle_conflicts(self, txn: lmdb.Transaction, incoming: Gene) -> None:
+        """Drop queued conflicts of this gene that `incoming` descends on both sides: a
+        resolution made on another node settles the conflict here too."""
+        prefix = incoming.id.encode() + b":"
+        cursor = txn.cursor(db=self._conflicts)
+        if not cursor.set_range(prefix):
+            return
+        settled = []
+        for key, raw in cursor:
+            if not key.startswith(prefix):
+                break
+            conflict = _decode_conflict(raw)
+            if descends(incoming.vv, conflict.local.vv) and descends(incoming.vv,
+                                                                     conflict.remote.vv):
+                settled.append(key)
+        for key in settled:
+            txn.delete(key, db=self._conflicts)
 
     # -- conflict queue ---------------------------------------------------------------
     def conflicts(self) -> list[Conflict]:
@@ -194,6 +223,49 @@ class SyncStore:
 
         self.cortex.write(run)
         return resolved
+
+
+# Fields of a resolution file that describe content; identity and causality (id,
+# origin, version, vv, hlc, author) come from the conflict and the resolving node.
+RESOLUTION_FIELDS = ("domain", "name", "codons", "action", "params", "purpose", "parents",
+                     "scope")
+
+
+def replacement_from_plain(conflict: Conflict, data: Any) -> Gene:
+    """The gene a resolution file means: its content fields laid over the local version.
+
+    Accepts a gene as `gd-node genes show --json` / `conflicts show --json` print it, or
+    a wire form `{"body": {...}, "sig": ...}`. ValidationError if it is about another
+    gene or a field is invalid; unknown keys are ignored (those listings add some)."""
+    if not isinstance(data, dict):
+        raise ValidationError("file", "expected a JSON object describing a gene")
+    fields_ = data.get("body", data)
+    if not isinstance(fields_, dict):
+        raise ValidationError("file.body", "expected an object")
+    if fields_.get("id", conflict.gene_id) != conflict.gene_id:
+        raise ValidationError("id", f"the file's gene is {fields_['id']}, the conflict is "
+                              f"about {conflict.gene_id}")
+    body = conflict.local.body()
+    body.update({k: fields_[k] for k in RESOLUTION_FIELDS if k in fields_})
+    try:
+        return Gene.from_wire({"body": body, "sig": b""})
+    except (TypeError, KeyError) as exc:
+        raise ValidationError("file", f"not a gene: {exc}") from None
+
+
+def resolve_conflict(store: SyncStore, node_key: NodeKey, key: str, keep: str,
+                     content: dict[str, Any] | None, physical_ms: int | None = None) -> Gene:
+    """Settle conflict `key`: keep "local", "remote" or "file" (`content`: the fields of a
+    JSON gene file laid over the local version). The new version is stamped by an HLC
+    strictly above both sides' stamps and not behind our clock."""
+    if keep == "file" and content is None:
+        raise ValidationError("keep", "--keep FILE needs the file's content")
+    conflict = store.conflict(key)
+    replacement = replacement_from_plain(conflict, content) if keep == "file" else None
+    now_ms = int(time.time() * 1000) if physical_ms is None else physical_ms
+    stamp = HLC.from_packed(max(conflict.local.hlc, conflict.remote.hlc)).now(now_ms)
+    return store.resolve(conflict.key, node_key, keep=keep, replacement=replacement,
+                         hlc=stamp.packed)
 
 
 def _decode_conflict(raw: bytes) -> Conflict:

@@ -25,7 +25,7 @@ acceptance check again (`accept`), and genes it refuses are reported, not applie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -46,12 +46,13 @@ from gd.protocol.sync_messages import (
 MAX_SCAN_PER_BATCH: Final = 8 * MAX_BATCH_GENES
 
 # (since, limit) -> the feed entries with since < seq, in ascending seq order, at most
-# `limit` of them: (seq, gene).
-FeedReader = Callable[[int, int], Sequence[tuple[int, Gene]]]
+# `limit` of them: (seq, gene). May be lazy: the sender stops iterating at a full batch.
+FeedReader = Callable[[int, int], Iterable[tuple[int, Gene]]]
 # (receiver peer id, gene) -> may this receiver have this gene?
 SharePolicy = Callable[[str, Gene], bool]
-# (sender peer id, verified genes, new checkpoint): store both in one transaction.
-BatchApplier = Callable[[str, Sequence[Gene], int], None]
+# (sender peer id, verified genes, new checkpoint): store both in one transaction. What
+# it returns (the store's own statistics) is ignored here.
+BatchApplier = Callable[[str, Sequence[Gene], int], object]
 
 
 class SyncUsageError(ValueError):
@@ -156,20 +157,28 @@ class SyncReceiver:
         if len(batch.genes) > self.max_genes:
             raise SyncProtocolError(f"batch of {len(batch.genes)} genes, we asked for at "
                                     f"most {self.max_genes}")
-        good: list[Gene] = []
-        rejected: list[RejectedGene] = []
-        for i, wire in enumerate(batch.genes):
-            gene, reason = _verified(wire)
-            if gene is not None and not self.accept(gene):
-                gene, reason = None, "refused by the receiver's own policy"
-            if gene is None:
-                rejected.append(RejectedGene(_claimed_id(wire, i), reason))
-            else:
-                good.append(gene)
+        good, rejected = verify_genes(batch.genes, self.accept)
         self.apply_batch(self.sender, tuple(good), batch.upto)
         self.checkpoint = batch.upto
         self.genes_received += len(good)
-        return BatchOutcome(tuple(good), tuple(rejected), False, batch.more, batch.upto)
+        return BatchOutcome(good, rejected, False, batch.more, batch.upto)
+
+
+def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool]
+                 ) -> tuple[tuple[Gene, ...], tuple[RejectedGene, ...]]:
+    """Decode, signature-check and `accept`-filter wire genes one by one: a bad gene is
+    rejected on its own and the others pass (used by the feed and by repair fetches)."""
+    good: list[Gene] = []
+    rejected: list[RejectedGene] = []
+    for i, wire in enumerate(wires):
+        gene, reason = _verified(wire)
+        if gene is not None and not accept(gene):
+            gene, reason = None, "refused by the receiver's own policy"
+        if gene is None:
+            rejected.append(RejectedGene(_claimed_id(wire, i), reason))
+        else:
+            good.append(gene)
+    return tuple(good), tuple(rejected)
 
 
 def _verified(wire: dict[str, Any]) -> tuple[Gene | None, str]:

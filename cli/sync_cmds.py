@@ -1,0 +1,198 @@
+"""`gd-node sync now` and `gd-node conflicts list / show / resolve`.
+
+`sync now` needs the running daemon (it owns the peer connections). The conflict commands
+work without one: they open the home's Cortex directly. When a daemon runs, `resolve`
+goes through its control socket instead, so the daemon writes the resolution itself and
+announces it to its peers at once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from gd.cli.genes_cmds import gene_to_json
+from gd.cli.output import (
+    Failure,
+    console,
+    home_option,
+    json_option,
+    print_json,
+    resolve_home,
+    user_errors,
+)
+from gd.node.control import DaemonNotRunning, call
+from gd.node.cortex import CortexError
+from gd.node.home import Home
+from gd.node.local import open_local
+from gd.node.sync_store import Conflict, SyncStore, resolve_conflict
+
+# `sync now` waits for the daemon's round, which waits (bounded) for each peer: the
+# daemon's own per-round bound (10 min) plus a margin for the reply.
+SYNC_NOW_TIMEOUT_S = 660.0
+
+
+@click.group("sync")
+def sync_group() -> None:
+    """Sync genes with connected peers (the daemon syncs by itself; this forces a round)."""
+
+
+@sync_group.command("now")
+@click.option("--peer", default=None, help="Only this peer id (default: every connected peer).")
+@click.option("--repair", is_flag=True,
+              help="Also run anti-entropy reconciliation (finds what the feed missed).")
+@home_option
+@json_option
+@user_errors
+def sync_now_cmd(peer: str | None, repair: bool, home: Path | None, as_json: bool) -> None:
+    """Pull from peers and have them pull from us now; print what moved."""
+    result = call(resolve_home(home), "sync_now", timeout=SYNC_NOW_TIMEOUT_S, peer=peer,
+                  repair=repair)
+    if as_json:
+        print_json(result)
+        return
+    rows = result["peers"]
+    if not rows:
+        console.print("no connected peers")
+        return
+    table = Table(title=f"sync with {len(rows)} peer(s)")
+    for col in ("peer", "genes in", "genes out", "payload in/out B", "overhead in/out B",
+                "conflicts", "rejected", "repaired", "errors"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["peer"], str(r["genes_in"]), str(r["genes_out"]),
+                      f"{r['payload_in']:,} / {r['payload_out']:,}",
+                      f"{r['overhead_in']:,} / {r['overhead_out']:,}",
+                      str(r["conflicts"]), str(r["rejected"]), str(r["repaired"]),
+                      "; ".join(r["errors"]) or "-")
+    console.print(table)
+    if any(r["errors"] for r in rows):
+        raise SystemExit(1)
+
+
+@click.group("conflicts")
+def conflicts_group() -> None:
+    """Concurrent edits waiting for a person: list, show, resolve."""
+
+
+def _queued(home: Home) -> list[Conflict]:
+    with open_local(home, readonly=True) as node:
+        try:
+            store = SyncStore(node.cortex)
+        except CortexError:
+            return []  # the queue's table is created by the first sync: nothing queued yet
+        return store.conflicts()
+
+
+def _find(home: Home, key: str) -> Conflict:
+    with open_local(home, readonly=True) as node:
+        try:
+            store = SyncStore(node.cortex)
+        except CortexError:
+            raise Failure(f"no conflict {key!r} in the queue") from None
+        return store.conflict(key)
+
+
+def _when(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def conflict_to_json(c: Conflict) -> dict[str, Any]:
+    local, remote = gene_to_json(c.local), gene_to_json(c.remote)
+    skip = {"version_hash", "signature", "status", "successes", "failures"}
+    differs = sorted(k for k in local if k not in skip and local[k] != remote.get(k))
+    return {"key": c.key, "gene_id": c.gene_id, "sender": c.sender, "queued_at": c.queued_at,
+            "differs": differs, "local": local, "remote": remote}
+
+
+@conflicts_group.command("list")
+@home_option
+@json_option
+@user_errors
+def conflicts_list_cmd(home: Path | None, as_json: bool) -> None:
+    """Queued conflicts: key, gene, both versions' authors, when."""
+    queued = _queued(resolve_home(home))
+    if as_json:
+        print_json([conflict_to_json(c) for c in queued])
+        return
+    table = Table(title=f"{len(queued)} conflict(s)")
+    for col in ("key", "name", "local (v, author)", "remote (v, author)", "from", "queued"):
+        table.add_column(col, overflow="fold")
+    for c in queued:
+        table.add_row(c.key, c.local.name, f"v{c.local.version} {c.local.author[-8:]}",
+                      f"v{c.remote.version} {c.remote.author[-8:]}", c.sender[-8:],
+                      _when(c.queued_at))
+    console.print(table)
+
+
+@conflicts_group.command("show")
+@click.argument("key")
+@home_option
+@json_option
+@user_errors
+def conflicts_show_cmd(key: str, home: Path | None, as_json: bool) -> None:
+    """Both versions of one conflict (KEY, or a gene id with one conflict)."""
+    data = conflict_to_json(_find(resolve_home(home), key))
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=f"conflict {data['key']} (from {data['sender']})")
+    for col in ("field", "local", "remote"):
+        table.add_column(col, overflow="fold")
+    for name in ("name", "version", "author", "vv", "hlc", "condition", "action", "params",
+                 "purpose", "version_hash"):
+        style = "bold yellow" if name in data["differs"] else ""
+        table.add_row(f"[{style}]{name}[/]" if style else name, str(data["local"][name]),
+                      str(data["remote"][name]))
+    console.print(table)
+    console.print("resolve with: gd-node conflicts resolve "
+                  f"{data['key']} --keep local|remote|FILE")
+
+
+@conflicts_group.command("resolve")
+@click.argument("key")
+@click.option("--keep", required=True, metavar="local|remote|FILE",
+              help="Keep our version, the peer's, or the gene in a JSON FILE (for instance "
+                   "an edited copy of `conflicts show --json`'s local or remote part).")
+@home_option
+@json_option
+@user_errors
+def conflicts_resolve_cmd(key: str, keep: str, home: Path | None, as_json: bool) -> None:
+    """Settle a conflict with a new version that descends both sides (synced to peers)."""
+    where = resolve_home(home)
+    content: dict[str, Any] | None = None
+    mode = keep
+    if keep not in ("local", "remote"):
+        path = Path(keep)
+        if not path.is_file():
+            raise click.BadParameter("must be local, remote or an existing JSON gene file",
+                                     param_hint="--keep")
+        try:
+            content = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise Failure(f"{path}: not JSON: {exc}") from None
+        mode = "file"
+    try:
+        result = call(where, "conflicts_resolve", key=key, keep=mode, content=content)
+        via = "daemon"
+    except DaemonNotRunning:
+        with open_local(where) as node:
+            gene = resolve_conflict(SyncStore(node.cortex), node.key, key, mode, content)
+        result = {"gene_id": gene.id, "version": gene.version,
+                  "version_hash": gene.version_hash.hex(), "vv": dict(gene.vv)}
+        via = "local"
+    result["via"] = via
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"resolved {key}: {result['gene_id']} is now v{result['version']} "
+                      f"({result['version_hash'][:16]}…), synced to peers "
+                      f"{'now' if via == 'daemon' else 'when the daemon next runs'}")
+
+
+COMMANDS: list[click.Command] = [sync_group, conflicts_group]

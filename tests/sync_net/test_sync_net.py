@@ -1,0 +1,251 @@
+"""Change-feed sync and anti-entropy between daemons over real libp2p on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import trio
+from click.testing import CliRunner
+from gd_testkit import key_from_int, make_gene
+
+from gd.cli.main import cli
+from gd.genome import GeneStatus, canonical
+from gd.node.config import ConfigError, NodeConfig
+from gd.node.control import call
+from gd.node.sync_service import SyncSettings, batch_payload, sync_settings
+from gd.protocol.sync_messages import ChangeBatch
+
+K1, K2, K3 = (key_from_int(n) for n in (1, 2, 3))
+
+
+async def test_two_daemons_converge_on_connect_and_on_local_change(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.SHARE_ALL)
+        a.cortex.put_genes([make_gene(K1, f"a{i}") for i in range(40)])
+        b = await c.start(nursery, 2, sync=c.SHARE_ALL, boot=[a])
+        await c.connected(a, b)
+        await c.until(lambda: len(c.contents(b)) == 40)  # pulled on connect
+        b.cortex.put_genes([make_gene(K2, f"b{i}") for i in range(5)])  # hint -> a pulls
+        await c.until(lambda: c.contents(a) == c.contents(b) and len(c.contents(a)) == 45)
+        assert {g.status for g in b.cortex.genes(origin=K1.peer_id)} == {
+            GeneStatus.ADAPTATION_PENDING}
+        # Echo suppression: b's genes never travel back to their author, and vice versa.
+        assert a.sync.state(b.peer_id).served.genes == 40
+        assert b.sync.state(a.peer_id).served.genes == 5
+        c.stop_all(a, b)
+
+
+async def test_three_daemons_converge_on_the_union(cluster):
+    c = cluster
+    keys = {1: K1, 2: K2, 3: K3}
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.SHARE_ALL)
+        b = await c.start(nursery, 2, sync=c.SHARE_ALL, boot=[a])
+        d = await c.start(nursery, 3, sync=c.SHARE_ALL, boot=[b])
+        nodes = {1: a, 2: b, 3: d}
+        for n, node in nodes.items():
+            node.cortex.put_genes([make_gene(keys[n], f"g{n}-{i}") for i in range(10)])
+        await c.until(lambda: all(len(c.contents(x)) == 30 for x in nodes.values()), 30)
+        assert c.contents(a) == c.contents(b) == c.contents(d)
+        c.stop_all(a, b, d)
+
+
+async def test_concurrent_edits_queue_on_both_sides_and_a_resolution_settles_both(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL)
+        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        await c.connected(a, b)
+        gene = make_gene(K1, "shared")
+        a.cortex.put_gene(gene)
+        await a.sync.sync_now(b.peer_id)
+        assert b.cortex.get_gene(gene.id).version_hash == gene.version_hash
+        a.cortex.put_gene(gene.edited(K1, hlc=2 << 16, name="a-edit"))
+        b.cortex.put_gene(gene.edited(K2, hlc=3 << 16, name="b-edit"))
+        [stats] = await a.sync.sync_now(b.peer_id)
+        assert stats.conflicts == 1 and stats.errors == []
+        for node, theirs in ((a, "b-edit"), (b, "a-edit")):
+            [conflict] = node.sync.store.conflicts()
+            assert conflict.remote.name == theirs
+            assert node.cortex.get_gene(gene.id).name != theirs  # nothing overwritten
+        key = a.sync.store.conflicts()[0].key
+        out = await trio.to_thread.run_sync(lambda: CliRunner().invoke(cli, [
+            "conflicts", "resolve", key, "--keep", "remote", "--json",
+            "--home", str(a.home.root)]))
+        assert out.exit_code == 0, out.output
+        result = json.loads(out.output)
+        assert (result["version"], result["via"]) == (3, "daemon")
+        [stats] = await b.sync.sync_now(a.peer_id)
+        assert stats.genes_in == 1
+        for node in (a, b):
+            head = node.cortex.get_gene(gene.id)
+            assert head.name == "b-edit" and head.vv == {K1.peer_id: 3, K2.peer_id: 1}
+            assert node.sync.store.conflicts() == []  # settled on both sides
+        c.stop_all(a, b)
+
+
+async def test_interrupted_pull_resumes_without_resending_applied_batches(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL)
+        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(100)])
+        original = b.sync.store.apply_batch
+        batches = 0
+        with trio.CancelScope() as scope:
+            def cut_after_three(sender, genes, upto):
+                nonlocal batches
+                stats = original(sender, genes, upto)
+                batches += 1
+                if batches == 3:
+                    trio.from_thread.run_sync(scope.cancel)  # the link drops here
+                return stats
+
+            b.sync.store.apply_batch = cut_after_three
+            await b.sync.pull(a.peer_id)
+        assert scope.cancelled_caught and batches == 3
+        assert b.cortex.get_checkpoint(a.peer_id) == 30 and len(c.contents(b)) == 30
+        b.sync.store.apply_batch = original
+        stats = await b.sync.pull(a.peer_id)
+        assert stats.genes_in == 70 and stats.batches == 7
+        assert a.sync.state(b.peer_id).served.genes == 100  # nothing sent twice
+        assert c.contents(a) == c.contents(b)
+        c.stop_all(a, b)
+
+
+async def test_tampered_gene_is_rejected_and_the_rest_of_the_batch_applies(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL)
+        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        await c.connected(a, b)
+        genes = [make_gene(K1, f"g{i}") for i in range(10)]
+        a.cortex.put_genes(genes)
+        honest = a.sync.read_feed
+
+        def tampering_feed(since, limit):
+            return [(seq, dataclasses.replace(g, name="evil") if g.name == "g3" else g)
+                    for seq, g in honest(since, limit)]
+
+        a.sync.read_feed = tampering_feed
+        stats = await b.sync.pull(a.peer_id)
+        assert (stats.genes_in, stats.rejected) == (9, 1)
+        assert genes[3].id not in c.contents(b) and len(c.contents(b)) == 9
+        assert b.metrics.registry.get_sample_value("gd_sync_rejected_total") == 1
+        c.stop_all(a, b)
+
+
+async def test_default_policy_shares_nothing(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1)
+        b = await c.start(nursery, 2, boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(20)])
+        [stats] = await b.sync.sync_now(a.peer_id, repair=True)
+        assert stats.errors == [] and stats.genes_in == 0 and stats.repaired == 0
+        assert c.contents(b) == {}
+        assert b.cortex.get_checkpoint(a.peer_id) == 20  # the feed position still moves
+        assert a.sync.state(b.peer_id).served.genes == 0
+        a.sync.set_share_policy(lambda receiver, gene: gene.name == "g7")  # pluggable
+        await b.sync.sync_now(a.peer_id, repair=True)
+        assert set(c.contents(b)) == {g.id for g in a.cortex.genes() if g.name == "g7"}
+        c.stop_all(a, b)
+
+
+async def test_receiver_acceptance_callback_refuses_genes(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL)
+        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(6)])
+        b.sync.set_accept_policy(lambda sender, gene: gene.name != "g0")
+        stats = await b.sync.pull(a.peer_id)
+        assert (stats.genes_in, stats.rejected) == (5, 1)
+        c.stop_all(a, b)
+
+
+async def test_anti_entropy_repairs_what_the_feed_missed(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL)
+        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(50)])
+        await b.sync.pull(a.peer_id)
+        missed = [make_gene(K1, f"missed{i}") for i in range(3)]
+        a.cortex.put_genes(missed)
+        # The feed loses them: b's checkpoint jumps past (a bug, a lost batch...).
+        b.cortex.set_checkpoint(a.peer_id, a.cortex.last_seq)
+        assert (await b.sync.pull(a.peer_id)).genes_in == 0
+        stats = await b.sync.reconcile(a.peer_id)
+        assert stats.repaired == 3 and stats.errors == []
+        assert c.contents(a) == c.contents(b)
+        assert b.cortex.get_checkpoint(a.peer_id) == a.cortex.last_seq  # untouched
+        in_sync = await b.sync.reconcile(a.peer_id)
+        assert in_sync.repaired == 0 and in_sync.repair_round_trips == 1
+        c.stop_all(a, b)
+
+
+async def test_a_feed_that_went_back_resets_the_checkpoint_and_schedules_repair(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL)
+        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(5)])
+        b.cortex.set_checkpoint(a.peer_id, 1000)  # a was restored from an older backup
+        await b.sync.pull(a.peer_id)
+        assert b.cortex.get_checkpoint(a.peer_id) == 5
+        assert b.sync.state(a.peer_id).repair_due
+        c.stop_all(a, b)
+
+
+async def test_sync_now_control_method_reports_both_directions(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL)
+        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"a{i}") for i in range(20)])
+        b.cortex.put_genes([make_gene(K2, f"b{i}") for i in range(7)])
+        result = await trio.to_thread.run_sync(lambda: call(a.home, "sync_now"))
+        [row] = result["peers"]
+        assert (row["peer"], row["genes_in"], row["genes_out"]) == (b.peer_id, 7, 20)
+        assert row["payload_in"] > 0 and row["wire_in"] > 0 and row["payload_out"] > 0
+        assert result["totals"]["genes_out"] == 20
+        assert c.contents(a) == c.contents(b)
+        out = await trio.to_thread.run_sync(lambda: CliRunner().invoke(cli, [
+            "sync", "now", "--peer", b.peer_id, "--home", str(a.home.root)]))
+        assert out.exit_code == 0 and "sync with 1 peer(s)" in out.output, out.output
+        c.stop_all(a, b)
+
+
+def test_batch_payload_is_the_genes_bytes_exactly():
+    gene = make_gene(K1).to_wire()
+    for n in (0, 1, 15, 16, 40):
+        batch = ChangeBatch(3, 3 + max(n, 1), n % 2 == 0, (gene,) * n)
+        raw = batch.encode()
+        assert batch_payload(len(raw), batch.since, batch.upto, batch.more, n) == \
+            n * len(canonical.encode_plain(gene))
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"share_all_for_tests": "yes"}, "share_all_for_tests"),
+    ({"interval_s": 0}, "interval_s"),
+    ({"batch_genes": 1000}, "batch_genes"),
+    ({"bogus": 1}, "unknown keys"),
+])
+def test_sync_config_is_validated(section, message):
+    with pytest.raises(ConfigError, match=message):
+        sync_settings(NodeConfig(org="o", region="eu", extra={"sync": section}))
+
+
+def test_sync_config_defaults_share_nothing():
+    assert sync_settings(NodeConfig(org="o", region="eu")) == SyncSettings()
+    assert SyncSettings().share_all_for_tests is False
