@@ -16,6 +16,7 @@ Two parts, deliberately separated:
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -342,7 +343,18 @@ class Gene:
         bad = set(changes) - {"status", "successes", "failures"}
         if bad:
             raise ValidationError(",".join(sorted(bad)), "is not a local field")
-        return replace(self, **changes)
+        # The signed body is untouched, so skip re-validating it and keep its cached
+        # encodings and hash (a shallow copy carries the cached_property values): this
+        # runs once per gene on every sync apply and status change.
+        if "status" in changes:
+            changes["status"] = GeneStatus(changes["status"])
+        for name in ("successes", "failures"):
+            if name in changes:
+                checks.uint(name, changes[name])
+        clone = copy.copy(self)
+        for name, value in changes.items():
+            object.__setattr__(clone, name, value)
+        return clone
 
     # -- encoding -----------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
