@@ -139,4 +139,20 @@ backend = {q(cfg.motors_backend)}
 [cortex]
 # Upper bound of the LMDB map in MiB; it grows automatically when full.
 map_size_mb = {cfg.cortex_map_size_mb}
+
+# Optional sections (uncomment to change the defaults):
+#
+# [sync]                 # docs/protocol.md §6
+# auto = true            # sync on connect, on local change and on a timer
+# compress = true        # zstd per batch when the peer supports it
+# interval_s = 30.0      # periodic pull from every peer
+# debounce_s = 0.5       # wait this long after a local change before telling peers
+# repair_interval_s = 600.0   # periodic anti-entropy (range reconciliation)
+# batch_genes = 256      # genes per sync batch (at most 256)
+#
+# [mesh]                 # docs/node.md
+# target_region_peers = 6     # peers kept inside our region
+# target_bridges = 2          # links kept to other regions
+# max_bytes_per_s = 10485760  # per-peer inbound rate before throttling
+# ping_interval_s = 15.0      # liveness checks of every peer
 """
