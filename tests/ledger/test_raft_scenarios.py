@@ -1,0 +1,553 @@
+"""The Raft paper's scenarios, as transcripts on the sans-I/O core.
+
+`Net` holds a few `RaftNode`s over `MemoryRaftStorage`, drives the Ready contract
+(persist, send, apply, advance) and delivers messages only when a test says so, so each
+test reads as a transcript: who campaigns, which messages cross, what each node holds.
+Bootstrap writes the founding configuration as entries 1..n at term 1, so with three
+voters a first leader's no-op lands at index 4, with five at index 6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from gd.ledger.raft import RaftConfig, RaftNode
+from gd.ledger.raft_messages import (
+    AppendEntries,
+    AppendResponse,
+    ConfChange,
+    ConfChangeOp,
+    Entry,
+    EntryKind,
+    InstallSnapshot,
+    Message,
+    ProposalDropped,
+    Propose,
+    Role,
+    VoteRequest,
+    VoteResponse,
+)
+from gd.ledger.raft_sessions import RequestState
+from gd.ledger.raft_storage import MemoryRaftStorage, bootstrap_state
+
+Filter = Callable[[Message], bool]
+
+
+def describe(msg: Message) -> str:
+    """A short transcript line for a message."""
+    head = f"{msg.frm}->{msg.to} {msg.KIND} t{msg.term}"
+    if isinstance(msg, VoteRequest):
+        return head + (" pre" if msg.prevote else "")
+    if isinstance(msg, VoteResponse):
+        return head + (" pre" if msg.prevote else "") + (" yes" if msg.granted else " no")
+    if isinstance(msg, AppendEntries):
+        return head + f" prev={msg.prev_index} n={len(msg.entries)} commit={msg.commit}"
+    if isinstance(msg, AppendResponse):
+        return head + (f" reject={msg.index}" if msg.reject else f" match={msg.index}")
+    return head
+
+
+class Net:
+    def __init__(self, voters: list[str], learners: list[str] = (),
+                 config: RaftConfig | None = None, joiners: list[str] = ()) -> None:
+        self.config = config or RaftConfig(election_ticks=10, heartbeat_ticks=1)
+        boot = bootstrap_state(voters, learners)
+        self.storage: dict[str, MemoryRaftStorage] = {}
+        self.nodes: dict[str, RaftNode | None] = {}
+        self.applied: dict[str, list[Entry]] = {}
+        for node_id in [*voters, *learners, *joiners]:
+            storage = self.storage[node_id] = MemoryRaftStorage()
+            if node_id not in joiners:
+                storage.save(boot.hard_state, boot.entries)
+            self.nodes[node_id] = RaftNode(node_id, storage.load(), self.config)
+            self.applied[node_id] = []
+        self.outbox: list[Message] = []
+        self.trace: list[str] = []
+        self.isolated: set[str] = set()
+        self.process()
+
+    def node(self, node_id: str) -> RaftNode:
+        raft = self.nodes[node_id]
+        assert raft is not None, f"{node_id} is down"
+        return raft
+
+    def process(self) -> None:
+        """Drain every live node's Ready: persist, send, apply, advance."""
+        busy = True
+        while busy:
+            busy = False
+            for node_id, raft in self.nodes.items():
+                if raft is None or not raft.has_ready():
+                    continue
+                busy = True
+                ready = raft.ready()
+                self.storage[node_id].save(ready.hard_state, ready.entries, ready.snapshot)
+                self.outbox.extend(ready.messages)
+                if ready.snapshot is not None:
+                    self.applied[node_id] = [Entry(ready.snapshot.term, ready.snapshot.index,
+                                                   EntryKind.NOOP, ready.snapshot.data)]
+                self.applied[node_id].extend(
+                    e for e in ready.committed_entries if e.index not in ready.duplicates)
+                raft.advance(ready)
+
+    def deliver(self, drop: Filter | None = None, limit: int = 10_000) -> None:
+        """Deliver messages (FIFO) until none is left; `drop` discards matching ones."""
+        for _ in range(limit):
+            self.process()
+            if not self.outbox:
+                return
+            msg = self.outbox.pop(0)
+            target = self.nodes.get(msg.to)
+            if target is None or msg.frm in self.isolated or msg.to in self.isolated:
+                continue
+            if drop is not None and drop(msg):
+                continue
+            self.trace.append(describe(msg))
+            target.step(msg)
+        raise AssertionError("messages kept flowing")
+
+    def deliver_until(self, done: Callable[[], bool], drop: Filter | None = None) -> None:
+        for _ in range(10_000):
+            self.process()
+            if done():
+                return
+            assert self.outbox, "ran out of messages before the condition held"
+            msg = self.outbox.pop(0)
+            target = self.nodes.get(msg.to)
+            if target is None or msg.frm in self.isolated or msg.to in self.isolated:
+                continue
+            if drop is not None and drop(msg):
+                continue
+            self.trace.append(describe(msg))
+            target.step(msg)
+        raise AssertionError("condition never held")
+
+    def tick(self, node_ids: list[str] | None = None, times: int = 1) -> None:
+        for _ in range(times):
+            for node_id in node_ids or list(self.nodes):
+                if self.nodes[node_id] is not None:
+                    self.nodes[node_id].tick()
+            self.deliver()
+
+    def elect(self, node_id: str, drop: Filter | None = None) -> RaftNode:
+        self.node(node_id).campaign()
+        self.deliver(drop)
+        return self.node(node_id)
+
+    def crash(self, node_id: str) -> None:
+        self.nodes[node_id] = None
+        self.outbox = [m for m in self.outbox if m.frm != node_id and m.to != node_id]
+
+    def restart(self, node_id: str) -> RaftNode:
+        state = self.storage[node_id].crash()
+        self.nodes[node_id] = RaftNode(node_id, state, self.config)
+        self.applied[node_id] = [e for e in self.applied[node_id]
+                                 if e.index <= state.snapshot.index]
+        self.process()
+        return self.node(node_id)
+
+    def leaders(self) -> list[str]:
+        return [i for i, n in self.nodes.items() if n is not None and n.is_leader]
+
+    def data(self, node_id: str) -> list[bytes]:
+        return [e.data for e in self.applied[node_id] if e.kind is EntryKind.NORMAL]
+
+
+# ---------------------------------------------------------------------------- election
+
+
+def test_election_transcript_prevote_then_vote_then_noop_commit():
+    net = Net(["a", "b", "c"])
+    leader = net.elect("a")
+    assert net.trace[:8] == [
+        "a->b vote t2 pre", "a->c vote t2 pre",
+        "b->a vote_resp t2 pre yes", "c->a vote_resp t2 pre yes",
+        "a->b vote t2", "a->c vote t2",
+        "b->a vote_resp t2 yes", "c->a vote_resp t2 yes",
+    ]
+    assert leader.role is Role.LEADER and leader.term == 2
+    assert "a->b append t2 prev=3 n=1 commit=3" in net.trace  # the no-op at index 4
+    assert all(net.node(n).log.committed == 4 for n in "abc")
+    assert [net.node(n).leader for n in "abc"] == ["a", "a", "a"]
+    # The vote is durable before the grant was sent.
+    assert net.storage["b"].load().hard_state.vote == "a"
+
+
+def test_election_by_randomized_timeout_is_deterministic_per_seed():
+    def run(seed: int) -> tuple[str, int]:
+        net = Net(["a", "b", "c"], config=RaftConfig(seed=seed))
+        for _ in range(40):
+            net.tick()
+            if net.leaders():
+                break
+        (leader,) = net.leaders()
+        return leader, net.node(leader).term
+
+    assert run(7) == run(7)
+    assert len({run(seed)[0] for seed in range(8)}) > 1  # the seed really matters
+
+
+def test_split_vote_then_a_later_term_elects_one_leader():
+    net = Net(["a", "b", "c", "d"], config=RaftConfig(prevote=False, check_quorum=False))
+    net.node("a").campaign()
+    net.node("c").campaign()
+    net.process()
+    # b hears a first, d hears c first: each candidate gets 2 of 4 votes, quorum is 3.
+    order = ["a->b", "c->d", "a->c", "a->d", "c->a", "c->b"]
+    net.outbox.sort(key=lambda m: order.index(f"{m.frm}->{m.to}"))
+    net.deliver()
+    assert net.leaders() == []
+    assert net.node("a").role is net.node("c").role is Role.CANDIDATE
+    assert net.node("a").term == net.node("c").term == 2
+    net.tick(times=40)
+    (leader,) = net.leaders()
+    assert net.node(leader).term >= 3
+
+
+# ---------------------------------------------------------------------------- crashes
+
+
+def test_leader_crash_before_commit_loses_only_the_uncommitted_entry():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    index = net.node("a").propose(b"x", "client", 1)
+    assert index == 5
+    net.process()
+    assert net.storage["a"].load().entries[-1].data == b"x"  # persisted on a only
+    net.crash("a")  # before any append left
+    net.tick(["b", "c"], times=30)
+    (new,) = net.leaders()
+    assert net.node(new).lookup("client", 1).state is RequestState.UNKNOWN
+    net.restart("a")
+    net.tick(times=3)
+    # a's uncommitted x was overwritten by the new leader's no-op at index 5.
+    assert all(net.node(n).log.entry(5).kind is EntryKind.NOOP for n in "abc")
+    assert all(net.data(n) == [] for n in "abc")
+    # The client retries with the same ids and it commits exactly once.
+    assert net.node(new).propose(b"x", "client", 1) == 6
+    net.deliver()
+    net.tick(times=2)
+    assert all(net.data(n) == [b"x"] for n in "abc")
+
+
+def test_leader_crash_after_commit_keeps_the_entry():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.node("a").propose(b"x", "client", 1)
+    net.deliver()
+    assert net.data("a") == [b"x"]  # applied on the leader: the client was answered
+    net.crash("a")
+    net.tick(["b", "c"], times=30)
+    (new,) = net.leaders()
+    assert net.node(new).lookup("client", 1).state is RequestState.COMMITTED
+    net.node(new).propose(b"y", "client", 2)
+    net.deliver()
+    net.restart("a")
+    net.tick(times=3)
+    assert all(net.data(n) == [b"x", b"y"] for n in "abc")
+
+
+# ---------------------------------------------------------------------------- Figure 8
+
+
+def figure8_setup() -> tuple[Net, int]:
+    """Raft paper Figure 8 (a)-(c): S1 of term 4 has replicated its term-2 entry to a
+    majority, but not yet an entry of term 4."""
+    names = ["s1", "s2", "s3", "s4", "s5"]
+    # One entry per append, so replication can stop between two entries; plain Raft
+    # (no pre-vote, no leases) as in the paper.
+    net = Net(names, config=RaftConfig(prevote=False, check_quorum=False, max_append_bytes=1))
+    net.elect("s1")  # term 2, no-op at 6
+    x = net.node("s1").propose(b"x", "client", 1)  # (a) index 7, term 2, to s2 only
+    net.deliver(drop=lambda m: isinstance(m, AppendEntries) and m.to != "s2")
+    assert x == 7 and net.node("s2").log.term(7) == 2 and net.node("s1").log.committed == 6
+    net.crash("s1")
+    # (b) s5 wins term 3 with s3, s4 (s2's log is longer, it refuses); its no-op at 7
+    # stays on s5 alone.
+    net.elect("s5", drop=lambda m: isinstance(m, AppendEntries) and m.frm == "s5")
+    assert net.node("s5").is_leader and net.node("s5").term == 3
+    assert net.node("s5").log.term(7) == 3
+    net.crash("s5")
+    # (c) s1 restarts and wins term 4 with s2, s3; it replicates index 7 (term 2) to
+    # s3, then stops before its own no-op at 8 (term 4) gets there.
+    net.restart("s1")
+    net.node("s1").campaign()
+    net.deliver(drop=lambda m: isinstance(m, AppendEntries))
+    net.node("s1").campaign()
+    net.deliver_until(lambda: net.node("s1").is_leader, drop=lambda m: isinstance(m, AppendEntries))
+    assert net.node("s1").term == 4
+    s1, s3 = net.node("s1"), net.node("s3")
+
+    def hold_back(m: Message) -> bool:
+        # Appends go to s3 only, and only until s3 holds index 7 from s1.
+        return isinstance(m, AppendEntries) and (m.to != "s3" or s3.log.term(7) == 2)
+
+    net.deliver_until(lambda: s1.progress["s3"].match >= 7, drop=hold_back)
+    assert s3.log.last_index() == 7
+    return net, x
+
+
+def test_figure8_old_term_entry_on_a_majority_is_not_committed():
+    net, x = figure8_setup()
+    s1 = net.node("s1")
+    assert [net.node(n).log.term(x) for n in ("s1", "s2", "s3")] == [2, 2, 2]
+    assert s1.log.committed == 6  # on a majority, yet not committed: its term is 2, not 4
+    # (d) s1 crashes; s5 can win (its last term 3 beats 2) and overwrite index 7: that
+    # is safe precisely because x was never committed.
+    net.crash("s1")
+    net.outbox.clear()
+    net.restart("s5")
+    net.node("s5").campaign()
+    net.deliver()
+    net.node("s5").campaign()
+    net.deliver()
+    assert net.node("s5").is_leader
+    assert [net.node(n).log.term(7) for n in ("s2", "s3", "s4", "s5")] == [3, 3, 3, 3]
+    assert all(b"x" not in net.data(n) for n in ("s2", "s3", "s4", "s5"))
+
+
+def test_figure8_current_term_entry_commits_the_old_one_beneath_it():
+    net, x = figure8_setup()
+    # (e) s1 gets its term-4 no-op to the majority: both commit together.
+    net.tick(["s1", "s2", "s3", "s4"], times=2)
+    assert net.node("s1").log.committed >= 8
+    assert net.data("s1") == [b"x"]
+    net.crash("s1")
+    net.restart("s5")
+    net.tick(["s2", "s3", "s4", "s5"], times=60)
+    (leader,) = net.leaders()
+    assert leader != "s5"  # s5 lacks the committed entries and can never win now
+    assert net.node(leader).log.entry(x).data == b"x"
+
+
+# ---------------------------------------------------------------------------- repair
+
+
+def test_log_divergence_repair_truncates_a_stale_suffix_with_fast_backtracking():
+    names = ["a", "b", "c", "d", "e"]
+    net = Net(names, config=RaftConfig(max_append_bytes=1))
+    net.elect("a")  # term 2, no-op at 6
+    net.isolated = {"a"}
+    for i in range(1, 6):
+        net.node("a").propose(f"lost{i}".encode(), "old", i)  # 7..11, term 2, never sent
+    net.deliver()
+    net.isolated = set()
+    net.crash("a")
+    net.tick(["b", "c", "d", "e"], times=40)
+    (first,) = net.leaders()
+    for i in range(1, 11):
+        net.node(first).propose(f"kept{i}".encode(), "new", i)
+    net.deliver()
+    # A second new leader starts with every follower's next index at its log's end.
+    net.crash(first)
+    net.tick([n for n in names if net.nodes[n] is not None], times=40)
+    assert len(net.leaders()) == 1
+    stale = net.restart("a")
+    assert stale.log.last_index() == 11 and stale.log.term(11) == 2
+    net.trace.clear()
+    net.tick(times=4)
+    rejections = [t for t in net.trace if t.startswith("a->") and "reject" in t]
+    # The leader's probe at its log's end is refused once; the hint skips the whole
+    # stale term-2 run at once instead of walking back one index per round trip.
+    assert len(rejections) == 1
+    logs = [[(e.term, e.data) for e in net.node(n).log.entries]
+            for n in names if net.nodes[n] is not None]
+    assert all(log == logs[0] for log in logs)
+    assert net.data("a") == [f"kept{i}".encode() for i in range(1, 11)]
+
+
+def test_reordered_old_append_never_truncates_newer_entries():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.node("a").propose(b"x", "client", 1)
+    net.process()
+    first = [m for m in net.outbox if isinstance(m, AppendEntries) and m.to == "b"]
+    net.deliver()
+    net.node("a").propose(b"y", "client", 2)
+    net.deliver()
+    b = net.node("b")
+    before = list(b.log.entries)
+    b.step(first[0])  # a duplicate of an old append arrives late
+    assert b.log.entries == before
+
+
+# ------------------------------------------------------------------ prevote / check-quorum
+
+
+def test_prevote_keeps_a_partitioned_node_from_disrupting_the_leader():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.isolated = {"c"}
+    net.tick(["c"], times=100)
+    assert net.node("c").term == 2  # pre-votes failed, the term never moved
+    net.isolated = set()
+    net.trace.clear()
+    net.tick(times=3)
+    assert net.node("a").is_leader and net.node("a").term == 2
+    assert not any(" vote t" in t and "pre" not in t for t in net.trace)
+
+
+def test_without_prevote_a_partitioned_node_forces_an_election():
+    net = Net(["a", "b", "c"], config=RaftConfig(prevote=False, check_quorum=False))
+    net.elect("a")
+    net.isolated = {"c"}
+    net.tick(["c"], times=100)
+    assert net.node("c").term > 5
+    net.isolated = set()
+    net.tick(times=40)
+    (leader,) = net.leaders()
+    assert net.node(leader).term > 5  # the healthy leader was deposed
+
+
+def test_check_quorum_steps_down_an_isolated_leader():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.isolated = {"a"}
+    net.tick(["a"], times=9)
+    assert net.node("a").is_leader  # acks from the last timeout still count
+    net.tick(["a"], times=11)
+    assert net.node("a").role is Role.FOLLOWER and net.node("a").term == 2
+    with pytest.raises(ProposalDropped):
+        net.node("a").propose(b"x", "client", 1)  # it no longer knows a leader
+    net.tick(["b", "c"], times=40)
+    (leader,) = net.leaders()
+    assert leader in "bc" and net.node(leader).term == 3
+    net.isolated = set()
+    net.tick(times=3)
+    assert net.node("a").leader == leader
+
+
+# ---------------------------------------------------------------------------- learners, snapshots
+
+
+def test_learner_catches_up_via_snapshot_and_never_campaigns():
+    net = Net(["a", "b", "c"], learners=["l"])
+    net.elect("a")
+    net.isolated = {"l"}
+    for i in range(1, 31):
+        net.node("a").propose(f"e{i}".encode(), "client", i)
+        net.deliver()
+    a = net.node("a")
+    snap = a.compact(b"state-after-30")
+    net.storage["a"].compact(snap)
+    assert a.log.snapshot_index == snap.index == 35
+    assert net.node("l").role is Role.FOLLOWER and net.node("l").term == 2
+    net.isolated = set()
+    net.trace.clear()
+    net.tick(times=3)
+    assert "a->l snapshot t2" in net.trace
+    learner = net.node("l")
+    assert learner.log.snapshot_index == 35
+    assert net.applied["l"][0].data == b"state-after-30"
+    assert learner.lookup("client", 30).state is RequestState.COMMITTED  # sessions travel
+    net.node("a").propose(b"after", "client", 31)
+    net.deliver()
+    assert net.data("l")[-1] == b"after"
+    # Learners never campaign and are not counted in the quorum.
+    net.isolated = {"l"}
+    net.tick(["l"], times=100)
+    assert learner.role is Role.FOLLOWER and learner.term == 2
+
+
+def test_duplicated_or_stale_snapshot_is_harmless():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    for i in range(1, 6):
+        net.node("a").propose(b"v", "client", i)
+    net.deliver()
+    snap = net.node("a").compact(b"s")
+    b = net.node("b")
+    before = (b.log.committed, list(b.log.entries))
+    b.step(InstallSnapshot("a", "b", 2, snapshot=snap))
+    net.process()
+    assert (b.log.committed, b.log.entries) == before
+
+
+# ---------------------------------------------------------------------------- membership
+
+
+def test_membership_add_learner_promote_remove_one_at_a_time():
+    net = Net(["a", "b", "c"], joiners=["d"])
+    a = net.elect("a")
+    assert net.node("d").conf.members == frozenset()
+    a.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, "d"))
+    with pytest.raises(ProposalDropped):  # one change at a time
+        a.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "c"))
+    net.deliver()
+    net.tick(times=3)
+    d = net.node("d")
+    assert d.conf.learners == {"d"} and d.log.committed == a.log.committed
+    a.propose_conf_change(ConfChange(ConfChangeOp.ADD_VOTER, "d"))  # promote
+    net.deliver()
+    assert a.conf.voters == {"a", "b", "c", "d"} and d.conf.voters == a.conf.voters
+    a.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "c"))
+    net.deliver()
+    assert a.conf.voters == {"a", "b", "d"}
+    # With c gone and b down, a and d are a quorum of three.
+    net.crash("c")
+    net.crash("b")
+    a.propose(b"x", "client", 1)
+    net.deliver()
+    assert net.data("d") == [b"x"]
+
+
+def test_removed_leader_steps_down_and_the_rest_elect():
+    net = Net(["a", "b", "c"])
+    a = net.elect("a")
+    a.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "a"))
+    net.deliver()
+    assert a.role is Role.FOLLOWER and not a.promotable
+    net.tick(times=40)
+    (leader,) = net.leaders()
+    assert leader in "bc" and net.node(leader).conf.voters == {"b", "c"}
+
+
+# ------------------------------------------------------------------ forwarding, idempotency
+
+
+def test_follower_forwards_proposals_to_the_leader():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    assert net.node("c").propose(b"via-c", "c-client", 1) is None
+    net.process()
+    assert isinstance(net.outbox[-1], Propose) and net.outbox[-1].to == "a"
+    net.deliver()
+    net.tick(times=1)
+    assert all(net.data(n) == [b"via-c"] for n in "abc")
+    status = net.node("c").lookup("c-client", 1)
+    assert status.state is RequestState.COMMITTED and status.index == 5
+
+
+def test_retry_after_a_lost_forward_commits_exactly_once():
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    net.node("b").propose(b"x", "cl", 1)
+    net.deliver(drop=lambda m: isinstance(m, Propose))  # the forward is lost
+    assert net.node("b").lookup("cl", 1).state is RequestState.UNKNOWN
+    net.node("b").propose(b"x", "cl", 1)  # the client times out and retries
+    net.deliver()
+    net.tick(times=1)
+    assert net.node("b").lookup("cl", 1).state is RequestState.COMMITTED
+    # A second retry after the commit: the leader answers the first index, adds nothing.
+    last = net.node("a").log.last_index()
+    assert net.node("a").propose(b"x", "cl", 1) == net.node("b").lookup("cl", 1).index
+    assert net.node("a").log.last_index() == last
+    assert all(net.data(n) == [b"x"] for n in "abc")
+
+
+def test_committed_duplicates_are_flagged_and_skipped_everywhere():
+    # Two copies of one request can both commit when different leaders appended them;
+    # here a leader message carries both, as that history would leave them.
+    net = Net(["a", "b", "c"])
+    net.elect("a")
+    b = net.node("b")
+    entries = (Entry(2, 5, EntryKind.NORMAL, b"x", "cl", 9),
+               Entry(2, 6, EntryKind.NORMAL, b"x", "cl", 9))
+    b.step(AppendEntries("a", "b", 2, prev_index=4, prev_term=2, entries=entries, commit=6))
+    ready = b.ready()
+    assert [e.index for e in ready.committed_entries] == [5, 6]
+    assert ready.duplicates == frozenset({6})
+    b.advance(ready)
+    assert b.lookup("cl", 9).index == 5
