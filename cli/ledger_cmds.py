@@ -15,7 +15,6 @@ holds that size (our root, our leaf). Exit code 1 whenever either check fails.
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from gd.cli.output import (
     json_option,
     print_json,
     resolve_home,
-    user_errors,
+    user_errors_with,
 )
 from gd.ledger.errors import LedgerError, ProofError
 from gd.ledger.merkle import verify_consistency, verify_inclusion
@@ -48,17 +47,7 @@ CSV_COLUMNS = ("index", "kind", "author", "hlc", "payload_hash", "idempotency_ke
                "prev_hash", "entry_hash", "signature", "version", "summary")
 
 
-def ledger_errors(fn: F) -> F:
-    """Ledger errors become a clean exit code 1 with the reason on stderr."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LedgerError as exc:
-            raise Failure(str(exc) or type(exc).__name__) from None
-
-    return user_errors(wrapper)  # type: ignore[return-value]
+ledger_errors = user_errors_with(LedgerError)
 
 
 @contextmanager

@@ -12,7 +12,6 @@ not reproduce), 2 when the command line is wrong, 130 when `adapt` is interrupte
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import signal
@@ -29,7 +28,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gd.cli.output import (
-    Failure,
     console,
     err_console,
     home_option,
@@ -37,6 +35,7 @@ from gd.cli.output import (
     print_json,
     resolve_home,
     user_errors,
+    user_errors_with,
 )
 from gd.genome import Decision
 from gd.motors import meristic
@@ -62,17 +61,7 @@ _SEARCH = meristic.SearchConfig()
 _MOTOR_ERRORS = (MotorInputError, CheckpointError, dec.DecisionError, StatesFileError)
 
 
-def motor_errors(fn: F) -> F:
-    """The motors' and this module's user-facing errors → a clean `Failure` (exit 1)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except _MOTOR_ERRORS as exc:
-            raise Failure(str(exc) or type(exc).__name__) from None
-
-    return wrapper  # type: ignore[return-value]
+motor_errors = user_errors_with(*_MOTOR_ERRORS)
 
 
 def _score_cell(decision: Decision, motor: str) -> str:

@@ -48,17 +48,25 @@ class Failure(click.ClickException):
                           soft_wrap=True)
 
 
-def user_errors(fn: F) -> F:
-    """Convert the known user-facing exceptions into a clean `Failure`."""
+def user_errors_with(*extra: type[BaseException]) -> Callable[[F], F]:
+    """A decorator turning the known user-facing exceptions, plus `extra` (a command
+    module's own), into a clean `Failure` (exit code 1, reason on stderr)."""
+    errors = USER_ERRORS + extra
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            raise Failure(str(exc) or type(exc).__name__) from None
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except errors as exc:
+                raise Failure(str(exc) or type(exc).__name__) from None
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+user_errors = user_errors_with()
 
 
 def home_option(fn: F) -> F:

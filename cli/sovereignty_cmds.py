@@ -13,7 +13,6 @@ to be mounted as ``genes forget``.
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from gd.cli.output import (
     json_option,
     print_json,
     resolve_home,
-    user_errors,
+    user_errors_with,
 )
 from gd.genome.gene import Gene
 from gd.node.adaptation import AdaptationDesk, AdaptationError
@@ -60,17 +59,7 @@ def ledger_sink(node: LocalNode, audit: AuditLog) -> LedgerSink:
 _OUR_ERRORS = (AdaptationError, AuditError, ProposalError)
 
 
-def sovereignty_errors(fn: F) -> F:
-    """`user_errors` plus the sovereignty modules' own user-facing errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except _OUR_ERRORS as exc:
-            raise Failure(str(exc)) from None
-
-    return user_errors(wrapper)  # type: ignore[return-value]
+sovereignty_errors = user_errors_with(*_OUR_ERRORS)
 
 
 class _Session:
