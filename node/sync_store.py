@@ -32,7 +32,7 @@ import lmdb
 
 from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, Resolution, merged_vv
 from gd.crdt.hlc import HLC
-from gd.crdt.vclock import descends
+from gd.crdt.vclock import descends, merge
 from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
@@ -193,36 +193,42 @@ class SyncStore:
                 replacement: Gene | None = None, hlc: int) -> Gene:
         """Settle a conflict: keep the `local` or `remote` content, or `replacement`'s
         (a gene read from a file). The result is a new native version by this node that
-        descends both sides; the queue entry goes in the same transaction."""
+        descends both sides; the queue entry goes in the same transaction.
+
+        "Both sides" includes what we hold *now*: the head may have moved on since the
+        conflict was queued (local edits, other versions applied), so the resolution's
+        vector merges the current head's too, and "local" means the current head. A
+        vector built from the queued snapshot alone would be concurrent with those later
+        versions, drop them from the gene's history and reuse our own counter for a
+        second, different edit (found by tests/sim/fedsim.py)."""
         conflict = self.conflict(key)
-        if keep == "local":
-            chosen = conflict.local
-        elif keep == "remote":
-            chosen = conflict.remote
-        elif keep == "file":
+        if keep == "file":
             if replacement is None:
                 raise ValidationError("keep", "--keep FILE needs a gene file")
             if replacement.id != conflict.gene_id:
                 raise ValidationError("id", f"the file's gene is {replacement.id}, "
                                       f"the conflict is about {conflict.gene_id}")
-            chosen = replacement
-        else:
+        elif keep not in ("local", "remote"):
             raise ValidationError("keep", "must be local, remote or a file")
-        vv = merged_vv(conflict.local.vv, conflict.remote.vv, resolver=node_key.peer_id)
-        version = max(conflict.local.version, conflict.remote.version,
-                      self.cortex.next_version(conflict.gene_id) - 1) + 1
-        resolved = dataclasses.replace(
-            chosen, version=version, vv=dict(vv), hlc=hlc, author="", signature=b"",
-            status=GeneStatus.NATIVE, successes=conflict.local.successes,
-            failures=conflict.local.failures,
-        ).signed(node_key)
+        highest = self.cortex.next_version(conflict.gene_id) - 1
 
-        def run(txn: lmdb.Transaction) -> None:
+        def run(txn: lmdb.Transaction) -> Gene:
+            local = self.cortex.get_gene_in(txn, conflict.gene_id) or conflict.local
+            chosen = {"local": local, "remote": conflict.remote}.get(keep, replacement)
+            assert chosen is not None
+            vv = merged_vv(merge(local.vv, conflict.local.vv), conflict.remote.vv,
+                           resolver=node_key.peer_id)
+            version = max(local.version, conflict.local.version, conflict.remote.version,
+                          highest) + 1
+            resolved = dataclasses.replace(
+                chosen, version=version, vv=dict(vv), hlc=hlc, author="", signature=b"",
+                status=GeneStatus.NATIVE, successes=local.successes, failures=local.failures,
+            ).signed(node_key)
             self.cortex.put_gene_in(txn, resolved)
             txn.delete(conflict.key.encode(), db=self._conflicts)
+            return resolved
 
-        self.cortex.write(run)
-        return resolved
+        return self.cortex.write(run)
 
 
 # Fields of a resolution file that describe content; identity and causality (id,
