@@ -21,7 +21,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync")
+BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync", "ledger_net")
 # Arguments that make a benchmark short enough for a smoke run (`--quick`).
 QUICK_ARGS = {"cortex": ["--genes", "10000"], "sync": ["--genes", "2000"]}
 

@@ -43,6 +43,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # A proof document is a few KiB at most (65 hashes of 64 hex characters); refuse to read
 # more than this from a file or a pipe.
 MAX_PROOF_DOCUMENT = 64 * 1024
+# `ledger head` asks a running daemon for its Raft view; it answers in milliseconds.
+DAEMON_STATUS_TIMEOUT_S = 5.0
 CSV_COLUMNS = ("index", "kind", "author", "hlc", "payload_hash", "idempotency_key",
                "prev_hash", "entry_hash", "signature", "version", "summary")
 
@@ -110,8 +112,9 @@ def head_cmd(home: Path | None, as_json: bool) -> None:
     """The latest signed tree head, and the local log's size and root."""
     with _ledger(home) as ledger:
         size, root, head = ledger.size, ledger.root(), ledger.latest_head()
+    raft = _daemon_ledger_status(home)
     data = {"size": size, "root": root.hex(),
-            "signed_head": head.to_json() if head is not None else None}
+            "signed_head": head.to_json() if head is not None else None, "region": raft}
     if as_json:
         print_json(data)
         return
@@ -125,7 +128,32 @@ def head_cmd(home: Path | None, as_json: bool) -> None:
         grid.add_row("[bold]  root[/]", head.root.hex())
         grid.add_row("[bold]  signer[/]", head.signer)
         grid.add_row("[bold]  timestamp[/]", str(head.timestamp))
+    if raft is None:
+        grid.add_row("[bold]ordering[/]", "no daemon running")
+    elif raft.get("mode") == "solo":
+        grid.add_row("[bold]ordering[/]", "region of one (this node orders its ledger)")
+    else:
+        grid.add_row("[bold]raft[/]", f"{raft['role']}, term {raft['term']}, commit "
+                     f"{raft['commit']}, applied {raft['applied']}")
+        grid.add_row("[bold]  leader[/]", raft["leader"] or "unknown")
+        grid.add_row("[bold]  voters[/]", ", ".join(raft["voters"]))
+        if raft["learners"]:
+            grid.add_row("[bold]  learners[/]", ", ".join(raft["learners"]))
+        if raft["queued"] or raft["inflight"]:
+            grid.add_row("[bold]  waiting[/]", f"{raft['queued']} queued, "
+                         f"{raft['inflight']} batches in flight")
     console.print(grid, highlight=False)
+
+
+def _daemon_ledger_status(home: Path | None) -> dict[str, Any] | None:
+    """The running daemon's Raft view (`ledger_status`), or None with no daemon."""
+    from gd.node.control import ControlError, call
+
+    try:
+        status = call(resolve_home(home), "ledger_status", timeout=DAEMON_STATUS_TIMEOUT_S)
+    except ControlError:
+        return None
+    return status if isinstance(status, dict) else None
 
 
 @ledger_group.command("verify")
@@ -327,5 +355,7 @@ def alarms_cmd(home: Path | None, as_json: bool) -> None:
         return
     for alarm in alarms:
         who = "equivocation by one signer" if alarm["equivocation"] else "two signers"
-        console.print(f"[bold red]{alarm['kind']}[/] ({who}, from {alarm['source'] or '?'}): "
-                      f"{alarm['detail']}", highlight=False)
+        source = alarm["source"] or "?"
+        via = f"gossip from {source}" if source not in ("?", "local") else source
+        console.print(f"[bold red]{alarm['kind']}[/] ({who}, {via}): {alarm['detail']}",
+                      highlight=False)

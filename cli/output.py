@@ -21,6 +21,7 @@ from gd.motors.errors import CheckpointError, MotorInputError
 from gd.node.config import ConfigError
 from gd.node.control import ControlError
 from gd.node.cortex import CortexError
+from gd.node.denylist import DenyListError
 from gd.node.errors import BootstrapError, HostError
 from gd.node.home import Home
 from gd.node.local import HomeError
@@ -32,7 +33,7 @@ err_console = Console(stderr=True)
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValidationError, DecodeError, SignatureError, CortexError, ConfigError, HomeError,
     AlreadyRunning, ControlError, BootstrapError, HostError, MotorInputError,
-    CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError,
+    CheckpointError, DenyListError, FileNotFoundError, PermissionError, IsADirectoryError,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

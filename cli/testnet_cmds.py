@@ -158,6 +158,34 @@ def join_cmd(bootstrap: Path, org: str | None, region: str | None, as_json: bool
         console.print(f"{node.name} ({node.org}, {node.region}) joined: {node.peer_id}")
 
 
+@testnet_group.command("partition")
+@click.argument("spec", nargs=-1, required=True)
+@dir_option
+@user_errors
+def partition_cmd(spec: tuple[str, ...], directory: Path) -> None:
+    """Cut the network: `partition node-1,node-2 '|' node-3` puts node-1 and node-2 on one
+    side and node-3 on the other (nodes not named form a group of their own). Each node
+    refuses the others through its deny list; `heal` lifts it."""
+    plan = _plan(directory)
+    text = " ".join(spec)
+    groups = [[_node(plan, name.strip()) for name in part.split(",") if name.strip()]
+              for part in text.split("|")]
+    if len([g for g in groups if g]) < 2 and len(groups[0]) == len(plan.nodes):
+        raise click.BadParameter("name at least two groups, e.g. node-1,node-2 '|' node-3",
+                                 param_hint="SPEC")
+    procs.partition(plan, [g for g in groups if g])
+    console.print(" | ".join(",".join(n.name for n in g) for g in groups if g))
+
+
+@testnet_group.command("heal")
+@dir_option
+@user_errors
+def heal_cmd(directory: Path) -> None:
+    """Lift every partition (empty every node's deny list)."""
+    procs.heal(_plan(directory))
+    console.print("healed")
+
+
 def _node(plan: TestnetPlan, name: str):  # type: ignore[no-untyped-def]
     try:
         return plan.node(name)

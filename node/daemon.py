@@ -34,14 +34,17 @@ from libp2p.tools.anyio_service import background_trio_service
 from gd.genome.identity import NodeKey
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.control import ControlMethods, ControlServer
+from gd.node.denylist import load_deny_list, save_deny_list
 from gd.node.discovery import BootstrapPeer, Discovery, load_bootstrap, new_dht
 from gd.node.home import Home
 from gd.node.host import dialable_addrs, peer_info, running_host, to_id
+from gd.node.ledger_service import LedgerService
 from gd.node.lock import PidLock
 from gd.node.logging import get_logger
 from gd.node.mesh import MeshPlanner, MeshPolicy
 from gd.node.metrics import MetricsServer, NodeMetrics
 from gd.node.peers import LimitExceeded, PeerBudget, PeerLimits, PeerRecord, PeerTable
+from gd.node.sovereignty_service import SovereigntyService
 from gd.node.streams import (
     HANDSHAKE_TIMEOUT_S,
     PING_NONCE_BYTES,
@@ -165,11 +168,15 @@ class Daemon:
         self.metrics_port: int | None = None
         self._new_since_provide = True
         self.sync: SyncService | None = None  # set by run_daemon when there is a Cortex
+        self.sovereignty: SovereigntyService | None = None  # likewise
+        self.ledger: LedgerService | None = None  # likewise (node/ledger_service.py)
         for peer in bootstrap:
             if peer.peer_id != key.peer_id:  # a shared bootstrap file names us too
                 self.table.learn(peer.peer_id, peer.addrs, peer.region)
+        self.denied: frozenset[str] = load_deny_list(home.root)
         self.methods.add("status", self._status)
         self.methods.add("peers", self._peers)
+        self.methods.add("deny", self._deny)
         host.set_stream_handler(HANDSHAKE_PROTOCOL_ID, self._inbound_handshake)
         self.register_protocol(PING_PROTOCOL_ID, self._serve_ping)
         host.get_network().register_notifee(_ConnectionWatcher(self))
@@ -190,9 +197,21 @@ class Daemon:
                               ledger_size=size, ledger_root=root)
 
     def _admit(self, hello: PeerHello) -> str | None:
+        if hello.peer_id in self.denied:
+            return "this peer is on our deny list"
         if self.planner.is_banned(hello.peer_id, time.monotonic()):
             return "this peer is temporarily banned for misbehaving"
         return None
+
+    async def _deny(self, peers: list[str]) -> list[str]:
+        """Control method: replace the deny list (persisted) and drop denied peers now."""
+        self.denied = save_deny_list(self.home.root, set(peers))
+        for peer_id in sorted(self.denied):
+            rec = self.table.get(peer_id)
+            if rec is not None and rec.connected:
+                self.log.info("peer.denied", peer=peer_id)
+                await self._close_connection(peer_id)
+        return sorted(self.denied)
 
     async def _handshake(self, stream: INetStream, remote: str, direction: str) -> Outcome:
         hs = Handshake(self.key, self._offer(), remote, now_ms=int(time.time() * 1000),
@@ -242,7 +261,7 @@ class Daemon:
         return self._verified.setdefault(peer_id, trio.Event())
 
     async def _on_connected(self, peer_id: str) -> None:
-        if self.planner.is_banned(peer_id, time.monotonic()):
+        if peer_id in self.denied or self.planner.is_banned(peer_id, time.monotonic()):
             self.log.info("peer.refused_banned", peer=peer_id)
             await self._close_connection(peer_id)
 
@@ -485,6 +504,9 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                                 bootstrap=boot_peers, domains=domains, log=log)
                 if cortex is not None:
                     daemon.sync = SyncService(daemon)
+                    daemon.sovereignty = SovereigntyService(daemon, daemon.sync)
+                    daemon.ledger = LedgerService(daemon)
+                    daemon.ledger_head = daemon.ledger.head
                 metrics_server = None
                 if cfg.metrics_port:
                     metrics_server = MetricsServer(daemon.metrics, daemon.health,
@@ -502,6 +524,10 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                         nursery.start_soon(daemon.liveness_loop, nursery)
                         if daemon.sync is not None:
                             nursery.start_soon(daemon.sync.run)
+                        if daemon.sovereignty is not None:
+                            nursery.start_soon(daemon.sovereignty.run)
+                        if daemon.ledger is not None:
+                            nursery.start_soon(daemon.ledger.run)
                         log.info("node.started", org=cfg.org, region=cfg.region,
                                  addrs=dialable_addrs(host), bootstrap_peers=len(boot_peers),
                                  control=str(home.control_socket),

@@ -5,9 +5,11 @@ Sub-databases (keys are ASCII joined by NUL, values canonical msgpack):
     sov_rules       rule_id -> ShareRule           our share rules
     sov_residency   rule_id -> ResidencyRule        our residency rules
     sov_remote      peer NUL rule_id -> Proposal    peers' in-force shares addressed to us
-    sov_agreements  peer NUL domain -> Agreement    both halves and the state
+    sov_agreements  peer NUL domain -> Agreement    both sides' shares in force, the state
     sov_peers       peer -> PeerInfo                what we know of each peer (org, region)
     sov_outbox      peer NUL seq -> Proposal        signed proposals still to deliver
+    sov_marks       peer NUL rule_id -> u64         newest proposal stamp applied per rule
+    sov_counters    name -> u64                     counters that never go back (below)
 
 Every operation (a share, a revoke, a received proposal, a new peer) is ONE write
 transaction together with its audit record, so a crash leaves the policy and its
@@ -18,11 +20,25 @@ and the ledger's idempotency keys make a retried record harmless.
 Agreements follow Syncthing's mutual consent: our signed share is the proposal, the
 peer's matching share the acceptance (either may come first). The daemon delivers the
 outbox over the sync protocol and calls `receive_proposal` with what peers send.
+
+Three rules keep each peer's view of our consent true (the federation simulation found
+each one broken, docs/simulation.md):
+
+* Our shares are tracked per (peer, rule id), not per (peer, domain): two allow rules
+  may match one peer and domain (a peer rule and an org rule), each is proposed to the
+  peer, and revoking either tells every peer it was proposed to.
+* Proposals carry a stamp from a persisted counter that only grows (`max(hlc, last +
+  1)`), and a receiver ignores a proposal not newer than the last one it applied for
+  the same (sender, rule id): a duplicated or delayed share arriving after its revoke
+  cannot put it back in force, and a clock stepped back cannot make a new share stale.
+* Outbox sequence numbers come from a persisted per-peer counter that never restarts,
+  so an acknowledgement of old numbers can never delete a newer entry.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,6 +72,10 @@ REMOTE_DB: Final = "sov_remote"
 AGREEMENTS_DB: Final = "sov_agreements"
 PEERS_DB: Final = "sov_peers"
 OUTBOX_DB: Final = "sov_outbox"
+MARKS_DB: Final = "sov_marks"
+COUNTERS_DB: Final = "sov_counters"
+_STAMP_COUNTER: Final = b"proposal-stamp"
+_OUTBOX_COUNTER: Final = b"outbox" + b"\x00"
 # An agreement keeps its last events for `agreements list`; older ones stay in the audit
 # log, which is the full history.
 MAX_AGREEMENT_EVENTS: Final = 32
@@ -69,35 +89,97 @@ class AgreementState(enum.StrEnum):
     REVOKED = "revoked"
 
 
+# Decoding a proposal verifies its signature; an agreement row is read far more often than
+# written, and its bytes never change, so the rule of each distinct proposal is decoded once.
+_RULE_CACHE_SIZE: Final = 4096
+
+
+@functools.lru_cache(maxsize=_RULE_CACHE_SIZE)
+def _rule_of(data: bytes) -> ShareRule:
+    return Proposal.decode(data).rule
+
+
+def _with_share(shares: tuple[bytes, ...], data: bytes) -> tuple[bytes, ...]:
+    """`shares` with `data` in place of any share of the same rule id (sorted by rule id,
+    so a row's bytes do not depend on the order the shares came in)."""
+    rule_id = _rule_of(data).rule_id
+    kept = [s for s in shares if _rule_of(s).rule_id != rule_id]
+    return tuple(sorted((*kept, data), key=lambda s: _rule_of(s).rule_id))
+
+
+def _without_rule(shares: tuple[bytes, ...], rule_id: str) -> tuple[bytes, ...]:
+    return tuple(s for s in shares if _rule_of(s).rule_id != rule_id)
+
+
+def _most_specific(shares: tuple[bytes, ...]) -> bytes | None:
+    if not shares:
+        return None
+    return max(shares, key=lambda s: (_rule_of(s).specificity, _rule_of(s).rule_id))
+
+
+def _shares(value: Any) -> tuple[bytes, ...]:
+    """A stored side: a list of signed shares, or (rows written before several rules per
+    side were kept) one share or None."""
+    if value is None:
+        return ()
+    if isinstance(value, bytes):
+        return (value,)
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Agreement:
-    """Both halves of the agreement between us and `peer` on `domain` (or ``*``)."""
+    """Both sides' shares in force between us and `peer` on `domain` (or ``*``).
+
+    Each side may have several allow rules in force for one peer and domain (a rule for
+    the peer and one for its org, say), so each side is the set of its signed shares, one
+    per rule id. `ours` / `theirs` name the most specific one of each side (the rule a
+    decision reports); `flows` looks at all of them.
+    """
 
     peer: str
     domain: str
-    ours: bytes | None = None  # our signed share (Proposal bytes), if in force
-    theirs: bytes | None = None  # the peer's signed share, if in force
+    our_shares: tuple[bytes, ...] = ()  # our signed shares in force (Proposal bytes)
+    their_shares: tuple[bytes, ...] = ()  # the peer's signed shares in force
     revoked: bool = False  # a side revoked since the last share
     events: tuple[tuple[str, int], ...] = ()  # (event, hlc), newest last
 
     @property
+    def ours(self) -> bytes | None:
+        """Our most specific share in force, if any."""
+        return _most_specific(self.our_shares)
+
+    @property
+    def theirs(self) -> bytes | None:
+        """The peer's most specific share in force, if any."""
+        return _most_specific(self.their_shares)
+
+    @property
+    def our_rules(self) -> tuple[ShareRule, ...]:
+        return tuple(_rule_of(s) for s in self.our_shares)
+
+    @property
+    def their_rules(self) -> tuple[ShareRule, ...]:
+        return tuple(_rule_of(s) for s in self.their_shares)
+
+    @property
     def our_rule(self) -> ShareRule | None:
-        return Proposal.decode(self.ours).rule if self.ours else None
+        return _rule_of(self.ours) if self.ours else None
 
     @property
     def their_rule(self) -> ShareRule | None:
-        return Proposal.decode(self.theirs).rule if self.theirs else None
+        return _rule_of(self.theirs) if self.theirs else None
 
     @property
     def flows(self) -> tuple[str, ...]:
         """Which directions both sides agreed to: "out" (we send) and/or "in"."""
-        ours, theirs = self.our_rule, self.their_rule
-        if ours is None or theirs is None:
-            return ()
+        ours, theirs = self.our_rules, self.their_rules
         out = []
-        if ours.direction.covers(Direction.SEND) and theirs.direction.covers(Direction.RECEIVE):
+        if any(r.direction.covers(Direction.SEND) for r in ours) and \
+                any(r.direction.covers(Direction.RECEIVE) for r in theirs):
             out.append("out")
-        if ours.direction.covers(Direction.RECEIVE) and theirs.direction.covers(Direction.SEND):
+        if any(r.direction.covers(Direction.RECEIVE) for r in ours) and \
+                any(r.direction.covers(Direction.SEND) for r in theirs):
             out.append("in")
         return tuple(out)
 
@@ -111,26 +193,30 @@ class Agreement:
 
     def with_event(self, event: str, hlc: int, **changes: Any) -> Agreement:
         events = (*self.events, (event, hlc))[-MAX_AGREEMENT_EVENTS:]
-        fields = {"ours": self.ours, "theirs": self.theirs, "revoked": self.revoked}
+        fields = {"our_shares": self.our_shares, "their_shares": self.their_shares,
+                  "revoked": self.revoked}
         fields.update(changes)
         return Agreement(self.peer, self.domain, events=events, **fields)
 
     def to_plain(self) -> dict[str, Any]:
         return {"domain": self.domain, "events": [list(e) for e in self.events],
-                "ours": self.ours, "peer": self.peer, "revoked": self.revoked,
-                "theirs": self.theirs}
+                "ours": list(self.our_shares), "peer": self.peer, "revoked": self.revoked,
+                "theirs": list(self.their_shares)}
 
     @classmethod
     def from_plain(cls, data: Any) -> Agreement:
-        return cls(data["peer"], data["domain"], data["ours"], data["theirs"],
-                   data["revoked"], tuple((e, h) for e, h in data["events"]))
+        return cls(data["peer"], data["domain"], _shares(data["ours"]),
+                   _shares(data["theirs"]), data["revoked"],
+                   tuple((e, h) for e, h in data["events"]))
 
     def to_json(self) -> dict[str, Any]:
-        ours, theirs = self.our_rule, self.their_rule
+        ours, theirs = self.our_rules, self.their_rules
         return {"peer": self.peer, "domain": self.domain, "state": str(self.state),
                 "flows": list(self.flows),
-                "ours": ours.describe() if ours else None,
-                "theirs": theirs.describe() if theirs else None,
+                "ours": "; ".join(r.describe() for r in ours) or None,
+                "theirs": "; ".join(r.describe() for r in theirs) or None,
+                "our_rules": [r.rule_id for r in ours],
+                "their_rules": [r.rule_id for r in theirs],
                 "events": [{"event": e, "hlc": h} for e, h in self.events]}
 
 
@@ -141,6 +227,9 @@ class ProposalOutcome:
     proposal: Proposal
     agreement: Agreement
     revoked_domain: str | None = None  # set when the peer revoked a share to us
+    # True when the proposal was not newer than the last one applied for its rule (a
+    # duplicate, or a late share overtaken by its revoke): nothing changed.
+    stale: bool = False
 
 
 def _k(*parts: str) -> bytes:
@@ -167,7 +256,8 @@ class PolicyStore:
         self.me = PeerInfo(key.peer_id, org, region)
         self.audit = audit if audit is not None else AuditLog(cortex)
         self.dbs = {name: cortex.open_db(name) for name in (
-            RULES_DB, RESIDENCY_DB, REMOTE_DB, AGREEMENTS_DB, PEERS_DB, OUTBOX_DB)}
+            RULES_DB, RESIDENCY_DB, REMOTE_DB, AGREEMENTS_DB, PEERS_DB, OUTBOX_DB, MARKS_DB,
+            COUNTERS_DB)}
 
     # -- reading ------------------------------------------------------------------------
     def rules(self) -> list[ShareRule]:
@@ -243,19 +333,43 @@ class PolicyStore:
         txn.put(_k(agreement.peer, agreement.domain), canonical.encode(agreement.to_plain()),
                 db=self.dbs[AGREEMENTS_DB])
 
+    def _counter(self, txn: lmdb.Transaction, name: bytes) -> int:
+        raw = txn.get(name, db=self.dbs[COUNTERS_DB])
+        return _U64.unpack(raw)[0] if raw else 0
+
+    def _set_counter(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
+        txn.put(name, _U64.pack(value), db=self.dbs[COUNTERS_DB])
+
+    def _stamp(self, txn: lmdb.Transaction, hlc: int) -> int:
+        """The stamp for the proposals of one operation: `hlc`, or just above the last
+        stamp used when the clock stood still or went back. A peer ignores a proposal not
+        newer than the last it applied for that rule (`receive_proposal`), so a revoke
+        and the share after it must never share a stamp or go backwards."""
+        stamp = max(hlc, self._counter(txn, _STAMP_COUNTER) + 1)
+        self._set_counter(txn, _STAMP_COUNTER, stamp)
+        return stamp
+
     def _queue(self, txn: lmdb.Transaction, proposal: Proposal) -> None:
+        """Append to the peer's outbox under a number never used for it before: the
+        counter survives the outbox draining (an old acknowledgement "up to n" can never
+        delete a newer entry). Outboxes written before the counter existed are honoured
+        by starting above their last entry."""
         prefix = proposal.peer.encode() + SEP
-        last = 0
+        counter = _OUTBOX_COUNTER + proposal.peer.encode()
+        last = self._counter(txn, counter)
         for key, _ in _scan(txn, self.dbs[OUTBOX_DB], prefix):
-            last = _U64.unpack(key[len(prefix):])[0]
+            last = max(last, _U64.unpack(key[len(prefix):])[0])
+        self._set_counter(txn, counter, last + 1)
         txn.put(prefix + _U64.pack(last + 1), proposal.encode(), db=self.dbs[OUTBOX_DB])
 
     def _propose(self, txn: lmdb.Transaction, rule: ShareRule, peer: PeerInfo, hlc: int,
-                 completed: list[Agreement]) -> Agreement:
-        proposal = Proposal.create(self.key, ProposalKind.SHARE, peer.peer_id, rule, hlc)
+                 stamp: int, completed: list[Agreement]) -> Agreement:
+        proposal = Proposal.create(self.key, ProposalKind.SHARE, peer.peer_id, rule, stamp)
         self._queue(txn, proposal)
         before = self._agreement(txn, peer.peer_id, rule.domain)
-        after = before.with_event("shared", hlc, ours=proposal.encode(), revoked=False)
+        after = before.with_event("shared", hlc,
+                                  our_shares=_with_share(before.our_shares, proposal.encode()),
+                                  revoked=False)
         self._put_agreement(txn, after)
         if after.state is AgreementState.EFFECTIVE and before.flows != after.flows:
             completed.append(after)
@@ -278,8 +392,9 @@ class PolicyStore:
                     db=self.dbs[RULES_DB])
             touched = []
             if rule.effect is Effect.ALLOW:
+                stamp = self._stamp(txn, hlc)
                 for peer in self._peers_matching(txn, rule.subject):
-                    touched.append(self._propose(txn, rule, peer, hlc, completed))
+                    touched.append(self._propose(txn, rule, peer, hlc, stamp, completed))
             self.audit.append_in(txn, AuditKind.POLICY, rule=rule.rule_id,
                                  detail={"action": "share", "rule": rule.describe(),
                                          "peers": len(touched)})
@@ -298,8 +413,9 @@ class PolicyStore:
                hlc: int | None = None) -> list[ShareRule]:
         """Remove our rules of `effect` for (subject, domain[, direction]). Removing an
         allow stops sharing at once (the next batch is filtered by the new policy), tells
-        each peer that held it (a signed revoke in the outbox) and is recorded on the
-        ledger. Returns the removed rules (empty if none matched: nothing changes)."""
+        every peer it was proposed to (a signed revoke in the outbox, whatever other rules
+        of ours still match that peer) and is recorded on the ledger. Returns the removed
+        rules (empty if none matched: nothing changes)."""
         hlc = hlc_now() if hlc is None else hlc
         notified: list[tuple[ShareRule, str]] = []
 
@@ -313,20 +429,22 @@ class PolicyStore:
                         and (direction is None or rule.direction is direction)):
                     txn.delete(key, db=self.dbs[RULES_DB])
                     removed.append(rule)
+            allows = [r for r in removed if r.effect is Effect.ALLOW]
+            stamp = self._stamp(txn, hlc) if allows else 0
             for rule in removed:
                 self.audit.append_in(txn, AuditKind.POLICY, rule=rule.rule_id,
                                      detail={"action": "revoke", "rule": rule.describe()})
-                if rule.effect is not Effect.ALLOW:
-                    continue
+            for rule in allows:
                 for _, raw in list(_scan(txn, self.dbs[AGREEMENTS_DB])):
                     agreement = Agreement.from_plain(canonical.decode(raw))
-                    ours = agreement.our_rule
-                    if ours is None or ours.rule_id != rule.rule_id:
+                    if agreement.domain != rule.domain or rule.rule_id not in {
+                            r.rule_id for r in agreement.our_rules}:
                         continue
                     self._queue(txn, Proposal.create(self.key, ProposalKind.REVOKE,
-                                                     agreement.peer, rule, hlc))
-                    self._put_agreement(txn, agreement.with_event("revoked by us", hlc,
-                                                                  ours=None, revoked=True))
+                                                     agreement.peer, rule, stamp))
+                    self._put_agreement(txn, agreement.with_event(
+                        "revoked by us", hlc, revoked=True,
+                        our_shares=_without_rule(agreement.our_shares, rule.rule_id)))
                     self.audit.append_in(txn, AuditKind.AGREEMENT, peer=agreement.peer,
                                          rule=rule.rule_id,
                                          detail={"event": "revoked", "domain": domain})
@@ -366,9 +484,9 @@ class PolicyStore:
         return self.cortex.write(run)
 
     def set_peer(self, info: PeerInfo, *, hlc: int | None = None) -> int:
-        """Record a peer's (signed, handshake-verified) org and region. Our allow rules
-        that now match it and were never proposed to it are proposed (outbox); returns
-        how many."""
+        """Record a peer's (signed, handshake-verified) org and region. Each of our allow
+        rules that now matches it and is not in force with it as it stands is proposed
+        (outbox); returns how many."""
         hlc = hlc_now() if hlc is None else hlc
         completed: list[Agreement] = []
 
@@ -377,15 +495,20 @@ class PolicyStore:
             txn.put(info.peer_id.encode(), canonical.encode(info.to_plain()),
                     db=self.dbs[PEERS_DB])
             proposed = 0
+            stamp = 0
             for _, raw in list(_scan(txn, self.dbs[RULES_DB])):
                 rule = ShareRule.from_plain(canonical.decode(raw))
                 if rule.effect is not Effect.ALLOW or not rule.subject.matches(info):
                     continue
-                # Only where nothing of ours is in force yet: `share` itself proposes a
-                # new or changed rule, and a handshake must not re-propose every time.
-                if self._agreement(txn, info.peer_id, rule.domain).ours is None:
-                    self._propose(txn, rule, info, hlc, completed)
-                    proposed += 1
+                # Only a rule not in force with this peer as it stands now: `share`
+                # itself proposes a new or changed rule to the peers it matches then,
+                # and a handshake must not re-propose every time. Each rule counts on
+                # its own: another rule of ours for the same domain says nothing of it.
+                if rule in self._agreement(txn, info.peer_id, rule.domain).our_rules:
+                    continue
+                stamp = stamp or self._stamp(txn, hlc)
+                self._propose(txn, rule, info, hlc, stamp, completed)
+                proposed += 1
             return proposed
 
         return self.cortex.write(run)
@@ -394,7 +517,10 @@ class PolicyStore:
                          hlc: int | None = None) -> ProposalOutcome:
         """Apply a peer's signed share or revoke. `ProposalError` (the peer's fault,
         nothing stored) when it is malformed, badly signed, not from `sender` or not
-        addressed to us."""
+        addressed to us. A proposal whose stamp is not above the last one applied for
+        the same (sender, rule id) changes nothing and comes back `stale`: deliveries
+        are retried and may be duplicated or reordered, and a late share must not undo
+        the revoke that followed it."""
         hlc = hlc_now() if hlc is None else hlc
         proposal = Proposal.decode(data)
         if proposal.proposer != sender:
@@ -407,18 +533,25 @@ class PolicyStore:
         remote_key = _k(sender, rule.rule_id)
 
         changed: list[bool] = []
+        stale: list[bool] = []
 
         def run(txn: lmdb.Transaction) -> Agreement:
             changed.clear()
+            stale.clear()
             before = self._agreement(txn, sender, rule.domain)
+            if proposal.hlc <= self._applied_mark(txn, remote_key):
+                stale.append(True)  # a duplicate, or overtaken by a newer one: no change
+                return before
+            txn.put(remote_key, _U64.pack(proposal.hlc), db=self.dbs[MARKS_DB])
             if proposal.kind is ProposalKind.SHARE:
                 txn.put(remote_key, data, db=self.dbs[REMOTE_DB])
-                after = before.with_event("shared by them", hlc, theirs=data, revoked=False)
+                after = before.with_event("shared by them", hlc, revoked=False,
+                                          their_shares=_with_share(before.their_shares, data))
             else:
                 txn.delete(remote_key, db=self.dbs[REMOTE_DB])
-                theirs = None if before.their_rule is not None and \
-                    before.their_rule.rule_id == rule.rule_id else before.theirs
-                after = before.with_event("revoked by them", hlc, theirs=theirs, revoked=True)
+                after = before.with_event(
+                    "revoked by them", hlc, revoked=True,
+                    their_shares=_without_rule(before.their_shares, rule.rule_id))
             self._put_agreement(txn, after)
             changed.append(bool(after.flows) and before.flows != after.flows)
             event = "effective" if changed[0] else f"{proposal.kind}_received"
@@ -428,10 +561,21 @@ class PolicyStore:
             return after
 
         agreement = self.cortex.write(run)
+        if stale:
+            return ProposalOutcome(proposal, agreement, stale=True)
         if changed[0]:
             self._record_agreements([agreement], ledger, hlc)
         return ProposalOutcome(proposal, agreement,
                                rule.domain if proposal.kind is ProposalKind.REVOKE else None)
+
+    def _applied_mark(self, txn: lmdb.Transaction, remote_key: bytes) -> int:
+        """The stamp of the newest proposal applied for (sender, rule id); 0 if none.
+        A share in force stored before marks were kept counts as applied."""
+        raw = txn.get(remote_key, db=self.dbs[MARKS_DB])
+        if raw is not None:
+            return _U64.unpack(raw)[0]
+        held = txn.get(remote_key, db=self.dbs[REMOTE_DB])
+        return Proposal.decode(bytes(held)).hlc if held is not None else 0
 
     def agreement(self, peer: str, domain: str) -> Agreement:
         with self.cortex.env.begin() as txn:
@@ -442,7 +586,8 @@ class PolicyStore:
         if ledger is None:
             return
         for agreement in agreements:
-            payload = canonical.sha256(canonical.encode([agreement.ours, agreement.theirs]))
+            payload = canonical.sha256(canonical.encode(
+                [list(agreement.our_shares), list(agreement.their_shares)]))
             ledger.append("agreement", payload, {
                 "action": "agreement", "peer": agreement.peer, "domain": agreement.domain,
                 "flows": ",".join(agreement.flows), "hlc": hlc},

@@ -1,11 +1,21 @@
-"""Recording events on the node's ledger: what motors, approvals and agreements call.
+"""Recording events on the ledger: what motors, approvals and agreements call.
 
 `LedgerRecorder.append(kind, payload_hash, summary, idempotency_key)` signs a ledger
-statement with the node key and appends it durably (fsync'd before it returns), then signs
-a tree head over the new size. This is the *region of one voter* path of the ledger issue:
-a node with no region configured orders its own ledger. When the node is a member of a
-region, the same statements are proposed through Raft instead (`gd.ledger.raft`), and
-the committed order is applied to this same `Ledger`.
+statement with the node key and hands it to a *route*, chosen once per recorder:
+
+* **direct** — a region of one (no `[ledger] voters` in config.toml): the statement is
+  appended to the local ledger durably (fsync'd before it returns) and a tree head is
+  signed over the new size. This is what every node did before regions existed.
+* **daemon** — a region member whose daemon runs: the statements go to the daemon's
+  ledger service over the control socket (`ledger_submit`), which proposes them through
+  Raft and answers once they are committed and applied. The CLI process cannot step Raft
+  itself. A retry after a timeout sends the *same signed bytes*, so it can never become
+  a second entry (the ledger deduplicates by author and idempotency key).
+* **outbox** — a region member with no daemon running: the statement is queued in the
+  LMDB sub-database ``ledger_outbox`` and the daemon proposes the queue when it starts.
+  Appending to the local ledger directly would fork it from the region's.
+* **service** — code running inside the daemon passes `route=ServiceRoute(...)`
+  (`gd.node.ledger_service`) and talks to the service in-process.
 
 The summary is public (the ledger is shared across organisations): callers put ids,
 hashes, verdicts and scores there, never gene content.
@@ -15,7 +25,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 import lmdb
 
@@ -23,18 +35,164 @@ from gd.crdt.hlc import HLC
 from gd.genome.identity import NodeKey
 from gd.ledger.chain import AppendReceipt, AppendStatus
 from gd.ledger.entry import EntryKind, LedgerEntry
+from gd.ledger.errors import LocalLedgerError
 from gd.ledger.store import MAX_BATCH, Ledger
+
+# Statements per control call: ~500 bytes each, so a call stays well under a megabyte
+# and the daemon proposes them as a few Raft batches.
+SUBMIT_CHUNK = 1000
+# How long the daemon may take to commit one chunk, and how often a timed-out chunk is
+# re-sent (the same bytes: safe) before the command gives up and says so.
+SUBMIT_TIMEOUT_S = 15.0
+SUBMIT_ATTEMPTS = 3
+OUTBOX_DB = b"ledger_outbox"  # = gd.node.ledger_service.OUTBOX_DB (no libp2p import here)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A statement waiting in the outbox for the daemon to propose it."""
+
+    author: str
+    idempotency_key: str
+    statement_hash: bytes
+    status: str = "queued"
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+Receipt = AppendReceipt | Queued
+
+
+class Route(Protocol):
+    """Where signed statements go; returns one receipt per statement, in order."""
+
+    def submit(self, statements: Sequence[LedgerEntry]) -> Sequence[Receipt]: ...
+
+
+class DirectRoute:
+    """A region of one: append to the local ledger and sign a head."""
+
+    def __init__(self, ledger: Ledger, key: NodeKey, wall_ms: Callable[[], int]) -> None:
+        self.ledger, self.key, self.wall_ms = ledger, key, wall_ms
+
+    def submit(self, statements: Sequence[LedgerEntry]) -> list[AppendReceipt]:
+        receipts: list[AppendReceipt] = []
+        for start in range(0, len(statements), MAX_BATCH):
+            result = self.ledger.append_batch(statements[start:start + MAX_BATCH],
+                                              head_key=self.key, timestamp=self.wall_ms())
+            receipts.extend(result.receipts)
+        return receipts
+
+
+class OutboxRoute:
+    """A region member with no daemon: queue for the daemon to propose at start."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self.env = env
+        self.db = env.open_db(OUTBOX_DB)
+
+    def submit(self, statements: Sequence[LedgerEntry]) -> list[Queued]:
+        out = []
+        with self.env.begin(write=True) as txn:
+            for statement in statements:
+                slot = statement.author.encode() + b"\x00" + statement.idempotency_key.encode()
+                raw = txn.get(slot, db=self.db)
+                if raw is not None:
+                    # A retry of a queued event keeps the first signed copy.
+                    statement = LedgerEntry.decode(bytes(raw))
+                else:
+                    txn.put(slot, statement.encoded, db=self.db)
+                out.append(Queued(statement.author, statement.idempotency_key,
+                                  statement.statement_hash))
+        return out
+
+    def queued(self) -> list[LedgerEntry]:
+        with self.env.begin() as txn:
+            return [LedgerEntry.decode(bytes(v))
+                    for v in txn.cursor(db=self.db).iternext(keys=False)]
+
+
+class DaemonRoute:
+    """A region member: the running daemon's ledger service orders the statements; with
+    no daemon listening, the outbox keeps them."""
+
+    def __init__(self, home_root: Path, env: lmdb.Environment) -> None:
+        self.home_root = home_root
+        self.outbox = OutboxRoute(env)
+
+    def submit(self, statements: Sequence[LedgerEntry]) -> list[Receipt]:
+        from gd.node.control import ControlError, DaemonNotRunning, call
+
+        receipts: list[Receipt] = []
+        for start in range(0, len(statements), SUBMIT_CHUNK):
+            chunk = statements[start:start + SUBMIT_CHUNK]
+            last_error = ""
+            for _attempt in range(SUBMIT_ATTEMPTS):
+                try:
+                    result = call(self.home_root, "ledger_submit",
+                                  timeout=SUBMIT_TIMEOUT_S + 5.0,
+                                  statements=[s.encoded for s in chunk],
+                                  timeout_s=SUBMIT_TIMEOUT_S)
+                except DaemonNotRunning:
+                    receipts.extend(self.outbox.submit(statements[start:]))
+                    return receipts
+                except ControlError as exc:
+                    last_error = str(exc)
+                    continue
+                receipts.extend(_receipt(r) for r in result)
+                break
+            else:
+                raise LocalLedgerError(
+                    f"the daemon did not commit {len(chunk)} statement(s) after "
+                    f"{SUBMIT_ATTEMPTS} tries ({last_error}); run the command again, its "
+                    "entries are deduplicated")
+        return receipts
+
+
+def _receipt(data: dict[str, Any]) -> AppendReceipt:
+    return AppendReceipt(AppendStatus(data["status"]), int(data["index"]),
+                         bytes.fromhex(data["entry_hash"]), data["author"],
+                         data["idempotency_key"])
+
+
+def region_voters(env: lmdb.Environment) -> tuple[Path, tuple[str, ...]] | None:
+    """(home, voters) when `env` is the Cortex of a gd-node home whose config names
+    ledger voters; None otherwise (a bare environment, or a region of one)."""
+    from gd.node.config import ConfigError, load_config
+
+    home = Path(env.path()).parent
+    config = home / "config.toml"
+    if not config.exists():
+        return None
+    try:
+        voters = load_config(config).ledger_voters
+    except ConfigError:
+        return None
+    return (home, voters) if voters else None
+
+
+def default_route(env: lmdb.Environment, ledger: Ledger, key: NodeKey,
+                  wall_ms: Callable[[], int]) -> Route:
+    """The route for a recorder opened on `env` (see the module docstring)."""
+    member = region_voters(env)
+    if member is None:
+        return DirectRoute(ledger, key, wall_ms)
+    return DaemonRoute(member[0], env)
 
 
 class LedgerRecorder:
-    """Signs and appends statements to the local ledger; one per process and Cortex env."""
+    """Signs statements and records them through the node's route; one per process."""
 
     def __init__(self, env: lmdb.Environment, key: NodeKey,
-                 wall_ms: Callable[[], int] | None = None) -> None:
+                 wall_ms: Callable[[], int] | None = None, *,
+                 route: Route | None = None) -> None:
         self.ledger = Ledger(env)
         self.key = key
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._clock = HLC(0, 0)
+        self.route: Route = route or default_route(env, self.ledger, key, self._wall_ms)
 
     def stamp(self) -> int:
         """The next hybrid-logical-clock stamp of this node (monotonic)."""
@@ -43,10 +201,11 @@ class LedgerRecorder:
 
     def append(self, kind: EntryKind | str, payload_hash: bytes,
                summary: Mapping[str, Any] | None = None,
-               idempotency_key: str | None = None) -> AppendReceipt:
+               idempotency_key: str | None = None) -> Receipt:
         """Record one event. A retry of the same event (same kind, payload and key) gets
         the original entry's receipt as DUPLICATE, even though its clock stamp would
-        differ; another event under a key already used is a CONFLICT."""
+        differ; another event under a key already used is a CONFLICT. On the outbox
+        route the answer is `Queued`."""
         key_text = idempotency_key or payload_hash.hex()
         existing = self.ledger.find(self.key.peer_id, key_text)
         if existing is not None:
@@ -56,24 +215,17 @@ class LedgerRecorder:
                                  existing.index, existing.entry_hash, existing.author, key_text)
         entry = LedgerEntry.create(self.key, kind, self.stamp(), payload_hash, summary,
                                    key_text)
-        result = self.ledger.append_batch([entry], head_key=self.key,
-                                          timestamp=self._wall_ms())
-        return result.receipts[0]
+        return self.route.submit([entry])[0]
 
     def append_many(self, events: Sequence[tuple[EntryKind | str, bytes, Mapping[str, Any]]]
-                    ) -> list[AppendReceipt]:
-        """Record many events (kind, payload hash, summary) in one durable batch — one
-        fsync and one signed tree head for, say, a thousand decisions. Keys default to the
-        payload hash, so a retried batch is all DUPLICATE."""
-        receipts: list[AppendReceipt] = []
-        for start in range(0, len(events), MAX_BATCH):
-            chunk = events[start:start + MAX_BATCH]
-            entries = [LedgerEntry.create(self.key, kind, self.stamp(), payload, summary)
-                       for kind, payload, summary in chunk]
-            result = self.ledger.append_batch(entries, head_key=self.key,
-                                              timestamp=self._wall_ms())
-            receipts.extend(result.receipts)
-        return receipts
+                    ) -> list[Receipt]:
+        """Record many events (kind, payload hash, summary) as one batch — one fsync and
+        one signed tree head for, say, a thousand decisions on the direct route, a few
+        Raft entries on the daemon route. Keys default to the payload hash, so a retried
+        batch is all DUPLICATE."""
+        entries = [LedgerEntry.create(self.key, kind, self.stamp(), payload, summary)
+                   for kind, payload, summary in events]
+        return list(self.route.submit(entries))
 
     def head(self) -> tuple[int, bytes]:
         """(size, root) for the handshake's ledger head."""

@@ -18,11 +18,16 @@ sync:
 Pull-based, like CouchDB replication: a node only ever *asks* for changes, so nothing
 arrives that the receiver did not request, and the checkpoint lives with the receiver.
 
-Sovereignty: the share policy `(receiver_peer_id, gene) -> bool` runs at the sender
-before anything is encoded, for the feed, for reconciliation items (so unauthorised ids
-never appear, even inside a fingerprint) and for repair fetches. Default deny: without a
-policy nothing is sent; `[sync] share_all_for_tests = true` (tests and benchmarks only)
-or `set_share_policy` changes that. The receiver runs its own acceptance callback too.
+Sovereignty: every conversation with a peer goes through a per-peer *view*. The sender
+side serves a receiver through a `SenderView` (its feed reader, which entries may go, and
+in which form: the sovereignty filter may send a derived, anonymised gene), used for the
+feed, for reconciliation items (so unauthorised ids never appear, even inside a
+fingerprint) and for repair fetches; the receiver side takes genes through a
+`ReceiverView`. Each view hears `finish_batch()` after a batch went out or was applied,
+which is where the audit log is written. `gd.node.sovereignty_service` installs the
+policy-driven views (`set_view_factories`). Default deny: without them nothing is sent;
+`[sync] share_all_for_tests = true` (tests and benchmarks only) or `set_share_policy`
+(a plain `(receiver, gene) -> bool`) changes that.
 
 Wire efficiency: a batch of up to 256 genes travels as one frame, zstd-compressed when
 the receiver asked for it and compression pays. "Payload" is the genes' canonical bytes
@@ -33,9 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 import zstandard
@@ -108,6 +113,82 @@ def share_all(receiver: str, gene: Gene) -> bool:
 
 def accept_all(sender: str, gene: Gene) -> bool:
     return True
+
+
+# ---- per-peer views (where sovereignty plugs in) -------------------------------------
+
+
+class SenderView(Protocol):
+    """How we serve one receiver, for the life of one conversation (a pull, a reconcile).
+
+    `read_feed` and `policy` feed `SyncSender` (the view may yield a different form of a
+    stored gene, and `policy` approves exactly the forms it cleared); `outgoing(gene)` is
+    the form of a stored head the receiver may have, or None (reconciliation items and
+    repair fetches). `finish_batch(extra)` is called once a batch has gone out, with the
+    fetched genes it carried beyond the feed's; it returns how many genes went out."""
+
+    def read_feed(self, since: int, limit: int) -> Iterable[tuple[int, Gene]]: ...
+
+    def policy(self, receiver: str, gene: Gene) -> bool: ...
+
+    def outgoing(self, gene: Gene) -> Gene | None: ...
+
+    def finish_batch(self, extra: Sequence[Gene] = ()) -> int: ...
+
+
+class ReceiverView(Protocol):
+    """How we take genes from one sender: `accept` runs on each verified gene;
+    `finish_batch()` once its batch is applied (returns how many genes it judged)."""
+
+    def accept(self, gene: Gene) -> bool: ...
+
+    def finish_batch(self) -> int: ...
+
+
+SenderViewFactory = Callable[[str], SenderView]
+ReceiverViewFactory = Callable[[str], ReceiverView]
+
+
+class PolicyView:
+    """The sender view of a plain share policy: stored genes go as they are."""
+
+    def __init__(self, receiver: str, read_feed: FeedReader, share: SharePolicy) -> None:
+        self.receiver = receiver
+        self._read_feed = read_feed
+        self._share = share
+        self._sent = 0
+
+    def read_feed(self, since: int, limit: int) -> Iterable[tuple[int, Gene]]:
+        return self._read_feed(since, limit)
+
+    def policy(self, receiver: str, gene: Gene) -> bool:
+        allowed = self._share(receiver, gene)
+        self._sent += allowed
+        return allowed
+
+    def outgoing(self, gene: Gene) -> Gene | None:
+        return gene if self._share(self.receiver, gene) else None
+
+    def finish_batch(self, extra: Sequence[Gene] = ()) -> int:
+        sent, self._sent = self._sent + len(extra), 0
+        return sent
+
+
+class AcceptView:
+    """The receiver view of a plain acceptance callback."""
+
+    def __init__(self, sender: str, accept: AcceptPolicy) -> None:
+        self.sender = sender
+        self._accept = accept
+        self._judged = 0
+
+    def accept(self, gene: Gene) -> bool:
+        self._judged += 1
+        return self._accept(self.sender, gene)
+
+    def finish_batch(self) -> int:
+        judged, self._judged = self._judged, 0
+        return judged
 
 
 # ---- configuration -------------------------------------------------------------------
@@ -352,6 +433,8 @@ class SyncService:
         self._accept: AcceptPolicy = accept or accept_all
         # The feed reader the sender uses; tests wrap it to inject faults.
         self.read_feed: FeedReader = self.store.read_feed
+        self._sender_views: SenderViewFactory = self._policy_view
+        self._receiver_views: ReceiverViewFactory = self._accept_view
         self.peers: dict[str, PeerSyncState] = {}
         self._announced = -1
         self._changed = trio.Event()
@@ -366,18 +449,46 @@ class SyncService:
     # -- policies ----------------------------------------------------------------------
 
     def set_share_policy(self, policy: SharePolicy) -> None:
-        """`(receiver_peer_id, gene) -> bool`, run at the sender before encoding (the
-        sovereignty filter plugs in here)."""
+        """`(receiver_peer_id, gene) -> bool`, run at the sender before encoding; genes
+        go unchanged. Replaces any installed sender views."""
         self._share = policy
+        self._sender_views = self._policy_view
 
     def set_accept_policy(self, accept: AcceptPolicy) -> None:
-        """`(sender_peer_id, gene) -> bool`, run at the receiver after verification."""
+        """`(sender_peer_id, gene) -> bool`, run at the receiver after verification.
+        Replaces any installed receiver views."""
         self._accept = accept
+        self._receiver_views = self._accept_view
 
-    def _feed_policy(self, receiver: str, gene: Gene) -> bool:
-        # Echo suppression: the receiver authored this version, so it has it (or lost it
-        # in a restore, which anti-entropy repairs: items and fetches skip this check).
-        return gene.author != receiver and self._share(receiver, gene)
+    def set_view_factories(self, sender: SenderViewFactory | None = None,
+                           receiver: ReceiverViewFactory | None = None) -> None:
+        """Install per-peer views (the sovereignty filter): `sender(peer)` serves that
+        receiver, `receiver(peer)` takes genes from that sender."""
+        if sender is not None:
+            self._sender_views = sender
+        if receiver is not None:
+            self._receiver_views = receiver
+
+    def _policy_view(self, peer: str) -> SenderView:
+        return PolicyView(peer, self.read_feed, self._share)
+
+    def _accept_view(self, peer: str) -> ReceiverView:
+        return AcceptView(peer, self._accept)
+
+    def sender_view(self, peer: str) -> SenderView:
+        return self._sender_views(peer)
+
+    def receiver_view(self, peer: str) -> ReceiverView:
+        return self._receiver_views(peer)
+
+    @staticmethod
+    def _feed_policy(view: SenderView) -> SharePolicy:
+        def policy(receiver: str, gene: Gene) -> bool:
+            # Echo suppression: the receiver authored this version, so it has it (or lost
+            # it in a restore, which anti-entropy repairs: items and fetches skip this).
+            return gene.author != receiver and view.policy(receiver, gene)
+
+        return policy
 
     def notify_local_change(self) -> None:
         """Local writers may call this to announce a change before the next tick."""
@@ -522,9 +633,14 @@ class SyncService:
             def applier(sender: str, genes: Sequence[Gene], upto: int) -> None:
                 applied.append(self.store.apply_batch(sender, genes, upto))
 
+            view = self.receiver_view(peer)
             receiver = SyncReceiver(peer, applier, checkpoint=checkpoint,
-                                    accept=lambda gene: self._accept(peer, gene),
-                                    max_genes=self.settings.batch_genes)
+                                    accept=view.accept, max_genes=self.settings.batch_genes)
+
+            def receive(raw: bytes) -> Any:
+                outcome = receiver.receive(raw)
+                view.finish_batch()
+                return outcome
             fs = await self._open(peer, SYNC_PROTOCOL_ID, stats)
             try:
                 while True:
@@ -538,7 +654,7 @@ class SyncService:
                     since = receiver.checkpoint
                     applied.clear()
                     try:
-                        outcome = await trio.to_thread.run_sync(receiver.receive, raw)
+                        outcome = await trio.to_thread.run_sync(receive, raw)
                     except SyncProtocolError as exc:
                         raise RemoteProtocolError(f"bad sync batch: {exc}") from None
                     st.checkpoint, st.head = receiver.checkpoint, reply.head
@@ -595,7 +711,8 @@ class SyncService:
         if isinstance(msg, SyncHint):
             await self._on_hint(fs, peer, st, msg)
             return
-        sender = SyncSender(peer, self.read_feed, self._feed_policy)
+        view = self.sender_view(peer)
+        sender = SyncSender(peer, view.read_feed, self._feed_policy(view))
         while True:
             if not isinstance(msg, SyncPull):
                 raise RemoteProtocolError(f"expected gd.sync.pull, got {msg.TYPE}")
@@ -606,6 +723,8 @@ class SyncService:
                 raise RemoteProtocolError(f"bad sync request: {exc}") from None
             reply = SyncBatch(batch=data, zstd=packed, head=head)
             await fs.send(reply)
+            if n:
+                await trio.to_thread.run_sync(view.finish_batch)
             wire = _frame_len(reply)
             st.served.genes += n
             st.served.payload += payload
@@ -644,24 +763,49 @@ class SyncService:
     # -- anti-entropy (reconcile) ------------------------------------------------------
 
     def _items_for(self, peer: str) -> list[Item]:
-        """Worker thread: (hlc, version hash) of the heads `peer` may see."""
-        share = self._share
-        return [(g.hlc, g.version_hash) for g in self.cortex.genes() if share(peer, g)]
+        """Worker thread: (hlc, version hash) of the heads `peer` may see, in the form it
+        would get them, plus the heads `peer` itself authored: it holds those versions
+        already (so naming them tells it nothing), and without them every round would
+        find "missing" the genes it sent us and we may not send back."""
+        view = self.sender_view(peer)
+        items: list[Item] = []
+        for g in self.cortex.genes():
+            out = view.outgoing(g)
+            if out is not None:
+                items.append((out.hlc, out.version_hash))
+            elif g.author == peer:
+                items.append((g.hlc, g.version_hash))
+        return items
 
     def _versions_for(self, peer: str, hashes: Sequence[bytes], zstd: bool
                       ) -> tuple[bytes, bool]:
-        """Worker thread: the requested versions we hold and may share, encoded."""
-        out: list[dict[str, Any]] = []
-        for h in dict.fromkeys(hashes):
+        """Worker thread: the requested versions we hold and may share, encoded (in the
+        form the view gives them; the view hears what went, via `finish_batch`)."""
+        view = self.sender_view(peer)
+        wanted = list(dict.fromkeys(hashes))
+        found: dict[bytes, Gene] = {}
+        for h in wanted:
             gene = self.cortex.get_by_version_hash(h)
             if gene is not None:
                 head = self.cortex.get_gene(gene.id)
                 # The policy sees the gene's local status (revoked, retired...).
                 if head is not None and head.version_hash == h:
                     gene = head
-                if self._share(peer, gene):
-                    out.append(gene.to_wire())
-        return _compress(canonical.encode_plain(out), zstd and self.settings.compress)
+                out = view.outgoing(gene)
+                if out is not None and out.version_hash == h:
+                    found[h] = out
+        if len(found) < len(wanted):
+            # Derived forms (anonymised, re-scoped) exist only per receiver: find them
+            # by deriving the heads' forms for this peer.
+            missing = set(wanted) - set(found)
+            for g in self.cortex.genes():
+                out = view.outgoing(g)
+                if out is not None and out.version_hash in missing:
+                    found[out.version_hash] = out
+        genes = [found[h] for h in wanted if h in found]
+        view.finish_batch(genes)
+        return _compress(canonical.encode_plain([g.to_wire() for g in genes]),
+                         zstd and self.settings.compress)
 
     async def reconcile(self, peer: str, stats: RoundStats | None = None) -> RoundStats:
         """Initiate one anti-entropy round with `peer`; fetch the versions we lack."""
@@ -712,13 +856,19 @@ class SyncService:
             raise RemoteProtocolError("versions must be a list of at most as many genes as "
                                       "were asked for")
         asked = set(hashes)
-        good, rejected = await trio.to_thread.run_sync(
-            verify_genes, wires, lambda gene: self._accept(peer, gene))
+        view = self.receiver_view(peer)
+        good, rejected = await trio.to_thread.run_sync(verify_genes, wires, view.accept)
         unasked = [g for g in good if g.version_hash not in asked]
         if unasked:
             raise RemoteProtocolError(f"sent version {unasked[0].version_hash.hex()[:16]} "
                                       "that was not asked for")
-        applied = await trio.to_thread.run_sync(self.store.apply_batch, peer, good, None)
+
+        def apply() -> ApplyStats:
+            stats = self.store.apply_batch(peer, good, None)
+            view.finish_batch()
+            return stats
+
+        applied = await trio.to_thread.run_sync(apply)
         stats.repaired += applied.applied
         stats.genes_in += applied.applied
         stats.conflicts += applied.queued

@@ -27,6 +27,12 @@ Anonymisation and re-scoping change the signed body, so the outgoing gene is the
 *derived* gene: same codons and action, its own id (per receiver), origin and author this
 node, signed by us (`derive_for`). The original's signature could not survive the edit,
 and claiming the origin's name for a body it never signed would be forgery.
+
+Two more refusals keep derived genes from circulating without end (found by the
+federation simulation, docs/simulation.md): **only a gene's origin derives** (a foreign
+gene whose decision would need a derived form is not sent at all: passed on, it would
+come back as a new gene under a new id on every hop of a cycle), and **no version goes
+back to its author** (it holds it already; a derived form of it would be a new gene).
 """
 
 from __future__ import annotations
@@ -346,6 +352,27 @@ def evaluate_rules(rules: Sequence[ShareRule], peer: PeerInfo, domain: str,
                         allow_forward=all(r.allow_forward for r in allows))
 
 
+def _no_derived_forward(gene: Gene, anonymize: bool, scope: ShareScope) -> str:
+    """Why a foreign gene that would need a derived form is not sent at all.
+
+    A derived gene has a new id and this node as its origin. If forwarders derived
+    too, a gene passed on around any cycle of anonymising (or re-scoping) agreements
+    would come back as a "new" gene of each node in turn, under a new id on every hop,
+    and replicas would never settle. So only the origin derives; a forwarder passes a
+    gene on exactly as its origin signed it, or not at all.
+    """
+    needs = []
+    if anonymize:
+        needs.append("anonymised")
+    if scope.forward != gene.scope.forward:
+        needs.append("without the right to forward it")
+    if scope.residency != gene.scope.residency:
+        needs.append(f"kept in region {scope.residency}")
+    return (f"our rules would send this gene of origin {gene.origin} "
+            f"{' and '.join(needs)}, which only its origin may do (a derived gene); a "
+            "forwarder passes a gene on as its origin signed it or not at all")
+
+
 @dataclass(frozen=True)
 class PolicySet:
     """Everything a send or receive decision depends on, as one immutable value.
@@ -421,6 +448,10 @@ class PolicySet:
                             f"{peer.region or '?'})"]
         if gene.status is GeneStatus.REVOKED:
             return _refuse("its origin revoked this gene", steps)
+        if gene.author == peer.peer_id:
+            return _refuse(f"{peer.peer_id} authored this version: it holds it already, "
+                           "and offering it back could only echo it (or, derived, loop it)",
+                           steps)
         if gene.origin != self.me.peer_id and not gene.scope.forward:
             return _refuse(f"gene from origin {gene.origin} may not be forwarded "
                            "(scope.forward is false)", steps)
@@ -443,6 +474,9 @@ class PolicySet:
         # or the next hop would not know where the gene must stay.
         scope = ShareScope(forward=forward,
                            residency=gene.scope.residency or (residency if forward else ""))
+        if gene.origin != self.me.peer_id and (local.anonymize or scope != gene.scope):
+            return _refuse(_no_derived_forward(gene, local.anonymize, scope), steps,
+                           local.rule)
         if scope != gene.scope:
             steps.append(f"scope for this receiver: forward={scope.forward}, "
                          f"residency={scope.residency or '-'} (derived gene, re-signed by us)")

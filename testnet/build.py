@@ -12,6 +12,8 @@ from gd.node.config import NodeConfig
 from gd.node.home import Home
 from gd.node.importer import import_genes
 from gd.node.local import initialise_home, open_local
+from gd.node.policy_store import PolicyStore, rule_from_options
+from gd.node.recorder import LedgerRecorder
 from gd.testnet import procs
 from gd.testnet.demo import demo_lines
 from gd.testnet.plan import (
@@ -52,6 +54,31 @@ def spread_demo_genes(plan: TestnetPlan, nodes: list[NodePlan] | None = None) ->
     return added
 
 
+# The demo agreements `testnet up` makes, by node index: (one side, other side, domain).
+# Node 1 shares turbofan with node 2 and loan with node 3, so the dashboard shows genes of
+# one domain arriving as pending on each partner, and every other pair sharing nothing.
+DEMO_AGREEMENTS: tuple[tuple[int, int, str], ...] = ((0, 1, "turbofan"), (0, 2, "loan"))
+
+
+def make_demo_agreements(plan: TestnetPlan) -> list[tuple[str, str, str]]:
+    """Both sides' `share` of each demo agreement (they become effective when the nodes
+    meet and exchange the signed proposals). Pairs beyond the plan's size are skipped.
+    Returns (node, node, domain) for each agreement made."""
+    made = []
+    for i, j, domain in DEMO_AGREEMENTS:
+        if max(i, j) >= len(plan.nodes):
+            continue
+        pair = (plan.nodes[i], plan.nodes[j])
+        for me, other in (pair, pair[::-1]):
+            with open_local(Home.resolve(me.home)) as local:
+                store = PolicyStore(local.cortex, local.key, org=local.config.org,
+                                    region=local.config.region)
+                store.share(rule_from_options(other.peer_id, domain),
+                            ledger=LedgerRecorder(local.cortex.env, local.key))
+        made.append((pair[0].name, pair[1].name, domain))
+    return made
+
+
 def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
                progress: Callable[[str], Any] | None = None) -> TestnetPlan:
     """Create (or reuse) the testnet in `directory` and start every node."""
@@ -68,6 +95,8 @@ def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
         for node in plan.nodes:
             init_node_home(node, plan)
         spread_demo_genes(plan)
+        for a, b, domain in make_demo_agreements(plan):
+            say(f"{a} and {b} share {domain}")
         plan.save()
         say(f"created {len(plan.nodes)} node homes in {directory}")
     for node in plan.nodes:

@@ -70,17 +70,20 @@ def start_node(node: NodePlan, plan: TestnetPlan, *, wait: bool = True) -> int:
     raise TestnetError(f"{node.name} did not start within {START_TIMEOUT_S:.0f} s")
 
 
-def stop_node(node: NodePlan, *, hard: bool = False) -> bool:
+def stop_node(node: NodePlan, *, hard: bool = False, signalled: bool = False) -> bool:
     """SIGTERM (or SIGKILL with `hard`) one node and wait until its lock is released.
     A node that ignores SIGTERM past STOP_TIMEOUT_S is killed. Returns False if it was
-    not running."""
+    not running. `signalled`: the caller already sent SIGTERM — never send a second one,
+    it would hit a node mid-shutdown, after it stopped handling signals, and kill it
+    before it released its lock."""
     pid = node_pid(node)
     if pid is None:
         return False
-    try:
-        os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
-    except ProcessLookupError:
-        return False
+    if not signalled:
+        try:
+            os.kill(pid, signal.SIGKILL if hard else signal.SIGTERM)
+        except ProcessLookupError:
+            return False
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
         if node_pid(node) is None:
@@ -113,5 +116,38 @@ def stop_all(plan: TestnetPlan) -> list[str]:
             except ProcessLookupError:
                 continue
     for node in running:
-        stop_node(node)
+        stop_node(node, signalled=True)
     return [n.name for n in running]
+
+
+def set_deny_list(node: NodePlan, peers: set[str]) -> None:
+    """Make `node` refuse `peers`: through its control socket when it runs (it drops them
+    at once), else in its home's deny file (read when it starts)."""
+    from gd.node.control import DaemonNotRunning, call
+    from gd.node.denylist import save_deny_list
+
+    if is_running(node):
+        try:
+            call(Home.resolve(node.home), "deny", peers=sorted(peers))
+            return
+        except DaemonNotRunning:
+            pass  # it stopped in between: the file below is read at its next start
+    save_deny_list(Path(node.home), peers)
+
+
+def partition(plan: TestnetPlan, groups: list[list[NodePlan]]) -> None:
+    """Cut the testnet into `groups`: every node denies every node outside its group.
+    Nodes named in no group form one more group of their own."""
+    named = {n.name for group in groups for n in group}
+    rest = [n for n in plan.nodes if n.name not in named]
+    all_groups = [g for g in (*groups, rest) if g]
+    for group in all_groups:
+        inside = {n.peer_id for n in group}
+        outside = {n.peer_id for n in plan.nodes} - inside
+        for node in group:
+            set_deny_list(node, outside)
+
+
+def heal(plan: TestnetPlan) -> None:
+    for node in plan.nodes:
+        set_deny_list(node, set())

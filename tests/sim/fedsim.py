@@ -70,7 +70,6 @@ from gd.protocol.sovereignty import (
     InboundFilter,
     OutboundFilter,
     PeerInfo,
-    Proposal,
     ProposalError,
     ResidencyRule,
     ShareRule,
@@ -97,8 +96,6 @@ MAX_SKEW_MS: Final = 2_000
 CONN_TIMEOUT_MS: Final = 4_000
 # Repair fetches ask for at most this many versions (the daemon's MAX_FETCH_HASHES).
 MAX_FETCH: Final = 256
-# The sim's own table for the proposal delivery layer (see `_receive_proposals`).
-PROPOSAL_MARKS_DB: Final = "simnet_proposal_marks"
 # End-of-run sync rounds: each round every ordered pair pulls and reconciles; real
 # quiescence needs 2-4, more than this means the system does not settle.
 MAX_QUIESCENCE_ROUNDS: Final = 12
@@ -134,19 +131,6 @@ class FedConfig:
     nudge: float = 0.05
     setup_share: float = 0.7  # chance a node starts with a rule for a (peer, domain)
     reconcile_share: float = 0.4  # share of sync connections that also reconcile
-    guard_stale_proposals: bool = True  # see `_receive_proposals`
-    # Two allow rules of one node that match the same peer and domain (a peer rule and an
-    # org rule, or a domain rule and a "*" rule). PolicyStore keeps one of our rules per
-    # (peer, domain) agreement, so the second is never proposed to a peer met later and
-    # revoking the one not in the slot never tells the peer (docs/simulation.md,
-    # "Findings"). Off by default until that is fixed; `test_overlapping_rules_*` runs it.
-    overlapping_rules: bool = False
-    # The node layer's loop guard: never offer a version to its own author (the daemon's
-    # echo suppression, applied to repair too) and forward a foreign gene only as it is,
-    # never as a new derived gene. Without it an anonymised, forwardable gene is
-    # re-derived under a new id on every hop and sync never settles (docs/simulation.md,
-    # "Findings"); `test_derived_genes_loop_*` runs with it off.
-    loop_guard: bool = True
 
 
 @dataclass
@@ -229,7 +213,6 @@ class SimNode:
         self.policy = PolicyStore(self.cortex, self.key, org=self.org, region=self.region,
                                   audit=self.audit)
         self.desk = AdaptationDesk(self.cortex, self.key, MemoryLedgerSink(), self.audit)
-        self.marks = self.cortex.open_db(PROPOSAL_MARKS_DB)
         self.secret = anonymisation_secret(self.key)
         self.up = True
 
@@ -477,23 +460,8 @@ class Simulation:
 
     def outbound_view(self, node: SimNode, info: PeerInfo) -> OutboundFilter:
         """What a serving node filters its feed through (overridden by sabotage tests)."""
-        def read_feed(since: int, limit: int) -> list[tuple[int, Gene]]:
-            entries = node.store.read_feed(since, limit)
-            if not self.cfg.loop_guard:
-                return entries
-            policies = node.policy.policies()
-            return [(seq, g) for seq, g in entries if self.guarded(node, policies, info, g)]
-
-        return OutboundFilter(node.policy.policies, info, node.key, node.secret, read_feed)
-
-    def guarded(self, node: SimNode, policies: Any, info: PeerInfo, gene: Gene) -> bool:
-        """The loop guard (`FedConfig.loop_guard`): may this version be offered at all?"""
-        if gene.author == info.peer_id:
-            return False
-        if gene.origin == node.peer:
-            return True
-        decision = policies.allowed_to_send(gene, info.peer_id, info.org, info.region)
-        return not (decision.allowed and (decision.anonymize or decision.scope != gene.scope))
+        return OutboundFilter(node.policy.policies, info, node.key, node.secret,
+                              node.store.read_feed)
 
     def _request(self, node: SimNode, conn: InitiatorConn, kind: str, data: bytes) -> None:
         conn.req += 1
@@ -512,54 +480,28 @@ class Simulation:
         conn = node.conns.get(msg.conn)
         if conn is None or conn.info is None or conn.peer != msg.src:
             return
-        acks = self._receive_proposals(node, self.nodes[msg.src], canonical.decode(msg.data))
-        self.send(node, msg.src, msg.conn, "props-ack", canonical.encode(acks))
+        upto = self._receive_proposals(node, self.nodes[msg.src], canonical.decode(msg.data))
+        self.send(node, msg.src, msg.conn, "props-ack", canonical.encode(upto))
 
-    def _receive_proposals(self, node: SimNode, sender: SimNode, box: list[Any]
-                           ) -> list[list[Any]]:
-        """Apply a peer's outbox entries; acknowledge each by (seq, digest).
-
-        PolicyStore numbers outbox entries from 1 again once the outbox has drained, and
-        `receive_proposal` applies whatever it is given, so a duplicated or reordered
-        delivery could re-apply a share after its revoke. The delivery layer therefore
-        keeps, per (sender, rule), the newest proposal stamp it applied (in its own
-        LMDB table, so it survives a crash) and skips anything not newer; acks name the
-        proposal's digest so an old ack cannot delete a new entry that reused a number.
-        """
-        acks = []
+    def _receive_proposals(self, node: SimNode, sender: SimNode, box: list[Any]) -> int:
+        """Apply a peer's outbox entries and acknowledge up to the last number, as the
+        daemon does (`SovereigntyService.take_proposals`). Nothing here guards against
+        duplicated, reordered or late deliveries: `receive_proposal` must ignore what
+        is not newer than what it applied, and outbox numbers must never be reused."""
+        upto = 0
         for seq, data in box:
-            acks.append([seq, canonical.sha256(data)])
+            upto = max(upto, seq)
             try:
-                proposal = Proposal.decode(data)
-            except ProposalError as exc:
-                self.fail(f"node {node.index} got a malformed proposal: {exc}")
-            mark = f"{sender.peer}\x00{proposal.rule.rule_id}".encode()
-            if self.cfg.guard_stale_proposals:
-                with node.cortex.env.begin() as txn:
-                    raw = txn.get(mark, db=node.marks)
-                if raw is not None and int(raw) >= proposal.hlc:
-                    self.stats["stale_proposals_skipped"] += 1
-                    continue
-            try:
-                node.policy.receive_proposal(data, sender.peer, hlc=self.tick(node))
+                outcome = node.policy.receive_proposal(data, sender.peer, hlc=self.tick(node))
             except ProposalError as exc:
                 self.fail(f"node {node.index} refused an honest proposal: {exc}")
-            if self.cfg.guard_stale_proposals:
-                node.cortex.write(lambda txn, m=mark, h=proposal.hlc: txn.put(
-                    m, str(h).encode(), db=node.marks))
-            self.stats["proposals"] += 1
-        return acks
+            self.stats["stale_proposals_skipped" if outcome.stale else "proposals"] += 1
+        return upto
 
     def _on_props_ack(self, node: SimNode, msg: Msg) -> None:
-        peer = self.nodes[msg.src].peer
-        acked = {(seq, digest) for seq, digest in canonical.decode(msg.data)}
-        upto = 0
-        for seq, data in node.policy.outbox(peer):
-            if (seq, canonical.sha256(data)) not in acked:
-                break
-            upto = seq
+        upto = canonical.decode(msg.data)
         if upto:
-            node.policy.delivered(peer, upto)
+            node.policy.delivered(self.nodes[msg.src].peer, upto)
 
     # -- change-feed sync --------------------------------------------------------------
     def _on_pull(self, node: SimNode, msg: Msg) -> None:
@@ -628,8 +570,6 @@ class Simulation:
         policies = node.policy.policies()
         out: dict[bytes, Gene] = {}
         for gene in node.cortex.genes():
-            if self.cfg.loop_guard and not self.guarded(node, policies, info, gene):
-                continue
             decision = policies.allowed_to_send(gene, info.peer_id, info.org, info.region)
             if not decision.allowed:
                 continue
@@ -728,6 +668,11 @@ class Simulation:
                 self.fail(f"{node.index} sent {to.peer_id[-6:]} gene {gene.id} it never held")
             verdict = oracle_send(node, to, original)
             where = f"{kind} {node.index}->{self.index_of(to)} gene {original.id}"
+            if original.author == to.peer_id:
+                self.fail(f"echo: {where} offers the receiver a version it authored")
+            if gene.version_hash != original.version_hash and original.origin != node.peer:
+                self.fail(f"loop: {where} sends a derived form of a gene whose origin is "
+                          f"{original.origin[-6:]}, not the sender")
             if not verdict.allowed:
                 self.fail(f"leak: {where} ({original.domain}) sent against policy: "
                           f"{verdict.reason}")
@@ -764,8 +709,9 @@ class Simulation:
 
     # -- the workload ------------------------------------------------------------------
     def overlaps(self, node: SimNode, rule: ShareRule) -> bool:
-        """Would `rule` and an allow rule `node` already has match one peer and domain?"""
-        if rule.effect is not Effect.ALLOW or self.cfg.overlapping_rules:
+        """Would `rule` and another allow rule of `node` match one peer and domain? (Each
+        must be proposed and revoked on its own; counted to show runs exercise it.)"""
+        if rule.effect is not Effect.ALLOW:
             return False
         for other in node.rules.values():
             if other.effect is not Effect.ALLOW or other.rule_id == rule.rule_id:
@@ -782,8 +728,7 @@ class Simulation:
 
     def _share(self, node: SimNode, rule: ShareRule) -> None:
         if self.overlaps(node, rule):
-            self.stats["overlapping_rules_skipped"] += 1
-            return
+            self.stats["overlapping_rules"] += 1
         node.policy.share(rule, hlc=self.tick(node))
         node.rules[rule.rule_id] = rule
 

@@ -56,9 +56,11 @@ def oracle(policy: PolicySet, gene: Gene, peer: PeerInfo) -> tuple[bool, bool]:
     me = policy.me
     if gene.origin != me.peer_id and not gene.scope.forward:
         return False, False
+    if gene.author == peer.peer_id:  # never back to its author
+        return False, False
 
     def verdict(rules: Sequence[ShareRule], subject: PeerInfo, direction: str
-                ) -> tuple[bool, bool]:
+                ) -> tuple[bool, bool, bool]:
         hits = []
         for r in rules:
             if r.domain not in ("*", gene.domain):
@@ -71,17 +73,23 @@ def oracle(policy: PolicySet, gene: Gene, peer: PeerInfo) -> tuple[bool, bool]:
                     s.kind == "region" and s.value == subject.region):
                 hits.append(r)
         if not hits or any(r.effect == "deny" for r in hits):
-            return False, False
-        return True, any(r.anonymize for r in hits)
+            return False, False, False
+        return True, any(r.anonymize for r in hits), all(r.allow_forward for r in hits)
 
-    ours, anonymize = verdict(policy.rules, peer, "send")
-    theirs, _ = verdict(policy.remote.get(peer.peer_id, ()), me, "receive")
+    ours, anonymize, allow_forward = verdict(policy.rules, peer, "send")
+    theirs, _, _ = verdict(policy.remote.get(peer.peer_id, ()), me, "receive")
     if not (ours and theirs):
         return False, False
     if gene.scope.residency and gene.scope.residency != peer.region:
         return False, False
-    if any(r.domain in ("*", gene.domain) and r.region != peer.region for r in policy.residency):
+    covering = [r for r in policy.residency if r.domain in ("*", gene.domain)]
+    if any(r.region != peer.region for r in covering):
         return False, False
+    if gene.origin != me.peer_id:  # only the origin derives: as it is, or not at all
+        forward = gene.scope.forward and allow_forward
+        residency = gene.scope.residency or (peer.region if forward and covering else "")
+        if anonymize or (forward, residency) != (gene.scope.forward, gene.scope.residency):
+            return False, False
     return True, anonymize
 
 

@@ -108,7 +108,11 @@ def test_forwarding_needs_the_origins_scope() -> None:
     assert not decision.allowed and "forwarded" in decision.reason
     forwardable = Gene.create(B, domain="turbofan", name="fwd", codons=foreign.codons,
                               action="inspect", scope=ShareScope(forward=True))
-    assert send(policy, forwardable, CAROL)
+    assert send(agreed(allow("org:carolco", allow_forward=True)), forwardable, CAROL)
+    # Without allow_forward it would have to go re-scoped: a derived gene, which only
+    # its origin may make (docs/sovereignty.md), so a forwarder does not send it at all.
+    decision = policy.allowed_to_send(forwardable, CAROL.peer_id, "carolco", "us-east")
+    assert not decision.allowed and "only its origin" in decision.reason
 
 
 def test_revoked_genes_are_never_sent() -> None:

@@ -152,6 +152,7 @@ async def test_default_policy_shares_nothing(cluster):
         assert b.cortex.get_checkpoint(a.peer_id) == 20  # the feed position still moves
         assert a.sync.state(b.peer_id).served.genes == 0
         a.sync.set_share_policy(lambda receiver, gene: gene.name == "g7")  # pluggable
+        b.sync.set_accept_policy(lambda sender, gene: True)  # b's sovereignty refuses too
         await b.sync.sync_now(a.peer_id, repair=True)
         assert set(c.contents(b)) == {g.id for g in a.cortex.genes() if g.name == "g7"}
         c.stop_all(a, b)

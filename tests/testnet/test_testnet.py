@@ -53,12 +53,16 @@ def test_up_status_kill_start_join_down(tmp_path: Path) -> None:
         while time.monotonic() < deadline:
             views = json.loads(run("testnet", "status", "--dir", str(directory),
                                    "--json").output)
-            if all(v["running"] and v["peers"] >= 2 for v in views):
+            if all(v["running"] and v["peers"] >= 2 for v in views) and \
+                    sum(v["pending"] for v in views) == 6:
                 break
             time.sleep(0.5)
         assert all(v["running"] for v in views)
         assert all(v["peers"] >= 2 for v in views), views
         assert sum(v["native"] for v in views) == 8  # every demo gene has one origin
+        # The demo agreements (node-1 shares turbofan with node-2 and loan with node-3)
+        # bring the partner's genes of that domain, pending: 3 + 1 + 2.
+        assert [v["pending"] for v in views] == [3, 1, 2], views
         run("testnet", "kill", "node-2", "--dir", str(directory))
         views = json.loads(run("testnet", "status", "--dir", str(directory), "--json").output)
         assert [v["running"] for v in views] == [True, False, True]
@@ -84,3 +88,39 @@ def test_up_status_kill_start_join_down(tmp_path: Path) -> None:
             for node in plan.nodes:
                 assert not (Path(node.home) / "control.sock").exists()
                 assert not (Path(node.home) / "gd-node.pid").exists()
+
+
+def _wait_for(directory: Path, predicate, timeout: float = 30.0) -> list:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    views: list = []
+    while time.monotonic() < deadline:
+        views = json.loads(run("testnet", "status", "--dir", str(directory), "--json").output)
+        if predicate(views):
+            return views
+        time.sleep(0.5)
+    raise AssertionError(f"condition not reached in {timeout} s: {views}")
+
+
+@pytest.mark.slow
+def test_partition_and_heal(tmp_path: Path) -> None:
+    directory = tmp_path / "net"
+    try:
+        run("testnet", "up", "--dir", str(directory), "--orgs", "3", "--regions", "1",
+            "--seed", "4")
+        _wait_for(directory, lambda vs: all(v["peers"] == 2 for v in vs))
+        run("testnet", "partition", "node-1,node-2", "|", "node-3", "--dir", str(directory))
+        views = _wait_for(directory, lambda vs: [v["peers"] for v in vs] == [1, 1, 0])
+        assert all(v["running"] for v in views)
+        # a partition survives a restart of the cut-off node
+        run("testnet", "kill", "node-3", "--dir", str(directory))
+        run("testnet", "start", "node-3", "--dir", str(directory))
+        time.sleep(3)
+        views = json.loads(run("testnet", "status", "--dir", str(directory), "--json").output)
+        assert views[2]["peers"] == 0
+        run("testnet", "heal", "--dir", str(directory))
+        _wait_for(directory, lambda vs: all(v["peers"] == 2 for v in vs), timeout=60)
+        bad = run("testnet", "partition", "node-9", "--dir", str(directory), ok=False)
+        assert bad.exit_code == 1 and "no node" in bad.output
+    finally:
+        if (directory / "testnet.json").exists():
+            run("testnet", "down", "--dir", str(directory))
