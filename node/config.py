@@ -155,4 +155,8 @@ map_size_mb = {cfg.cortex_map_size_mb}
 # target_bridges = 2          # links kept to other regions
 # max_bytes_per_s = 10485760  # per-peer inbound rate before throttling
 # ping_interval_s = 15.0      # liveness checks of every peer
+#
+# [domains.turbofan]     # per domain: what to do with concurrent edits from peers
+# conflict = "queue"     # queue (a person decides) | lww (later HLC wins) |
+#                        # merge (later wins only if codons and action are the same)
 """

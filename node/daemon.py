@@ -57,6 +57,7 @@ from gd.node.streams import (
     drive_handshake,
 )
 from gd.node.sync_service import SyncService, sync_settings
+from gd.node.sync_store import domain_conflict_policies
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
 from gd.protocol.handshake import (
@@ -496,6 +497,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
     mesh_settings(cfg)  # config errors surface before anything starts
     ping_interval(cfg)
     sync_settings(cfg)
+    domain_conflict_policies(cfg.extra.get("domains", {}))
     with PidLock(home.pid_path):
         async with running_host(key, listen or list(cfg.listen)) as host:
             dht = new_dht(host)

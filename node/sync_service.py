@@ -52,7 +52,7 @@ from gd.node.config import ConfigError, NodeConfig
 from gd.node.host import to_id
 from gd.node.peers import PeerRecord
 from gd.node.streams import READ_TIMEOUT_S, FramedStream, StreamGone
-from gd.node.sync_store import ApplyStats, SyncStore, resolve_conflict
+from gd.node.sync_store import ApplyStats, SyncStore, domain_conflict_policies, resolve_conflict
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.reconcile import ID_LEN, Item, ReconcileProtocolError, Reconciler
 from gd.protocol.sync import (
@@ -425,7 +425,9 @@ class SyncService:
         self.daemon = daemon
         self.settings = settings or sync_settings(daemon.cfg)
         self.cortex = daemon.cortex
-        self.store = SyncStore(self.cortex, clock=lambda: int(time.time()))
+        self.store = SyncStore(self.cortex, clock=lambda: int(time.time()),
+                               policy_for=domain_conflict_policies(
+                                   daemon.cfg.extra.get("domains", {})))
         self.log = daemon.log.bind(component="sync")
         self.metrics = daemon.metrics
         self._share: SharePolicy = share_policy or (

@@ -11,9 +11,11 @@ What an incoming gene does (after `gd.crdt.conflict.decide`):
 * APPLY / LWW won by the incoming side → stored as the gene's head with status
   `adaptation_pending` (a gene from a peer never acts here before a person approves it);
 * IGNORE / LWW won by the local side → nothing;
-* QUEUE, and MERGE (no domain ships an automatic merge rule yet, so a concurrent pair a
-  domain would merge is queued too: nothing is lost) → both versions kept in the
-  conflict queue until `gd-node conflicts resolve`.
+* MERGE (the domain is configured `conflict = "merge"` and both versions have the same
+  codons and action, `same_condition`) → every replica keeps the later of the two by
+  (HLC, version hash), like LWW but only where the choice cannot change a decision;
+* QUEUE (the default, and a "merge" pair whose conditions differ) → both versions kept
+  in the conflict queue until `gd-node conflicts resolve`.
 
 A resolution is a new version, signed by this node, whose version vector descends both
 sides (`merged_vv` plus our own increment), so it syncs to every peer like any edit and
@@ -24,21 +26,22 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 
-from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, Resolution, merged_vv
+from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, Resolution, Side, merged_vv
 from gd.crdt.hlc import HLC
 from gd.crdt.vclock import descends, merge
 from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
+from gd.node.config import ConfigError
 from gd.node.cortex import Cortex, CortexError, UnknownGene
-from gd.protocol.sync import decide_for
+from gd.protocol.sync import decide_for, stamp_of
 
 CONFLICTS_DB = "sync_conflicts"
 SEP = b"\x00"
@@ -78,6 +81,35 @@ class ApplyStats:
     applied: int = 0
     ignored: int = 0
     queued: int = 0
+
+
+CONFLICT_MODES = ("queue", "lww", "merge")
+
+
+def same_condition(a: Gene, b: Gene) -> bool:
+    """The built-in merge rule's test: the two versions fire in the same states and take
+    the same action, so they differ only in metadata (name, purpose, params)."""
+    return a.codons == b.codons and a.action == b.action
+
+
+def domain_conflict_policies(domains: Mapping[str, Any]) -> Callable[[str], ConflictPolicy]:
+    """The `[domains.<name>] conflict = "queue" | "lww" | "merge"` settings of
+    config.toml as the `policy_for(domain)` that SyncStore takes. Default: queue (a
+    person decides; nothing is overwritten). Raises ConfigError on a bad value."""
+    policies: dict[str, ConflictPolicy] = {}
+    if not isinstance(domains, Mapping):
+        raise ConfigError("[domains] must be a table of [domains.<name>] tables")
+    for name, table in domains.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[domains.{name}] must be a table")
+        unknown = sorted(set(table) - {"conflict"})
+        if unknown:
+            raise ConfigError(f"[domains.{name}]: unknown keys {unknown}")
+        mode = table.get("conflict", "queue")
+        if mode not in CONFLICT_MODES:
+            raise ConfigError(f"[domains.{name}].conflict must be one of {CONFLICT_MODES}")
+        policies[name] = ConflictPolicy(merge=mode == "merge", lww=mode == "lww")
+    return lambda domain: policies.get(domain, QUEUE_ALL)
 
 
 class SyncStore:
@@ -122,7 +154,20 @@ class SyncStore:
             stats = ApplyStats()
             for incoming in genes:
                 local = self.cortex.get_gene_in(txn, incoming.id)
-                decision = decide_for(local, incoming, self.policy_for(incoming.domain))
+                policy = self.policy_for(incoming.domain)
+                decision = decide_for(local, incoming, policy,
+                                      mergeable=local is not None
+                                      and same_condition(local, incoming))
+                if decision.resolution is Resolution.MERGE:
+                    # The domain's merge rule: both versions decide the same way (same
+                    # codons, same action), so every replica keeps the same one of the
+                    # two — the later by (HLC, version hash) — and nothing is queued.
+                    assert local is not None
+                    if stamp_of(incoming).lww_key <= stamp_of(local).lww_key:
+                        stats.ignored += 1
+                        continue
+                    decision = dataclasses.replace(decision, resolution=Resolution.LWW,
+                                                   keep=Side.INCOMING)
                 if decision.stores_incoming:
                     pending = incoming.with_local(status=GeneStatus.ADAPTATION_PENDING)
                     # The decision is authoritative: the incoming version becomes head even
@@ -131,7 +176,7 @@ class SyncStore:
                     self.cortex.put_gene_in(txn, pending, supersede=True)
                     self._settle_conflicts(txn, incoming)
                     stats.applied += 1
-                elif decision.resolution in (Resolution.QUEUE, Resolution.MERGE):
+                elif decision.resolution is Resolution.QUEUE:
                     assert local is not None
                     conflict = Conflict(incoming.id, local, incoming, sender, self.clock())
                     txn.put(conflict.key.encode(), canonical.encode(conflict.to_plain()),

@@ -8,11 +8,13 @@ from dataclasses import fields
 
 import pytest
 
+from gd.crdt.conflict import ConflictPolicy
 from gd.node.config import ConfigError, NodeConfig, parse_config, render_config
 from gd.node.daemon import PING_INTERVAL_S
 from gd.node.mesh import MeshPolicy
 from gd.node.peers import PeerLimits
 from gd.node.sync_service import SyncSettings
+from gd.node.sync_store import domain_conflict_policies
 
 CFG = NodeConfig(org="acme", region="eu-west", ledger_voters=("a", "b"), metrics_port=9100)
 
@@ -34,6 +36,7 @@ def test_commented_examples_parse_and_match_the_code_defaults() -> None:
         f.name: f.default for f in fields(PeerLimits)} | {"ping_interval_s": PING_INTERVAL_S}
     for key, value in data["mesh"].items():
         assert mesh[key] == value, key
+    assert domain_conflict_policies(data["domains"])("turbofan") == ConflictPolicy()
     parse_config(data)  # the uncommented file is a valid config
 
 

@@ -153,3 +153,41 @@ def test_three_replicas_with_random_edits_and_lost_replies_converge(replicas, se
                 if x is not y:
                     x.pull_from(y, rng=rng)
     assert nodes[0].contents() == nodes[1].contents() == nodes[2].contents()
+
+
+def test_merge_domain_settles_same_condition_edits_and_queues_the_rest(replicas) -> None:
+    from gd.node.sync_store import domain_conflict_policies
+
+    policy = domain_conflict_policies({"turbofan": {"conflict": "merge"}})
+    a, b = replicas(A, policy), replicas(B, policy)
+    g = make_gene(A, "g")
+    h = make_gene(A, "h")
+    a.cortex.put_genes([g, h])
+    b.pull_from(a)
+    # g: both sides change only the purpose (same codons, same action) -> merged
+    a.cortex.put_gene(g.edited(A, hlc=6 << 16, purpose="ours"))
+    b.cortex.put_gene(b.cortex.get_gene(g.id).edited(B, hlc=7 << 16, purpose="theirs",
+                                                      version=b.cortex.next_version(g.id)))
+    # h: the actions differ -> the merge rule declines, the pair is queued
+    a.cortex.put_gene(h.edited(A, hlc=6 << 16, action="overhaul"))
+    b.cortex.put_gene(b.cortex.get_gene(h.id).edited(B, hlc=7 << 16, action="continue",
+                                                      version=b.cortex.next_version(h.id)))
+    b.pull_from(a)
+    a.pull_from(b)
+    assert a.cortex.get_gene(g.id).version_hash == b.cortex.get_gene(g.id).version_hash
+    assert a.cortex.get_gene(g.id).purpose == "theirs"  # the later HLC
+    assert [c.gene_id for c in a.store.conflicts()] == [h.id]
+    assert [c.gene_id for c in b.store.conflicts()] == [h.id]
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"turbofan": {"conflict": "newest"}}, "must be one of"),
+    ({"turbofan": {"colour": "red"}}, "unknown keys"),
+    ({"turbofan": "lww"}, "must be a table"),
+])
+def test_domain_conflict_settings_are_validated(table, message) -> None:
+    from gd.node.config import ConfigError
+    from gd.node.sync_store import domain_conflict_policies
+
+    with pytest.raises(ConfigError, match=message):
+        domain_conflict_policies(table)
