@@ -466,6 +466,9 @@ class Daemon:
             "cortex_bytes": cortex_bytes, "ledger_height": size, "ledger_root": root.hex(),
             "metrics_port": self.metrics_port,
             "methods": self.methods.names(),
+            "sync_lag": self.sync.lag() if self.sync is not None else 0,
+            "conflicts": (await trio.to_thread.run_sync(lambda: len(self.sync.store.conflicts()))
+                          if self.sync is not None else 0),
         }
 
     async def _peers(self, all: bool = False) -> list[dict[str, Any]]:

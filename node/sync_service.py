@@ -615,11 +615,14 @@ class SyncService:
 
         await self._guarded(peer, SYNC_PROTOCOL_ID, hint())
 
+    def lag(self) -> int:
+        """Feed entries the slowest peer's feed is ahead of what we applied from it."""
+        return max((max(0, s.head - s.checkpoint) for s in self.peers.values()), default=0)
+
     def _set_lag(self, peer: str, st: PeerSyncState) -> None:
         lag = max(0, st.head - st.checkpoint)
         self.metrics.sync_peer_lag.labels(peer=peer).set(lag)
-        self.metrics.sync_lag.set(max((max(0, s.head - s.checkpoint)
-                                       for s in self.peers.values()), default=0))
+        self.metrics.sync_lag.set(self.lag())
 
     # -- pulling (receiver role) -------------------------------------------------------
 

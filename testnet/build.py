@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from gd.genome.identity import NodeKey
+from gd.motors.domains import get_domain
 from gd.node.config import NodeConfig
+from gd.node.decisions import evaluate_gene
 from gd.node.home import Home
 from gd.node.importer import import_genes
 from gd.node.local import initialise_home, open_local
@@ -79,6 +81,26 @@ def make_demo_agreements(plan: TestnetPlan) -> list[tuple[str, str, str]]:
     return made
 
 
+def evaluate_demo_genes(plan: TestnetPlan, *, states_per_gene: int = 16) -> int:
+    """Give each node something to have decided: every native gene is evaluated once by
+    the motors on its domain's seeded demo states. The decisions are stored, and their
+    ledger statements wait in the node's outbox until its region's ledger runs."""
+    count = 0
+    for index, node in enumerate(plan.nodes):
+        with open_local(Home.resolve(node.home)) as local:
+            for gene in list(local.cortex.genes(status="native")):
+                pool = get_domain(gene.domain).demo_states(16 * states_per_gene,
+                                                           plan.seed * 1000 + index)
+                # States where the rule fires: a rule judged where it does not apply is
+                # simply vetoed by M_P, which shows nothing of the other motors.
+                firing = [s for s in pool
+                          if all(c.holds(s.values) for c in gene.codons)][:states_per_gene]
+                if firing:
+                    count += len(evaluate_gene(local, gene.id, firing, seed=plan.seed,
+                                               aggregate=True))
+    return count
+
+
 def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
                progress: Callable[[str], Any] | None = None) -> TestnetPlan:
     """Create (or reuse) the testnet in `directory` and start every node."""
@@ -97,6 +119,8 @@ def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
         spread_demo_genes(plan)
         for a, b, domain in make_demo_agreements(plan):
             say(f"{a} and {b} share {domain}")
+        decided = evaluate_demo_genes(plan)
+        say(f"took {decided} demo decisions (on the ledger once the nodes run)")
         plan.save()
         say(f"created {len(plan.nodes)} node homes in {directory}")
     for node in plan.nodes:

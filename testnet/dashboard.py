@@ -12,7 +12,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from gd.testnet.observe import NodeView, observe
+from gd.testnet.observe import NodeView, observe, recent_decisions
 from gd.testnet.plan import TestnetPlan
 
 REFRESH_S = 1.0
@@ -32,13 +32,20 @@ def render(plan: TestnetPlan, views: list[NodeView], started: float) -> Panel:
         table.add_row(v.name, v.org, v.region, state, str(v.peers), str(v.native),
                       str(v.pending), ProgressBar(total=most, completed=v.genes, width=12),
                       str(v.ledger_height), str(v.conflicts), str(v.decisions))
+    decisions = Table(title="recent decisions", expand=True, show_edge=False)
+    for col in ("node", "gene", "domain", "verdict", "band", "CP"):
+        decisions.add_column(col, justify="right" if col == "CP" else "left")
+    for d in recent_decisions(plan):
+        style = {"veto": "red", "adapt": "yellow", "approve": "green"}.get(d.verdict, "")
+        decisions.add_row(d.node, d.gene, d.domain, Text(d.verdict, style=style), d.band,
+                          f"{d.cp:.3f}")
     up = sum(v.running for v in views)
     hint = Text.from_markup(
         f"[bold]{up}/{len(views)}[/] nodes up · {len(plan.regions)} regions · "
         f"{time.monotonic() - started:.0f}s · Ctrl-C stops the testnet\n"
         f"try: gd-node pending list --home {plan.nodes[0].home}   ·   "
         f"gd-node testnet kill node-2 --dir {plan.directory}")
-    return Panel(Group(table, hint), title="gd-node testnet", border_style="blue")
+    return Panel(Group(table, decisions, hint), title="gd-node testnet", border_style="blue")
 
 
 def run_dashboard(plan: TestnetPlan, *, console: Console | None = None,

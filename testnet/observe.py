@@ -70,3 +70,38 @@ def observe_node(node: NodePlan) -> NodeView:
 
 def observe(plan: TestnetPlan) -> list[NodeView]:
     return [observe_node(node) for node in plan.nodes]
+
+
+@dataclass(frozen=True)
+class DecisionView:
+    node: str
+    gene: str
+    domain: str
+    verdict: str
+    band: str
+    cp: float
+    decided_at: int
+
+
+# The dashboard reads at most this many decisions per node per refresh: the demo holds a
+# handful, and a node that evaluated millions must not stall the screen.
+MAX_DECISIONS_SCANNED = 2000
+
+
+def recent_decisions(plan: TestnetPlan, limit: int = 6) -> list[DecisionView]:
+    """The latest decisions across the testnet (newest first), read from each Cortex."""
+    out: list[DecisionView] = []
+    for node in plan.nodes:
+        try:
+            with Cortex.open(Home.resolve(node.home).cortex_path, readonly=True) as cortex:
+                for i, decision in enumerate(cortex.decisions()):
+                    if i >= MAX_DECISIONS_SCANNED:
+                        break
+                    gene = cortex.get_gene(decision.gene_id)
+                    out.append(DecisionView(node.name, gene.name if gene else decision.gene_id,
+                                            decision.domain, decision.verdict, decision.band,
+                                            decision.cp, decision.decided_at))
+        except CortexError:
+            continue
+    out.sort(key=lambda d: d.decided_at, reverse=True)
+    return out[:limit]
