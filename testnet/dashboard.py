@@ -19,20 +19,20 @@ REFRESH_S = 1.0
 
 
 def render(plan: TestnetPlan, views: list[NodeView], started: float) -> Panel:
-    table = Table(expand=True)
-    for col in ("node", "org", "region", "state", "peers", "native", "pending", "sync",
-                "ledger", "conflicts", "decisions"):
-        table.add_column(col, justify="right" if col not in ("node", "org", "region", "state")
-                         else "left")
+    table = Table(pad_edge=False)
+    for col in ("node", "org", "region", "peers", "native", "pending", "sync", "ledger",
+                "conflicts", "decisions"):
+        table.add_column(col, no_wrap=True,
+                         justify="left" if col in ("node", "org", "region") else "right")
     most = max((v.genes for v in views), default=0) or 1
     for v in views:
-        state = Text("up", style="green") if v.running else Text("down", style="red")
+        style = "green" if v.running else "red"
         if v.error and v.running:
-            state = Text("unresponsive", style="yellow")
-        table.add_row(v.name, v.org, v.region, state, str(v.peers), str(v.native),
-                      str(v.pending), ProgressBar(total=most, completed=v.genes, width=12),
+            style = "yellow"  # up but not answering its control socket
+        table.add_row(Text(v.name, style=style), v.org, v.region, str(v.peers), str(v.native),
+                      str(v.pending), ProgressBar(total=most, completed=v.genes, width=8),
                       str(v.ledger_height), str(v.conflicts), str(v.decisions))
-    decisions = Table(title="recent decisions", expand=True, show_edge=False)
+    decisions = Table(title="recent decisions", show_edge=False)
     for col in ("node", "gene", "domain", "verdict", "band", "CP"):
         decisions.add_column(col, justify="right" if col == "CP" else "left")
     for d in recent_decisions(plan):
@@ -41,7 +41,8 @@ def render(plan: TestnetPlan, views: list[NodeView], started: float) -> Panel:
                           f"{d.cp:.3f}")
     up = sum(v.running for v in views)
     hint = Text.from_markup(
-        f"[bold]{up}/{len(views)}[/] nodes up · {len(plan.regions)} regions · "
+        f"[bold]{up}/{len(views)}[/] nodes up ([green]green[/] up, [red]red[/] down) · "
+        f"{len(plan.regions)} regions · "
         f"{time.monotonic() - started:.0f}s · Ctrl-C stops the testnet\n"
         f"try: gd-node pending list --home {plan.nodes[0].home}   ·   "
         f"gd-node testnet kill node-2 --dir {plan.directory}")
