@@ -16,6 +16,9 @@ from gd.genome import checks
 from gd.genome.errors import ValidationError
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
+# "public": peers may dial our listen addresses. "private": they cannot (NAT, firewall):
+# we advertise only relayed addresses through a relay of our region (node/relay.py).
+REACHABILITY = ("public", "private")
 
 
 class ConfigError(ValueError):
@@ -31,6 +34,7 @@ class NodeConfig:
     metrics_port: int = 0
     relay: bool = False
     mdns: bool = False
+    reachability: str = "public"
     ledger_voters: tuple[str, ...] = ()
     motors_backend: str = "numpy"
     cortex_map_size_mb: int = 1024
@@ -42,6 +46,8 @@ class NodeConfig:
         for i, addr in enumerate(self.listen):
             if not isinstance(addr, str) or not addr.startswith("/"):
                 raise ValidationError(f"node.listen[{i}]", f"{addr!r} is not a multiaddr")
+        if self.reachability not in REACHABILITY:
+            raise ValidationError("node.reachability", f"must be one of {', '.join(REACHABILITY)}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValidationError("metrics.port", f"{self.metrics_port} is not a port")
         if self.motors_backend not in ("numpy", "torch"):
@@ -58,7 +64,7 @@ class NodeConfig:
 
 _SCHEMA: dict[str, dict[str, str]] = {
     "node": {"org": "org", "region": "region", "listen": "listen", "bootstrap": "bootstrap",
-             "relay": "relay", "mdns": "mdns"},
+             "relay": "relay", "mdns": "mdns", "reachability": "reachability"},
     "metrics": {"port": "metrics_port"},
     "ledger": {"voters": "ledger_voters"},
     "motors": {"backend": "motors_backend"},
@@ -120,8 +126,12 @@ listen = [{listen}]
 bootstrap = {q(cfg.bootstrap)}
 # Offer circuit relay v2 to peers of this region that cannot be dialled directly.
 relay = {str(cfg.relay).lower()}
-# Announce and discover peers on the local network with mDNS.
+# Announce and discover peers on the local network with mDNS (dials the peers found).
 mdns = {str(cfg.mdns).lower()}
+# "public": peers dial our listen addresses. "private" (behind NAT or a firewall): we
+# advertise no direct address; we reserve a slot on a relay = true peer of our region
+# and advertise the relayed address instead.
+reachability = {q(cfg.reachability)}
 
 [metrics]
 # Port for /healthz and /metrics on 127.0.0.1. 0 disables the HTTP endpoint.

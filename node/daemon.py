@@ -6,6 +6,9 @@
     ├── /gd/handshake/1.0.0 inbound handler; outbound handshakes after each dial
     ├── mesh loop (node/mesh.py plans; we dial and drop), discovery loop (node/discovery.py)
     ├── liveness loop (/gd/ping/1.0.0 with a bounded wait: RTT feeds scores)
+    ├── handshake watchdog: a connection with no handshake after a deadline is closed
+    ├── circuit relay v2 (node/relay.py): hop for the region, reservations when private
+    ├── mDNS (node/mdns.py) when `mdns = true`: announce, and dial the peers heard
     ├── control socket (node/control.py) and /healthz + /metrics (node/metrics.py)
     └── SIGINT/SIGTERM → stop: cancel the loops, close the host within a bounded time
 
@@ -41,9 +44,11 @@ from gd.node.host import dialable_addrs, peer_info, running_host, to_id
 from gd.node.ledger_service import LedgerService
 from gd.node.lock import PidLock
 from gd.node.logging import get_logger
+from gd.node.mdns import MdnsService
 from gd.node.mesh import MeshPlanner, MeshPolicy
 from gd.node.metrics import MetricsServer, NodeMetrics
 from gd.node.peers import LimitExceeded, PeerBudget, PeerLimits, PeerRecord, PeerTable
+from gd.node.relay import RELAY_CAPABILITY, RelayService, is_circuit_addr
 from gd.node.sovereignty_service import SovereigntyService
 from gd.node.streams import (
     HANDSHAKE_TIMEOUT_S,
@@ -83,6 +88,10 @@ REPROVIDE_S = 3600.0
 PING_INTERVAL_S = 15.0
 PING_TIMEOUT_S = 5.0
 DIAL_TIMEOUT_S = 10.0
+# A connection (inbound, or one libp2p's DHT opened) whose peer has not completed our
+# handshake by then is closed: otherwise a silent peer keeps a connection and uses the
+# DHT forever. Three handshake timeouts leave room for the dialer's own dial and retry.
+HANDSHAKE_DEADLINE_S = 3 * HANDSHAKE_TIMEOUT_S
 
 ProtocolHandler = Callable[[FramedStream, PeerRecord], Awaitable[None]]
 
@@ -97,6 +106,7 @@ def mesh_settings(cfg: NodeConfig) -> tuple[MeshPolicy, PeerLimits, int]:
     section = dict(cfg.extra.get("mesh", {}))
     seed = section.pop("seed", 0)
     section.pop("ping_interval_s", None)
+    section.pop("handshake_deadline_s", None)
     unknown = set(section) - _MESH_POLICY_KEYS - _LIMIT_KEYS
     if unknown or type(seed) is not int:
         raise ConfigError(f"[mesh]: unknown keys {sorted(unknown)}" if unknown
@@ -114,6 +124,14 @@ def ping_interval(cfg: NodeConfig) -> float:
     value = cfg.extra.get("mesh", {}).get("ping_interval_s", PING_INTERVAL_S)
     if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
         raise ConfigError("[mesh].ping_interval_s must be a positive number")
+    return float(value)
+
+
+def handshake_deadline(cfg: NodeConfig) -> float:
+    """`[mesh] handshake_deadline_s`: how long a connection may stay unhandshaken."""
+    value = cfg.extra.get("mesh", {}).get("handshake_deadline_s", HANDSHAKE_DEADLINE_S)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ConfigError("[mesh].handshake_deadline_s must be a positive number")
     return float(value)
 
 
@@ -162,7 +180,7 @@ class Daemon:
         self._discover_now = trio.Event()
         self.stop_event = trio.Event()
         self.started_at = time.time()
-        self.capabilities: tuple[str, ...] = ()
+        self.capabilities: tuple[str, ...] = (RELAY_CAPABILITY,) if cfg.relay else ()
         # Later subsystems (the ledger) replace this with their live head.
         self.ledger_head: Callable[[], tuple[int, bytes]] = lambda: (0, b"\x00" * 32)
         self.rng_nonce = os.urandom
@@ -171,6 +189,9 @@ class Daemon:
         self.sync: SyncService | None = None  # set by run_daemon when there is a Cortex
         self.sovereignty: SovereigntyService | None = None  # likewise
         self.ledger: LedgerService | None = None  # likewise (node/ledger_service.py)
+        self.mdns: MdnsService | None = None  # set by run_daemon when `mdns = true`
+        # Connections not yet handshaken: peer id -> monotonic time the connection opened.
+        self._unverified: dict[str, float] = {}
         for peer in bootstrap:
             if peer.peer_id != key.peer_id:  # a shared bootstrap file names us too
                 self.table.learn(peer.peer_id, peer.addrs, peer.region)
@@ -181,6 +202,7 @@ class Daemon:
         host.set_stream_handler(HANDSHAKE_PROTOCOL_ID, self._inbound_handshake)
         self.register_protocol(PING_PROTOCOL_ID, self._serve_ping)
         host.get_network().register_notifee(_ConnectionWatcher(self))
+        self.relay = RelayService(self)
 
     @property
     def peer_id(self) -> str:
@@ -224,8 +246,9 @@ class Daemon:
         assert outcome is not None
         if isinstance(outcome, Accepted):
             self.metrics.handshakes.labels(outcome="accepted").inc()
-            addrs = tuple(str(a) for a in self.host.get_peerstore().addrs(to_id(remote)))
+            addrs = self._known_addrs(remote)
             self.table.verified(outcome.peer, addrs, time.time())
+            self._unverified.pop(remote, None)
             self.planner.connected(remote)
             self._event_for(remote).set()
             with contextlib.suppress(Exception):
@@ -247,16 +270,48 @@ class Daemon:
             await self._close_connection(remote)
         return outcome
 
+    def _known_addrs(self, peer_id: str) -> tuple[str, ...]:
+        """The peerstore's addresses for a peer (none for one that listens nowhere, such
+        as a private node reached through a relay: the peerstore then raises)."""
+        try:
+            return tuple(str(a) for a in self.host.get_peerstore().addrs(to_id(peer_id)))
+        except Exception:
+            return ()
+
     async def _inbound_handshake(self, stream: INetStream) -> None:
         await self._handshake(stream, stream.muxed_conn.peer_id.to_base58(), "inbound")
 
-    async def connect(self, peer_id: str, addrs: Sequence[str] = ()) -> Outcome:
-        """Dial `peer_id` (at `addrs` or the addresses we know) and handshake."""
+    async def connect(self, peer_id: str, addrs: Sequence[str] = (), *,
+                      via_relay: bool = True) -> Outcome:
+        """Dial `peer_id` (at `addrs` or the addresses we know) and handshake.
+
+        Direct addresses first; circuit addresses (`.../p2p-circuit/...`) through their
+        relay when there is no direct one or it fails (`via_relay=False`: never)."""
         rec = self.table.learn(peer_id, tuple(addrs))
+        direct = [a for a in rec.addrs if not is_circuit_addr(a)]
+        relayed = [a for a in rec.addrs if is_circuit_addr(a)] if via_relay else []
         with trio.fail_after(DIAL_TIMEOUT_S):
-            await self.host.connect(peer_info(peer_id, rec.addrs))
+            # Already connected (it dialled us, or through a relay): just handshake.
+            if not self.host.get_network().get_connections(to_id(peer_id)):
+                await self._open_connection(peer_id, direct, relayed)
             stream = await self.host.new_stream(to_id(peer_id), [HANDSHAKE_PROTOCOL_ID])
         return await self._handshake(stream, peer_id, "outbound")
+
+    async def _open_connection(self, peer_id: str, direct: list[str], relayed: list[str]
+                               ) -> None:
+        if direct or not relayed:
+            try:
+                await self.host.connect(peer_info(peer_id, direct))
+                return
+            except Exception:
+                if not relayed:
+                    raise
+        await self.relay.dial(peer_id, relayed)
+
+    def addresses_changed(self) -> None:
+        """What we advertise changed (a relay reservation): re-provide our records now."""
+        self._new_since_provide = True
+        self._discover_now.set()
 
     def _event_for(self, peer_id: str) -> trio.Event:
         return self._verified.setdefault(peer_id, trio.Event())
@@ -265,6 +320,10 @@ class Daemon:
         if peer_id in self.denied or self.planner.is_banned(peer_id, time.monotonic()):
             self.log.info("peer.refused_banned", peer=peer_id)
             await self._close_connection(peer_id)
+            return
+        rec = self.table.get(peer_id)
+        if rec is None or not rec.connected:
+            self._unverified.setdefault(peer_id, time.monotonic())
 
     def _on_disconnected(self, peer_id: str) -> None:
         rec = self.table.get(peer_id)
@@ -273,6 +332,7 @@ class Daemon:
             self.planner.disconnected(peer_id, time.monotonic())
         self.table.disconnected(peer_id)
         self._verified.pop(peer_id, None)
+        self._unverified.pop(peer_id, None)
         self.budgets.pop(peer_id, None)
         self.metrics.set_peers(self.table.by_region())
 
@@ -409,14 +469,19 @@ class Daemon:
             now = time.monotonic()
             try:
                 if now - last_provide >= REPROVIDE_S or self._new_since_provide:
-                    await self.discovery.advertise(self.cfg.region, self.domains)
-                    last_provide, self._new_since_provide = now, False
+                    self._new_since_provide = False
+                    await self.discovery.advertise(self.cfg.region, self.domains,
+                                                   relay=self.cfg.relay)
+                    last_provide = now
                 found = await self.discovery.find_region_peers(self.cfg.region)
+                if self.relay.private and len(self.relay.book.held) < self.relay.book.wanted:
+                    found += await self.discovery.find_relays(self.cfg.region)
             except Exception as exc:  # the DHT is best effort; the mesh keeps what it has
                 self.log.info("discovery.failed", error=repr(exc)[:200])
                 continue
             for peer in found:
-                self.table.learn(peer.peer_id, peer.addrs, self.cfg.region)
+                if peer.peer_id != self.peer_id:
+                    self.table.learn(peer.peer_id, peer.addrs, self.cfg.region)
             self.log.debug("discovery.round", found=len(found))
 
     async def liveness_loop(self, nursery: trio.Nursery) -> None:
@@ -438,6 +503,24 @@ class Daemon:
             await trio.sleep(interval)
             for rec in self.table.connected():
                 nursery.start_soon(probe, rec.peer_id)
+
+    async def handshake_watchdog(self) -> None:
+        """Close connections whose peer has not handshaken within the deadline."""
+        deadline = handshake_deadline(self.cfg)
+        while True:
+            await trio.sleep(min(MESH_TICK_S, deadline / 4))
+            now = time.monotonic()
+            for peer_id, since in list(self._unverified.items()):
+                rec = self.table.get(peer_id)
+                if rec is not None and rec.connected:
+                    self._unverified.pop(peer_id, None)
+                elif now - since >= deadline:
+                    self._unverified.pop(peer_id, None)
+                    self.table.learn(peer_id).score.failure(now)
+                    self.metrics.dropped.labels(reason="no-handshake").inc()
+                    self.log.warning("peer.no_handshake", peer=peer_id,
+                                     after_s=round(now - since, 1))
+                    await self._close_connection(peer_id)
 
     # ---- control methods -----------------------------------------------------------
 
@@ -499,6 +582,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
     boot_peers = load_bootstrap(boot_path) if boot_path is not None else []
     mesh_settings(cfg)  # config errors surface before anything starts
     ping_interval(cfg)
+    handshake_deadline(cfg)
     sync_settings(cfg)
     domain_conflict_policies(cfg.extra.get("domains", {}))
     with PidLock(home.pid_path):
@@ -527,6 +611,11 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                         nursery.start_soon(daemon.mesh_loop, nursery)
                         nursery.start_soon(daemon.discovery_loop)
                         nursery.start_soon(daemon.liveness_loop, nursery)
+                        nursery.start_soon(daemon.handshake_watchdog)
+                        nursery.start_soon(daemon.relay.run)
+                        if cfg.mdns:
+                            daemon.mdns = MdnsService(daemon)
+                            nursery.start_soon(daemon.mdns.run)
                         if daemon.sync is not None:
                             nursery.start_soon(daemon.sync.run)
                         if daemon.sovereignty is not None:

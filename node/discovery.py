@@ -39,6 +39,9 @@ from gd.node.errors import BootstrapError
 
 REGION_KEY_PREFIX = "/gd/region/"
 DOMAIN_KEY_PREFIX = "/gd/domain/"
+# Provided by `relay = true` nodes, so private nodes find a relay of their region beyond
+# their bootstrap file (node/relay.py; the relay's signed handshake capability decides).
+RELAY_KEY_PREFIX = "/gd/relay/"
 # Peers asked directly per lookup: Kademlia's k (20) is more than a region ever needs.
 LOOKUP_PEERS = 20
 # Bound on one provider query to one peer; the DHT itself uses 10 s, too slow for a tick.
@@ -126,6 +129,10 @@ def domain_key(domain: str) -> str:
     return DOMAIN_KEY_PREFIX + domain
 
 
+def relay_key(region: str) -> str:
+    return RELAY_KEY_PREFIX + region
+
+
 def _key_bytes(key: str) -> bytes:
     # KadDHT.provide() turns a string that is neither a CID nor hex into its UTF-8 bytes;
     # ours always start with "/", so they always take that path.
@@ -158,10 +165,14 @@ class Discovery:
     def remove_peer(self, peer_id: str) -> None:
         self.dht.routing_table.remove_peer(ID.from_base58(peer_id))
 
-    async def advertise(self, region: str, domains: tuple[str, ...] = ()) -> int:
-        """Provide our region and domain keys; returns how many succeeded."""
+    async def advertise(self, region: str, domains: tuple[str, ...] = (), *,
+                        relay: bool = False) -> int:
+        """Provide our region and domain keys (and the region's relay key when we relay);
+        returns how many succeeded."""
         ok = 0
-        for key in (region_key(region), *(domain_key(d) for d in domains)):
+        keys = (region_key(region), *(domain_key(d) for d in domains),
+                *((relay_key(region),) if relay else ()))
+        for key in keys:
             if await self.dht.provide(key):
                 ok += 1
         return ok
@@ -197,3 +208,6 @@ class Discovery:
 
     async def find_region_peers(self, region: str) -> list[FoundPeer]:
         return await self.find(region_key(region))
+
+    async def find_relays(self, region: str) -> list[FoundPeer]:
+        return await self.find(relay_key(region))
