@@ -165,6 +165,7 @@ map_size_mb = {cfg.cortex_map_size_mb}
 # target_bridges = 2          # links kept to other regions
 # max_bytes_per_s = 10485760  # per-peer inbound rate before throttling
 # ping_interval_s = 15.0      # liveness checks of every peer
+# handshake_deadline_s = 15.0 # a connection that has not handshaken by then is closed
 #
 # [domains.turbofan]     # per domain: what to do with concurrent edits from peers
 # conflict = "queue"     # queue (a person decides) | lww (later HLC wins) |

@@ -10,7 +10,7 @@ import pytest
 
 from gd.crdt.conflict import ConflictPolicy
 from gd.node.config import ConfigError, NodeConfig, parse_config, render_config
-from gd.node.daemon import PING_INTERVAL_S
+from gd.node.daemon import HANDSHAKE_DEADLINE_S, PING_INTERVAL_S
 from gd.node.mesh import MeshPolicy
 from gd.node.peers import PeerLimits
 from gd.node.sync_service import SyncSettings
@@ -33,7 +33,9 @@ def test_commented_examples_parse_and_match_the_code_defaults() -> None:
     for key, value in data["sync"].items():
         assert sync[key] == value, key
     mesh = {f.name: f.default for f in fields(MeshPolicy)} | {
-        f.name: f.default for f in fields(PeerLimits)} | {"ping_interval_s": PING_INTERVAL_S}
+        f.name: f.default for f in fields(PeerLimits)} | {"ping_interval_s": PING_INTERVAL_S,
+                                                          "handshake_deadline_s":
+                                                          HANDSHAKE_DEADLINE_S}
     for key, value in data["mesh"].items():
         assert mesh[key] == value, key
     assert domain_conflict_policies(data["domains"])("turbofan") == ConflictPolicy()
