@@ -3,88 +3,29 @@ share-all test switch): what moves between them is what their agreements allow."
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 import trio
-from gd_testkit import key_from_int
+from daemon_cluster import DaemonCluster, quiet_libp2p
 
 from gd.node.audit import AuditKind
-from gd.node.config import NodeConfig
-from gd.node.cortex import Cortex
-from gd.node.daemon import Daemon, run_daemon
-from gd.node.discovery import BootstrapPeer, render_bootstrap
-from gd.node.home import Home
-from gd.node.host import dialable_addrs
+from gd.node.daemon import Daemon
 from gd.node.policy_store import rule_from_options
 
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-FAST_MESH = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 5}
 # Automatic sync with a short debounce: genes follow agreements without `sync now`.
 FAST_SYNC = {"debounce_s": 0.05}
 
 
 @pytest.fixture(autouse=True)
-def quiet_libp2p():
-    for name in ("libp2p", "multiaddr", "async_service"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+def _quiet_libp2p():
+    quiet_libp2p()
 
 
-class Federation:
-    """Starts daemons in the caller's nursery; closes their Cortexes at the end."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.cortexes: list[Cortex] = []
+class Federation(DaemonCluster):
+    """Daemons that enforce their agreements (sync on, short debounce)."""
 
     async def start(self, nursery: trio.Nursery, n: int, *, boot: list[Daemon] = (),
                     region: str = "eu") -> Daemon:
-        home = Home(self.root / f"n{n}")
-        home.root.mkdir(exist_ok=True)
-        cortex = Cortex.open(home.cortex_path)
-        self.cortexes.append(cortex)
-        cfg = NodeConfig(org=f"org{n}", region=region,
-                         extra={"mesh": dict(FAST_MESH), "sync": dict(FAST_SYNC)})
-        bootstrap = None
-        if boot:
-            bootstrap = home.root / "bootstrap-peers.toml"
-            bootstrap.write_text(render_bootstrap([
-                BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), d.cfg.region)
-                for d in boot]))
-        ready = trio.Event()
-        box: list[Daemon] = []
-
-        def on_ready(d: Daemon) -> None:
-            box.append(d)
-            ready.set()
-
-        nursery.start_soon(lambda: run_daemon(home, cfg, key_from_int(n), cortex=cortex,
-                                              listen=LOOPBACK, bootstrap=bootstrap,
-                                              ready_callback=on_ready, handle_signals=False))
-        with trio.fail_after(10):
-            await ready.wait()
-        return box[0]
-
-    def close(self) -> None:
-        for cortex in self.cortexes:
-            cortex.close()
-
-    @staticmethod
-    async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        with trio.fail_after(timeout):
-            while not predicate():
-                await trio.sleep(0.05)
-
-    async def connected(self, *daemons: Daemon, timeout: float = 20.0) -> None:
-        def all_meshed() -> bool:
-            return all({o.peer_id for o in daemons if o is not d}
-                       <= {r.peer_id for r in d.table.connected()} for d in daemons)
-
-        await self.until(all_meshed, timeout)
+        return await self.start_daemon(nursery, n, region=region, sync=FAST_SYNC, boot=boot)
 
     @staticmethod
     async def share(d: Daemon, other: Daemon, domain: str, **options: bool) -> None:
@@ -109,16 +50,8 @@ class Federation:
     SENT = AuditKind.GENE_SENT
     RECEIVED = AuditKind.GENE_RECEIVED
 
-    @staticmethod
-    def stop_all(*daemons: Daemon) -> None:
-        for d in daemons:
-            d.stop()
-
 
 @pytest.fixture
 def fed():
-    root = Path(tempfile.mkdtemp(prefix="gdv", dir="/tmp"))  # short: Unix socket paths
-    f = Federation(root)
-    yield f
-    f.close()
-    shutil.rmtree(root, ignore_errors=True)
+    with Federation.in_tmp("gdv") as f:
+        yield f

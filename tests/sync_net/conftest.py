@@ -2,107 +2,40 @@
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 import trio
-from gd_testkit import key_from_int
+from daemon_cluster import DaemonCluster, quiet_libp2p
 
-from gd.node.config import NodeConfig
-from gd.node.cortex import Cortex
-from gd.node.daemon import Daemon, run_daemon
-from gd.node.discovery import BootstrapPeer, render_bootstrap
-from gd.node.home import Home
-from gd.node.host import dialable_addrs
+from gd.node.daemon import Daemon
 
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
-FAST_MESH = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 5}
 SHARE_ALL = {"share_all_for_tests": True, "debounce_s": 0.05}
 MANUAL = {"share_all_for_tests": True, "auto": False}
 
 
 @pytest.fixture(autouse=True)
-def quiet_libp2p():
-    for name in ("libp2p", "multiaddr", "async_service"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+def _quiet_libp2p():
+    quiet_libp2p()
 
 
-class Cluster:
-    """Starts daemons in the caller's nursery; closes their Cortexes at the end."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.cortexes: list[Cortex] = []
+class Cluster(DaemonCluster):
+    """Daemons that sync (share-all test switch where asked)."""
 
     async def start(self, nursery: trio.Nursery, n: int, *, sync: dict | None = None,
                     boot: list[Daemon] = ()) -> Daemon:
-        home = Home(self.root / f"n{n}")
-        home.root.mkdir(exist_ok=True)
-        cortex = Cortex.open(home.cortex_path)
-        self.cortexes.append(cortex)
-        cfg = NodeConfig(org=f"org{n}", region="eu",
-                         extra={"mesh": dict(FAST_MESH), "sync": dict(sync or {})})
-        bootstrap = None
-        if boot:
-            bootstrap = home.root / "bootstrap-peers.toml"
-            bootstrap.write_text(render_bootstrap([
-                BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), d.cfg.region)
-                for d in boot]))
-        ready = trio.Event()
-        box: list[Daemon] = []
-
-        def on_ready(d: Daemon) -> None:
-            box.append(d)
-            ready.set()
-
-        nursery.start_soon(lambda: run_daemon(home, cfg, key_from_int(n), cortex=cortex,
-                                              listen=LOOPBACK, bootstrap=bootstrap,
-                                              ready_callback=on_ready, handle_signals=False))
-        with trio.fail_after(10):
-            await ready.wait()
-        return box[0]
-
-    def close(self) -> None:
-        for cortex in self.cortexes:
-            cortex.close()
+        return await self.start_daemon(nursery, n, sync=sync, boot=boot)
 
     # Helpers live here because tests import modules by path (no `from conftest`).
     SHARE_ALL = SHARE_ALL
     MANUAL = MANUAL
 
     @staticmethod
-    async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        with trio.fail_after(timeout):
-            while not predicate():
-                await trio.sleep(0.05)
-
-    async def connected(self, *daemons: Daemon, timeout: float = 20.0) -> None:
-        def all_meshed() -> bool:
-            return all({o.peer_id for o in daemons if o is not d}
-                       <= {r.peer_id for r in d.table.connected()} for d in daemons)
-
-        await self.until(all_meshed, timeout)
-
-    @staticmethod
     def contents(d: Daemon) -> dict[str, bytes]:
         return {g.id: g.version_hash for g in d.cortex.genes()}
-
-    @staticmethod
-    def stop_all(*daemons: Daemon) -> None:
-        for d in daemons:
-            d.stop()
 
 
 @pytest.fixture
 def cluster():
-    root = Path(tempfile.mkdtemp(prefix="gds", dir="/tmp"))  # short: Unix socket paths
-    c = Cluster(root)
-    yield c
-    c.close()
-    shutil.rmtree(root, ignore_errors=True)
+    with Cluster.in_tmp("gds") as c:
+        yield c
 
 

@@ -1,0 +1,125 @@
+"""In-process daemons on 127.0.0.1 for network tests: each with its own home and Cortex,
+started in the caller's trio nursery, bootstrapped from daemons already running.
+
+The suites (`tests/sync_net`, `tests/sovereignty_net`, `tests/ledger_net`) subclass
+`DaemonCluster` with their defaults and helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+from gd_testkit import key_from_int
+
+from gd.node.config import NodeConfig
+from gd.node.cortex import Cortex
+from gd.node.daemon import Daemon, run_daemon
+from gd.node.discovery import BootstrapPeer, render_bootstrap
+from gd.node.home import Home
+from gd.node.host import dialable_addrs
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+# Quick redials and pings: tests restart peers and must not wait out production backoffs.
+FAST_MESH = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 5}
+READY_TIMEOUT_S = 10
+
+C = TypeVar("C", bound="DaemonCluster")
+
+
+def quiet_libp2p() -> None:
+    for name in ("libp2p", "multiaddr", "async_service"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+class DaemonCluster:
+    """Starts daemons in the caller's nursery; closes their Cortexes at the end."""
+
+    wait_timeout_s = 20.0
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cortexes: dict[int, Cortex] = {}
+
+    def home(self, n: int) -> Home:
+        home = Home(self.root / f"n{n}")
+        home.root.mkdir(exist_ok=True)
+        return home
+
+    def cortex(self, n: int) -> Cortex:
+        if n not in self.cortexes:
+            self.cortexes[n] = Cortex.open(self.home(n).cortex_path)
+        return self.cortexes[n]
+
+    async def start_daemon(self, nursery: trio.Nursery, n: int, *, region: str = "eu",
+                           sync: dict[str, Any] | None = None, voters: Sequence[str] = (),
+                           boot: Sequence[Daemon] = (),
+                           on_ready: Callable[[Daemon], None] | None = None) -> Daemon:
+        """Node `n` (key `key_from_int(n)`, org `org<n>`), ready to serve."""
+        home = self.home(n)
+        cfg = NodeConfig(org=f"org{n}", region=region, ledger_voters=tuple(voters),
+                         extra={"mesh": dict(FAST_MESH), "sync": dict(sync or {})})
+        bootstrap = None
+        if boot:
+            bootstrap = home.root / "bootstrap-peers.toml"
+            bootstrap.write_text(render_bootstrap([
+                BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), d.cfg.region)
+                for d in boot]))
+        ready = trio.Event()
+        box: list[Daemon] = []
+
+        def ready_cb(d: Daemon) -> None:
+            if on_ready is not None:
+                on_ready(d)
+            box.append(d)
+            ready.set()
+
+        cortex = self.cortex(n)
+        nursery.start_soon(lambda: run_daemon(home, cfg, key_from_int(n), cortex=cortex,
+                                              listen=LOOPBACK, bootstrap=bootstrap,
+                                              ready_callback=ready_cb, handle_signals=False))
+        with trio.fail_after(READY_TIMEOUT_S):
+            await ready.wait()
+        return box[0]
+
+    def close(self) -> None:
+        for cortex in self.cortexes.values():
+            cortex.close()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
+        with trio.fail_after(timeout or self.wait_timeout_s):
+            while not predicate():
+                await trio.sleep(0.05)
+
+    async def connected(self, *daemons: Daemon, timeout: float | None = None) -> None:
+        """Wait until every daemon is connected (handshaken) to every other."""
+
+        def all_meshed() -> bool:
+            return all({o.peer_id for o in daemons if o is not d}
+                       <= {r.peer_id for r in d.table.connected()} for d in daemons)
+
+        await self.until(all_meshed, timeout)
+
+    @staticmethod
+    def stop_all(*daemons: Daemon) -> None:
+        for d in daemons:
+            d.stop()
+
+    @classmethod
+    @contextmanager
+    def in_tmp(cls: type[C], prefix: str) -> Iterator[C]:
+        """A cluster in a fresh short tmp dir (Unix socket paths are limited to 108 bytes),
+        removed afterwards."""
+        root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        cluster = cls(root)
+        try:
+            yield cluster
+        finally:
+            cluster.close()
+            shutil.rmtree(root, ignore_errors=True)
