@@ -195,6 +195,9 @@ def call(home: Home | Path | str, method: str, *, timeout: float = DEFAULT_CALL_
         reply = _unpack(_recv_all(sock, length))
     except TimeoutError:
         raise ControlError(f"the daemon did not answer {method!r} within {timeout} s") from None
+    except OSError as exc:  # reset or broken pipe: the daemon died during the call
+        raise ControlError(f"the daemon closed the connection during {method!r}: {exc}"
+                           ) from None
     except (ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
         raise ControlError(f"unreadable reply from the daemon: {exc}") from None
     finally:

@@ -228,7 +228,11 @@ class Daemon:
 
     async def _deny(self, peers: list[str]) -> list[str]:
         """Control method: replace the deny list (persisted) and drop denied peers now."""
+        lifted = self.denied - set(peers)
         self.denied = save_deny_list(self.home.root, set(peers))
+        for peer_id in lifted:  # dial them again now, not after the partition's backoff
+            self.planner.connected(peer_id)
+            self._discover_now.set()
         for peer_id in sorted(self.denied):
             rec = self.table.get(peer_id)
             if rec is not None and rec.connected:
@@ -299,6 +303,7 @@ class Daemon:
 
     async def _open_connection(self, peer_id: str, direct: list[str], relayed: list[str]
                                ) -> None:
+        self._forget_dead_connections(peer_id)
         if direct or not relayed:
             try:
                 await self.host.connect(peer_info(peer_id, direct))
@@ -307,6 +312,19 @@ class Daemon:
                 if not relayed:
                     raise
         await self.relay.dial(peer_id, relayed)
+
+    def _forget_dead_connections(self, peer_id: str) -> None:
+        """Undo two py-libp2p 0.8.1 habits before we dial (found by tests/chaos): it keeps
+        closed connections listed, so `host.connect` returns at once without dialling and
+        every stream then fails; and after a failed dial it refuses to dial that peer for
+        60 s. Our own redial planner already paces retries, so both only get in the way
+        (a healed partition stayed apart for over a minute)."""
+        swarm = self.host.get_network()
+        pid = to_id(peer_id)
+        for conn in list(swarm.get_connections(pid)):
+            if conn.is_closed:
+                swarm.remove_conn(conn)
+        swarm.unblock_peer(pid)
 
     def addresses_changed(self) -> None:
         """What we advertise changed (a relay reservation): re-provide our records now."""
