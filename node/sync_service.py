@@ -98,6 +98,11 @@ ZSTD_MIN_BYTES: Final = 1024
 ZSTD_LEVEL: Final = 3
 
 # Defaults of the [sync] config section.
+# The initiator of a repair waits this long for each reply: the responder builds its item
+# set (every head the policy lets us see) on the first step and scans for derived forms
+# on a fetch — O(n) work, ~15 s for 100k genes on a busy 2-core machine, far above the
+# 10 s read timeout that suits the feed's small steps.
+REPAIR_READ_TIMEOUT_S: Final = 180.0
 DEFAULT_INTERVAL_S: Final = 30.0
 DEFAULT_DEBOUNCE_S: Final = 0.5
 DEFAULT_REPAIR_INTERVAL_S: Final = 600.0
@@ -820,7 +825,8 @@ class SyncService:
             items = await trio.to_thread.run_sync(self._items_for, peer)
             rec = await trio.to_thread.run_sync(Reconciler.initiator, items)
             counted = RoundStats(peer)
-            fs = await self._open(peer, RECONCILE_PROTOCOL_ID, counted)
+            fs = await self._open(peer, RECONCILE_PROTOCOL_ID, counted,
+                                  read_timeout_s=REPAIR_READ_TIMEOUT_S)
             try:
                 msg: bytes | None = rec.initiate()
                 while msg is not None:
