@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from daemon_cluster import LOOPBACK, launch, until
 from gd_testkit import key_from_int
 
 from gd.node.config import NodeConfig
 from gd.node.control import ControlError, DaemonNotRunning, call
 from gd.node.daemon import Daemon, run_daemon
-from gd.node.discovery import BootstrapPeer, render_bootstrap
 from gd.node.home import Home
 from gd.node.host import dialable_addrs, peer_info, running_host, to_id
 from gd.node.lock import AlreadyRunning
@@ -31,7 +31,6 @@ from gd.protocol.handshake import (
 )
 from gd.protocol.wire import encode_frame
 
-LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 FAST = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 0.5}
 
 
@@ -61,30 +60,7 @@ async def start(nursery, home: Home, n: int, region: str = "eu", *, boot: list[D
                 mesh: dict | None = None, metrics_port: int = 0) -> Daemon:
     cfg = NodeConfig(org=f"org{n}", region=region, metrics_port=metrics_port,
                      extra={"mesh": {**FAST, **(mesh or {})}})
-    bootstrap = None
-    if boot:
-        bootstrap = home.root / "bootstrap-peers.toml"
-        bootstrap.write_text(render_bootstrap([
-            BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), d.cfg.region) for d in boot]))
-    ready = trio.Event()
-    box: list[Daemon] = []
-
-    def on_ready(d: Daemon) -> None:
-        box.append(d)
-        ready.set()
-
-    nursery.start_soon(lambda: run_daemon(home, cfg, key_from_int(n), cortex=None,
-                                          listen=LOOPBACK, bootstrap=bootstrap,
-                                          ready_callback=on_ready, handle_signals=False))
-    with trio.fail_after(10):
-        await ready.wait()
-    return box[0]
-
-
-async def until(predicate, timeout: float = 20.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
+    return await launch(nursery, home, cfg, key_from_int(n), boot=boot)
 
 
 def connected_ids(d: Daemon) -> set[str]:

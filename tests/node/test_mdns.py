@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import trio
+from daemon_cluster import launch, until
 from gd_testkit import key_from_int
 
 from gd.node.config import NodeConfig
-from gd.node.daemon import Daemon, run_daemon
+from gd.node.daemon import Daemon
 from gd.node.home import Home
 from gd.node.host import dialable_addrs
 from gd.node.mdns import LanReport, skip_reason
@@ -53,18 +54,7 @@ def homes():
 async def start(nursery: trio.Nursery, home: Home, n: int, *, mdns: bool) -> Daemon:
     cfg = NodeConfig(org=f"org{n}", region="eu", listen=LOOPBACK, mdns=mdns,
                      extra={"mesh": FAST})
-    box: list[Daemon] = []
-    nursery.start_soon(lambda: run_daemon(home, cfg, key_from_int(n), cortex=None,
-                                          listen=None, bootstrap=None,
-                                          ready_callback=box.append, handle_signals=False))
-    await until(lambda: bool(box), 10)
-    return box[0]
-
-
-async def until(predicate, timeout: float = 20.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
+    return await launch(nursery, home, cfg, key_from_int(n), listen=None)
 
 
 def connected(d: Daemon, peer_id: str) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from daemon_cluster import launch, until
 from gd_testkit import key_from_int, make_gene
 
 from gd.node.config import ConfigError, NodeConfig, parse_config, render_config
@@ -110,30 +111,8 @@ async def start(nursery: trio.Nursery, home: Home, n: int, *, boot: list[Daemon]
                 **node: object) -> Daemon:
     extra = {"mesh": FAST, "sync": SHARE_ALL} if cortex is not None else {"mesh": FAST}
     cfg = NodeConfig(org=f"org{n}", region="eu", listen=listen, extra=extra, **node)
-    bootstrap = None
-    if boot:
-        bootstrap = home.root / "bootstrap-peers.toml"
-        bootstrap.write_text(render_bootstrap([
-            BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), "eu") for d in boot]))
-    box: list[Daemon] = []
-    ready = trio.Event()
-
-    def on_ready(d: Daemon) -> None:
-        box.append(d)
-        ready.set()
-
-    nursery.start_soon(lambda: run_daemon(home, cfg, key_from_int(n), cortex=cortex,
-                                          listen=None, bootstrap=bootstrap,
-                                          ready_callback=on_ready, handle_signals=False))
-    with trio.fail_after(10):
-        await ready.wait()
-    return box[0]
-
-
-async def until(predicate, timeout: float = 20.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.05)
+    return await launch(nursery, home, cfg, key_from_int(n), cortex=cortex, listen=None,
+                        boot=boot)
 
 
 def relayed(d: Daemon, peer_id: str) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from daemon_cluster import until
 from gd_testkit import key_from_int
 
 from gd.node.config import ConfigError, NodeConfig
@@ -34,12 +35,6 @@ def test_the_deadline_is_configurable_and_checked() -> None:
     bad = NodeConfig(org="o", region="eu", extra={"mesh": {"handshake_deadline_s": 0}})
     with pytest.raises(ConfigError, match="handshake_deadline_s"):
         handshake_deadline(bad)
-
-
-async def until(predicate, timeout: float = 15.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():
-            await trio.sleep(0.02)
 
 
 async def test_a_connected_but_silent_peer_is_dropped(home) -> None:

@@ -38,6 +38,47 @@ def quiet_libp2p() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def write_bootstrap(home: Home, boot: Sequence[Daemon]) -> Path | None:
+    """A bootstrap-peers.toml in `home` naming the running daemons `boot` (None if none)."""
+    if not boot:
+        return None
+    path = home.root / "bootstrap-peers.toml"
+    path.write_text(render_bootstrap([
+        BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), d.cfg.region) for d in boot]))
+    return path
+
+
+async def launch(nursery: trio.Nursery, home: Home, cfg: NodeConfig, key: Any, *,
+                 cortex: Cortex | None = None, listen: list[str] | None = LOOPBACK,
+                 boot: Sequence[Daemon] = (),
+                 on_ready: Callable[[Daemon], None] | None = None) -> Daemon:
+    """Run one daemon in `nursery` (signals left to the test) and return it once ready."""
+    bootstrap = write_bootstrap(home, boot)
+    ready = trio.Event()
+    box: list[Daemon] = []
+
+    def ready_cb(d: Daemon) -> None:
+        if on_ready is not None:
+            on_ready(d)
+        box.append(d)
+        ready.set()
+
+    nursery.start_soon(lambda: run_daemon(home, cfg, key, cortex=cortex, listen=listen,
+                                          bootstrap=bootstrap, ready_callback=ready_cb,
+                                          handle_signals=False))
+    with trio.fail_after(READY_TIMEOUT_S):
+        await ready.wait()
+    return box[0]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 20.0,
+                poll_s: float = 0.05) -> None:
+    """Wait (bounded) until `predicate()` holds."""
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(poll_s)
+
+
 class DaemonCluster:
     """Starts daemons in the caller's nursery; closes their Cortexes at the end."""
 
@@ -62,40 +103,17 @@ class DaemonCluster:
                            boot: Sequence[Daemon] = (),
                            on_ready: Callable[[Daemon], None] | None = None) -> Daemon:
         """Node `n` (key `key_from_int(n)`, org `org<n>`), ready to serve."""
-        home = self.home(n)
         cfg = NodeConfig(org=f"org{n}", region=region, ledger_voters=tuple(voters),
                          extra={"mesh": dict(FAST_MESH), "sync": dict(sync or {})})
-        bootstrap = None
-        if boot:
-            bootstrap = home.root / "bootstrap-peers.toml"
-            bootstrap.write_text(render_bootstrap([
-                BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), d.cfg.region)
-                for d in boot]))
-        ready = trio.Event()
-        box: list[Daemon] = []
-
-        def ready_cb(d: Daemon) -> None:
-            if on_ready is not None:
-                on_ready(d)
-            box.append(d)
-            ready.set()
-
-        cortex = self.cortex(n)
-        nursery.start_soon(lambda: run_daemon(home, cfg, key_from_int(n), cortex=cortex,
-                                              listen=LOOPBACK, bootstrap=bootstrap,
-                                              ready_callback=ready_cb, handle_signals=False))
-        with trio.fail_after(READY_TIMEOUT_S):
-            await ready.wait()
-        return box[0]
+        return await launch(nursery, self.home(n), cfg, key_from_int(n), cortex=self.cortex(n),
+                            boot=boot, on_ready=on_ready)
 
     def close(self) -> None:
         for cortex in self.cortexes.values():
             cortex.close()
 
     async def until(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
-        with trio.fail_after(timeout or self.wait_timeout_s):
-            while not predicate():
-                await trio.sleep(0.05)
+        await until(predicate, timeout or self.wait_timeout_s)
 
     async def connected(self, *daemons: Daemon, timeout: float | None = None) -> None:
         """Wait until every daemon is connected (handshaken) to every other."""
