@@ -285,7 +285,7 @@ class Cortex:
             if not supersede:
                 raise VersionConflict(
                     f"gene {gene.id} version {gene.version} already exists with another body")
-            loser = Gene.from_wire(canonical.decode(existing))
+            loser = Gene.from_stored(canonical.decode(existing), raw=existing)
             txn.delete(loser.version_hash, db=d["by_vhash"])
             existing = None
         new_version = existing is None
@@ -322,14 +322,19 @@ class Cortex:
         txn.delete(_k(status, gene_id), db=d["idx_status"])
         txn.delete(_k(origin, gene_id), db=d["idx_origin"])
 
-    def _load(self, txn: lmdb.Transaction, gene_id: bytes, head_raw: bytes) -> Gene:
-        """The full Gene for a head record (signed body joined with local state)."""
+    def _load(self, txn: lmdb.Transaction, gene_id: bytes, head_raw: bytes, *,
+              validate: bool = False) -> Gene:
+        """The full Gene for a head record (signed body joined with local state). Our own
+        records are rebuilt without re-validation (`Gene.from_stored`) unless `validate`."""
         head = _Head.decode(head_raw)
         raw = txn.get(gene_id + SEP + _U64.pack(head.version), db=self._dbs["gene_versions"])
         if raw is None:
             raise CortexError(f"gene {gene_id.decode()}: head version {head.version} missing")
-        return Gene.from_wire(canonical.decode(raw), status=GeneStatus(head.status),
-                              successes=head.successes, failures=head.failures)
+        if validate:
+            return Gene.from_wire(canonical.decode(raw), status=GeneStatus(head.status),
+                                  successes=head.successes, failures=head.failures)
+        return Gene.from_stored(canonical.decode(raw), raw=raw, status=head.status,
+                                successes=head.successes, failures=head.failures)
 
     def _append_change(self, txn: lmdb.Transaction, op: str, gene: Gene) -> int:
         meta = self._dbs["meta"]
@@ -357,7 +362,7 @@ class Cortex:
         """A stored version's signed body (local fields at their defaults)."""
         with self.env.begin() as txn:
             raw = txn.get(_version_key(gene_id, version), db=self._dbs["gene_versions"])
-        return Gene.from_wire(canonical.decode(raw)) if raw is not None else None
+        return Gene.from_stored(canonical.decode(raw), raw=raw) if raw is not None else None
 
     def gene_versions(self, gene_id: str) -> list[int]:
         prefix = gene_id.encode() + SEP
@@ -375,7 +380,7 @@ class Cortex:
         with self.env.begin() as txn:
             vkey = txn.get(vhash, db=self._dbs["by_vhash"])
             raw = txn.get(vkey, db=self._dbs["gene_versions"]) if vkey else None
-        return Gene.from_wire(canonical.decode(raw)) if raw is not None else None
+        return Gene.from_stored(canonical.decode(raw), raw=raw) if raw is not None else None
 
     def delete_gene(self, gene_id: str) -> int | None:
         """Remove a gene, all its stored versions, indexes and synapses; append a
@@ -391,7 +396,8 @@ class Cortex:
             txn.delete(gene_id.encode(), db=d["genes"])
             prefix = gene_id.encode() + SEP
             for key in list(_prefix_keys(txn, d["gene_versions"], prefix)):
-                body = Gene.from_wire(canonical.decode(txn.get(key, db=d["gene_versions"])))
+                stored = txn.get(key, db=d["gene_versions"])
+                body = Gene.from_stored(canonical.decode(stored), raw=stored)
                 txn.delete(body.version_hash, db=d["by_vhash"])
                 txn.delete(key, db=d["gene_versions"])
             for fwd, rev in (("synapses", "synapses_rev"), ("synapses_rev", "synapses")):
@@ -641,7 +647,7 @@ class Cortex:
                                                "idx_origin": set()}
             for key, raw in txn.cursor(db=d["genes"]):
                 try:
-                    gene = self._load(txn, key, raw)
+                    gene = self._load(txn, key, raw, validate=True)
                 except (DecodeError, ValidationError, CortexError) as exc:
                     problems.append(f"gene {key!r}: undecodable head: {exc}")
                     continue

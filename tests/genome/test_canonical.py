@@ -90,3 +90,18 @@ def test_integers_beyond_64_bits_are_refused() -> None:
         canonical.encode({"x": 2**64})
     with pytest.raises(TypeError, match="64 bits"):
         canonical.encode([-(2**63) - 1])
+
+
+@given(genes(KEYS))
+def test_a_stored_gene_rebuilds_equal_to_the_validated_one(gene: Gene) -> None:
+    raw = gene.wire_bytes
+    stored = Gene.from_stored(canonical.decode(raw), raw=raw, status=gene.status)
+    assert stored == Gene.from_wire(canonical.decode(raw), status=gene.status)
+    assert stored.version_hash == gene.version_hash and stored.wire_bytes == raw
+    assert stored.encode() == gene.encode()
+    stored.verify()
+
+
+def test_a_stored_record_of_the_wrong_shape_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="wrong shape"):
+        Gene.from_stored({"body": {"codons": [{"op": ">"}]}, "sig": b""})
