@@ -44,6 +44,8 @@ from gd.node.cortex import Cortex, CortexError, UnknownGene
 from gd.protocol.sync import decide_for, stamp_of
 
 CONFLICTS_DB = "sync_conflicts"
+# Feed entries read per Cortex call: one sync batch's worth (MAX_BATCH_GENES).
+FEED_PAGE = 256
 SEP = b"\x00"
 
 
@@ -135,13 +137,21 @@ class SyncStore:
 
         Lazy: a gene is decoded only when the caller gets to it. The sender scans up to
         8x more entries than it sends (for filtered feeds) and stops at a full batch, so
-        decoding eagerly would cost 8x the work on an unfiltered feed."""
-        for change in self.cortex.changes_since(since, limit):
-            if change.op != "put":
-                continue
-            gene = self.cortex.get_gene_version(change.id, change.version)
-            if gene is not None and gene.version_hash == change.vhash:
-                yield change.seq, gene
+        decoding eagerly would cost 8x the work on an unfiltered feed — so the feed itself
+        is read in pages of FEED_PAGE entries too, not `limit` at once."""
+        remaining = limit
+        while remaining > 0:
+            page = self.cortex.changes_since(since, min(FEED_PAGE, remaining))
+            for change in page:
+                since = change.seq
+                if change.op != "put":
+                    continue
+                gene = self.cortex.get_gene_version(change.id, change.version)
+                if gene is not None and gene.version_hash == change.vhash:
+                    yield change.seq, gene
+            if len(page) < min(FEED_PAGE, remaining):
+                return
+            remaining -= len(page)
 
     # -- receiver side ----------------------------------------------------------------
     def apply_batch(self, sender: str, genes: Sequence[Gene], upto: int | None) -> ApplyStats:
