@@ -35,10 +35,13 @@ from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node import cortex as cortex_mod
 from gd.node.config import DEFAULT_LISTEN, NodeConfig
+from gd.node.control import ControlError, call
 from gd.node.cortex import Cortex
 from gd.node.local import initialise_home, load_identity
 from gd.node.lock import holder_pid
 
+# `status` asks a running daemon for its live view; a stuck one must not hang the CLI.
+STATUS_CALL_TIMEOUT_S = 5.0
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -105,6 +108,17 @@ def _status_data(home: Path | None) -> dict[str, Any]:
         "home": str(where.root), "peer_id": key.peer_id, "org": cfg.org, "region": cfg.region,
         "listen": list(cfg.listen), "daemon": {"running": pid is not None, "pid": pid},
     }
+    if pid is not None:
+        # The running daemon knows what the config cannot: the ports it really bound
+        # (tcp/0 picks one), its peers, its ledger height and sync lag.
+        try:
+            live = call(where, "status", timeout=STATUS_CALL_TIMEOUT_S)
+        except ControlError as exc:
+            data["daemon"]["error"] = str(exc)
+        else:
+            data["daemon"].update({k: live.get(k) for k in (
+                "addrs", "peers", "peers_by_region", "ledger_height", "sync_lag",
+                "conflicts", "uptime_s")})
     with Cortex.open(where.cortex_path, readonly=True) as cortex:
         stats = cortex.stats()
         data["cortex"] = {
@@ -134,6 +148,11 @@ def status(home: Path | None, as_json: bool) -> None:
     daemon = data["daemon"]
     grid.add_row("[bold]daemon[/]", f"running (pid {daemon['pid']})" if daemon["running"]
                  else "not running")
+    if daemon.get("addrs"):
+        grid.add_row("[bold]addresses[/]", "\n".join(daemon["addrs"]))
+        grid.add_row("[bold]peers / ledger[/]",
+                     f"{daemon['peers']} peers, ledger height {daemon['ledger_height']}, "
+                     f"sync lag {daemon['sync_lag']}, conflicts {daemon['conflicts']}")
     c = data["cortex"]
     by_status = ", ".join(f"{k} {v}" for k, v in sorted(c["by_status"].items())) or "-"
     by_domain = ", ".join(f"{k} {v}" for k, v in sorted(c["by_domain"].items())) or "-"

@@ -189,7 +189,10 @@ def test_run_daemon_locks_home_and_stops_cleanly_on_sigterm(home: Path) -> None:
                                 text=True, timeout=30)
         assert second.returncode == 1 and "already runs" in second.stderr
         status = json.loads(run("status", "--home", str(home), "--json").output)
-        assert status["daemon"] == {"running": True, "pid": proc.pid}
+        assert (status["daemon"]["running"], status["daemon"]["pid"]) == (True, proc.pid)
+        assert status["daemon"]["addrs"] and "/tcp/0" not in status["daemon"]["addrs"][0]
+        assert status["daemon"]["peers"] == 0
+        assert "addresses" in run("status", "--home", str(home)).output
         restore = run("restore", str(home / "cortex"), "--home", str(home), ok=False)
         assert restore.exit_code == 1 and "stop it first" in restore.output
         proc.send_signal(signal.SIGTERM)
