@@ -36,7 +36,8 @@ async def test_entries_proposed_on_any_node_commit_in_one_order_on_all(region, n
     await region.connected(*ds)
     leader = await region.leader(ds[:3])
     await region.until(lambda: key_from_int(4).peer_id in leader.ledger.node.conf.learners)
-    assert ds[3].ledger.node.conf.voters == frozenset(voters)
+    # The learner learns the configuration when the leader's next append reaches it.
+    await region.until(lambda: ds[3].ledger.node.conf.voters == frozenset(voters))
 
     receipts: dict[int, list] = {}
 
