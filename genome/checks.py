@@ -135,6 +135,15 @@ def require_map(field: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
+def exact_keys(field: str, value: Mapping[str, Any], fields: set[str] | frozenset[str]
+               ) -> None:
+    """A record must carry every one of `fields` and nothing else (strict decoding)."""
+    missing = sorted(set(fields) - set(value))
+    if missing:
+        raise ValidationError(field, f"missing field(s) {', '.join(missing)}")
+    known_keys(field, value, set(fields))
+
+
 def known_keys(field: str, value: Mapping[str, Any], allowed: set[str]) -> None:
     """Refuse unknown fields: a typo in an import file must not be silently dropped."""
     unknown = sorted(set(value) - allowed)

@@ -189,10 +189,7 @@ class LedgerEntry:
     def from_plain(cls, data: Any) -> LedgerEntry:
         """Build from decoded data; ValidationError names the bad field."""
         data = checks.require_map("entry", data)
-        missing = sorted(_ENTRY_FIELDS - set(data))
-        if missing:
-            raise ValidationError("entry", f"missing field(s) {', '.join(missing)}")
-        checks.known_keys("entry", data, _ENTRY_FIELDS)
+        checks.exact_keys("entry", data, _ENTRY_FIELDS)
         if isinstance(data["v"], bool) or not isinstance(data["v"], int):
             raise ValidationError("v", "expected an integer format version")
         if not isinstance(data["kind"], str):

@@ -95,10 +95,7 @@ class SignedTreeHead:
     @classmethod
     def from_plain(cls, data: Any) -> SignedTreeHead:
         data = checks.require_map("tree head", data)
-        missing = sorted(_FIELDS - set(data))
-        if missing:
-            raise ValidationError("tree head", f"missing field(s) {', '.join(missing)}")
-        checks.known_keys("tree head", data, _FIELDS)
+        checks.exact_keys("tree head", data, _FIELDS)
         return cls(log_id=data["log_id"], size=data["size"], root=data["root"],
                    timestamp=data["timestamp"], signer=data["signer"], signature=data["sig"],
                    version=data["v"])
