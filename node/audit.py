@@ -63,7 +63,6 @@ class AuditKind:
     AGREEMENT: Final = "agreement"
     ADAPTATION: Final = "adaptation"
     FORGET: Final = "forget"
-    LEDGER: Final = "ledger_record"
 
 
 class AuditError(RuntimeError):
@@ -347,20 +346,6 @@ class MemoryLedgerSink:
         if (kind, idempotency_key) in {(k, key) for k, _, _, key in self.records}:
             return
         self.records.append((kind, payload_hash, dict(summary), idempotency_key))
-
-
-class AuditLedgerSink:
-    """Keeps ledger records in the audit log when no ledger is wired (the CLI without a
-    daemon): nothing is lost, and the records say what still has to reach the ledger."""
-
-    def __init__(self, audit: AuditLog) -> None:
-        self.audit = audit
-
-    def append(self, kind: str, payload_hash: bytes, summary: dict[str, Any],
-               idempotency_key: str) -> None:
-        detail = {"ledger_kind": kind, "key": idempotency_key}
-        detail.update({k: v for k, v in summary.items() if len(detail) < MAX_DETAIL_FIELDS})
-        self.audit.append(AuditKind.LEDGER, version_hash=payload_hash, detail=detail)
 
 
 def idempotency_key(kind: str, *parts: str | int | bytes) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gd.crdt import hlc
 from gd.genome import checks
 from gd.genome.errors import ValidationError
 from gd.genome.gene import Codon, Gene, GeneStatus, gene_id_for
@@ -76,8 +77,9 @@ class ImportReport:
 
 
 def hlc_now() -> int:
-    """A hybrid-logical-clock stamp for a local write: physical ms in the top 48 bits."""
-    return int(time.time() * 1000) << 16
+    """A hybrid-logical-clock stamp for a local write (logical counter 0): the same
+    packing as `gd.crdt.hlc`, so imported genes order with synced ones."""
+    return hlc.pack(int(time.time() * 1000), 0)
 
 
 def spec_from_mapping(data: Any, line: int) -> GeneSpec:
