@@ -254,7 +254,9 @@ def test_leader_crash_after_commit_keeps_the_entry():
 
 def figure8_setup() -> tuple[Net, int]:
     """Raft paper Figure 8 (a)-(c): S1 of term 4 has replicated its term-2 entry to a
-    majority, but not yet an entry of term 4."""
+    majority, *and knows it* (acks from s3 and s4 in term 4), but not yet an entry of
+    term 4. Only the current-term commit rule keeps that entry uncommitted: counting
+    replicas alone would commit it, and (d) shows s5 then overwriting it."""
     names = ["s1", "s2", "s3", "s4", "s5"]
     # One entry per append, so replication can stop between two entries; plain Raft
     # (no pre-vote, no leases) as in the paper.
@@ -269,31 +271,41 @@ def figure8_setup() -> tuple[Net, int]:
     net.elect("s5", drop=lambda m: isinstance(m, AppendEntries) and m.frm == "s5")
     assert net.node("s5").is_leader and net.node("s5").term == 3
     assert net.node("s5").log.term(7) == 3
+    assert [net.node(n).log.last_index() for n in ("s3", "s4")] == [6, 6]
     net.crash("s5")
-    # (c) s1 restarts and wins term 4 with s2, s3; it replicates index 7 (term 2) to
-    # s3, then stops before its own no-op at 8 (term 4) gets there.
+    # (c) s1 restarts and wins term 4; it replicates index 7 (term 2) to s3 and s4 and
+    # hears both acknowledge it, then stops before its own no-op at 8 (term 4) gets
+    # anywhere: s1, s2, s3, s4 hold x, and the leader counts s1, s3, s4 (a majority).
     net.restart("s1")
     net.node("s1").campaign()
     net.deliver(drop=lambda m: isinstance(m, AppendEntries))
     net.node("s1").campaign()
     net.deliver_until(lambda: net.node("s1").is_leader, drop=lambda m: isinstance(m, AppendEntries))
     assert net.node("s1").term == 4
-    s1, s3 = net.node("s1"), net.node("s3")
+    s1 = net.node("s1")
+    catching_up = {"s3": net.node("s3"), "s4": net.node("s4")}
 
     def hold_back(m: Message) -> bool:
-        # Appends go to s3 only, and only until s3 holds index 7 from s1.
-        return isinstance(m, AppendEntries) and (m.to != "s3" or s3.log.term(7) == 2)
+        # Appends go to s3 and s4 only, each only until it holds index 7 from s1.
+        if not isinstance(m, AppendEntries):
+            return False
+        return m.to not in catching_up or catching_up[m.to].log.term(7) == 2
 
-    net.deliver_until(lambda: s1.progress["s3"].match >= 7, drop=hold_back)
-    assert s3.log.last_index() == 7
+    net.deliver_until(lambda: all(s1.progress[n].match >= 7 for n in catching_up),
+                      drop=hold_back)
+    net.deliver(drop=hold_back)  # whatever the acks set off goes no further
+    assert all(node.log.last_index() == 7 for node in catching_up.values())
+    assert sorted(pr.match for pr in s1.progress.values()) == [0, 0, 7, 7, 8]
     return net, x
 
 
 def test_figure8_old_term_entry_on_a_majority_is_not_committed():
     net, x = figure8_setup()
     s1 = net.node("s1")
-    assert [net.node(n).log.term(x) for n in ("s1", "s2", "s3")] == [2, 2, 2]
-    assert s1.log.committed == 6  # on a majority, yet not committed: its term is 2, not 4
+    assert [net.node(n).log.term(x) for n in ("s1", "s2", "s3", "s4")] == [2, 2, 2, 2]
+    # On a majority, and the leader knows it, yet not committed: its term is 2, not 4.
+    assert s1.log.committed == 6
+    assert net.data("s1") == [] and s1.lookup("client", 1).state is RequestState.PENDING
     # (d) s1 crashes; s5 can win (its last term 3 beats 2) and overwrite index 7: that
     # is safe precisely because x was never committed.
     net.crash("s1")
