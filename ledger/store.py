@@ -374,6 +374,25 @@ class Ledger:
                                 nodes=TxnNodeStore(txn, self._tree), heads=heads,
                                 key_holder=lambda a, k: self._key_holder(txn, a, k))
 
+    # -- migration ----------------------------------------------------------------------
+
+    def take_all(self, txn: lmdb.Transaction) -> list[bytes]:
+        """Every stored entry's encoding, in order, after which the log is emptied (entries,
+        idempotency index, tree, heads, metadata; fork alarms stay), all inside the
+        caller's write transaction `txn`.
+
+        For a node whose solo ledger moves to its region (`gd.node.ledger_service`). It
+        uses the tables opened at construction: opening a table inside an open write
+        transaction starts a second writer on the same thread, and LMDB then waits for
+        itself forever.
+        """
+        if self.readonly:
+            raise LocalLedgerError("this ledger was opened read-only")
+        raws = [bytes(v) for v in txn.cursor(db=self._entries).iternext(keys=False)]
+        for db in (self._entries, self._keys, self._tree, self._heads, self._meta):
+            txn.drop(db, delete=False)
+        return raws
+
     # -- fork alarms --------------------------------------------------------------------
 
     def record_alarm(self, alarm: ForkAlarm) -> int:

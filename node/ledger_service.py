@@ -77,15 +77,7 @@ from gd.ledger.raft_messages import Message as RaftMessage
 from gd.ledger.raft_sessions import RequestState
 from gd.ledger.raft_storage import LmdbRaftStorage
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
-from gd.ledger.store import (
-    ENTRIES_DB,
-    HEADS_DB,
-    KEYS_DB,
-    MAX_BATCH,
-    META_DB,
-    TREE_DB,
-    Ledger,
-)
+from gd.ledger.store import MAX_BATCH, Ledger
 from gd.node.host import to_id
 from gd.node.peers import PeerRecord
 from gd.node.recorder import OUTBOX_DB, OutboxRoute, Receipt
@@ -416,14 +408,11 @@ class LedgerService:
         with self.env.begin(write=True) as txn:
             if txn.get(_MIGRATED_KEY, db=self._meta) is not None:
                 return
-            for raw in txn.cursor(db=self.env.open_db(ENTRIES_DB)).iternext(values=True,
-                                                                              keys=False):
-                statement = LedgerEntry.decode(bytes(raw)).unsequenced()
+            for raw in self.ledger.take_all(txn):
+                statement = LedgerEntry.decode(raw).unsequenced()
                 txn.put(slot_key(statement.author, statement.idempotency_key),
                         statement.encoded, db=self._outbox)
                 moved += 1
-            for name in (ENTRIES_DB, KEYS_DB, TREE_DB, HEADS_DB, META_DB):
-                txn.drop(self.env.open_db(name), delete=False)
             txn.put(_MIGRATED_KEY, moved.to_bytes(8, "big"), db=self._meta)
         self.log.warning("ledger.migrated_to_region", statements=moved, region=self.region,
                          note="the local ledger's statements are proposed to the region")
