@@ -20,6 +20,7 @@ bytes/s: throttle, then disconnect and ban).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -61,6 +62,7 @@ from gd.node.streams import (
     StreamGone,
     drive_handshake,
 )
+from gd.node.supervise import peer_task, supervised
 from gd.node.sync_service import SyncService, sync_settings
 from gd.node.sync_store import domain_conflict_policies
 from gd.protocol.errors import RemoteProtocolError
@@ -190,6 +192,8 @@ class Daemon:
         self.sovereignty: SovereigntyService | None = None  # likewise
         self.ledger: LedgerService | None = None  # likewise (node/ledger_service.py)
         self.mdns: MdnsService | None = None  # set by run_daemon when `mdns = true`
+        # Service name -> one element per restart after a failure (node/supervise.py).
+        self.service_restarts: dict[str, list[int]] = {}
         # Connections not yet handshaken: peer id -> monotonic time the connection opened.
         self._unverified: dict[str, float] = {}
         for peer in bootstrap:
@@ -283,7 +287,8 @@ class Daemon:
             return ()
 
     async def _inbound_handshake(self, stream: INetStream) -> None:
-        await self._handshake(stream, stream.muxed_conn.peer_id.to_base58(), "inbound")
+        remote = stream.muxed_conn.peer_id.to_base58()
+        await self.peer_task(remote, self._handshake, stream, remote, "inbound")
 
     async def connect(self, peer_id: str, addrs: Sequence[str] = (), *,
                       via_relay: bool = True) -> Outcome:
@@ -359,6 +364,16 @@ class Daemon:
             await self.host.disconnect(to_id(peer_id))
         self._on_disconnected(peer_id)
 
+    async def peer_task(self, peer_id: str, fn: Callable[..., Awaitable[Any]],
+                        *args: Any) -> None:
+        """Work for one peer: a failure drops that peer, never the daemon."""
+        await peer_task(self.log, peer_id, self._peer_failed, fn, *args)
+
+    async def _peer_failed(self, peer_id: str, exc: BaseException) -> None:
+        self.metrics.dropped.labels(reason="task-failed").inc()
+        await self.drop(peer_id, f"a task for this peer failed: {type(exc).__name__}",
+                        ban=False)
+
     async def drop(self, peer_id: str, reason: str, *, ban: bool) -> None:
         """Disconnect a peer (and keep it away for the ban period when it misbehaved)."""
         if ban:
@@ -409,6 +424,11 @@ class Daemon:
         except RemoteProtocolError as exc:
             await fs.reset()
             await self._misbehaved(remote, protocol_id, exc)
+        except Exception as exc:  # our handler failed on this peer's input: drop the peer
+            await fs.reset()
+            self.log.error("peer.handler_failed", peer=remote, protocol=protocol_id,
+                           error=f"{type(exc).__name__}: {exc}"[:300])
+            await self._peer_failed(remote, exc)
         finally:
             budget.close_stream()
             self.metrics.streams.dec()
@@ -470,10 +490,12 @@ class Daemon:
         while True:
             plan = self.planner.plan(time.monotonic(), self.table)
             for drop in plan.drop:
-                nursery.start_soon(self.drop, drop.peer_id, drop.reason, drop.ban)
+                nursery.start_soon(self.peer_task, drop.peer_id,
+                                   functools.partial(self.drop, drop.peer_id, drop.reason,
+                                                     ban=drop.ban))
             for peer_id in plan.dial:
                 self.planner.dial_started(peer_id)
-                nursery.start_soon(self._dial, peer_id)
+                nursery.start_soon(self.peer_task, peer_id, self._dial, peer_id)
             await trio.sleep(MESH_TICK_S)
 
     async def discovery_loop(self) -> None:
@@ -520,7 +542,7 @@ class Daemon:
         while True:
             await trio.sleep(interval)
             for rec in self.table.connected():
-                nursery.start_soon(probe, rec.peer_id)
+                nursery.start_soon(self.peer_task, rec.peer_id, probe, rec.peer_id)
 
     async def handshake_watchdog(self) -> None:
         """Close connections whose peer has not handshaken within the deadline."""
@@ -626,20 +648,26 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                         await nursery.start(control.serve)
                         if handle_signals and threading.current_thread() is threading.main_thread():
                             nursery.start_soon(_watch_signals, daemon)
-                        nursery.start_soon(daemon.mesh_loop, nursery)
-                        nursery.start_soon(daemon.discovery_loop)
-                        nursery.start_soon(daemon.liveness_loop, nursery)
-                        nursery.start_soon(daemon.handshake_watchdog)
-                        nursery.start_soon(daemon.relay.run)
+                        services: list[tuple[str, Callable[..., Awaitable[Any]],
+                                             tuple[Any, ...]]] = [
+                            ("mesh", daemon.mesh_loop, (nursery,)),
+                            ("discovery", daemon.discovery_loop, ()),
+                            ("liveness", daemon.liveness_loop, (nursery,)),
+                            ("handshake-watchdog", daemon.handshake_watchdog, ()),
+                            ("relay", daemon.relay.run, ()),
+                        ]
                         if cfg.mdns:
                             daemon.mdns = MdnsService(daemon)
-                            nursery.start_soon(daemon.mdns.run)
-                        if daemon.sync is not None:
-                            nursery.start_soon(daemon.sync.run)
-                        if daemon.sovereignty is not None:
-                            nursery.start_soon(daemon.sovereignty.run)
-                        if daemon.ledger is not None:
-                            nursery.start_soon(daemon.ledger.run)
+                            services.append(("mdns", daemon.mdns.run, ()))
+                        for name, service in (("sync", daemon.sync),
+                                              ("sovereignty", daemon.sovereignty),
+                                              ("ledger", daemon.ledger)):
+                            if service is not None:
+                                services.append((name, service.run, ()))
+                        for name, run, args in services:
+                            nursery.start_soon(functools.partial(
+                                supervised, log, name, run, *args,
+                                restarts=daemon.service_restarts.setdefault(name, [])))
                         log.info("node.started", org=cfg.org, region=cfg.region,
                                  addrs=dialable_addrs(host), bootstrap_peers=len(boot_peers),
                                  control=str(home.control_socket),
