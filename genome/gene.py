@@ -394,7 +394,7 @@ class Gene:
 
     @classmethod
     def from_stored(cls, data: Any, *, raw: bytes | None = None,
-                    status: GeneStatus = GeneStatus.NATIVE, successes: int = 0,
+                    status: GeneStatus | str = GeneStatus.NATIVE, successes: int = 0,
                     failures: int = 0) -> Gene:
         """Rebuild a gene from the Cortex's own bytes, which `from_wire` validated before
         they were stored: no second validation (≈4× cheaper, and every scan, sync send

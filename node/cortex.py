@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import lmdb
 
@@ -58,6 +58,12 @@ _CORE_DBS = (
 )
 
 T = TypeVar("T")
+
+# The one typed edge to lmdb. Every transaction here is opened with lmdb's default
+# buffers=False, so reads return bytes; lmdb's stubs type a bare Transaction as returning
+# `bytes | memoryview`. Stores annotate their transactions with this alias instead of
+# converting at each read.
+Txn: TypeAlias = "lmdb.Transaction[bytes]"
 
 
 class CortexError(RuntimeError):
@@ -225,10 +231,10 @@ class Cortex:
     @property
     def schema_version(self) -> int:
         with self.env.begin() as txn:
-            return _U64.unpack(txn.get(b"schema", db=self._dbs["meta"]))[0]
+            return _U64.unpack(_must_get(txn, self._dbs["meta"], b"schema", "meta"))[0]
 
     # -- transactions -----------------------------------------------------------
-    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, fn: Callable[[Txn], T]) -> T:
         """Run `fn(txn)` in one write transaction and commit (fsync) it.
 
         If the map is full, the transaction is aborted, the map doubled and `fn` run
@@ -257,7 +263,7 @@ class Cortex:
         batch = list(genes)
         return self.write(lambda txn: [self._put_gene(txn, g) for g in batch])
 
-    def put_gene_in(self, txn: lmdb.Transaction, gene: Gene, *,
+    def put_gene_in(self, txn: Txn, gene: Gene, *,
                     supersede: bool = False) -> int | None:
         """`put_gene` inside the caller's write transaction (sync applies a batch and its
         checkpoint together). `supersede=True` makes `gene` the head even over a higher
@@ -266,15 +272,15 @@ class Cortex:
         meant to disappear."""
         return self._put_gene(txn, gene, supersede=supersede)
 
-    def get_gene_in(self, txn: lmdb.Transaction, gene_id: str) -> Gene | None:
+    def get_gene_in(self, txn: Txn, gene_id: str) -> Gene | None:
         gid = gene_id.encode()
         raw = txn.get(gid, db=self._dbs["genes"])
         return self._load(txn, gid, raw) if raw is not None else None
 
-    def set_checkpoint_in(self, txn: lmdb.Transaction, peer_id: str, seq: int) -> None:
+    def set_checkpoint_in(self, txn: Txn, peer_id: str, seq: int) -> None:
         txn.put(peer_id.encode(), _U64.pack(seq), db=self._dbs["checkpoints"])
 
-    def _put_gene(self, txn: lmdb.Transaction, gene: Gene, *,
+    def _put_gene(self, txn: Txn, gene: Gene, *,
                   supersede: bool = False) -> int | None:
         d = self._dbs
         gid = gene.id.encode()
@@ -308,21 +314,21 @@ class Cortex:
             return None  # only local state (status, counters) changed: nothing to sync
         return self._append_change(txn, "put", gene)
 
-    def _index(self, txn: lmdb.Transaction, gene_id: str, domain: str, status: str,
+    def _index(self, txn: Txn, gene_id: str, domain: str, status: str,
                origin: str) -> None:
         d = self._dbs
         txn.put(_k(domain, gene_id), b"", db=d["idx_domain"])
         txn.put(_k(status, gene_id), b"", db=d["idx_status"])
         txn.put(_k(origin, gene_id), b"", db=d["idx_origin"])
 
-    def _unindex(self, txn: lmdb.Transaction, gene_id: str, domain: str, status: str,
+    def _unindex(self, txn: Txn, gene_id: str, domain: str, status: str,
                  origin: str) -> None:
         d = self._dbs
         txn.delete(_k(domain, gene_id), db=d["idx_domain"])
         txn.delete(_k(status, gene_id), db=d["idx_status"])
         txn.delete(_k(origin, gene_id), db=d["idx_origin"])
 
-    def _load(self, txn: lmdb.Transaction, gene_id: bytes, head_raw: bytes, *,
+    def _load(self, txn: Txn, gene_id: bytes, head_raw: bytes, *,
               validate: bool = False) -> Gene:
         """The full Gene for a head record (signed body joined with local state). Our own
         records are rebuilt without re-validation (`Gene.from_stored`) unless `validate`."""
@@ -336,7 +342,7 @@ class Cortex:
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=head.status,
                                 successes=head.successes, failures=head.failures)
 
-    def _append_change(self, txn: lmdb.Transaction, op: str, gene: Gene) -> int:
+    def _append_change(self, txn: Txn, op: str, gene: Gene) -> int:
         meta = self._dbs["meta"]
         raw = txn.get(b"change_seq", db=meta)
         seq = (_U64.unpack(raw)[0] if raw else 0) + 1
@@ -386,7 +392,7 @@ class Cortex:
         """Remove a gene, all its stored versions, indexes and synapses; append a
         tombstone to the change feed. Returns the tombstone's sequence, None if absent."""
 
-        def run(txn: lmdb.Transaction) -> int | None:
+        def run(txn: Txn) -> int | None:
             d = self._dbs
             raw = txn.get(gene_id.encode(), db=d["genes"])
             if raw is None:
@@ -396,7 +402,7 @@ class Cortex:
             txn.delete(gene_id.encode(), db=d["genes"])
             prefix = gene_id.encode() + SEP
             for key in list(_prefix_keys(txn, d["gene_versions"], prefix)):
-                stored = txn.get(key, db=d["gene_versions"])
+                stored = _must_get(txn, d["gene_versions"], key, "gene version")
                 body = Gene.from_stored(canonical.decode(stored), raw=stored)
                 txn.delete(body.version_hash, db=d["by_vhash"])
                 txn.delete(key, db=d["gene_versions"])
@@ -413,7 +419,7 @@ class Cortex:
         """Change a gene's local status (approve, reject, retire...), index included."""
         status = GeneStatus(status)
 
-        def run(txn: lmdb.Transaction) -> Gene:
+        def run(txn: Txn) -> Gene:
             raw = txn.get(gene_id.encode(), db=self._dbs["genes"])
             if raw is None:
                 raise UnknownGene(f"no gene {gene_id!r} in this Cortex")
@@ -443,7 +449,7 @@ class Cortex:
             prefix = value.encode() + SEP
             for key in _prefix_keys(txn, self._dbs[db], prefix):
                 gid = key[len(prefix):]
-                gene = self._load(txn, gid, txn.get(gid, db=genes_db))
+                gene = self._load(txn, gid, _must_get(txn, genes_db, gid, "gene"))
                 if ((domain is None or gene.domain == domain)
                         and (status is None or gene.status == status)
                         and (origin is None or gene.origin == origin)):
@@ -491,7 +497,7 @@ class Cortex:
     def add_synapse(self, synapse: Synapse) -> None:
         """Add or re-weight an edge; both genes must exist."""
 
-        def run(txn: lmdb.Transaction) -> None:
+        def run(txn: Txn) -> None:
             for end in (synapse.source, synapse.target):
                 if txn.get(end.encode(), db=self._dbs["genes"]) is None:
                     raise UnknownGene(f"no gene {end!r} in this Cortex")
@@ -510,7 +516,7 @@ class Cortex:
         with self.env.begin() as txn:
             for key in _prefix_keys(txn, db, prefix):
                 _, kind, other = key.decode().split("\x00")
-                weight = _F64.unpack(txn.get(key, db=db))[0]
+                weight = _F64.unpack(_must_get(txn, db, key, "synapse"))[0]
                 src, dst = (other, gene_id) if incoming else (gene_id, other)
                 out.append(Synapse(src, dst, SynapseKind(kind), weight))
         return out
@@ -554,7 +560,7 @@ class Cortex:
         """Record an outcome and bump the gene's success/failure counters, atomically.
         Recording the same experience twice changes nothing (content-addressed)."""
 
-        def run(txn: lmdb.Transaction) -> str:
+        def run(txn: Txn) -> str:
             key = _k(exp.gene_id, exp.id)
             if txn.get(key, db=self._dbs["experiences"]) is not None:
                 return exp.id
@@ -574,7 +580,7 @@ class Cortex:
         prefix = gene_id.encode() + SEP
         db = self._dbs["experiences"]
         with self.env.begin() as txn:
-            return [Experience.decode(txn.get(key, db=db))
+            return [Experience.decode(_must_get(txn, db, key, "experience"))
                     for key in _prefix_keys(txn, db, prefix)]
 
     # -- decisions ---------------------------------------------------------------
@@ -585,7 +591,7 @@ class Cortex:
         """Store decisions in ONE transaction: a batch evaluation is kept whole or not."""
         batch = list(decisions)
 
-        def run(txn: lmdb.Transaction) -> list[str]:
+        def run(txn: Txn) -> list[str]:
             for decision in batch:
                 txn.put(decision.id.encode(), decision.encode(), db=self._dbs["decisions"])
                 txn.put(_k(decision.gene_id, _U64.pack(decision.decided_at), decision.id),
@@ -608,7 +614,8 @@ class Cortex:
             prefix = gene_id.encode() + SEP
             for key in _prefix_keys(txn, self._dbs["idx_decision_gene"], prefix):
                 decision_id = key[len(prefix) + 9:]
-                yield Decision.decode(txn.get(decision_id, db=self._dbs["decisions"]))
+                yield Decision.decode(
+                    _must_get(txn, self._dbs["decisions"], decision_id, "decision"))
 
     # -- inspection and maintenance ----------------------------------------------
     def stats(self) -> CortexStats:
@@ -677,7 +684,17 @@ class Cortex:
         return dest
 
 
-def _prefix_keys(txn: lmdb.Transaction, db: Any, prefix: bytes) -> Iterator[bytes]:
+def _must_get(txn: Txn, db: Any, key: bytes, what: str) -> bytes:
+    """A read that the Cortex's own meta or indexes promise will find a record. A miss means
+    the store is damaged: say so (and where to look) instead of failing inside a decoder."""
+    raw = txn.get(key, db=db)
+    if raw is None:
+        raise CortexError(f"Cortex is damaged: {what} {key!r} is referenced but missing "
+                          "(see `Cortex.check_indexes`)")
+    return raw
+
+
+def _prefix_keys(txn: Txn, db: Any, prefix: bytes) -> Iterator[bytes]:
     cur = txn.cursor(db=db)
     if not cur.set_range(prefix):
         return
