@@ -34,9 +34,11 @@ from gd.cli.output import (
     resolve_home,
     user_errors_with,
 )
+from gd.genome.identity import NodeKey, is_peer_id
 from gd.ledger.errors import LedgerError, ProofError
 from gd.ledger.merkle import verify_consistency, verify_inclusion
 from gd.ledger.store import Ledger, open_ledger
+from gd.node.config import load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -156,22 +158,58 @@ def _daemon_ledger_status(home: Path | None) -> dict[str, Any] | None:
     return status if isinstance(status, dict) else None
 
 
+def _pinned_signers(home: Path | None, voters: tuple[str, ...]
+                    ) -> tuple[frozenset[str] | None, str]:
+    """Who may sign this ledger's heads, and where that came from.
+
+    Anyone who can rewrite the log can also sign a head with a key of their own, so a
+    head proves the order only when its signer is pinned: `--voter` ids, else the
+    config's `[ledger] voters`, else (a region of one) this node's own key. With no
+    config at all (a copied Cortex) nothing is pinned and the report says so.
+    """
+    if voters:
+        for voter in voters:
+            if not is_peer_id(voter):
+                raise Failure(f"--voter {voter!r} is not an Ed25519 peer id")
+        return frozenset(voters), "--voter"
+    resolved = resolve_home(home)
+    if not resolved.config_path.exists():
+        return None, "nothing (no config.toml: pass --voter to pin the signers)"
+    cfg = load_config(resolved.config_path)
+    if cfg.ledger_voters:
+        return frozenset(cfg.ledger_voters), "[ledger] voters"
+    try:
+        own = NodeKey.load(resolved.key_path).peer_id
+    except (OSError, ValueError) as exc:
+        raise Failure(f"cannot read this node's key to pin it as the signer ({exc}); "
+                      "pass --voter") from None
+    return frozenset({own}), "this node (a region of one)"
+
+
 @ledger_group.command("verify")
 @home_option
+@click.option("--voter", "voters", multiple=True, metavar="PEER_ID",
+              help="Pin a head signer (repeat for each voter); default: the config's "
+                   "[ledger] voters, or this node for a region of one.")
 @json_option
 @ledger_errors
-def verify_cmd(home: Path | None, as_json: bool) -> None:
-    """Recompute chain links, signatures, the Merkle tree and every signed head's root.
+def verify_cmd(home: Path | None, voters: tuple[str, ...], as_json: bool) -> None:
+    """Recompute chain links, signatures, the Merkle tree, the idempotency index and
+    every signed head's root, and check each head is signed by a pinned voter.
 
-    Exit code 1 and the first bad index with the reason if anything does not hold.
+    Exit code 1 and the first bad index with the reason if anything does not hold
+    (including: no signed head at all while signers are pinned).
     """
+    trusted, source = _pinned_signers(home, voters)
     with _ledger(home) as ledger:
-        report = ledger.verify()
+        report = ledger.verify(trusted, require_head=trusted is not None)
     if as_json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), "pinned_signers": sorted(trusted or ()),
+                    "pinned_by": source})
     elif report.ok:
         console.print(f"ok: {report.checked} entries, {report.heads_checked} signed head(s), "
                       f"root {report.root.hex()}", highlight=False)
+        console.print(f"head signers pinned by: {source}", highlight=False)
         for note in report.notes:
             console.print(f"note: {note}", highlight=False)
     if not report.ok:

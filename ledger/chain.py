@@ -17,12 +17,20 @@ the head's signature and root are checked. The author signature covers the state
 not its position, so a log rewritten *consistently* (an entry dropped and the rest
 relinked) passes the link checks: only the signed heads catch it, and the problem is then
 reported at the first index after the last head that still matched.
+
+Signed heads attest the order only if their signers are the ones entitled to order the
+log: whoever rewrote the log can sign a head with a key of their own. So the caller pins
+`trusted_signers` (the region's voters, or the node itself for a region of one): a head
+signed by anyone else is a failure, and with `require_head` a non-empty log without any
+head is one too (deleting every head must not turn "attested" into "fine"). Finally the
+idempotency index must hold exactly one key per entry: a key naming no entry would make
+every later statement under it a "duplicate" or "conflict", i.e. silently censored.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gd.ledger import merkle
@@ -148,12 +156,18 @@ class _Problem(Exception):
 def verify_chain(records: Iterable[tuple[int, bytes]], *, size: int, last_hash: bytes,
                  nodes: merkle.NodeStore | None = None,
                  heads: Sequence[SignedTreeHead] = (),
-                 key_holder: IdempotencyLookup | None = None) -> VerifyReport:
+                 key_holder: IdempotencyLookup | None = None,
+                 trusted_signers: Collection[str] | None = None,
+                 require_head: bool = False,
+                 key_count: int | None = None) -> VerifyReport:
     """Check a stored log (see module docstring) and report the first bad index and why.
 
     `records` yields (stored index, raw bytes) in index order; `size` and `last_hash` are
     what the store's metadata claims; `nodes` is the stored Merkle tree; `heads` the
-    stored signed tree heads; `key_holder` reads the idempotency index.
+    stored signed tree heads; `key_holder` reads the idempotency index and `key_count` is
+    how many keys it holds. `trusted_signers`: the only keys whose heads count (None:
+    any valid signature, which proves nothing against someone who can write the disk);
+    `require_head`: a non-empty log must carry at least one head.
     """
     frontier = merkle.Frontier()
     pending = sorted(heads, key=lambda h: h.size)
@@ -164,7 +178,7 @@ def verify_chain(records: Iterable[tuple[int, bytes]], *, size: int, last_hash: 
     try:
         while pending and pending[0].size == 0:
             matched_size, heads_checked = _check_head(
-                pending.pop(0), frontier, matched_size, heads_checked)
+                pending.pop(0), frontier, matched_size, heads_checked, trusted_signers)
         for stored_index, raw in records:
             if stored_index != expected:
                 raise _Problem(expected, f"entry {expected} is missing (next stored key is "
@@ -178,7 +192,7 @@ def verify_chain(records: Iterable[tuple[int, bytes]], *, size: int, last_hash: 
             expected += 1
             while pending and pending[0].size <= expected:
                 matched_size, heads_checked = _check_head(
-                    pending.pop(0), frontier, matched_size, heads_checked)
+                    pending.pop(0), frontier, matched_size, heads_checked, trusted_signers)
         if expected != size:
             raise _Problem(expected, f"metadata says {size} entries but {expected} are stored")
         while pending:
@@ -188,16 +202,29 @@ def verify_chain(records: Iterable[tuple[int, bytes]], *, size: int, last_hash: 
         if prev != last_hash:
             raise _Problem(max(expected - 1, 0),
                            "metadata's last entry hash does not match the last entry")
+        if key_count is not None and key_count != expected:
+            raise _Problem(expected, f"the idempotency index holds {key_count} keys for "
+                                     f"{expected} entries")
+        if require_head and expected > 0 and not heads:
+            raise _Problem(0, f"no signed tree head: the order of the {expected} entries is "
+                              "not attested by any trusted signer")
     except _Problem as problem:
         return VerifyReport(ok=False, size=size, checked=problem.index, root=frontier.root(),
                             first_bad_index=problem.index, reason=problem.reason,
                             heads_checked=heads_checked,
                             latest_head_size=heads[-1].size if heads else None)
-    notes = () if heads else ("no signed tree head: the order is not attested",)
+    notes: list[str] = []
+    if not heads:
+        notes.append("no signed tree head: the order is not attested")
+    elif matched_size < expected:
+        notes.append(f"entries {matched_size}..{expected - 1} come after the latest signed "
+                     "head: not attested yet")
+    if trusted_signers is None and heads:
+        notes.append("head signers not checked against pinned voters")
     return VerifyReport(ok=True, size=size, checked=expected, root=frontier.root(),
                         heads_checked=heads_checked,
                         latest_head_size=max((h.size for h in heads), default=None),
-                        notes=notes)
+                        notes=tuple(notes))
 
 
 def _check_entry(index: int, raw: bytes, prev: bytes,
@@ -216,7 +243,8 @@ def _check_entry(index: int, raw: bytes, prev: bytes,
         raise _Problem(index, str(exc)) from None
     if key_holder is not None:
         holder = key_holder(entry.author, entry.idempotency_key)
-        if holder is None or holder.index != index or holder.entry_hash != entry.entry_hash:
+        if holder is None or holder.index != index or holder.entry_hash != entry.entry_hash \
+                or holder.statement_hash != entry.statement_hash:
             raise _Problem(index, "idempotency index does not point at this entry")
     return entry
 
@@ -229,9 +257,13 @@ def _stored_node(nodes: merkle.NodeStore, level: int, position: int) -> bytes | 
 
 
 def _check_head(head: SignedTreeHead, frontier: merkle.Frontier, matched_size: int,
-                heads_checked: int) -> tuple[int, int]:
+                heads_checked: int,
+                trusted_signers: Collection[str] | None) -> tuple[int, int]:
     if head.size != frontier.size:
         raise _Problem(frontier.size, f"signed tree head at size {head.size} is out of order")
+    if trusted_signers is not None and head.signer not in trusted_signers:
+        raise _Problem(matched_size, f"signed tree head at size {head.size} is signed by "
+                                     f"{head.signer}, not by a pinned voter")
     try:
         head.verify()
     except RemoteLedgerError as exc:

@@ -26,8 +26,8 @@ fsync explicitly, so an acknowledged entry survives a crash.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -348,9 +348,12 @@ class Ledger:
 
     # -- verification -------------------------------------------------------------------
 
-    def verify(self) -> VerifyReport:
-        """Recompute links, signatures, the tree and every signed head's root, from one
-        snapshot; report the first bad index and why (`gd.ledger.chain.verify_chain`)."""
+    def verify(self, trusted_signers: Collection[str] | None = None, *,
+               require_head: bool = False) -> VerifyReport:
+        """Recompute links, signatures, the tree, the idempotency index and every signed
+        head's root, from one snapshot; report the first bad index and why
+        (`gd.ledger.chain.verify_chain`). `trusted_signers` pins who may sign heads (the
+        region's voters); `require_head` makes a non-empty log without a head a failure."""
         with self.env.begin(buffers=False) as txn:
             head = self._head(txn)
             heads = []
@@ -370,9 +373,32 @@ class Ledger:
                 heads.append(parsed)
             records = ((int.from_bytes(k, "big"), v)
                        for k, v in txn.cursor(db=self._entries))
-            return verify_chain(records, size=head.size, last_hash=head.last_hash,
-                                nodes=TxnNodeStore(txn, self._tree), heads=heads,
-                                key_holder=lambda a, k: self._key_holder(txn, a, k))
+            report = verify_chain(records, size=head.size, last_hash=head.last_hash,
+                                  nodes=TxnNodeStore(txn, self._tree), heads=heads,
+                                  key_holder=lambda a, k: self._key_holder(txn, a, k),
+                                  trusted_signers=trusted_signers, require_head=require_head,
+                                  key_count=txn.stat(self._keys)["entries"])
+            if not report.ok and report.reason.startswith("the idempotency index holds"):
+                stray = self._stray_key(txn, head.size)
+                if stray is not None:
+                    report = replace(report, reason=f"{report.reason}; {stray}")
+            return report
+
+    def _stray_key(self, txn: lmdb.Transaction, size: int) -> str | None:
+        """Name one idempotency key that points at no entry of its own (verify's detail)."""
+        for slot, value in txn.cursor(db=self._keys):
+            author, _, key = bytes(slot).partition(b"\x00")
+            holder_index = _U64.unpack(bytes(value)[:8])[0] if len(value) >= 8 else size
+            raw = txn.get(_u64(holder_index), db=self._entries) if holder_index < size else None
+            try:
+                entry = LedgerEntry.decode(raw) if raw is not None else None
+            except RemoteLedgerError:
+                entry = None
+            if entry is None or (entry.author.encode(), entry.idempotency_key.encode()) != (
+                    author, key):
+                return (f"key {key.decode(errors='replace')!r} of {author.decode(errors='replace')}"
+                        f" names entry {holder_index}, which is not its statement")
+        return None
 
     # -- migration ----------------------------------------------------------------------
 

@@ -146,3 +146,17 @@ def test_a_cortex_without_ledger_tables_says_so(tmp_path: Path) -> None:
     env.close()
     result = run("head", "--home", str(tmp_path), code=1)
     assert "nothing has been recorded" in result.stderr
+
+
+def test_verify_without_a_config_pins_nothing_and_says_so(home: Path, key: NodeKey) -> None:
+    report = json.loads(run("verify", "--home", str(home), "--json").output)
+    assert report["pinned_signers"] == [] and report["pinned_by"].startswith("nothing")
+    assert "not checked against pinned voters" in " ".join(report["notes"])
+    pinned = json.loads(run("verify", "--home", str(home), "--json",
+                            "--voter", key.peer_id).output)
+    assert pinned["ok"] and pinned["pinned_signers"] == [key.peer_id]
+    other = NodeKey.from_seed(bytes(32))
+    refused = run("verify", "--home", str(home), "--voter", other.peer_id, code=1)
+    assert "not by a pinned voter" in refused.stderr
+    bad = run("verify", "--home", str(home), "--voter", "not-a-peer", code=1)
+    assert "is not an Ed25519 peer id" in bad.stderr
