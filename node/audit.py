@@ -32,12 +32,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
-import lmdb
-
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene
-from gd.node.cortex import Cortex
+from gd.node.cortex import Cortex, Txn
 from gd.protocol.sovereignty import SentGene, ShareDecision
 
 AUDIT_DB: Final = "sov_audit"
@@ -141,7 +139,7 @@ class AuditVerifyReport:
 class AuditSink(Protocol):
     """What the policy store and the adaptation workflow write audit records through."""
 
-    def append_in(self, txn: lmdb.Transaction, kind: str, **fields: Any) -> AuditRecord: ...
+    def append_in(self, txn: Txn, kind: str, **fields: Any) -> AuditRecord: ...
 
 
 class AuditLog:
@@ -152,7 +150,7 @@ class AuditLog:
         self.db = cortex.open_db(AUDIT_DB)
 
     # -- writing ------------------------------------------------------------------------
-    def append_in(self, txn: lmdb.Transaction, kind: str, *, peer: str = "",
+    def append_in(self, txn: Txn, kind: str, *, peer: str = "",
                   gene_id: str = "", version_hash: bytes = b"", direction: str = "",
                   rule: str = "", detail: Mapping[str, Any] | None = None,
                   time_ms: int | None = None) -> AuditRecord:
@@ -176,7 +174,7 @@ class AuditLog:
         """Append one record in its own transaction."""
         return self.cortex.write(lambda txn: self.append_in(txn, kind, **fields))
 
-    def _tail(self, txn: lmdb.Transaction) -> tuple[int, bytes]:
+    def _tail(self, txn: Txn) -> tuple[int, bytes]:
         cur = txn.cursor(db=self.db)
         if not cur.last():
             return 0, GENESIS
@@ -194,7 +192,7 @@ class AuditLog:
         lists), all in one transaction; returns how many."""
         items = list(sent)
 
-        def run(txn: lmdb.Transaction) -> int:
+        def run(txn: Txn) -> int:
             for item in items:
                 detail: dict[str, Any] = {}
                 if item.outgoing is not item.original:
@@ -216,7 +214,7 @@ class AuditLog:
         items = [(AuditKind.GENE_RECEIVED, g, d) for g, d in accepted]
         items += [(AuditKind.GENE_REFUSED, g, d) for g, d in refused]
 
-        def run(txn: lmdb.Transaction) -> int:
+        def run(txn: Txn) -> int:
             for kind, gene, decision in items:
                 self.append_in(txn, kind, peer=peer, gene_id=gene.id,
                                version_hash=gene.version_hash, direction="in",

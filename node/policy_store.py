@@ -44,13 +44,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import lmdb
-
 from gd.genome import canonical
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
-from gd.node.cortex import Cortex
+from gd.node.cortex import Cortex, Txn
 from gd.node.importer import hlc_now
 from gd.protocol.sovereignty import (
     MAX_RULES,
@@ -193,8 +191,8 @@ class Agreement:
 
     def with_event(self, event: str, hlc: int, **changes: Any) -> Agreement:
         events = (*self.events, (event, hlc))[-MAX_AGREEMENT_EVENTS:]
-        fields = {"our_shares": self.our_shares, "their_shares": self.their_shares,
-                  "revoked": self.revoked}
+        fields: dict[str, Any] = {"our_shares": self.our_shares,
+                                  "their_shares": self.their_shares, "revoked": self.revoked}
         fields.update(changes)
         return Agreement(self.peer, self.domain, events=events, **fields)
 
@@ -236,7 +234,7 @@ def _k(*parts: str) -> bytes:
     return SEP.join(p.encode() for p in parts)
 
 
-def _scan(txn: lmdb.Transaction, db: Any, prefix: bytes = b"") -> Iterable[tuple[bytes, bytes]]:
+def _scan(txn: Txn, db: Any, prefix: bytes = b"") -> Iterable[tuple[bytes, bytes]]:
     cur = txn.cursor(db=db)
     if not cur.set_range(prefix):
         return
@@ -309,7 +307,7 @@ class PolicyStore:
         """Drop `peer_id`'s outbox entries up to `upto` (the peer acknowledged them)."""
         prefix = peer_id.encode() + SEP
 
-        def run(txn: lmdb.Transaction) -> None:
+        def run(txn: Txn) -> None:
             for key, _ in list(_scan(txn, self.dbs[OUTBOX_DB], prefix)):
                 if _U64.unpack(key[len(prefix):])[0] <= upto:
                     txn.delete(key, db=self.dbs[OUTBOX_DB])
@@ -317,7 +315,7 @@ class PolicyStore:
         self.cortex.write(run)
 
     # -- internals (all inside one write transaction) -----------------------------------
-    def _peers_matching(self, txn: lmdb.Transaction, subject: Subject) -> list[PeerInfo]:
+    def _peers_matching(self, txn: Txn, subject: Subject) -> list[PeerInfo]:
         known = [PeerInfo.from_plain(canonical.decode(v))
                  for _, v in _scan(txn, self.dbs[PEERS_DB])]
         found = [p for p in known if subject.matches(p)]
@@ -325,22 +323,22 @@ class PolicyStore:
             found = [PeerInfo(subject.value)]
         return [p for p in found if p.peer_id != self.me.peer_id]
 
-    def _agreement(self, txn: lmdb.Transaction, peer: str, domain: str) -> Agreement:
+    def _agreement(self, txn: Txn, peer: str, domain: str) -> Agreement:
         raw = txn.get(_k(peer, domain), db=self.dbs[AGREEMENTS_DB])
         return Agreement.from_plain(canonical.decode(raw)) if raw else Agreement(peer, domain)
 
-    def _put_agreement(self, txn: lmdb.Transaction, agreement: Agreement) -> None:
+    def _put_agreement(self, txn: Txn, agreement: Agreement) -> None:
         txn.put(_k(agreement.peer, agreement.domain), canonical.encode(agreement.to_plain()),
                 db=self.dbs[AGREEMENTS_DB])
 
-    def _counter(self, txn: lmdb.Transaction, name: bytes) -> int:
+    def _counter(self, txn: Txn, name: bytes) -> int:
         raw = txn.get(name, db=self.dbs[COUNTERS_DB])
         return _U64.unpack(raw)[0] if raw else 0
 
-    def _set_counter(self, txn: lmdb.Transaction, name: bytes, value: int) -> None:
+    def _set_counter(self, txn: Txn, name: bytes, value: int) -> None:
         txn.put(name, _U64.pack(value), db=self.dbs[COUNTERS_DB])
 
-    def _stamp(self, txn: lmdb.Transaction, hlc: int) -> int:
+    def _stamp(self, txn: Txn, hlc: int) -> int:
         """The stamp for the proposals of one operation: `hlc`, or just above the last
         stamp used when the clock stood still or went back. A peer ignores a proposal not
         newer than the last it applied for that rule (`receive_proposal`), so a revoke
@@ -349,7 +347,7 @@ class PolicyStore:
         self._set_counter(txn, _STAMP_COUNTER, stamp)
         return stamp
 
-    def _queue(self, txn: lmdb.Transaction, proposal: Proposal) -> None:
+    def _queue(self, txn: Txn, proposal: Proposal) -> None:
         """Append to the peer's outbox under a number never used for it before: the
         counter survives the outbox draining (an old acknowledgement "up to n" can never
         delete a newer entry). Outboxes written before the counter existed are honoured
@@ -362,7 +360,7 @@ class PolicyStore:
         self._set_counter(txn, counter, last + 1)
         txn.put(prefix + _U64.pack(last + 1), proposal.encode(), db=self.dbs[OUTBOX_DB])
 
-    def _propose(self, txn: lmdb.Transaction, rule: ShareRule, peer: PeerInfo, hlc: int,
+    def _propose(self, txn: Txn, rule: ShareRule, peer: PeerInfo, hlc: int,
                  stamp: int, completed: list[Agreement]) -> Agreement:
         proposal = Proposal.create(self.key, ProposalKind.SHARE, peer.peer_id, rule, stamp)
         self._queue(txn, proposal)
@@ -383,7 +381,7 @@ class PolicyStore:
         hlc = hlc_now() if hlc is None else hlc
         completed: list[Agreement] = []
 
-        def run(txn: lmdb.Transaction) -> list[Agreement]:
+        def run(txn: Txn) -> list[Agreement]:
             completed.clear()
             new = txn.get(rule.rule_id.encode(), db=self.dbs[RULES_DB]) is None
             if new and txn.stat(self.dbs[RULES_DB])["entries"] >= MAX_RULES:
@@ -419,7 +417,7 @@ class PolicyStore:
         hlc = hlc_now() if hlc is None else hlc
         notified: list[tuple[ShareRule, str]] = []
 
-        def run(txn: lmdb.Transaction) -> list[ShareRule]:
+        def run(txn: Txn) -> list[ShareRule]:
             notified.clear()
             removed = []
             for key, raw in list(_scan(txn, self.dbs[RULES_DB])):
@@ -467,7 +465,7 @@ class PolicyStore:
     def set_residency(self, rule: ResidencyRule, *, remove: bool = False) -> bool:
         """Add or remove a residency rule; True if the policy changed."""
 
-        def run(txn: lmdb.Transaction) -> bool:
+        def run(txn: Txn) -> bool:
             key = rule.rule_id.encode()
             present = txn.get(key, db=self.dbs[RESIDENCY_DB]) is not None
             if remove == (not present):
@@ -490,7 +488,7 @@ class PolicyStore:
         hlc = hlc_now() if hlc is None else hlc
         completed: list[Agreement] = []
 
-        def run(txn: lmdb.Transaction) -> int:
+        def run(txn: Txn) -> int:
             completed.clear()
             txn.put(info.peer_id.encode(), canonical.encode(info.to_plain()),
                     db=self.dbs[PEERS_DB])
@@ -535,7 +533,7 @@ class PolicyStore:
         changed: list[bool] = []
         stale: list[bool] = []
 
-        def run(txn: lmdb.Transaction) -> Agreement:
+        def run(txn: Txn) -> Agreement:
             changed.clear()
             stale.clear()
             before = self._agreement(txn, sender, rule.domain)
@@ -568,7 +566,7 @@ class PolicyStore:
         return ProposalOutcome(proposal, agreement,
                                rule.domain if proposal.kind is ProposalKind.REVOKE else None)
 
-    def _applied_mark(self, txn: lmdb.Transaction, remote_key: bytes) -> int:
+    def _applied_mark(self, txn: Txn, remote_key: bytes) -> int:
         """The stamp of the newest proposal applied for (sender, rule id); 0 if none.
         A share in force stored before marks were kept counts as applied."""
         raw = txn.get(remote_key, db=self.dbs[MARKS_DB])
