@@ -72,7 +72,8 @@ def _score_cell(decision: Decision, motor: str) -> str:
 
 
 def _verdict_cell(decision: Decision) -> str:
-    colour = {"approve": "green", "veto": "red", "adapt": "yellow"}.get(decision.verdict, "")
+    colour = {"approve": "green", "veto": "red", "adapt": "yellow",
+              "needs-evidence": "cyan"}.get(decision.verdict, "")
     return f"[{colour}]{decision.verdict}[/]" if colour else decision.verdict
 
 

@@ -9,12 +9,24 @@ for the genome (both `approve`). A motor veto gives band `vetoed`, verdict `veto
 
 Order: M_P first, then M_N and M_C, then M_M's scale coherence; a veto stops the
 evaluation (the remaining motors are not run and not listed).
+
+Honest verdicts (issue 14). M_P's success probability p is uncertain while evidence is
+scarce; CP moves with it as CP ∝ p^w_P. When the evidence (pseudo-observations beyond
+the flat prior: α + β − 2) is below the domain's `min_evidence` and CP at the lower and
+at the upper credible bound of p (mean ∓ 1.645·sd) fall in different bands, the data
+cannot decide: the verdict is `needs-evidence`, with the number of further experiences
+(at the current success rate) after which it would be decided, never a veto. A veto
+comes only from a motor (a hard limit, or M_P with enough evidence against the gene),
+and the `vetoed` band only when CP is low whatever p turns out to be, or on evidence.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from gd.genome import MotorResult
 from gd.motors.errors import MotorInputError
@@ -22,6 +34,11 @@ from gd.motors.errors import MotorInputError
 MOTOR_ORDER = ("M_P", "M_N", "M_C", "M_M")
 VERDICT_VETO = "veto"
 BAND_VETOED = "vetoed"
+VERDICT_NEEDS_EVIDENCE = "needs-evidence"
+BAND_NEEDS_EVIDENCE = "needs-evidence"
+Z_BOUND = 1.6448536269514722   # one-sided 95 %, as M_P's veto bound
+# Pseudo-observations of the flat prior Beta(1, 1): evidence is what α + β has beyond it.
+FLAT_PRIOR = 2.0
 
 
 def check_bands(bands: Sequence[Sequence[object]]) -> None:
@@ -65,3 +82,75 @@ def verdict(results: Sequence[MotorResult], weights: Mapping[str, float],
     cp = craft_performance({r.motor: r.score for r in results}, weights)
     band, what = band_for(cp, bands)
     return cp, band, what
+
+
+def success_bounds(alpha: np.ndarray | float, beta: np.ndarray | float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper one-sided 95 % bounds of a Beta(α, β) success probability
+    (normal approximation, clipped to [0, 1], as M_P's veto uses)."""
+    a, b = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
+    total = a + b
+    mean = a / total
+    sd = np.sqrt(a * b / (total * total * (total + 1.0)))
+    return np.clip(mean - Z_BOUND * sd, 0.0, 1.0), np.clip(mean + Z_BOUND * sd, 0.0, 1.0)
+
+
+def band_index(cp: np.ndarray | float, bands: Sequence[Sequence[object]]) -> np.ndarray:
+    """Index of the band each CP falls in (vectorised `band_for`)."""
+    check_bands(bands)
+    lows = np.array([float(b[0]) for b in bands])  # type: ignore[arg-type]
+    return np.searchsorted(lows, np.asarray(cp, dtype=np.float64), side="right") - 1
+
+
+def undecided(cp: np.ndarray, alpha: np.ndarray, beta: np.ndarray, w_p: float,
+              bands: Sequence[Sequence[object]], min_evidence: float) -> np.ndarray:
+    """Per state: True where the evidence is below `min_evidence` and CP at the two
+    bounds of p falls in different bands (module docstring). `cp` must be the CP at the
+    posterior mean (0 where a motor vetoed: those are never undecided)."""
+    a, b = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
+    mean = a / (a + b)
+    lo, hi = success_bounds(a, b)
+    ratio_lo = np.where(mean > 0, lo / np.where(mean > 0, mean, 1.0), 0.0)
+    ratio_hi = np.where(mean > 0, hi / np.where(mean > 0, mean, 1.0), 1.0)
+    cp = np.asarray(cp, dtype=np.float64)
+    cp_lo = cp * ratio_lo ** w_p
+    cp_hi = np.minimum(cp * ratio_hi ** w_p, 1.0)
+    scarce = (a + b - FLAT_PRIOR) < min_evidence
+    return scarce & (cp > 0) & (band_index(cp_lo, bands) != band_index(cp_hi, bands))
+
+
+@dataclass(frozen=True)
+class EvidenceNeed:
+    """A `needs-evidence` verdict's numbers: how much evidence there is, how much more
+    would decide it, and the CP range the current evidence allows."""
+
+    evidence: float
+    more: int
+    cp_low: float
+    cp_high: float
+
+
+def evidence_need(cp: float, alpha: float, beta: float, w_p: float,
+                  bands: Sequence[Sequence[object]], min_evidence: float
+                  ) -> EvidenceNeed | None:
+    """None when the evidence decides the verdict; otherwise the fewest further
+    experiences, succeeding at the current posterior rate, after which either the
+    bounds agree on a band or the evidence reaches `min_evidence` (at most that many)."""
+    if not bool(undecided(np.array([cp]), np.array([alpha]), np.array([beta]), w_p, bands,
+                          min_evidence)[0]):
+        return None
+    mean = alpha / (alpha + beta)
+    lo, hi = success_bounds(alpha, beta)
+    cp_lo, cp_hi = cp * (float(lo) / mean) ** w_p, min(1.0, cp * (float(hi) / mean) ** w_p)
+    have = alpha + beta - FLAT_PRIOR
+    cap = max(1, math.ceil(min_evidence - have))
+    more = cap
+    for n in range(1, cap):
+        # The motors other than M_P are fixed; CP at the mean stays cp.
+        if not bool(undecided(np.array([cp]), np.array([alpha + n * mean]),
+                              np.array([beta + n * (1.0 - mean)]), w_p, bands,
+                              min_evidence)[0]):
+            more = n
+            break
+    return EvidenceNeed(evidence=max(0.0, have), more=more, cp_low=float(cp_lo),
+                        cp_high=float(cp_hi))

@@ -19,6 +19,7 @@ draws to one motor never shifts another's.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,13 @@ from gd.genome import Decision, Experience, Gene, MotorResult, StateVector, cano
 from gd.motors import chaotic, meristic, nash, praxeological
 from gd.motors.backend import BACKENDS, Backend, get_backend
 from gd.motors.condition import CompiledGene, compile_gene
-from gd.motors.craft import verdict
+from gd.motors.craft import (
+    BAND_NEEDS_EVIDENCE,
+    VERDICT_NEEDS_EVIDENCE,
+    evidence_need,
+    undecided,
+    verdict,
+)
 from gd.motors.domains import get_domain
 from gd.motors.domains.pack import DomainConfig, DomainPack
 from gd.motors.errors import MotorInputError
@@ -86,13 +93,15 @@ class EvaluationRequest:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What M_P learns from: the gene's experiences and its related genes."""
+    """What M_P learns from: the gene's experiences, its related genes, and the domain's
+    history (other genes' experiences with the same action, counted at DOMAIN_WEIGHT)."""
 
     experiences: tuple[Experience, ...] = ()
     related: tuple[RelatedGene, ...] = ()
+    domain: tuple[Experience, ...] = ()
 
     def __post_init__(self) -> None:
-        if len(self.experiences) > MAX_EXPERIENCES:
+        if len(self.experiences) + len(self.domain) > MAX_EXPERIENCES:
             raise MotorInputError(f"more than {MAX_EXPERIENCES} experiences")
 
     def prior(self) -> tuple[float, float]:
@@ -101,18 +110,37 @@ class Evidence:
     def ordered(self) -> list[Experience]:
         return sorted(self.experiences, key=lambda e: e.id)
 
-    def digest(self) -> str:
-        """Content address of the evidence: sorted experience ids and the related genes."""
-        return canonical.sha256(canonical.encode({
+    def plain(self) -> dict[str, Any]:
+        """What the digest covers (and a decision's evidence snapshot stores): experience
+        ids, the related genes' links and counters, and (when any) the domain's
+        experiences as (gene id, experience id) pairs."""
+        out: dict[str, Any] = {
             "experiences": [e.id for e in self.ordered()],
             "related": [[r.weight, r.successes, r.failures, r.inhibits] for r in self.related],
-        })).hex()
+        }
+        if self.domain:
+            out["domain"] = [[e.gene_id, e.id] for e in _by_id(self.domain)]
+        return out
+
+    def digest(self) -> str:
+        """Content address of the evidence (`plain`)."""
+        return canonical.sha256(canonical.encode(self.plain())).hex()
 
     def arrays(self, pack: DomainPack) -> tuple[np.ndarray, np.ndarray]:
-        exps = self.ordered()
-        if not exps:
-            return np.zeros((0, len(pack.features))), np.zeros(0)
-        return pack.matrix([e.state for e in exps]), np.array([float(e.success) for e in exps])
+        return _arrays(self.ordered(), pack)
+
+    def domain_arrays(self, pack: DomainPack) -> tuple[np.ndarray, np.ndarray]:
+        return _arrays(_by_id(self.domain), pack)
+
+
+def _by_id(exps: Sequence[Experience]) -> list[Experience]:
+    return sorted(exps, key=lambda e: (e.id, e.gene_id))
+
+
+def _arrays(exps: Sequence[Experience], pack: DomainPack) -> tuple[np.ndarray, np.ndarray]:
+    if not exps:
+        return np.zeros((0, len(pack.features))), np.zeros(0)
+    return pack.matrix([e.state for e in exps]), np.array([float(e.success) for e in exps])
 
 
 @dataclass(frozen=True)
@@ -125,6 +153,7 @@ class StateScores:
     mm: meristic.MeristicOutput
     cp: np.ndarray
     vetoed: np.ndarray
+    needs_evidence: np.ndarray     # per state: the evidence cannot decide the band
 
 
 def with_config(pack: DomainPack, config: DomainConfig | None) -> DomainPack:
@@ -169,7 +198,8 @@ def score_states(gene: Gene, states: Sequence[StateVector] | np.ndarray, *, seed
     ev = evidence or Evidence()
     ev_X, ev_y = ev.arrays(pack)
     Xb = bk.asarray(X)
-    mp = praxeological.praxeological(bk, pack, cg, Xb, ev_X, ev_y, ev.prior(), req.k_neighbours)
+    mp = praxeological.praxeological(bk, pack, cg, Xb, ev_X, ev_y, ev.prior(), req.k_neighbours,
+                                     ev.domain_arrays(pack))
     mn = _nash(bk, pack, cg, Xb)
     mc = chaotic.chaotic(bk, pack, cg, Xb, rngs["M_C"], req.plan())
     mm = meristic.scale_coherence(bk, pack, cg, Xb, mc.multiverse, rngs["M_M"])
@@ -177,7 +207,10 @@ def score_states(gene: Gene, states: Sequence[StateVector] | np.ndarray, *, seed
     cp = (mp.score ** w.get("M_P", 1.0) * mn.score ** w.get("M_N", 1.0)
           * mc.score ** w.get("M_C", 1.0) * mm.score ** w.get("M_M", 1.0))
     vetoed = mp.veto | mn.veto | mc.veto | mm.veto
-    return StateScores(mp, mn, mc, mm, np.where(vetoed, 0.0, cp), vetoed)
+    cp = np.where(vetoed, 0.0, cp)
+    needs = undecided(cp, mp.alpha, mp.beta, w.get("M_P", 1.0), pack.config.bands,
+                      pack.config.min_evidence)
+    return StateScores(mp, mn, mc, mm, cp, vetoed, needs)
 
 
 def _nash(bk: Backend, pack: DomainPack, cg: CompiledGene, Xb: Any) -> nash.NashOutput:
@@ -214,7 +247,8 @@ def evaluate(gene: Gene, states: Sequence[StateVector], *, seed: int,
     n = X.shape[0]
     results: list[MotorResult] = []
 
-    mp = praxeological.praxeological(bk, pack, cg, Xb, ev_X, ev_y, ev.prior(), req.k_neighbours)
+    mp = praxeological.praxeological(bk, pack, cg, Xb, ev_X, ev_y, ev.prior(), req.k_neighbours,
+                                     ev.domain_arrays(pack))
     score, veto, share = _agg(mp.score, mp.veto)
     applies = int(np.sum(mp.applicability >= cfg.apply_min))
     mean_p = float(np.mean(mp.alpha / (mp.alpha + mp.beta)))
@@ -268,6 +302,19 @@ def evaluate(gene: Gene, states: Sequence[StateVector], *, seed: int,
                 f"perf_{s:g}": _r(p) for s, p in zip(meristic.SCALES, perf, strict=True)}))
 
     cp, band, what = verdict(results, cfg.weights, cfg.bands)
+    if not any(r.veto for r in results):
+        need = evidence_need(cp, float(np.mean(mp.alpha)), float(np.mean(mp.beta)),
+                             float(cfg.weights.get("M_P", 1.0)), cfg.bands, cfg.min_evidence)
+        if need is not None:
+            band, what = BAND_NEEDS_EVIDENCE, VERDICT_NEEDS_EVIDENCE
+            p_result = results[0]
+            results[0] = dataclasses.replace(p_result, explanation=(
+                f"needs evidence: {need.evidence:.1f} weighted experience(s) of "
+                f"{cfg.min_evidence:g} needed; CP could be {need.cp_low:.3f}–"
+                f"{need.cp_high:.3f}; about {need.more} more experience(s) like these "
+                f"would decide it; " + p_result.explanation), details={
+                    **p_result.details, "evidence": _r(need.evidence), "more": need.more,
+                    "cp_low": _r(need.cp_low), "cp_high": _r(need.cp_high)})
     plain_request = {
         **req.to_plain(), "config": cfg.to_plain(), "motor_versions": dict(MOTOR_VERSIONS),
         "evidence": {"digest": ev.digest(), "experiences": len(ev.experiences),

@@ -9,6 +9,11 @@ Two parts, per state:
   state in units of the domain's feature scales, over the k nearest experiences only:
   α = α0 + Σ w·y, β = β0 + Σ w·(1 − y).
 
+The domain's history (experiences of other genes of the domain that take the same
+action: the outcome of this means in nearby states) adds its kernel weights too, each
+counting DOMAIN_WEIGHT of one of the gene's own: a new gene starts from what the domain
+has seen, not from a coin flip. `n_eff` is all the weight, own and domain.
+
 Score = a · E[p] = a · α / (α + β). Veto where a < apply_min (the gene does not apply) or
 where the evidence is strong enough (Σ w ≥ min_evidence) and the upper one-sided 95 %
 credible bound is below the domain's floor. The bound uses the normal approximation to
@@ -28,7 +33,7 @@ from gd.motors.condition import CompiledGene, applicability
 from gd.motors.domains.pack import DomainPack
 from gd.motors.errors import MotorInputError
 
-VERSION = "1"
+VERSION = "2"
 K_NEIGHBOURS = 32          # experiences consulted per state
 BANDWIDTH = 1.0            # kernel width h, in feature scales (RMS over features)
 Z_UPPER = 1.6448536269514722   # one-sided 95 %
@@ -36,6 +41,9 @@ PRIOR_BASE = 2.0           # pseudo-observations of the flat prior Beta(1, 1)
 PRIOR_MAX_EXTRA = 8.0      # related genes add at most this many pseudo-observations
 PRIOR_SHRINK = 0.1         # a related gene's experiences count one tenth as much
 KNN_CHUNK_ELEMENTS = 4_000_000   # bounds the (states × experiences) distance block
+# Another gene's outcome with the same action in a nearby state is evidence about this
+# means, but the gene's own conditions and parameters differ: it counts half as much.
+DOMAIN_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,16 +86,13 @@ class PraxeologicalOutput:
     upper: np.ndarray
 
 
-def posterior(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: np.ndarray,
-              prior: tuple[float, float], k: int = K_NEIGHBOURS) -> tuple[Array, Array, Array]:
-    """(α, β, Σw) per state from the k nearest experiences (see module docstring)."""
+def kernel_sums(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: np.ndarray,
+                k: int = K_NEIGHBOURS) -> tuple[Array, Array, Array]:
+    """(Σ w·y, Σ w·(1 − y), Σ w) per state over the k nearest experiences."""
     n = X.shape[0]
-    a0, b0 = prior
-    if a0 <= 0 or b0 <= 0:
-        raise MotorInputError(f"prior ({a0}, {b0}) must be positive")
     m = len(ev_y)
     if m == 0:
-        return bk.full((n,), a0), bk.full((n,), b0), bk.zeros((n,))
+        return bk.zeros((n,)), bk.zeros((n,)), bk.zeros((n,))
     if ev_X.shape != (m, len(pack.features)):
         raise MotorInputError(f"experience states have shape {ev_X.shape}, expected "
                               f"({m}, {len(pack.features)})")
@@ -99,7 +104,7 @@ def posterior(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: n
     f = float(len(pack.features))
     ee = bk.sum(e * e, axis=1)
     chunk = max(1, KNN_CHUNK_ELEMENTS // m)
-    alphas, betas, weights = [], [], []
+    succ, fail, weights = [], [], []
     for start in range(0, n, chunk):
         qc = q[start:start + chunk]
         d2 = (bk.expand(bk.sum(qc * qc, axis=1), 1) + bk.expand(ee, 0)
@@ -108,18 +113,35 @@ def posterior(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: n
         near, idx = bk.topk_smallest(d2, k)
         w = bk.exp(-near / (2.0 * BANDWIDTH**2))
         yk = bk.take(y, idx, axis=0)
-        alphas.append(a0 + bk.sum(w * yk, axis=1))
-        betas.append(b0 + bk.sum(w * (1.0 - yk), axis=1))
+        succ.append(bk.sum(w * yk, axis=1))
+        fail.append(bk.sum(w * (1.0 - yk), axis=1))
         weights.append(bk.sum(w, axis=1))
-    return bk.concat(alphas), bk.concat(betas), bk.concat(weights)
+    return bk.concat(succ), bk.concat(fail), bk.concat(weights)
+
+
+def posterior(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: np.ndarray,
+              prior: tuple[float, float], k: int = K_NEIGHBOURS,
+              domain: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[Array, Array, Array]:
+    """(α, β, Σw) per state from the k nearest experiences, own and (discounted) the
+    domain's (see module docstring)."""
+    a0, b0 = prior
+    if a0 <= 0 or b0 <= 0:
+        raise MotorInputError(f"prior ({a0}, {b0}) must be positive")
+    s, f, w = kernel_sums(bk, pack, X, ev_X, ev_y, k)
+    if domain is not None and len(domain[1]):
+        ds, df, dw = kernel_sums(bk, pack, X, domain[0], domain[1], k)
+        s, f, w = s + DOMAIN_WEIGHT * ds, f + DOMAIN_WEIGHT * df, w + DOMAIN_WEIGHT * dw
+    return a0 + s, b0 + f, w
 
 
 def praxeological(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
                   ev_X: np.ndarray, ev_y: np.ndarray, prior: tuple[float, float],
-                  k: int = K_NEIGHBOURS) -> PraxeologicalOutput:
+                  k: int = K_NEIGHBOURS, domain: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> PraxeologicalOutput:
     cfg = pack.config
     a = applicability(bk, cg, X)
-    alpha, beta, n_eff = posterior(bk, pack, X, ev_X, ev_y, prior, k)
+    alpha, beta, n_eff = posterior(bk, pack, X, ev_X, ev_y, prior, k, domain)
     total = alpha + beta
     mean = alpha / total
     sd = bk.sqrt(alpha * beta / (total * total * (total + 1.0)))

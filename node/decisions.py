@@ -41,6 +41,7 @@ from gd.genome.synapse import SynapseKind
 from gd.ledger.entry import EntryKind
 from gd.motors import meristic
 from gd.motors.domains import get_domain
+from gd.motors.domains.pack import DomainConfig
 from gd.motors.errors import MotorInputError
 from gd.motors.evaluate import (
     MOTOR_VERSIONS,
@@ -52,7 +53,9 @@ from gd.motors.evaluate import (
     replay,
 )
 from gd.motors.praxeological import RelatedGene
+from gd.node.config import ConfigError
 from gd.node.cortex import Cortex, CortexError
+from gd.node.domain_settings import domain_config
 from gd.node.importer import hlc_now
 from gd.node.local import LocalNode
 from gd.node.recorder import LedgerRecorder
@@ -72,6 +75,9 @@ RELATED_HOPS: Final = 2
 # multiverse near 50 MB while covering a gene's recent life; older states are dropped.
 MAX_ADAPT_STATES: Final = 512
 MOTORS: Final = tuple(MOTOR_VERSIONS)
+# The domain's history M_P consults for a gene: enough to cover a C-MAPSS file's worth of
+# states around any state (k = 32 neighbours), small enough that loading it stays fast.
+MAX_DOMAIN_EXPERIENCES: Final = 4000
 # Statuses a gene may be adapted from: M_M grows variants of our own genes and of
 # received, still pending ones (issue 7); a rejected, retired or revoked gene is done.
 ADAPTABLE: Final = (GeneStatus.NATIVE, GeneStatus.ADAPTATION_PENDING)
@@ -120,18 +126,32 @@ def related_genes(cortex: Cortex, gene: Gene) -> list[tuple[Gene, RelatedGene]]:
     return out
 
 
+def domain_history(cortex: Cortex, gene: Gene) -> tuple[Experience, ...]:
+    """The domain's record of this gene's means: experiences of the other genes of its
+    domain that take the same action, at most MAX_DOMAIN_EXPERIENCES of them (an even,
+    fixed spread over them by id, so the same Cortex gives the same evidence)."""
+    found: list[Experience] = []
+    for other in cortex.genes(domain=gene.domain):
+        if other.id != gene.id and other.action == gene.action:
+            found.extend(cortex.experiences_for(other.id))
+    found.sort(key=lambda e: (e.id, e.gene_id))
+    if len(found) > MAX_DOMAIN_EXPERIENCES:
+        step = len(found) / MAX_DOMAIN_EXPERIENCES
+        found = [found[int(i * step)] for i in range(MAX_DOMAIN_EXPERIENCES)]
+    return tuple(found)
+
+
 def evidence_for(cortex: Cortex, gene: Gene) -> Evidence:
-    """What M_P learns from now: the gene's experiences and its related genes."""
+    """What M_P learns from now: the gene's experiences, its related genes, and the
+    domain's history of its action (`domain_history`)."""
     return Evidence(tuple(cortex.experiences_for(gene.id)),
-                    tuple(r for _, r in related_genes(cortex, gene)))
+                    tuple(r for _, r in related_genes(cortex, gene)),
+                    domain_history(cortex, gene))
 
 
 def _save_evidence(cortex: Cortex, evidence: Evidence) -> str:
     digest = evidence.digest()
-    raw = canonical.encode({
-        "experiences": [e.id for e in evidence.ordered()],
-        "related": [[r.weight, r.successes, r.failures, r.inhibits] for r in evidence.related],
-    })
+    raw = canonical.encode(evidence.plain())
     db = cortex.open_db(EVIDENCE_DB)
     cortex.write(lambda txn: txn.put(digest.encode(), raw, db=db, overwrite=True))
     return digest
@@ -154,14 +174,24 @@ def _stored_evidence(cortex: Cortex, decision: Decision) -> tuple[Evidence | Non
         ids = [str(i) for i in snap["experiences"]]
         related = tuple(RelatedGene(float(w), int(s), int(f), bool(i))
                         for w, s, f, i in snap["related"])
+        domain_ids = [(str(g), str(i)) for g, i in snap.get("domain", [])]
     except (DecodeError, KeyError, TypeError, ValueError) as exc:
         return None, f"evidence snapshot {digest[:16]}… is corrupt: {exc}"
     by_id = {e.id: e for e in cortex.experiences_for(decision.gene_id)}
     missing = [i for i in ids if i not in by_id]
+    domain: list[Experience] = []
+    for other in sorted({g for g, _ in domain_ids}):
+        theirs = {e.id: e for e in cortex.experiences_for(other)}
+        for g, i in domain_ids:
+            if g == other:
+                if i in theirs:
+                    domain.append(theirs[i])
+                else:
+                    missing.append(i)
     if missing:
         return None, (f"{len(missing)} experience(s) the decision used are no longer in this "
                       f"Cortex (first {missing[0]})")
-    return Evidence(tuple(by_id[i] for i in ids), related), ""
+    return Evidence(tuple(by_id[i] for i in ids), related, tuple(domain)), ""
 
 
 # -- evaluate ------------------------------------------------------------------------
@@ -195,16 +225,26 @@ def evaluate_gene(node: LocalNode, gene_id: str, states: Sequence[StateVector], 
     if not states:
         raise DecisionError("no states to evaluate")
     req = _request(node, request)
+    config = node_domain_config(node, gene.domain)
     evidence = evidence_for(node.cortex, gene)
     base = hlc_now()
     batches = [list(states)] if aggregate else [[s] for s in states]
     decisions = [evaluate(gene, batch, seed=seed, evidence=evidence, request=req,
-                          decided_at=base + i, node=node.key.peer_id)
+                          config=config, decided_at=base + i, node=node.key.peer_id)
                  for i, batch in enumerate(batches)]
     _save_evidence(node.cortex, evidence)
     node.cortex.put_decisions(decisions)
     record_decisions(node, decisions)
     return decisions
+
+
+def node_domain_config(node: LocalNode, domain: str) -> DomainConfig | None:
+    """This node's `[domains.<domain>]` motor settings (None: the pack's defaults); a bad
+    table is a DecisionError naming the key, before anything runs."""
+    try:
+        return domain_config(node.config, domain)
+    except ConfigError as exc:
+        raise DecisionError(f"config.toml: {exc}") from None
 
 
 def record_decisions(node: LocalNode, decisions: Sequence[Decision]) -> None:
@@ -373,7 +413,8 @@ def adapt_gene(node: LocalNode, gene_id: str, *, population: int = 4096,
     related = [g for g, _ in related_genes(cortex, gene)]
     checkpoints = meristic.SearchCheckpoints(cortex.env, cortex.open_db(MERISTIC_DB))
     result = adapt(gene, chosen, seed=seed, search=search, related=related, request=req,
-                   checkpoints=checkpoints, cancel=cancel, progress=progress)
+                   config=node_domain_config(node, gene.domain), checkpoints=checkpoints,
+                   cancel=cancel, progress=progress)
     outcome = AdaptOutcome(gene, result, seed, len(chosen))
     if result.cancelled:
         return outcome

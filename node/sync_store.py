@@ -39,8 +39,8 @@ from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
-from gd.node.config import ConfigError
 from gd.node.cortex import Cortex, CortexError, UnknownGene
+from gd.node.domain_settings import parse_domain_settings
 from gd.protocol.sync import decide_for, stamp_of
 
 CONFLICTS_DB = "sync_conflicts"
@@ -98,19 +98,10 @@ def domain_conflict_policies(domains: Mapping[str, Any]) -> Callable[[str], Conf
     """The `[domains.<name>] conflict = "queue" | "lww" | "merge"` settings of
     config.toml as the `policy_for(domain)` that SyncStore takes. Default: queue (a
     person decides; nothing is overwritten). Raises ConfigError on a bad value."""
-    policies: dict[str, ConflictPolicy] = {}
-    if not isinstance(domains, Mapping):
-        raise ConfigError("[domains] must be a table of [domains.<name>] tables")
-    for name, table in domains.items():
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"[domains.{name}] must be a table")
-        unknown = sorted(set(table) - {"conflict"})
-        if unknown:
-            raise ConfigError(f"[domains.{name}]: unknown keys {unknown}")
-        mode = table.get("conflict", "queue")
-        if mode not in CONFLICT_MODES:
-            raise ConfigError(f"[domains.{name}].conflict must be one of {CONFLICT_MODES}")
-        policies[name] = ConflictPolicy(merge=mode == "merge", lww=mode == "lww")
+    # One parser knows every key of [domains.X] (sync's `conflict` and the motors'
+    # settings), so a motor key is not refused here and a typo is refused everywhere.
+    policies = {name: ConflictPolicy(merge=t.conflict == "merge", lww=t.conflict == "lww")
+                for name, t in parse_domain_settings(domains).items()}
     return lambda domain: policies.get(domain, QUEUE_ALL)
 
 
