@@ -34,6 +34,7 @@ from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.experience import Experience
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.synapse import Synapse, SynapseKind
+from gd.node.home import PRIVATE_FILE_MODE, make_private, private_dir
 
 SCHEMA_VERSION = 1
 # Sub-databases. Other modules (ledger, sync, sovereignty) open their own through
@@ -167,10 +168,11 @@ class Cortex:
             if not (path / "data.mdb").exists():
                 raise CortexError(f"no Cortex at {path}: run `gd-node init` first")
         else:
-            path.mkdir(parents=True, exist_ok=True)
+            private_dir(path)
         try:
             env = lmdb.open(
                 str(path), map_size=map_size, max_dbs=MAX_DBS, readonly=readonly,
+                mode=PRIVATE_FILE_MODE,
                 sync=True, metasync=True, lock=True, max_readers=256,
                 # Writes go straight into the map instead of malloc'd copies: 1.6× the
                 # ingest rate at 100k genes (ADR 0002). Copy-on-write still never touches
@@ -181,8 +183,14 @@ class Cortex:
         except lmdb.Error as exc:
             raise CortexError(f"cannot open Cortex at {path}: {exc}") from None
         try:
+            if not readonly:
+                # Private whatever the umask or an older gd-node left (home.py).
+                make_private(path)
             cortex = cls(env, path, readonly)
             cortex._check_schema()
+        except OSError as exc:
+            env.close()
+            raise CortexError(f"cannot make the Cortex at {path} private: {exc}") from None
         except lmdb.Error as exc:
             env.close()
             raise CortexError(f"Cortex at {path} is unusable: {exc}") from None
@@ -576,6 +584,34 @@ class Cortex:
 
         return self.write(run)
 
+    def add_experiences(self, exps: Iterable[Experience]) -> int:
+        """Record many outcomes in ONE transaction (a history import): all or none, each
+        gene's counters bumped once per new experience. Returns how many were new."""
+
+        def run(txn: lmdb.Transaction) -> int:
+            genes: dict[str, Gene] = {}
+            added = 0
+            for exp in exps:
+                key = _k(exp.gene_id, exp.id)
+                if txn.get(key, db=self._dbs["experiences"]) is not None:
+                    continue
+                gene = genes.get(exp.gene_id)
+                if gene is None:
+                    raw = txn.get(exp.gene_id.encode(), db=self._dbs["genes"])
+                    if raw is None:
+                        raise UnknownGene(f"no gene {exp.gene_id!r} in this Cortex")
+                    gene = self._load(txn, exp.gene_id.encode(), raw)
+                txn.put(key, exp.encode(), db=self._dbs["experiences"])
+                genes[exp.gene_id] = gene.with_local(
+                    successes=gene.successes + int(exp.success),
+                    failures=gene.failures + int(not exp.success))
+                added += 1
+            for gene_id, gene in genes.items():
+                txn.put(gene_id.encode(), _head(gene), db=self._dbs["genes"])
+            return added
+
+        return self.write(run)
+
     def experiences_for(self, gene_id: str) -> list[Experience]:
         prefix = gene_id.encode() + SEP
         db = self._dbs["experiences"]
@@ -679,8 +715,9 @@ class Cortex:
         dest = Path(dest)
         if dest.exists() and any(dest.iterdir()):
             raise CortexError(f"backup destination {dest} is not empty")
-        dest.mkdir(parents=True, exist_ok=True)
+        private_dir(dest)  # 0700 before the copy: its files are never visible to others
         self.env.copy(str(dest), compact=True)
+        make_private(dest)
         return dest
 
 
@@ -722,7 +759,9 @@ def restore(source: str | Path, target: str | Path) -> Path:
                 child.unlink()
             staging.rmdir()
         staging.mkdir(parents=True)
+        private_dir(staging)
         backup.env.copy(str(staging), compact=True)
+        make_private(staging)
     aside = None
     if target.exists():
         n = 1
@@ -730,6 +769,7 @@ def restore(source: str | Path, target: str | Path) -> Path:
             n += 1
         aside = target.with_name(f"{target.name}.pre-restore-{n}")
         target.rename(aside)
+        make_private(aside)
     staging.rename(target)
     with contextlib.suppress(OSError):
         _fsync_dir(target.parent)
