@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 import msgpack
 
@@ -36,6 +36,10 @@ MAX_STR_LEN = 1024 * 1024
 Canonical = None | bool | int | float | str | bytes | list["Canonical"] | dict[str, "Canonical"]
 
 
+@overload
+def normalize(value: Mapping[str, Any], path: str = "$") -> dict[str, Canonical]: ...
+@overload
+def normalize(value: Any, path: str = "$") -> Canonical: ...
 def normalize(value: Any, path: str = "$") -> Canonical:
     """Return `value` as plain canonical data (sorted dicts, lists), or raise TypeError."""
     if value is None or isinstance(value, bool | str | bytes):
@@ -62,7 +66,8 @@ def normalize(value: Any, path: str = "$") -> Canonical:
 
 def encode(value: Any) -> bytes:
     """Canonical msgpack bytes of `value` (see module docstring for the rules)."""
-    return msgpack.packb(normalize(value), use_bin_type=True)
+    packed: bytes = msgpack.packb(normalize(value), use_bin_type=True)
+    return packed
 
 
 def encode_plain(value: Canonical) -> bytes:
@@ -70,7 +75,8 @@ def encode_plain(value: Canonical) -> bytes:
 
     The hot path for records that build their own sorted dicts; `encode` re-checks.
     """
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)  # msgpack is untyped
+    return packed
 
 
 def decode(data: bytes) -> Any:

@@ -1,4 +1,4 @@
-"""`/gd/handshake/1.0.0`: who are you, what do you speak, and can you prove it.
+"""`/gd/handshake/2.0.0`: who are you, what do you speak, and can you prove it.
 
 Runs once on a fresh stream right after libp2p has authenticated the connection (Noise).
 Both sides speak at once, so the exchange costs one round trip plus one verdict:
@@ -8,15 +8,30 @@ Both sides speak at once, so the exchange costs one round trip plus one verdict:
 
 A Hello carries the protocol versions the sender speaks (in preference order), its
 capabilities, org, region, the domains it is willing to talk about, its ledger head (size
-and Merkle root), a fresh nonce, a timestamp and an Ed25519 signature.
+and Merkle root), its org certificate (empty if it has none), a fresh nonce, a timestamp
+and an Ed25519 signature.
 
-The signature binds (org, region, versions, capabilities, domains, ledger head, nonce,
-timestamp) to the *signer's* peer id and to the *intended receiver's* peer id. The signer
+The signature binds (org, region, certificate, versions, capabilities, domains, ledger
+head, nonce, timestamp) to the *signer's* peer id and to the *intended receiver's* peer
+id. The signer
 is never read from the message: the verifier fills in the peer id that the authenticated
 connection reported (`stream.muxed_conn.peer_id`, trustworthy because plaintext security
 is disabled, node/host.py). A Hello therefore cannot be replayed by another peer, nor
-forwarded to a third node, and the org/region claim is a statement signed by the node key
-that can be logged and shown to others.
+forwarded to a third node.
+
+**Org and region are claims until certified.** The node key proves only the node: any
+fresh key can claim `org = beta`. A claim becomes a fact only through the certificate
+(`gd.genome.certificate`): beta's org key vouching for this peer id and region, checked
+against the org keys the receiver pins (`TrustAnchors`), for this connection's peer, for
+the org and region claimed, and valid at `now_ms`. `PeerHello.certified_org` and
+`certified_region` hold the result, None when there is no valid certificate under a
+trusted key (the peer still connects: mesh, DHT and peer-id rules work; `org:` and
+`region:` rules never match it). A bad certificate is not a handshake failure, since an org
+key the receiver does not pin looks exactly like a forged one; `certificate_problem` says
+what was wrong, for the log.
+
+Version 2 (this one) added the certificate; version-1 nodes speak `/gd/handshake/1.0.0`
+and so never meet version-2 nodes: a mixed federation upgrades all at once.
 
 Sans-I/O: the caller passes the clock reading (`now_ms`) and the nonce, moves bytes in
 with `receive_data` and out with `data_to_send`, and reads the outcome from `outcome`.
@@ -29,18 +44,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gd.genome import canonical, checks
+from gd.genome.certificate import (
+    MAX_CERT_BYTES,
+    NO_TRUST,
+    CertificateError,
+    TrustAnchors,
+    check_certificate,
+)
 from gd.genome.errors import SignatureError
 from gd.genome.identity import NodeKey, is_peer_id, verify
 from gd.protocol.errors import LocalProtocolError, RemoteProtocolError
 from gd.protocol.wire import FrameDecoder, Message, encode_frame, message
 
-PROTOCOL_ID = "/gd/handshake/1.0.0"
+PROTOCOL_ID = "/gd/handshake/2.0.0"
 # Application protocol versions this build speaks, most preferred first. A peer with none
 # in common is rejected with both lists in the reason.
 SUPPORTED_VERSIONS: tuple[str, ...] = ("gd/1",)
 # Domain-separation tag inside every signed Hello, so a handshake signature can never be
 # mistaken for a gene or ledger signature made with the same node key.
-SIGNING_CONTEXT = "gd/handshake/1 hello"
+SIGNING_CONTEXT = "gd/handshake/2 hello"
 NONCE_BYTES = 16
 LEDGER_ROOT_BYTES = 32
 # How far the peer's clock may be from ours. Kerberos allows 5 minutes by default; NTP-run
@@ -83,6 +105,7 @@ def _tokens(field: str, values: tuple[str, ...], limit: int) -> None:
 @dataclass(frozen=True)
 class Hello(Message):
     TYPE = "gd.handshake.hello"
+    VERSION = 2
     versions: tuple[str, ...]
     capabilities: tuple[str, ...]
     org: str
@@ -93,6 +116,7 @@ class Hello(Message):
     nonce: bytes
     timestamp_ms: int
     signature: bytes
+    certificate: bytes = b""
 
     def __post_init__(self) -> None:
         _tokens("versions", self.versions, MAX_VERSIONS)
@@ -112,6 +136,8 @@ class Hello(Message):
             raise ValueError("timestamp_ms: out of range")
         if len(self.signature) != 64:
             raise ValueError("signature: expected 64 bytes")
+        if len(self.certificate) > MAX_CERT_BYTES:
+            raise ValueError(f"certificate: over {MAX_CERT_BYTES} bytes")
 
     def signed_bytes(self, signer: str, audience: str) -> bytes:
         """What the signature covers; `signer` comes from the connection, not from here."""
@@ -121,6 +147,7 @@ class Hello(Message):
             "org": self.org, "region": self.region, "domains": list(self.domains),
             "ledger_size": self.ledger_size, "ledger_root": self.ledger_root,
             "nonce": self.nonce, "timestamp_ms": self.timestamp_ms,
+            "certificate": self.certificate,
         })
 
 
@@ -148,11 +175,17 @@ class HandshakeOffer:
     ledger_size: int = 0
     ledger_root: bytes = b"\x00" * LEDGER_ROOT_BYTES
     versions: tuple[str, ...] = SUPPORTED_VERSIONS
+    # Our org's certificate of this node (`gd-node org certify`), encoded; b"": none.
+    certificate: bytes = b""
 
 
 @dataclass(frozen=True)
 class PeerHello:
-    """A verified Hello: every field here is signed by `peer_id`'s key."""
+    """A verified Hello: every field here is signed by `peer_id`'s key.
+
+    `org` and `region` are what the peer *claims* (for logs, display and mesh topology);
+    `certified_org` and `certified_region` are set only when a certificate from an org
+    key we trust vouches for them, and are the only ones an authorisation may read."""
 
     peer_id: str
     version: str
@@ -163,6 +196,13 @@ class PeerHello:
     ledger_size: int
     ledger_root: bytes
     timestamp_ms: int
+    certified_org: str | None = None
+    certified_region: str | None = None
+    certificate_problem: str = ""  # why a certificate sent was not accepted ("" if none)
+
+    @property
+    def certified(self) -> bool:
+        return self.certified_org is not None
 
 
 @dataclass(frozen=True)
@@ -205,13 +245,29 @@ def make_hello(key: NodeKey, offer: HandshakeOffer, audience: str, *, nonce: byt
         region=offer.region, domains=offer.domains, ledger_size=offer.ledger_size,
         ledger_root=offer.ledger_root, nonce=nonce, timestamp_ms=now_ms, signature=b"\0" * 64,
     )
+    unsigned = Hello(**{**unsigned.fields(), "certificate": offer.certificate})
     sig = key.sign(unsigned.signed_bytes(key.peer_id, audience))
     return Hello(**{**unsigned.fields(), "signature": sig})
 
 
+def _certified(hello: Hello, signer: str, trust: TrustAnchors, now_ms: int
+               ) -> tuple[str | None, str | None, str]:
+    """(certified org, certified region, problem) for a Hello whose signature holds."""
+    if not hello.certificate:
+        return None, None, ""
+    try:
+        cert = check_certificate(hello.certificate, peer_id=signer, org=hello.org,
+                                 region=hello.region, trust=trust, now_ms=now_ms)
+    except CertificateError as exc:
+        return None, None, str(exc)[:MAX_REASON_LEN]
+    return cert.org, cert.region, ""
+
+
 def check_hello(hello: Hello, *, signer: str, audience: str, now_ms: int,
-                versions: tuple[str, ...] = SUPPORTED_VERSIONS) -> PeerHello:
-    """Verify a Hello from the connection-authenticated `signer`; raise HelloRefused."""
+                versions: tuple[str, ...] = SUPPORTED_VERSIONS,
+                trust: TrustAnchors = NO_TRUST) -> PeerHello:
+    """Verify a Hello from the connection-authenticated `signer`; raise HelloRefused.
+    Its org and region come back certified only under an org key in `trust`."""
     version = choose_version(versions, hello.versions)
     if version is None:
         raise HelloRefused(RejectReason.VERSION,
@@ -226,10 +282,13 @@ def check_hello(hello: Hello, *, signer: str, audience: str, now_ms: int,
         raise HelloRefused(RejectReason.CLOCK,
                            f"peer clock is {skew / 1000:.0f} s off (limit "
                            f"{MAX_CLOCK_SKEW_MS // 1000} s)")
+    certified_org, certified_region, problem = _certified(hello, signer, trust, now_ms)
     return PeerHello(
         peer_id=signer, version=version, org=hello.org, region=hello.region,
         capabilities=hello.capabilities, domains=hello.domains, ledger_size=hello.ledger_size,
         ledger_root=hello.ledger_root, timestamp_ms=hello.timestamp_ms,
+        certified_org=certified_org, certified_region=certified_region,
+        certificate_problem=problem,
     )
 
 
@@ -245,10 +304,13 @@ class Handshake:
 
     `remote_peer_id` must come from the authenticated connection. Feed received bytes to
     `receive_data`, send whatever `data_to_send()` returns, stop when `outcome` is set.
+    `trust` holds the org keys whose certificates we believe (none: every peer is
+    uncertified).
     """
 
     def __init__(self, key: NodeKey, offer: HandshakeOffer, remote_peer_id: str, *,
-                 now_ms: int, nonce: bytes, admit: Admit | None = None) -> None:
+                 now_ms: int, nonce: bytes, admit: Admit | None = None,
+                 trust: TrustAnchors = NO_TRUST) -> None:
         if not is_peer_id(remote_peer_id):
             raise LocalProtocolError(f"{remote_peer_id!r} is not a peer id")
         if remote_peer_id == key.peer_id:
@@ -258,6 +320,7 @@ class Handshake:
         self._offer = offer
         self._now_ms = now_ms
         self._admit = admit
+        self._trust = trust
         self._decoder = FrameDecoder(max_frame_size=MAX_HANDSHAKE_FRAME)
         self._out = bytearray(encode_frame(
             make_hello(key, offer, remote_peer_id, nonce=nonce, now_ms=now_ms)))
@@ -292,9 +355,10 @@ class Handshake:
             return
         try:
             self._decoder.feed(data)
-            while self._state is not _State.DONE and (msg := self._decoder.next_message()):
+            # `done`, not `_state`: mypy would keep `_state` narrowed across `_handle`.
+            while not self.done and (msg := self._decoder.next_message()):
                 self._handle(msg)
-            if self._state is _State.DONE and self._decoder.buffered and self.accepted:
+            if self.done and self._decoder.buffered and self.accepted:
                 raise RemoteProtocolError("bytes after the final verdict")
         except RemoteProtocolError as exc:
             self._refuse(RejectReason.MALFORMED, exc.message)
@@ -331,7 +395,8 @@ class Handshake:
     def _on_hello(self, hello: Hello) -> None:
         try:
             peer = check_hello(hello, signer=self.remote_peer_id, audience=self.local_peer_id,
-                               now_ms=self._now_ms, versions=self._offer.versions)
+                               now_ms=self._now_ms, versions=self._offer.versions,
+                               trust=self._trust)
         except HelloRefused as exc:
             self._refuse(exc.reason, exc.detail)
             return

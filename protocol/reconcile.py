@@ -536,6 +536,7 @@ def reconcile_in_memory(ours: ItemSet | Iterable[Item], theirs: ItemSet | Iterab
     while msg is not None:
         sizes.append(len(msg))
         reply = responder.receive(msg)
+        assert reply is not None, "only an initiator ends a conversation"
         sizes.append(len(reply))
         msg = initiator.receive(reply)
     return initiator.have, initiator.need, sizes

@@ -75,7 +75,7 @@ def _scalar(kind: type) -> Checker:
         # bool is an int subclass in Python; on the wire they are different types.
         if type(value) is not kind and not (kind is bytes and type(value) is bytearray):
             raise TypeError(f"{path}: expected {kind.__name__}, got {type(value).__name__}")
-        return bytes(value) if kind is bytes else value
+        return bytes(value) if isinstance(value, bytes | bytearray) else value
 
     return check
 
@@ -144,7 +144,7 @@ class MessageRegistry:
         if not (isinstance(cls, type) and issubclass(cls, Message)):
             raise LocalProtocolError(f"{cls!r} is not a Message subclass")
         params = getattr(cls, "__dataclass_params__", None)
-        if params is None or not params.frozen:
+        if params is None or not params.frozen or not dataclasses.is_dataclass(cls):
             raise LocalProtocolError(f"{cls.__name__} must be a frozen dataclass")
         tag = getattr(cls, "TYPE", None)
         if not isinstance(tag, str) or not TYPE_RE.match(tag):
@@ -198,7 +198,8 @@ def encode_body(msg: Message, registry: MessageRegistry = REGISTRY) -> bytes:
             check(fields[name], f"{msg.TYPE}.{name}")
         except TypeError as exc:
             raise LocalProtocolError(str(exc)) from None
-    return msgpack.packb([msg.TYPE, msg.VERSION, fields], use_bin_type=True)
+    packed: bytes = msgpack.packb([msg.TYPE, msg.VERSION, fields], use_bin_type=True)
+    return packed
 
 
 def encode_frame(
