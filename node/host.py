@@ -10,6 +10,9 @@ Each choice fixes a measured py-libp2p 0.8.1 trap (notes/py-libp2p.md):
   delay; with the cap, a loopback connect takes ~15 ms. One connection per peer is also
   what the mesh wants: streams multiplex over it.
 * **`await host.close()`** after `host.run()`: leaving `run()` alone leaks sockets.
+* **Inbound slots end with their connection** (node/inbound.py): py-libp2p held each
+  inbound connection's slot until the host stopped, so 128 closed connections locked
+  every later inbound dial out (issue 11, item 5; docs/libp2p-notes.md).
 
 The node key file holds the Ed25519 seed; pynacl derives the same key pair libp2p does,
 so the libp2p peer id equals `NodeKey.peer_id` (checked at build time).
@@ -37,6 +40,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from gd.genome.identity import NodeKey
 from gd.node.errors import HostError
+from gd.node.inbound import install_inbound_slot_fix
 
 # Dial and upgrade bounds: a loopback or LAN dial takes milliseconds; a WAN one rarely
 # over a second. Ten seconds (libp2p's default) would stall the mesh's redial loop.
@@ -102,6 +106,7 @@ def build_host(key: NodeKey, listen: Sequence[str]) -> IHost:
         connection_config=connection_config(),
     )
     _disable_autodial(host)
+    install_inbound_slot_fix(host)
     return host
 
 
