@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from gd.cli.output import Failure, console, err_console, json_option, print_json, user_errors
 from gd.testnet import procs
 from gd.testnet.build import testnet_join, testnet_up
-from gd.testnet.observe import observe
+from gd.testnet.observe import observe, region_ledgers
+from gd.testnet.owner import TestnetOwner
 from gd.testnet.plan import BOOTSTRAP_FILE, TestnetError, TestnetPlan
+from gd.testnet.table import legend, network_lines, node_table
 
 DEFAULT_DIR = Path(".gd/testnet")
 
@@ -35,7 +36,7 @@ def testnet_group() -> None:
 
 
 @testnet_group.command("up")
-@click.option("--orgs", type=click.IntRange(1, 64), default=3, show_default=True)
+@click.option("--orgs", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--regions", type=click.IntRange(1, 6), default=2, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=1, show_default=True,
               help="Seed of keys, names and gene spread (same seed, same federation).")
@@ -49,12 +50,33 @@ def testnet_group() -> None:
 def up_cmd(orgs: int, regions: int, seed: int, dashboard: bool, watch_seconds: float | None,
            directory: Path, as_json: bool) -> None:
     """Create the testnet (homes, keys, configs, bootstrap file, demo genes) if it does
-    not exist, and start every node. Idempotent: nodes already up are left alone."""
+    not exist, and start every node. Nodes already up are left alone. While one `up`
+    runs (with --dashboard: until its Ctrl-C), another on the same directory refuses."""
+    owner = TestnetOwner(directory)
+    try:
+        owner.acquire()
+    except TestnetError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        _up_owned(directory, orgs=orgs, regions=regions, seed=seed, dashboard=dashboard,
+                  watch_seconds=watch_seconds, as_json=as_json)
+    finally:
+        owner.release()
+
+
+def _up_owned(directory: Path, *, orgs: int, regions: int, seed: int, dashboard: bool,
+              watch_seconds: float | None, as_json: bool) -> None:
     try:
         plan = testnet_up(directory, orgs=orgs, regions=regions, seed=seed,
                           progress=None if as_json else lambda m: err_console.print(m))
     except TestnetError as exc:
+        if dashboard:
+            _stop(directory)
         raise Failure(str(exc)) from None
+    except KeyboardInterrupt:
+        if dashboard:
+            _stop(directory)
+        raise
     if as_json:
         print_json(plan.to_plain())
     if not dashboard:
@@ -69,8 +91,19 @@ def up_cmd(orgs: int, regions: int, seed: int, dashboard: bool, watch_seconds: f
     except KeyboardInterrupt:
         err_console.print("stopping the testnet...")
     finally:
-        stopped = procs.stop_all(plan)
-        err_console.print(f"stopped {len(stopped)} node(s); data kept in {directory}")
+        _stop(directory)
+
+
+def _stop(directory: Path) -> None:
+    """Stop every node of the testnet as it is now (nodes `join` added included) and
+    collect the exit status of each one this process started."""
+    try:
+        plan = TestnetPlan.load(directory)
+    except TestnetError:
+        return
+    stopped = procs.stop_all(plan)
+    procs.reap_children()
+    err_console.print(f"stopped {len(stopped)} node(s); data kept in {directory}")
 
 
 @testnet_group.command("status")
@@ -78,21 +111,20 @@ def up_cmd(orgs: int, regions: int, seed: int, dashboard: bool, watch_seconds: f
 @json_option
 @user_errors
 def status_cmd(directory: Path, as_json: bool) -> None:
-    """Per node: state, peers, genes native/pending, ledger height, sync lag, conflicts."""
+    """Per node: state, ledger role and height, sync lag, peers, genes native/pending,
+    conflicts, decisions (as many columns as the terminal is wide), then who leads each
+    region's ledger and how the network is cut."""
     plan = _plan(directory)
     views = observe(plan)
     if as_json:
         print_json([v.to_plain() for v in views])
         return
-    table = Table(title=f"testnet {directory} (seed {plan.seed})")
-    for col in ("node", "org", "region", "state", "pid", "peers", "native", "pending",
-                "ledger", "sync lag", "conflicts"):
-        table.add_column(col)
-    for v in views:
-        table.add_row(v.name, v.org, v.region, "up" if v.running else "down",
-                      str(v.pid or "-"), str(v.peers), str(v.native), str(v.pending),
-                      str(v.ledger_height), str(v.sync_lag), str(v.conflicts))
+    table, headers = node_table(views, console.width)
+    console.print(f"testnet {directory} (seed {plan.seed})", no_wrap=False)
     console.print(table)
+    console.print(legend(headers), style="dim")
+    for line in network_lines(views, region_ledgers(plan, views)):
+        console.print(line)
 
 
 @testnet_group.command("down")
@@ -167,14 +199,34 @@ def partition_cmd(spec: tuple[str, ...], directory: Path) -> None:
     side and node-3 on the other (nodes not named form a group of their own). Each node
     refuses the others through its deny list; `heal` lifts it."""
     plan = _plan(directory)
-    text = " ".join(spec)
-    groups = [[_node(plan, name.strip()) for name in part.split(",") if name.strip()]
-              for part in text.split("|")]
+    groups = [[_node(plan, name) for name in side] for side in _partition_sides(spec)]
     if len([g for g in groups if g]) < 2 and len(groups[0]) == len(plan.nodes):
         raise click.BadParameter("name at least two groups, e.g. node-1,node-2 '|' node-3",
                                  param_hint="SPEC")
     procs.partition(plan, [g for g in groups if g])
     console.print(" | ".join(",".join(n.name for n in g) for g in groups if g))
+
+
+PARTITION_SYNTAX = ("separate the sides with '|' (quoted, or the shell reads it as a "
+                    "pipe) and the nodes of one side with commas, e.g. "
+                    "`gd-node testnet partition node-1,node-2 '|' node-3`")
+
+
+def _partition_sides(spec: tuple[str, ...]) -> list[list[str]]:
+    """The node names of each side of `partition SPEC`. Names separated only by spaces
+    (`partition node-1 node-2`) are ambiguous — one side or two? — so they are refused
+    with the syntax, never looked up as one name with a space in it."""
+    sides = []
+    for part in " ".join(spec).split("|"):
+        names = []
+        for chunk in part.split(","):
+            words = chunk.split()
+            if len(words) > 1:
+                raise click.BadParameter(f"{' '.join(words)!r}: {PARTITION_SYNTAX}",
+                                         param_hint="SPEC")
+            names += words
+        sides.append(names)
+    return sides
 
 
 @testnet_group.command("heal")

@@ -18,8 +18,10 @@ from gd.node.policy_store import PolicyStore, rule_from_options
 from gd.node.recorder import LedgerRecorder
 from gd.testnet import procs
 from gd.testnet.demo import demo_lines
+from gd.testnet.owner import OWNER_FILE
 from gd.testnet.plan import (
     BOOTSTRAP_FILE,
+    MAX_NODES,
     NodePlan,
     TestnetError,
     TestnetPlan,
@@ -103,14 +105,18 @@ def evaluate_demo_genes(plan: TestnetPlan, *, states_per_gene: int = 16) -> int:
 
 def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
                progress: Callable[[str], Any] | None = None) -> TestnetPlan:
-    """Create (or reuse) the testnet in `directory` and start every node."""
+    """Create (or reuse) the testnet in `directory` and start every node. The caller
+    holds the directory's owner lock (`gd.testnet.owner`)."""
     say = progress or (lambda message: None)
     directory.mkdir(parents=True, exist_ok=True)
     try:
         plan = TestnetPlan.load(directory)
-        say(f"reusing the testnet in {directory} ({len(plan.nodes)} nodes)")
+        running = [n.name for n in plan.nodes if procs.is_running(n)]
+        say(f"reusing the testnet in {directory} ({len(plan.nodes)} nodes"
+            + (f"; already running, left by an earlier run: {', '.join(running)})"
+               if running else ")"))
     except TestnetError:
-        if any(directory.iterdir()):
+        if any(p.name != OWNER_FILE for p in directory.iterdir()):
             raise TestnetError(f"{directory} is not empty and holds no testnet") from None
         plan = make_plan(directory, orgs=orgs, regions=regions, seed=seed)
         (directory / BOOTSTRAP_FILE).write_text(bootstrap_toml(plan.nodes))
@@ -131,18 +137,31 @@ def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
 
 def testnet_join(directory: Path, *, org: str | None, region: str | None,
                  seed: int | None = None) -> NodePlan:
-    """Add one node to an existing testnet (its bootstrap file lists the others)."""
+    """Add one node to an existing testnet (its bootstrap file lists the others).
+
+    The new node joins its region's ledger as a *learner*: its config names the voters
+    the region already has, so the leader adds it (ConfChange ADD_LEARNER) when it hears
+    its gossip, and its statements are forwarded to that leader. Making it a voter would
+    need every running voter's configuration changed at once; a node naming a voter set
+    the others do not share can never elect anyone (issue 13). Only the first node of a
+    new region founds that region's ledger as its single voter.
+    """
     plan = TestnetPlan.load(directory)
     index = len(plan.nodes)
+    if index >= MAX_NODES:
+        raise TestnetError(f"a testnet holds at most {MAX_NODES} nodes")
     extra = make_plan(directory, orgs=1, regions=1, seed=plan.seed if seed is None else seed,
                       first_index=index).nodes[0]
     chosen_region = region or plan.regions[index % len(plan.regions)]
+    if not chosen_region.strip() or any(c.isspace() for c in chosen_region):
+        raise TestnetError(f"region {chosen_region!r}: a region name has no spaces")
+    founders = [n for n in plan.nodes if n.region == chosen_region and n.voter]
     node = NodePlan(name=extra.name, org=org or extra.org, region=chosen_region,
                     port=extra.port, seed_hex=extra.seed_hex, peer_id=extra.peer_id,
-                    home=extra.home,
-                    voter=sum(1 for n in plan.nodes if n.region == chosen_region and n.voter)
-                    < 3)
-    grown = TestnetPlan(plan.directory, plan.seed, plan.regions, (*plan.nodes, node))
+                    home=extra.home, voter=not founders)
+    regions = plan.regions if chosen_region in plan.regions else (*plan.regions,
+                                                                  chosen_region)
+    grown = TestnetPlan(plan.directory, plan.seed, regions, (*plan.nodes, node))
     (directory / BOOTSTRAP_FILE).write_text(bootstrap_toml(grown.nodes))
     init_node_home(node, grown)
     grown.save()

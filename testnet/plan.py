@@ -113,6 +113,39 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def region_sizes(orgs: int, regions: int) -> list[int]:
+    """How many nodes each region gets: as even as possible, but never two where it can
+    be helped. A Raft majority of two voters is both of them, so a two-node region stops
+    its ledger when either node is lost, while one of three keeps going (ADR 0006). Each
+    pair gives a node to another pair (making 3 + 1), else to a region of three or more."""
+    sizes = [orgs // regions + (1 if i < orgs % regions else 0) for i in range(regions)]
+    for i in reversed(range(regions)):
+        if sizes[i] != 2:
+            continue
+        pairs = [j for j in range(regions) if j != i and sizes[j] == 2]
+        bigger = [j for j in range(regions) if sizes[j] >= 3]
+        target = (pairs or bigger or [None])[0]
+        if target is not None:
+            sizes[i] -= 1
+            sizes[target] += 1
+    return sizes
+
+
+def region_layout(orgs: int, regions: int) -> list[int]:
+    """The region index of each node: round robin over the regions that still have room
+    in `region_sizes`, so the first nodes alternate regions as before."""
+    room = region_sizes(orgs, regions)
+    layout: list[int] = []
+    r = 0
+    for _ in range(orgs):
+        while room[r % regions] == 0:
+            r += 1
+        layout.append(r % regions)
+        room[r % regions] -= 1
+        r += 1
+    return layout
+
+
 def make_plan(directory: Path, *, orgs: int, regions: int, seed: int,
               first_index: int = 0) -> TestnetPlan:
     if not 1 <= orgs <= MAX_NODES:
@@ -120,12 +153,13 @@ def make_plan(directory: Path, *, orgs: int, regions: int, seed: int,
     if not 1 <= regions <= min(orgs, len(REGION_NAMES)):
         raise TestnetError(f"--regions must be between 1 and {min(orgs, len(REGION_NAMES))}")
     region_names = REGION_NAMES[:regions]
+    layout = region_layout(orgs, regions)
     ports = free_ports(orgs)
     nodes = []
     per_region: dict[str, int] = {}
     for i in range(orgs):
         index = first_index + i
-        region = region_names[i % regions]
+        region = region_names[layout[i]]
         per_region[region] = per_region.get(region, 0) + 1
         seed_bytes = node_seed(seed, index)
         org = ORG_NAMES[index % len(ORG_NAMES)] + ("" if index < len(ORG_NAMES)

@@ -26,6 +26,11 @@ LOG_FILE = "daemon.log"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.1
+REAP_WAIT_S = 5.0
+# The nodes this process started, by pid: whoever kills one (`testnet kill` in another
+# terminal, a crash), its exit status is ours to collect, or it lingers as <defunct>
+# until we exit. `reap_children` collects them; the dashboard calls it every refresh.
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def node_pid(node: NodePlan) -> int | None:
@@ -55,6 +60,7 @@ def start_node(node: NodePlan, plan: TestnetPlan, *, wait: bool = True) -> int:
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
     finally:
         log.close()
+    _children[proc.pid] = proc
     if not wait:
         return proc.pid
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -67,6 +73,7 @@ def start_node(node: NodePlan, plan: TestnetPlan, *, wait: bool = True) -> int:
         time.sleep(_POLL_S)
     proc.kill()
     proc.wait()
+    _children.pop(proc.pid, None)
     raise TestnetError(f"{node.name} did not start within {START_TIMEOUT_S:.0f} s")
 
 
@@ -99,10 +106,27 @@ def stop_node(node: NodePlan, *, hard: bool = False, signalled: bool = False) ->
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the node is our child (no zombie left behind)."""
+    proc = _children.get(pid)
+    if proc is not None:
+        # The daemon drops its lock just before it exits: give it a moment to finish.
+        try:
+            proc.wait(timeout=REAP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            return  # still exiting: `reap_children` collects it later
+        del _children[pid]
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         return
+
+
+def reap_children() -> list[int]:
+    """Collect every node we started that has exited since; returns their pids."""
+    gone = [pid for pid, proc in _children.items() if proc.poll() is not None]
+    for pid in gone:
+        del _children[pid]
+    return gone
 
 
 def stop_all(plan: TestnetPlan) -> list[str]:
