@@ -38,6 +38,7 @@ from gd.ledger.raft_messages import (
     AppendEntries,
     AppendResponse,
     ConfChange,
+    ConfChangeOp,
     ConfState,
     Entry,
     EntryKind,
@@ -220,6 +221,7 @@ class RaftNode:
         self._pending_conf_index = 0
         self._pending_keys: dict[tuple[str, int], int] = {}
         self._uncommitted_bytes = 0
+        self._leaving = False  # leader with its own removal in its log: no new entries
         self.election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = self._draw_timeout()
@@ -301,6 +303,8 @@ class RaftNode:
             status = self.sessions.lookup(client_id, request_id)
             if status.state is RequestState.EXPIRED:
                 raise ProposalDropped(f"request {client_id}/{request_id} is older than its session")
+            if self._leaving:
+                raise ProposalDropped("this leader is leaving the configuration; retry later")
             index = self._append_proposal(entry)
             if index is None:
                 raise ProposalDropped("too many uncommitted bytes; retry later")
@@ -329,6 +333,7 @@ class RaftNode:
         self.log.append([entry])
         self._uncommitted_bytes += entry.size
         self._pending_conf_index = index
+        self._leaving = self._removes_self(entry)
         self._broadcast_append()
         return index
 
@@ -471,6 +476,11 @@ class RaftNode:
         self.progress = {}
         self._pending_keys = {}
         self._uncommitted_bytes = 0
+        self._leaving = False
+
+    def _removes_self(self, entry: Entry) -> bool:
+        return (entry.kind is EntryKind.CONF_CHANGE
+                and ConfChange.decode(entry.data) == ConfChange(ConfChangeOp.REMOVE_NODE, self.id))
 
     def _become_follower(self, term: int, leader: str | None) -> None:
         self._reset(term)
@@ -533,6 +543,12 @@ class RaftNode:
         # before the leader committed anything in its term could overlap an unfinished
         # change of a previous leader and break the one-at-a-time guarantee.
         self._pending_conf_index = last + 1
+        # A leader whose own removal is in its log takes no proposals until that applies
+        # and it steps down: its log then ends where the remaining voters' can, so they
+        # can elect one of themselves even if none heard that the removal committed
+        # (under the old configuration they need our vote, given only to logs as long).
+        self._leaving = any(self._removes_self(e) for e in self.log.entries
+                            if e.index > self.log.applied)
         noop = Entry(self.term, last + 1, EntryKind.NOOP)
         self.log.append([noop])
         self._broadcast_append()
@@ -723,7 +739,7 @@ class RaftNode:
         return index
 
     def _step_propose(self, msg: Propose) -> None:
-        if self.role is not Role.LEADER:
+        if self.role is not Role.LEADER or self._leaving:
             return  # forwarded once only; the client retries on timeout
         appended = False
         for entry in msg.entries:

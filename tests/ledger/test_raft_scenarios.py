@@ -66,6 +66,7 @@ class Net:
         self.outbox: list[Message] = []
         self.trace: list[str] = []
         self.isolated: set[str] = set()
+        self.cut: set[frozenset[str]] = set()  # pairs that cannot talk (partitions)
         self.process()
 
     def node(self, node_id: str) -> RaftNode:
@@ -100,7 +101,7 @@ class Net:
                 return
             msg = self.outbox.pop(0)
             target = self.nodes.get(msg.to)
-            if target is None or msg.frm in self.isolated or msg.to in self.isolated:
+            if target is None or self.blocked(msg):
                 continue
             if drop is not None and drop(msg):
                 continue
@@ -116,13 +117,23 @@ class Net:
             assert self.outbox, "ran out of messages before the condition held"
             msg = self.outbox.pop(0)
             target = self.nodes.get(msg.to)
-            if target is None or msg.frm in self.isolated or msg.to in self.isolated:
+            if target is None or self.blocked(msg):
                 continue
             if drop is not None and drop(msg):
                 continue
             self.trace.append(describe(msg))
             target.step(msg)
         raise AssertionError("condition never held")
+
+    def blocked(self, msg: Message) -> bool:
+        return (msg.frm in self.isolated or msg.to in self.isolated
+                or frozenset((msg.frm, msg.to)) in self.cut)
+
+    def partition(self, *sides: str) -> None:
+        """Cut every link between nodes of different sides (each side a string of ids)."""
+        groups = [side.split(",") for side in sides]
+        self.cut = {frozenset((x, y)) for i, g in enumerate(groups) for h in groups[i + 1:]
+                    for x in g for y in h}
 
     def tick(self, node_ids: list[str] | None = None, times: int = 1) -> None:
         for _ in range(times):
@@ -563,3 +574,97 @@ def test_committed_duplicates_are_flagged_and_skipped_everywhere():
     assert ready.duplicates == frozenset({6})
     b.advance(ready)
     assert b.lookup("cl", 9).index == 5
+
+
+def test_leader_removing_itself_takes_no_proposals_so_the_rest_can_elect():
+    # Regression (found by the membership simulation): a leader that kept appending
+    # after proposing its own removal stepped down with a longer log than the remaining
+    # voter, which never heard that the removal committed; still counting the old pair,
+    # it needed the departed leader's vote and never got it (its log was shorter).
+    net = Net(["a", "b"], learners=["l"])
+    a = net.elect("a")
+    removal = a.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "a"))
+    with pytest.raises(ProposalDropped):
+        a.propose(b"late", "client", 1)  # leaving: the log must end at the removal
+    net.process()
+    # b receives the removal and acks it; nothing after that reaches b.
+    net.deliver_until(lambda: a.role is not Role.LEADER,
+                      drop=lambda m: m.to == "b" and not (
+                          isinstance(m, AppendEntries) and m.entries
+                          and m.entries[-1].index == removal))
+    net.outbox.clear()
+    b = net.node("b")
+    assert b.log.last_index() == removal and b.log.committed < removal
+    assert a.log.last_index() == removal and a.conf.voters == {"b"}
+    net.tick(times=60)
+    assert net.leaders() == ["b"]
+    assert b.conf.voters == {"b"}
+    b.propose(b"after", "client", 2)
+    net.deliver()
+    assert net.data("b") == [b"after"] and net.data("l") == [b"after"]
+
+
+# ------------------------------------------------------------------ 2 of 4 voters
+
+
+def test_two_of_four_voters_can_neither_elect_nor_commit():
+    net = Net(["a", "b", "c", "d"])
+    a = net.elect("a")
+    committed = a.log.committed
+    net.partition("a,b", "c,d")
+    index = a.propose(b"x", "client", 1)
+    net.deliver()
+    net.tick(times=5)
+    # a and b both hold x, but 2 of 4 is no quorum (3 is): it stays uncommitted.
+    assert net.node("b").log.term(index) == a.term and a.log.committed == committed
+    net.tick(times=40)
+    assert net.leaders() == []  # a lost its lease; no side can elect
+    assert all(net.data(n) == [] for n in "abcd")
+    assert {net.node(n).log.committed for n in "abcd"} == {committed}
+    net.partition()
+    net.tick(times=60)
+    (leader,) = net.leaders()
+    assert leader in "ab"  # c and d lack x: the side holding it must win
+    assert all(net.data(n) == [b"x"] for n in "abcd")
+
+
+def test_adding_a_fourth_voter_raises_the_quorum_to_three():
+    net = Net(["a", "b", "c"], joiners=["d"])
+    a = net.elect("a")
+    a.propose_conf_change(ConfChange(ConfChangeOp.ADD_VOTER, "d"))
+    net.deliver()
+    net.tick(times=2)
+    assert all(net.node(n).conf.voters == {"a", "b", "c", "d"} for n in "abcd")
+    net.crash("c")
+    net.crash("d")
+    a.propose(b"x", "client", 1)  # a and b: a majority of the old three, not of four
+    net.deliver()
+    assert net.data("a") == [] and net.node("b").log.last_index() == a.log.last_index()
+    # Nor can a and b shrink back to three: the removal needs 3 of the 4 as well.
+    removal = a.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "c"))
+    net.deliver()
+    net.tick(times=5)
+    assert a.log.committed < removal and len(a.conf.voters) == 4
+    net.restart("d")
+    net.tick(times=3)
+    assert all(net.data(n) == [b"x"] for n in "abd")
+    assert all(net.node(n).conf.voters == {"a", "b", "d"} for n in "abd")
+
+
+def test_shrinking_four_voters_to_two_one_at_a_time_keeps_every_write():
+    net = Net(["a", "b", "c", "d"])
+    a = net.elect("a")
+    for node_id, request in (("d", 1), ("c", 2)):
+        a.propose(f"before-{node_id}".encode(), "client", request)
+        a.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, node_id))
+        net.deliver()
+        net.tick(times=2)
+    assert a.conf.voters == net.node("b").conf.voters == {"a", "b"}
+    # 2 of 2 is the quorum now: both are needed, either alone can do nothing.
+    net.crash("b")
+    a.propose(b"alone", "client", 3)
+    net.deliver()
+    assert b"alone" not in net.data("a")
+    net.restart("b")
+    net.tick(times=3)
+    assert net.data("a") == net.data("b") == [b"before-d", b"before-c", b"alone"]
