@@ -21,6 +21,7 @@ from gd.cli.motors_cmds import COMMANDS as MOTORS_COMMANDS
 from gd.cli.output import (
     Failure,
     console,
+    err_console,
     home_option,
     json_option,
     print_json,
@@ -33,7 +34,7 @@ from gd.cli.sync_cmds import COMMANDS as SYNC_COMMANDS
 from gd.cli.testnet_cmds import COMMANDS as TESTNET_COMMANDS
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
-from gd.node import cortex as cortex_mod
+from gd.node import cortex_owner
 from gd.node.config import DEFAULT_LISTEN, NodeConfig
 from gd.node.control import ControlError, call
 from gd.node.cortex import Cortex
@@ -176,9 +177,9 @@ def backup(dest: Path, home: Path | None, as_json: bool) -> None:
     Safe while the daemon runs: the copy is one consistent read snapshot.
     """
     where = resolve_home(home)
-    load_identity(where)
+    _, key = load_identity(where)
     with Cortex.open(where.cortex_path, readonly=True) as cortex:
-        cortex.backup(dest)
+        cortex_owner.backup(cortex, dest, key.peer_id)
     size = sum(p.stat().st_size for p in dest.iterdir())
     if as_json:
         print_json({"backup": str(dest), "bytes": size})
@@ -188,23 +189,32 @@ def backup(dest: Path, home: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--from-other-node", "from_other_node", is_flag=True,
+              help="Take over a backup made by another node's key: its native genes and "
+                   "agreements become this node's. Refused without this flag.")
 @home_option
 @json_option
 @user_errors
-def restore(src: Path, home: Path | None, as_json: bool) -> None:
+def restore(src: Path, from_other_node: bool, home: Path | None, as_json: bool) -> None:
     """Replace this node's Cortex with the backup in SRC (daemon must be stopped).
 
-    The backup is checked before anything changes; the current Cortex is kept aside as
-    cortex.pre-restore-N.
+    The backup is checked before anything changes, including that it was made by this
+    node's key; the current Cortex is kept aside as cortex.pre-restore-N.
     """
     where = resolve_home(home)
-    load_identity(where)
+    _, key = load_identity(where)
     pid = holder_pid(where.pid_path)
     if pid is not None:
         raise Failure(f"the daemon (pid {pid}) is running on {where.root}: stop it first")
-    aside = cortex_mod.restore(src, where.cortex_path)
+    aside, other = cortex_owner.restore(src, where.cortex_path, owner=key.peer_id,
+                                        from_other_node=from_other_node)
+    if other is not None:
+        err_console.print(
+            f"warning: this Cortex was made by {other}, not by this node ({key.peer_id}). "
+            "Its native genes and its agreements are now listed as this node's, and this "
+            "node will sign and share them under its own key.", highlight=False)
     if as_json:
-        print_json({"restored": str(src), "previous": str(aside)})
+        print_json({"restored": str(src), "previous": str(aside), "from_other_node": other})
     else:
         console.print(f"restored from {src}; previous Cortex kept at {aside}")
 

@@ -25,6 +25,7 @@ fsync explicitly, so an acknowledged entry survives a crash.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -449,12 +450,21 @@ def open_ledger(home_path: Path, readonly: bool) -> Ledger:
         raise LocalLedgerError(f"no Cortex at {path}: is this a gd-node home?")
     try:
         if not readonly:
-            path.mkdir(parents=True, exist_ok=True)
-        env = lmdb.open(str(path), max_dbs=MAX_DBS, readonly=readonly, map_size=MAP_SIZE)
+            # Private like the Cortex (gd.node.home): 0700 / 0600 whatever the umask.
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(path, 0o700)
+        env = lmdb.open(str(path), max_dbs=MAX_DBS, readonly=readonly, map_size=MAP_SIZE,
+                        mode=0o600)
     except (OSError, lmdb.Error) as exc:
         raise LocalLedgerError(f"cannot open the Cortex at {path}: {exc}") from None
     try:
+        if not readonly:
+            for name in ("data.mdb", "lock.mdb"):
+                os.chmod(path / name, 0o600)
         return Ledger(env, readonly=readonly, owns_env=True)
+    except OSError as exc:
+        env.close()
+        raise LocalLedgerError(f"cannot make the Cortex at {path} private: {exc}") from None
     except LocalLedgerError:
         env.close()
         raise

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from gd.genome.identity import NodeKey
 from gd.ledger.store import Ledger
 from gd.node.config import ConfigError, NodeConfig, load_config, render_config
 from gd.node.cortex import Cortex
-from gd.node.home import Home
+from gd.node.cortex_owner import claim_if_unstamped, stamp_owner
+from gd.node.home import Home, private_dir, write_private_text
 
 
 class HomeError(RuntimeError):
@@ -39,13 +39,12 @@ def initialise_home(home: Home, cfg: NodeConfig, key: NodeKey) -> None:
     if home.key_path.exists():
         raise HomeError(f"{home.key_path} already exists: this home is initialised "
                         "(a node key is never overwritten)")
-    home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(home.root)  # also an existing directory: it may be world-readable
     key.save(home.key_path)
-    tmp = home.config_path.with_suffix(".tmp")
-    tmp.write_text(render_config(cfg))
-    os.replace(tmp, home.config_path)
+    write_private_text(home.config_path, render_config(cfg))
     with Cortex.open(home.cortex_path, map_size=cfg.cortex_map_size_mb << 20) as cortex:
         Ledger(cortex.env)
+        stamp_owner(cortex, key.peer_id)
 
 
 def load_identity(home: Home) -> tuple[NodeConfig, NodeKey]:
@@ -67,4 +66,5 @@ def open_local(home: Home, *, readonly: bool = False) -> LocalNode:
     config, key = load_identity(home)
     cortex = Cortex.open(home.cortex_path, readonly=readonly,
                          map_size=config.cortex_map_size_mb << 20, create=False)
+    claim_if_unstamped(cortex, key.peer_id)  # homes made before the owner stamp
     return LocalNode(home, config, key, cortex)

@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 from gd.node.cortex import Cortex
+from gd.node.cortex_owner import claim_if_unstamped
 from gd.node.home import Home
 from gd.node.local import load_identity
 from gd.node.logging import configure_logging, get_logger
@@ -42,6 +43,7 @@ def run_foreground(home: Home, *, log_format: str | None = None,
     cortex = Cortex.open(home.cortex_path, map_size=cfg.cortex_map_size_mb << 20,
                          create=False)
     try:
+        claim_if_unstamped(cortex, key.peer_id)  # homes made before the owner stamp
         trio.run(functools.partial(run_daemon, home, cfg, key, cortex=cortex, listen=listen,
                                    bootstrap=bootstrap, ready_callback=announce))
     finally:
