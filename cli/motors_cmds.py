@@ -42,6 +42,7 @@ from gd.motors import meristic
 from gd.motors.errors import CheckpointError, MotorInputError
 from gd.motors.evaluate import EvaluationRequest
 from gd.node import decisions as dec
+from gd.node import history_import
 from gd.node.local import open_local
 from gd.node.states_file import StatesFileError, parse_state_text, read_states
 
@@ -348,6 +349,47 @@ def experiences_add_cmd(gene_id: str, state_text: str | None, state_file: Path |
     console.print(f"recorded {len(recorded)} {'success' if success else 'failure'} "
                   f"experience(s) for {gene_id}; it now has {gene.successes} success(es) and "
                   f"{gene.failures} failure(s)", soft_wrap=True)
+
+
+@experiences_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--gene", "gene_id", default=None, help="Back-test this gene.")
+@click.option("--domain", default=None, help="Back-test every native gene of this domain.")
+@click.option("--max-per-gene", type=click.IntRange(1, 100_000),
+              default=history_import.MAX_PER_GENE, show_default=True,
+              help="At most this many experiences per gene (an even spread of its rows).")
+@home_option
+@json_option
+@user_errors
+@motor_errors
+def experiences_import_cmd(path: Path, gene_id: str | None, domain: str | None,
+                           max_per_gene: int, home: Path | None, as_json: bool) -> None:
+    """Back-test genes on a domain's historical record in PATH and record the outcomes.
+
+    PATH is read by the domain's loader: a C-MAPSS run-to-failure file (train_FD00x.txt)
+    for turbofan, a BPI Challenge 2017 event log (CSV or XES) for loan. Every row where
+    a gene fires becomes a labelled experience with its provenance (file hash, row); the
+    import is one ledger entry.
+    """
+    if (gene_id is None) == (domain is None):
+        raise click.UsageError("give exactly one of --gene and --domain")
+    with open_local(resolve_home(home)) as node:
+        report = history_import.import_history(node, path, gene_id=gene_id, domain=domain,
+                                               limit=max_per_gene)
+    if as_json:
+        print_json(report.to_plain())
+        return
+    table = Table(title=f"{escape(path.name)} (sha256 {report.sha256[:16]}…): {report.rows} "
+                        f"row(s) of {report.domain}")
+    for col in ("gene", "name", "action", "fires on", "recorded", "success rate"):
+        table.add_column(col, overflow="fold")
+    for g in report.genes:
+        rate = "-" if not g.recorded else f"{g.successes / g.recorded:.2f}"
+        table.add_row(g.gene_id, escape(g.name), g.action, str(g.fired),
+                      "already imported" if g.skipped else str(g.recorded), rate)
+    console.print(table)
+    console.print(f"labels: {escape(report.rule)}", highlight=False)
+    console.print(f"{report.recorded} experience(s) recorded; ledger: {report.ledger}")
 
 
 @experiences_group.command("list")

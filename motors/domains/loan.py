@@ -30,7 +30,7 @@ import numpy as np
 
 from gd.genome import StateVector
 from gd.motors.backend import Array, Backend
-from gd.motors.domains.pack import DomainConfig, DomainPack, demo_gene
+from gd.motors.domains.pack import DomainConfig, DomainPack, HistoricalRecord, demo_gene
 from gd.motors.errors import MotorInputError
 
 FEATURES = (
@@ -149,6 +149,27 @@ class LoanPack(DomainPack):
 
     def load(self, path: str | Path) -> list[StateVector]:
         return [c.state() for c in load_cases(path)]
+
+    def history(self, path: str | Path) -> HistoricalRecord:
+        """A BPI 2017 log: each closed application's outcome labels every action by its
+        purpose. An offer (standard or improved) succeeds when the loan was paid out
+        (`A_Pending`); a follow-up call when the applicant did not walk away
+        (`A_Cancelled`); a decline when the bank's own assessment denied it
+        (`A_Denied`). Applications still open have no outcome and are left out."""
+        cases = [c for c in load_cases(path) if c.outcome != "open"]
+        if not cases:
+            raise MotorInputError(f"{path}: no closed applications to learn from")
+        outcome = np.array([c.outcome for c in cases])
+        paid = outcome == "pending"
+        return HistoricalRecord(
+            X=self.matrix([c.state() for c in cases]),
+            entities=tuple(c.case_id for c in cases),
+            times=tuple(c.elapsed_hours for c in cases),
+            labels={"standard_offer": paid, "improved_offer": paid,
+                    "follow_up_call": outcome != "cancelled",
+                    "decline": outcome == "denied"},
+            rule="offers succeed when paid out (A_Pending), a call when not cancelled, a "
+                 "decline when denied; open applications left out")
 
     def demo_genes(self) -> list[dict[str, Any]]:
         d = self.name

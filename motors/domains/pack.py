@@ -98,6 +98,20 @@ class DomainConfig:
         return cfg
 
 
+@dataclass(frozen=True)
+class HistoricalRecord:
+    """A domain's past, labelled for back-testing: one row per observed state (the
+    pack's feature matrix, with each row's entity and time) and, per action, whether
+    taking that action in that state would have reached its purpose (`labels[action]`,
+    bool per row). `rule` says in words how the labels were derived."""
+
+    X: np.ndarray
+    entities: tuple[str, ...]
+    times: tuple[int, ...]
+    labels: Mapping[str, np.ndarray]
+    rule: str
+
+
 class DomainPack:
     """Base class: subclasses set the class attributes and implement the models."""
 
@@ -195,6 +209,10 @@ class DomainPack:
 
     def demo_genes(self) -> list[dict[str, Any]]:
         return []
+
+    def history(self, path: str | Path) -> HistoricalRecord:
+        """The domain's historical record in `path`, labelled per action."""
+        raise MotorInputError(f"domain {self.name!r} cannot back-test on history")
 
 
 def demo_gene(domain: str, name: str, codons: list[tuple[str, str, float]], action: str,

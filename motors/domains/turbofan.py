@@ -23,7 +23,7 @@ import numpy as np
 
 from gd.genome import StateVector
 from gd.motors.backend import Array, Backend
-from gd.motors.domains.pack import DomainConfig, DomainPack, demo_gene
+from gd.motors.domains.pack import DomainConfig, DomainPack, HistoricalRecord, demo_gene
 from gd.motors.errors import MotorInputError
 
 SENSORS = tuple(f"s{i}" for i in range(1, 22))
@@ -159,6 +159,14 @@ class TurbofanPack(DomainPack):
         return self.states(rows, entities=[str(int(u)) for u in rows[:, 0]],
                            times=[int(c) for c in rows[:, 1]])
 
+    def history(self, path: str | Path) -> HistoricalRecord:
+        """A run-to-failure file (`train_FD00x.txt`): every unit's last cycle is its
+        failure, so each row's RUL is known. Within HORIZON cycles of failure, inspecting
+        or overhauling reaches its purpose and continuing does not; earlier, continuing
+        is right and a shop visit is premature."""
+        rows = load_cmapss(path)
+        return cmapss_record(rows, rul_for_train(rows))
+
     def demo_genes(self) -> list[dict[str, Any]]:
         d = self.name
         return [
@@ -196,6 +204,17 @@ def demo_cmapss(units: int, seed: int, truncate: bool = False
         out.append(rows[:keep])
         rul.append(life - t[:keep])
     return np.round(np.concatenate(out), 4), np.concatenate(rul)
+
+
+def cmapss_record(rows: np.ndarray, rul: np.ndarray) -> HistoricalRecord:
+    """C-MAPSS rows with their true RUL as a labelled record (see `TurbofanPack.history`)."""
+    near = rul <= HORIZON
+    return HistoricalRecord(
+        X=rows, entities=tuple(str(int(u)) for u in rows[:, 0]),
+        times=tuple(int(c) for c in rows[:, 1]),
+        labels={"continue": ~near, "inspect": near, "overhaul": near},
+        rule=f"RUL ≤ {HORIZON} cycles: inspect/overhaul succeed, continue fails; "
+             "otherwise the reverse")
 
 
 def load_cmapss(path: str | Path) -> np.ndarray:
