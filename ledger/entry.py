@@ -72,6 +72,14 @@ class EntryKind(enum.StrEnum):
     CHECKPOINT = "checkpoint"
 
 
+def entry_kind(value: Any) -> EntryKind:
+    """`value` as an EntryKind; ValidationError (not ValueError) for a kind we don't know."""
+    try:
+        return EntryKind(value)
+    except ValueError:
+        raise ValidationError("kind", f"unknown entry kind {value!r}") from None
+
+
 def _hex(value: Any) -> str:
     return value.hex() if isinstance(value, bytes) else ""
 
@@ -120,10 +128,7 @@ class LedgerEntry:
     def __post_init__(self) -> None:
         if self.version != FORMAT_VERSION:
             raise ValidationError("v", f"format version {self.version!r} is not supported")
-        try:
-            object.__setattr__(self, "kind", EntryKind(self.kind))
-        except ValueError:
-            raise ValidationError("kind", f"unknown entry kind {self.kind!r}") from None
+        object.__setattr__(self, "kind", entry_kind(self.kind))
         if not isinstance(self.author, str) or not is_peer_id(self.author):
             raise ValidationError("author", f"{self.author!r} is not an Ed25519 peer id")
         checks.uint("hlc", self.hlc)
@@ -194,7 +199,7 @@ class LedgerEntry:
             raise ValidationError("v", "expected an integer format version")
         if not isinstance(data["kind"], str):
             raise ValidationError("kind", "expected text")
-        return cls(kind=data["kind"], author=data["author"], hlc=data["hlc"],
+        return cls(kind=entry_kind(data["kind"]), author=data["author"], hlc=data["hlc"],
                    payload_hash=data["payload_hash"], summary=data["summary"],
                    idempotency_key=data["key"], signature=data["sig"], index=data["index"],
                    prev_hash=data["prev"], version=data["v"])

@@ -43,8 +43,9 @@ FLAT_PRIOR = 2.0
 
 def check_bands(bands: Sequence[Sequence[object]]) -> None:
     lows = [b[0] for b in bands]
-    if not bands or lows[0] != 0.0 or any(not isinstance(x, float | int) for x in lows) \
-            or lows != sorted(lows) or len(set(lows)) != len(lows):
+    numeric = [x for x in lows if isinstance(x, float | int)]
+    if not bands or len(numeric) != len(lows) or numeric[0] != 0.0 \
+            or numeric != sorted(numeric) or len(set(numeric)) != len(numeric):
         raise MotorInputError(f"bands must start at 0 and increase strictly, got {lows}")
 
 
@@ -116,7 +117,8 @@ def undecided(cp: np.ndarray, alpha: np.ndarray, beta: np.ndarray, w_p: float,
     cp_lo = cp * ratio_lo ** w_p
     cp_hi = np.minimum(cp * ratio_hi ** w_p, 1.0)
     scarce = (a + b - FLAT_PRIOR) < min_evidence
-    return scarce & (cp > 0) & (band_index(cp_lo, bands) != band_index(cp_hi, bands))
+    out: np.ndarray = scarce & (cp > 0) & (band_index(cp_lo, bands) != band_index(cp_hi, bands))
+    return out
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,9 @@ def fitness_fn(name: str) -> FitnessFn:
 @register_fitness("motor_blend")
 def _motor_blend(mv: Multiverse, nash_scores: np.ndarray, pack: DomainPack) -> np.ndarray:
     """Acceptable share × Nash score, less the normalised expected loss."""
-    return mv.acceptable * nash_scores - COST_WEIGHT * mv.loss_mean / pack.config.loss_scale
+    blend: np.ndarray = (mv.acceptable * nash_scores
+                         - COST_WEIGHT * mv.loss_mean / pack.config.loss_scale)
+    return blend
 
 
 @register_fitness("expected_cost")

@@ -373,10 +373,16 @@ class Cortex:
         return gene
 
     def get_gene_version(self, gene_id: str, version: int) -> Gene | None:
-        """A stored version's signed body (local fields at their defaults)."""
+        """A stored version's signed body, with the gene's current status (the status is
+        the gene's, not the version's: what a sender's policy must judge) and counters
+        at zero."""
         with self.env.begin() as txn:
             raw = txn.get(_version_key(gene_id, version), db=self._dbs["gene_versions"])
-        return Gene.from_stored(canonical.decode(raw), raw=raw) if raw is not None else None
+            head = txn.get(gene_id.encode(), db=self._dbs["genes"])
+        if raw is None:
+            return None
+        status = _Head.decode(head).status if head is not None else GeneStatus.NATIVE
+        return Gene.from_stored(canonical.decode(raw), raw=raw, status=status)
 
     def gene_versions(self, gene_id: str) -> list[int]:
         prefix = gene_id.encode() + SEP
@@ -588,7 +594,7 @@ class Cortex:
         """Record many outcomes in ONE transaction (a history import): all or none, each
         gene's counters bumped once per new experience. Returns how many were new."""
 
-        def run(txn: lmdb.Transaction) -> int:
+        def run(txn: Txn) -> int:
             genes: dict[str, Gene] = {}
             added = 0
             for exp in exps:

@@ -23,7 +23,7 @@ import csv
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ class GeneSpec:
     action: str
     params: dict[str, Any]
     purpose: str
-    synapses: tuple[dict[str, Any], ...] = ()
+    synapses: tuple[Mapping[str, Any], ...] = ()
     gene_id: str | None = None
 
 
