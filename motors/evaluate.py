@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -364,6 +365,8 @@ def replay(decision: Decision, gene: Gene, evidence: Evidence | None = None, *,
     if backend is not None:
         again = Decision.from_plain({**again.to_plain(), "request": dict(decision.request)})
     diffs = tuple(_diff(decision.to_plain(), again.to_plain(), "$"))
+    if not diffs and decision.encode() != again.encode():
+        diffs = ("$: the canonical encodings differ",)  # exact means byte for byte
     return ReplayReport(not diffs, diffs, again, tuple(notes))
 
 
@@ -381,7 +384,12 @@ def _diff(a: Any, b: Any, path: str) -> list[str]:
             return [f"{path}: {len(a)} items stored, {len(b)} replayed"]
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
                 for d in _diff(x, y, f"{path}[{i}]")]
-    if a != b or type(a) is not type(b):
+    if isinstance(a, float) and isinstance(b, float):
+        # Bit for bit: == would take -0.0 for 0.0 (and never match a NaN).
+        same = struct.pack("<d", a) == struct.pack("<d", b)
+    else:
+        same = a == b and type(a) is type(b)
+    if not same:
         return [f"{path}: stored {a!r}, replayed {b!r}"]
     return []
 
