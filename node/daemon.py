@@ -640,12 +640,13 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                 if cfg.metrics_port:
                     metrics_server = MetricsServer(daemon.metrics, daemon.health,
                                                    cfg.metrics_port)
-                    metrics_server.start()
-                    daemon.metrics_port = metrics_server.port
+                    daemon.metrics_port = await metrics_server.bind()
                 try:
                     async with trio.open_nursery() as nursery:
                         control = ControlServer(home.control_socket, daemon.methods, log)
                         await nursery.start(control.serve)
+                        if metrics_server is not None:  # on this loop: see node/metrics.py
+                            nursery.start_soon(metrics_server.serve)
                         if handle_signals and threading.current_thread() is threading.main_thread():
                             nursery.start_soon(_watch_signals, daemon)
                         services: list[tuple[str, Callable[..., Awaitable[Any]],
@@ -679,5 +680,5 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                         nursery.cancel_scope.cancel()
                 finally:
                     if metrics_server is not None:
-                        metrics_server.stop()
+                        await metrics_server.aclose()
     log.info("node.stopped")
