@@ -244,8 +244,8 @@ def make_hello(key: NodeKey, offer: HandshakeOffer, audience: str, *, nonce: byt
         versions=offer.versions, capabilities=offer.capabilities, org=offer.org,
         region=offer.region, domains=offer.domains, ledger_size=offer.ledger_size,
         ledger_root=offer.ledger_root, nonce=nonce, timestamp_ms=now_ms, signature=b"\0" * 64,
+        certificate=offer.certificate,
     )
-    unsigned = Hello(**{**unsigned.fields(), "certificate": offer.certificate})
     sig = key.sign(unsigned.signed_bytes(key.peer_id, audience))
     return Hello(**{**unsigned.fields(), "signature": sig})
 
