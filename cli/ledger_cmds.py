@@ -233,8 +233,9 @@ def proof_cmd(index: int, size: int | None, check: IO[str] | None, home: Path | 
         return
     with _ledger(home) as ledger:
         proof = ledger.inclusion_proof(index, size)
-        doc = {"index": index, "size": proof.size, "leaf_hash": ledger.leaf_hash(index).hex(),
-               "root": ledger.root(proof.size).hex(), "path": [h.hex() for h in proof.path]}
+        doc: dict[str, Any] = {
+            "index": index, "size": proof.size, "leaf_hash": ledger.leaf_hash(index).hex(),
+            "root": ledger.root(proof.size).hex(), "path": [h.hex() for h in proof.path]}
     if as_json:
         print_json(doc)
         return
@@ -297,9 +298,10 @@ def consistency_cmd(old_size: int, new_size: int, check: IO[str] | None, home: P
         return
     with _ledger(home) as ledger:
         proof = ledger.consistency_proof(old_size, new_size)
-        doc = {"old_size": old_size, "new_size": new_size,
-               "old_root": ledger.root(old_size).hex(), "new_root": ledger.root(new_size).hex(),
-               "path": [h.hex() for h in proof.path]}
+        doc: dict[str, Any] = {
+            "old_size": old_size, "new_size": new_size,
+            "old_root": ledger.root(old_size).hex(), "new_root": ledger.root(new_size).hex(),
+            "path": [h.hex() for h in proof.path]}
     if as_json:
         print_json(doc)
         return

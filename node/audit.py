@@ -330,7 +330,7 @@ class LedgerSink(Protocol):
     """
 
     def append(self, kind: str, payload_hash: bytes, summary: dict[str, Any],
-               idempotency_key: str) -> None: ...
+               idempotency_key: str) -> object: ...  # a receipt, which callers ignore
 
 
 @dataclass

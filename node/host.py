@@ -30,6 +30,7 @@ from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
@@ -101,7 +102,7 @@ def build_host(key: NodeKey, listen: Sequence[str]) -> IHost:
     host = new_host(
         key_pair=pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},  # libp2p leaves this one a str
         listen_addrs=parse_multiaddrs(listen),
         connection_config=connection_config(),
     )
@@ -137,7 +138,8 @@ async def running_host(key: NodeKey, listen: Sequence[str]) -> AsyncIterator[IHo
     finally:
         # Shielded so a cancelled caller still releases its sockets; bounded so a stuck
         # connection cannot hold shutdown hostage.
-        with trio.move_on_after(HOST_CLOSE_TIMEOUT_S, shield=True):
+        # trio-typing's stubs (a libp2p dependency) predate `shield=`; trio 0.35 has it.
+        with trio.move_on_after(HOST_CLOSE_TIMEOUT_S, shield=True):  # type: ignore[call-arg]
             await host.close()
 
 

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import lmdb
 import trio
+from libp2p.custom_types import TProtocol
 from prometheus_client import Counter, Gauge
 
 from gd.crdt.hlc import HLC
@@ -88,7 +89,7 @@ from gd.protocol.wire import Message, message
 if TYPE_CHECKING:
     from gd.node.daemon import Daemon
 
-RAFT_PROTOCOL_ID: Final = "/gd/raft/1.0.0"
+RAFT_PROTOCOL_ID: Final = TProtocol("/gd/raft/1.0.0")
 
 # The core's clock: 100 ms ticks with 10-tick elections (gd.ledger.raft) give a 1-2 s
 # failover, inside the issue's 2 s target.
@@ -1079,7 +1080,7 @@ class LedgerService:
     def _gossip(self) -> LedgerGossip:
         return LedgerGossip(head=self._head_bytes, voters=tuple(sorted(self.voters)))
 
-    def _targets(self) -> set[str]:
+    def _targets(self) -> frozenset[str]:
         """Who hears from us: the members, the configured voters, and the connected
         peers of our region (a would-be learner must reach the leader)."""
         node = self.node
@@ -1208,11 +1209,12 @@ class ServiceRoute:
 
     def submit(self, statements: Sequence[LedgerEntry]) -> list[Receipt]:
         if self.service.solo:
-            return self.service.ledger_append_direct(statements)
+            return [*self.service.ledger_append_direct(statements)]
         queued = self.outbox.submit(statements)
         try:
-            return trio.from_thread.run(self.service.submit, list(statements),
-                                        self.timeout_s, trio_token=self.token)
+            applied = trio.from_thread.run(self.service.submit, list(statements),
+                                           self.timeout_s, trio_token=self.token)
+            return [*applied]
         except LedgerServiceError:
             return list(queued)
         except RuntimeError:

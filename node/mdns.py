@@ -173,8 +173,11 @@ class MdnsService:
             peerDiscovery.unregister_peer_discovered_handler(heard)
             send.close()
             if mdns is not None:
-                with trio.move_on_after(MDNS_STOP_TIMEOUT_S, shield=True):
-                    await trio.to_thread.run_sync(mdns.stop, abandon_on_cancel=True)
+                # trio-typing's stubs (a libp2p dependency) predate both keywords.
+                with trio.move_on_after(MDNS_STOP_TIMEOUT_S,  # type: ignore[call-arg]
+                                        shield=True):
+                    await trio.to_thread.run_sync(  # type: ignore[call-arg]
+                        mdns.stop, abandon_on_cancel=True)
 
     async def _prune(self, mdns: MDNSDiscovery) -> None:
         while True:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 import trio
 from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 
 from gd.protocol.errors import RemoteProtocolError
@@ -162,7 +163,7 @@ async def drive_handshake(stream: INetStream, handshake: Handshake,
 
 # ---- liveness ------------------------------------------------------------------------
 
-PING_PROTOCOL_ID = "/gd/ping/1.0.0"
+PING_PROTOCOL_ID = TProtocol("/gd/ping/1.0.0")
 PING_NONCE_BYTES = 8
 
 

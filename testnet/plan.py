@@ -124,7 +124,7 @@ def region_sizes(orgs: int, regions: int) -> list[int]:
             continue
         pairs = [j for j in range(regions) if j != i and sizes[j] == 2]
         bigger = [j for j in range(regions) if sizes[j] >= 3]
-        target = (pairs or bigger or [None])[0]
+        target = next(iter(pairs or bigger), None)
         if target is not None:
             sizes[i] -= 1
             sizes[target] += 1
