@@ -2,7 +2,7 @@
 
 One process, two (three) in-process daemons, each with its own LMDB Cortex, talking
 Noise + yamux over 127.0.0.1. Daemons run with `[sync] auto = false` so only the
-measured rounds move anything, and `share_all_for_tests = true`.
+measured rounds move anything, and an allow-all share policy passed in-process.
 
 Rows:
 * `local apply (baseline)`: the same genes read from A's feed, verified and applied in
@@ -43,6 +43,7 @@ from gd.node.discovery import BootstrapPeer, render_bootstrap
 from gd.node.home import Home
 from gd.node.host import dialable_addrs
 from gd.node.logging import configure_logging
+from gd.node.sync_service import share_all
 from gd.node.sync_store import SyncStore
 from gd.protocol.sync import SyncReceiver, SyncSender
 
@@ -86,7 +87,7 @@ async def start(nursery: trio.Nursery, root: Path, n: int, sync: dict[str, Any],
     nursery.start_soon(lambda: run_daemon(home, cfg, NodeKey.from_seed(n.to_bytes(32, "big")),
                                           cortex=cortex, listen=["/ip4/127.0.0.1/tcp/0"],
                                           bootstrap=bootstrap, ready_callback=on_ready,
-                                          handle_signals=False))
+                                          handle_signals=False, share_policy=share_all))
     await ready.wait()
     return box[0]
 
@@ -128,7 +129,7 @@ def row(name: str, seconds: float, genes: int, payload: int, wire: int,
 
 async def bench(n: int, seed: int, root: Path) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    manual = {"share_all_for_tests": True, "auto": False}
+    manual = {"auto": False}
     rows: list[dict[str, Any]] = []
     async with trio.open_nursery() as nursery:
         a = await start(nursery, root, 1, manual)

@@ -75,6 +75,7 @@ from gd.protocol.handshake import (
     PeerHello,
     Rejected,
 )
+from gd.protocol.sync import SharePolicy
 
 # Shutdown: the loops are cancelled at once; closing the host (streams, connections,
 # listeners) gets this long. systemd's default stop timeout is 90 s; we stay far below.
@@ -609,8 +610,12 @@ async def _watch_signals(daemon: Daemon) -> None:
 async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                      listen: list[str] | None, bootstrap: Path | None,
                      ready_callback: Callable[[Daemon], Any] | None = None,
-                     domains: tuple[str, ...] = (), handle_signals: bool = True) -> None:
+                     domains: tuple[str, ...] = (), handle_signals: bool = True,
+                     share_policy: SharePolicy | None = None) -> None:
     """Run the node until SIGINT/SIGTERM (or `daemon.stop()`), then shut down cleanly.
+
+    `share_policy` (tests and benchmarks, in-process only: the binary never passes one)
+    replaces sovereignty's per-peer views with a plain `(receiver, gene) -> bool`.
 
     `listen` overrides `cfg.listen`; `bootstrap` overrides the config's bootstrap file.
     `ready_callback(daemon)` runs once the host listens and the control socket is up.
@@ -632,7 +637,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                 daemon = Daemon(home=home, cfg=cfg, key=key, cortex=cortex, host=host, dht=dht,
                                 bootstrap=boot_peers, domains=domains, log=log)
                 if cortex is not None:
-                    daemon.sync = SyncService(daemon)
+                    daemon.sync = SyncService(daemon, share_policy=share_policy)
                     daemon.sovereignty = SovereigntyService(daemon, daemon.sync)
                     daemon.ledger = LedgerService(daemon)
                     daemon.ledger_head = daemon.ledger.head

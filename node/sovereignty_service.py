@@ -19,7 +19,8 @@ them between daemons and plugs them into `gd.node.sync_service`:
   agreement effective, both sides run one anti-entropy round with the other
   (`SyncService.reconcile`): it fetches exactly the heads the new agreement lets through
   and nothing already held, in O(log n) round trips (docs/sovereignty.md, "Backfill").
-* **Enforcement.** Unless `[sync] share_all_for_tests` is set, sync serves each receiver
+* **Enforcement.** Always in the real binary (no config key turns it off; only a
+  `share_policy` passed in-process to `SyncService`, by tests, does), sync serves each receiver
   through an `OutboundFilter` (it may send a derived, anonymised gene) and takes genes
   through an `InboundFilter`; after each batch the audit log gets one `gene_sent` or
   `gene_received`/`gene_refused` record per gene.
@@ -343,7 +344,7 @@ class SovereigntyService:
         self._locks: dict[str, trio.Lock] = {}
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self.enforcing = not sync.settings.share_all_for_tests
+        self.enforcing = not sync.policy_injected
         if self.enforcing:
             sync.set_view_factories(self.sender_view, self.receiver_view)
         daemon.register_protocol(AGREEMENTS_PROTOCOL_ID, self.serve)

@@ -25,9 +25,10 @@ feed, for reconciliation items (so unauthorised ids never appear, even inside a
 fingerprint) and for repair fetches; the receiver side takes genes through a
 `ReceiverView`. Each view hears `finish_batch()` after a batch went out or was applied,
 which is where the audit log is written. `gd.node.sovereignty_service` installs the
-policy-driven views (`set_view_factories`). Default deny: without them nothing is sent;
-`[sync] share_all_for_tests = true` (tests and benchmarks only) or `set_share_policy`
-(a plain `(receiver, gene) -> bool`) changes that.
+policy-driven views (`set_view_factories`). Default deny: without them nothing is sent.
+No configuration turns that off: only code in the same process can, by passing a
+`share_policy` to the constructor (`run_daemon(share_policy=...)`, tests and benchmarks)
+or calling `set_share_policy` (a plain `(receiver, gene) -> bool`).
 
 Wire efficiency: a batch of up to 256 genes travels as one frame, zstd-compressed when
 the receiver asked for it and compression pays. "Payload" is the genes' canonical bytes
@@ -112,7 +113,9 @@ AcceptPolicy = Callable[[str, Gene], bool]
 
 
 def share_all(receiver: str, gene: Gene) -> bool:
-    """Allow-all policy: only for tests and benchmarks (`share_all_for_tests`)."""
+    """Allow-all policy: only for tests and benchmarks, passed in-process by constructor
+    (there is deliberately no config key for it: a config file must never switch
+    sovereignty off in the real binary)."""
     return True
 
 
@@ -205,9 +208,6 @@ class SyncSettings:
 
     # false: no sync on connect, change or timer; only `gd-node sync now` (benchmarks).
     auto: bool = True
-    # TEST ONLY: share every gene with every peer. Until sovereignty policies exist the
-    # default shares nothing; never set this on a node that holds anything real.
-    share_all_for_tests: bool = False
     compress: bool = True
     interval_s: float = DEFAULT_INTERVAL_S
     debounce_s: float = DEFAULT_DEBOUNCE_S
@@ -215,7 +215,7 @@ class SyncSettings:
     batch_genes: int = MAX_BATCH_GENES
 
 
-_BOOL_KEYS = ("auto", "share_all_for_tests", "compress")
+_BOOL_KEYS = ("auto", "compress")
 _SECONDS_KEYS = ("interval_s", "debounce_s", "repair_interval_s")
 
 
@@ -435,8 +435,9 @@ class SyncService:
                                    daemon.cfg.extra.get("domains", {})))
         self.log = daemon.log.bind(component="sync")
         self.metrics = daemon.metrics
-        self._share: SharePolicy = share_policy or (
-            share_all if self.settings.share_all_for_tests else share_nothing)
+        self._share: SharePolicy = share_policy or share_nothing
+        # A policy passed in-process (tests, benchmarks) replaces sovereignty's views.
+        self.policy_injected = share_policy is not None
         self._accept: AcceptPolicy = accept or accept_all
         # The feed reader the sender uses; tests wrap it to inject faults.
         self.read_feed: FeedReader = self.store.read_feed
@@ -449,9 +450,9 @@ class SyncService:
         daemon.register_protocol(RECONCILE_PROTOCOL_ID, self.serve_reconcile)
         daemon.methods.add("sync_now", self._control_sync_now)
         daemon.methods.add("conflicts_resolve", self._control_resolve)
-        if self.settings.share_all_for_tests:
-            self.log.warning("sync.share_all_for_tests",
-                             note="every gene is shared with every peer (test setting)")
+        if self.policy_injected:
+            self.log.warning("sync.share_policy_injected",
+                             note="an in-process share policy replaces sovereignty")
 
     # -- policies ----------------------------------------------------------------------
 

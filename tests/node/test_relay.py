@@ -28,10 +28,11 @@ from gd.node.relay import (
     circuit_relay,
     is_circuit_addr,
 )
+from gd.node.sync_service import share_all
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 FAST = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 0.5}
-SHARE_ALL = {"share_all_for_tests": True, "debounce_s": 0.05}
+SHARE_ALL = {"debounce_s": 0.05}  # with the allow-all policy passed in-process below
 R, A, B = (key_from_int(n).peer_id for n in (1, 2, 3))
 
 
@@ -112,7 +113,7 @@ async def start(nursery: trio.Nursery, home: Home, n: int, *, boot: list[Daemon]
     extra = {"mesh": FAST, "sync": SHARE_ALL} if cortex is not None else {"mesh": FAST}
     cfg = NodeConfig(org=f"org{n}", region="eu", listen=listen, extra=extra, **node)
     return await launch(nursery, home, cfg, key_from_int(n), cortex=cortex, listen=None,
-                        boot=boot)
+                        boot=boot, share_policy=share_all if cortex is not None else None)
 
 
 def relayed(d: Daemon, peer_id: str) -> bool:

@@ -24,6 +24,7 @@ from gd.node.daemon import Daemon, run_daemon
 from gd.node.discovery import BootstrapPeer, render_bootstrap
 from gd.node.home import Home
 from gd.node.host import dialable_addrs
+from gd.protocol.sync import SharePolicy
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 # Quick redials and pings: tests restart peers and must not wait out production backoffs.
@@ -51,8 +52,12 @@ def write_bootstrap(home: Home, boot: Sequence[Daemon]) -> Path | None:
 async def launch(nursery: trio.Nursery, home: Home, cfg: NodeConfig, key: Any, *,
                  cortex: Cortex | None = None, listen: list[str] | None = LOOPBACK,
                  boot: Sequence[Daemon] = (),
-                 on_ready: Callable[[Daemon], None] | None = None) -> Daemon:
-    """Run one daemon in `nursery` (signals left to the test) and return it once ready."""
+                 on_ready: Callable[[Daemon], None] | None = None,
+                 share_policy: SharePolicy | None = None) -> Daemon:
+    """Run one daemon in `nursery` (signals left to the test) and return it once ready.
+
+    `share_policy` (e.g. `share_all`) replaces sovereignty in this in-process daemon
+    only: no config key can do that, so the real binary always enforces agreements."""
     bootstrap = write_bootstrap(home, boot)
     ready = trio.Event()
     box: list[Daemon] = []
@@ -65,7 +70,7 @@ async def launch(nursery: trio.Nursery, home: Home, cfg: NodeConfig, key: Any, *
 
     nursery.start_soon(lambda: run_daemon(home, cfg, key, cortex=cortex, listen=listen,
                                           bootstrap=bootstrap, ready_callback=ready_cb,
-                                          handle_signals=False))
+                                          handle_signals=False, share_policy=share_policy))
     with trio.fail_after(READY_TIMEOUT_S):
         await ready.wait()
     return box[0]
@@ -101,12 +106,13 @@ class DaemonCluster:
     async def start_daemon(self, nursery: trio.Nursery, n: int, *, region: str = "eu",
                            sync: dict[str, Any] | None = None, voters: Sequence[str] = (),
                            boot: Sequence[Daemon] = (),
-                           on_ready: Callable[[Daemon], None] | None = None) -> Daemon:
+                           on_ready: Callable[[Daemon], None] | None = None,
+                           share_policy: SharePolicy | None = None) -> Daemon:
         """Node `n` (key `key_from_int(n)`, org `org<n>`), ready to serve."""
         cfg = NodeConfig(org=f"org{n}", region=region, ledger_voters=tuple(voters),
                          extra={"mesh": dict(FAST_MESH), "sync": dict(sync or {})})
         return await launch(nursery, self.home(n), cfg, key_from_int(n), cortex=self.cortex(n),
-                            boot=boot, on_ready=on_ready)
+                            boot=boot, on_ready=on_ready, share_policy=share_policy)
 
     def close(self) -> None:
         for cortex in self.cortexes.values():

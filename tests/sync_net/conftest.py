@@ -1,4 +1,9 @@
-"""In-process daemons with a Cortex each, on 127.0.0.1, for sync over real libp2p."""
+"""In-process daemons with a Cortex each, on 127.0.0.1, for sync over real libp2p.
+
+Sovereignty stays on unless a test asks for `share_all=True`: then the allow-all policy
+is passed to the in-process daemon's constructor (`run_daemon(share_policy=...)`). No
+config key can do that (issue 11, item 12): the real binary always enforces agreements.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ import trio
 from daemon_cluster import DaemonCluster, quiet_libp2p
 
 from gd.node.daemon import Daemon
+from gd.node.sync_service import share_all as allow_all
 
-SHARE_ALL = {"share_all_for_tests": True, "debounce_s": 0.05}
-MANUAL = {"share_all_for_tests": True, "auto": False}
+# [sync] settings: automatic sync with a short debounce, or only `sync now`.
+SHARE_ALL = {"debounce_s": 0.05}
+MANUAL = {"auto": False}
 
 
 @pytest.fixture(autouse=True)
@@ -18,11 +25,12 @@ def _quiet_libp2p():
 
 
 class Cluster(DaemonCluster):
-    """Daemons that sync (share-all test switch where asked)."""
+    """Daemons that sync (an allow-all policy injected in-process where asked)."""
 
     async def start(self, nursery: trio.Nursery, n: int, *, sync: dict | None = None,
-                    boot: list[Daemon] = ()) -> Daemon:
-        return await self.start_daemon(nursery, n, sync=sync, boot=boot)
+                    boot: list[Daemon] = (), share_all: bool = False) -> Daemon:
+        return await self.start_daemon(nursery, n, sync=sync, boot=boot,
+                                       share_policy=allow_all if share_all else None)
 
     # Helpers live here because tests import modules by path (no `from conftest`).
     SHARE_ALL = SHARE_ALL

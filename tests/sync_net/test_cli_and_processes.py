@@ -101,10 +101,15 @@ def free_port() -> int:
 def test_two_gd_node_processes_converge_through_their_bootstrap_files(short_tmp):
     tmp_path = short_tmp
     ports = [free_port(), free_port()]
-    sync = "\n[sync]\nshare_all_for_tests = true\ndebounce_s = 0.1\n"
+    sync = "\n[sync]\ndebounce_s = 0.1\n"
     homes = [init_home(tmp_path, n + 1, sync, f"/ip4/127.0.0.1/tcp/{ports[n]}")
              for n in range(2)]
     ids = [key_from_int(n + 1).peer_id for n in range(2)]
+    # Sovereignty is on in the binary: the genes flow because both sides agreed.
+    for n, home in enumerate(homes):
+        shared = CliRunner().invoke(cli, ["share", "--with", ids[1 - n], "--domain",
+                                          "turbofan", "--home", str(home.root)])
+        assert shared.exit_code == 0, shared.output
     for n, home in enumerate(homes):
         other = 1 - n
         (home.root / "boot.toml").write_text(

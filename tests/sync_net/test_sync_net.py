@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -23,9 +26,9 @@ K1, K2, K3 = (key_from_int(n) for n in (1, 2, 3))
 async def test_two_daemons_converge_on_connect_and_on_local_change(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.SHARE_ALL)
+        a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
         a.cortex.put_genes([make_gene(K1, f"a{i}") for i in range(40)])
-        b = await c.start(nursery, 2, sync=c.SHARE_ALL, boot=[a])
+        b = await c.start(nursery, 2, sync=c.SHARE_ALL, share_all=True, boot=[a])
         await c.connected(a, b)
         await c.until(lambda: len(c.contents(b)) == 40)  # pulled on connect
         b.cortex.put_genes([make_gene(K2, f"b{i}") for i in range(5)])  # hint -> a pulls
@@ -42,9 +45,9 @@ async def test_three_daemons_converge_on_the_union(cluster):
     c = cluster
     keys = {1: K1, 2: K2, 3: K3}
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.SHARE_ALL)
-        b = await c.start(nursery, 2, sync=c.SHARE_ALL, boot=[a])
-        d = await c.start(nursery, 3, sync=c.SHARE_ALL, boot=[b])
+        a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.SHARE_ALL, share_all=True, boot=[a])
+        d = await c.start(nursery, 3, sync=c.SHARE_ALL, share_all=True, boot=[b])
         nodes = {1: a, 2: b, 3: d}
         for n, node in nodes.items():
             node.cortex.put_genes([make_gene(keys[n], f"g{n}-{i}") for i in range(10)])
@@ -56,8 +59,8 @@ async def test_three_daemons_converge_on_the_union(cluster):
 async def test_concurrent_edits_queue_on_both_sides_and_a_resolution_settles_both(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL)
-        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
         await c.connected(a, b)
         gene = make_gene(K1, "shared")
         a.cortex.put_gene(gene)
@@ -90,8 +93,9 @@ async def test_concurrent_edits_queue_on_both_sides_and_a_resolution_settles_bot
 async def test_interrupted_pull_resumes_without_resending_applied_batches(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL)
-        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, boot=[a])
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
+                          boot=[a])
         await c.connected(a, b)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(100)])
         original = b.sync.store.apply_batch
@@ -120,8 +124,8 @@ async def test_interrupted_pull_resumes_without_resending_applied_batches(cluste
 async def test_tampered_gene_is_rejected_and_the_rest_of_the_batch_applies(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL)
-        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
         await c.connected(a, b)
         genes = [make_gene(K1, f"g{i}") for i in range(10)]
         a.cortex.put_genes(genes)
@@ -161,8 +165,8 @@ async def test_default_policy_shares_nothing(cluster):
 async def test_receiver_acceptance_callback_refuses_genes(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL)
-        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
         await c.connected(a, b)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(6)])
         b.sync.set_accept_policy(lambda sender, gene: gene.name != "g0")
@@ -174,8 +178,8 @@ async def test_receiver_acceptance_callback_refuses_genes(cluster):
 async def test_anti_entropy_repairs_what_the_feed_missed(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL)
-        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
         await c.connected(a, b)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(50)])
         await b.sync.pull(a.peer_id)
@@ -196,8 +200,8 @@ async def test_anti_entropy_repairs_what_the_feed_missed(cluster):
 async def test_a_feed_that_went_back_resets_the_checkpoint_and_schedules_repair(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL)
-        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
         await c.connected(a, b)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(5)])
         b.cortex.set_checkpoint(a.peer_id, 1000)  # a was restored from an older backup
@@ -210,8 +214,8 @@ async def test_a_feed_that_went_back_resets_the_checkpoint_and_schedules_repair(
 async def test_sync_now_control_method_reports_both_directions(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL)
-        b = await c.start(nursery, 2, sync=c.MANUAL, boot=[a])
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
         await c.connected(a, b)
         a.cortex.put_genes([make_gene(K1, f"a{i}") for i in range(20)])
         b.cortex.put_genes([make_gene(K2, f"b{i}") for i in range(7)])
@@ -237,7 +241,7 @@ def test_batch_payload_is_the_genes_bytes_exactly():
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"share_all_for_tests": "yes"}, "share_all_for_tests"),
+    ({"share_all_for_tests": True}, r"unknown keys \['share_all_for_tests'\]"),
     ({"interval_s": 0}, "interval_s"),
     ({"batch_genes": 1000}, "batch_genes"),
     ({"bogus": 1}, "unknown keys"),
@@ -249,4 +253,22 @@ def test_sync_config_is_validated(section, message):
 
 def test_sync_config_defaults_share_nothing():
     assert sync_settings(NodeConfig(org="o", region="eu")) == SyncSettings()
-    assert SyncSettings().share_all_for_tests is False
+    assert "share_all_for_tests" not in {f.name for f in dataclasses.fields(SyncSettings)}
+
+
+def test_the_binary_refuses_a_config_that_would_switch_sovereignty_off(tmp_path):
+    """`[sync] share_all_for_tests = true` once made the real daemon share every gene with
+    every peer; it is now an unknown key and `gd-node run` stops before listening."""
+    home = tmp_path / "n1"
+    made = CliRunner().invoke(cli, ["init", "--home", str(home), "--org", "o", "--region",
+                                    "eu", "--seed", "01" * 32])
+    assert made.exit_code == 0, made.output
+    config = home / "config.toml"
+    config.write_text(config.read_text() + "\n[sync]\nshare_all_for_tests = true\n")
+    gd_node = Path(sys.executable).with_name("gd-node")
+    # The old binary started and served: the timeout (the child is killed) bounds that.
+    result = subprocess.run([str(gd_node), "run", "--home", str(home), "--log-format", "json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "unknown keys ['share_all_for_tests']" in result.stderr
+    assert "Traceback" not in result.stderr
