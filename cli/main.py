@@ -18,6 +18,7 @@ from rich.table import Table
 from gd.cli.genes_cmds import genes_group, synapse_group
 from gd.cli.ledger_cmds import ledger_group
 from gd.cli.motors_cmds import COMMANDS as MOTORS_COMMANDS
+from gd.cli.org_cmds import COMMANDS as ORG_COMMANDS
 from gd.cli.output import (
     Failure,
     console,
@@ -296,7 +297,7 @@ for _cmd in SOVEREIGNTY_COMMANDS:
         genes_group.add_command(_cmd, name="forget")
     else:
         cli.add_command(_cmd)
-for _cmd in MOTORS_COMMANDS + TESTNET_COMMANDS:
+for _cmd in MOTORS_COMMANDS + TESTNET_COMMANDS + ORG_COMMANDS:
     cli.add_command(_cmd)
 for _cmd in SYNC_COMMANDS: cli.add_command(_cmd)  # noqa: E701
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gd.genome import checks
+from gd.genome.certificate import NO_TRUST, TrustAnchors, org_key_text, parse_org_key
 from gd.genome.errors import ValidationError
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
@@ -38,6 +39,9 @@ class NodeConfig:
     ledger_voters: tuple[str, ...] = ()
     motors_backend: str = "numpy"
     cortex_map_size_mb: int = 1024
+    # [trust] orgs: org name -> pinned org key(s). `org:`/`region:` rules match a peer only
+    # through a certificate signed by one of these (docs/adr/0008).
+    trusted_orgs: TrustAnchors = NO_TRUST
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,6 +58,8 @@ class NodeConfig:
             raise ValidationError("motors.backend", "must be 'numpy' or 'torch'")
         if self.cortex_map_size_mb < 16:
             raise ValidationError("cortex.map_size_mb", "must be at least 16")
+        if not isinstance(self.trusted_orgs, TrustAnchors):
+            raise ValidationError("trust.orgs", "expected TrustAnchors")
 
     def resolve_bootstrap(self, home: Path) -> Path | None:
         if not self.bootstrap:
@@ -69,7 +75,34 @@ _SCHEMA: dict[str, dict[str, str]] = {
     "ledger": {"voters": "ledger_voters"},
     "motors": {"backend": "motors_backend"},
     "cortex": {"map_size_mb": "cortex_map_size_mb"},
+    "trust": {"orgs": "trusted_orgs"},
 }
+# More org keys than this in one file is a mistake, not a federation (Fabric channels
+# have tens of orgs); the bound keeps a bad file from costing much at every start.
+MAX_TRUSTED_ORG_KEYS = 1024
+
+
+def parse_trusted_orgs(value: Any, where: str) -> TrustAnchors:
+    """A `{name = "ed25519:<hex>"}` table (a list of keys per name for a rotation) as
+    TrustAnchors; ConfigError naming the bad entry."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table such as {{beta = \"ed25519:<hex>\"}}")
+    pairs: list[tuple[str, bytes]] = []
+    for name, keys in value.items():
+        keys = [keys] if isinstance(keys, str) else keys
+        if not isinstance(keys, list | tuple) or not keys:
+            raise ConfigError(f"{where}.{name}: expected an org key or a list of them")
+        for text in keys:
+            try:
+                checks.text(f"{where}.{name}", name, 128, required=True)
+                pairs.append((name, parse_org_key(text)))
+            except ValueError as exc:
+                raise ConfigError(f"{where}.{name}: {exc}") from None
+    if len(pairs) > MAX_TRUSTED_ORG_KEYS:
+        raise ConfigError(f"{where}: {len(pairs)} org keys, the limit is "
+                          f"{MAX_TRUSTED_ORG_KEYS}")
+    return TrustAnchors.of(pairs)
+
 # Sections later subsystems own; their keys are validated by those subsystems.
 _OPEN_SECTIONS = ("sync", "sovereignty", "mesh", "domains")
 
@@ -97,6 +130,8 @@ def parse_config(data: dict[str, Any], where: str = "config") -> NodeConfig:
             if key not in _SCHEMA[section]:
                 raise ConfigError(f"{where}: unknown key {section}.{key}")
             kwargs[_SCHEMA[section][key]] = tuple(value) if isinstance(value, list) else value
+    if "trusted_orgs" in kwargs:
+        kwargs["trusted_orgs"] = parse_trusted_orgs(kwargs["trusted_orgs"], f"{where}: trust.orgs")
     if "org" not in kwargs or "region" not in kwargs:
         raise ConfigError(f"{where}: [node] needs org and region")
     try:
@@ -113,6 +148,10 @@ def render_config(cfg: NodeConfig) -> str:
 
     listen = ", ".join(q(a) for a in cfg.listen)
     voters = ", ".join(q(v) for v in cfg.ledger_voters)
+    trusted = ", ".join(
+        f"{q(name)} = " + (q(org_key_text(next(iter(keys)))) if len(keys) == 1 else
+                           "[" + ", ".join(q(org_key_text(k)) for k in sorted(keys)) + "]")
+        for name, keys in sorted(cfg.trusted_orgs.orgs.items()))
     return f"""# gd-node configuration. Written by `gd-node init`; edit and restart the daemon.
 
 [node]
@@ -149,6 +188,14 @@ backend = {q(cfg.motors_backend)}
 [cortex]
 # Upper bound of the LMDB map in MiB; it grows automatically when full.
 map_size_mb = {cfg.cortex_map_size_mb}
+
+[trust]
+# Org keys we trust, by org name: `org:NAME` and `region:R` share rules match a peer only
+# when a certificate signed by one of these keys vouches for its org and region
+# (`gd-node org certify`). Uncertified peers still connect, and rules naming their peer
+# id still apply. Also read: trusted-orgs.toml in this home (`gd-node org trust`) and
+# the bootstrap file's orgs table. Example: orgs = {{ beta = "ed25519:<64 hex>" }}
+orgs = {{ {trusted} }}
 
 # Optional sections (uncomment to change the defaults):
 #

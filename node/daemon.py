@@ -3,7 +3,7 @@
     run_daemon
     ├── pid lock on HOME/gd-node.pid (a second daemon on the same home refuses)
     ├── libp2p host (node/host.py: node key, Noise only, yamux) + Kademlia DHT
-    ├── /gd/handshake/1.0.0 inbound handler; outbound handshakes after each dial
+    ├── /gd/handshake/2.0.0 inbound handler; outbound handshakes after each dial
     ├── mesh loop (node/mesh.py plans; we dial and drop), discovery loop (node/discovery.py)
     ├── liveness loop (/gd/ping/1.0.0 with a bounded wait: RTT feeds scores)
     ├── handshake watchdog: a connection with no handshake after a deadline is closed
@@ -38,6 +38,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from gd.genome.identity import NodeKey
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.control import ControlMethods, ControlServer
+from gd.node.credentials import NodeCredentials, load_credentials
 from gd.node.denylist import load_deny_list, save_deny_list
 from gd.node.discovery import BootstrapPeer, Discovery, load_bootstrap, new_dht
 from gd.node.home import Home
@@ -168,8 +169,12 @@ class Daemon:
 
     def __init__(self, *, home: Home, cfg: NodeConfig, key: NodeKey, cortex: Any,
                  host: IHost, dht: KadDHT, bootstrap: Sequence[BootstrapPeer],
-                 domains: tuple[str, ...], log: Any) -> None:
+                 domains: tuple[str, ...], log: Any,
+                 credentials: NodeCredentials | None = None) -> None:
         self.home, self.cfg, self.key, self.cortex = home, cfg, key, cortex
+        # Our org certificate and the org keys we trust (node/credentials.py); without
+        # them we offer no certificate and every peer is uncertified.
+        self.credentials = credentials or NodeCredentials()
         self.host, self.dht, self.log = host, dht, log
         self.policy, self.limits, seed = mesh_settings(cfg)
         self.planner = MeshPlanner(self.policy, seed=seed)
@@ -222,7 +227,8 @@ class Daemon:
         size, root = self.ledger_head()
         return HandshakeOffer(org=self.cfg.org, region=self.cfg.region,
                               capabilities=self.capabilities, domains=self.domains,
-                              ledger_size=size, ledger_root=root)
+                              ledger_size=size, ledger_root=root,
+                              certificate=self.credentials.certificate)
 
     def _admit(self, hello: PeerHello) -> str | None:
         if hello.peer_id in self.denied:
@@ -247,7 +253,8 @@ class Daemon:
 
     async def _handshake(self, stream: INetStream, remote: str, direction: str) -> Outcome:
         hs = Handshake(self.key, self._offer(), remote, now_ms=int(time.time() * 1000),
-                       nonce=self.rng_nonce(16), admit=self._admit)
+                       nonce=self.rng_nonce(16), admit=self._admit,
+                       trust=self.credentials.trust)
         await drive_handshake(stream, hs, HANDSHAKE_TIMEOUT_S)
         with contextlib.suppress(Exception):
             await stream.close()
@@ -265,8 +272,12 @@ class Daemon:
             self.metrics.set_peers(self.table.by_region())
             self._new_since_provide = True
             self._discover_now.set()
-            self.log.info("peer.accepted", peer=remote, org=outcome.peer.org,
-                          region=outcome.peer.region, direction=direction)
+            peer = outcome.peer
+            self.log.info("peer.accepted", peer=remote, org=peer.org, region=peer.region,
+                          certified=peer.certified, direction=direction)
+            if peer.certificate_problem:
+                self.log.warning("peer.uncertified", peer=remote, claimed_org=peer.org,
+                                 problem=peer.certificate_problem)
         else:
             assert isinstance(outcome, Rejected)
             self.metrics.handshakes.labels(outcome=outcome.reason.value).inc()
@@ -628,6 +639,9 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
     mesh_settings(cfg)  # config errors surface before anything starts
     ping_interval(cfg)
     handshake_deadline(cfg)
+    credentials = load_credentials(home.root, cfg, key, boot_path)
+    if credentials.note:
+        log.warning("node.certificate_unusable", note=credentials.note)
     sync_settings(cfg)
     domain_conflict_policies(cfg.extra.get("domains", {}))
     with PidLock(home.pid_path):
@@ -635,7 +649,8 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
             dht = new_dht(host)
             async with background_trio_service(dht):
                 daemon = Daemon(home=home, cfg=cfg, key=key, cortex=cortex, host=host, dht=dht,
-                                bootstrap=boot_peers, domains=domains, log=log)
+                                bootstrap=boot_peers, domains=domains, log=log,
+                                credentials=credentials)
                 if cortex is not None:
                     daemon.sync = SyncService(daemon, share_policy=share_policy)
                     daemon.sovereignty = SovereigntyService(daemon, daemon.sync)

@@ -7,6 +7,9 @@
     addrs = ["/ip4/203.0.113.7/tcp/4001"]
     region = "eu-west"          # optional hint; the handshake's signed claim wins
 
+    [orgs]                      # optional: org keys this node pins (ADR 0008)
+    beta = "ed25519:<64 hex>"   # `org:beta` rules match peers beta's key certifies
+
 From there the DHT (py-libp2p `KadDHT`, server mode) does the rest. Each node *provides*
 `/gd/region/<region>` and `/gd/domain/<domain>` for the domains it talks about, and finds
 peers of its region with `find_providers` on its region key. Provider records carry no
@@ -33,8 +36,10 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 
 from gd.genome import checks
+from gd.genome.certificate import NO_TRUST, TrustAnchors, org_key_text
 from gd.genome.errors import ValidationError
 from gd.genome.identity import is_peer_id
+from gd.node.config import ConfigError, parse_trusted_orgs
 from gd.node.errors import BootstrapError
 
 REGION_KEY_PREFIX = "/gd/region/"
@@ -59,10 +64,11 @@ class BootstrapPeer:
 
 def parse_bootstrap(data: dict[str, Any], where: str = "bootstrap-peers.toml"
                     ) -> list[BootstrapPeer]:
-    unknown = set(data) - {"peers"}
+    unknown = set(data) - {"peers", "orgs"}
     if unknown:
         raise BootstrapError(f"{where}: unknown top-level keys {sorted(unknown)}; "
-                             "expected [[peers]] tables")
+                             "expected [[peers]] tables and an [orgs] table")
+    parse_bootstrap_orgs(data, where)
     entries = data.get("peers", [])
     if not isinstance(entries, list):
         raise BootstrapError(f"{where}: `peers` must be an array of [[peers]] tables")
@@ -97,21 +103,48 @@ def parse_bootstrap(data: dict[str, Any], where: str = "bootstrap-peers.toml"
     return out
 
 
-def load_bootstrap(path: Path) -> list[BootstrapPeer]:
+def parse_bootstrap_orgs(data: dict[str, Any], where: str = "bootstrap-peers.toml"
+                         ) -> TrustAnchors:
+    """The file's [orgs] table: org keys pinned exactly as `[trust] orgs` in config.toml
+    (the bootstrap file is one the operator chose and named in the config)."""
+    if "orgs" not in data:
+        return NO_TRUST
     try:
-        data = tomllib.loads(path.read_text())
+        return parse_trusted_orgs(data["orgs"], f"{where}: orgs")
+    except ConfigError as exc:
+        raise BootstrapError(str(exc)) from None
+
+
+def load_bootstrap(path: Path) -> list[BootstrapPeer]:
+    return parse_bootstrap(_read_bootstrap(path), str(path))
+
+
+def load_bootstrap_orgs(path: Path) -> TrustAnchors:
+    """The org keys a bootstrap file pins (none when it has no [orgs] table)."""
+    return parse_bootstrap_orgs(_read_bootstrap(path), str(path))
+
+
+def _read_bootstrap(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise BootstrapError(f"{path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BootstrapError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise BootstrapError(f"{path}: not valid TOML: {exc}") from None
-    return parse_bootstrap(data, str(path))
 
 
-def render_bootstrap(peers: list[BootstrapPeer]) -> str:
-    """A bootstrap file for `peers` (what testnets and docs write)."""
+def render_bootstrap(peers: list[BootstrapPeer], orgs: TrustAnchors = NO_TRUST) -> str:
+    """A bootstrap file for `peers`, pinning `orgs` (what testnets and docs write)."""
     lines = ["# gd-node bootstrap peers: one [[peers]] table per peer.", ""]
+    if orgs:
+        lines += ["# Org keys every node using this file trusts (docs/adr/0008).", "[orgs]"]
+        for name, keys in sorted(orgs.orgs.items()):
+            quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+            lines.append(f'"{quoted}" = [' + ", ".join(f'"{org_key_text(k)}"' for k in sorted(keys))
+                         + "]")
+        lines.append("")
     for p in peers:
         lines += ["[[peers]]", f'peer_id = "{p.peer_id}"',
                   "addrs = [" + ", ".join(f'"{a}"' for a in p.addrs) + "]"]

@@ -73,11 +73,20 @@ class PeerScore:
 
 @dataclass
 class PeerRecord:
-    """One peer, as `gd-node peers` shows it. `org`/`region` are signed handshake claims."""
+    """One peer, as `gd-node peers` shows it.
+
+    `org` and `region` are what the peer claims (its own key signs them, which proves
+    nothing about an organisation; `region` may even be a bootstrap or DHT hint): fine for
+    display and mesh topology, never for authorisation. `certified_org` and
+    `certified_region` are set only by a handshake whose certificate an org key we trust
+    signed; None (the default) means uncertified, and anything deciding what a peer may
+    get reads these."""
 
     peer_id: str
     region: str | None = None
     org: str | None = None
+    certified_org: str | None = None
+    certified_region: str | None = None
     addrs: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     capabilities: tuple[str, ...] = ()
@@ -92,6 +101,7 @@ class PeerRecord:
         """Plain data for the control socket and `gd-node peers --json`."""
         return {
             "peer_id": self.peer_id, "org": self.org, "region": self.region,
+            "certified_org": self.certified_org, "certified_region": self.certified_region,
             "addrs": list(self.addrs), "latency_ms": self.score.latency_ms,
             "score": round(self.score.value(now), 3), "since": self.since,
             "connected": self.connected, "domains": list(self.domains),
@@ -128,6 +138,9 @@ class PeerTable:
         """The peer passed the handshake: its claims replace whatever hints we had."""
         rec = self.learn(hello.peer_id, addrs)
         rec.org, rec.region, rec.version = hello.org, hello.region, hello.version
+        # Both or neither: a certificate vouches for the pair (a new session without one
+        # clears what an earlier session proved).
+        rec.certified_org, rec.certified_region = hello.certified_org, hello.certified_region
         rec.domains, rec.capabilities = hello.domains, hello.capabilities
         rec.ledger_size, rec.ledger_root = hello.ledger_size, hello.ledger_root
         rec.connected, rec.since = True, now_wall

@@ -6,7 +6,7 @@ Sub-databases (keys are ASCII joined by NUL, values canonical msgpack):
     sov_residency   rule_id -> ResidencyRule        our residency rules
     sov_remote      peer NUL rule_id -> Proposal    peers' in-force shares addressed to us
     sov_agreements  peer NUL domain -> Agreement    both sides' shares in force, the state
-    sov_peers       peer -> PeerInfo                what we know of each peer (org, region)
+    sov_certified_peers  peer -> PeerInfo           each peer's certified org and region
     sov_outbox      peer NUL seq -> Proposal        signed proposals still to deliver
     sov_marks       peer NUL rule_id -> u64         newest proposal stamp applied per rule
     sov_counters    name -> u64                     counters that never go back (below)
@@ -68,7 +68,9 @@ RULES_DB: Final = "sov_rules"
 RESIDENCY_DB: Final = "sov_residency"
 REMOTE_DB: Final = "sov_remote"
 AGREEMENTS_DB: Final = "sov_agreements"
-PEERS_DB: Final = "sov_peers"
+# Renamed from "sov_peers" with org certificates (ADR 0008): records written before held
+# self-asserted org/region claims, and a rule shared later must not match those.
+PEERS_DB: Final = "sov_certified_peers"
 OUTBOX_DB: Final = "sov_outbox"
 MARKS_DB: Final = "sov_marks"
 COUNTERS_DB: Final = "sov_counters"
@@ -482,7 +484,8 @@ class PolicyStore:
         return self.cortex.write(run)
 
     def set_peer(self, info: PeerInfo, *, hlc: int | None = None) -> int:
-        """Record a peer's (signed, handshake-verified) org and region. Each of our allow
+        """Record a peer's org and region as certified in its handshake (empty when an org
+        key we trust did not certify them: then only peer-id rules match). Each of our allow
         rules that now matches it and is not in force with it as it stands is proposed
         (outbox); returns how many."""
         hlc = hlc_now() if hlc is None else hlc

@@ -5,8 +5,10 @@ The decisions are made elsewhere: `gd.protocol.sovereignty` (pure rules and filt
 `gd.node.policy_store` (rules, agreements, outbox in the Cortex). This service carries
 them between daemons and plugs them into `gd.node.sync_service`:
 
-* **Peers.** A peer that passes the handshake is recorded with its signed org and region
-  (`PolicyStore.set_peer`), which proposes our rules that now match it.
+* **Peers.** A peer that passes the handshake is recorded with its *certified* org and
+  region (`PolicyStore.set_peer`), which proposes our rules that now match it. A claim no
+  org key we trust certified is recorded as no org and no region: `org:`/`region:` rules
+  never match it, a rule naming its peer id still does (docs/adr/0008).
 * **Agreements** (`/gd/agreements/1.0.0`). Each peer's outbox of signed proposals
   (`PolicyStore.outbox`) is delivered on connect and whenever the policy changes; the
   receiver applies each one (`receive_proposal`, recorded on the ledger when it makes an
@@ -353,12 +355,13 @@ class SovereigntyService:
     # -- views -------------------------------------------------------------------------
 
     def peer_info(self, peer_id: str) -> PeerInfo:
-        """The peer's handshake-signed org and region (unknown ones stay empty, which
-        matches no org or region rule)."""
+        """The peer's *certified* org and region: what an org key we trust vouched for in
+        its handshake. Self-asserted claims (`rec.org`, `rec.region`) never get here;
+        uncertified ones stay empty, which matches no org or region rule."""
         rec = self.daemon.table.get(peer_id)
         try:
-            return PeerInfo(peer_id, (rec.org or "") if rec else "",
-                            (rec.region or "") if rec else "")
+            return PeerInfo(peer_id, (rec.certified_org or "") if rec else "",
+                            (rec.certified_region or "") if rec else "")
         except ValidationError:
             return PeerInfo(peer_id)
 

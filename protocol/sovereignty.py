@@ -18,7 +18,7 @@ The model, in the order `allowed_to_send` applies it (docs/sovereignty.md):
    know of it is the rules its signed proposals addressed to us (`Proposal`); they are
    evaluated with us as the subject and the direction reversed (our send is its receive).
 4. **Residency.** A `ResidencyRule` "domain D never leaves region R" lets genes of D go
-   only to peers whose (signed) region is R; a gene's own ``scope.residency`` does the
+   only to peers whose certified region is R; a gene's own ``scope.residency`` does the
    same for the region its origin chose.
 5. **Forwarding scope.** A gene that reached us from another origin is passed on only
    when its origin set ``scope.forward``.
@@ -112,7 +112,9 @@ _SPECIFICITY: Final = {SubjectKind.PEER: 3, SubjectKind.ORG: 2, SubjectKind.REGI
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
-    """What we know of a peer: its id and its signed org and region claims ("" unknown)."""
+    """What we know of a peer: its id and its *certified* org and region ("" when no org
+    key we trust certified them). A self-asserted claim is never put here: the node key
+    proves only the node (DESIGN.md, "Federation → Identity"; docs/adr/0008)."""
 
     peer_id: str
     org: str = ""
@@ -173,6 +175,9 @@ class Subject:
     def matches(self, peer: PeerInfo) -> bool:
         if self.kind is SubjectKind.PEER:
             return peer.peer_id == self.value
+        """A peer subject matches the authenticated peer id; an org or region subject
+        matches only a certified org or region (an uncertified peer's are "", which no
+        subject value can be)."""
         if self.kind is SubjectKind.ORG:
             return peer.org == self.value
         return peer.region == self.value
