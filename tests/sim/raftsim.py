@@ -7,10 +7,19 @@ persisted (including a crash between persisting and sending), restarts, partitio
 drops, duplicates and reordering. After every step it checks Raft's safety properties:
 
 * election safety: at most one leader per term, ever;
+* log matching: two logs holding an entry with the same index and term hold the same
+  entry there and agree on the term just before it (so, by induction, on the prefix);
 * state machine safety: every node applied the same entry at each index;
 * no committed entry lost or reordered: a node's committed prefix only grows and always
   agrees with every other node's committed prefix;
-* leader completeness: a leader's log holds every entry committed anywhere.
+* leader completeness: a leader's log holds every entry committed anywhere;
+* membership: every node's configuration is the one the committed log defines at the
+  index it applied, and every leader is a voter of its own configuration.
+
+Membership changes are one at a time (thesis §4.1): with `voter_change_rate` the leader
+adds voters (promoting learners or taking in `spares`, nodes outside the founding
+configuration that start empty), removes voters (itself included) and adds learners,
+so quorums grow and shrink (3 -> 4 -> 2 ...) while the faults go on.
 
 Used by tests/sim/test_raft_sim.py and by `python tests/sim/raftsim.py SEEDS [FIRST]`.
 A failure raises `SimFailure` whose message starts with the seed, so it replays exactly.
@@ -20,12 +29,14 @@ from __future__ import annotations
 
 import random
 import sys
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from gd.ledger.raft import RaftConfig, RaftNode, Ready
 from gd.ledger.raft_messages import (
     ConfChange,
     ConfChangeOp,
+    ConfState,
     Entry,
     EntryKind,
     Message,
@@ -65,6 +76,9 @@ class SimConfig:
     propose_rate: float = 0.15
     compact_every: int = 40  # compact a node's log once it applied this many entries
     conf_change_rate: float = 0.0  # chance per step the leader adds/removes a learner
+    spares: int = 0  # nodes outside the founding configuration, started empty
+    voter_change_rate: float = 0.0  # chance per step the leader changes the voter set
+    min_voters: int = 1  # removals never go below this many voters
     crash_mid_ready_rate: float = 0.3  # share of crashes between persist and send
     crash_after_vote_rate: float = 0.15  # crash right after granting a vote (tests its fsync)
     leader_crash_rate: float = 0.004  # extra crashes aimed at the leader
@@ -94,12 +108,14 @@ class Simulation:
             self.raft_config = RaftConfig(seed=seed, election_ticks=10, heartbeat_ticks=2)
         voters = [f"v{i}" for i in range(1, self.cfg.voters + 1)]
         learners = [f"l{i}" for i in range(1, self.cfg.learners + 1)]
-        self.ids = voters + learners
+        spares = [f"s{i}" for i in range(1, self.cfg.spares + 1)]
+        self.ids = voters + learners + spares
         boot = bootstrap_state(voters, learners)
         self.nodes: dict[str, SimNode] = {}
         for node_id in self.ids:
             storage = MemoryRaftStorage()
-            storage.save(boot.hard_state, boot.entries)
+            if node_id not in spares:
+                storage.save(boot.hard_state, boot.entries)
             self.nodes[node_id] = SimNode(node_id, storage, RaftNode(node_id, storage.load(),
                                                                       self.raft_config))
         self.network: list[Message] = []
@@ -111,6 +127,13 @@ class Simulation:
         # later term must hold it (leader completeness).
         self.commit_term_bound: dict[int, int] = {}
         self.duplicate_flags: dict[int, bool] = {}
+        # (index, term) -> (entry, term of the entry before it): log matching.
+        self.seen_entries: dict[tuple[int, int], tuple[Entry, int | None]] = {}
+        # The configuration the committed log defines, from each change's index on.
+        self.conf_indices: list[int] = [0]
+        self.confs: list[ConfState] = [ConfState()]
+        self.voter_changes = 0  # committed changes of the voter set after founding
+        self.founding_entries = len(boot.entries)
         self.next_request = 1
         self.client_requests: dict[int, bytes] = {}
         self.log: list[str] = []
@@ -192,6 +215,8 @@ class Simulation:
             if known is None:
                 self.committed[entry.index] = entry
                 self.commit_term_bound[entry.index] = self.max_term()
+                if entry.kind is EntryKind.CONF_CHANGE:
+                    self.record_conf(entry)
             elif known != entry:
                 self.fail(f"state machine safety: {node.node_id} applied {entry} at "
                           f"{entry.index}, another node applied {known}")
@@ -259,6 +284,42 @@ class Simulation:
         except (ProposalDropped, RaftLocalError):
             return
 
+    def change_voters(self) -> None:
+        """The leader proposes one change of the voter set (or adds a learner)."""
+        leaders = [n for n in self.nodes.values() if n.raft is not None and n.raft.is_leader]
+        if not leaders:
+            return
+        raft = leaders[0].raft
+        conf = raft.conf
+        outsiders = sorted(set(self.ids) - conf.voters)
+        choices = [ConfChange(ConfChangeOp.ADD_VOTER, n) for n in outsiders]
+        choices += [ConfChange(ConfChangeOp.ADD_LEARNER, n) for n in outsiders
+                    if n not in conf.learners]
+        if len(conf.voters) > self.cfg.min_voters:
+            choices += [ConfChange(ConfChangeOp.REMOVE_NODE, n) for n in sorted(conf.voters)]
+        if not choices:
+            return
+        change = self.rng.choice(choices)
+        try:
+            raft.propose_conf_change(change)
+            self.log.append(f"conf {change.op.name} {change.node_id} by {raft.id} "
+                            f"(voters {sorted(conf.voters)})")
+        except (ProposalDropped, RaftLocalError):
+            return
+
+    def record_conf(self, entry: Entry) -> None:
+        """Track the configuration the committed log defines (entries arrive in order)."""
+        before = self.confs[-1]
+        after = before.applied(ConfChange.decode(entry.data))
+        if after != before:
+            self.conf_indices.append(entry.index)
+            self.confs.append(after)
+            if after.voters != before.voters and entry.index > self.founding_entries:
+                self.voter_changes += 1
+
+    def conf_at(self, index: int) -> ConfState:
+        return self.confs[bisect_right(self.conf_indices, index) - 1]
+
     def step(self) -> None:
         self.step_no += 1
         rng = self.rng
@@ -285,6 +346,8 @@ class Simulation:
             self.propose()
         if rng.random() < self.cfg.conf_change_rate:
             self.change_membership()
+        if rng.random() < self.cfg.voter_change_rate:
+            self.change_voters()
         self.deliver_some()
         for node_id in self.ids:
             self.process_ready(self.nodes[node_id])
@@ -302,6 +365,14 @@ class Simulation:
                 if seen != node.node_id:
                     self.fail(f"election safety: {seen} and {node.node_id} lead term {raft.term}")
                 self.check_leader_completeness(node.node_id, raft)
+                if node.node_id not in raft.conf.voters:
+                    self.fail(f"{node.node_id} leads term {raft.term} but is no voter of "
+                              f"{sorted(raft.conf.voters)}")
+            expected = self.conf_at(node.applied_to)
+            if raft.conf != expected:
+                self.fail(f"membership: {node.node_id} applied to {node.applied_to} uses "
+                          f"{raft.conf}, the committed log defines {expected}")
+            self.check_log_matching(node.node_id, raft)
             # Committed prefixes agree: whatever this node holds as committed matches.
             log = raft.log
             upper = min(log.committed, log.last_index())
@@ -313,6 +384,16 @@ class Simulation:
         for index, entry in self.committed.items():
             if entry.index != index:
                 self.fail(f"committed entry {entry} recorded at {index}")
+
+    def check_log_matching(self, node_id: str, raft: RaftNode) -> None:
+        log = raft.log
+        prev_term: int | None = log.snapshot_term
+        for entry in log.entries:
+            seen = self.seen_entries.setdefault((entry.index, entry.term), (entry, prev_term))
+            if seen != (entry, prev_term):
+                self.fail(f"log matching: {node_id} holds {entry} after term {prev_term}, "
+                          f"another log held {seen[0]} after term {seen[1]}")
+            prev_term = entry.term
 
     def check_leader_completeness(self, node_id: str, raft: RaftNode) -> None:
         log = raft.log
