@@ -18,6 +18,7 @@ from gd.node.policy_store import PolicyStore, rule_from_options
 from gd.node.recorder import LedgerRecorder
 from gd.testnet import procs
 from gd.testnet.demo import demo_lines
+from gd.testnet.org_keys import certify_node, testnet_trust
 from gd.testnet.owner import OWNER_FILE
 from gd.testnet.plan import (
     BOOTSTRAP_FILE,
@@ -36,10 +37,15 @@ def init_node_home(node: NodePlan, plan: TestnetPlan) -> None:
     if home.is_initialised():
         return
     voters = tuple(n.peer_id for n in plan.nodes if n.voter and n.region == node.region)
+    # Every org's key pinned, this node certified by its org (testnet/org_keys.py), so
+    # org:/region: rules work here as in a real federation.
+    trust = testnet_trust(plan.seed, sorted({n.org for n in plan.nodes}))
     cfg = NodeConfig(org=node.org, region=node.region, listen=(node.addr,),
                      bootstrap=str(Path(plan.directory) / BOOTSTRAP_FILE),
-                     ledger_voters=voters)
+                     ledger_voters=voters, trusted_orgs=trust)
     initialise_home(home, cfg, NodeKey.from_seed(bytes.fromhex(node.seed_hex)))
+    certify_node(Path(plan.directory), plan.seed, node.org, node.region, node.peer_id,
+                 home.root)
 
 
 def spread_demo_genes(plan: TestnetPlan, nodes: list[NodePlan] | None = None) -> dict[str, int]:
