@@ -206,7 +206,7 @@ class TrustAnchors:
         return cls({name: frozenset(keys) for name, keys in out.items()})
 
     def merged(self, other: TrustAnchors) -> TrustAnchors:
-        """Both sets of pins (each is an explicit local decision; see ADR 0006)."""
+        """Both sets of pins (each is an explicit local decision; see ADR 0008)."""
         return TrustAnchors.of([*self.pairs(), *other.pairs()])
 
     def pairs(self) -> list[tuple[str, bytes]]:
