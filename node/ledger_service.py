@@ -80,6 +80,7 @@ from gd.ledger.raft_storage import LmdbRaftStorage
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
 from gd.ledger.store import MAX_BATCH, Ledger
 from gd.node.host import to_id
+from gd.node.membership import region_member, requires_certificate
 from gd.node.peers import PeerRecord
 from gd.node.recorder import OUTBOX_DB, OutboxRoute, Receipt
 from gd.node.streams import FramedStream, StreamGone
@@ -142,6 +143,12 @@ FETCH_TIMEOUT_S: Final = 30.0
 MAX_FUTURE_HEADS: Final = 64
 # Consistency checks run per loop iteration, so a burst of heads cannot stall the loop.
 MAX_PROOF_CHECKS: Final = 8
+# Learner slots (issue 11, item 6): a region's non-voting members. The mesh keeps at most
+# 12 in-region peers (node/mesh.py), so 16 covers every honest member with room for
+# churn; beyond it a new learner gets a slot only by evicting one idle for LEARNER_IDLE_S.
+MAX_LEARNERS: Final = 16
+# Learners gossip every GOSSIP_INTERVAL_S while connected; one silent this long is gone.
+LEARNER_IDLE_S: Final = 600.0
 
 NET_META_DB: Final = b"ledger_net"
 _APPLIED_KEY: Final = b"applied"
@@ -329,6 +336,8 @@ class LedgerService:
         self.log = daemon.log.bind(component="ledger")
         self.region = daemon.cfg.region
         self.voters: frozenset[str] = frozenset(daemon.cfg.ledger_voters)
+        self._learner_seen: dict[str, float] = {}  # learner -> last gossip (monotonic)
+        self._started = time.monotonic()
         self.solo = not self.voters
         self.log_id = DEFAULT_LOG_ID if self.solo else region_log_id(self.region)
         self.compact_every = compact_every
@@ -709,11 +718,34 @@ class LedgerService:
         assert node is not None
         if not node.is_leader or peer in node.conf.members:
             return
+        change = ConfChange(ConfChangeOp.ADD_LEARNER, peer)
+        if len(node.conf.learners) >= MAX_LEARNERS:
+            idle = self._idle_learner(node.conf.learners)
+            if idle is None:
+                self.m_dropped.labels(reason="learners_full").inc()
+                return  # every slot in use by a live learner: refused
+            change = ConfChange(ConfChangeOp.REMOVE_NODE, idle)  # the peer asks again
         try:
-            node.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, peer))
+            node.propose_conf_change(change)
         except RaftLocalError:
             return  # a change is pending; the peer's next gossip asks again
-        self.log.info("raft.add_learner", peer=peer)
+        self.log.info("raft.add_learner" if change.node_id == peer else "raft.evict_learner",
+                      peer=change.node_id)
+
+    def _idle_learner(self, learners: Iterable[str]) -> str | None:
+        """The learner silent longest, if silent for LEARNER_IDLE_S (one we have not heard
+        since we started counts from then)."""
+        now = time.monotonic()
+        seen = {p: self._learner_seen.get(p, self._started) for p in learners}
+        oldest = min(seen, key=lambda p: (seen[p], p), default=None)
+        if oldest is None or now - seen[oldest] < LEARNER_IDLE_S:
+            return None
+        return oldest
+
+    def _member(self, rec: PeerRecord) -> bool:
+        """Region membership for the ledger: node/membership.py decides."""
+        return region_member(rec, self.region, self.voters,
+                             require_certificate=requires_certificate(self.daemon))
 
     def _enqueue(self, statement: LedgerEntry) -> None:
         slot = (statement.author, statement.idempotency_key)
@@ -961,6 +993,9 @@ class LedgerService:
             elif isinstance(msg, LedgerFetch):
                 if msg.start < 0 or msg.stop < msg.start:
                     raise RemoteProtocolError("bad fetch range")
+                if not self._member(rec):  # refused, and the guard scores the peer
+                    self.m_dropped.labels(reason="not_member").inc()
+                    raise RemoteProtocolError(f"ledger fetch from a non-member of {self.region}")
                 chunk = await trio.to_thread.run_sync(self._chunk, msg.start, msg.stop)
                 await fs.send(chunk)
             else:
@@ -979,7 +1014,7 @@ class LedgerService:
             raise RemoteProtocolError(f"raft message from {msg.frm} on {peer}'s stream")
         if msg.to != self.peer_id:
             raise RemoteProtocolError(f"raft message for {msg.to} sent to us")
-        if rec.region != self.region or peer not in (node.conf.members | self.voters):
+        if not self._member(rec) or peer not in (node.conf.members | self.voters):
             self.m_dropped.labels(reason="not_member").inc()
             return
         if len(self._inbound) >= INBOUND_QUEUE:
@@ -991,7 +1026,9 @@ class LedgerService:
     async def _on_gossip(self, peer: str, rec: PeerRecord, msg: LedgerGossip) -> None:
         node = self.node
         assert node is not None
-        same_region = rec.region == self.region
+        same_region = self._member(rec)
+        if peer in node.conf.learners:
+            self._learner_seen[peer] = time.monotonic()
         if same_region and frozenset(msg.voters) == self.voters and node.is_leader \
                 and peer not in node.conf.members and peer not in self.voters:
             self._inbound.append(peer)  # the loop proposes ADD_LEARNER

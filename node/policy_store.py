@@ -44,12 +44,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from gd.crdt.hlc import unpack as unpack_hlc
 from gd.genome import canonical
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
 from gd.node.cortex import Cortex, Txn
 from gd.node.importer import hlc_now
+from gd.node.proposal_bounds import ProposalLimit, check_room, idle_unagreed
 from gd.protocol.sovereignty import (
     MAX_RULES,
     Direction,
@@ -543,6 +545,7 @@ class PolicyStore:
             if proposal.hlc <= self._applied_mark(txn, remote_key):
                 stale.append(True)  # a duplicate, or overtaken by a newer one: no change
                 return before
+            self._make_room(txn, sender, remote_key, hlc)  # node/proposal_bounds.py
             txn.put(remote_key, _U64.pack(proposal.hlc), db=self.dbs[MARKS_DB])
             if proposal.kind is ProposalKind.SHARE:
                 txn.put(remote_key, data, db=self.dbs[REMOTE_DB])
@@ -568,6 +571,43 @@ class PolicyStore:
             self._record_agreements([agreement], ledger, hlc)
         return ProposalOutcome(proposal, agreement,
                                rule.domain if proposal.kind is ProposalKind.REVOKE else None)
+
+    def _make_room(self, txn: Txn, sender: str, remote_key: bytes, hlc: int) -> None:
+        """ProposalLimit unless a new rule from `sender` fits the bounds; when all peers
+        together are at the limit, first forget peers idle without an agreement."""
+        prefix = sender.encode() + SEP
+        try:
+            check_room(txn, self.dbs[MARKS_DB], prefix, remote_key)
+        except ProposalLimit:
+            if self.expire_unagreed(unpack_hlc(hlc)[0], txn=txn) == 0:
+                raise
+            check_room(txn, self.dbs[MARKS_DB], prefix, remote_key)
+
+    def expire_unagreed(self, now_ms: int, *, txn: Txn | None = None) -> int:
+        """Forget what peers without any agreement in force proposed, once their last
+        proposal is UNAGREED_TTL_MS old (our own shares to them stay); returns how many
+        peers were forgotten."""
+        def run(txn: Txn) -> int:
+            rows = [Agreement.from_plain(canonical.decode(v))
+                    for _, v in _scan(txn, self.dbs[AGREEMENTS_DB])]
+            idle = idle_unagreed(rows, now_ms)
+            for peer in idle:
+                prefix = peer.encode() + SEP
+                for db in (REMOTE_DB, MARKS_DB):
+                    for key, _ in list(_scan(txn, self.dbs[db], prefix)):
+                        txn.delete(key, db=self.dbs[db])
+            for row in rows:
+                if row.peer not in idle:
+                    continue
+                if row.our_shares:
+                    self._put_agreement(txn, row.with_event("their proposals expired",
+                                                            row.events[-1][1] if row.events
+                                                            else 0, their_shares=()))
+                else:
+                    txn.delete(_k(row.peer, row.domain), db=self.dbs[AGREEMENTS_DB])
+            return len(idle)
+
+        return run(txn) if txn is not None else self.cortex.write(run)
 
     def _applied_mark(self, txn: Txn, remote_key: bytes) -> int:
         """The stamp of the newest proposal applied for (sender, rule id); 0 if none.

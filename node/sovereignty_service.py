@@ -57,6 +57,7 @@ from gd.node.host import to_id
 from gd.node.importer import hlc_now
 from gd.node.peers import PeerRecord
 from gd.node.policy_store import PolicyStore, ProposalOutcome
+from gd.node.proposal_bounds import ProposalLimit
 from gd.node.recorder import LedgerRecorder
 from gd.node.streams import READ_TIMEOUT_S, FramedStream, StreamGone
 from gd.node.sync_service import RECONCILE_PROTOCOL_ID, SyncService
@@ -524,6 +525,8 @@ class SovereigntyService:
             try:
                 outcome: ProposalOutcome = self.store.receive_proposal(
                     data, peer, ledger=self.ledger)
+            except ProposalLimit:
+                raise  # past a bound on what a peer may store: the stream guard drops it
             except ProposalError as exc:
                 refused += 1
                 self.log.warning("sovereignty.proposal_refused", peer=peer, error=exc.message)
