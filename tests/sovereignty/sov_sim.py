@@ -53,6 +53,8 @@ class SyncRun:
     batches: list[bytes]
     sent: list[SentGene]
     refused: int
+    refused_genes: list[Gene] = field(default_factory=list)  # by the receiver's own rules
+    applied: list[Gene] = field(default_factory=list)
 
 
 def sync(src: MemNode, dst: MemNode, max_genes: int = 7) -> SyncRun:
@@ -64,10 +66,13 @@ def sync(src: MemNode, dst: MemNode, max_genes: int = 7) -> SyncRun:
     receiver = SyncReceiver(src.peer, dst.apply, dst.checkpoints.get(src.peer, 0),
                             accept=inbound.accept, max_genes=max_genes)
     batches = []
+    applied: list[Gene] = []
     while True:
         data = sender.receive(receiver.request())
         batches.append(data)
         outcome = receiver.receive(data)
+        applied += outcome.applied
         if not outcome.more:
             break
-    return SyncRun(batches, view.take_sent(), len(inbound.refused))
+    return SyncRun(batches, view.take_sent(), len(inbound.refused),
+                   [gene for gene, _ in inbound.refused], applied)
