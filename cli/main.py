@@ -33,6 +33,7 @@ from gd.cli.sovereignty_cmds import COMMANDS as SOVEREIGNTY_COMMANDS
 from gd.cli.sovereignty_cmds import forget_cmd
 from gd.cli.sync_cmds import COMMANDS as SYNC_COMMANDS
 from gd.cli.testnet_cmds import COMMANDS as TESTNET_COMMANDS
+from gd.cli.version import version_option
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node import cortex_owner
@@ -48,7 +49,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.group(context_settings=CONTEXT)
-@click.version_option(package_name="gd-node", prog_name="gd-node")
+@version_option()
 def cli() -> None:
     """gd-node: a Digital Genome federation node.
 
