@@ -6,7 +6,7 @@ it names a file on its command line after its folders, so `mypy node` checks
 `tools/typecheck/gd/` (on `mypy_path`) links each folder under its `gd.` name, so those
 imports resolve; this plugin then makes every command-line module pull in its `gd.` twin,
 so each file is checked once under the name the code really uses (pyproject.toml ignores
-the errors of the folder-named copies; see docs/adr). The folder to package map is read
+the errors of the folder-named copies; ADR 0009). The folder to package map is read
 from pyproject.toml, so a package added there is covered once its link exists.
 """
 
