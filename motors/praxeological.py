@@ -6,7 +6,8 @@ Two parts, per state:
 * a Beta posterior of success. Prior Beta(α0, β0) from related genes through synapses
   (`prior_from_related`). Each of the gene's experiences adds its outcome with a weight
   w = exp(−d² / 2h²), d² the mean squared difference of the experience's state from this
-  state in units of the domain's feature scales, over the k nearest experiences only:
+  state in units of the domain's feature scales (over the pack's `similarity`
+  features), over the k nearest experiences only:
   α = α0 + Σ w·y, β = β0 + Σ w·(1 − y).
 
 The domain's history (experiences of other genes of the domain that take the same
@@ -96,12 +97,13 @@ def kernel_sums(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y:
     if ev_X.shape != (m, len(pack.features)):
         raise MotorInputError(f"experience states have shape {ev_X.shape}, expected "
                               f"({m}, {len(pack.features)})")
-    center, scale = bk.asarray(pack.center), bk.asarray(pack.scale)
+    mask = pack.similarity_mask()
+    center, scale = bk.asarray(pack.center), bk.asarray(pack.scale / mask.clip(1e-300))
     q = (X - center) / scale
     e = (bk.asarray(ev_X) - center) / scale
     y = bk.asarray(ev_y)
     k = min(k, m)
-    f = float(len(pack.features))
+    f = float(mask.sum())
     ee = bk.sum(e * e, axis=1)
     chunk = max(1, KNN_CHUNK_ELEMENTS // m)
     succ, fail, weights = [], [], []

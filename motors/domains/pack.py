@@ -126,6 +126,15 @@ class DomainPack:
     center: np.ndarray = np.zeros(0)
     scale: np.ndarray = np.ones(0)
     config: DomainConfig = DomainConfig()
+    # Features M_P compares states on (k nearest experiences). Empty: all. A pack leaves
+    # out identifiers and columns that are noise for its outcomes (an engine's unit id).
+    similarity: tuple[str, ...] = ()
+
+    def similarity_mask(self) -> np.ndarray:
+        """1.0 for each feature M_P's distance uses, 0.0 for the others."""
+        if not self.similarity:
+            return np.ones(len(self.features))
+        return np.array([1.0 if f in self.similarity else 0.0 for f in self.features])
 
     # -- features and states -----------------------------------------------------
     def feature_index(self, name: str) -> int:

@@ -11,7 +11,7 @@ Run-to-Failure Simulation", PHM 2008): wear grows exponentially,
 `w ≥ 1`. Sensors move linearly with wear plus Gaussian noise. The baselines, spans (change
 from new to failure) and noise levels below were measured on FD001 (first 20 cycles vs
 last 5 of each unit); s9 and s14 are left out of the wear estimate because their drift
-differs by unit in FD001.
+differs by unit in FD001. The wear estimate is sign-agnostic (see `TurbofanPack.wear`).
 """
 
 from __future__ import annotations
@@ -62,16 +62,18 @@ WEAR_FLOOR = 0.01           # growth offset −d0 + K, so a new engine still wea
 DEGRADED = 0.7              # wear from which the engine counts as degrading
 
 
-def _wear_weights() -> tuple[np.ndarray, np.ndarray]:
+def _wear_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(projection to per-sensor wear, inverse-variance weights, noise² in wear units)."""
     idx = np.array([FEATURES.index(s) for s in _WEAR_SENSORS])
     rel = _NOISE[idx] / np.abs(_SPAN[idx])           # noise in units of wear
     w = 1.0 / rel**2
-    weights = np.zeros(CMAPSS_COLUMNS)
-    weights[idx] = (w / w.sum()) / _SPAN[idx]          # inverse-variance average
-    return weights, float(weights @ _BASE)
+    project = np.zeros((CMAPSS_COLUMNS, len(idx)))
+    project[idx, np.arange(len(idx))] = 1.0 / _SPAN[idx]
+    return project, w / w.sum(), rel**2
 
 
-WEAR_WEIGHTS, WEAR_OFFSET = _wear_weights()
+WEAR_PROJECT, WEAR_WEIGHTS, WEAR_NOISE2 = _wear_weights()
+WEAR_OFFSET = _BASE @ WEAR_PROJECT
 
 
 class TurbofanPack(DomainPack):
@@ -82,6 +84,10 @@ class TurbofanPack(DomainPack):
     default_action = "continue"
     noise_dims = 3   # wear-estimate error, wear rate, inspection detection
     center = _BASE.copy()
+    # M_P compares engines on the sensors that trend with wear in every unit: the unit id
+    # is a label, the cycle count misleads across lives of 128–362 cycles, and settings
+    # and the flat or unit-specific sensors add only noise to the distance.
+    similarity = _WEAR_SENSORS
     scale = np.maximum(np.abs(_SPAN) / 4.0, np.maximum(_NOISE, 1e-3))
     scale[0], scale[1] = 25.0, 50.0   # unit id, cycle
     # Veto when the worst 10 % of futures cost on average more than 0.8 of a failure. At
@@ -91,8 +97,16 @@ class TurbofanPack(DomainPack):
                           horizon=HORIZON)
 
     def wear(self, bk: Backend, X: Array) -> Array:
-        """Wear estimate (0 new, 1 failure) from one cycle's sensors."""
-        return bk.matmul(X, bk.asarray(WEAR_WEIGHTS)) - WEAR_OFFSET
+        """Wear estimate (0 new, 1 failure) from one cycle's sensors: how far the wear
+        sensors have moved from new, whichever way, in units of their FD001 span.
+
+        Each sensor gives z = (x − new) / span (1 at an HPC failure); the estimate is
+        √(Σ w·(z² − σ²)) with inverse-variance weights w and each sensor's noise σ² in
+        wear units removed. A signed average (Σ w·z) would read an engine whose fault
+        moves some sensors the other way (fan degradation in FD003) as newer than new."""
+        z = bk.matmul(X, bk.asarray(WEAR_PROJECT)) - bk.asarray(WEAR_OFFSET)
+        energy = bk.matmul(z * z - bk.asarray(WEAR_NOISE2), bk.asarray(WEAR_WEIGHTS))
+        return bk.sqrt(bk.maximum(energy, 0.0))
 
     def _outcome_probs(self, bk: Backend, w: Array) -> Array:
         # Wear at the horizon is linear in the estimate error at the mean rate:

@@ -43,7 +43,9 @@ def test_evidence_moves_the_score(key) -> None:
     gene = _healthy(key)
     none = evaluate(gene, STATES, seed=5)
     good = evaluate(gene, STATES, seed=5, evidence=_experiences(gene, STATES, True))
-    bad = evaluate(gene, STATES, seed=5, evidence=_experiences(gene, STATES, False))
+    # Strong evidence: each state's outcome seen three times (M_P compares engines on the
+    # wear sensors only, where sensor noise alone keeps neighbours' weights near 0.5).
+    bad = evaluate(gene, STATES, seed=5, evidence=_experiences(gene, STATES * 3, False))
     assert good.result("M_P").score > none.result("M_P").score > bad.result("M_P").score
     assert bad.verdict == "veto" and len(bad.results) == 1
 

@@ -42,13 +42,14 @@ def test_a_new_gene_needs_evidence_instead_of_a_veto(key) -> None:
 
 def test_evidence_decides_both_ways(key) -> None:
     gene = _healthy(key)
-    good = evaluate(gene, STATES, seed=5, evidence=_evidence(gene, STATES, True))
-    bad = evaluate(gene, STATES, seed=5, evidence=_evidence(gene, STATES, False))
+    good = evaluate(gene, STATES, seed=5, evidence=_evidence(gene, STATES * 3, True))
+    bad = evaluate(gene, STATES, seed=5, evidence=_evidence(gene, STATES * 3, False))
     # M_N · M_C · M_M ≈ 0.63 here: even a sure success stays under 0.61, decided by them.
     assert good.result("M_P").score > 0.85
     assert (good.band, good.verdict) == band_for(good.cp, DEFAULT_BANDS) == ("vetoed", "adapt")
     lenient = dataclasses.replace(TURBOFAN.config, bands=LENIENT)
-    ok = evaluate(gene, STATES, seed=5, evidence=_evidence(gene, STATES, True), config=lenient)
+    ok = evaluate(gene, STATES, seed=5, evidence=_evidence(gene, STATES * 3, True),
+                  config=lenient)
     assert (ok.band, ok.verdict) == ("approved", "approve")
     assert ok.request["config"]["bands"] == [list(b) for b in LENIENT]
     assert bad.verdict == "veto" and "evidence puts success below the floor" in \
@@ -94,5 +95,5 @@ def test_undecided_is_vectorised_and_never_for_vetoes() -> None:
 def test_score_states_reports_needs_evidence_per_state(key) -> None:
     gene = _healthy(key)
     bare = score_states(gene, STATES, seed=5)
-    known = score_states(gene, STATES, seed=5, evidence=_evidence(gene, STATES, True))
+    known = score_states(gene, STATES, seed=5, evidence=_evidence(gene, STATES * 3, True))
     assert bare.needs_evidence.any() and not known.needs_evidence.any()
