@@ -268,7 +268,7 @@ def adapt_cmd(gene_id: str, population: int, generations: int, seed: int | None,
                           f"{generations}; run the same command again to resume")
         raise SystemExit(EXIT_INTERRUPTED)
     cps = {d.gene_id: d for d in outcome.decisions}
-    variants = [{"id": g.id, "name": g.name, "action": g.action,
+    variants: list[dict[str, Any]] = [{"id": g.id, "name": g.name, "action": g.action,
                  "condition": g.condition_text(), "fitness": outcome.fitness[g.id],
                  "cp": cps[g.id].cp if g.id in cps else None,
                  "verdict": cps[g.id].verdict if g.id in cps else None,

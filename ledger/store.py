@@ -392,7 +392,7 @@ class Ledger:
             holder_index = _U64.unpack(bytes(value)[:8])[0] if len(value) >= 8 else size
             raw = txn.get(_u64(holder_index), db=self._entries) if holder_index < size else None
             try:
-                entry = LedgerEntry.decode(raw) if raw is not None else None
+                entry = LedgerEntry.decode(bytes(raw)) if raw is not None else None
             except RemoteLedgerError:
                 entry = None
             if entry is None or (entry.author.encode(), entry.idempotency_key.encode()) != (

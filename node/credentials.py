@@ -195,9 +195,8 @@ def load_org_dir(directory: Path) -> tuple[str, NodeKey]:
         key = NodeKey.load(directory / ORG_KEY_FILE)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the org key: {exc}") from None
-    name = info.get("name")
     try:
-        check_org_name(f"{info_path}: name", name)
+        name = check_org_name(f"{info_path}: name", info.get("name"))
         pinned = parse_org_key(info.get("public_key"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

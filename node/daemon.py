@@ -32,7 +32,10 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.network.swarm import Swarm
 from libp2p.tools.anyio_service import background_trio_service
 
 from gd.genome.identity import NodeKey
@@ -67,7 +70,7 @@ from gd.node.supervise import peer_task, supervised
 from gd.node.sync_service import SyncService, sync_settings
 from gd.node.sync_store import domain_conflict_policies
 from gd.protocol.errors import RemoteProtocolError
-from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
+from gd.protocol.handshake import PROTOCOL_ID as _HANDSHAKE_ID
 from gd.protocol.handshake import (
     Accepted,
     Handshake,
@@ -98,6 +101,9 @@ DIAL_TIMEOUT_S = 10.0
 HANDSHAKE_DEADLINE_S = 3 * HANDSHAKE_TIMEOUT_S
 
 ProtocolHandler = Callable[[FramedStream, PeerRecord], Awaitable[None]]
+
+# The sans-I/O handshake module does not import libp2p; its id is typed here.
+HANDSHAKE_PROTOCOL_ID = TProtocol(_HANDSHAKE_ID)
 
 
 _MESH_POLICY_KEYS = {f.name for f in fields(MeshPolicy)} - {"region"}
@@ -337,9 +343,11 @@ class Daemon:
         60 s. Our own redial planner already paces retries, so both only get in the way
         (a healed partition stayed apart for over a minute)."""
         swarm = self.host.get_network()
+        if not isinstance(swarm, Swarm):  # py-libp2p's only network; the interface lacks these
+            return
         pid = to_id(peer_id)
         for conn in list(swarm.get_connections(pid)):
-            if conn.is_closed:
+            if conn.is_closed and isinstance(conn, SwarmConn):
                 swarm.remove_conn(conn)
         swarm.unblock_peer(pid)
 

@@ -118,11 +118,12 @@ def related_genes(cortex: Cortex, gene: Gene) -> list[tuple[Gene, RelatedGene]]:
         frontier = sorted(reached)
     out = []
     for other_id in sorted(near):
-        other = cortex.get_gene(other_id)
+        related = cortex.get_gene(other_id)
         weight, inhibits = best.get(other_id, (0.0, False))
-        if other is None or other.domain != gene.domain or weight <= 0.0:
+        if related is None or related.domain != gene.domain or weight <= 0.0:
             continue
-        out.append((other, RelatedGene(weight, other.successes, other.failures, inhibits)))
+        out.append((related, RelatedGene(weight, related.successes, related.failures,
+                                         inhibits)))
     return out
 
 

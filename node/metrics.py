@@ -108,8 +108,8 @@ class MetricsServer:
     async def bind(self) -> int:
         """Listen (before the daemon's nursery starts, so a busy port is a clean error)."""
         try:
-            self._listeners = await trio.open_tcp_listeners(self._wanted_port,
-                                                            host=METRICS_HOST)
+            self._listeners = list(await trio.open_tcp_listeners(self._wanted_port,
+                                                                 host=METRICS_HOST))
         except OSError as exc:
             raise HostError(f"cannot serve /metrics on {METRICS_HOST}:{self._wanted_port}: "
                             f"{exc.strerror or exc}") from None
