@@ -174,19 +174,19 @@ class DomainPack:
 
     def check_matrix(self, X: Any) -> np.ndarray:
         """Validate a raw matrix: 2-D, one column per feature, all finite."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[0] == 0:
-            raise MotorInputError(f"states must be a non-empty 2-D matrix, got shape {X.shape}")
-        if X.shape[1] != len(self.features):
+        arr: np.ndarray = np.asarray(X, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise MotorInputError(f"states must be a non-empty 2-D matrix, got shape {arr.shape}")
+        if arr.shape[1] != len(self.features):
             raise MotorInputError(
-                f"states have {X.shape[1]} features, domain {self.name!r} has "
+                f"states have {arr.shape[1]} features, domain {self.name!r} has "
                 f"{len(self.features)} ({', '.join(self.features[:4])}, …)")
-        bad = ~np.isfinite(X)
+        bad = ~np.isfinite(arr)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise MotorInputError(
-                f"state row {row} feature {self.features[col]!r} is not finite ({X[row, col]})")
-        return X
+                f"state row {row} feature {self.features[col]!r} is not finite ({arr[row, col]})")
+        return arr
 
     def states(self, X: np.ndarray, entities: Sequence[str] | None = None,
                times: Sequence[int] | None = None) -> list[StateVector]:
