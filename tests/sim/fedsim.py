@@ -22,15 +22,19 @@ Invariants, checked after every step (see docs/simulation.md):
   batch, repair reply and reconciliation message is decoded from its bytes and checked
   against an oracle over the harness's own model of each node's rules (not the cores'
   code), and anonymised fields never appear in clear in the bytes;
-* nothing is applied that the receiver's own rules refuse;
+* nothing is applied that the receiver's own rules refuse, and nothing is refused
+  without a reason: the receiver's rules, its record of the sender's consent, or the
+  gene being its own;
 * a received gene is never `native` without an approval;
 * every audit log's hash chain verifies (incrementally each step, fully at the end).
 
 After the run everything heals and restarts, sync runs to quiescence, and every gene
 that may flow from one node to another is accounted for at the receiver (the same
 version, a descendant, a queued conflict, or an LWW loss where the domain is LWW);
-pairs that share a gene both ways with no conflict pending hold the same version; each
-node's view of its peers' consent matches what the peers actually agreed.
+pairs that share a gene both ways with no conflict pending hold the same version; a
+conflict resolved on one node settles the same conflict on every node its resolution
+reaches (no queued pair that the resolution descends from is left); each node's view of
+its peers' consent matches what the peers actually agreed.
 
 A failure raises `SimFailure("FAILED SEED=<seed> ...")`; `run(seed)` replays it exactly
 (`SimResult.trace_hash` is the SHA-256 of the whole event trace).
@@ -295,6 +299,13 @@ def oracle_receive(node: SimNode, sender: PeerInfo, gene: Gene) -> str:
     return ""
 
 
+def _believes_sender_consents(node: SimNode, sender: PeerInfo, domain: str) -> bool:
+    believed = node.policy.remote_rules().get(sender.peer_id, ())
+    matching = [r for r in believed if _rule_matches(r, node.info, domain, Direction.SEND)]
+    return any(r.effect is Effect.ALLOW for r in matching) and not any(
+        r.effect is Effect.DENY for r in matching)
+
+
 def _stamp(gene: Gene) -> VersionStamp:
     return VersionStamp.of(gene.vv, gene.hlc, gene.version_hash)
 
@@ -315,6 +326,7 @@ class Simulation:
         self.trace: list[str] = []
         self.faults: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
+        self.resolutions: list[tuple[int, str]] = []  # (node, gene id) resolved there
         self.flight: list[Msg] = []
         self.next_mid = 0
         self.next_cid = 0
@@ -552,6 +564,10 @@ class Simulation:
 
     def _audit_received(self, node: SimNode, conn: InitiatorConn) -> None:
         assert conn.inbound is not None and conn.info is not None
+        for gene, decision in conn.inbound.refused:
+            if not self.refusal_explained(node, conn.info, gene):
+                self.fail(f"node {node.index} refused gene {gene.id} ({gene.domain}) from "
+                          f"{conn.peer} that its rules accept: {decision.reason}")
         node.audit.record_received(conn.info.peer_id, conn.inbound.accepted,
                                    conn.inbound.refused, time_ms=self.clock(node))
         self.stats["refused_by_receiver"] += len(conn.inbound.refused)
@@ -789,6 +805,7 @@ class Simulation:
         resolved = resolve_conflict(node.store, node.key, conflict.key, keep, None,
                                     physical_ms=self.clock(node))
         self._ack(node, resolved)
+        self.resolutions.append((node.index, resolved.id))
         self.stats["resolved"] += 1
         self.log(f"resolve {node.index} {conflict.key[:12]} keep={keep}")
 
@@ -1024,6 +1041,7 @@ class Simulation:
             self.check_audit(node, full=True)
         self.check_consent()
         self.check_convergence()
+        self.check_settlement()
 
     def drain(self) -> None:
         """Deliver everything in flight in order, without faults; re-ask (the nodes'
@@ -1051,6 +1069,33 @@ class Simulation:
             heads = sorted((g.id, g.version_hash) for g in node.cortex.genes())
             out.append((heads, conflicts, remote))
         return out
+
+    def refusal_explained(self, node: SimNode, sender: PeerInfo, gene: Gene) -> bool:
+        """A receiver-side refusal has a reason the harness can name on its own."""
+        return bool(oracle_receive(node, sender, gene)) or gene.origin == node.peer \
+            or not _believes_sender_consents(node, sender, gene.domain)
+
+    def check_settlement(self) -> None:
+        """After a node resolved a conflict, every node its resolution reaches holds no
+        queued conflict on that gene whose two sides the resolution descends from."""
+        for index, gene_id in self.resolutions:
+            a = self.nodes[index]
+            for b in self.nodes:
+                if b is a:
+                    continue
+                accept = b.policy.policies()
+                sent = [g for g in self.outgoing_heads(a, b.info).values()
+                        if accept.allowed_to_receive(g, a.peer, a.org, a.region).allowed
+                        and getattr(self.original_of(a, b.info, g), "id", "") == gene_id]
+                if not sent:
+                    continue
+                self.stats["settlements_checked"] += 1
+                for conflict in b.store.conflicts():
+                    if conflict.gene_id == sent[0].id \
+                            and descends(sent[0].vv, conflict.local.vv) \
+                            and descends(sent[0].vv, conflict.remote.vv):
+                        self.fail(f"node {b.index} still queues conflict {conflict.key} that "
+                                  f"node {index}'s resolution (v{sent[0].version}) settles")
 
     def check_consent(self) -> None:
         """Each node's view of a peer's consent is what the peer's rules say."""
