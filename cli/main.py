@@ -20,7 +20,9 @@ from gd.cli.ledger_cmds import ledger_group
 from gd.cli.motors_cmds import COMMANDS as MOTORS_COMMANDS
 from gd.cli.org_cmds import COMMANDS as ORG_COMMANDS
 from gd.cli.output import (
+    DEBUG_ENV,
     Failure,
+    GuardedGroup,
     console,
     err_console,
     home_option,
@@ -48,9 +50,11 @@ STATUS_CALL_TIMEOUT_S = 5.0
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=GuardedGroup, context_settings=CONTEXT)
 @version_option()
-def cli() -> None:
+@click.option("--debug", is_flag=True,
+              help=f"Show the Python traceback of an unexpected error (or set {DEBUG_ENV}=1).")
+def cli(debug: bool) -> None:
     """gd-node: a Digital Genome federation node.
 
     Start with `gd-node init --org NAME --region REGION`, import genes with

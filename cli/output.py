@@ -1,14 +1,17 @@
 """Shared CLI plumbing: consoles, JSON output, and turning errors into exit codes.
 
 Exit codes: 0 success, 1 the operation failed (bad file, unknown gene, locked home...),
-2 the command line itself was wrong (click's usage errors). A user error never shows a
-Python traceback; an unexpected exception still does, because that is a bug to report.
+2 the command line itself was wrong (click's usage errors). No error shows a Python
+traceback: a known user error prints its reason, and an unexpected exception (a bug to
+report) prints one line naming it, with the traceback only under `gd-node --debug` or
+`GD_DEBUG=1` (`GuardedGroup`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +20,7 @@ import click
 from rich.console import Console
 
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
+from gd.ledger.errors import LedgerError
 from gd.motors.errors import CheckpointError, MotorInputError
 from gd.node.config import ConfigError
 from gd.node.control import ControlError
@@ -34,7 +38,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValidationError, DecodeError, SignatureError, CortexError, ConfigError, HomeError,
     AlreadyRunning, ControlError, BootstrapError, HostError, MotorInputError,
     CheckpointError, DenyListError, FileNotFoundError, PermissionError, IsADirectoryError,
+    LedgerError,
 )
+# Environment switch for `--debug`: show the traceback of an unexpected error.
+DEBUG_ENV = "GD_DEBUG"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,6 +75,39 @@ def user_errors_with(*extra: type[BaseException]) -> Callable[[F], F]:
 
 
 user_errors = user_errors_with()
+
+
+def debug_wanted(ctx: click.Context | None) -> bool:
+    """`gd-node --debug ...` or GD_DEBUG set to anything but empty/0/false."""
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and root.params.get("debug"):
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """One line for an exception no command expected: its type and first message line."""
+    text = str(exc).strip().splitlines()
+    reason = text[0] if text else "(no message)"
+    return (f"unexpected {type(exc).__name__}: {reason} (a bug; run again with --debug or "
+            f"{DEBUG_ENV}=1 for the traceback)")
+
+
+class GuardedGroup(click.Group):
+    """The root command group: whatever a subcommand raises that click does not handle
+    becomes a one-line error and exit code 1, never a traceback (a user reading a stack
+    trace cannot tell a bug from their own mistake). `--debug` / GD_DEBUG re-raises."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Abort,
+                click.exceptions.Exit, SystemExit, KeyboardInterrupt, EOFError):
+            raise
+        except Exception as exc:
+            if debug_wanted(ctx):
+                raise
+            raise Failure(describe_unexpected(exc)) from None
 
 
 def home_option(fn: F) -> F:

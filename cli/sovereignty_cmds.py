@@ -31,9 +31,10 @@ from gd.cli.output import (
     resolve_home,
     user_errors_with,
 )
+from gd.cli.receipts import ledger_note, receipt_json
 from gd.genome.gene import Gene
 from gd.node.adaptation import AdaptationDesk, AdaptationError
-from gd.node.audit import EXPORT_FORMATS, AuditError, AuditLog, LedgerSink
+from gd.node.audit import EXPORT_FORMATS, AuditError, AuditLog
 from gd.node.local import LocalNode, open_local
 from gd.node.policy_store import PolicyStore, rule_from_options
 from gd.node.recorder import LedgerRecorder
@@ -50,7 +51,7 @@ from gd.protocol.sovereignty import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-def ledger_sink(node: LocalNode, audit: AuditLog) -> LedgerSink:
+def ledger_sink(node: LocalNode, audit: AuditLog) -> LedgerRecorder:
     """Approvals, rejections, rollbacks, agreements and revocations go on the node's
     ledger (signed, hash-chained, fsync'd before the command reports success)."""
     return LedgerRecorder(node.cortex.env, node.key)
@@ -396,11 +397,17 @@ def approve_cmd(gene_id: str, variant: str | None, home: Path | None, as_json: b
     """Make a pending gene (or one of its variants) native; recorded on the ledger."""
     with _session(home) as s:
         changed = s.desk.approve(gene_id, variant)
+    receipts = s.ledger.receipts
     if as_json:
-        print_json([_gene_brief(g) for g in changed])
+        briefs = [_gene_brief(g) for g in changed]
+        briefs[0]["ledger"] = [receipt_json(r) for r in receipts]
+        print_json(briefs)
     else:
         for g in changed:
             console.print(f"{g.id}: {g.status}")
+        note = ledger_note(receipts)
+        console.print(f"approved; {note}" if note else "approved; recorded on the ledger",
+                      soft_wrap=True)
 
 
 @click.command("reject")

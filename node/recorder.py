@@ -10,7 +10,11 @@ statement with the node key and hands it to a *route*, chosen once per recorder:
   ledger service over the control socket (`ledger_submit`), which proposes them through
   Raft and answers once they are committed and applied. The CLI process cannot step Raft
   itself. A retry after a timeout sends the *same signed bytes*, so it can never become
-  a second entry (the ledger deduplicates by author and idempotency key).
+  a second entry (the ledger deduplicates by author and idempotency key). When the
+  region has no quorum (the daemon knows no ledger leader: a partition, voters down),
+  the route does not wait: the statements stay in the daemon's queue, are also written
+  to the outbox (so a daemon restart keeps them), and come back as `Queued` with the
+  reason; the region commits them by itself once it has a leader again.
 * **outbox** — a region member with no daemon running: the statement is queued in the
   LMDB sub-database ``ledger_outbox`` and the daemon proposes the queue when it starts.
   Appending to the local ledger directly would fork it from the region's.
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +49,13 @@ SUBMIT_CHUNK = 1000
 # re-sent (the same bytes: safe) before the command gives up and says so.
 SUBMIT_TIMEOUT_S = 15.0
 SUBMIT_ATTEMPTS = 3
+# The first wait for a commit: a healthy region commits in milliseconds, so after this
+# long the route asks the daemon whether the region has a leader at all before waiting
+# longer (a command must not hang through a partition).
+QUORUM_WAIT_S = 2.0
+# `ledger_status` answers from memory in milliseconds.
+STATUS_TIMEOUT_S = 5.0
+NO_LEADER_REASON = "ledger leader unknown"
 OUTBOX_DB = b"ledger_outbox"  # = gd.node.ledger_service.OUTBOX_DB (no libp2p import here)
 
 
@@ -56,10 +67,18 @@ class Queued:
     idempotency_key: str
     statement_hash: bytes
     status: str = "queued"
+    # Why it waits: "" for a daemon that is not running (proposed when it starts), or
+    # NO_LEADER_REASON while the region has no quorum.
+    reason: str = ""
 
     @property
     def ok(self) -> bool:
         return True
+
+    def to_json(self) -> dict[str, str]:
+        return {"status": self.status, "author": self.author,
+                "idempotency_key": self.idempotency_key,
+                "statement_hash": self.statement_hash.hex(), "reason": self.reason}
 
 
 Receipt = AppendReceipt | Queued
@@ -116,39 +135,70 @@ class OutboxRoute:
 
 class DaemonRoute:
     """A region member: the running daemon's ledger service orders the statements; with
-    no daemon listening, the outbox keeps them."""
+    no daemon listening, the outbox keeps them; with no quorum, they are queued."""
 
     def __init__(self, home_root: Path, env: lmdb.Environment) -> None:
         self.home_root = home_root
         self.outbox = OutboxRoute(env)
 
     def submit(self, statements: Sequence[LedgerEntry]) -> list[Receipt]:
-        from gd.node.control import ControlError, DaemonNotRunning, call
+        from gd.node.control import DaemonNotRunning
 
         receipts: list[Receipt] = []
         for start in range(0, len(statements), SUBMIT_CHUNK):
-            chunk = statements[start:start + SUBMIT_CHUNK]
-            last_error = ""
-            for _attempt in range(SUBMIT_ATTEMPTS):
-                try:
-                    result = call(self.home_root, "ledger_submit",
-                                  timeout=SUBMIT_TIMEOUT_S + 5.0,
-                                  statements=[s.encoded for s in chunk],
-                                  timeout_s=SUBMIT_TIMEOUT_S)
-                except DaemonNotRunning:
-                    receipts.extend(self.outbox.submit(statements[start:]))
-                    return receipts
-                except ControlError as exc:
-                    last_error = str(exc)
-                    continue
-                receipts.extend(_receipt(r) for r in result)
-                break
-            else:
-                raise LocalLedgerError(
-                    f"the daemon did not commit {len(chunk)} statement(s) after "
-                    f"{SUBMIT_ATTEMPTS} tries ({last_error}); run the command again, its "
-                    "entries are deduplicated")
+            try:
+                receipts.extend(self._submit_chunk(statements[start:start + SUBMIT_CHUNK]))
+            except DaemonNotRunning:
+                receipts.extend(self.outbox.submit(statements[start:]))
+                return receipts
         return receipts
+
+    def _leader_known(self) -> bool:
+        """Does the daemon know a ledger leader (a region of one always does)? Raises
+        DaemonNotRunning when the daemon is gone."""
+        from gd.node.control import ControlError, DaemonNotRunning, call
+
+        try:
+            status = call(self.home_root, "ledger_status", timeout=STATUS_TIMEOUT_S)
+        except DaemonNotRunning:
+            raise
+        except ControlError:
+            return True  # cannot tell: keep waiting as for a slow commit
+        if not isinstance(status, dict) or status.get("mode") != "raft":
+            return True
+        return bool(status.get("leader"))
+
+    def _queue(self, chunk: Sequence[LedgerEntry], reason: str) -> list[Receipt]:
+        """Keep the chunk in the outbox too (the daemon's queue is in memory) and answer
+        `Queued`; the daemon deletes the outbox copies when the entries apply."""
+        return [replace(q, reason=reason) for q in self.outbox.submit(chunk)]
+
+    def _submit_chunk(self, chunk: Sequence[LedgerEntry]) -> list[Receipt]:
+        from gd.node.control import ControlError, DaemonNotRunning, call
+
+        # With no leader, hand the statements to the daemon's queue without waiting
+        # (a zero wait still enqueues them) and say so.
+        wait = QUORUM_WAIT_S if self._leader_known() else 0.0
+        last_error = ""
+        for _attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                result = call(self.home_root, "ledger_submit", timeout=max(wait, 1.0) + 5.0,
+                              statements=[s.encoded for s in chunk], timeout_s=wait)
+            except DaemonNotRunning:
+                raise
+            except ControlError as exc:
+                last_error = str(exc)
+            else:
+                return [_receipt(r) for r in result]
+            if not self._leader_known():
+                return self._queue(chunk, NO_LEADER_REASON)
+            wait = SUBMIT_TIMEOUT_S
+        self.outbox.submit(chunk)
+        raise LocalLedgerError(
+            f"the region's ledger did not commit {len(chunk)} statement(s) within "
+            f"{QUORUM_WAIT_S + (SUBMIT_ATTEMPTS - 1) * SUBMIT_TIMEOUT_S:.0f} s although it "
+            f"has a leader ({last_error}); they are kept in this node's outbox and proposed "
+            "again when the daemon restarts")
 
 
 def _receipt(data: dict[str, Any]) -> AppendReceipt:
@@ -193,6 +243,9 @@ class LedgerRecorder:
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._clock = HLC(0, 0)
         self.route: Route = route or default_route(env, self.ledger, key, self._wall_ms)
+        # Every receipt this recorder handed out, in order: a command reports them (a
+        # `Queued` one means "recorded, not yet on the region's ledger").
+        self.receipts: list[Receipt] = []
 
     def stamp(self) -> int:
         """The next hybrid-logical-clock stamp of this node (monotonic)."""
@@ -211,11 +264,15 @@ class LedgerRecorder:
         if existing is not None:
             same = existing.kind == EntryKind(kind) and existing.payload_hash == payload_hash
             assert existing.index is not None
-            return AppendReceipt(AppendStatus.DUPLICATE if same else AppendStatus.CONFLICT,
-                                 existing.index, existing.entry_hash, existing.author, key_text)
-        entry = LedgerEntry.create(self.key, kind, self.stamp(), payload_hash, summary,
-                                   key_text)
-        return self.route.submit([entry])[0]
+            receipt: Receipt = AppendReceipt(
+                AppendStatus.DUPLICATE if same else AppendStatus.CONFLICT, existing.index,
+                existing.entry_hash, existing.author, key_text)
+        else:
+            entry = LedgerEntry.create(self.key, kind, self.stamp(), payload_hash, summary,
+                                       key_text)
+            receipt = self.route.submit([entry])[0]
+        self.receipts.append(receipt)
+        return receipt
 
     def append_many(self, events: Sequence[tuple[EntryKind | str, bytes, Mapping[str, Any]]]
                     ) -> list[Receipt]:
@@ -225,7 +282,9 @@ class LedgerRecorder:
         batch is all DUPLICATE."""
         entries = [LedgerEntry.create(self.key, kind, self.stamp(), payload, summary)
                    for kind, payload, summary in events]
-        return list(self.route.submit(entries))
+        receipts = list(self.route.submit(entries))
+        self.receipts.extend(receipts)
+        return receipts
 
     def head(self) -> tuple[int, bytes]:
         """(size, root) for the handshake's ledger head."""
