@@ -181,8 +181,8 @@ def policy_list_cmd(home: Path | None, as_json: bool) -> None:
                                          ("allow-forward", r.allow_forward)) if on)
         table.add_row(str(r.effect), str(r.direction), r.domain, str(r.subject), opts or "-")
     console.print(table)
-    for r in policy.residency:
-        console.print(f"residency: {r.describe()}")
+    for residency in policy.residency:
+        console.print(f"residency: {residency.describe()}")
     for peer, rules in policy.remote.items():
         for rule in rules:
             console.print(f"from {peer}: {rule.describe()}")
@@ -372,7 +372,7 @@ def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
     """The gene beside its local variants, each with its latest CP."""
     with _session(home) as s:
         view = s.desk.show(gene_id)
-    data = {"original": _gene_brief(view.original, view.original_cp),
+    data: dict[str, Any] = {"original": _gene_brief(view.original, view.original_cp),
             "variants": [_gene_brief(v, cp) for v, cp in view.variants]}
     if as_json:
         print_json(data)

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
+from libp2p.custom_types import TProtocol
 
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
@@ -79,7 +80,7 @@ from gd.protocol.wire import Message, message
 if TYPE_CHECKING:
     from gd.node.daemon import Daemon
 
-AGREEMENTS_PROTOCOL_ID: Final = "/gd/agreements/1.0.0"
+AGREEMENTS_PROTOCOL_ID: Final = TProtocol("/gd/agreements/1.0.0")
 # The watcher looks for new peers and a grown audit log this often: a set comparison and
 # one LMDB stat, so a CLI `share` reaches the peer within half a second without a call.
 WATCH_TICK_S: Final = 0.5

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 import zstandard
+from libp2p.custom_types import TProtocol
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
@@ -238,7 +239,8 @@ def sync_settings(cfg: NodeConfig) -> SyncSettings:
     batch = section.get("batch_genes", MAX_BATCH_GENES)
     if type(batch) is not int or not 1 <= batch <= MAX_BATCH_GENES:
         raise ConfigError(f"[sync].batch_genes must be an integer in 1..{MAX_BATCH_GENES}")
-    values = {k: float(v) if k in _SECONDS_KEYS else v for k, v in section.items()}
+    values: dict[str, Any] = {k: float(v) if k in _SECONDS_KEYS else v
+                              for k, v in section.items()}
     return SyncSettings(**values)
 
 
@@ -593,7 +595,7 @@ class SyncService:
                     read_timeout_s: float = READ_TIMEOUT_S) -> FramedStream:
         try:
             with trio.fail_after(OPEN_TIMEOUT_S):
-                stream = await self.daemon.host.new_stream(to_id(peer), [protocol])
+                stream = await self.daemon.host.new_stream(to_id(peer), [TProtocol(protocol)])
         except trio.TooSlowError:
             raise StreamGone(f"could not open {protocol} to {peer} in time") from None
         except Exception as exc:  # libp2p raises many kinds for "no connection"

@@ -30,8 +30,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import lmdb
-
 from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, Resolution, Side, merged_vv
 from gd.crdt.hlc import HLC
 from gd.crdt.vclock import descends, merge
@@ -39,7 +37,7 @@ from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
-from gd.node.cortex import Cortex, CortexError, UnknownGene
+from gd.node.cortex import Cortex, CortexError, Txn, UnknownGene
 from gd.node.domain_settings import parse_domain_settings
 from gd.protocol.sync import decide_for, stamp_of
 
@@ -151,7 +149,7 @@ class SyncStore:
         `upto=None` leaves the checkpoint alone: genes fetched by anti-entropy repair are
         not a position in the sender's feed. Returns what this batch did."""
 
-        def run(txn: lmdb.Transaction) -> ApplyStats:
+        def run(txn: Txn) -> ApplyStats:
             stats = ApplyStats()
             for incoming in genes:
                 local = self.cortex.get_gene_in(txn, incoming.id)
@@ -195,7 +193,7 @@ class SyncStore:
         self.stats.queued += stats.queued
         return stats
 
-    def _settle_conflicts(self, txn: lmdb.Transaction, incoming: Gene) -> None:
+    def _settle_conflicts(self, txn: Txn, incoming: Gene) -> None:
         """Drop queued conflicts of this gene that `incoming` descends on both sides: a
         resolution made on another node settles the conflict here too."""
         prefix = incoming.id.encode() + b":"
@@ -258,7 +256,7 @@ class SyncStore:
             raise ValidationError("keep", "must be local, remote or a file")
         highest = self.cortex.next_version(conflict.gene_id) - 1
 
-        def run(txn: lmdb.Transaction) -> Gene:
+        def run(txn: Txn) -> Gene:
             local = self.cortex.get_gene_in(txn, conflict.gene_id) or conflict.local
             chosen = {"local": local, "remote": conflict.remote}.get(keep, replacement)
             assert chosen is not None

@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final
@@ -579,7 +579,7 @@ def derive_for(gene: Gene, receiver: str, key: NodeKey, secret: bytes, *, anonym
 
 # -- filters for the sync core ---------------------------------------------------------------
 
-FeedReader = Callable[[int, int], Sequence[tuple[int, Gene]]]
+FeedReader = Callable[[int, int], Iterable[tuple[int, Gene]]]
 
 
 @dataclass(frozen=True, slots=True)
