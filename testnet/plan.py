@@ -113,6 +113,20 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def org_name(index: int) -> str:
+    """The org of node `index`: acme, globex, ..., then acme-1, globex-1, ..."""
+    return ORG_NAMES[index % len(ORG_NAMES)] + ("" if index < len(ORG_NAMES)
+                                                else f"-{index // len(ORG_NAMES)}")
+
+
+def testnet_org_names() -> list[str]:
+    """Every org name a testnet can hold (up to MAX_NODES nodes). Each node pins the org
+    key of all of them when it is created, so a node `testnet join` adds later is
+    certified by an org the running nodes already trust: they load their trust anchors
+    only when they start, and an uncertified peer is not a region member (issue 13)."""
+    return sorted({org_name(i) for i in range(MAX_NODES)})
+
+
 def region_sizes(orgs: int, regions: int) -> list[int]:
     """How many nodes each region gets: as even as possible, but never two where it can
     be helped. A Raft majority of two voters is both of them, so a two-node region stops
@@ -162,8 +176,7 @@ def make_plan(directory: Path, *, orgs: int, regions: int, seed: int,
         region = region_names[layout[i]]
         per_region[region] = per_region.get(region, 0) + 1
         seed_bytes = node_seed(seed, index)
-        org = ORG_NAMES[index % len(ORG_NAMES)] + ("" if index < len(ORG_NAMES)
-                                                   else f"-{index // len(ORG_NAMES)}")
+        org = org_name(index)
         nodes.append(NodePlan(
             name=f"node-{index + 1}", org=org, region=region, port=ports[i],
             seed_hex=seed_bytes.hex(), peer_id=NodeKey.from_seed(seed_bytes).peer_id,

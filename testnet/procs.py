@@ -121,6 +121,11 @@ def _reap(pid: int) -> None:
         return
 
 
+def started_children() -> list[int]:
+    """Pids of the nodes this process started and has not collected yet."""
+    return list(_children)
+
+
 def reap_children() -> list[int]:
     """Collect every node we started that has exited since; returns their pids."""
     gone = [pid for pid, proc in _children.items() if proc.poll() is not None]
