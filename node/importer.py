@@ -11,10 +11,14 @@ CSV has the same columns (`domain,name,codons,action,params,purpose`) with codon
 `feature op threshold; ...` and params as a JSON object (or empty).
 
 Every line is validated on its own: a bad line is reported with its number and reason and
-the rest are imported. Lines are stored in batches, one LMDB transaction per batch, so an
-interrupted import leaves whole batches, never half a gene. The importing node is the
-genes' origin and author: each gene is signed with its key. Re-importing an unchanged gene
-changes nothing; a changed gene (same domain and name) becomes its next version.
+the rest are imported. Validation covers the format (`gd.genome.checks`) and the values
+against the domain pack (`gd.motors.domains.gene_check`: a known domain, its features,
+operators and actions, the parameter types it reads), so a gene that could never be
+evaluated is refused here rather than stored as native. Lines are stored in batches, one
+LMDB transaction per batch, so an interrupted import leaves whole batches, never half a
+gene. The importing node is the genes' origin and author: each gene is signed with its
+key. Re-importing an unchanged gene changes nothing; a changed gene (same domain and
+name) becomes its next version.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from gd.genome.errors import ValidationError
 from gd.genome.gene import Codon, Gene, GeneStatus, gene_id_for
 from gd.genome.identity import NodeKey
 from gd.genome.synapse import Synapse
+from gd.motors.domains.gene_check import check_gene
 from gd.node.cortex import Cortex, CortexError
 
 DEFAULT_BATCH = 1000
@@ -103,6 +108,7 @@ def spec_from_mapping(data: Any, line: int) -> GeneSpec:
         synapses=tuple(checks.require_map(f"synapses[{i}]", s) for i, s in enumerate(synapses)),
         gene_id=checks.ident("id", data["id"]) if data.get("id") else None,
     )
+    check_gene(spec)
     return spec
 
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from gd.genome import StateVector
+from gd.genome.gene import OPERATORS
 from gd.motors.backend import Array, Backend
 from gd.motors.errors import MotorInputError
 
@@ -120,6 +122,11 @@ class DomainPack:
     actions: tuple[str, ...] = ()
     counter_actions: tuple[str, ...] = ()
     default_action: str = ""
+    # Comparison operators a codon may use on this domain's features, and the types of
+    # the gene parameters the pack reads (others are free-form notes); checked at import
+    # and on receipt by `gd.motors.domains.gene_check`.
+    operators: tuple[str, ...] = OPERATORS
+    param_types: Mapping[str, tuple[type, ...]] = MappingProxyType({})
     noise_dims: int = 1
     # Typical value and spread of each feature: kNN distances and the softness of
     # graded applicability are measured in units of `scale`.

@@ -17,6 +17,7 @@ differs by unit in FD001. The wear estimate is sign-agnostic (see `TurbofanPack.
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,8 @@ class TurbofanPack(DomainPack):
     name = "turbofan"
     features = FEATURES
     actions = ("continue", "inspect", "overhaul")
+    # `lead_cycles`: how many cycles ahead the action is planned (demo gene inspect-hot-hpc).
+    param_types = MappingProxyType({"lead_cycles": (int,)})
     counter_actions = ("stable", "degrading", "failing")
     default_action = "continue"
     noise_dims = 3   # wear-estimate error, wear rate, inspection detection

@@ -120,7 +120,7 @@ def test_csv_import(home: Path, tmp_path: Path) -> None:
         "domain,name,codons,action,params,purpose\n"
         'turbofan,hot,s11 > 47.6; s4 > 1420,inspect,"{""crew"": 2}",safety\n'
         "turbofan,broken,s11 >> 1,inspect,,\n"
-        "loan,ok,credit_score >= 650,offer,,\n"
+        "loan,ok,credit_score >= 650,standard_offer,,\n"
     )
     result = run("genes", "import", str(path), "--home", str(home), "--json", ok=False)
     report = json.loads(result.stdout)
