@@ -64,7 +64,7 @@ def simulate(units: np.ndarray, cycles: np.ndarray, rul: np.ndarray,
     order = np.lexsort((cycles, units))
     u, r, a = units[order], rul[order], np.asarray(alarm, dtype=bool)[order]
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
-    ends = np.r_[starts[1:], n]
+    ends: np.ndarray = np.r_[starts[1:], n]
     hits = np.flatnonzero(a)
     first = np.searchsorted(hits, starts)
     last = np.searchsorted(hits, ends)
