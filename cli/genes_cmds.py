@@ -9,6 +9,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gd.cli.gene_ref import gene_argument
 from gd.cli.output import (
     Failure,
     console,
@@ -113,7 +114,7 @@ def list_cmd(domain: str | None, status: str | None, origin: str | None, limit: 
 
 
 @genes_group.command("show")
-@click.argument("gene_id")
+@gene_argument()
 @home_option
 @json_option
 @user_errors
@@ -147,8 +148,8 @@ def synapse_group() -> None:
 
 
 @synapse_group.command("add")
-@click.argument("source")
-@click.argument("target")
+@gene_argument("source")
+@gene_argument("target")
 @click.option("--kind", type=click.Choice([k.value for k in SynapseKind]), required=True)
 @click.option("--weight", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
 @home_option
@@ -167,7 +168,7 @@ def synapse_add_cmd(source: str, target: str, kind: str, weight: float, home: Pa
 
 
 @synapse_group.command("list")
-@click.argument("gene_id")
+@gene_argument()
 @click.option("--hops", type=click.IntRange(1, 10), default=1, show_default=True,
               help="Show the k-hop neighbourhood instead of direct edges.")
 @home_option

@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gd.cli.gene_ref import gene_argument, gene_option
 from gd.cli.output import (
     console,
     err_console,
@@ -131,7 +132,7 @@ def _print_more(decisions: list[Decision]) -> None:
 
 # -- evaluate --------------------------------------------------------------------------
 @click.command("evaluate")
-@click.argument("gene_id")
+@gene_argument()
 @click.option("--states", "states_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with a header of feature names, or the domain's raw format "
@@ -216,7 +217,7 @@ class InterruptCancel:
 
 
 @click.command("adapt")
-@click.argument("gene_id")
+@gene_argument()
 @click.option("--population", type=click.IntRange(2, meristic.MAX_POPULATION),
               default=_SEARCH.population, show_default=True, help="Variants per generation.")
 @click.option("--generations", type=click.IntRange(1, meristic.MAX_GENERATIONS),
@@ -312,7 +313,7 @@ def experiences_group() -> None:
 
 
 @experiences_group.command("add")
-@click.argument("gene_id")
+@gene_argument()
 @click.option("--state", "state_text", default=None,
               help="The state as 'feature=value,feature=value' (every feature of the domain).")
 @click.option("--state-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -353,7 +354,7 @@ def experiences_add_cmd(gene_id: str, state_text: str | None, state_file: Path |
 
 @experiences_group.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--gene", "gene_id", default=None, help="Back-test this gene.")
+@gene_option("--gene", default=None, help="Back-test this gene")
 @click.option("--domain", default=None, help="Back-test every native gene of this domain.")
 @click.option("--max-per-gene", type=click.IntRange(1, 100_000),
               default=history_import.MAX_PER_GENE, show_default=True,
@@ -393,7 +394,7 @@ def experiences_import_cmd(path: Path, gene_id: str | None, domain: str | None,
 
 
 @experiences_group.command("list")
-@click.argument("gene_id")
+@gene_argument()
 @home_option
 @json_option
 @user_errors
@@ -422,7 +423,7 @@ def decisions_group() -> None:
 
 
 @decisions_group.command("list")
-@click.option("--gene", "gene_id", default=None, help="Only decisions about this gene.")
+@gene_option("--gene", default=None, help="Only decisions about this gene")
 @home_option
 @json_option
 @user_errors
@@ -505,7 +506,7 @@ def decisions_replay_cmd(decision_id: str, home: Path | None, as_json: bool) -> 
 @decisions_group.command("export")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
               show_default=True)
-@click.option("--gene", "gene_id", default=None, help="Only decisions about this gene.")
+@gene_option("--gene", default=None, help="Only decisions about this gene")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here (atomically) instead of to stdout.")
 @home_option

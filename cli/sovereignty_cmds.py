@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
+from gd.cli.gene_ref import gene_argument, gene_option
 from gd.cli.output import (
     Failure,
     console,
@@ -204,7 +205,7 @@ def _receivers(store: PolicyStore, target: str, org: str | None, region: str | N
 
 @policy_group.command("test")
 @_with_option
-@click.option("--gene", "gene_id", required=True, help="The gene to test.")
+@gene_option("--gene", required=True, help="The gene to test")
 @click.option("--org", default=None, help="Assume this org for the peer.")
 @click.option("--region", default=None, help="Assume this region for the peer.")
 @home_option
@@ -364,7 +365,7 @@ def pending_list_cmd(domain: str | None, home: Path | None, as_json: bool) -> No
 
 
 @pending_group.command("show")
-@click.argument("gene_id")
+@gene_argument()
 @home_option
 @json_option
 @sovereignty_errors
@@ -388,8 +389,9 @@ def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
 
 
 @click.command("approve")
-@click.argument("gene_id")
-@click.option("--variant", default=None, help="Approve this variant in the gene's place.")
+@gene_argument()
+@gene_option("--variant", name="variant", default=None,
+             help="Approve this variant in the gene's place")
 @home_option
 @json_option
 @sovereignty_errors
@@ -411,7 +413,7 @@ def approve_cmd(gene_id: str, variant: str | None, home: Path | None, as_json: b
 
 
 @click.command("reject")
-@click.argument("gene_id")
+@gene_argument()
 @click.option("--reason", required=True, help="Why (kept in the audit log and the ledger).")
 @home_option
 @json_option
@@ -427,7 +429,7 @@ def reject_cmd(gene_id: str, reason: str, home: Path | None, as_json: bool) -> N
 
 
 @click.command("rollback")
-@click.argument("gene_id")
+@gene_argument()
 @click.option("--to", "to_version", type=click.IntRange(1), required=True,
               help="The earlier version whose content to restore.")
 @home_option
@@ -444,7 +446,7 @@ def rollback_cmd(gene_id: str, to_version: int, home: Path | None, as_json: bool
 
 
 @click.command("genes-forget")
-@click.argument("gene_id")
+@gene_argument()
 @home_option
 @json_option
 @sovereignty_errors
