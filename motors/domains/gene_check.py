@@ -36,17 +36,24 @@ class PackMismatch(ValidationError):
 
 
 class CodonLike(Protocol):
-    op: str
-    terms: tuple[tuple[str, float], ...]
+    @property
+    def op(self) -> str: ...
+    @property
+    def terms(self) -> tuple[tuple[str, float], ...]: ...
 
 
 class GeneLike(Protocol):
-    """What is checked: a stored `Gene` or an import line's spec both fit."""
+    """What is checked: a stored `Gene` or an import line's spec both fit (read-only,
+    as both are frozen dataclasses)."""
 
-    domain: str
-    codons: Sequence[CodonLike]
-    action: str
-    params: Mapping[str, Any]
+    @property
+    def domain(self) -> str: ...
+    @property
+    def codons(self) -> Sequence[CodonLike]: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
 
 
 class _PackFacts:
