@@ -5,12 +5,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SEEDS ?= 10000
+# What mypy checks (the exact command the pre-stop hook runs; ADR 0009).
+TYPED := genome crdt ledger motors protocol node cli testnet
+# Coverage data of the test run and of every daemon it starts (absolute: daemons run
+# in temporary directories).
+export GD_COVERAGE_DIR := $(CURDIR)/.coverage-data
+# The real-process and long suites, left out of `make check` (they run in `make test`).
+SLOW_SUITES := tests/chaos tests/testnet tests/sync_net tests/ledger_net tests/sovereignty_net \
+	tests/adversarial tests/sim tests/fuzz tests/node
 
-.PHONY: help venv run test lint bench sim validate clean
+.PHONY: help venv run test check lint types coverage measure bench sim validate clean
 
 help:
-	@echo "make run       local 3-node testnet with a live dashboard (creates .venv, installs)"
-	@echo "make test      the whole test suite (creates .venv, installs, runs ruff + pytest)"
+	@echo "make run       local 4-node testnet with a live dashboard (creates .venv, installs)"
+	@echo "make test      ruff, mypy, the whole suite under coverage, per-package coverage floors"
+	@echo "make check     ruff, mypy and the fast tests (under 2 minutes; before each commit)"
+	@echo "make coverage  the whole suite under coverage; HTML in bench/results/coverage"
 	@echo "make bench     every benchmark (tables on screen; bench/results.json, bench/RESULTS.md)"
 	@echo "make sim       deterministic simulation with SEEDS=$(SEEDS) seeds"
 	@echo "make validate  motors on the real NASA C-MAPSS data in ../shared/data/cmapss"
@@ -31,16 +41,35 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# A 3-org, 2-region federation of real node processes on 127.0.0.1 with demo genes and a
+# A 4-org, 2-region federation of real node processes on 127.0.0.1 with demo genes and a
 # live dashboard; Ctrl-C stops every node (data stays in .gd/testnet for the next run).
 run: venv
-	$(BIN)/gd-node testnet up --orgs 3 --regions 2 --dir .gd/testnet --dashboard
+	$(BIN)/gd-node testnet up --orgs 4 --regions 2 --dir .gd/testnet --dashboard
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/mypy $(TYPED)
 
-test: venv lint
-	$(BIN)/pytest
+types: venv
+	$(BIN)/mypy $(TYPED)
+
+# Every test, under branch coverage; fails if a package drops below its floor.
+test: venv lint measure
+	$(BIN)/python tools/coverage_floor.py $(GD_COVERAGE_DIR)/coverage.json
+
+check: venv lint
+	$(BIN)/pytest -q $(addprefix --ignore=,$(SLOW_SUITES)) -m "not slow"
+
+coverage: venv measure
+	$(BIN)/coverage html -q
+	@echo "coverage report: bench/results/coverage/index.html"
+	$(BIN)/python tools/coverage_floor.py $(GD_COVERAGE_DIR)/coverage.json
+
+measure: venv
+	rm -rf $(GD_COVERAGE_DIR) && mkdir -p $(GD_COVERAGE_DIR)
+	$(BIN)/coverage run -m pytest
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage json -q -o $(GD_COVERAGE_DIR)/coverage.json
 
 bench: venv
 	$(BIN)/python bench/run_all.py
@@ -52,4 +81,4 @@ validate: venv
 	$(BIN)/python bench/validate_cmapss.py ../shared/data/cmapss
 
 clean:
-	rm -rf $(VENV) .gd bench/results .pytest_cache .hypothesis
+	rm -rf $(VENV) .gd bench/results .pytest_cache .hypothesis .mypy_cache .coverage-data

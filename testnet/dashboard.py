@@ -38,12 +38,17 @@ def render(plan: TestnetPlan, views: list[NodeView], started: float, *,
         decisions.add_row(d.node, d.gene, d.domain, Text(d.verdict, style=style), d.band,
                           f"{d.cp:.3f}")
     up = sum(v.running for v in views)
-    network = Text("\n".join(network_lines(views, region_ledgers(plan, views))))
+    ledgers = region_ledgers(plan, views)
+    network = Text("\n".join(network_lines(views, ledgers)))
+    # The node worth killing: the leader of a region that can lose one (3+ nodes).
+    target = next((r.leader for r in ledgers if r.leader and
+                   sum(v.region == r.region for v in views) >= 3), plan.nodes[0].name)
     hint = Text.from_markup(
         f"[bold]{up}/{len(views)}[/] nodes up ([green]green[/] up, [red]red[/] down, "
         f"[yellow]yellow[/] not answering) · {len(plan.regions)} regions · "
         f"{time.monotonic() - started:.0f}s · Ctrl-C stops the testnet\n"
-        f"try: gd-node testnet kill node-2 --dir {plan.directory}")
+        f"try: gd-node testnet kill {target} --dir {plan.directory}   (its region "
+        f"elects another leader)")
     return Panel(Group(table, Text(legend(headers), style="dim"), network, decisions, hint),
                  title="gd-node testnet", border_style="blue")
 
