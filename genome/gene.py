@@ -170,10 +170,26 @@ BODY_FIELDS = (
 )
 
 
-def gene_id_for(origin: str, domain: str, name: str) -> str:
+def gene_id_for(origin: str, domain: str, name: str, derived_from: str = "") -> str:
     """Deterministic id: the same origin importing the same named rule twice gets one
-    gene (a second import is a new version), and ids never collide across origins."""
-    return canonical.sha256(canonical.encode([origin, domain, name]))[:16].hex()
+    gene (a second import is a new version), and ids never collide across origins.
+
+    The id commits to origin and domain, so any receiver can recompute it and no peer
+    can publish a version under another origin's id or move a gene to another domain
+    (issue 11: a partner once took over our loan gene's id with a turbofan version).
+    `derived_from` is a derived gene's first parent (protocol/sovereignty.py,
+    `derive_for`): one original yields one derived gene per receiver."""
+    parts = [origin, domain, name, derived_from] if derived_from else [origin, domain, name]
+    return canonical.sha256(canonical.encode(parts))[:16].hex()
+
+
+def id_is_bound(gene: Gene) -> bool:
+    """Does `gene.id` commit to its origin, domain and name (`gene_id_for`), either as
+    an authored gene or as a derived one (first parent as the derivation tag)?"""
+    if gene.id == gene_id_for(gene.origin, gene.domain, gene.name):
+        return True
+    return bool(gene.parents) and gene.id == gene_id_for(
+        gene.origin, gene.domain, gene.name, gene.parents[0])
 
 
 @dataclass(frozen=True)
@@ -266,6 +282,10 @@ class Gene:
             vv={origin: 1}, hlc=hlc, parents=tuple(parents), scope=scope or ShareScope(),
             status=status,
         )
+        if not id_is_bound(gene):
+            raise ValidationError("id", f"{gene.id} is not the id of this origin, domain and "
+                                  f"name ({gene_id_for(origin, domain, name)}): peers would "
+                                  "refuse it")
         return gene.signed(key)
 
     def edited(self, key: NodeKey, *, hlc: int, version: int | None = None,
@@ -280,6 +300,10 @@ class Gene:
         bad = set(changes) - set(BODY_FIELDS) - {"status"}
         if bad or {"id", "origin", "version", "vv", "author"} & set(changes):
             raise ValidationError(",".join(sorted(bad or changes)), "cannot be edited directly")
+        for name in ("domain", "name"):  # the id commits to both (`gene_id_for`)
+            if name in changes and changes[name] != getattr(self, name):
+                raise ValidationError(name, "is part of the gene's id and cannot change; "
+                                      "a renamed or re-domained rule is a new gene")
         number = self.version + 1 if version is None else version
         if number <= self.version:
             raise ValidationError("version", f"{number} does not follow {self.version}")

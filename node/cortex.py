@@ -319,7 +319,12 @@ class Cortex:
         txn.put(gid, head, db=d["genes"])
         self._index(txn, gene.id, gene.domain, str(gene.status), gene.origin)
         if not new_version:
-            return None  # only local state (status, counters) changed: nothing to sync
+            # Only local state changed: nothing to sync, except a gene that became native
+            # (a person approved it): only native genes are shared, so peers that skipped
+            # it while it was pending must see it in the feed again.
+            approved = (old_raw is not None and _Head.decode(old_raw).status != "native"
+                        and gene.status is GeneStatus.NATIVE)
+            return self._append_change(txn, "put", gene) if approved else None
         return self._append_change(txn, "put", gene)
 
     def _index(self, txn: Txn, gene_id: str, domain: str, status: str,

@@ -12,7 +12,7 @@ The stamp is written by `gd-node init`, by every writable local open and daemon 
 of a home that lacks one (homes made before the stamp existed), and into each backup.
 It is a statement by whoever writes the disk, not a signature: it guards against
 mistakes and against restoring someone else's file by accident, not against a local
-attacker who can write the Cortex anyway (docs/security-ledger-and-disk.md).
+attacker who can write the Cortex anyway (docs/security.md).
 """
 
 from __future__ import annotations

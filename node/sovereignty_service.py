@@ -75,6 +75,7 @@ from gd.protocol.sovereignty import (
     anonymisation_secret,
     derive_for,
 )
+from gd.protocol.sync import RejectedGene
 from gd.protocol.wire import Message, message
 
 if TYPE_CHECKING:
@@ -289,9 +290,19 @@ class SovereignReceiverView:
     def accept(self, gene: Gene) -> bool:
         return self._filter.accept(gene)
 
-    def finish_batch(self) -> int:
-        accepted: list[tuple[Gene, ShareDecision]] = self._filter.accepted
+    def finish_batch(self, refused_on_apply: Sequence[RejectedGene] = ()) -> int:
+        """Audit the batch: what the store refused after our filter accepted it is
+        recorded as refused, with the store's reason (never as received)."""
+        why = {r.gene_id: r.reason for r in refused_on_apply}
+        accepted: list[tuple[Gene, ShareDecision]] = []
         refused: list[tuple[Gene, ShareDecision]] = self._filter.refused
+        for gene, decision in self._filter.accepted:
+            if gene.id in why:
+                refused.append((gene, replace(
+                    decision, allowed=False, reason=why[gene.id],
+                    steps=(*decision.steps, f"refused by the store: {why[gene.id]}"))))
+            else:
+                accepted.append((gene, decision))
         self._filter.accepted, self._filter.refused = [], []
         self._snapshot = None  # the next batch sees a revocation made meanwhile
         return self._service.audit.record_received(self.sender.peer_id, accepted, refused)

@@ -59,6 +59,7 @@ from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.reconcile import ID_LEN, Item, ReconcileProtocolError, Reconciler
 from gd.protocol.sync import (
     FeedReader,
+    RejectedGene,
     SharePolicy,
     SyncReceiver,
     SyncSender,
@@ -147,11 +148,13 @@ class SenderView(Protocol):
 
 class ReceiverView(Protocol):
     """How we take genes from one sender: `accept` runs on each verified gene;
-    `finish_batch()` once its batch is applied (returns how many genes it judged)."""
+    `finish_batch(refused)` once its batch is applied, with the genes the store refused
+    after `accept` let them through (`SyncStore.apply_batch`: a version that changes a
+    gene's origin or domain, a gene claiming our origin); returns how many it judged."""
 
     def accept(self, gene: Gene) -> bool: ...
 
-    def finish_batch(self) -> int: ...
+    def finish_batch(self, refused: Sequence[RejectedGene] = ()) -> int: ...
 
 
 SenderViewFactory = Callable[[str], SenderView]
@@ -195,7 +198,7 @@ class AcceptView:
         self._judged += 1
         return self._accept(self.sender, gene)
 
-    def finish_batch(self) -> int:
+    def finish_batch(self, refused: Sequence[RejectedGene] = ()) -> int:
         judged, self._judged = self._judged, 0
         return judged
 
@@ -434,7 +437,8 @@ class SyncService:
         self.cortex = daemon.cortex
         self.store = SyncStore(self.cortex, clock=lambda: int(time.time()),
                                policy_for=domain_conflict_policies(
-                                   daemon.cfg.extra.get("domains", {})))
+                                   daemon.cfg.extra.get("domains", {})),
+                               local_peer=daemon.peer_id)
         self.log = daemon.log.bind(component="sync")
         self.metrics = daemon.metrics
         self._share: SharePolicy = share_policy or share_nothing
@@ -652,7 +656,7 @@ class SyncService:
 
             def receive(raw: bytes) -> Any:
                 outcome = receiver.receive(raw)
-                view.finish_batch()
+                view.finish_batch([r for s in applied for r in s.refused])
                 return outcome
             fs = await self._open(peer, SYNC_PROTOCOL_ID, stats)
             try:
@@ -694,6 +698,11 @@ class SyncService:
         stats.payload_in += payload
         stats.rejected += len(outcome.rejected)
         for s in applied:
+            stats.rejected += len(s.refused)
+            self.metrics.sync_rejected.inc(len(s.refused))
+            for bad in s.refused:
+                self.log.warning("sync.refused", peer=stats.peer, gene=bad.gene_id,
+                                 reason=bad.reason)
             stats.genes_in += s.applied
             stats.conflicts += s.queued
             stats.ignored += s.ignored
@@ -879,19 +888,19 @@ class SyncService:
 
         def apply() -> ApplyStats:
             stats = self.store.apply_batch(peer, good, None)
-            view.finish_batch()
+            view.finish_batch(stats.refused)
             return stats
 
         applied = await trio.to_thread.run_sync(apply)
         stats.repaired += applied.applied
         stats.genes_in += applied.applied
         stats.conflicts += applied.queued
-        stats.rejected += len(rejected)
+        stats.rejected += len(rejected) + len(applied.refused)
         stats.payload_in += sum(len(g.wire_bytes) for g in good)
         self.metrics.sync_genes.labels(direction="in").inc(applied.applied)
         self.metrics.sync_conflicts.inc(applied.queued)
-        self.metrics.sync_rejected.inc(len(rejected))
-        for bad in rejected:
+        self.metrics.sync_rejected.inc(len(rejected) + len(applied.refused))
+        for bad in (*rejected, *applied.refused):
             self.log.warning("sync.rejected", peer=peer, gene=bad.gene_id, reason=bad.reason)
 
     async def serve_reconcile(self, fs: FramedStream, rec: PeerRecord) -> None:

@@ -39,7 +39,7 @@ from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
 from gd.node.cortex import Cortex, CortexError, Txn, UnknownGene
 from gd.node.domain_settings import parse_domain_settings
-from gd.protocol.sync import decide_for, stamp_of
+from gd.protocol.sync import RejectedGene, decide_for, refusal_against, stamp_of
 
 CONFLICTS_DB = "sync_conflicts"
 # Feed entries read per Cortex call: one sync batch's worth (MAX_BATCH_GENES).
@@ -81,6 +81,8 @@ class ApplyStats:
     applied: int = 0
     ignored: int = 0
     queued: int = 0
+    # Genes refused against what we hold (`gd.protocol.sync.refusal_against`).
+    refused: list[RejectedGene] = dataclasses.field(default_factory=list)
 
 
 CONFLICT_MODES = ("queue", "lww", "merge")
@@ -111,12 +113,18 @@ class SyncStore:
 
     def __init__(self, cortex: Cortex,
                  policy_for: Callable[[str], ConflictPolicy] = lambda domain: QUEUE_ALL,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, *,
+                 local_peer: str | None = None) -> None:
+        """`local_peer`: our peer id, so that a gene claiming our origin which we never
+        authored is refused (the daemon always passes it; tools reading the conflict
+        queue need not)."""
         self.cortex = cortex
+        self.local_peer = local_peer or ""
         self.policy_for = policy_for
         self.clock = clock or (lambda: 0)
         self._conflicts = cortex.open_db(CONFLICTS_DB)
         self.stats = ApplyStats()
+        self.refused_total = 0
 
     # -- sender side ------------------------------------------------------------------
     def read_feed(self, since: int, limit: int) -> Iterator[tuple[int, Gene]]:
@@ -153,6 +161,10 @@ class SyncStore:
             stats = ApplyStats()
             for incoming in genes:
                 local = self.cortex.get_gene_in(txn, incoming.id)
+                refusal = refusal_against(local, incoming, self.local_peer)
+                if refusal:
+                    stats.refused.append(RejectedGene(incoming.id, refusal))
+                    continue
                 policy = self.policy_for(incoming.domain)
                 decision = decide_for(local, incoming, policy,
                                       mergeable=local is not None
@@ -191,6 +203,7 @@ class SyncStore:
         self.stats.applied += stats.applied
         self.stats.ignored += stats.ignored
         self.stats.queued += stats.queued
+        self.refused_total += len(stats.refused)  # a count: the store lives as long as the node
         return stats
 
     def _settle_conflicts(self, txn: Txn, incoming: Gene) -> None:
@@ -276,9 +289,9 @@ class SyncStore:
 
 
 # Fields of a resolution file that describe content; identity and causality (id,
-# origin, version, vv, hlc, author) come from the conflict and the resolving node.
-RESOLUTION_FIELDS = ("domain", "name", "codons", "action", "params", "purpose", "parents",
-                     "scope")
+# origin, domain, name — the id commits to them —, version, vv, hlc, author) come from
+# the conflict and the resolving node.
+RESOLUTION_FIELDS = ("codons", "action", "params", "purpose", "parents", "scope")
 
 
 def replacement_from_plain(conflict: Conflict, data: Any) -> Gene:

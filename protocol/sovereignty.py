@@ -47,9 +47,9 @@ from typing import Any, Final
 
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
-from gd.genome.gene import Gene, GeneStatus, ShareScope
+from gd.genome.gene import Gene, GeneStatus, ShareScope, gene_id_for
 from gd.genome.identity import NodeKey, is_peer_id, verify
-from gd.protocol.errors import RemoteProtocolError
+from gd.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 DOMAIN_ANY: Final = "*"
 # Anonymised timestamps are rounded down to the hour: fine enough to order versions for
@@ -59,6 +59,8 @@ HLC_ROUND_MS: Final = 3_600_000
 # (thousands) have probability ~n^2 / 2^97, i.e. never; and 24 hex characters stay short.
 PSEUDONYM_BYTES: Final = 12
 PSEUDONYM_PREFIX: Final = "anon-"
+# Parameter names must stay valid names (letters, digits, `_`, `.`), hence `_`.
+PARAM_PSEUDONYM_PREFIX: Final = "anon_"
 # A derived gene's id: 128 bits like `gene_id_for`, so ids keep one size everywhere.
 DERIVED_ID_BYTES: Final = 16
 # A node keeps at most this many rules. Every send decision scans them, and a policy
@@ -173,11 +175,11 @@ class Subject:
         return self.value if self.kind is SubjectKind.PEER else f"{self.kind}:{self.value}"
 
     def matches(self, peer: PeerInfo) -> bool:
-        if self.kind is SubjectKind.PEER:
-            return peer.peer_id == self.value
         """A peer subject matches the authenticated peer id; an org or region subject
         matches only a certified org or region (an uncertified peer's are "", which no
         subject value can be)."""
+        if self.kind is SubjectKind.PEER:
+            return peer.peer_id == self.value
         if self.kind is SubjectKind.ORG:
             return peer.org == self.value
         return peer.region == self.value
@@ -373,9 +375,10 @@ def _no_derived_forward(gene: Gene, anonymize: bool, scope: ShareScope) -> str:
         needs.append("without the right to forward it")
     if scope.residency != gene.scope.residency:
         needs.append(f"kept in region {scope.residency}")
-    return (f"our rules would send this gene of origin {gene.origin} "
-            f"{' and '.join(needs)}, which only its origin may do (a derived gene); a "
-            "forwarder passes a gene on as its origin signed it or not at all")
+    return (f"our rules would send this gene of origin {gene.origin} (version by "
+            f"{gene.author}) {' and '.join(needs)}, which only its origin may do with a "
+            "version it authored (a derived gene); a forwarder passes a gene on as its "
+            "author signed it or not at all")
 
 
 @dataclass(frozen=True)
@@ -453,6 +456,10 @@ class PolicySet:
                             f"{peer.region or '?'})"]
         if gene.status is GeneStatus.REVOKED:
             return _refuse("its origin revoked this gene", steps)
+        if gene.status is not GeneStatus.NATIVE:
+            # A received gene is `adaptation_pending` until a person approves it; our own
+            # variants likewise. Nothing unapproved leaves the node (issue 11, item 3).
+            return _refuse(f"the gene is {gene.status}: only native genes are shared", steps)
         if gene.author == peer.peer_id:
             return _refuse(f"{peer.peer_id} authored this version: it holds it already, "
                            "and offering it back could only echo it (or, derived, loop it)",
@@ -479,7 +486,8 @@ class PolicySet:
         # or the next hop would not know where the gene must stay.
         scope = ShareScope(forward=forward,
                            residency=gene.scope.residency or (residency if forward else ""))
-        if gene.origin != self.me.peer_id and (local.anonymize or scope != gene.scope):
+        authored = gene.origin == self.me.peer_id and gene.author == self.me.peer_id
+        if not authored and (local.anonymize or scope != gene.scope):
             return _refuse(_no_derived_forward(gene, local.anonymize, scope), steps,
                            local.rule)
         if scope != gene.scope:
@@ -535,6 +543,13 @@ def pseudonym(key: bytes, value: str) -> str:
     return PSEUDONYM_PREFIX + digest[:PSEUDONYM_BYTES].hex()
 
 
+def param_pseudonym(key: bytes, name: str) -> str:
+    """A parameter name's pseudonym: like `pseudonym`, but a valid parameter name
+    (`supplier_contract_ACME_X12` names the supplier as surely as its value would)."""
+    digest = hmac.new(key, b"param\x00" + name.encode(), hashlib.sha256).digest()
+    return PARAM_PSEUDONYM_PREFIX + digest[:PSEUDONYM_BYTES].hex()
+
+
 def derived_id(key: bytes, gene_id: str) -> str:
     digest = hmac.new(key, b"id\x00" + gene_id.encode(), hashlib.sha256).digest()
     return digest[:DERIVED_ID_BYTES].hex()
@@ -551,26 +566,40 @@ def derive_for(gene: Gene, receiver: str, key: NodeKey, secret: bytes, *, anonym
     """The form of `gene` that `receiver` gets when it cannot get the original.
 
     Deterministic (HMAC and Ed25519 are), so re-sending a version sends the same bytes
-    and a receiver sees one derived gene per original: its id, version and version
-    vector follow the original's version. Codons, action and numeric params (the rule
-    itself) stay; with `anonymize`, name, purpose and text params become pseudonyms,
-    parents are pseudonymised ids and the stamp is rounded to the hour.
+    and a receiver sees one derived gene per original: its version and version vector
+    follow the original's version. Codons, action and numeric param values (the rule
+    itself) stay; with `anonymize`, name, purpose, parameter names and text values
+    become pseudonyms, the original's parents become pseudonymised ids and the stamp is
+    rounded to the hour (docs/sovereignty.md says what stays linkable).
+
+    The first parent is always the per-receiver derivation tag (an HMAC of the
+    original's id), and the id is `gene_id_for(us, domain, name, tag)`: any receiver can
+    recompute it (`id_is_bound`), and two receivers never share a derived id. Without
+    `anonymize` the original's id follows the tag, so the lineage stays readable.
+
+    Only what we authored is ever derived: a gene that merely claims our origin must
+    never be re-signed with our key (issue 11, item 3). Raises LocalProtocolError.
     """
-    pkey = peer_key(secret, receiver)
     me = key.peer_id
+    if gene.origin != me or gene.author != me:
+        raise LocalProtocolError(f"gene {gene.id} v{gene.version} was authored by "
+                                 f"{gene.author}, origin {gene.origin}: only a gene we "
+                                 "authored is derived and signed with our key")
+    pkey = peer_key(secret, receiver)
+    tag = derived_id(pkey, gene.id)
     if anonymize:
         name = pseudonym(pkey, gene.name)
         purpose = pseudonym(pkey, gene.purpose) if gene.purpose else ""
-        params = {k: pseudonym(pkey, v) if isinstance(v, str) else v
+        params = {param_pseudonym(pkey, k): pseudonym(pkey, v) if isinstance(v, str) else v
                   for k, v in gene.params.items()}
-        parents = (derived_id(pkey, gene.id), *(derived_id(pkey, p) for p in gene.parents))
+        parents = (tag, *(derived_id(pkey, p) for p in gene.parents))
         hlc = round_hlc(gene.hlc)
     else:
         name, purpose, params, hlc = gene.name, gene.purpose, dict(gene.params), gene.hlc
-        parents = (gene.id, *gene.parents)
+        parents = (tag, gene.id, *gene.parents)
     derived = Gene(
-        id=derived_id(pkey, gene.id), domain=gene.domain, name=name, codons=gene.codons,
-        action=gene.action, purpose=purpose, origin=me, params=params,
+        id=gene_id_for(me, gene.domain, name, tag), domain=gene.domain, name=name,
+        codons=gene.codons, action=gene.action, purpose=purpose, origin=me, params=params,
         version=gene.version, vv={me: gene.version}, hlc=hlc,
         parents=parents[:checks.MAX_PARENTS], scope=scope,
     )

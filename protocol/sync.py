@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from gd.crdt.conflict import QUEUE_ALL, ConflictDecision, ConflictPolicy, VersionStamp, decide
 from gd.genome.errors import SignatureError, ValidationError
-from gd.genome.gene import Gene
+from gd.genome.gene import Gene, id_is_bound
 from gd.protocol.sync_messages import (
     MAX_BATCH_GENES,
     ChangeBatch,
@@ -166,8 +166,13 @@ class SyncReceiver:
 
 def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool]
                  ) -> tuple[tuple[Gene, ...], tuple[RejectedGene, ...]]:
-    """Decode, signature-check and `accept`-filter wire genes one by one: a bad gene is
-    rejected on its own and the others pass (used by the feed and by repair fetches)."""
+    """Decode, check and `accept`-filter wire genes one by one: a bad gene is rejected on
+    its own and the others pass (used by the feed and by repair fetches).
+
+    The checks, in order (DESIGN.md, "Trust boundaries"): the shape and values, the
+    signature, the id bound to origin, domain and name (`id_is_bound`), the author's
+    counter in the version vector — and only then the receiver's policy, which judges a
+    domain that can no longer lie."""
     good: list[Gene] = []
     rejected: list[RejectedGene] = []
     for i, wire in enumerate(wires):
@@ -181,17 +186,49 @@ def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool]
     return tuple(good), tuple(rejected)
 
 
+def check_received(gene: Gene) -> str:
+    """Why a verified (signature-checked) gene from a peer must be refused, or "".
+
+    Pure and cheap, so every path that takes genes from the network runs it. What needs
+    the store (a version keeps the stored gene's origin and domain; a gene claiming our
+    origin must be one we authored) is `refusal_against` in `SyncStore.apply_batch`."""
+    if not id_is_bound(gene):
+        return (f"id {gene.id} is not the id of origin {gene.origin}, domain "
+                f"{gene.domain}, name {gene.name!r}: a version may change neither")
+    if gene.author not in gene.vv:
+        # Only an edit bumps its author's counter; a version whose author has no
+        # counter claims an edit it never recorded.
+        return f"author {gene.author} has no entry in the version vector"
+    return ""
+
+
+def refusal_against(local: Gene | None, incoming: Gene, local_peer: str) -> str:
+    """Why `incoming` may not be applied over what we hold (`local`, the head), or "".
+
+    A version keeps its gene's origin and domain (the id already binds them; this is the
+    second lock, and catches a store written before ids were bound). A gene claiming our
+    origin that we never stored is one we did not author: a stranger would otherwise get
+    it stored, and derived copies of it signed with our key (issue 11, item 3). Versions
+    of a gene we hold may come from partners (a conflict resolution, a rollback): they
+    land `adaptation_pending` like any received version, and a person decides."""
+    if local is not None and (incoming.origin, incoming.domain) != (local.origin,
+                                                                    local.domain):
+        return (f"version changes origin/domain of gene {local.id} ({local.origin}, "
+                f"{local.domain}) to ({incoming.origin}, {incoming.domain})")
+    if local is None and incoming.origin == local_peer and incoming.author != local_peer:
+        return (f"claims our origin for a gene we never authored (signed by "
+                f"{incoming.author})")
+    return ""
+
+
 def _verified(wire: dict[str, Any]) -> tuple[Gene | None, str]:
     try:
         gene = Gene.from_wire(wire)
         gene.verify()
     except (ValidationError, SignatureError, TypeError, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
-    if gene.author not in gene.vv:
-        # Only an edit bumps its author's counter; a version whose author has no
-        # counter claims an edit it never recorded.
-        return None, f"author {gene.author} has no entry in the version vector"
-    return gene, ""
+    reason = check_received(gene)
+    return (None, reason) if reason else (gene, "")
 
 
 def _claimed_id(wire: dict[str, Any], index: int) -> str:

@@ -212,7 +212,7 @@ class SimNode:
         self.cortex = Cortex.open(self.path)
         policy = lambda domain: ConflictPolicy(lww=True) if domain in LWW_DOMAINS \
             else QUEUE_ALL  # noqa: E731
-        self.store = SyncStore(self.cortex, policy, clock=lambda: 0)
+        self.store = SyncStore(self.cortex, policy, clock=lambda: 0, local_peer=self.peer)
         self.audit = AuditLog(self.cortex)
         self.policy = PolicyStore(self.cortex, self.key, org=self.org, region=self.region,
                                   audit=self.audit)
@@ -668,8 +668,9 @@ class Simulation:
         if stored is not None:
             return stored
         pkey = peer_key(node.secret, to.peer_id)
+        tag = gene.parents[0] if gene.parents else None  # a derived gene's first parent
         for gid in node.cortex.gene_ids():
-            if derived_id(pkey, gid) == gene.id:
+            if derived_id(pkey, gid) == tag:
                 return node.cortex.get_gene_version(gid, gene.version)
         return None
 

@@ -85,8 +85,12 @@ def test_bad_arguments_fail_cleanly_and_change_nothing(home: str) -> None:
 
 def test_policy_test_explains_the_deciding_rule(home: str, tmp_path: Path) -> None:
     (gene,) = import_pending(home, tmp_path, "hot")
-    run("genes", "import", str(tmp_path / "g.jsonl"), "--home", home, group=main_cli)
     run("share", "--with", "org:bobco", "--domain", "turbofan", "--home", home)
+    (decision,) = jrun("policy", "test", "--with", PEER, "--org", "bobco", "--region",
+                       "eu-west", "--gene", gene["id"], "--home", home)
+    # Unapproved genes never leave the node, whatever the agreements say.
+    assert decision["allowed"] is False and "only native genes" in decision["reason"]
+    run("approve", gene["id"], "--home", home)
     (decision,) = jrun("policy", "test", "--with", PEER, "--org", "bobco", "--region",
                        "eu-west", "--gene", gene["id"], "--home", home)
     assert decision["allowed"] is False and "mutual consent" in decision["reason"]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sov_sim import MemNode, SyncRun, sync
 
 from gd.genome import Codon, Gene, NodeKey, ShareScope
+from gd.genome.gene import id_is_bound
 from gd.protocol.sovereignty import (
     Direction,
     Effect,
@@ -110,16 +111,18 @@ def check_batches(run: SyncRun, policy: PolicySet, originals: list[Gene], peer: 
                   ) -> int:
     """Every gene in the batches was allowed now; anonymised ones leak nothing in clear."""
     pkey = peer_key(anonymisation_secret(SENDER), peer.peer_id)
-    by_id = {}
+    by_id, by_tag = {}, {}
     for g in originals:
         by_id[(g.id, g.version)] = g
-        by_id[(derived_id(pkey, g.id), g.version)] = g
+        by_tag[(derived_id(pkey, g.id), g.version)] = g  # a derived gene's first parent
     seen = 0
     for data in run.batches:
         batch = ChangeBatch.decode(data)
         for wire in batch.genes:
             gene = Gene.from_wire(wire)
-            original = by_id[(gene.id, gene.version)]
+            original = by_id.get((gene.id, gene.version)) or by_tag[(gene.parents[0],
+                                                                    gene.version)]
+            assert id_is_bound(gene)
             allowed, anonymize = oracle(policy, original, peer)
             assert allowed, f"{original.id} went to {peer} against the policy"
             gene.verify()
@@ -127,6 +130,8 @@ def check_batches(run: SyncRun, policy: PolicySet, originals: list[Gene], peer: 
                 for secret in (original.name, original.purpose, original.params["site"],
                                original.id):
                     assert secret.encode() not in data, f"{secret} leaked in clear"
+                assert all(k.startswith("anon_") for k in gene.params), \
+                    f"parameter names {sorted(gene.params)} leaked in clear"
                 assert (gene.hlc >> 16) % HOUR_MS == 0 and gene.hlc & 0xFFFF == 0
             seen += 1
     return seen

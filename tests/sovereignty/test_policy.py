@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from gd_testkit import key_from_int, make_gene
 
 from gd.genome import Gene, ShareScope, ValidationError
-from gd.genome.gene import GeneStatus
+from gd.genome.gene import GeneStatus, gene_id_for, id_is_bound
+from gd.protocol.errors import LocalProtocolError
 from gd.protocol.sovereignty import (
+    PARAM_PSEUDONYM_PREFIX,
     Direction,
     Effect,
     PeerInfo,
@@ -163,10 +167,30 @@ def test_derived_gene_is_deterministic_signed_and_pseudonymous() -> None:
     assert one == derive_for(gene, B.peer_id, A, secret, anonymize=True, scope=ShareScope())
     one.verify()
     assert one.origin == A.peer_id and one.name.startswith("anon-")
-    assert one.params["limit"] == 3 and one.params["site"] != "plant-7"
+    # Parameter names are pseudonymised too; numeric values stay (they are the rule).
+    assert sorted(one.params.values(), key=str) != sorted(gene.params.values(), key=str)
+    assert 3 in one.params.values() and "plant-7" not in one.params.values()
+    assert not {"site", "limit"} & set(one.params)
+    assert all(k.startswith(PARAM_PSEUDONYM_PREFIX) for k in one.params)
     assert one.hlc == round_hlc(gene.hlc) and (one.hlc >> 16) % 3_600_000 == 0
+    assert id_is_bound(one) and one.parents[0] != gene.id
     other = derive_for(gene, C.peer_id, A, secret, anonymize=True, scope=ShareScope())
     assert other.name != one.name and other.id != one.id
+    assert set(other.params) != set(one.params)  # per receiver: not linkable across peers
+    plain = derive_for(gene, B.peer_id, A, secret, anonymize=False,
+                       scope=ShareScope(forward=True))
+    assert id_is_bound(plain) and plain.parents[1] == gene.id and plain.id != gene.id
+
+
+def test_only_genes_we_authored_are_derived() -> None:
+    """Issue 11, item 3: a gene that merely claims our origin is never signed by us."""
+    claimed = Gene.create(B, domain="turbofan", name="x", codons=make_gene(A).codons,
+                          action="inspect")
+    forged = dataclasses.replace(claimed, origin=A.peer_id, author="", signature=b"",
+                                 id=gene_id_for(A.peer_id, "turbofan", "x")).signed(B)
+    with pytest.raises(LocalProtocolError, match="only a gene we authored"):
+        derive_for(forged, C.peer_id, A, anonymisation_secret(A), anonymize=True,
+                   scope=ShareScope())
 
 
 def test_proposal_round_trip_and_tampering() -> None:

@@ -22,12 +22,18 @@ from typing import Any
 
 import trio
 
+from gd.genome.gene import Gene
 from gd.genome.identity import NodeKey
 from gd.node.daemon import Daemon
 from gd.node.host import dialable_addrs, peer_info, running_host, to_id
-from gd.node.streams import FramedStream, drive_handshake
+from gd.node.sovereignty_service import AGREEMENTS_PROTOCOL_ID, ProposalDelivery
+from gd.node.streams import PING_PROTOCOL_ID, FramedStream, Ping, Pong, drive_handshake
+from gd.node.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
 from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
 from gd.protocol.handshake import Handshake, HandshakeOffer, Outcome
+from gd.protocol.sovereignty import Proposal, ProposalKind, ShareRule
+from gd.protocol.sync import SyncSender
+from gd.protocol.wire import Message
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 HOSTILE_TIMEOUT_S = 10.0
@@ -35,7 +41,7 @@ HOSTILE_TIMEOUT_S = 10.0
 # connection whose peer refuses them, so a hostile peer that wants to stay connected
 # (to count against a limit, say) accepts them and reads whatever comes, boundedly.
 SINK_PROTOCOLS = ("/ipfs/kad/1.0.0", "/gd/sync/1.0.0", "/gd/reconcile/1.0.0",
-                  "/gd/agreements/1.0.0", "/gd/raft/1.0.0", "/gd/ping/1.0.0")
+                  "/gd/agreements/1.0.0", "/gd/raft/1.0.0")
 SINK_MAX_BYTES = 1 << 20
 
 
@@ -103,9 +109,62 @@ class HostilePeer:
             stream = await self.host.new_stream(to_id(daemon.peer_id), [protocol_id])
         return FramedStream(stream, read_timeout_s=read_timeout_s)
 
+    async def request(self, daemon: Daemon, protocol_id: str, msg: Message) -> Message:
+        """One request on a fresh stream, and the answer."""
+        fs = await self.open(daemon, protocol_id)
+        try:
+            return await fs.request(msg)
+        finally:
+            await fs.close()
+
+    async def propose(self, daemon: Daemon, rule: ShareRule, *, hlc: int = 1 << 16
+                      ) -> Message:
+        """Send `daemon` our signed share proposal (half of an agreement, as a real node's
+        outbox delivers it) and return its acknowledgement."""
+        proposal = Proposal.create(self.key, ProposalKind.SHARE, daemon.peer_id, rule, hlc)
+        return await self.request(daemon, AGREEMENTS_PROTOCOL_ID,
+                                  ProposalDelivery(proposals=(proposal.encode(),), upto=1))
+
+    def serve_feed(self, genes: list[Gene]) -> None:
+        """Answer `/gd/sync` pulls with `genes` as our change feed, whatever they claim:
+        the sender core is ours, the content is the attacker's. Mutate the list to
+        publish more."""
+
+        def read_feed(since: int, limit: int) -> list[tuple[int, Gene]]:
+            return [(i + 1, g) for i, g in enumerate(genes)][since:since + limit]
+
+        async def serve(stream: Any) -> None:
+            fs = FramedStream(stream, read_timeout_s=HOSTILE_TIMEOUT_S)
+            sender = SyncSender(fs.remote_peer_id, read_feed, lambda peer, gene: True)
+            with trio.move_on_after(HOSTILE_TIMEOUT_S):
+                try:
+                    while True:
+                        pull = await fs.receive()
+                        if not isinstance(pull, SyncPull):  # a hint: we never pull back
+                            return
+                        await fs.send(SyncBatch(batch=sender.receive(pull.request),
+                                                zstd=False, head=len(genes)))
+                except Exception:
+                    return
+
+        self.host.set_stream_handler(SYNC_PROTOCOL_ID, serve)
+
     def connected_to(self, daemon: Daemon) -> bool:
         conns = self.host.get_network().get_connections(to_id(daemon.peer_id))
         return any(not c.is_closed for c in conns)
+
+
+async def _pong(stream: Any) -> None:
+    """Answer the daemon's liveness pings, so the attacker is not dropped as dead."""
+    fs = FramedStream(stream, read_timeout_s=HOSTILE_TIMEOUT_S)
+    with trio.move_on_after(HOSTILE_TIMEOUT_S * 6):
+        try:
+            while True:
+                ping = await fs.receive()
+                if isinstance(ping, Ping):
+                    await fs.send(Pong(nonce=ping.nonce))
+        except Exception:
+            return
 
 
 @asynccontextmanager
@@ -116,4 +175,5 @@ async def hostile_peer(key: NodeKey | None = None,
     async with running_host(key, list(listen)) as host:
         for protocol_id in SINK_PROTOCOLS:
             host.set_stream_handler(protocol_id, _sink)
+        host.set_stream_handler(PING_PROTOCOL_ID, _pong)
         yield HostilePeer(key, host)

@@ -45,9 +45,9 @@ def test_conflicts_list_show_and_resolve_from_a_file_without_a_daemon(tmp_path):
     k1, k2 = key_from_int(1), key_from_int(2)
     gene = make_gene(k1, "shared")
     with Cortex.open(home.cortex_path) as cortex:
-        cortex.put_gene(gene.edited(k1, hlc=2 << 16, name="ours"))
+        cortex.put_gene(gene.edited(k1, hlc=2 << 16, purpose="ours"))
         SyncStore(cortex).apply_batch(k2.peer_id, [gene.edited(k2, hlc=3 << 16,
-                                                               name="theirs")], 1)
+                                                               purpose="theirs")], 1)
     run = CliRunner()
     listed = json.loads(run.invoke(cli, ["conflicts", "list", "--json", "--home",
                                          str(home.root)]).output)
@@ -55,8 +55,8 @@ def test_conflicts_list_show_and_resolve_from_a_file_without_a_daemon(tmp_path):
     key = listed[0]["key"]
     shown = run.invoke(cli, ["conflicts", "show", key, "--json", "--home", str(home.root)])
     data = json.loads(shown.output)
-    assert "name" in data["differs"] and data["remote"]["name"] == "theirs"
-    edited = dict(data["remote"], name="both-merged")
+    assert "purpose" in data["differs"] and data["remote"]["purpose"] == "theirs"
+    edited = dict(data["remote"], purpose="both-merged")
     path = tmp_path / "resolution.json"
     path.write_text(json.dumps(edited))
     bad = run.invoke(cli, ["conflicts", "resolve", key, "--keep", str(tmp_path / "nope.json"),
@@ -68,7 +68,7 @@ def test_conflicts_list_show_and_resolve_from_a_file_without_a_daemon(tmp_path):
     assert json.loads(done.output)["via"] == "local"
     with Cortex.open(home.cortex_path, readonly=True) as cortex:
         head = cortex.get_gene(gene.id)
-        assert head.name == "both-merged" and head.hlc > 3 << 16
+        assert head.purpose == "both-merged" and head.hlc > 3 << 16
         assert dict(head.vv) == {k1.peer_id: 3, k2.peer_id: 1}
         head.verify()
     again = run.invoke(cli, ["conflicts", "list", "--json", "--home", str(home.root)])

@@ -66,14 +66,14 @@ async def test_concurrent_edits_queue_on_both_sides_and_a_resolution_settles_bot
         a.cortex.put_gene(gene)
         await a.sync.sync_now(b.peer_id)
         assert b.cortex.get_gene(gene.id).version_hash == gene.version_hash
-        a.cortex.put_gene(gene.edited(K1, hlc=2 << 16, name="a-edit"))
-        b.cortex.put_gene(gene.edited(K2, hlc=3 << 16, name="b-edit"))
+        a.cortex.put_gene(gene.edited(K1, hlc=2 << 16, purpose="a-edit"))
+        b.cortex.put_gene(gene.edited(K2, hlc=3 << 16, purpose="b-edit"))
         [stats] = await a.sync.sync_now(b.peer_id)
         assert stats.conflicts == 1 and stats.errors == []
         for node, theirs in ((a, "b-edit"), (b, "a-edit")):
             [conflict] = node.sync.store.conflicts()
-            assert conflict.remote.name == theirs
-            assert node.cortex.get_gene(gene.id).name != theirs  # nothing overwritten
+            assert conflict.remote.purpose == theirs
+            assert node.cortex.get_gene(gene.id).purpose != theirs  # nothing overwritten
         key = a.sync.store.conflicts()[0].key
         out = await trio.to_thread.run_sync(lambda: CliRunner().invoke(cli, [
             "conflicts", "resolve", key, "--keep", "remote", "--json",
@@ -85,7 +85,7 @@ async def test_concurrent_edits_queue_on_both_sides_and_a_resolution_settles_bot
         assert stats.genes_in == 1
         for node in (a, b):
             head = node.cortex.get_gene(gene.id)
-            assert head.name == "b-edit" and head.vv == {K1.peer_id: 3, K2.peer_id: 1}
+            assert head.purpose == "b-edit" and head.vv == {K1.peer_id: 3, K2.peer_id: 1}
             assert node.sync.store.conflicts() == []  # settled on both sides
         c.stop_all(a, b)
 
