@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from gd.cli.gene_ref import gene_argument, gene_option
+from gd.cli.naming import PeerNames
 from gd.cli.output import (
     Failure,
     console,
@@ -33,6 +35,12 @@ from gd.cli.output import (
     user_errors_with,
 )
 from gd.cli.receipts import ledger_note, receipt_json
+from gd.cli.sovereignty_tables import (
+    agreements_table,
+    names_for,
+    pending_table,
+    share_back_command,
+)
 from gd.genome.gene import Gene
 from gd.node.adaptation import AdaptationDesk, AdaptationError
 from gd.node.audit import EXPORT_FORMATS, AuditError, AuditLog
@@ -76,6 +84,11 @@ class _Session:
         self.desk = AdaptationDesk(node.cortex, node.key, self.ledger, self.audit)
 
 
+def _names(s: _Session) -> PeerNames:
+    return names_for(s.store.peers(), s.node.key.peer_id, s.node.config.org,
+                     s.node.config.region)
+
+
 @contextlib.contextmanager
 def _session(home: Path | None) -> Iterator[_Session]:
     with open_local(resolve_home(home)) as node:
@@ -115,14 +128,23 @@ def share_cmd(target: str, domain: str, direction: str, anonymize: bool, allow_f
                              allow_forward=allow_forward, deny=deny)
     with _session(home) as s:
         touched = s.store.share(rule, ledger=s.ledger)
+        names = _names(s)
+        back = share_back_command(rule, s.node.config.org, s.node.config.region,
+                                  s.node.key.peer_id)
     data = {"rule": rule.rule_id, "description": rule.describe(),
-            "agreements": [a.to_json() for a in touched]}
+            "agreements": [a.to_json() for a in touched], "share_back": back}
     if as_json:
         print_json(data)
         return
-    console.print(f"rule {rule.describe()}")
+    console.print(f"rule {escape(names.text(rule.describe()))}", soft_wrap=True)
     for a in touched:
-        console.print(f"  {a.peer}: {a.state}")
+        console.print(f"  {escape(names.label(a.peer))}: {a.state}", soft_wrap=True)
+    if back and (not touched or any(str(a.state) == "proposed" for a in touched)):
+        console.print("it flows once the other side shares back; they run:", soft_wrap=True)
+        console.print(f"  {escape(back)}", soft_wrap=True, highlight=False)
+    if not touched and back:
+        console.print("(no known peer matches yet: the proposal goes out when one connects)",
+                      soft_wrap=True)
 
 
 @click.command("revoke")
@@ -267,17 +289,11 @@ def agreements_list_cmd(home: Path | None, as_json: bool) -> None:
     """Agreements as proposed / effective / revoked."""
     with _session(home) as s:
         agreements = s.store.agreements()
+        names = _names(s)
     if as_json:
         print_json([a.to_json() for a in agreements])
         return
-    table = Table(title=f"{len(agreements)} agreement(s)")
-    for col in ("peer", "domain", "state", "flows", "ours", "theirs"):
-        table.add_column(col, overflow="fold")
-    for a in agreements:
-        data = a.to_json()
-        table.add_row(a.peer, a.domain, data["state"], ",".join(data["flows"]) or "-",
-                      data["ours"] or "-", data["theirs"] or "-")
-    console.print(table)
+    console.print(agreements_table([a.to_json() for a in agreements], names, console))
 
 
 # -- audit ----------------------------------------------------------------------------------------
@@ -352,16 +368,11 @@ def pending_list_cmd(domain: str | None, home: Path | None, as_json: bool) -> No
     """Genes in adaptation_pending."""
     with _session(home) as s:
         genes = [_gene_brief(g, s.desk.latest_cp(g.id)) for g in s.desk.pending(domain)]
+        names = _names(s)
     if as_json:
         print_json(genes)
         return
-    table = Table(title=f"{len(genes)} pending gene(s)")
-    for col in ("id", "domain", "name", "v", "origin", "condition", "cp"):
-        table.add_column(col, overflow="fold")
-    for g in genes:
-        table.add_row(g["id"], g["domain"], g["name"], str(g["version"]), g["origin"],
-                      g["condition"], "-" if g["cp"] is None else f"{g['cp']:.3f}")
-    console.print(table)
+    console.print(pending_table(genes, names, console))
 
 
 @pending_group.command("show")

@@ -1,0 +1,96 @@
+"""Issue 13, items 7, 9 and 10 (share): peers by name, tables that fit 80 columns, and a
+`share` that says what the other side must run.
+
+The peer `globex (us-east)` is recorded as the handshake would record it; its genes
+arrive as adaptation_pending, as sync stores them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from gd_testkit import key_from_int, make_gene
+
+import gd.cli.output as output
+from gd.cli.main import cli
+from gd.genome.gene import GeneStatus
+from gd.node.cortex import Cortex
+from gd.node.policy_store import PolicyStore
+from gd.protocol.sovereignty import PeerInfo
+
+GLOBEX = key_from_int(2)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    assert run("init", "--home", str(h), "--org", "acme", "--region", "eu-west",
+               "--seed", (1).to_bytes(32, "big").hex())[0] == 0
+    with Cortex.open(h / "cortex") as cortex:
+        store = PolicyStore(cortex, key_from_int(1), org="acme", region="eu-west")
+        store.set_peer(PeerInfo(GLOBEX.peer_id, "globex", "us-east"))
+        genes = [make_gene(GLOBEX, name=f"received-rule-number-{i}", threshold=47.0 + i)
+                 .with_local(status=GeneStatus.ADAPTATION_PENDING) for i in range(3)]
+        cortex.put_genes(genes)
+    return h
+
+
+@pytest.fixture
+def width() -> Iterator[callable]:
+    before = output.console.width
+
+    def set_width(n: int) -> None:
+        output.console.width = n
+
+    yield set_width
+    output.console.width = before
+
+
+def test_pending_list_fits_80_columns_and_names_the_origin(home: Path, width) -> None:
+    width(80)
+    code, out = run("pending", "list", "--home", str(home))
+    assert code == 0, out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert GLOBEX.peer_id not in out
+    # the label may wrap between name and id, but the id stays whole
+    assert out.count("globex (us-east)") == 3 and out.count(f"…{GLOBEX.peer_id[-8:]}") == 3
+    listed = json.loads(run("pending", "list", "--home", str(home), "--json")[1])
+    for g in listed:
+        assert g["origin"] == GLOBEX.peer_id  # --json keeps the full id
+        assert g["id"][:12] in out  # the short id is whole, never folded
+    width(160)
+    wide = run("pending", "list", "--home", str(home))[1]
+    assert "s11 > 47" in wide  # the condition where it fits
+
+
+def test_agreements_and_share_name_peers_and_say_what_to_run(home: Path, width) -> None:
+    width(80)
+    code, out = run("share", "--with", "org:globex", "--domain", "turbofan", "--home",
+                    str(home))
+    assert code == 0, out
+    assert f"globex (us-east) …{GLOBEX.peer_id[-8:]}: proposed" in out  # soft-wrapped
+    assert "gd-node share --with org:acme --domain turbofan" in out
+    code, out = run("share", "--with", GLOBEX.peer_id, "--domain", "loan", "--direction",
+                    "send", "--home", str(home))
+    assert code == 0, out
+    assert "--direction receive" in out
+    me = key_from_int(1).peer_id
+    assert f"gd-node share --with {me} --domain loan" in out.replace("\n", "")
+    code, out = run("agreements", "list", "--home", str(home))
+    assert code == 0, out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert GLOBEX.peer_id not in out  # neither as the peer nor inside the rule text
+    assert "globex (us-east)" in out
+    data = json.loads(run("agreements", "list", "--home", str(home), "--json")[1])
+    assert {a["peer"] for a in data} == {GLOBEX.peer_id}
+    assert any(GLOBEX.peer_id in (a["ours"] or "") for a in data)
