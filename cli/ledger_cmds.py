@@ -25,6 +25,7 @@ from typing import IO, Any, TypeVar
 import click
 from rich.table import Table
 
+from gd.cli.naming import iso_ms
 from gd.cli.output import (
     Failure,
     console,
@@ -50,6 +51,11 @@ DAEMON_STATUS_TIMEOUT_S = 5.0
 CSV_COLUMNS = ("index", "kind", "author", "hlc", "payload_hash", "idempotency_key",
                "prev_hash", "entry_hash", "signature", "version", "summary")
 
+
+# Why `commit 9` sits beside `ledger entries 10`: the two count different logs.
+RAFT_INDEX_NOTE = ("(commit and applied count Raft log entries: each is a batch of ledger "
+                   "entries, a leader's no-op or a membership change; so they differ from "
+                   "the ledger's entry count)")
 
 ledger_errors = user_errors_with(LedgerError)
 
@@ -121,7 +127,7 @@ def head_cmd(home: Path | None, as_json: bool) -> None:
         print_json(data)
         return
     grid = Table.grid(padding=(0, 2))
-    grid.add_row("[bold]entries[/]", str(size))
+    grid.add_row("[bold]ledger entries[/]", str(size))
     grid.add_row("[bold]root[/]", root.hex())
     if head is None:
         grid.add_row("[bold]signed head[/]", "none yet")
@@ -129,7 +135,7 @@ def head_cmd(home: Path | None, as_json: bool) -> None:
         grid.add_row("[bold]signed head[/]", f"size {head.size}, log {head.log_id}")
         grid.add_row("[bold]  root[/]", head.root.hex())
         grid.add_row("[bold]  signer[/]", head.signer)
-        grid.add_row("[bold]  timestamp[/]", str(head.timestamp))
+        grid.add_row("[bold]  timestamp[/]", f"{iso_ms(head.timestamp)} ({head.timestamp})")
     if raft is None:
         grid.add_row("[bold]ordering[/]", "no daemon running")
     elif raft.get("mode") == "solo":
@@ -137,6 +143,7 @@ def head_cmd(home: Path | None, as_json: bool) -> None:
     else:
         grid.add_row("[bold]raft[/]", f"{raft['role']}, term {raft['term']}, commit "
                      f"{raft['commit']}, applied {raft['applied']}")
+        grid.add_row("", RAFT_INDEX_NOTE)
         grid.add_row("[bold]  leader[/]", raft["leader"] or "unknown")
         grid.add_row("[bold]  voters[/]", ", ".join(raft["voters"]))
         if raft["learners"]:

@@ -79,22 +79,31 @@ def _verdict_cell(decision: Decision) -> str:
     return f"[{colour}]{decision.verdict}[/]" if colour else decision.verdict
 
 
-def _where(decision: Decision) -> str:
+def _where(decision: Decision, row: int | None = None) -> str:
+    """Which state a decision is about: entity@t, or the states file's row number when
+    the file had neither an entity nor a time column (every t would read 0)."""
     if len(decision.states) != 1:
         return f"{len(decision.states)} states"
     s = decision.states[0]
-    return f"{s.entity}@{s.t}" if s.entity else str(s.t)
+    if s.entity:
+        return f"{s.entity}@{s.t}"
+    return f"row {row}" if row is not None and s.t == 0 else str(s.t)
+
+
+def _unlabelled(decisions: list[Decision]) -> bool:
+    return all(not s.entity and s.t == 0 for d in decisions for s in d.states)
 
 
 def _when(stamp: int) -> str:
     """An HLC stamp (ms in the top 48 bits) as UTC time; anything else as the number."""
     ms = stamp >> 16
     if 10**12 <= ms < 10**14:
-        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(stamp)
 
 
-def _decisions_table(title: str, decisions: list[Decision]) -> Table:
+def _decisions_table(title: str, decisions: list[Decision], *, numbered: bool = False
+                     ) -> Table:
     """Scores per decision; ids shortened to SHORT_ID characters (every command taking a
     decision id accepts a unique prefix) so the table fits a terminal."""
     table = Table(title=title)
@@ -102,8 +111,8 @@ def _decisions_table(title: str, decisions: list[Decision]) -> Table:
     table.add_column("state", overflow="fold")
     for col in (*dec.MOTORS, "CP", "band", "verdict"):
         table.add_column(col, no_wrap=True)
-    for d in decisions[:MAX_TABLE_ROWS]:
-        table.add_row(d.id[:SHORT_ID], escape(_where(d)),
+    for i, d in enumerate(decisions[:MAX_TABLE_ROWS]):
+        table.add_row(d.id[:SHORT_ID], escape(_where(d, i + 1 if numbered else None)),
                       *(_score_cell(d, m) for m in dec.MOTORS), f"{d.cp:.3f}", d.band,
                       _verdict_cell(d))
     return table
@@ -179,7 +188,7 @@ def evaluate_cmd(gene_id: str, states_path: Path, seed: int | None, aggregate: b
         return
     console.print(_decisions_table(
         f"{escape(gene.name)} ({gene.id}, {gene.action}) on {len(states)} state(s), "
-        f"seed {seed}", decisions))
+        f"seed {seed}", decisions, numbered=not aggregate and _unlabelled(decisions)))
     _print_more(decisions)
     _print_vetoes(decisions)
     console.print(f"{len(decisions)} decision(s) stored: {_verdict_counts(decisions)}")
@@ -274,14 +283,16 @@ def adapt_cmd(gene_id: str, population: int, generations: int, seed: int | None,
                  "cp": cps[g.id].cp if g.id in cps else None,
                  "verdict": cps[g.id].verdict if g.id in cps else None,
                  "decision": cps[g.id].id if g.id in cps else None,
-                 "scored_on": len(cps[g.id].states) if g.id in cps else 0}
+                 "scored_on": len(cps[g.id].states) if g.id in cps else 0,
+                 "held_out": outcome.held_out.get(g.id)}
                 for g in outcome.genes]
     if as_json:
         print_json({
             "gene": gene_id, "seed": outcome.seed, "states": outcome.states,
             "generations_run": result.generations_run, "resumed_from": result.resumed_from,
             "seed_fitness": result.seed_fitness, "history": list(result.history),
-            "variants": variants, "existing": list(outcome.existing)})
+            "variants": variants, "existing": list(outcome.existing),
+            "compared_on_held_out": list(outcome.compared)})
         return
     resumed = (f", resumed from generation {result.resumed_from}"
                if result.resumed_from else "")
@@ -291,16 +302,19 @@ def adapt_cmd(gene_id: str, population: int, generations: int, seed: int | None,
                   f"{best:.4f}")
     if variants:
         table = Table(title=f"{len(variants)} new adaptation_pending variant(s)")
-        for col in ("id", "name", "action", "condition", "fitness", "CP where it fires",
-                    "verdict"):
+        for col in ("id", "name", "action", "condition", "fitness", "held-out CP gain",
+                    "held-out cost saving", "CP where it fires", "verdict"):
             table.add_column(col, overflow="fold")
         for v in variants:
             cp = "-" if v["cp"] is None else f"{v['cp']:.3f} ({v['scored_on']} states)"
+            ho = v["held_out"] or {}
             table.add_row(v["id"], escape(v["name"]), v["action"], escape(v["condition"]),
-                          f"{v['fitness']:.4f}", cp, v["verdict"] or "-")
+                          f"{v['fitness']:.4f}", f"{ho.get('cp_gain', 0.0):+.4f}",
+                          f"{ho.get('cost_saving', 0.0):+.3f}", cp, v["verdict"] or "-")
         console.print(table)
     elif not outcome.existing:
-        console.print("no variant beats the gene itself")
+        console.print(f"no variant beats the gene on the held-out states (both CP and cost;"
+                      f" {len(outcome.compared)} compared): none proposed")
     if outcome.existing:
         console.print(f"{len(outcome.existing)} winner(s) already stored by an earlier run: "
                       + ", ".join(outcome.existing))

@@ -9,7 +9,6 @@ announces it to its peers at once.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import click
 from rich.table import Table
 
 from gd.cli.genes_cmds import gene_to_json
+from gd.cli.naming import PeerNames, iso_s, short_peer
 from gd.cli.output import (
     Failure,
     console,
@@ -26,7 +26,7 @@ from gd.cli.output import (
     resolve_home,
     user_errors,
 )
-from gd.node.control import DaemonNotRunning, call
+from gd.node.control import ControlError, DaemonNotRunning, call
 from gd.node.cortex import CortexError
 from gd.node.home import Home
 from gd.node.local import open_local
@@ -35,6 +35,8 @@ from gd.node.sync_store import Conflict, SyncStore, resolve_conflict
 # `sync now` waits for the daemon's round, which waits (bounded) for each peer: the
 # daemon's own per-round bound (10 min) plus a margin for the reply.
 SYNC_NOW_TIMEOUT_S = 660.0
+# The peer list for names answers in milliseconds.
+PEERS_TIMEOUT_S = 5.0
 
 
 @click.group("sync")
@@ -64,8 +66,9 @@ def sync_now_cmd(peer: str | None, repair: bool, home: Path | None, as_json: boo
     for col in ("peer", "genes in", "genes out", "payload in/out B", "overhead in/out B",
                 "conflicts", "rejected", "repaired", "errors"):
         table.add_column(col, overflow="fold")
+    names = _peer_names(resolve_home(home))
     for r in rows:
-        table.add_row(r["peer"], str(r["genes_in"]), str(r["genes_out"]),
+        table.add_row(names.label(r["peer"]), str(r["genes_in"]), str(r["genes_out"]),
                       f"{r['payload_in']:,} / {r['payload_out']:,}",
                       f"{r['overhead_in']:,} / {r['overhead_out']:,}",
                       str(r["conflicts"]), str(r["rejected"]), str(r["repaired"]),
@@ -99,7 +102,16 @@ def _find(home: Home, key: str) -> Conflict:
 
 
 def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+    return iso_s(ts)
+
+
+def _peer_names(home: Home) -> PeerNames:
+    """Org and region of the daemon's peers (from their handshakes); short ids else."""
+    try:
+        return PeerNames.from_records(call(home, "peers", all=True,
+                                           timeout=PEERS_TIMEOUT_S) or [])
+    except ControlError:
+        return PeerNames()
 
 
 def conflict_to_json(c: Conflict) -> dict[str, Any]:
@@ -124,8 +136,9 @@ def conflicts_list_cmd(home: Path | None, as_json: bool) -> None:
     for col in ("key", "name", "local (v, author)", "remote (v, author)", "from", "queued"):
         table.add_column(col, overflow="fold")
     for c in queued:
-        table.add_row(c.key, c.local.name, f"v{c.local.version} {c.local.author[-8:]}",
-                      f"v{c.remote.version} {c.remote.author[-8:]}", c.sender[-8:],
+        table.add_row(c.key, c.local.name, f"v{c.local.version} {short_peer(c.local.author)}",
+                      f"v{c.remote.version} {short_peer(c.remote.author)}",
+                      short_peer(c.sender),
                       _when(c.queued_at))
     console.print(table)
 

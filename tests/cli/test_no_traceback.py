@@ -252,3 +252,14 @@ def test_every_command_against_a_daemon_without_quorum(
     values = Values(root, gene_id)
     ran = assert_no_traceback(values, home.root, LONG_RUNNING - {("run",)})
     assert ran >= 50
+
+
+def test_ledger_head_explains_entries_beside_the_raft_commit(
+        leaderless: tuple[Home, Path]) -> None:
+    """Issue 13, item 10: 'entries 10' beside 'commit 9' said nothing of why."""
+    home, _root = leaderless
+    result = invoke("ledger", "head", "--home", str(home.root))
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "ledger entries" in flat
+    assert "commit and applied count Raft log entries" in flat
