@@ -15,6 +15,7 @@ from typing import Any
 from gd.genome import checks
 from gd.genome.certificate import NO_TRUST, TrustAnchors, org_key_text, parse_org_key
 from gd.genome.errors import ValidationError
+from gd.node.api.settings import ApiSettings, ApiSettingsError, parse_api_settings
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 # "public": peers may dial our listen addresses. "private": they cannot (NAT, firewall):
@@ -42,6 +43,8 @@ class NodeConfig:
     # [trust] orgs: org name -> pinned org key(s). `org:`/`region:` rules match a peer only
     # through a certificate signed by one of these (docs/adr/0008).
     trusted_orgs: TrustAnchors = NO_TRUST
+    # [api]: the HTTP API (gd.node.api.settings; validated there, typed here).
+    api: ApiSettings = field(default_factory=ApiSettings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +127,12 @@ def parse_config(data: dict[str, Any], where: str = "config") -> NodeConfig:
         if section in _OPEN_SECTIONS:
             extra[section] = body
             continue
+        if section == "api":
+            try:
+                kwargs["api"] = parse_api_settings(body)
+            except ApiSettingsError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            continue
         if section not in _SCHEMA or not isinstance(body, dict):
             raise ConfigError(f"{where}: unknown section [{section}]")
         for key, value in body.items():
@@ -198,6 +207,14 @@ map_size_mb = {cfg.cortex_map_size_mb}
 orgs = {{ {trusted} }}
 
 # Optional sections (uncomment to change the defaults):
+#
+# [api]                  # the HTTP API (docs/api.md); tokens: `gd-node tokens create`
+# listen = "127.0.0.1:0" # HOST:PORT; 0 picks a free port (`gd-node status` shows it)
+# tls_cert = ""          # PEM files; required (TLS 1.3) to listen beyond loopback
+# tls_key = ""
+# rate_per_s = 50.0      # requests per second per credential (429 beyond), burst:
+# rate_burst = 100
+# webhook_hosts = []     # hosts job webhooks may be POSTed to (none by default)
 #
 # [sync]                 # docs/protocol.md §6
 # auto = true            # sync on connect, on local change and on a timer

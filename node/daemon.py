@@ -39,6 +39,7 @@ from libp2p.network.swarm import Swarm
 from libp2p.tools.anyio_service import background_trio_service
 
 from gd.genome.identity import NodeKey
+from gd.node.api.server import check_api_config, start_api
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.control import ControlMethods, ControlServer
 from gd.node.credentials import NodeCredentials, load_credentials
@@ -204,6 +205,9 @@ class Daemon:
         self.sovereignty: SovereigntyService | None = None  # likewise
         self.ledger: LedgerService | None = None  # likewise (node/ledger_service.py)
         self.mdns: MdnsService | None = None  # set by run_daemon when `mdns = true`
+        # The HTTP API (node/api/): its URL and services, set by run_daemon when enabled.
+        self.api_url: str | None = None
+        self.api: Any = None
         # Service name -> one element per restart after a failure (node/supervise.py).
         self.service_restarts: dict[str, list[int]] = {}
         # Connections not yet handshaken: peer id -> monotonic time the connection opened.
@@ -607,7 +611,7 @@ class Daemon:
             "peers": len(self.table.connected()), "peers_by_region": self.table.by_region(),
             "known_peers": len(self.table), "dht_peers": self.dht.get_routing_table_size(),
             "cortex_bytes": cortex_bytes, "ledger_height": size, "ledger_root": root.hex(),
-            "metrics_port": self.metrics_port,
+            "metrics_port": self.metrics_port, "api_url": self.api_url,
             "methods": self.methods.names(),
             "sync_lag": self.sync.lag() if self.sync is not None else 0,
             "conflicts": (await trio.to_thread.run_sync(lambda: len(self.sync.store.conflicts()))
@@ -652,6 +656,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
         log.warning("node.certificate_unusable", note=credentials.note)
     sync_settings(cfg)
     domain_conflict_policies(cfg.extra.get("domains", {}))
+    check_api_config(cfg.api, home.root)
     with PidLock(home.pid_path):
         async with running_host(key, listen or list(cfg.listen)) as host:
             dht = new_dht(host)
@@ -664,6 +669,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                     daemon.sovereignty = SovereigntyService(daemon, daemon.sync)
                     daemon.ledger = LedgerService(daemon)
                     daemon.ledger_head = daemon.ledger.head
+                api_server = start_api(daemon)
                 metrics_server = None
                 if cfg.metrics_port:
                     metrics_server = MetricsServer(daemon.metrics, daemon.health,
@@ -693,6 +699,8 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                                               ("ledger", daemon.ledger)):
                             if service is not None:
                                 services.append((name, service.run, ()))
+                        if api_server is not None:
+                            services.append(("api", api_server.run, ()))
                         for name, run, args in services:
                             nursery.start_soon(functools.partial(
                                 supervised, log, name, run, *args,
