@@ -17,7 +17,7 @@ SLOW_SUITES := tests/chaos tests/testnet tests/sync_net tests/ledger_net tests/s
 .PHONY: help venv run test check lint types coverage measure bench sim validate clean
 
 help:
-	@echo "make run       local 3-node testnet with a live dashboard (creates .venv, installs)"
+	@echo "make run       local 4-node testnet with a live dashboard (creates .venv, installs)"
 	@echo "make test      ruff, mypy, the whole suite under coverage, per-package coverage floors"
 	@echo "make check     ruff, mypy and the fast tests (under 2 minutes; before each commit)"
 	@echo "make coverage  the whole suite under coverage; HTML in bench/results/coverage"
@@ -41,10 +41,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# A 3-org, 2-region federation of real node processes on 127.0.0.1 with demo genes and a
+# A 4-org, 2-region federation of real node processes on 127.0.0.1 with demo genes and a
 # live dashboard; Ctrl-C stops every node (data stays in .gd/testnet for the next run).
 run: venv
-	$(BIN)/gd-node testnet up --orgs 3 --regions 2 --dir .gd/testnet --dashboard
+	$(BIN)/gd-node testnet up --orgs 4 --regions 2 --dir .gd/testnet --dashboard
 
 lint: venv
 	$(BIN)/ruff check .
