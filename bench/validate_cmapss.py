@@ -22,6 +22,7 @@ import html
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -42,7 +43,7 @@ from gd.motors.domains.turbofan import (
     rul_for_test,
     rul_for_train,
 )
-from gd.motors.evaluate import EvaluationRequest, Evidence, StateScores, score_states
+from gd.motors.evaluate import EvaluationRequest, Evidence, score_states
 from gd.node.history_import import back_test
 
 OUT = Path(__file__).parent / "results" / "validation"
@@ -57,6 +58,9 @@ GENES = [
 ]
 POLICY_GENE = "inspect-s11-47.5"
 TESTS = ("FD001", "FD003")
+FOLDS = 5
+APPLY_MIN = get_domain("turbofan").config.apply_min
+BAND_GRID = np.round(np.arange(0.02, 0.81, 0.01), 2)
 RULE_SENSORS = ("s2", "s3", "s4", "s7", "s8", "s11", "s12", "s13", "s15", "s17", "s20", "s21")
 
 
@@ -89,32 +93,60 @@ def roc(score: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fpr, tpr
 
 
-def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> StateScores:
+@dataclass(frozen=True)
+class Scored:
+    """Per-row outputs kept for the report: CP, needs-evidence, M_P's applicability and
+    every motor's score."""
+
+    cp: np.ndarray
+    needs: np.ndarray
+    applies: np.ndarray
+    motors: dict[str, np.ndarray]
+
+
+def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> Scored:
     parts = [score_states(gene, X[s:s + CHUNK], seed=SEED, evidence=evidence, request=REQUEST)
              for s in range(0, len(X), CHUNK)]
+    return Scored(
+        cp=np.concatenate([p.cp for p in parts]),
+        needs=np.concatenate([p.needs_evidence for p in parts]),
+        applies=np.concatenate([p.mp.applicability >= APPLY_MIN for p in parts]),
+        motors={m: np.concatenate([getattr(p, m).score for p in parts])
+                for m in ("mp", "mn", "mc", "mm")})
 
-    def cat(get):  # type: ignore[no-untyped-def]
-        return np.concatenate([get(p) for p in parts])
 
-    class Joined:
-        pass
+def evidence_from(gene: Gene, rows: np.ndarray, rul: np.ndarray) -> Evidence:
+    """The gene back-tested on run-to-failure `rows` (as `experiences import` does)."""
+    idx, labels = back_test(gene, cmapss_record(rows, rul))
+    states = get_domain("turbofan").states(rows[idx])
+    return Evidence(tuple(Experience(gene.id, gene.version_hash.hex(), s, bool(y), k + 1, "")
+                          for k, (s, y) in enumerate(zip(states, labels, strict=True))))
 
-    out = Joined()
-    out.cp = cat(lambda p: p.cp)                        # type: ignore[attr-defined]
-    out.needs = cat(lambda p: p.needs_evidence)         # type: ignore[attr-defined]
-    out.motors = {m: cat(lambda p, m=m: getattr(p, m).score)   # type: ignore[attr-defined]
-                  for m in ("mp", "mn", "mc", "mm")}
-    return out  # type: ignore[return-value]
+
+def cross_fitted_cp(gene: Gene, train: np.ndarray, rul: np.ndarray) -> Scored:
+    """CP on every training row with evidence from the other FOLDS' engines only, so a
+    band fitted on it has not seen the rows it is scored on."""
+    fold = train[:, 0].astype(np.int64) % FOLDS
+    cp, needs = np.zeros(len(train)), np.zeros(len(train), dtype=bool)
+    for f in range(FOLDS):
+        held, rest = fold == f, fold != f
+        sc = scores(gene, train[held], evidence_from(gene, train[rest], rul[rest]))
+        cp[held], needs[held] = sc.cp, sc.needs
+    return Scored(cp, needs, np.zeros(0, dtype=bool), {})
+
+
+def fitted_bands(threshold: float) -> list[list[object]]:
+    """The pack's bands with the approve band starting at the fitted CP level."""
+    return [[0.0, "vetoed", "adapt"], [threshold, "approved", "approve"],
+            [max(0.81, round(threshold + 0.01, 2)), "candidate", "approve"]]
 
 
 def main() -> None:
     started = time.time()
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("../shared/data/cmapss")
-    pack = get_domain("turbofan")
     key = NodeKey.from_seed(b"v" * 32)
     train = load_cmapss(data / "train_FD001.txt")
     train_rul = rul_for_train(train)
-    record = cmapss_record(train, train_rul)
     tests = {}
     for name in TESTS:
         rows = load_cmapss(data / f"test_{name}.txt")
@@ -127,19 +159,20 @@ def main() -> None:
     for gname, codons, action in GENES:
         gene = Gene.create(key, domain="turbofan", name=gname, action=action,
                            codons=[Codon.simple(*c) for c in codons])
-        idx, labels = back_test(gene, record)
-        states = pack.states(train[idx])
-        evidence = Evidence(tuple(Experience(gene.id, gene.version_hash.hex(), s, bool(y),
-                                             k + 1, "") for k, (s, y) in
-                                  enumerate(zip(states, labels, strict=True))))
+        evidence = evidence_from(gene, train, train_rul)
+        labels = np.array([e.success for e in evidence.experiences])
         entry: dict = {"experiences": len(labels),
                        "experience_success_rate": float(labels.mean()) if len(labels) else None}
+        if gname == POLICY_GENE:
+            policy_gene = gene
         for tname, (rows, rul) in tests.items():
             truth = rul <= HORIZON if action != "continue" else rul > HORIZON
             res = {}
             for label, ev in (("without_evidence", None), ("with_evidence", evidence)):
                 sc = scores(gene, rows, ev)
+                app = sc.applies
                 res[label] = {"auc": auc(sc.cp, truth),
+                              "auc_where_applies": auc(sc.cp[app], truth[app]),
                               "needs_evidence_share": float(sc.needs.mean()),
                               "motor_auc": {m: auc(v, truth) for m, v in sc.motors.items()}}
                 curves[(gname, tname, label)] = roc(sc.cp, truth)
@@ -154,9 +187,19 @@ def main() -> None:
     report["policy"]["tuned_rule"] = {
         "feature": FEATURES[rule.column], "op": ">" if rule.above else "<",
         "threshold": rule.threshold, "train_cost": train_cost.to_plain()}
+    cv = cross_fitted_cp(policy_gene, train, train_rul)
+    level, band_cost = mt.tune_score_threshold(
+        np.where(cv.needs, 0.0, cv.cp), train[:, 0], train[:, 1], train_rul, seed=1,
+        grid=BAND_GRID)
+    bands = fitted_bands(level)
+    report["policy"]["fitted_bands"] = {
+        "bands": bands, "folds": FOLDS, "train_cost": band_cost.to_plain(),
+        "how": f"approve band fitted on FD001 train: CP cross-fitted over {FOLDS} folds of "
+               "engines (evidence from the other folds), lowest simulated cost on the "
+               "same truncated engines as the tuned rule"}
     for tname, (rows, rul) in tests.items():
         sc = kept[(POLICY_GENE, tname, "with_evidence")]
-        act = (band_index(sc.cp, pack.config.bands) >= 1) & ~sc.needs
+        act = (band_index(sc.cp, bands) >= 1) & ~sc.needs
         u, c = rows[:, 0], rows[:, 1]
         report["policy"][tname] = {
             "cp_verdicts": mt.simulate(u, c, rul, act).to_plain(),
@@ -226,8 +269,11 @@ def _html(report: dict) -> str:
             w, wo = g[tname]["with_evidence"], g[tname]["without_evidence"]
             rows.append(f"<tr><td>{html.escape(gname)}</td><td>{tname}</td>"
                         f"<td>{wo['auc']:.3f}</td><td>{w['auc']:.3f}</td>"
+                        f"<td>{wo['auc_where_applies']:.3f}</td>"
+                        f"<td>{w['auc_where_applies']:.3f}</td>"
                         f"<td>{w['motor_auc']['mp']:.3f}</td><td>{g['experiences']}</td></tr>")
     pol = []
+    fb = report["policy"]["fitted_bands"]
     for tname in TESTS:
         for n, r in report["policy"][tname].items():
             pol.append(f"<tr><td>{tname}</td><td>{n}</td><td>{r['cost']:.0f}</td>"
@@ -242,10 +288,13 @@ def _html(report: dict) -> str:
 continue when RUL &gt; {report['lead_cycles']}.</p>
 <h2>AUC of CP</h2><table border=1 cellpadding=3>
 <tr><th>gene</th><th>test</th><th>CP AUC without evidence</th><th>CP AUC with evidence</th>
+<th>same, states where the gene applies: without</th><th>with</th>
 <th>M_P AUC with evidence</th><th>experiences</th></tr>{''.join(rows)}</table>
 <img src="roc_FD001.png"><img src="roc_FD003.png">
 <h2>Maintenance policy</h2><p>Tuned rule (FD001 train, truncated engines):
 {rule['feature']} {html.escape(rule['op'])} {rule['threshold']:.4g}.
+CP verdicts act where the verdict is approve under bands {html.escape(json.dumps(fb['bands']))}
+({html.escape(fb['how'])}).
 Cost model: {html.escape(report['policy']['cost_model'])}</p>
 <table border=1 cellpadding=3><tr><th>test</th><th>policy</th><th>cost</th>
 <th>unplanned failures</th><th>wasted inspections</th><th>repairs</th></tr>{''.join(pol)}
@@ -257,12 +306,15 @@ Cost model: {html.escape(report['policy']['cost_model'])}</p>
 
 
 def _print(report: dict) -> None:
-    print(f"{'gene':<20}{'test':<7}{'AUC no ev':>10}{'AUC ev':>8}{'M_P AUC':>9}")
+    print(f"{'gene':<20}{'test':<7}{'AUC no ev':>10}{'AUC ev':>8}{'applies: no ev':>15}"
+          f"{'ev':>7}{'M_P AUC':>9}")
     for gname, g in report["genes"].items():
         for tname in TESTS:
             w, wo = g[tname]["with_evidence"], g[tname]["without_evidence"]
             print(f"{gname:<20}{tname:<7}{wo['auc']:>10.3f}{w['auc']:>8.3f}"
+                  f"{wo['auc_where_applies']:>15.3f}{w['auc_where_applies']:>7.3f}"
                   f"{w['motor_auc']['mp']:>9.3f}")
+    print(f"approve band fitted on FD001 train: {report['policy']['fitted_bands']['bands']}")
     for tname in TESTS:
         p = report["policy"][tname]
         print(f"{tname} policy cost: CP verdicts {p['cp_verdicts']['cost']:.0f}, tuned threshold "

@@ -128,7 +128,7 @@ def chaotic(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
     tail = max(1, math.ceil((1.0 - cfg.cvar_alpha) * drawn))
     cvar = losses[-tail:].mean(axis=0) / cfg.loss_scale
     flip = _flip_rate(bk, pack, cg, X, rng)
-    lyap = _divergence(bk, pack, X, first_z, rng)
+    lyap = divergence(bk, pack, X, first_z, rng)
     veto = cvar > cfg.cvar_limit
     return ChaoticOutput(
         score=np.clip(p_hat * (1.0 - flip), 0.0, 1.0), veto=veto, p_hat=p_hat, lower=lo,
@@ -138,16 +138,25 @@ def chaotic(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
 
 def _flip_rate(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
                rng: np.random.Generator) -> np.ndarray:
+    return flip_rate_from(bk, cg, X, flip_noise(bk, pack, X, rng))
+
+
+def flip_noise(bk: Backend, pack: DomainPack, X: Array, rng: np.random.Generator) -> Array:
+    """The perturbations the flip rate uses (gene-independent: shared by a batch)."""
     n, f = X.shape
+    return bk.normal(rng, (FLIP_SAMPLES, n, f)) * bk.asarray(pack.scale * FLIP_SCALE)
+
+
+def flip_rate_from(bk: Backend, cg: CompiledGene, X: Array, noise: Array) -> np.ndarray:
+    n = X.shape[0]
     base = fires(bk, cg, X)
-    noise = bk.normal(rng, (FLIP_SAMPLES, n, f)) * bk.asarray(pack.scale * FLIP_SCALE)
     flipped = bk.zeros((n,))
     for i in range(FLIP_SAMPLES):
         flipped = flipped + bk.tofloat(fires(bk, cg, X + noise[i]) != base)
     return bk.to_numpy(flipped / FLIP_SAMPLES)
 
 
-def _divergence(bk: Backend, pack: DomainPack, X: Array, z: Array,
+def divergence(bk: Backend, pack: DomainPack, X: Array, z: Array,
                 rng: np.random.Generator) -> np.ndarray:
     n, f = X.shape
     direction = bk.normal(rng, (n, f)) * bk.asarray(pack.scale * DIVERGENCE_DELTA)

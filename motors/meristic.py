@@ -105,13 +105,25 @@ class MeristicOutput:
 
 def scale_coherence(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
                     mv: Multiverse, rng: np.random.Generator) -> MeristicOutput:
+    return coherence_from(bk, pack, cg, X, mv, coherence_noise(bk, pack, X, rng))
+
+
+def coherence_noise(bk: Backend, pack: DomainPack, X: Array,
+                    rng: np.random.Generator) -> list[Array]:
+    """One perturbation block per scale (gene-independent: shared by a batch)."""
     n, f = X.shape
+    return [bk.normal(rng, (COHERENCE_SAMPLES, n, f)) * bk.asarray(pack.scale * s)
+            for s in SCALES]
+
+
+def coherence_from(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
+                   mv: Multiverse, noises: list[Array]) -> MeristicOutput:
+    n = X.shape[0]
     m = len(pack.actions)
     acc = bk.asarray(mv.acceptable.reshape(-1))
     rows = bk.arange(n) * m
     perf = []
-    for s in SCALES:
-        noise = bk.normal(rng, (COHERENCE_SAMPLES, n, f)) * bk.asarray(pack.scale * s)
+    for noise in noises:
         total = bk.zeros((n,))
         for i in range(COHERENCE_SAMPLES):
             on = bk.toint(fires(bk, cg, X + noise[i]))

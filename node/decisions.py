@@ -39,7 +39,7 @@ from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import GeneStatus
 from gd.genome.synapse import SynapseKind
 from gd.ledger.entry import EntryKind
-from gd.motors import meristic
+from gd.motors import holdout, meristic
 from gd.motors.domains import get_domain
 from gd.motors.domains.pack import DomainConfig
 from gd.motors.errors import MotorInputError
@@ -48,7 +48,6 @@ from gd.motors.evaluate import (
     EvaluationRequest,
     Evidence,
     ReplayReport,
-    adapt,
     evaluate,
     replay,
 )
@@ -337,7 +336,9 @@ class AdaptOutcome:
     """What an `adapt_gene` run did. `genes`: new variants stored (pending); `existing`:
     ids of winners already in the Cortex from an earlier run (left as they are, approved
     or not); `decisions`: the new variants' scores on the adaptation states; `fitness`:
-    each winner's search fitness by gene id (new and existing)."""
+    each winner's search fitness by gene id (new and existing); `held_out`: each winner's
+    comparison with the gene on the held-out states, by gene id (CP gain and cost saving,
+    `gd.motors.holdout`); `compared`: every pool variant's comparison, winners or not."""
 
     gene: Gene
     result: meristic.SearchResult
@@ -347,6 +348,8 @@ class AdaptOutcome:
     existing: tuple[str, ...] = ()
     decisions: tuple[Decision, ...] = ()
     fitness: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    held_out: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    compared: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def cancelled(self) -> bool:
@@ -396,7 +399,12 @@ def adapt_gene(node: LocalNode, gene_id: str, *, population: int = 4096,
     nothing but its checkpoint; a finished one deletes its checkpoint after the winners
     are stored. With `score`, each new variant is evaluated once over the states where
     its condition holds (an inspection of a pending gene) and the decision stored; a
-    variant that fires on none of them gets no decision."""
+    variant that fires on none of them gets no decision.
+
+    The search sees only part of the states; a winner is stored only if it beats the
+    gene on the rest in both held-out CP and cost (`gd.motors.holdout`), and the outcome
+    says by how much. This is the function an adaptation job (a veto in the daemon, a
+    gene received from a peer) calls; it is resumable through its checkpoints."""
     cortex = node.cortex
     gene = cortex.require_gene(gene_id)
     _require_status(gene, ADAPTABLE, "adaptation", "")
@@ -413,14 +421,19 @@ def adapt_gene(node: LocalNode, gene_id: str, *, population: int = 4096,
     req = _request(node, request)
     related = [g for g, _ in related_genes(cortex, gene)]
     checkpoints = meristic.SearchCheckpoints(cortex.env, cortex.open_db(MERISTIC_DB))
-    result = adapt(gene, chosen, seed=seed, search=search, related=related, request=req,
-                   config=node_domain_config(node, gene.domain), checkpoints=checkpoints,
-                   cancel=cancel, progress=progress)
+    held = holdout.adapt_held_out(
+        gene, chosen, seed=seed, search=search, related=related,
+        evidence=evidence_for(cortex, gene), request=req,
+        config=node_domain_config(node, gene.domain), checkpoints=checkpoints,
+        cancel=cancel, progress=progress)
+    result = held.search
     outcome = AdaptOutcome(gene, result, seed, len(chosen))
     if result.cancelled:
         return outcome
-    winners = [v for v in result.variants if not _same_rule(gene, v)]
-    candidates = meristic.variants_to_genes(node.key, gene, winners, hlc=hlc_now())
+    # Only variants that beat the gene on states the search never saw are proposed.
+    winners = [c for c in held.winners if not _same_rule(gene, c.variant)]
+    candidates = meristic.variants_to_genes(node.key, gene, [c.variant for c in winners],
+                                            hlc=hlc_now())
     new = [g for g in candidates if cortex.get_gene(g.id) is None]
     existing = tuple(g.id for g in candidates if cortex.get_gene(g.id) is not None)
     if new:
@@ -434,9 +447,12 @@ def adapt_gene(node: LocalNode, gene_id: str, *, population: int = 4096,
         if firing:
             decisions += evaluate_gene(node, variant.id, firing, seed=seed, aggregate=True,
                                        request=req, allow_pending=True)
-    fitness = {g.id: v.fitness for g, v in zip(candidates, winners, strict=True)}
+    fitness = {g.id: c.variant.fitness for g, c in zip(candidates, winners, strict=True)}
+    compared = {g.id: c.to_plain() for g, c in zip(candidates, winners, strict=True)}
     return dataclasses.replace(outcome, genes=tuple(new), existing=existing,
-                               decisions=tuple(decisions), fitness=fitness)
+                               decisions=tuple(decisions), fitness=fitness,
+                               held_out=compared,
+                               compared=tuple(c.to_plain() for c in held.compared))
 
 
 # -- experiences ---------------------------------------------------------------------

@@ -141,3 +141,23 @@ def tune_threshold(X: np.ndarray, units: np.ndarray, cycles: np.ndarray, rul: np
                     best = (rule, cost)
     assert best is not None
     return best
+
+
+def tune_score_threshold(score: np.ndarray, units: np.ndarray, cycles: np.ndarray,
+                         rul: np.ndarray, seed: int, grid: np.ndarray
+                         ) -> tuple[float, PolicyCost]:
+    """The lowest-cost alarm level `score ≥ t` over `grid`, simulated on truncated
+    training engines exactly as `tune_threshold` tunes a sensor rule: what a domain's
+    approve band is fitted with (on cross-fitted scores, never on test data)."""
+    if len(score) != len(units) or len(grid) == 0:
+        raise MotorInputError("score must align with units, and the grid be non-empty")
+    cuts = truncations(units, cycles, rul, seed)
+    sel = np.concatenate(cuts)
+    ids = np.concatenate([np.full(len(c), k) for k, c in enumerate(cuts)])
+    best: tuple[float, PolicyCost] | None = None
+    for t in np.asarray(grid, dtype=np.float64):
+        cost = simulate(ids, cycles[sel], rul[sel], score[sel] >= t)
+        if best is None or cost.cost < best[1].cost:
+            best = (float(t), cost)
+    assert best is not None
+    return best

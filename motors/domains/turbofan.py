@@ -95,9 +95,12 @@ class TurbofanPack(DomainPack):
     scale[0], scale[1] = 25.0, 50.0   # unit id, cycle
     # Veto when the worst 10 % of futures cost on average more than 0.8 of a failure. At
     # 5 % the inspection's own miss rate (1 − P_DETECT) would fill the whole tail.
-    config = DomainConfig(floor=0.3, min_evidence=8.0, cvar_alpha=0.9, cvar_limit=0.8,
-                          loss_scale=COST_FAILURE, tolerance=COST_INSPECT / 2,
-                          horizon=HORIZON)
+    # M_P's floor is the break-even of the cheapest shop action: an inspection (5) that
+    # may avert a failure (100) pays while its success chance is above 5/100; the
+    # evidence vetoes only when even that is ruled out (ADR 0011).
+    config = DomainConfig(floor=COST_INSPECT / COST_FAILURE, min_evidence=8.0,
+                          cvar_alpha=0.9, cvar_limit=0.8, loss_scale=COST_FAILURE,
+                          tolerance=COST_INSPECT / 2, horizon=HORIZON)
 
     def wear(self, bk: Backend, X: Array) -> Array:
         """Wear estimate (0 new, 1 failure) from one cycle's sensors: how far the wear

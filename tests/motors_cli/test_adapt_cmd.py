@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from gd.genome import Codon
-from gd.motors import meristic
-from gd.motors.evaluate import EvaluationRequest, adapt
+from gd.motors import holdout, meristic
+from gd.motors.evaluate import EvaluationRequest
 from gd.node import decisions as dec
 from gd.node.home import Home
 from gd.node.local import open_local
@@ -41,7 +41,11 @@ def test_adapt_stores_pending_variants_with_lineage_and_scores(home: Path,
     assert out["generations_run"] == 6 and out["resumed_from"] == 0 and out["states"] == 12
     assert out["history"] == sorted(out["history"])  # the retreat pool never loses its best
     assert out["history"][-1] >= out["seed_fitness"]
-    assert 1 <= len(out["variants"]) <= 5
+    assert len(out["variants"]) <= 5 and out["compared_on_held_out"]
+    for v in out["variants"]:   # proposed only if better on states the search never saw
+        assert v["held_out"]["cp_gain"] > 0 and v["held_out"]["cost_saving"] > 0
+    assert {c["improves"] for c in out["compared_on_held_out"]} >= {
+        True} if out["variants"] else True
     pending = {g["id"]: g for g in run_json("genes", "list", "--status", "adaptation_pending",
                                             "--home", home)}
     for v in out["variants"]:
@@ -81,12 +85,15 @@ def test_cancelled_search_resumes_and_ends_as_an_uninterrupted_one(home: Path,
         assert not list(node.cortex.genes(status="adaptation_pending"))
         second = dec.adapt_gene(node, evaluated, population=64, generations=6)
         assert second.result.resumed_from == 2 and not second.cancelled
-        reference = adapt(gene, states, seed=dec.default_seed(gene),
-                          search=meristic.SearchConfig(population=64, generations=6),
-                          related=related, request=EvaluationRequest())
-    assert second.genes and second.result.history == reference.history
-    assert [(v.codons, v.action, v.fitness) for v in reference.variants
-            if not dec._same_rule(gene, v)] == [
+        reference = holdout.adapt_held_out(
+            gene, states, seed=dec.default_seed(gene),
+            search=meristic.SearchConfig(population=64, generations=6),
+            related=related, evidence=dec.evidence_for(node.cortex, gene),
+            request=EvaluationRequest())
+    assert second.result.history == reference.search.history
+    assert [c.to_plain() for c in reference.compared] == list(second.compared)
+    assert [(c.variant.codons, c.variant.action, c.variant.fitness)
+            for c in reference.winners if not dec._same_rule(gene, c.variant)] == [
         (g.codons, g.action, second.fitness[g.id]) for g in second.genes]
 
 
@@ -110,7 +117,7 @@ def test_ctrl_c_cancels_cleanly_and_the_rerun_resumes(home: Path, evaluated: str
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.setattr(dec, "adapt_gene", real)
     out = run_json("adapt", evaluated, *SMALL, "--home", home)
-    assert out["resumed_from"] == 3 and out["generations_run"] == 6 and out["variants"]
+    assert out["resumed_from"] == 3 and out["generations_run"] == 6 and out["compared_on_held_out"]
 
 
 def test_adapt_needs_history_or_states(home: Path, gene_id: Callable[[str], str],
