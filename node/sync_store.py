@@ -37,6 +37,7 @@ from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
+from gd.motors.domains.gene_check import PackMismatch, check_gene
 from gd.node.cortex import Cortex, CortexError, Txn, UnknownGene
 from gd.node.domain_settings import parse_domain_settings
 from gd.protocol.sync import RejectedGene, decide_for, refusal_against, stamp_of
@@ -88,6 +89,22 @@ class ApplyStats:
 CONFLICT_MODES = ("queue", "lww", "merge")
 
 
+def domain_pack_refusal(gene: Gene) -> str:
+    """Why `gene`'s values make no sense in its domain pack, or "" (issue 13, item 2:
+    a received gene gets the same check as an imported one: refused and audited, never
+    stored). Pure set lookups, so it runs on every received gene."""
+    try:
+        check_gene(gene)
+    except PackMismatch as exc:
+        return f"not valid in its domain pack: {exc}"
+    return ""
+
+
+def any_content(gene: Gene) -> str:
+    """No content check: for the simulation's synthetic domains only."""
+    return ""
+
+
 def same_condition(a: Gene, b: Gene) -> bool:
     """The built-in merge rule's test: the two versions fire in the same states and take
     the same action, so they differ only in metadata (name, purpose, params)."""
@@ -114,12 +131,16 @@ class SyncStore:
     def __init__(self, cortex: Cortex,
                  policy_for: Callable[[str], ConflictPolicy] = lambda domain: QUEUE_ALL,
                  clock: Callable[[], int] | None = None, *,
-                 local_peer: str | None = None) -> None:
+                 local_peer: str | None = None,
+                 content_check: Callable[[Gene], str] | None = None) -> None:
         """`local_peer`: our peer id, so that a gene claiming our origin which we never
         authored is refused (the daemon always passes it; tools reading the conflict
-        queue need not)."""
+        queue need not). `content_check(gene)` says why a received gene's values make no
+        sense in its domain ("" when they do); by default the domain pack's
+        `check_gene`. Only the simulation, whose domains are synthetic, swaps it."""
         self.cortex = cortex
         self.local_peer = local_peer or ""
+        self.content_check = content_check or domain_pack_refusal
         self.policy_for = policy_for
         self.clock = clock or (lambda: 0)
         self._conflicts = cortex.open_db(CONFLICTS_DB)
@@ -161,7 +182,8 @@ class SyncStore:
             stats = ApplyStats()
             for incoming in genes:
                 local = self.cortex.get_gene_in(txn, incoming.id)
-                refusal = refusal_against(local, incoming, self.local_peer)
+                refusal = (refusal_against(local, incoming, self.local_peer)
+                           or self.content_check(incoming))
                 if refusal:
                     stats.refused.append(RejectedGene(incoming.id, refusal))
                     continue

@@ -15,7 +15,7 @@ from federation import Federation
 from gd_testkit import key_from_int, make_gene
 from hostile import hostile_peer
 
-from gd.genome import Gene, GeneStatus, ShareScope
+from gd.genome import Codon, Gene, GeneStatus, ShareScope
 from gd.genome.gene import gene_id_for
 from gd.node.policy_store import AgreementState, rule_from_options
 from gd.node.sovereignty_service import AGREEMENTS_PROTOCOL_ID, ForgetDelivery, Tombstone
@@ -44,7 +44,7 @@ async def test_a_partner_cannot_move_our_gene_to_its_domain_nor_delete_it(fed_ad
     fed = fed_adv
     async with trio.open_nursery() as nursery:
         node = await fed.start(nursery, 1)
-        ours = make_gene(K1, "approve-small-loans", "loan", action="approve")
+        ours = make_gene(K1, "offer-small-loans", "loan", action="standard_offer")
         node.cortex.put_gene(ours)
         async with hostile_peer() as evil:
             await evil.handshake(node, org="partner")
@@ -73,6 +73,31 @@ async def test_a_partner_cannot_move_our_gene_to_its_domain_nor_delete_it(fed_ad
             assert ack.deleted == 0
             assert node.cortex.get_gene(ours.id).version_hash == ours.version_hash
             assert node.cortex.gene_versions(ours.id) == [ours.version]
+        fed.stop_all(node)
+
+
+async def test_genes_that_make_no_sense_in_their_domain_are_refused_and_audited(fed_adv):
+    """Issue 13, item 2: a received gene gets the import's domain-pack check."""
+    quiet_libp2p()
+    fed = fed_adv
+    async with trio.open_nursery() as nursery:
+        node = await fed.start(nursery, 1)
+        async with hostile_peer() as evil:
+            await evil.handshake(node, org="partner")
+            await agreed_with(fed, node, evil, "turbofan")
+            bad = [Gene.create(evil.key, domain="turbofan", name=name,
+                               codons=[Codon.simple(feature, ">", 1.0)], action=action)
+                   for name, feature, action in (("unknown-sensor", "s99", "inspect"),
+                                                 ("unknown-action", "s11", "explode"))]
+            good = make_gene(evil.key, "fine")
+            evil.serve_feed([*bad, good])
+            stats = await node.sync.pull(evil.peer_id)
+            assert (stats.genes_in, stats.rejected) == (1, 2), stats
+            assert [node.cortex.get_gene(g.id) for g in bad] == [None, None]
+            refused = {r.gene_id: r.detail for r in node.sovereignty.audit.records(
+                kind="gene_refused") if r.peer == evil.peer_id}
+            assert set(refused) == {g.id for g in bad}
+            assert "s99" in str(refused[bad[0].id]) and "explode" in str(refused[bad[1].id])
         fed.stop_all(node)
 
 

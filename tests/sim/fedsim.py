@@ -65,7 +65,7 @@ from gd.node.adaptation import AdaptationDesk
 from gd.node.audit import AUDIT_DB, GENESIS, AuditLog, MemoryLedgerSink, chain_hash
 from gd.node.cortex import Cortex
 from gd.node.policy_store import PolicyStore
-from gd.node.sync_store import SyncStore, resolve_conflict
+from gd.node.sync_store import SyncStore, any_content, resolve_conflict
 from gd.protocol.handshake import Handshake, HandshakeOffer
 from gd.protocol.reconcile import Mode, ReconcileMessage, ReconcileProtocolError, Reconciler
 from gd.protocol.sovereignty import (
@@ -212,7 +212,8 @@ class SimNode:
         self.cortex = Cortex.open(self.path)
         policy = lambda domain: ConflictPolicy(lww=True) if domain in LWW_DOMAINS \
             else QUEUE_ALL  # noqa: E731
-        self.store = SyncStore(self.cortex, policy, clock=lambda: 0, local_peer=self.peer)
+        self.store = SyncStore(self.cortex, policy, clock=lambda: 0, local_peer=self.peer,
+                               content_check=any_content)  # synthetic domains
         self.audit = AuditLog(self.cortex)
         self.policy = PolicyStore(self.cortex, self.key, org=self.org, region=self.region,
                                   audit=self.audit)
