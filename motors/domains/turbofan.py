@@ -97,7 +97,7 @@ class TurbofanPack(DomainPack):
     # 5 % the inspection's own miss rate (1 − P_DETECT) would fill the whole tail.
     # M_P's floor is the break-even of the cheapest shop action: an inspection (5) that
     # may avert a failure (100) pays while its success chance is above 5/100; the
-    # evidence vetoes only when even that is ruled out (ADR 0011).
+    # evidence vetoes only when even that is ruled out (ADR 0012).
     config = DomainConfig(floor=COST_INSPECT / COST_FAILURE, min_evidence=8.0,
                           cvar_alpha=0.9, cvar_limit=0.8, loss_scale=COST_FAILURE,
                           tolerance=COST_INSPECT / 2, horizon=HORIZON)
