@@ -19,6 +19,7 @@ from gd.node.cortex import Cortex
 from gd.node.cortex_owner import claim_if_unstamped
 from gd.node.home import Home
 from gd.node.local import load_identity
+from gd.node.lock import AlreadyRunning, holder_pid
 from gd.node.logging import configure_logging, get_logger
 
 
@@ -32,6 +33,10 @@ def run_foreground(home: Home, *, log_format: str | None = None,
 
     configure_logging(log_format or ("console" if sys.stderr.isatty() else "json"), log_level)
     cfg, key = load_identity(home)
+    pid = holder_pid(home.pid_path)
+    if pid is not None:  # say so before opening anything (no stray "closed" lines)
+        raise AlreadyRunning(f"a gd-node daemon (pid {pid if pid > 0 else '?'}) already "
+                             f"runs on {home.root}; stop it first")
 
     def announce(daemon: Any) -> None:
         print(f"peer id: {key.peer_id}", file=sys.stderr, flush=True)

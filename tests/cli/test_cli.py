@@ -188,6 +188,8 @@ def test_run_daemon_locks_home_and_stops_cleanly_on_sigterm(home: Path) -> None:
         second = subprocess.run([*exe, "run", "--home", str(home)], capture_output=True,
                                 text=True, timeout=30)
         assert second.returncode == 1 and "already runs" in second.stderr
+        # one clear line, no log lines of a node that never started (issue 13, item 10)
+        assert "node.closed" not in second.stderr and second.stderr.count("\n") == 1
         status = json.loads(run("status", "--home", str(home), "--json").output)
         assert (status["daemon"]["running"], status["daemon"]["pid"]) == (True, proc.pid)
         assert status["daemon"]["addrs"] and "/tcp/0" not in status["daemon"]["addrs"][0]
