@@ -15,6 +15,7 @@ import click
 from rich.panel import Panel
 from rich.table import Table
 
+from gd.cli.api_cmds import COMMANDS as API_COMMANDS
 from gd.cli.genes_cmds import genes_group, synapse_group
 from gd.cli.ledger_cmds import ledger_group
 from gd.cli.motors_cmds import COMMANDS as MOTORS_COMMANDS
@@ -125,7 +126,7 @@ def _status_data(home: Path | None) -> dict[str, Any]:
         else:
             data["daemon"].update({k: live.get(k) for k in (
                 "addrs", "peers", "peers_by_region", "ledger_height", "sync_lag",
-                "conflicts", "uptime_s")})
+                "conflicts", "uptime_s", "api_url")})
     with Cortex.open(where.cortex_path, readonly=True) as cortex:
         stats = cortex.stats()
         data["cortex"] = {
@@ -157,6 +158,8 @@ def status(home: Path | None, as_json: bool) -> None:
                  else "not running")
     if daemon.get("addrs"):
         grid.add_row("[bold]addresses[/]", "\n".join(daemon["addrs"]))
+        if daemon.get("api_url"):
+            grid.add_row("[bold]api[/]", daemon["api_url"])
         grid.add_row("[bold]peers / ledger[/]",
                      f"{daemon['peers']} peers, ledger height {daemon['ledger_height']}, "
                      f"sync lag {daemon['sync_lag']}, conflicts {daemon['conflicts']}")
@@ -305,6 +308,7 @@ for _cmd in SOVEREIGNTY_COMMANDS:
 for _cmd in MOTORS_COMMANDS + TESTNET_COMMANDS + ORG_COMMANDS:
     cli.add_command(_cmd)
 for _cmd in SYNC_COMMANDS: cli.add_command(_cmd)  # noqa: E701
+for _cmd in API_COMMANDS: cli.add_command(_cmd)  # noqa: E701
 
 
 def _age(since: object) -> str:

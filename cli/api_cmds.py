@@ -1,0 +1,180 @@
+"""`gd-node tokens ...` and `gd-node jobs ...`: credentials and durable jobs of the HTTP
+API (docs/api.md).
+
+Both open the Cortex directly (LMDB allows it beside a running daemon), so a revoked
+token is refused by the daemon at its very next request, and a cancel reaches a running
+job at its next step.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from gd.cli.output import (
+    Failure,
+    console,
+    err_console,
+    home_option,
+    json_option,
+    print_json,
+    resolve_home,
+    user_errors_with,
+)
+from gd.node.api.job_store import STATES, JobError, JobStore
+from gd.node.api.roles import Role
+from gd.node.api.tokens import TokenError, TokenStore, parse_duration
+from gd.node.local import open_local
+
+api_errors = user_errors_with(TokenError, JobError)
+
+
+def _when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """API tokens: create (the secret is printed once), list, revoke."""
+
+
+@tokens_group.command("create")
+@click.option("--role", required=True, type=click.Choice([r.label for r in Role]),
+              help="viewer < operator < approver < admin.")
+@click.option("--domain", "domains", multiple=True, required=True,
+              help="A domain the token covers (repeat), or * for every domain.")
+@click.option("--gene", "genes", multiple=True, help="Only these genes (repeat).")
+@click.option("--expires", default=None, metavar="30d|12h|90m",
+              help="Lifetime (default: until revoked).")
+@click.option("--label", default="", help="A note for `tokens list`.")
+@home_option
+@json_option
+@api_errors
+def tokens_create_cmd(role: str, domains: tuple[str, ...], genes: tuple[str, ...],
+                      expires: str | None, label: str, home: Path | None,
+                      as_json: bool) -> None:
+    """Create a token. Its secret is shown now and never again (only a hash is kept)."""
+    seconds = parse_duration(expires) if expires is not None else None
+    with open_local(resolve_home(home)) as node:
+        record, secret = TokenStore(node.cortex).create(
+            Role.parse(role), domains, genes=genes, expires_in_s=seconds, label=label)
+    if as_json:
+        print_json({**record.to_json(), "token": secret})
+        return
+    console.print(f"token {record.id}: {record.role.label} on {', '.join(record.domains)}"
+                  + (f", expires {_when(record.expires_ms)} UTC" if record.expires_ms else ""))
+    err_console.print("the secret (shown once; store it now):")
+    click.echo(secret)
+
+
+@tokens_group.command("list")
+@home_option
+@json_option
+@api_errors
+def tokens_list_cmd(home: Path | None, as_json: bool) -> None:
+    """Tokens with their role, scope and state (never their secrets)."""
+    with open_local(resolve_home(home)) as node:
+        rows = [t.to_json() for t in TokenStore(node.cortex).list()]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} token(s)")
+    for col in ("id", "role", "domains", "state", "created", "expires", "label"):
+        table.add_column(col, overflow="fold")
+    for t in rows:
+        table.add_row(t["id"], t["role"], ",".join(t["domains"]), t["state"],
+                      _when(t["created_ms"]), _when(t["expires_ms"]), t["label"])
+    console.print(table)
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id")
+@home_option
+@json_option
+@api_errors
+def tokens_revoke_cmd(token_id: str, home: Path | None, as_json: bool) -> None:
+    """Revoke TOKEN_ID: the daemon refuses it from its next request on."""
+    with open_local(resolve_home(home)) as node:
+        record = TokenStore(node.cortex).revoke(token_id)
+    if as_json:
+        print_json(record.to_json())
+    else:
+        console.print(f"token {record.id} revoked")
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Durable jobs (big evaluations, adaptations) queued through the HTTP API."""
+
+
+def _job_row(job: Any) -> dict[str, Any]:
+    return job.to_json()
+
+
+@jobs_group.command("list")
+@click.option("--state", type=click.Choice(STATES), default=None)
+@home_option
+@json_option
+@api_errors
+def jobs_list_cmd(state: str | None, home: Path | None, as_json: bool) -> None:
+    """Jobs, newest first."""
+    with open_local(resolve_home(home)) as node:
+        rows = [_job_row(j) for j in reversed(JobStore(node.cortex).list(state))]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} job(s)")
+    for col in ("id", "kind", "gene", "state", "progress", "created", "actor"):
+        table.add_column(col, overflow="fold")
+    for j in rows:
+        table.add_row(j["id"], j["kind"], j["gene_id"], j["state"],
+                      f"{j['done']}/{j['total']}", _when(j["created_ms"]), j["actor"])
+    console.print(table)
+
+
+@jobs_group.command("show")
+@click.argument("job_id")
+@home_option
+@json_option
+@api_errors
+def jobs_show_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
+    """One job: options, progress, result or error, webhook delivery."""
+    with open_local(resolve_home(home)) as node:
+        data = _job_row(JobStore(node.cortex).require(job_id))
+    if as_json:
+        print_json(data)
+        return
+    grid = Table.grid(padding=(0, 2))
+    for key in ("id", "kind", "gene_id", "state", "done", "total", "attempts", "actor",
+                "error", "webhook_url", "webhook_delivered", "webhook_error"):
+        grid.add_row(f"[bold]{key}[/]", str(data[key]))
+    grid.add_row("[bold]verdicts[/]", str(data["result"].get("verdicts", "-")))
+    console.print(grid)
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+@home_option
+@json_option
+@api_errors
+def jobs_cancel_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
+    """Cancel a queued job now, or a running one at its next step."""
+    with open_local(resolve_home(home)) as node:
+        job = JobStore(node.cortex).cancel(job_id)
+    if as_json:
+        print_json(_job_row(job))
+    elif job.state == "cancelled":
+        console.print(f"job {job.id} cancelled")
+    else:
+        console.print(f"job {job.id} will stop at its next step")
+    if job.state not in ("cancelled", "running"):
+        raise Failure(f"job {job.id} is {job.state}")
+
+
+COMMANDS: list[click.Command] = [tokens_group, jobs_group]
