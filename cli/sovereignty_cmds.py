@@ -37,6 +37,7 @@ from gd.cli.output import (
 from gd.cli.receipts import ledger_note, receipt_json
 from gd.cli.sovereignty_tables import (
     agreements_table,
+    audit_table,
     names_for,
     pending_table,
     share_back_command,
@@ -335,6 +336,24 @@ def _parse_since(text: str | None) -> int | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
+
+
+@audit_group.command("list")
+@click.option("--kind", default=None, help="Only records of this kind (e.g. gene_refused).")
+@click.option("--last", "last", type=click.IntRange(1, 100_000), default=50, show_default=True,
+              help="Show the most recent N records.")
+@home_option
+@json_option
+@sovereignty_errors
+def audit_list_cmd(kind: str | None, last: int, home: Path | None, as_json: bool) -> None:
+    """The most recent audit records, peers shown as org (region) and short id."""
+    with _session(home) as s:
+        records = list(s.audit.records(kind=kind))[-last:]
+        names = _names(s)
+    if as_json:
+        print_json([r.to_json() for r in records])
+        return
+    console.print(audit_table(records, names, console))
 
 
 @audit_group.command("export")

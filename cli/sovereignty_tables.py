@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gd.cli.naming import SHORT_GENE, SHORT_PEER, PeerNames, is_wide
+from gd.cli.naming import SHORT_GENE, SHORT_PEER, PeerNames, is_wide, iso_ms
 from gd.protocol.sovereignty import Direction, Effect, PeerInfo, ShareRule, SubjectKind
 
 _MIRROR = {Direction.SEND: Direction.RECEIVE, Direction.RECEIVE: Direction.SEND,
@@ -86,3 +86,26 @@ def share_back_command(rule: ShareRule, org: str, region: str, peer_id: str) -> 
     direction = _MIRROR[rule.direction]
     extra = "" if direction is Direction.BOTH else f" --direction {direction}"
     return f"gd-node share --with {target} --domain {rule.domain}{extra} --home THEIR_HOME"
+
+
+def audit_table(records: Sequence[Any], names: PeerNames, console: Console) -> Table:
+    """The audit log for a person: ISO time, kind, direction, the peer as `org (region)
+    …short-id`, the gene's short id, and (wide terminals) the rule with names."""
+    wide = is_wide(console)
+    table = Table(title=f"{len(records)} audit record(s)")
+    table.add_column("#", no_wrap=True, justify="right")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("kind", overflow="fold")
+    table.add_column("dir", no_wrap=True)
+    table.add_column("peer", overflow="fold", min_width=SHORT_PEER + 1)
+    table.add_column("gene", no_wrap=True, min_width=SHORT_GENE)
+    if wide:
+        table.add_column("rule", overflow="fold")
+    for r in records:
+        row = [str(r.index), iso_ms(r.time_ms), r.kind, r.direction or "-",
+               escape(names.label(r.peer)) if r.peer else "-",
+               r.gene_id[:SHORT_GENE] or "-"]
+        if wide:
+            row.append(escape(names.text(r.rule)) or "-")
+        table.add_row(*row)
+    return table

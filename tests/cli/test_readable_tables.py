@@ -94,3 +94,24 @@ def test_agreements_and_share_name_peers_and_say_what_to_run(home: Path, width) 
     data = json.loads(run("agreements", "list", "--home", str(home), "--json")[1])
     assert {a["peer"] for a in data} == {GLOBEX.peer_id}
     assert any(GLOBEX.peer_id in (a["ours"] or "") for a in data)
+
+
+def test_audit_list_names_peers_with_iso_times_and_fits_80_columns(home: Path, width) -> None:
+    width(80)
+    assert run("share", "--with", GLOBEX.peer_id, "--domain", "turbofan", "--home",
+               str(home))[0] == 0
+    with Cortex.open(home / "cortex") as cortex:
+        from gd.node.audit import AuditKind, AuditLog
+        AuditLog(cortex).append(AuditKind.GENE_REFUSED, peer=GLOBEX.peer_id,
+                                gene_id="ab" * 16, direction="in", time_ms=1_764_000_000_000)
+    code, out = run("audit", "list", "--home", str(home))
+    assert code == 0, out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    assert GLOBEX.peer_id not in out
+    # the label may wrap between org, region and id, but the id stays whole
+    assert "globex" in out and "(us-east)" in out and f"…{GLOBEX.peer_id[-8:]}" in out
+    assert "2025-11-24T16:00:00Z" in out and "gene_refused" in out
+    assert "ab" * 6 in out  # the short gene id, whole
+    code, out = run("audit", "list", "--kind", "gene_refused", "--json", "--home", str(home))
+    rows = json.loads(out)
+    assert [r["peer"] for r in rows] == [GLOBEX.peer_id]  # --json keeps the full id
