@@ -1,0 +1,203 @@
+"""HTTP API benchmark: a real `gd-node run` serving HTTPS (TLS 1.3) on 127.0.0.1.
+
+    .venv/bin/python bench/api.py [--evals 100] [--gets 3000] [--concurrency 16] [--jobs 20]
+
+Prints a table and writes bench/results/api.json. The daemon runs in its own process,
+the client (httpx, keep-alive) in this one, so on a 2-core machine each has a core.
+
+* evaluate: one state through POST /v1/genes/{id}/evaluate (auth, rate limit, audit
+  record, motors, decision and ledger writes), p50/p99 of --evals calls; baseline = the
+  same `gd.node.decisions.evaluate_gene` call in-process on the same Cortex, same seed
+  plan — the ratio is what the front door costs. Goal: p50 < 15 ms.
+* gets: authenticated GET /v1/genes/{id} per second, --concurrency requests in flight.
+  Goal: >= 1,000/s on 2 cores.
+* jobs: --jobs evaluation jobs of 16 states each, queued at once; jobs/s and states/s
+  until all have succeeded (the runner runs one job at a time, in chunks of 16).
+
+Medians are reported, never asserted (timings depend on the machine and its load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import json
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from common import median, percentile, report
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gd.motors.domains import get_domain
+from gd.node import decisions as dec
+from gd.node.home import Home
+from gd.node.local import open_local
+
+GD_NODE = str(Path(sys.executable).with_name("gd-node"))
+
+
+def self_signed(where: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = where / "api-cert.pem", where / "api-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def cli(*args: str) -> str:
+    return subprocess.run([GD_NODE, *args], check=True, capture_output=True, text=True,
+                          timeout=120).stdout
+
+
+def api_url(home: Path) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        out = subprocess.run([GD_NODE, "status", "--json", "--home", str(home)],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode == 0 and json.loads(out.stdout)["daemon"].get("api_url"):
+            return str(json.loads(out.stdout)["daemon"]["api_url"])
+        time.sleep(0.2)
+    raise RuntimeError("the daemon did not report its API URL within 60 s")
+
+
+def one_state(seed: int) -> dict[str, Any]:
+    s = get_domain("turbofan").demo_states(1, seed)[0]
+    return {"values": dict(s.values), "entity": s.entity, "t": s.t}
+
+
+async def bench_http(url: str, token: str, cert: Path, gene_id: str, args: Any
+                     ) -> dict[str, Any]:
+    verify = ssl.create_default_context(cafile=str(cert))
+    limits = httpx.Limits(max_connections=args.concurrency,
+                          max_keepalive_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=url, verify=verify, limits=limits, timeout=60,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        evals = []
+        for i in range(args.evals):
+            body = {"states": [one_state(1000 + i)], "seed": i}
+            start = time.perf_counter()
+            reply = await http.post(f"/v1/genes/{gene_id}/evaluate", json=body)
+            evals.append(time.perf_counter() - start)
+            reply.raise_for_status()
+        done = 0
+        start = time.perf_counter()
+
+        async def worker(n: int) -> None:
+            nonlocal done
+            for _ in range(n):
+                (await http.get(f"/v1/genes/{gene_id}")).raise_for_status()
+                done += 1
+
+        per = args.gets // args.concurrency
+        async with trio.open_nursery() as nursery:
+            for _ in range(args.concurrency):
+                nursery.start_soon(worker, per)
+        gets_s = done / (time.perf_counter() - start)
+        ids = []
+        start = time.perf_counter()
+        for j in range(args.jobs):
+            batch = [one_state(5000 + 16 * j + k) for k in range(16)]
+            reply = await http.post("/v1/jobs", json={"kind": "evaluate", "gene_id": gene_id,
+                                                      "states": batch, "seed": j})
+            reply.raise_for_status()
+            ids.append(reply.json()["id"])
+        for job_id in ids:
+            while (await http.get(f"/v1/jobs/{job_id}")).json()["state"] != "succeeded":
+                await trio.sleep(0.05)
+        jobs_wall = time.perf_counter() - start
+    return {"evals": evals, "gets_s": gets_s, "jobs_wall": jobs_wall}
+
+
+def bench_inprocess(home: Path, gene_id: str, n: int) -> list[float]:
+    out = []
+    with open_local(Home.resolve(home)) as node:
+        gene = node.cortex.require_gene(gene_id)
+        for i in range(n):
+            state = get_domain(gene.domain).demo_states(1, 9000 + i)
+            start = time.perf_counter()
+            dec.evaluate_gene(node, gene_id, state, seed=i)
+            out.append(time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--evals", type=int, default=100)
+    parser.add_argument("--gets", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=20)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="gdbench-api", dir="/tmp"))
+    home = root / "node"
+    proc = None
+    try:
+        cli("demo", "--dir", str(home), "--org", "bench", "--region", "eu")
+        cert, key = self_signed(home)
+        with (home / "config.toml").open("a") as cfg:
+            cfg.write(f'\n[api]\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+                      "rate_per_s = 1000000.0\nrate_burst = 1000000\n")
+        token = json.loads(cli("tokens", "create", "--role", "admin", "--domain", "*",
+                               "--label", f"bench-{secrets.token_hex(2)}", "--json",
+                               "--home", str(home)))["token"]
+        proc = subprocess.Popen([GD_NODE, "run", "--home", str(home), "--log-format", "json",
+                                 "--log-level", "warning"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        url = api_url(home)
+        genes = json.loads(cli("genes", "list", "--domain", "turbofan", "--status", "native",
+                               "--json", "--home", str(home)))
+        gene_id = genes[0]["id"]
+        http = trio.run(bench_http, url, token, cert, gene_id, args)
+        local = bench_inprocess(home, gene_id, args.evals)
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+    evals_ms = [s * 1000 for s in http["evals"]]
+    local_ms = [s * 1000 for s in local]
+    rows = [
+        {"measure": "evaluate 1 state over HTTPS", "p50_ms": median(evals_ms),
+         "p99_ms": percentile(evals_ms, 99), "goal": "p50 < 15 ms"},
+        {"measure": "evaluate 1 state in-process", "p50_ms": median(local_ms),
+         "p99_ms": percentile(local_ms, 99), "goal": "baseline"},
+        {"measure": "HTTPS / in-process (p50)", "ratio": median(evals_ms) / median(local_ms)},
+        {"measure": f"authenticated GETs/s ({args.concurrency} in flight)",
+         "per_s": http["gets_s"], "goal": ">= 1000/s"},
+        {"measure": f"jobs of 16 states ({args.jobs})", "per_s": args.jobs / http["jobs_wall"],
+         "states_per_s": 16 * args.jobs / http["jobs_wall"]},
+    ]
+    report("api", rows, {"args": vars(args), "tls": "1.3", "server": "hypercorn trio"})
+
+
+if __name__ == "__main__":
+    main()
