@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from gd.cli.gene_ref import gene_argument, gene_option
+from gd.cli.naming import is_wide
 from gd.cli.output import (
     console,
     err_console,
@@ -106,14 +107,19 @@ def _decisions_table(title: str, decisions: list[Decision], *, numbered: bool = 
                      ) -> Table:
     """Scores per decision; ids shortened to SHORT_ID characters (every command taking a
     decision id accepts a unique prefix) so the table fits a terminal."""
+    # Each motor's score only where the terminal has room; ids and scores are never cut
+    # (issue 13, item 9): below WIDE columns the table is decision, state, CP, verdict.
+    wide = is_wide(console)
     table = Table(title=title)
-    table.add_column("decision", no_wrap=True)
+    table.add_column("decision", no_wrap=True, min_width=SHORT_ID)
     table.add_column("state", overflow="fold")
-    for col in (*dec.MOTORS, "CP", "band", "verdict"):
-        table.add_column(col, no_wrap=True)
+    for col in (*(dec.MOTORS if wide else ()), "CP", *(("band",) if wide else ()),
+                "verdict"):
+        table.add_column(col, no_wrap=True, min_width=5 if col != "verdict" else None)
     for i, d in enumerate(decisions[:MAX_TABLE_ROWS]):
+        motors = [_score_cell(d, m) for m in dec.MOTORS] if wide else []
         table.add_row(d.id[:SHORT_ID], escape(_where(d, i + 1 if numbered else None)),
-                      *(_score_cell(d, m) for m in dec.MOTORS), f"{d.cp:.3f}", d.band,
+                      *motors, f"{d.cp:.3f}", *((d.band,) if wide else ()),
                       _verdict_cell(d))
     return table
 
