@@ -134,7 +134,7 @@ def score_genes(genes: Sequence[Gene], X: np.ndarray, *, seed: int,
         batches.append(bk.to_numpy(L))
         drawn += batch
         snaps.append((drawn, loss_sum.copy(), acc_sum.copy(),
-                      copy.deepcopy(rng.bit_generator.state)))
+                      copy.deepcopy(dict(rng.bit_generator.state))))
         for a in wanted:
             if a in stop:
                 continue

@@ -13,6 +13,7 @@ runner picks the oldest queued one.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from collections.abc import Callable
@@ -161,9 +162,9 @@ class JobStore:
 
         return self.cortex.write(run)
 
-    def requeue_interrupted(self) -> list[Job]:
+    def requeue_interrupted(self) -> builtins.list[Job]:  # `list` is a method here
         """At start: jobs a dead daemon left `running` go back to `queued` (they resume)."""
-        def run(txn: Any) -> list[Job]:
+        def run(txn: Any) -> builtins.list[Job]:
             out = []
             for _, raw in txn.cursor(db=self.db):
                 job = Job.from_plain(canonical.decode(raw))

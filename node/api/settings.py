@@ -134,7 +134,8 @@ def parse_api_settings(body: Any) -> ApiSettings:
     if unknown:
         raise ApiSettingsError(f"unknown key(s) in [api]: {', '.join(unknown)}"
                                + (" (OIDC is not supported yet)" if "oidc" in unknown else ""))
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in body.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in body.items()}
     try:
         return ApiSettings(**values)
     except TypeError as exc:
