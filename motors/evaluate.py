@@ -397,7 +397,7 @@ def _diff(a: Any, b: Any, path: str) -> list[str]:
 def adapt(gene: Gene, states: Sequence[StateVector] | np.ndarray, *, seed: int,
           search: meristic.SearchConfig | None = None, related: Sequence[Gene] = (),
           request: EvaluationRequest | None = None, config: DomainConfig | None = None,
-          checkpoints: meristic.SearchCheckpoints | None = None,
+          checkpoints: meristic.CheckpointStore | None = None,
           cancel: Any = None, progress: Any = None) -> meristic.SearchResult:
     """M_M's search for `gene` on `states`: the multiverse and Nash scores come from the
     same streams `evaluate` uses, so the search sees the futures the verdict saw.

@@ -145,7 +145,7 @@ def adapt_held_out(gene: Gene, states: Sequence[StateVector], *, seed: int,
                    related: Sequence[Gene] = (), evidence: Evidence | None = None,
                    request: EvaluationRequest | None = None,
                    config: DomainConfig | None = None,
-                   checkpoints: meristic.SearchCheckpoints | None = None,
+                   checkpoints: meristic.CheckpointStore | None = None,
                    cancel: Callable[[], bool] | None = None,
                    progress: Callable[[int, float], None] | None = None,
                    share: float = HELD_OUT_SHARE) -> HeldOutResult:

@@ -57,6 +57,7 @@ from gd.node.cortex import Cortex, CortexError
 from gd.node.domain_settings import domain_config
 from gd.node.importer import hlc_now
 from gd.node.local import LocalNode
+from gd.node.meristic_checkpoints import LmdbCheckpoints
 from gd.node.recorder import LedgerRecorder
 
 EVIDENCE_DB: Final = "decision_evidence"
@@ -420,7 +421,7 @@ def adapt_gene(node: LocalNode, gene_id: str, *, population: int = 4096,
     seed = default_seed(gene) if seed is None else seed
     req = _request(node, request)
     related = [g for g, _ in related_genes(cortex, gene)]
-    checkpoints = meristic.SearchCheckpoints(cortex.env, cortex.open_db(MERISTIC_DB))
+    checkpoints = LmdbCheckpoints(cortex.env, cortex.open_db(MERISTIC_DB))
     held = holdout.adapt_held_out(
         gene, chosen, seed=seed, search=search, related=related,
         evidence=evidence_for(cortex, gene), request=req,

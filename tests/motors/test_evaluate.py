@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -47,7 +49,14 @@ def test_evidence_moves_the_score(key) -> None:
     # wear sensors only, where sensor noise alone keeps neighbours' weights near 0.5).
     bad = evaluate(gene, STATES, seed=5, evidence=_experiences(gene, STATES * 3, False))
     assert good.result("M_P").score > none.result("M_P").score > bad.result("M_P").score
-    assert bad.verdict == "veto" and len(bad.results) == 1
+    # Turbofan's floor is an inspection's break-even, 0.05 (ADR 0012): 32 neighbours can
+    # never prove p < 0.05 at 95 %, so evidence against lowers CP but does not veto ...
+    assert bad.verdict != "veto" and bad.cp < none.cp
+    # ... while under a stricter floor the same evidence is a veto by M_P alone.
+    strict = dataclasses.replace(TURBOFAN.config, floor=0.3)
+    vetoed = evaluate(gene, STATES, seed=5, evidence=_experiences(gene, STATES * 3, False),
+                      config=strict)
+    assert vetoed.verdict == "veto" and len(vetoed.results) == 1
 
 
 def test_early_termination_on_m_p_veto(key) -> None:

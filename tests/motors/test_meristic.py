@@ -1,23 +1,25 @@
 from __future__ import annotations
 
 import lmdb
+import msgpack
 import numpy as np
 import pytest
 
 from gd.genome import Codon, Gene, GeneStatus
 from gd.motors.backend import get_backend
 from gd.motors.chaotic import Multiverse
+from gd.motors.checkpoints import CheckpointStore, MemoryCheckpoints
 from gd.motors.condition import OP_CODES, compile_gene
 from gd.motors.errors import CheckpointError, MotorInputError
 from gd.motors.meristic import (
     Population,
-    SearchCheckpoints,
     SearchConfig,
     evolve,
     population_fitness,
     scale_coherence,
     variants_to_genes,
 )
+from gd.node.meristic_checkpoints import LmdbCheckpoints
 from tests.motors.conftest import ToyPack, make_gene
 
 bk = get_backend()
@@ -65,7 +67,7 @@ def test_search_resumes_after_a_crash_exactly(tmp_path) -> None:
     empty = _seed_pop().take(np.array([], int))
     whole = evolve(bk, Z, np.array([0.25]), value, _seed_pop(), empty, 0, cfg, seed=9)
     env = lmdb.open(str(tmp_path / "db"), max_dbs=4, map_size=1 << 28)
-    store = SearchCheckpoints(env)
+    store = LmdbCheckpoints(env)
     calls = {"n": 0}
 
     def cancel_after_three() -> bool:
@@ -78,14 +80,53 @@ def test_search_resumes_after_a_crash_exactly(tmp_path) -> None:
     env.close()
     env = lmdb.open(str(tmp_path / "db"), max_dbs=4, map_size=1 << 28)   # "restart"
     rest = evolve(bk, Z, np.array([0.25]), value, _seed_pop(), empty, 0, cfg, seed=9,
-                  checkpoints=SearchCheckpoints(env), search_id="s1", fingerprint="f")
+                  checkpoints=LmdbCheckpoints(env), search_id="s1", fingerprint="f")
     assert rest.resumed_from == 3 and not rest.cancelled
     assert rest.history == whole.history
     assert np.array_equal(rest.pool.thr, whole.pool.thr)
     with pytest.raises(CheckpointError):
         evolve(bk, Z, np.array([0.25]), value, _seed_pop(), empty, 0, cfg, seed=9,
-               checkpoints=SearchCheckpoints(env), search_id="s1", fingerprint="other")
+               checkpoints=LmdbCheckpoints(env), search_id="s1", fingerprint="other")
     env.close()
+
+
+def test_checkpoint_stores_fit_the_protocol_and_resume_alike(tmp_path) -> None:
+    """The in-memory store resumes exactly like the LMDB one: the search depends only on
+    the protocol, not on where the bytes live."""
+    Z, value = _planted()
+    cfg = SearchConfig(population=200, generations=6, slots=2)
+    empty = _seed_pop().take(np.array([], int))
+    whole = evolve(bk, Z, np.array([0.25]), value, _seed_pop(), empty, 0, cfg, seed=4)
+    env = lmdb.open(str(tmp_path / "db"), max_dbs=4, map_size=1 << 28)
+    for store in (MemoryCheckpoints(), LmdbCheckpoints(env)):
+        assert isinstance(store, CheckpointStore)
+        n = {"calls": 0}
+
+        def stop_after_two(n: dict[str, int] = n) -> bool:
+            n["calls"] += 1
+            return n["calls"] > 2
+
+        part = evolve(bk, Z, np.array([0.25]), value, _seed_pop(), empty, 0, cfg, seed=4,
+                      checkpoints=store, search_id="s", fingerprint="f", cancel=stop_after_two)
+        assert part.cancelled and store.load("s") is not None
+        rest = evolve(bk, Z, np.array([0.25]), value, _seed_pop(), empty, 0, cfg, seed=4,
+                      checkpoints=store, search_id="s", fingerprint="f")
+        assert rest.resumed_from == 2 and rest.history == whole.history
+        store.delete("s")
+        assert store.load("s") is None
+    env.close()
+
+
+@pytest.mark.parametrize("raw", [b"\xc1 not msgpack", msgpack.packb({"format": 99}),
+                                 msgpack.packb([1, 2])])
+def test_a_corrupt_or_foreign_checkpoint_is_refused_by_name(raw: bytes) -> None:
+    Z, value = _planted()
+    store = MemoryCheckpoints()
+    store.save("s1", raw)
+    with pytest.raises(CheckpointError, match="checkpoint s1"):
+        evolve(bk, Z, np.array([0.25]), value, _seed_pop(), _seed_pop().take(np.array([], int)),
+               0, SearchConfig(population=50, generations=2, slots=2), seed=1,
+               checkpoints=store, search_id="s1", fingerprint="f")
 
 
 def test_scale_coherence_of_a_gene_that_always_fires(key) -> None:
