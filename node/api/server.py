@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
+from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 
 from gd.node.api.app import build_app
@@ -101,7 +102,10 @@ class ApiServer:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.api.runner.run)
                 nursery.start_soon(EventWatcher(self.api).run)
-                await worker_serve(wrap_app(self.app, self.config.wsgi_max_body_size, "asgi"),
+                # Starlette is an ASGI app; its own Scope/Receive/Send aliases are not
+                # hypercorn's, so the two libraries' annotations disagree.
+                app = cast(ASGIFramework, self.app)
+                await worker_serve(wrap_app(app, self.config.wsgi_max_body_size, "asgi"),
                                    self.config, sockets=sockets)
         finally:
             for sock in sockets.secure_sockets + sockets.insecure_sockets:
