@@ -17,7 +17,7 @@ from gd.node.local import initialise_home, open_local
 from gd.node.policy_store import PolicyStore, rule_from_options
 from gd.node.recorder import LedgerRecorder
 from gd.testnet import procs
-from gd.testnet.demo import demo_lines
+from gd.testnet.demo import demo_lines, give_demo_history
 from gd.testnet.org_keys import certify_node, testnet_trust
 from gd.testnet.owner import OWNER_FILE
 from gd.testnet.plan import (
@@ -130,6 +130,10 @@ def testnet_up(directory: Path, *, orgs: int, regions: int, seed: int,
         for node in plan.nodes:
             init_node_home(node, plan)
         spread_demo_genes(plan)
+        # Each org back-tests its genes on its own (seeded, synthetic) record first, so
+        # the demo decisions rest on evidence (testnet/demo.py: who has how much).
+        learned = give_demo_history([Path(n.home) for n in plan.nodes], plan.seed)
+        say(f"imported demo histories: {sum(learned.values())} experiences")
         for a, b, domain in make_demo_agreements(plan):
             say(f"{a} and {b} share {domain}")
         decided = evaluate_demo_genes(plan)
