@@ -5,9 +5,9 @@ Noise + yamux over 127.0.0.1. Daemons run with `[sync] auto = false` so only the
 measured rounds move anything, and an allow-all share policy passed in-process.
 
 Rows:
-* `local apply (baseline)`: the same genes read from A's feed, verified and applied in
-  batches of 256 into a fresh Cortex with no network: the floor a network sync can
-  approach. `vs_local` is each network row's time over this.
+* `local apply (baseline)`: the same genes read from A's feed, verified (across cores,
+  `gd.node.verify_pool`) and applied in batches of 256 into a fresh Cortex with no
+  network: the floor a network sync can approach. `vs_local` is each network row's time over this.
 * `cold sync zstd` / `cold sync plain`: a fresh node pulls all N genes, with and without
   zstd. Payload = canonical gene bytes; wire = frame bytes on the sync stream;
   overhead % = (wire - payload) / payload (negative when compression wins).
@@ -21,6 +21,7 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import random
 import shutil
@@ -45,6 +46,7 @@ from gd.node.host import dialable_addrs
 from gd.node.logging import configure_logging
 from gd.node.sync_service import share_all
 from gd.node.sync_store import SyncStore
+from gd.node.verify_pool import VerifyPool
 from gd.protocol.sync import SyncReceiver, SyncSender
 
 T0_MS = 1_700_000_000_000
@@ -104,12 +106,16 @@ def local_apply(src: Cortex, dst_path: Path, sender: str) -> float:
     with Cortex.open(dst_path, map_size=4 << 30) as dst:
         store, theirs = SyncStore(dst), SyncStore(src)
         sending = SyncSender("me", theirs.read_feed, lambda r, g: True)
-        receiving = SyncReceiver(sender, store.apply_batch)
+        pool = VerifyPool()
+        receiving = SyncReceiver(sender, store.apply_batch, check=pool)
         start = time.perf_counter()
-        while True:
-            outcome = receiving.receive(sending.receive(receiving.request()))
-            if not outcome.more:
-                break
+        try:
+            while True:
+                outcome = receiving.receive(sending.receive(receiving.request()))
+                if not outcome.more:
+                    break
+        finally:
+            pool.close()
         return time.perf_counter() - start
 
 
@@ -140,6 +146,10 @@ async def bench(n: int, seed: int, root: Path) -> list[dict[str, Any]]:
         print(f"made and stored {n} genes on A in {time.perf_counter() - t:.1f} s "
               f"({sum(len(g.wire_bytes) for g in genes[:100]) / 100:.0f} B/gene)",
               file=sys.stderr)
+        # The receiving daemons hold none of these 100k Gene objects in a deployment:
+        # keep the collector from walking them on every batch (the daemons freeze their
+        # own start-up heap, gd.node.gc_tuning).
+        gc.freeze()
         base = await trio.to_thread.run_sync(local_apply, a.cortex, root / "local",
                                              a.peer_id)
         rows.append(row("local apply (baseline)", base, n, 0, 0, None))

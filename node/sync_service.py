@@ -51,10 +51,12 @@ from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene
 from gd.node.config import ConfigError, NodeConfig
+from gd.node.gc_tuning import freeze_startup_heap
 from gd.node.host import to_id
 from gd.node.peers import PeerRecord
 from gd.node.streams import READ_TIMEOUT_S, FramedStream, StreamGone
 from gd.node.sync_store import ApplyStats, SyncStore, domain_conflict_policies, resolve_conflict
+from gd.node.verify_pool import VerifyPool
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.reconcile import ID_LEN, Item, ReconcileProtocolError, Reconciler
 from gd.protocol.sync import (
@@ -109,6 +111,9 @@ REPAIR_READ_TIMEOUT_S: Final = 180.0
 DEFAULT_INTERVAL_S: Final = 30.0
 DEFAULT_DEBOUNCE_S: Final = 0.5
 DEFAULT_REPAIR_INTERVAL_S: Final = 600.0
+# A pull asks for this many genes first and doubles per batch up to [sync].batch_genes:
+# the first answer comes back quickly, so verifying it overlaps the sender's next read.
+FIRST_BATCH_GENES: Final = 32
 
 # (sender peer id, gene) -> do we take this gene from this sender?
 AcceptPolicy = Callable[[str, Gene], bool]
@@ -360,6 +365,12 @@ def _decompress(data: bytes, compressed: bool) -> bytes:
                                   f"{exc}") from None
 
 
+def _open_batch(reply: SyncBatch) -> tuple[bytes, ChangeBatch]:
+    """Worker thread: decompress and decode a batch (its raw bytes for the counters)."""
+    raw = _decompress(reply.batch, reply.zstd)
+    return raw, ChangeBatch.decode(raw)
+
+
 def _array_header(n: int) -> int:
     return 1 if n < 16 else 3 if n < 65536 else 5
 
@@ -450,6 +461,8 @@ class SyncService:
         self._sender_views: SenderViewFactory = self._policy_view
         self._receiver_views: ReceiverViewFactory = self._accept_view
         self.peers: dict[str, PeerSyncState] = {}
+        # Received genes are checked across cores (closed when `run` ends).
+        self.verify_pool = VerifyPool()
         self._announced = -1
         self._changed = trio.Event()
         daemon.register_protocol(SYNC_PROTOCOL_ID, self.serve_sync)
@@ -515,6 +528,13 @@ class SyncService:
 
     async def run(self) -> None:
         """Watch connections and the feed; runs until cancelled with the daemon."""
+        freeze_startup_heap()  # the daemon has started: its objects live as long as it
+        try:
+            await self._watch()
+        finally:
+            self.verify_pool.close()
+
+    async def _watch(self) -> None:
         async with trio.open_nursery() as nursery:
             self._announced = await trio.to_thread.run_sync(lambda: self.cortex.last_seq)
             changed_at: float | None = None
@@ -651,27 +671,47 @@ class SyncService:
                 applied.append(self.store.apply_batch(sender, genes, upto))
 
             view = self.receiver_view(peer)
+            cap = self.settings.batch_genes
             receiver = SyncReceiver(peer, applier, checkpoint=checkpoint,
-                                    accept=view.accept, max_genes=self.settings.batch_genes)
+                                    accept=view.accept, max_genes=min(FIRST_BATCH_GENES, cap),
+                                    check=self.verify_pool)
 
-            def receive(raw: bytes) -> Any:
-                outcome = receiver.receive(raw)
+            def receive(batch: ChangeBatch) -> Any:
+                outcome = receiver.receive_batch(batch)
                 view.finish_batch([r for s in applied for r in s.refused])
                 return outcome
+
+            def pull_msg(since: int) -> SyncPull:
+                request = ChangesRequest(since, receiver.max_genes).encode()
+                return SyncPull(request, zstd=self.settings.compress)
+
             fs = await self._open(peer, SYNC_PROTOCOL_ID, stats)
             try:
+                await fs.send(pull_msg(receiver.checkpoint))
                 while True:
-                    await fs.send(SyncPull(receiver.request(), zstd=self.settings.compress))
                     reply = await fs.receive()
                     if not isinstance(reply, SyncBatch):
                         raise RemoteProtocolError(f"expected gd.sync.batch, got {reply.TYPE}")
                     if reply.head > MAX_SEQ:
                         raise RemoteProtocolError("feed head is not a u64")
-                    raw = _decompress(reply.batch, reply.zstd)
                     since = receiver.checkpoint
+                    try:
+                        raw, batch = await trio.to_thread.run_sync(_open_batch, reply)
+                    except SyncProtocolError as exc:
+                        raise RemoteProtocolError(f"bad sync batch: {exc}") from None
+                    # Pipelining: ask for the next batch before verifying and applying
+                    # this one, so the sender reads and encodes it meanwhile. The request
+                    # names the checkpoint this batch will leave; if applying fails the
+                    # stream closes and that answer is never read.
+                    ahead = (batch.more and batch.since == since
+                             and reply.head >= batch.upto)
+                    if ahead:
+                        # Slow start: small first batches fill the pipeline sooner.
+                        receiver.max_genes = min(cap, receiver.max_genes * 2)
+                        await fs.send(pull_msg(batch.upto))
                     applied.clear()
                     try:
-                        outcome = await trio.to_thread.run_sync(receive, raw)
+                        outcome = await trio.to_thread.run_sync(receive, batch)
                     except SyncProtocolError as exc:
                         raise RemoteProtocolError(f"bad sync batch: {exc}") from None
                     st.checkpoint, st.head = receiver.checkpoint, reply.head
@@ -684,6 +724,8 @@ class SyncService:
                     self._set_lag(peer, st)
                     if not outcome.more:
                         break
+                    if not ahead:
+                        await fs.send(pull_msg(receiver.checkpoint))
             finally:
                 await fs.close()
         self.metrics.sync_rounds.labels(kind=SYNC_PROTOCOL_ID, outcome="ok").inc()
@@ -880,7 +922,8 @@ class SyncService:
                                       "were asked for")
         asked = set(hashes)
         view = self.receiver_view(peer)
-        good, rejected = await trio.to_thread.run_sync(verify_genes, wires, view.accept)
+        good, rejected = await trio.to_thread.run_sync(
+            lambda: verify_genes(wires, view.accept, check=self.verify_pool))
         unasked = [g for g in good if g.version_hash not in asked]
         if unasked:
             raise RemoteProtocolError(f"sent version {unasked[0].version_hash.hex()[:16]} "

@@ -53,6 +53,9 @@ SharePolicy = Callable[[str, Gene], bool]
 # (sender peer id, verified genes, new checkpoint): store both in one transaction. What
 # it returns (the store's own statistics) is ignored here.
 BatchApplier = Callable[[str, Sequence[Gene], int], object]
+# Wire genes -> `verify_wire` of each, in order. The default runs them one by one; a
+# node may run them across cores (`gd.node.verify_pool`): the checks are pure.
+WireChecker = Callable[[Sequence[dict[str, Any]]], Sequence[tuple[Gene | None, str]]]
 
 
 class SyncUsageError(ValueError):
@@ -137,6 +140,7 @@ class SyncReceiver:
     accept: Callable[[Gene], bool] = field(default=lambda gene: True)
     max_genes: int = MAX_BATCH_GENES
     genes_received: int = 0
+    check: WireChecker | None = None
 
     def request(self) -> bytes:
         """The request for the next batch (also what a resumed connection sends first)."""
@@ -151,20 +155,25 @@ class SyncReceiver:
         that fails to decode, verify or pass `accept` is rejected on its own; the others
         apply. If `apply_batch` raises, the checkpoint stays where it was.
         """
-        batch = ChangeBatch.decode(data)
+        return self.receive_batch(ChangeBatch.decode(data))
+
+    def receive_batch(self, batch: ChangeBatch) -> BatchOutcome:
+        """`receive` of an already decoded batch (a pipelining caller decodes first to
+        ask for the next batch while this one is verified and applied)."""
         if batch.since != self.checkpoint:
             return BatchOutcome(stale=True, checkpoint=self.checkpoint)
         if len(batch.genes) > self.max_genes:
             raise SyncProtocolError(f"batch of {len(batch.genes)} genes, we asked for at "
                                     f"most {self.max_genes}")
-        good, rejected = verify_genes(batch.genes, self.accept)
+        good, rejected = verify_genes(batch.genes, self.accept, check=self.check)
         self.apply_batch(self.sender, tuple(good), batch.upto)
         self.checkpoint = batch.upto
         self.genes_received += len(good)
         return BatchOutcome(good, rejected, False, batch.more, batch.upto)
 
 
-def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool]
+def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool], *,
+                 check: WireChecker | None = None
                  ) -> tuple[tuple[Gene, ...], tuple[RejectedGene, ...]]:
     """Decode, check and `accept`-filter wire genes one by one: a bad gene is rejected on
     its own and the others pass (used by the feed and by repair fetches).
@@ -172,11 +181,16 @@ def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool]
     The checks, in order (DESIGN.md, "Trust boundaries"): the shape and values, the
     signature, the id bound to origin, domain and name (`id_is_bound`), the author's
     counter in the version vector — and only then the receiver's policy, which judges a
-    domain that can no longer lie."""
+    domain that can no longer lie.
+
+    `check` runs `verify_wire` over all of them (possibly in parallel, same results in
+    the same order); `accept` then runs here, in order, in the caller's thread."""
     good: list[Gene] = []
     rejected: list[RejectedGene] = []
-    for i, wire in enumerate(wires):
-        gene, reason = _verified(wire)
+    checked = check(wires) if check is not None else [verify_wire(w) for w in wires]
+    if len(checked) != len(wires):
+        raise SyncUsageError(f"checker returned {len(checked)} results for {len(wires)}")
+    for i, (wire, (gene, reason)) in enumerate(zip(wires, checked, strict=True)):
         if gene is not None and not accept(gene):
             gene, reason = None, "refused by the receiver's own policy"
         if gene is None:
@@ -221,7 +235,9 @@ def refusal_against(local: Gene | None, incoming: Gene, local_peer: str) -> str:
     return ""
 
 
-def _verified(wire: dict[str, Any]) -> tuple[Gene | None, str]:
+def verify_wire(wire: dict[str, Any]) -> tuple[Gene | None, str]:
+    """One wire gene decoded, signature-checked and `check_received`: (gene, "") or
+    (None, why). Pure and thread-safe (pynacl releases the GIL while it verifies)."""
     try:
         gene = Gene.from_wire(wire)
         gene.verify()

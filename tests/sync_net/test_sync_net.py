@@ -116,7 +116,10 @@ async def test_interrupted_pull_resumes_without_resending_applied_batches(cluste
         b.sync.store.apply_batch = original
         stats = await b.sync.pull(a.peer_id)
         assert stats.genes_in == 70 and stats.batches == 7
-        assert a.sync.state(b.peer_id).served.genes == 100  # nothing sent twice
+        # No applied batch is sent twice. The pull is pipelined (ADR: sync pipelining),
+        # so batch 4 was asked for before batch 3 applied: that one batch in flight
+        # at the cut, never applied, may have been served and is served again.
+        assert a.sync.state(b.peer_id).served.genes in (100, 110)
         assert c.contents(a) == c.contents(b)
         c.stop_all(a, b)
 
