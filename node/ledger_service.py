@@ -80,7 +80,7 @@ from gd.ledger.raft_storage import LmdbRaftStorage
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
 from gd.ledger.store import MAX_BATCH, Ledger
 from gd.node.host import to_id
-from gd.node.membership import region_member, requires_certificate
+from gd.node.membership import region_member
 from gd.node.peers import PeerRecord
 from gd.node.recorder import OUTBOX_DB, OutboxRoute, Receipt
 from gd.node.streams import FramedStream, StreamGone
@@ -744,8 +744,7 @@ class LedgerService:
 
     def _member(self, rec: PeerRecord) -> bool:
         """Region membership for the ledger: node/membership.py decides."""
-        return region_member(rec, self.region, self.voters,
-                             require_certificate=requires_certificate(self.daemon))
+        return region_member(rec, self.region, self.voters)
 
     def _enqueue(self, statement: LedgerEntry) -> None:
         slot = (statement.author, statement.idempotency_key)

@@ -3,7 +3,8 @@
 Three roles, all on py-libp2p 0.8.1's relay v2 (`libp2p.relay.circuit_v2`):
 
 * **hop** (`relay = true`): we serve `/libp2p/circuit/relay/0.2.0/hop` to handshaken
-  peers *of our region* only (reservations and connects alike); everyone else gets a
+  peers *of our region* only — a certified region, not a claim (reservations and
+  connects alike); everyone else gets a
   reset. The relay forwards Noise ciphertext: it never sees what the two ends say.
 * **private** (`reachability = "private"`): we advertise no direct address. Once a
   handshaken peer of our region offers the `relay-v2` capability, we reserve a slot on
@@ -216,10 +217,12 @@ class RelayService:
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
             await d._event_for(remote).wait()
         rec = d.table.get(remote)
-        if (rec is None or not rec.connected or rec.region != d.cfg.region
+        # The region must be certified (an org key we pin vouches for it): relaying
+        # carries whole sessions, so a bare claim of our region gets nothing.
+        if (rec is None or not rec.connected or rec.certified_region != d.cfg.region
                 or remote in d.denied):
             d.log.info("relay.refused", peer=remote,
-                       region=None if rec is None else rec.region)
+                       region=None if rec is None else rec.certified_region)
             with contextlib.suppress(Exception):
                 await stream.reset()
             return
@@ -234,7 +237,7 @@ class RelayService:
         """Connected, handshaken peers of our region that offer relay v2."""
         region = self.daemon.cfg.region
         return [r.peer_id for r in self.daemon.table.connected()
-                if r.region == region and RELAY_CAPABILITY in r.capabilities]
+                if r.certified_region == region and RELAY_CAPABILITY in r.capabilities]
 
     def _relay_addrs(self, relay_id: str) -> tuple[str, ...]:
         rec = self.daemon.table.get(relay_id)

@@ -3,8 +3,8 @@
 * share proposals: any handshaken peer could store unlimited rows (21,764 in 26 s); now
   at most MAX_RULES_PER_PEER per peer (and MAX_RULES_TOTAL in all), the peer is dropped
   and banned past it, and rows from peers that never reached an agreement expire;
-* the region's ledger (`LedgerFetch`) is served only to members of the region
-  (node/membership.py), never to a peer of another region;
+* the region's ledger (`LedgerFetch`) is served only to certified members of the region
+  (node/membership.py), never to a peer of another region nor to a bare claim of ours;
 * learner slots are capped (MAX_LEARNERS; lowered here to keep the test small) instead
   of every same-region key becoming a permanent learner.
 """
@@ -16,7 +16,7 @@ import time
 
 import pytest
 import trio
-from daemon_cluster import DaemonCluster
+from daemon_cluster import DaemonCluster, certificate_for
 from gd_testkit import key_from_int
 from hostile import HostilePeer, hostile_peer
 
@@ -35,6 +35,12 @@ from gd.protocol.sovereignty import Proposal, ProposalKind
 
 NOW_MS = int(time.time() * 1000)
 LATER_MS = 600_000  # the test's own run time, well covered
+
+
+def certified(peer: HostilePeer, region: str) -> dict:
+    """Handshake claims backed by a certificate from an org key the node pins."""
+    return {"org": "test-org", "region": region,
+            "extra": {"certificate": certificate_for("test-org", region, peer.peer_id)}}
 
 
 def shares(evil: HostilePeer, target: str, first: int, n: int) -> tuple[bytes, ...]:
@@ -79,19 +85,25 @@ async def test_the_ledger_is_served_only_to_members_of_the_region():
             me = key_from_int(1).peer_id
             node = await fed.start_daemon(nursery, 1, region="eu", voters=[me])
             await node.ledger.append("decision", b"\x01" * 32, {"n": 1}, "k-1")
-            async with hostile_peer() as member, hostile_peer() as outsider:
-                assert isinstance(await member.handshake(node, region="eu"), Accepted)
+            async with hostile_peer() as member, hostile_peer() as outsider, \
+                    hostile_peer() as claimer:
+                assert isinstance(await member.handshake(node, **certified(member, "eu")),
+                                  Accepted)
                 fs = await member.open(node, RAFT_PROTOCOL_ID)
                 chunk = await fs.request(LedgerFetch(start=0, stop=10))
                 assert isinstance(chunk, LedgerChunk) and len(chunk.entries) >= 1
                 await fs.close()
-                assert isinstance(await outsider.handshake(node, region="us"), Accepted)
-                fs = await outsider.open(node, RAFT_PROTOCOL_ID, read_timeout_s=5)
-                with pytest.raises(Exception) as refused:
-                    await fs.request(LedgerFetch(start=0, stop=10))
-                assert not isinstance(refused.value, AssertionError)
                 dropped = node.ledger.m_dropped.labels(reason="not_member")
-                assert dropped._value.get() >= 1
+                # Certified, but for another region; then a bare claim of our region.
+                for peer, claim in ((outsider, certified(outsider, "us")),
+                                    (claimer, {"org": "test-org", "region": "eu"})):
+                    before = dropped._value.get()
+                    assert isinstance(await peer.handshake(node, **claim), Accepted)
+                    fs = await peer.open(node, RAFT_PROTOCOL_ID, read_timeout_s=5)
+                    with pytest.raises(Exception) as refused:
+                        await fs.request(LedgerFetch(start=0, stop=10))
+                    assert not isinstance(refused.value, AssertionError)
+                    assert dropped._value.get() == before + 1
             node.stop()
 
 
@@ -105,7 +117,8 @@ async def test_learner_slots_are_capped(monkeypatch):
             async with contextlib.AsyncExitStack() as stack:
                 evil = [await stack.enter_async_context(hostile_peer()) for _ in range(4)]
                 for peer in evil:
-                    assert isinstance(await peer.handshake(node, region="eu"), Accepted)
+                    assert isinstance(await peer.handshake(node, **certified(peer, "eu")),
+                                      Accepted)
                 for _ in range(3):  # gossip asks for a learner slot, again and again
                     for peer in evil:
                         fs = await peer.open(node, RAFT_PROTOCOL_ID)

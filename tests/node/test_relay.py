@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from daemon_cluster import launch, until
+from daemon_cluster import certify, launch, until
 from gd_testkit import key_from_int, make_gene
 
 from gd.node.config import ConfigError, NodeConfig, parse_config, render_config
@@ -112,6 +112,7 @@ async def start(nursery: trio.Nursery, home: Home, n: int, *, boot: list[Daemon]
                 **node: object) -> Daemon:
     extra = {"mesh": FAST, "sync": SHARE_ALL} if cortex is not None else {"mesh": FAST}
     cfg = NodeConfig(org=f"org{n}", region="eu", listen=listen, extra=extra, **node)
+    certify(home, cfg.org, cfg.region, key_from_int(n).peer_id)
     return await launch(nursery, home, cfg, key_from_int(n), cortex=cortex, listen=None,
                         boot=boot, share_policy=share_all if cortex is not None else None)
 
@@ -169,10 +170,12 @@ async def relay_scenario(home_a: Home, cortex_a: Cortex, home_b: Home, cortex_b:
             d.stop()
 
 
-async def test_a_relay_refuses_peers_of_other_regions(homes) -> None:
+@pytest.mark.parametrize("claim", ["us", "eu"])
+async def test_a_relay_refuses_peers_of_other_regions(homes, claim) -> None:
+    """Another region, or ours merely claimed (no certificate): no relay service."""
     async with trio.open_nursery() as nursery:
         r = await start(nursery, homes("r"), 1, relay=True)
-        cfg_region = NodeConfig(org="far", region="us", listen=(), reachability="private",
+        cfg_region = NodeConfig(org="far", region=claim, listen=(), reachability="private",
                                 extra={"mesh": FAST})
         boot = homes("a").root / "bootstrap-peers.toml"
         boot.write_text(render_bootstrap([BootstrapPeer(r.peer_id, tuple(dialable_addrs(
@@ -184,8 +187,8 @@ async def test_a_relay_refuses_peers_of_other_regions(homes) -> None:
         await until(lambda: box and (rec := box[0].table.get(R)) is not None
                     and rec.connected)
         a = box[0]
-        # A is in another region: R is not a relay candidate for it, and asking anyway
-        # is refused by R's hop guard.
+        # A is in another region (or only says it is in ours): R is not a relay candidate
+        # for an uncertified A, and asking anyway is refused by R's hop guard.
         assert a.relay.candidates() == []
         assert await a.relay.reserve(R) is None
         assert a.relay.book.advertised(A) == [] and dialable_addrs(a.host) == []

@@ -7,9 +7,11 @@ The suites (`tests/sync_net`, `tests/sovereignty_net`, `tests/ledger_net`) subcl
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,8 +20,11 @@ from typing import Any, TypeVar
 import trio
 from gd_testkit import key_from_int
 
+from gd.genome.certificate import NodeCertificate, TrustAnchors
+from gd.genome.identity import NodeKey
 from gd.node.config import NodeConfig
 from gd.node.cortex import Cortex
+from gd.node.credentials import CERT_FILE, save_trusted_orgs, write_certificate
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.discovery import BootstrapPeer, render_bootstrap
 from gd.node.home import Home
@@ -47,6 +52,36 @@ def write_bootstrap(home: Home, boot: Sequence[Daemon]) -> Path | None:
     path.write_text(render_bootstrap([
         BootstrapPeer(d.peer_id, tuple(dialable_addrs(d.host)), d.cfg.region) for d in boot]))
     return path
+
+
+# Test orgs: `org1`…`org32` (the cluster's nodes) and `test-org` (certified hostile peers
+# in tests/adversarial), each with a seeded key. Every cluster node pins all of them, so
+# `org:`/`region:` rules and ledger membership see certified claims, as in a deployment.
+TEST_ORGS = (*(f"org{i}" for i in range(1, 33)), "test-org")
+CERT_VALIDITY_MS = 24 * 3600 * 1000
+
+
+def org_key_for_tests(org: str) -> NodeKey:
+    return NodeKey.from_seed(hashlib.sha256(f"gd-test-org/{org}".encode()).digest())
+
+
+def _issue(org: str, region: str, peer_id: str) -> NodeCertificate:
+    now = int(time.time() * 1000)
+    return NodeCertificate.issue(org_key_for_tests(org), org, peer_id, region,
+                                 not_before_ms=now - 60_000, expires_ms=now + CERT_VALIDITY_MS)
+
+
+def certificate_for(org: str, region: str, peer_id: str) -> bytes:
+    """A certificate of `peer_id` in `region` by the test key of `org` (encoded): what a
+    certified hostile peer presents in its handshake."""
+    return _issue(org, region, peer_id).encode()
+
+
+def certify(home: Home, org: str, region: str, peer_id: str) -> None:
+    """Write the node's certificate and the pinned test orgs into its home."""
+    write_certificate(home.root / CERT_FILE, _issue(org, region, peer_id))
+    save_trusted_orgs(home.root, TrustAnchors.of(
+        (name, org_key_for_tests(name).public_key) for name in TEST_ORGS))
 
 
 async def launch(nursery: trio.Nursery, home: Home, cfg: NodeConfig, key: Any, *,
@@ -111,6 +146,7 @@ class DaemonCluster:
         """Node `n` (key `key_from_int(n)`, org `org<n>`), ready to serve."""
         cfg = NodeConfig(org=f"org{n}", region=region, ledger_voters=tuple(voters),
                          extra={"mesh": dict(FAST_MESH), "sync": dict(sync or {})})
+        certify(self.home(n), cfg.org, region, key_from_int(n).peer_id)
         return await launch(nursery, self.home(n), cfg, key_from_int(n), cortex=self.cortex(n),
                             boot=boot, on_ready=on_ready, share_policy=share_policy)
 
