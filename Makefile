@@ -71,7 +71,13 @@ measure: venv
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage json -q -o $(GD_COVERAGE_DIR)/coverage.json
 
+# bench/ledger_vs_etcd.py runs a 3-member etcd beside our ledger: install it like GMP.
 bench: venv
+	@if ! command -v etcd >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq etcd-server) \
+	    || echo "could not install etcd-server: the etcd comparison is skipped"; \
+	  else echo "run: sudo apt-get install -y etcd-server   for the etcd comparison"; fi; \
+	fi
 	$(BIN)/python bench/run_all.py
 
 sim: venv

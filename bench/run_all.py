@@ -20,8 +20,12 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from goals import table  # noqa: E402
+
 RESULTS = HERE / "results"
-BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync", "ledger_net")
+BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync", "ledger_net",
+              "ledger_vs_etcd")
 # Arguments that make a benchmark short enough for a smoke run (`--quick`).
 QUICK_ARGS = {"cortex": ["--genes", "10000"], "sync": ["--genes", "2000"]}
 
@@ -85,7 +89,9 @@ def main() -> int:
                 f"Written by `make bench` on {time.strftime('%Y-%m-%d')} "
                 f"({platform.platform()}, Python {platform.python_version()}). Each section "
                 "is one script in `bench/`; see its docstring for what it measures and the "
-                "baseline it compares against.", ""]
+                "baseline it compares against.", "",
+                "## Issue 15: each path, its goal and the in-run baseline", "",
+                table(RESULTS)]
     for name in BENCHMARKS:
         path = RESULTS / f"{name}.json"
         if path.exists():
@@ -94,6 +100,7 @@ def main() -> int:
             sections.append(markdown(name, data))
     (HERE / "results.json").write_text(json.dumps(combined, indent=2, sort_keys=True))
     (HERE / "RESULTS.md").write_text("\n".join(sections))
+    print(table(RESULTS))
     print(f"wrote {HERE / 'results.json'} and {HERE / 'RESULTS.md'}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)

@@ -1,0 +1,77 @@
+"""Issue 15's table: every path with the figure of this run, the goal and the in-run
+baseline ratio, read from the benchmarks' JSON in bench/results/ (run_all prints it and
+puts it at the top of RESULTS.md). A path no script measures yet says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# (path, value before issue 15 on the 2-core machine, goal)
+PATHS = (
+    ("cold sync, 100k genes of ~1.5 KB, 2 nodes over libp2p", "59.7 s", "<= 15 s"),
+    ("cold sync, 100k small genes, two gd-node run processes", "92 s", "<= 10 s"),
+    ("sign + ingest end to end", "8,451 genes/s", ">= 15,000/s"),
+    ("ingest of signed genes", "0.225 of raw", ">= 0.5 of raw"),
+    ("ledger, region of one", "3,142 entries/s", ">= 15,000/s"),
+    ("ledger, 3 voters", "1,753 entries/s", ">= etcd's puts/s, p99 <= etcd's"),
+    ("daemon start to /healthz 200", "~5 s", "< 2 s"),
+)
+
+
+def _load(results: Path, name: str) -> dict[str, Any]:
+    path = results / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _row(rows: list[dict[str, Any]], key: str, value: str) -> dict[str, Any] | None:
+    return next((r for r in rows if str(r.get(key, "")).startswith(value)), None)
+
+
+def measured(results: Path) -> list[tuple[str, str]]:
+    """(this run's figure, in-run baseline ratio) per path of PATHS, in order."""
+    out: list[tuple[str, str]] = []
+    sync = _load(results, "sync").get("rows", [])
+    cold = _row(sync, "case", "cold sync zstd")
+    local = _row(sync, "case", "local apply")
+    out.append((f"{cold['seconds']:.1f} s ({cold['genes']} genes)", f"{cold['vs_local']} x "
+                f"local apply ({local['genes_per_s']} genes/s)") if cold and local
+               else ("not run", ""))
+    out.append(("not measured: no script runs two gd-node processes yet", ""))
+    cortex = _load(results, "cortex").get("rows", [])
+    e2e = _row(cortex, "metric", "sign + ingest")
+    ingest = _row(cortex, "metric", "ingest signed")
+    raw = _row(cortex, "metric", "baseline: raw")
+    out.append((f"{e2e['value']:,.0f} genes/s", "") if e2e else ("not run", ""))
+    out.append((f"{ingest['vs_baseline']:.3f} of raw", f"raw LMDB {raw['value']:,.0f} puts/s")
+               if ingest and raw else ("not run", ""))
+    net = _load(results, "ledger_net").get("rows", [])
+    solo = _row(net, "setup", "region of one")
+    out.append((f"{solo['entries_per_s']:,} entries/s, p99 {solo['p99_ms']} ms", "")
+               if solo else ("not run", ""))
+    etcd = _load(results, "ledger_vs_etcd").get("rows", [])
+    ours = _row(etcd, "setup", "gd ledger")
+    theirs = _row(etcd, "setup", "etcd")
+    three = _row(net, "setup", "3 voters")
+    if ours and theirs:
+        out.append((f"{ours['puts_per_s']:,} entries/s, p50 {ours['p50_ms']} ms, p99 "
+                    f"{ours['p99_ms']} ms (voters in one process)",
+                    f"{ours['throughput_vs_etcd']} x etcd's {theirs['puts_per_s']:,} puts/s; "
+                    f"p99 {ours['p99_vs_etcd']} x etcd's {theirs['p99_ms']} ms"))
+    elif three:
+        out.append((f"{three['entries_per_s']:,} entries/s (no etcd in this run)", ""))
+    else:
+        out.append(("not run", ""))
+    p2p = _load(results, "p2p")
+    out.append((f"not measured as a process; import alone {p2p['process_import_ms']} ms"
+                if "process_import_ms" in p2p else "not run", ""))
+    return out
+
+
+def table(results: Path) -> str:
+    """The markdown table (also fine on a terminal)."""
+    lines = ["| path | before | this run | goal | in-run baseline |", "|---|---|---|---|---|"]
+    for (path, before, goal), (now, base) in zip(PATHS, measured(results), strict=True):
+        lines.append(f"| {path} | {before} | {now} | {goal} | {base} |")
+    return "\n".join(lines) + "\n"
