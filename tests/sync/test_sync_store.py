@@ -109,6 +109,8 @@ def test_concurrent_edits_queue_then_resolution_converges(replicas) -> None:
     assert a.store.conflicts() == []
     b.pull_from(a)
     assert b.cortex.get_gene(g.id).version_hash == resolved.version_hash
+    # The resolution made on a settles b's queued copy of the same conflict too.
+    assert b.store.conflicts() == []
     with pytest.raises(UnknownGene):
         a.store.conflict("nope")
 
