@@ -10,7 +10,11 @@ Evidence comes from FD001 *train* only (each gene back-tested on it exactly as
 * each motor's score distribution;
 * a maintenance policy simulation (`gd.motors.domains.maintenance`, cost model there):
   acting on CP verdicts vs the best fixed-threshold rule tuned on FD001 training engines
-  (truncated like the test files) vs perfect knowledge.
+  (truncated like the test files) vs perfect knowledge;
+* the adaptation rate: of the genes whose verdict on their own history (FD001 train
+  rows where they fire) is vetoed, the share for which M_M found a variant that beats
+  the gene on held-out engines (`gd.motors.holdout`, as `gd-node adapt` judges it), and
+  how each winner and its parent then fare on FD001 and FD003 test against the truth.
 
 Usage: python bench/validate_cmapss.py [DATA_DIR]   (default ../shared/data/cmapss)
 Writes bench/results/validation/{index.html, report.json, *.png}.
@@ -32,10 +36,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from gd.genome import Codon, Experience, Gene, NodeKey
-from gd.motors.craft import band_index
-from gd.motors.domains import get_domain
+from gd.motors import holdout
+from gd.motors.backend import get_backend
+from gd.motors.condition import compile_gene, fires
+from gd.motors.craft import BAND_VETOED, band_index
+from gd.motors.domains import demo_genes, get_domain
 from gd.motors.domains import maintenance as mt
 from gd.motors.domains.turbofan import (
+    COST_FAILURE,
+    COST_INSPECT,
     FEATURES,
     HORIZON,
     cmapss_record,
@@ -43,7 +52,9 @@ from gd.motors.domains.turbofan import (
     rul_for_test,
     rul_for_train,
 )
-from gd.motors.evaluate import EvaluationRequest, Evidence, score_states
+from gd.motors.evaluate import EvaluationRequest, Evidence, evaluate, score_states
+from gd.motors.meristic import SearchConfig
+from gd.node.decisions import MAX_ADAPT_STATES
 from gd.node.history_import import back_test
 
 OUT = Path(__file__).parent / "results" / "validation"
@@ -61,6 +72,8 @@ TESTS = ("FD001", "FD003")
 FOLDS = 5
 APPLY_MIN = get_domain("turbofan").config.apply_min
 BAND_GRID = np.round(np.arange(0.02, 0.81, 0.01), 2)
+# M_M's search as `gd-node adapt` runs it by default (population 4096, 20 generations).
+ADAPT_SEARCH = SearchConfig(population=4096, generations=20, top=5)
 RULE_SENSORS = ("s2", "s3", "s4", "s7", "s8", "s11", "s12", "s13", "s15", "s17", "s20", "s21")
 
 
@@ -95,13 +108,15 @@ def roc(score: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Scored:
-    """Per-row outputs kept for the report: CP, needs-evidence, M_P's applicability and
-    every motor's score."""
+    """Per-row outputs kept for the report: CP, needs-evidence, M_P's applicability,
+    every motor's score, and M_P's posterior success mean p where the gene applies (0
+    elsewhere): for an inspect gene a calibrated P(RUL ≤ HORIZON) from the history."""
 
     cp: np.ndarray
     needs: np.ndarray
     applies: np.ndarray
     motors: dict[str, np.ndarray]
+    p: np.ndarray
 
 
 def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> Scored:
@@ -112,7 +127,10 @@ def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> Scored:
         needs=np.concatenate([p.needs_evidence for p in parts]),
         applies=np.concatenate([p.mp.applicability >= APPLY_MIN for p in parts]),
         motors={m: np.concatenate([getattr(p, m).score for p in parts])
-                for m in ("mp", "mn", "mc", "mm")})
+                for m in ("mp", "mn", "mc", "mm")},
+        p=np.concatenate([np.where(p.mp.applicability >= APPLY_MIN,
+                                   p.mp.alpha / (p.mp.alpha + p.mp.beta), 0.0)
+                          for p in parts]))
 
 
 def evidence_from(gene: Gene, rows: np.ndarray, rul: np.ndarray) -> Evidence:
@@ -128,17 +146,71 @@ def cross_fitted_cp(gene: Gene, train: np.ndarray, rul: np.ndarray) -> Scored:
     band fitted on it has not seen the rows it is scored on."""
     fold = train[:, 0].astype(np.int64) % FOLDS
     cp, needs = np.zeros(len(train)), np.zeros(len(train), dtype=bool)
+    p = np.zeros(len(train))
     for f in range(FOLDS):
         held, rest = fold == f, fold != f
         sc = scores(gene, train[held], evidence_from(gene, train[rest], rul[rest]))
-        cp[held], needs[held] = sc.cp, sc.needs
-    return Scored(cp, needs, np.zeros(0, dtype=bool), {})
+        cp[held], needs[held], p[held] = sc.cp, sc.needs, sc.p
+    return Scored(cp, needs, np.zeros(0, dtype=bool), {}, p)
 
 
 def fitted_bands(threshold: float) -> list[list[object]]:
     """The pack's bands with the approve band starting at the fitted CP level."""
     return [[0.0, "vetoed", "adapt"], [threshold, "approved", "approve"],
             [max(0.81, round(threshold + 0.01, 2)), "candidate", "approve"]]
+
+
+def _right_share(gene: Gene, rows: np.ndarray, rul: np.ndarray) -> float:
+    """Share of rows where the gene's policy (its action where it fires, continue
+    elsewhere) is right by the truth: a shop action within HORIZON cycles of failure,
+    continue before."""
+    pack = get_domain("turbofan")
+    on = np.asarray(fires(get_backend("numpy"), compile_gene(gene, pack), rows), dtype=bool)
+    shop = np.where(on, gene.action != "continue", False)
+    return float(np.mean(shop == (rul <= HORIZON)))
+
+
+def adaptation(gene: Gene, train: np.ndarray, rul: np.ndarray, tests: dict) -> dict:
+    """The gene's verdict on its own history and, if vetoed, M_M's held-out adaptation.
+
+    History: the FD001 train rows where the gene fires (an even spread of at most
+    MAX_ADAPT_STATES, as `adapt_gene` uses). The held-out engines are the ones
+    `holdout.adapt_held_out` will keep from the search; the evidence comes from the
+    *other* training engines, so neither the verdict on them nor the comparison there
+    has seen their outcomes."""
+    pack = get_domain("turbofan")
+    idx, _ = back_test(gene, cmapss_record(train, rul), limit=MAX_ADAPT_STATES)
+    if len(idx) < 2 * holdout.MIN_HELD_OUT:
+        return {"fires_on_train": len(idx), "verdict": "does not fire", "vetoed": False}
+    states = pack.states(train[idx], entities=[str(int(u)) for u in train[idx, 0]],
+                         times=[int(c) for c in train[idx, 1]])
+    _, held_rows = holdout.split_held_out(states, SEED)
+    held_units = {int(states[i].entity) for i in held_rows}
+    others = ~np.isin(train[:, 0].astype(int), list(held_units))
+    ev = evidence_from(gene, train[others], rul[others])
+    decision = evaluate(gene, states, seed=SEED, evidence=ev, request=REQUEST)
+    out: dict = {"fires_on_train": len(idx), "verdict": decision.verdict,
+                 "band": decision.band, "cp": decision.cp,
+                 "vetoed": decision.band == BAND_VETOED}
+    if not out["vetoed"]:
+        return out
+    res = holdout.adapt_held_out(gene, states, seed=SEED, search=ADAPT_SEARCH, evidence=ev,
+                                 request=REQUEST)
+    out["held_out_engines"] = len(held_units)
+    out["compared"] = len(res.compared)
+    out["compared_cp_up"] = sum(c.cp_gain > 0 for c in res.compared)
+    out["compared_cost_down"] = sum(c.cost_saving > 0 for c in res.compared)
+    out["winners"] = []
+    key = NodeKey.from_seed(b"w" * 32)
+    for c in res.winners:
+        child = Gene.create(key, domain="turbofan", name=f"{gene.name}~adapted",
+                            action=c.variant.action, codons=list(c.variant.codons))
+        on_test = {}
+        for tname, (rows, trul) in tests.items():
+            on_test[tname] = {"parent_right": _right_share(gene, rows, trul),
+                              "variant_right": _right_share(child, rows, trul)}
+        out["winners"].append({**c.to_plain(), "test": on_test})
+    return out
 
 
 def main() -> None:
@@ -197,6 +269,13 @@ def main() -> None:
         "how": f"approve band fitted on FD001 train: CP cross-fitted over {FOLDS} folds of "
                "engines (evidence from the other folds), lowest simulated cost on the "
                "same truncated engines as the tuned rule"}
+    # Alternatives (docs/motors.md, "FD003"): M_P's calibrated p against the cost model's
+    # break-even (nothing fitted), and p with its level fitted on train like the band.
+    p_level, p_cost = mt.tune_score_threshold(cv.p, train[:, 0], train[:, 1], train_rul,
+                                              seed=1, grid=BAND_GRID)
+    report["policy"]["p_alternatives"] = {
+        "break_even": COST_INSPECT / COST_FAILURE, "fitted_level": float(p_level),
+        "fitted_train_cost": p_cost.to_plain()}
     for tname, (rows, rul) in tests.items():
         sc = kept[(POLICY_GENE, tname, "with_evidence")]
         act = (band_index(sc.cp, bands) >= 1) & ~sc.needs
@@ -204,7 +283,31 @@ def main() -> None:
         report["policy"][tname] = {
             "cp_verdicts": mt.simulate(u, c, rul, act).to_plain(),
             "tuned_threshold": mt.simulate(u, c, rul, rule.alarm(rows)).to_plain(),
-            "perfect_knowledge": mt.perfect(u, c, rul).to_plain()}
+            "perfect_knowledge": mt.perfect(u, c, rul).to_plain(),
+            "p_above_break_even": mt.simulate(
+                u, c, rul, sc.p >= COST_INSPECT / COST_FAILURE).to_plain(),
+            "p_level_fitted_on_train": mt.simulate(u, c, rul, sc.p >= p_level).to_plain()}
+    # -- adaptation ---------------------------------------------------------------------
+    adapt_genes = {g: (codons, action) for g, codons, action in GENES}
+    for d in demo_genes("turbofan"):
+        adapt_genes.setdefault(d["name"], ([(c["feature"], c["op"], c["threshold"])
+                                            for c in d["codons"]], d["action"]))
+    adapted = {}
+    for gname, (codons, action) in adapt_genes.items():
+        gene = Gene.create(key, domain="turbofan", name=gname, action=action,
+                           codons=[Codon.simple(*c) for c in codons])
+        adapted[gname] = adaptation(gene, train, train_rul, tests)
+    vetoed = [g for g, a in adapted.items() if a["vetoed"]]
+    improved = [g for g in vetoed if adapted[g]["winners"]]
+    report["adaptation"] = {
+        "genes": adapted, "vetoed": vetoed, "improved": improved,
+        "rate": len(improved) / len(vetoed) if vetoed else None,
+        "how": "verdict on the gene's FD001 train history (rows where it fires), evidence "
+               "from the other training engines; vetoed genes adapted by M_M "
+               f"(population {ADAPT_SEARCH.population}, {ADAPT_SEARCH.generations} "
+               "generations); a winner beats the gene on held-out training engines in "
+               "both mean CP and policy cost; rate = vetoed genes with a winner / vetoed "
+               "genes"}
     report["seconds"] = time.time() - started
     _plots(report, curves, kept, tests)
     (OUT / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -280,6 +383,19 @@ def _html(report: dict) -> str:
                        f"<td>{r['unplanned_failures']}</td><td>{r['wasted_inspections']}</td>"
                        f"<td>{r['repairs']}</td></tr>")
     rule = report["policy"]["tuned_rule"]
+    ad = report["adaptation"]
+    arows = []
+    for gname, a in ad["genes"].items():
+        best = a.get("winners", [{}])[0] if a.get("winners") else {}
+        tests = " ".join(
+            f"{t}: {w['parent_right']:.3f}→{w['variant_right']:.3f}"
+            for t, w in best.get("test", {}).items())
+        arows.append(f"<tr><td>{html.escape(gname)}</td><td>{html.escape(a['verdict'])}</td>"
+                     f"<td>{a.get('cp', 0.0):.3f}</td><td>{len(a.get('winners', []))}</td>"
+                     f"<td>{best.get('cp_gain', float('nan')):.3f}</td>"
+                     f"<td>{best.get('cost_saving', float('nan')):.4f}</td>"
+                     f"<td>{html.escape(tests)}</td></tr>")
+    rate = "n/a" if ad["rate"] is None else f"{ad['rate']:.2f}"
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>gd-node motors on C-MAPSS</title></head><body style="font-family:sans-serif">
 <h1>Turbofan motors on NASA C-MAPSS</h1>
@@ -299,6 +415,13 @@ Cost model: {html.escape(report['policy']['cost_model'])}</p>
 <table border=1 cellpadding=3><tr><th>test</th><th>policy</th><th>cost</th>
 <th>unplanned failures</th><th>wasted inspections</th><th>repairs</th></tr>{''.join(pol)}
 </table><img src="policy.png">
+<h2>Adaptation</h2><p>Adaptation rate: <b>{rate}</b> ({len(ad['improved'])} of
+{len(ad['vetoed'])} vetoed genes got a variant that beats them on held-out engines).
+{html.escape(ad['how'])}. Last column: share of test rows where the policy is right by the
+truth, parent → best winner.</p>
+<table border=1 cellpadding=3><tr><th>gene</th><th>verdict on its history</th><th>CP</th>
+<th>winners</th><th>best held-out CP gain</th><th>cost saving</th><th>test: right share</th>
+</tr>{''.join(arows)}</table>
 <h2>CP over engine life</h2><img src="cp_over_life.png">
 <h2>Motor distributions</h2><img src="motors.png">
 </body></html>
@@ -319,6 +442,10 @@ def _print(report: dict) -> None:
         p = report["policy"][tname]
         print(f"{tname} policy cost: CP verdicts {p['cp_verdicts']['cost']:.0f}, tuned threshold "
               f"{p['tuned_threshold']['cost']:.0f}, perfect {p['perfect_knowledge']['cost']:.0f}")
+    ad = report["adaptation"]
+    for gname, a in ad["genes"].items():
+        print(f"adapt {gname:<20} {a['verdict']:<15} winners {len(a.get('winners', []))}")
+    print(f"adaptation rate {ad['rate']} ({len(ad['improved'])} of {len(ad['vetoed'])} vetoed)")
     print(f"wrote {OUT / 'index.html'} ({report['seconds']:.0f} s)")
 
 
