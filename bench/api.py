@@ -152,6 +152,8 @@ def main() -> None:
     parser.add_argument("--gets", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=20)
+    parser.add_argument("--profile", default="", metavar="PATH",
+                        help="run the daemon under cProfile, stats to PATH (slower)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="gdbench-api", dir="/tmp"))
     home = root / "node"
@@ -165,7 +167,10 @@ def main() -> None:
         token = json.loads(cli("tokens", "create", "--role", "admin", "--domain", "*",
                                "--label", f"bench-{secrets.token_hex(2)}", "--json",
                                "--home", str(home)))["token"]
-        proc = subprocess.Popen([GD_NODE, "run", "--home", str(home), "--log-format", "json",
+        # --profile: the daemon runs under cProfile (stats written when it stops).
+        prefix = ([sys.executable, "-m", "cProfile", "-o", str(Path(args.profile).resolve()),
+                   GD_NODE] if args.profile else [GD_NODE])
+        proc = subprocess.Popen([*prefix, "run", "--home", str(home), "--log-format", "json",
                                  "--log-level", "warning"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         url = api_url(home)

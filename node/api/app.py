@@ -83,7 +83,7 @@ class Pipeline:
         ctx: Ctx | None = None
         try:
             try:
-                principal = authenticate(api.tokens, request.headers)
+                principal = await authenticate(api.tokens, request.headers, api.oidc)
             except Problem:
                 self._limit(_client(request))  # a flood of bad credentials is limited too
                 raise

@@ -1,6 +1,7 @@
 """Who is calling, and may they do this: authentication and authorisation in one place.
 
-Credentials: `Authorization: Bearer gdn_...` (an API token, node/api/tokens.py). Deny by
+Credentials: `Authorization: Bearer gdn_...` (an API token, node/api/tokens.py), or an
+OIDC bearer JWT when [api.oidc] is configured (node/api/oidc.py). Deny by
 default: a route names the least role it needs, and a request without a credential in
 force never reaches a handler (401 with `WWW-Authenticate: Bearer`, RFC 6750 §3).
 
@@ -15,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gd.node.api.oidc import OidcError, OidcVerifier, looks_like_jwt
+from gd.node.api.oidc_settings import RoleMap
 from gd.node.api.problems import Problem
 from gd.node.api.roles import ALL_DOMAINS, Role
-from gd.node.api.tokens import ApiToken, TokenStore
+from gd.node.api.tokens import TOKEN_PREFIX, ApiToken, TokenStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,10 @@ class Principal:
     @classmethod
     def of_token(cls, token: ApiToken) -> Principal:
         return cls(f"token:{token.id}", token.role, token.domains, token.genes)
+
+    @classmethod
+    def of_oidc(cls, subject: str, grant: RoleMap) -> Principal:
+        return cls(f"oidc:{subject}", grant.role, grant.domains, grant.genes)
 
     @property
     def all_domains(self) -> bool:
@@ -72,15 +79,32 @@ def bearer(headers: Any) -> str | None:
     return token.strip()
 
 
-def authenticate(store: TokenStore, headers: Any) -> Principal:
-    """The caller, or Problem(401). Reads the token record now (revocation is at once)."""
+def _refused(why: str) -> Problem:
+    return Problem(401, f"credential refused: {why}",
+                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+async def authenticate(store: TokenStore, headers: Any,
+                       oidc: OidcVerifier | None = None) -> Principal:
+    """The caller, or Problem(401). An API token's record is read now (revocation is at
+    once); anything else shaped like a JWT goes to the OIDC verifier when [api.oidc] is
+    configured. A valid JWT whose claims map to no role is 403: the caller is known,
+    and has no rights here (deny by default)."""
     token = bearer(headers)
     if token is None:
         raise Problem(401, "this API needs a credential: Authorization: Bearer <token> "
                            "(gd-node tokens create)",
                       headers={"WWW-Authenticate": 'Bearer realm="gd-node"'})
+    if oidc is not None and not token.startswith(TOKEN_PREFIX) and looks_like_jwt(token):
+        try:
+            identity = await oidc.verify(token)
+        except OidcError as exc:
+            raise _refused(str(exc)) from None
+        if identity.grant is None:
+            raise Problem(403, f"OIDC subject {identity.subject!r} has no role on this "
+                               f"node (its {oidc.settings.roles_claim!r} claim maps to none)")
+        return Principal.of_oidc(identity.subject, identity.grant)
     record, why = store.verify(token)
     if record is None:
-        raise Problem(401, f"credential refused: {why}",
-                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise _refused(why)
     return Principal.of_token(record)

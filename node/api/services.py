@@ -17,6 +17,7 @@ import trio
 from gd.ledger.store import Ledger
 from gd.node.api.events import EventBus
 from gd.node.api.job_store import JobStore
+from gd.node.api.oidc import OidcVerifier
 from gd.node.api.ratelimit import RateLimiter
 from gd.node.api.settings import ApiSettings
 from gd.node.api.tokens import TokenStore
@@ -41,6 +42,7 @@ class ApiServices:
         # daemon's open Cortex and is never closed here (the runner closes the Cortex).
         self.node = LocalNode(daemon.home, daemon.cfg, daemon.key, daemon.cortex)
         self.tokens = TokenStore(self.cortex)
+        self.oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
         self.jobs = JobStore(self.cortex)
         self.audit: AuditLog = daemon.sovereignty.audit
         self.desk = daemon.sovereignty.desk

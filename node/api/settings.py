@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final
 
+from gd.node.api.oidc_settings import OidcSettings, OidcSettingsError, parse_oidc_settings
+
 DEFAULT_LISTEN: Final = "127.0.0.1:0"
 # Per credential: a client looping on GETs gets 429 before it can crowd out the others;
 # 50/s sustained with bursts of 100 is far above what a person or a planner needs.
@@ -49,8 +51,12 @@ class ApiSettings:
     # Hosts a job's webhook may be POSTed to; empty: webhooks refused. A webhook makes
     # the daemon send a request where the caller says, so it is allow-listed (SSRF).
     webhook_hosts: tuple[str, ...] = ()
+    # [api.oidc]: bearer JWTs from an OpenID Connect issuer (None: API tokens only).
+    oidc: OidcSettings | None = None
 
     def __post_init__(self) -> None:
+        if self.oidc is not None and not isinstance(self.oidc, OidcSettings):
+            raise ApiSettingsError("[api.oidc] must be a table")
         if not isinstance(self.enabled, bool):
             raise ApiSettingsError("api.enabled must be true or false")
         self.host_port()  # raises on a bad listen value
@@ -124,18 +130,20 @@ _KEYS: Final = frozenset(f.name for f in fields(ApiSettings))
 
 
 def parse_api_settings(body: Any) -> ApiSettings:
-    """The [api] table as ApiSettings; ApiSettingsError naming an unknown key or bad value.
-
-    `[api.oidc]` is reserved for OIDC bearer tokens (not implemented yet: refused, so a
-    config that expects it does not silently run without it)."""
+    """The [api] table (with its [api.oidc] sub-table) as ApiSettings; ApiSettingsError
+    naming an unknown key or bad value."""
     if not isinstance(body, dict):
         raise ApiSettingsError("[api] must be a table")
     unknown = sorted(set(body) - _KEYS)
     if unknown:
-        raise ApiSettingsError(f"unknown key(s) in [api]: {', '.join(unknown)}"
-                               + (" (OIDC is not supported yet)" if "oidc" in unknown else ""))
+        raise ApiSettingsError(f"unknown key(s) in [api]: {', '.join(unknown)}")
     values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                              for k, v in body.items()}
+                              for k, v in body.items() if k != "oidc"}
+    if "oidc" in body:
+        try:
+            values["oidc"] = parse_oidc_settings(body["oidc"])
+        except OidcSettingsError as exc:
+            raise ApiSettingsError(str(exc)) from None
     try:
         return ApiSettings(**values)
     except TypeError as exc:

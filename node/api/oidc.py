@@ -1,0 +1,224 @@
+"""OIDC bearer JWTs: verify a token against the issuer's published keys (JWKS).
+
+What is checked, and why each check is here:
+
+* **alg** from the token header must be an asymmetric algorithm this module lists
+  (RS*, PS*, ES*, EdDSA): `none` would need no key at all, and an HS* token "signed"
+  with the issuer's *public* key (which anyone can fetch) would pass a verifier that
+  hands that key to HMAC — the classic RS/HS confusion. PyJWT is also told the one
+  algorithm allowed, so a token cannot pick another.
+* **kid** must name a key in the JWKS, and the key's type (and curve) must be the one
+  the algorithm needs; a key that declares its own `alg` or `use` must agree.
+* **signature, exp, nbf, iat, iss, aud** by PyJWT with the configured issuer and
+  audience; `exp`, `iss`, `aud` and `sub` are required.
+
+The JWKS comes from `jwks_uri`, or the issuer's discovery document, fetched on first use
+and cached. It is fetched again after `jwks_max_age_s`, or when a token names a kid not
+in the cache — but not more often than every `jwks_min_refresh_s`, so tokens with made-up
+kids cannot turn the node into a fetch loop against the issuer. A failed fetch keeps the
+keys already known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+import jwt
+import trio
+
+from gd.node.api.oidc_settings import OidcSettings, RoleMap
+
+# alg -> (JWK kty, curve or None)
+ALGORITHMS: Final = {
+    "RS256": ("RSA", None), "RS384": ("RSA", None), "RS512": ("RSA", None),
+    "PS256": ("RSA", None), "PS384": ("RSA", None), "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
+    "EdDSA": ("OKP", None),
+}
+FETCH_TIMEOUT_S: Final = 5.0
+# A JWKS or discovery document larger than this is not one.
+MAX_DOCUMENT_BYTES: Final = 256 * 1024
+MAX_TOKEN_CHARS: Final = 16 * 1024
+MAX_KEYS: Final = 100
+MAX_SUBJECT: Final = 200
+# A verified JWT is trusted again without a new signature check for at most this long
+# (and never past its own exp): JWTs cannot be revoked before exp anyway, and keys
+# removed from the JWKS are dropped within jwks_max_age_s.
+CACHE_S: Final = 60.0
+MAX_CACHED: Final = 4096
+
+
+class OidcError(Exception):
+    """A bearer JWT refused; the message says why (shown to the client in the 401)."""
+
+
+@dataclass(frozen=True)
+class OidcIdentity:
+    subject: str
+    grant: RoleMap | None
+    expires_at: float
+
+
+class OidcVerifier:
+    """Verifies bearer JWTs of one issuer. One per daemon, used on its trio loop."""
+
+    def __init__(self, settings: OidcSettings, *, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._monotonic = monotonic
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched_at: float | None = None   # monotonic time of the last good fetch
+        self._attempted_at: float | None = None  # of the last attempt, good or not
+        self._lock = trio.Lock()
+        self.fetches = 0  # successful JWKS fetches (tests and status read it)
+        # SHA-256 of a verified token -> (cached until, identity): a client sending the
+        # same JWT on every request pays one signature check per CACHE_S, not one each.
+        self._verified: dict[bytes, tuple[float, OidcIdentity]] = {}
+
+    # -- keys --------------------------------------------------------------------------
+    async def _get_json(self, client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+        async with client.stream("GET", url, headers={"Accept": "application/json"}) as r:
+            if r.status_code != 200:
+                raise OidcError(f"{url} answered {r.status_code}")
+            buf = bytearray()
+            async for chunk in r.aiter_bytes():
+                buf += chunk
+                if len(buf) > MAX_DOCUMENT_BYTES:
+                    raise OidcError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
+        try:
+            data = json.loads(bytes(buf))
+        except ValueError:
+            raise OidcError(f"{url} did not send JSON") from None
+        if not isinstance(data, dict):
+            raise OidcError(f"{url} did not send a JSON object")
+        return data
+
+    async def _fetch(self) -> dict[str, dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=False) as c:
+            uri = self.settings.jwks_uri
+            if not uri:
+                discovery = await self._get_json(c, self.settings.discovery_url)
+                if discovery.get("issuer") != self.settings.issuer:
+                    raise OidcError("the discovery document names another issuer")
+                uri = discovery.get("jwks_uri")
+                if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+                    raise OidcError("the discovery document has no jwks_uri")
+                if uri.startswith("http://") and not self.settings.issuer.startswith(
+                        "http://"):
+                    raise OidcError("the discovery document's jwks_uri is plain http")
+            jwks = await self._get_json(c, uri)
+        raw = jwks.get("keys")
+        if not isinstance(raw, list):
+            raise OidcError("the JWKS has no keys list")
+        keys = {str(k["kid"]): k for k in raw[:MAX_KEYS]
+                if isinstance(k, dict) and isinstance(k.get("kid"), str)}
+        return keys
+
+    async def _refresh(self, *, because_unknown_kid: bool) -> None:
+        async with self._lock:
+            now = self._monotonic()
+            s = self.settings
+            stale = self._fetched_at is None or now - self._fetched_at >= s.jwks_max_age_s
+            if not stale and not because_unknown_kid:
+                return
+            if (self._attempted_at is not None
+                    and now - self._attempted_at < s.jwks_min_refresh_s
+                    and self._fetched_at is not None):
+                return  # bounded: at most one fetch per jwks_min_refresh_s
+            self._attempted_at = now
+            try:
+                keys = await self._fetch()
+            except (OidcError, httpx.HTTPError, OSError) as exc:
+                if self._fetched_at is None:
+                    raise OidcError(f"the issuer's keys could not be fetched: {exc}") from None
+                return  # keep the keys already known
+            self._keys, self._fetched_at = keys, self._monotonic()
+            self.fetches += 1
+
+    async def key_for(self, kid: str) -> dict[str, Any]:
+        """The JWK named `kid` (fetching or refreshing the JWKS within its bounds)."""
+        await self._refresh(because_unknown_kid=False)
+        if kid not in self._keys:
+            await self._refresh(because_unknown_kid=True)
+        key = self._keys.get(kid)
+        if key is None:
+            raise OidcError(f"no key {kid[:64]!r} in the issuer's JWKS")
+        return key
+
+    # -- tokens ------------------------------------------------------------------------
+    async def verify(self, token: str) -> OidcIdentity:
+        """The token's subject and the role its claims map to; OidcError if refused."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise OidcError("the token is too long")
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._verified.get(digest)
+        if hit is not None and self._clock() < min(hit[0], hit[1].expires_at):
+            return hit[1]
+        identity = await self._verify(token)
+        if len(self._verified) >= MAX_CACHED:
+            self._verified.clear()
+        self._verified[digest] = (self._clock() + CACHE_S, identity)
+        return identity
+
+    async def _verify(self, token: str) -> OidcIdentity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise OidcError("malformed JWT") from None
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise OidcError(f"JWT algorithm {str(alg)[:16]!r} is not accepted (only "
+                            "asymmetric algorithms of the issuer's keys)")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise OidcError("the JWT names no key (kid)")
+        jwk = await self.key_for(kid)
+        kty, crv = ALGORITHMS[alg]
+        if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
+            raise OidcError(f"key {kid[:64]!r} is not a {kty} key for {alg}")
+        if jwk.get("alg") not in (None, alg) or jwk.get("use") not in (None, "sig"):
+            raise OidcError(f"key {kid[:64]!r} is not for {alg} signatures")
+        try:
+            key = jwt.PyJWK(jwk, algorithm=alg).key
+            claims = jwt.decode(
+                token, key=key, algorithms=[alg], audience=self.settings.audience,
+                issuer=self.settings.issuer, leeway=self.settings.leeway_s,
+                options={"require": ["exp", "iss", "aud", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise OidcError("the JWT has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise OidcError("the JWT is not valid yet (nbf/iat)") from None
+        except jwt.InvalidAudienceError:
+            raise OidcError("the JWT is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise OidcError("the JWT is from another issuer") from None
+        except jwt.PyJWTError as exc:
+            raise OidcError(f"the JWT is invalid: {str(exc)[:120]}") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise OidcError("the JWT has no subject")
+        return OidcIdentity(subject[:MAX_SUBJECT], self.settings.grant(self.claim_values(
+            claims)), float(claims["exp"]))
+
+    def claim_values(self, claims: dict[str, Any]) -> set[str]:
+        """The strings in the roles claim (a string, or a list of them; 'a.b' nests)."""
+        value: Any = claims
+        for part in self.settings.roles_claim.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, str):
+            return {value}
+        if isinstance(value, list):
+            return {v for v in value if isinstance(v, str)}
+        return set()
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Three base64url parts: worth handing to the OIDC verifier."""
+    return token.count(".") == 2
