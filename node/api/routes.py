@@ -7,6 +7,7 @@ from typing import Final
 
 from gd.node.api import views_genes, views_jobs, views_node
 from gd.node.api.routing import Route
+from gd.node.api.views_more import ROUTES as MORE_ROUTES
 
 ALL_ROUTES: Final[tuple[Route, ...]] = (
-    *views_node.ROUTES, *views_genes.ROUTES, *views_jobs.ROUTES)
+    *views_node.ROUTES, *views_genes.ROUTES, *views_jobs.ROUTES, *MORE_ROUTES)
