@@ -1,25 +1,39 @@
 """The region's ledger over Raft on libp2p: committed entries/s, commit latency, failover.
 
-Three voter daemons run in this process on 127.0.0.1 (real libp2p hosts: Noise, yamux,
-the `/gd/raft/1.0.0` streams, LMDB with fsync on every Ready and every applied batch).
-Clients submit pre-signed statements through the ledger services of all three nodes
-(followers forward their batches to the leader); a statement's latency runs from submit
-until it is committed *and applied* on the submitting node. The baseline, measured in the
-same run with the same clients, is a region of one (no Raft, one durable append per
-submission). Failover: the leader is stopped and the time until one of the others leads
+Two layouts, both measured in the same run:
+
+* **processes** (as deployed): each voter is its own `gd-node run` process on 127.0.0.1,
+  made with `gd-node init`; client threads in this process submit pre-signed statements
+  through each node's control socket (`ledger_submit`), round-robin over the nodes. Its
+  baseline is a region of one, also a `gd-node run` process, driven the same way.
+* **in-process**: three voter daemons run in this process on 127.0.0.1 (real libp2p
+  hosts: Noise, yamux, the `/gd/raft/1.0.0` streams, LMDB with fsync on). Clients submit
+  pre-signed statements through the ledger services of all three nodes (followers
+  forward their batches to the leader). The baseline, measured in the same run with the
+  same clients, is a region of one (no Raft; concurrent submissions share a commit).
+
+A statement's latency runs from submit until it is committed *and applied* on the
+submitting node. Failover: the leader is stopped and the time until one of the others leads
 a higher term is measured (repeated, restarting the stopped node in between).
 
     python bench/ledger_net.py [--statements 20000] [--clients 256] [--trials 3]
+                               [--skip-processes]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +47,7 @@ from gd.genome import canonical
 from gd.genome.identity import NodeKey
 from gd.ledger.entry import LedgerEntry
 from gd.node.config import NodeConfig
+from gd.node.control import ControlError, call
 from gd.node.cortex import Cortex
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.discovery import BootstrapPeer, render_bootstrap
@@ -164,7 +179,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             solo = await nodes.start(nursery, 9, ())
             base = await load([solo], [signed(9, "solo", per_node * 3)], args.clients,
                               args.per_submit)
-            rows.append({"setup": "region of one (baseline)", **base, "vs_baseline": 1.0})
+            rows.append({"setup": "region of one, in-process (baseline)", **base,
+                         "vs_baseline": 1.0})
             solo.stop()
 
             voters = [key(n).peer_id for n in (1, 2, 3)]
@@ -177,7 +193,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             del warm
             raft = await load(ds, [signed(n, "run", per_node) for n in (1, 2, 3)],
                               args.clients, args.per_submit)
-            rows.append({"setup": "3 voters, Raft over libp2p", **raft,
+            rows.append({"setup": "3 voters, in-process, Raft over libp2p", **raft,
                          "vs_baseline": round(raft["entries_per_s"] / base["entries_per_s"],
                                               2)})
             sizes = {d.ledger.ledger.size for d in ds}
@@ -211,6 +227,158 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "replica_sizes_after_load": sorted(sizes)}
 
 
+# ---- voters as their own processes ----------------------------------------------------
+
+GD_NODE = Path(sys.executable).with_name("gd-node")
+PROCESS_START_S = 90.0
+SUBMIT_ATTEMPTS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def init_homes(root: Path, seeds: Sequence[int], voters: bool) -> list[Home]:
+    """`gd-node init` one home per seed; with `voters`, all of them are the voters."""
+    ports = [_free_port() for _ in seeds]
+    ids = [key(n).peer_id for n in seeds]
+    homes = []
+    for i, n in enumerate(seeds):
+        home = Home(root / f"p{n}")
+        subprocess.run([str(GD_NODE), "init", "--home", str(home.root), "--org", f"org{n}",
+                        "--region", "eu", "--seed", n.to_bytes(32, "big").hex(),
+                        "--listen", f"/ip4/127.0.0.1/tcp/{ports[i]}"],
+                       check=True, capture_output=True, timeout=120)
+        if voters:
+            text = home.config_path.read_text()
+            listed = ", ".join(f'"{v}"' for v in ids)
+            home.config_path.write_text(text.replace("voters = []", f"voters = [{listed}]"))
+        (home.root / "boot.toml").write_text("".join(
+            f'[[peers]]\npeer_id = "{ids[m]}"\naddrs = ["/ip4/127.0.0.1/tcp/{ports[m]}"]\n'
+            for m in range(len(seeds)) if m != i))
+        homes.append(home)
+    return homes
+
+
+def start_process(home: Home) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(GD_NODE), "run", "--home", str(home.root), "--bootstrap",
+         str(home.root / "boot.toml"), "--log-format", "json", "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _status(home: Home) -> dict[str, Any] | None:
+    try:
+        result = call(home, "ledger_status", timeout=2.0)
+    except ControlError:
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not reached within {timeout} s")
+
+
+def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], clients: int,
+                 per_submit: int) -> dict[str, Any]:
+    """Client threads submit `per_submit` statements at a time over the control sockets."""
+    work: deque[tuple[int, list[bytes]]] = deque(
+        (i, [s.encoded for s in node_statements[j:j + per_submit]])
+        for i, node_statements in enumerate(statements)
+        for j in range(0, len(node_statements), per_submit))
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        while True:
+            try:
+                i, chunk = work.popleft()
+            except IndexError:
+                return
+            start = time.perf_counter()
+            for attempt in range(SUBMIT_ATTEMPTS):
+                try:
+                    call(homes[i % len(homes)], "ledger_submit", timeout=150.0,
+                         statements=chunk, timeout_s=120.0)
+                    break
+                except ControlError as exc:  # retried with the same statements
+                    if attempt == SUBMIT_ATTEMPTS - 1:
+                        failures.append(str(exc)[:200])
+                        return
+            latencies.extend([time.perf_counter() - start] * len(chunk))
+
+    total = sum(len(s) for s in statements)
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    wall = time.perf_counter() - start
+    if failures or len(latencies) != total:
+        raise RuntimeError(f"{len(failures)} submissions failed: {failures[:3]}")
+    return {"entries": total, "seconds": round(wall, 3),
+            "entries_per_s": round(total / wall),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+
+
+def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A region of one, then three voters, each node a `gd-node run` process."""
+    root = Path(tempfile.mkdtemp(prefix="gdp", dir="/tmp"))
+    per_node = args.statements // 3
+    rows: list[dict[str, Any]] = []
+    try:
+        solo_home = init_homes(root, [19], voters=False)
+        procs = [start_process(solo_home[0])]
+        try:
+            _wait(lambda: _status(solo_home[0]), PROCESS_START_S, "solo daemon up")
+            base = process_load(solo_home, [signed(19, "psolo", per_node * 3)], args.clients,
+                                args.per_submit)
+        finally:
+            _stop(procs)
+        rows.append({"setup": "region of one, gd-node run process (baseline)", **base,
+                     "vs_baseline": 1.0})
+        homes = init_homes(root, [11, 12, 13], voters=True)
+        procs = [start_process(h) for h in homes]
+        try:
+            _wait(lambda: any((st := _status(h)) and st.get("role") == "leader"
+                              for h in homes), PROCESS_START_S, "a leader")
+            process_load(homes, [signed(n, "pwarm", 300) for n in (11, 12, 13)], 16, 10)
+            raft = process_load(homes, [signed(n, "prun", per_node) for n in (11, 12, 13)],
+                                args.clients, args.per_submit)
+            _wait(lambda: len({(_status(h) or {}).get("size") for h in homes}) == 1,
+                  60.0, "replicas at one size")
+        finally:
+            _stop(procs)
+        rows.append({"setup": "3 voters, each a gd-node run process", **raft,
+                     "vs_baseline": round(raft["entries_per_s"] / base["entries_per_s"], 2)})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--statements", type=int, default=20_000)
@@ -219,12 +387,15 @@ def main() -> None:
                         help="statements per submission (a CLI batch, e.g. decisions)")
     parser.add_argument("--trials", type=int, default=3, help="leader failovers to time")
     parser.add_argument("--verbose", action="store_true", help="print roles during failover")
+    parser.add_argument("--skip-processes", action="store_true",
+                        help="only the in-process layout")
     args = parser.parse_args()
     configure_logging("console", "error")
     for name in ("libp2p", "multiaddr", "async_service"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    process_rows = [] if args.skip_processes else bench_processes(args)
     result = trio.run(bench, args)
-    rows = result.pop("rows")
+    rows = process_rows + result.pop("rows")
     for row in rows:
         row["failover_median_s"] = result["failover_median_s"] if "Raft" in row["setup"] \
             else ""

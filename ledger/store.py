@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -182,13 +182,18 @@ class Ledger:
 
     def append_batch(self, statements: Sequence[LedgerEntry], *,
                      head_key: NodeKey | None = None, timestamp: int = 0,
-                     log_id: str = DEFAULT_LOG_ID) -> BatchResult:
+                     log_id: str = DEFAULT_LOG_ID, signatures_checked: bool = False,
+                     also: Callable[[lmdb.Transaction], None] | None = None) -> BatchResult:
         """Append `statements` in one durable transaction; return once it is on disk.
 
         Signatures are checked first: one bad statement raises RemoteLedgerError and
-        nothing is written. Duplicates and key conflicts come back as receipts (see
-        `gd.ledger.chain`). With `head_key`, a tree head over the new size is signed and
-        stored in the same transaction (the leader publishes it after each batch).
+        nothing is written. A caller that has just checked them itself (across cores,
+        `gd.node.ledger_group.check_signatures`) says so with `signatures_checked`, so no
+        signature is verified twice on the write path. Duplicates and key conflicts come
+        back as receipts (see `gd.ledger.chain`). With `head_key`, a tree head over the
+        new size is signed and stored in the same transaction (the leader publishes it
+        after each batch). `also(txn)` writes the caller's own bookkeeping (the Raft
+        applied index, the outbox) in the same transaction: group commit, one fsync.
         """
         if self.readonly:
             raise LocalLedgerError("this ledger was opened read-only")
@@ -197,10 +202,11 @@ class Ledger:
         for statement in statements:
             if not isinstance(statement, LedgerEntry):
                 raise LocalLedgerError(f"expected LedgerEntry, got {type(statement).__name__}")
-            statement.verify_signature()
+            if not signatures_checked:
+                statement.verify_signature()
         while True:
             try:
-                batch, head = self._write_batch(statements, head_key, timestamp, log_id)
+                batch, head = self._write_batch(statements, head_key, timestamp, log_id, also)
                 break
             except lmdb.MapFullError:
                 self._grow_map()
@@ -209,6 +215,7 @@ class Ledger:
 
     def _write_batch(self, statements: Sequence[LedgerEntry], head_key: NodeKey | None,
                      timestamp: int, log_id: str,
+                     also: Callable[[lmdb.Transaction], None] | None = None,
                      ) -> tuple[SequencedBatch, SignedTreeHead | None]:
         """One write transaction; acts only through `txn`, so a map-full retry is safe."""
         head = None
@@ -228,6 +235,8 @@ class Ledger:
             if head_key is not None:
                 head = SignedTreeHead.create(head_key, tree.size, tree.root(), timestamp, log_id)
                 self._put_head(txn, head)
+            if also is not None:
+                also(txn)
         return batch, head
 
     def _grow_map(self) -> None:

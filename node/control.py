@@ -123,7 +123,9 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
-        sock.listen(16)
+        # Room for many concurrent callers (scripts, the ledger benchmark's 64-256
+        # clients): a full backlog makes connect() fail with EAGAIN on a Unix socket.
+        sock.listen(256)
         listener = trio.SocketListener(sock)
         try:
             task_status.started()

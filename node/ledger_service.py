@@ -65,9 +65,11 @@ from gd.ledger.forks import AlarmKind, ForkAlarm, ForkMonitor
 from gd.ledger.raft import RaftConfig, RaftNode, Ready
 from gd.ledger.raft_messages import (
     MAX_ENTRY_BYTES,
+    AppendEntries,
     ConfChange,
     ConfChangeOp,
     Entry,
+    Heartbeat,
     ProposalDropped,
     RaftLocalError,
     RaftRemoteError,
@@ -80,6 +82,7 @@ from gd.ledger.raft_storage import LmdbRaftStorage
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
 from gd.ledger.store import MAX_BATCH, Ledger
 from gd.node.host import to_id
+from gd.node.ledger_group import GroupCommitter, check_signatures
 from gd.node.membership import region_member
 from gd.node.peers import PeerRecord
 from gd.node.recorder import OUTBOX_DB, OutboxRoute, Receipt
@@ -125,6 +128,9 @@ MAX_BATCH_BYTES: Final = 512 * 1024
 # the bound keeps a node from flooding the leader (and the sessions' 1024-request window
 # far from forgetting a request still in flight).
 MAX_INFLIGHT_BATCHES: Final = 64
+# Committed Raft entries (batches) the log may run ahead of the ledger before the loop
+# waits for the applier: bounds memory and keeps `applied` close to `commit`.
+MAX_APPLY_BACKLOG: Final = 256
 # Statements queued here before submissions are refused (backpressure on callers).
 MAX_QUEUED_STATEMENTS: Final = 200_000
 # A batch not applied this long after proposing is looked up, and re-proposed with the
@@ -350,10 +356,17 @@ class LedgerService:
         # node never reuses a request id the sessions remember as committed.
         self.client_id = f"{self.peer_id}/{os.urandom(8).hex()}"
         self._next_request = 1
+        self._solo_group: GroupCommitter[LedgerEntry, AppendReceipt] = GroupCommitter(
+            self._solo_commit, MAX_BATCH)
         self._queue: deque[LedgerEntry] = deque()
         self._queued: set[tuple[str, str]] = set()
         self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
         self._inflight: dict[int, _Batch] = {}
+        self._to_apply: list[tuple[list[Entry], frozenset[int], bool]] = []
+        self._apply_wake = trio.Event()
+        self._apply_done = trio.Event()
+        self._apply_queued_to = 0
+        self._saved_vote: tuple[int, str | None] = (0, None)
         self._inbound: deque[RaftMessage | str] = deque()
         self._wake = trio.Event()
         self._links: dict[str, _Link] = {}
@@ -388,6 +401,8 @@ class LedgerService:
             self.node = RaftNode(self.peer_id, state, RaftConfig(
                 seed=seed if seed is not None else int.from_bytes(os.urandom(8), "big")))
             self.applied_index = self._stored_applied()
+            self._apply_queued_to = self.applied_index
+            self._saved_vote = (state.hard_state.term, state.hard_state.vote)
             daemon.register_protocol(RAFT_PROTOCOL_ID, self.serve)
         self._load_outbox()
         daemon.methods.add("ledger_append", self._control_append)
@@ -496,11 +511,15 @@ class LedgerService:
         here (a receipt each). LedgerServiceError on timeout: retry with the same
         statements (they are deduplicated), or ask `lookup`."""
         for statement in statements:
-            statement.verify_signature()
             if statement.is_sequenced:
                 raise LocalLedgerError("submit unsequenced statements")
+        # Ed25519 across cores in worker threads: the event loop keeps serving the
+        # network and other callers meanwhile (it used to verify here, one by one).
+        bad = await trio.to_thread.run_sync(check_signatures, statements)
+        if bad:
+            statements[bad[0]].verify_signature()  # raises with the reason
         if self.solo:
-            return await self._append_solo(statements)
+            return await self._append_solo(statements, checked=True)
         if len(self._queue) + len(statements) > MAX_QUEUED_STATEMENTS:
             raise LedgerServiceError(f"{len(self._queue)} statements already queued; retry "
                                      "later")
@@ -551,17 +570,29 @@ class LedgerService:
             out.append(receipt)
         return out
 
-    async def _append_solo(self, statements: Sequence[LedgerEntry]) -> list[AppendReceipt]:
+    async def _append_solo(self, statements: Sequence[LedgerEntry], *,
+                           checked: bool = False) -> list[AppendReceipt]:
+        """A region of one: concurrent callers share one transaction and one fsync
+        (group commit) once the service runs; before that, a direct append."""
+        if checked and self._solo_group.running:
+            return await self._solo_group.submit(statements)
         return await trio.to_thread.run_sync(self.ledger_append_direct, statements)
 
-    def ledger_append_direct(self, statements: Sequence[LedgerEntry]) -> list[AppendReceipt]:
-        """A region of one (any thread): append and sign a head, as before regions."""
+    def _solo_commit(self, statements: list[LedgerEntry]) -> list[AppendReceipt]:
+        return self.ledger_append_direct(statements, signatures_checked=True)
+
+    def ledger_append_direct(self, statements: Sequence[LedgerEntry], *,
+                             signatures_checked: bool = False) -> list[AppendReceipt]:
+        """A region of one (any thread): append and sign a head, as before regions. The
+        outbox slots are cleared in the append's own transaction (one fsync)."""
         receipts: list[AppendReceipt] = []
         for start in range(0, len(statements), MAX_BATCH):
-            result = self.ledger.append_batch(statements[start:start + MAX_BATCH],
-                                              head_key=self.key, timestamp=self._wall_ms())
+            chunk = statements[start:start + MAX_BATCH]
+            result = self.ledger.append_batch(
+                chunk, head_key=self.key, timestamp=self._wall_ms(),
+                signatures_checked=signatures_checked,
+                also=lambda txn, chunk=chunk: self._forget_outbox_in(txn, chunk))
             receipts.extend(result.receipts)
-        self._forget_outbox([(s.author, s.idempotency_key) for s in statements])
         return self._same_event_is_duplicate(statements, receipts)
 
     def enqueue_many(self, statements: Sequence[LedgerEntry]) -> None:
@@ -652,9 +683,11 @@ class LedgerService:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             if self.solo:
+                nursery.start_soon(self._solo_group.run)
                 await self._run_solo()
                 return
             await self._catch_up_on_start()
+            nursery.start_soon(self._applier)
             nursery.start_soon(self._gossip_loop)
             self.started.set()
             await self._loop()
@@ -802,31 +835,84 @@ class LedgerService:
             self.log.info("raft.reproposed", request_id=rid, statements=len(batch.statements))
 
     async def _handle_ready(self, rd: Ready) -> None:
+        """Persist, send, restore, hand the committed entries to the applier, advance.
+
+        A leader's appends go out *before* its own write (Raft thesis 10.2.1, as etcd
+        does): the leader counts itself towards a commit only after `advance`, so an
+        entry commits only once a quorum has it on disk. Votes and acknowledgements
+        still wait for the write. Applying runs in its own task (`_applier`), so the next
+        Ready is persisted while this one's statements are appended to the ledger."""
         node = self.node
         storage = self.storage
         assert node is not None and storage is not None
+        early = self._can_send_early(rd)
+        if early:
+            for msg in rd.messages:
+                self._send(msg)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             await trio.to_thread.run_sync(storage.save, rd.hard_state, rd.entries,
                                           rd.snapshot)
-        for msg in rd.messages:
-            self._send(msg)
+            if rd.hard_state is not None:
+                self._saved_vote = (rd.hard_state.term, rd.hard_state.vote)
+        if not early:
+            for msg in rd.messages:
+                self._send(msg)
         if rd.snapshot is not None:
+            await self._wait_applied(0)
             await self._restore(rd.snapshot, rd.leader)
         if rd.committed_entries:
-            await self._apply(rd)
+            await self._queue_apply(rd)
         node.advance(rd)
+
+    def _can_send_early(self, rd: Ready) -> bool:
+        """Only a leader's appends and heartbeats, with term and vote already on disk."""
+        if rd.role is not Role.LEADER or rd.snapshot is not None or not rd.messages:
+            return False
+        if rd.hard_state is not None and \
+                (rd.hard_state.term, rd.hard_state.vote) != self._saved_vote:
+            return False
+        return all(isinstance(m, AppendEntries | Heartbeat) for m in rd.messages)
 
     # -- applying ----------------------------------------------------------------------
 
-    async def _apply(self, rd: Ready) -> None:
-        entries = [e for e in rd.committed_entries if e.index > self.applied_index]
+    async def _queue_apply(self, rd: Ready) -> None:
         for entry in rd.committed_entries:
             if entry.client_id == self.client_id:
                 self._inflight.pop(entry.request_id, None)
+        entries = [e for e in rd.committed_entries if e.index > self._apply_queued_to]
         if not entries:
             return
-        sign = rd.role is Role.LEADER
-        result = await trio.to_thread.run_sync(self._apply_sync, entries, rd.duplicates, sign)
+        self._apply_queued_to = entries[-1].index
+        self._to_apply.append((entries, rd.duplicates, rd.role is Role.LEADER))
+        self._apply_wake.set()
+        # Backpressure: the log may run ahead of the ledger by a bounded amount only.
+        await self._wait_applied(MAX_APPLY_BACKLOG)
+
+    async def _wait_applied(self, backlog: int) -> None:
+        """Until at most `backlog` committed Raft entries wait to be applied."""
+        while self._apply_queued_to - self.applied_index > backlog:
+            await self._apply_done.wait()
+
+    async def _applier(self) -> None:
+        """Apply everything committed since the last apply in one go (group commit)."""
+        while True:
+            if not self._to_apply:
+                await self._apply_wake.wait()
+                self._apply_wake = trio.Event()
+                continue
+            items, self._to_apply = self._to_apply, []
+            entries = [e for its, _, _ in items for e in its]
+            duplicates = frozenset().union(*(d for _, d, _ in items))
+            await self._apply(entries, duplicates, items[-1][2])
+            done, self._apply_done = self._apply_done, trio.Event()
+            done.set()
+
+    async def _apply(self, entries: list[Entry], duplicates: frozenset[int],
+                     sign: bool) -> None:
+        entries = [e for e in entries if e.index > self.applied_index]
+        if not entries:
+            return
+        result = await trio.to_thread.run_sync(self._apply_sync, entries, duplicates, sign)
         self.applied_index = entries[-1].index
         for _statement, receipt in result.receipts:
             slot = (receipt.author, receipt.idempotency_key)
@@ -846,55 +932,50 @@ class LedgerService:
 
     def _apply_sync(self, entries: Sequence[Entry], duplicates: frozenset[int],
                     sign: bool) -> ApplyResult:
-        """Worker thread: append the committed batches, in log order, in one or a few
-        durable ledger transactions; then remember how far we applied."""
+        """Worker thread: append the committed batches, in log order, with the applied
+        index and the outbox clean-up in the same durable transaction (one fsync per
+        group; more only past MAX_BATCH statements). Signatures are checked across
+        cores first; a statement with a bad one (a member proposed garbage) is dropped,
+        identically on every node, and the rest appended."""
         statements: list[LedgerEntry] = []
         for entry in entries:
             if entry.index in duplicates or not entry.client_id or not entry.data:
                 continue
             statements.extend(decode_batch(entry.data))
+        bad = set(check_signatures(statements))
+        for i in sorted(bad):
+            self.log.error("ledger.bad_statement", author=statements[i].author,
+                           key=statements[i].idempotency_key)
+        if bad:
+            statements = [s for i, s in enumerate(statements) if i not in bad]
+        applied = entries[-1].index.to_bytes(8, "big")
+        chunks = [statements[i:i + MAX_BATCH] for i in range(0, len(statements), MAX_BATCH)]
         pairs: list[tuple[LedgerEntry, AppendReceipt]] = []
         head = None
-        for start in range(0, len(statements), MAX_BATCH):
-            chunk = statements[start:start + MAX_BATCH]
-            result = self._append_checked(chunk, sign)
-            pairs.extend(zip(result[0], result[1], strict=True))
-            head = result[2] or head
-        with self.env.begin(write=True) as txn:
-            txn.put(_APPLIED_KEY, entries[-1].index.to_bytes(8, "big"), db=self._meta)
-            for statement, _ in pairs:
-                txn.delete(slot_key(statement.author, statement.idempotency_key),
-                           db=self._outbox)
+        for n, chunk in enumerate(chunks):
+            final = n == len(chunks) - 1
+
+            def also(txn: lmdb.Transaction, chunk: list[LedgerEntry] = chunk,
+                     final: bool = final) -> None:
+                self._forget_outbox_in(txn, chunk)
+                if final:
+                    txn.put(_APPLIED_KEY, applied, db=self._meta)
+
+            result = self.ledger.append_batch(
+                chunk, head_key=self.key if sign and final else None,
+                timestamp=self._wall_ms(), log_id=self.log_id, signatures_checked=True,
+                also=also)
+            pairs.extend(zip(chunk, result.receipts, strict=True))
+            head = result.head or head
+        if not chunks:
+            with self.env.begin(write=True) as txn:
+                txn.put(_APPLIED_KEY, applied, db=self._meta)
         return ApplyResult(pairs, head, self.ledger.size)
 
-    def _append_checked(self, chunk: list[LedgerEntry], sign: bool
-                        ) -> tuple[list[LedgerEntry], tuple[AppendReceipt, ...],
-                                   SignedTreeHead | None]:
-        """Append; a statement with a bad signature (a member proposed garbage) is
-        dropped, identically on every node, and the rest appended."""
-        kwargs: dict[str, Any] = {"head_key": self.key if sign else None,
-                                  "timestamp": self._wall_ms(), "log_id": self.log_id}
-        try:
-            result = self.ledger.append_batch(chunk, **kwargs)
-        except RemoteLedgerError:
-            good = []
-            for statement in chunk:
-                try:
-                    statement.verify_signature()
-                    good.append(statement)
-                except RemoteLedgerError:
-                    self.log.error("ledger.bad_statement", author=statement.author,
-                                   key=statement.idempotency_key)
-            chunk = good
-            if not chunk:
-                return [], (), None
-            result = self.ledger.append_batch(chunk, **kwargs)
-        return chunk, result.receipts, result.head
-
-    def _forget_outbox(self, slots: Iterable[tuple[str, str]]) -> None:
-        with self.env.begin(write=True) as txn:
-            for author, key in slots:
-                txn.delete(slot_key(author, key), db=self._outbox)
+    def _forget_outbox_in(self, txn: lmdb.Transaction,
+                          statements: Iterable[LedgerEntry]) -> None:
+        for statement in statements:
+            txn.delete(slot_key(statement.author, statement.idempotency_key), db=self._outbox)
 
     # -- snapshots ---------------------------------------------------------------------
 
@@ -947,6 +1028,7 @@ class LedgerService:
 
         await trio.to_thread.run_sync(remember)
         self.applied_index = max(self.applied_index, snap.index)
+        self._apply_queued_to = max(self._apply_queued_to, self.applied_index)
         self.log.info("raft.snapshot_restored", index=snap.index, ledger_size=state.size)
 
     async def _fetch_from(self, peer: str, start: int, stop: int) -> None:
