@@ -34,6 +34,15 @@ $(STAMP): pyproject.toml
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq libgmp-dev) || exit 1; \
 	  else echo "run: sudo apt-get install -y libgmp-dev   then make again"; exit 1; fi; \
 	fi
+	@# The web console's browser test (tests/api/test_console_browser.py) drives Debian's
+	@# chromium through chromedriver; without them that one test skips and says why.
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (the console's browser test)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver) || echo "could not install chromium: the browser test skips"; \
+	  else echo "for the console's browser test run: sudo apt-get install -y chromium chromium-driver"; fi; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[torch,dev]'

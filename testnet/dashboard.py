@@ -49,8 +49,17 @@ def render(plan: TestnetPlan, views: list[NodeView], started: float, *,
         f"{time.monotonic() - started:.0f}s · Ctrl-C stops the testnet\n"
         f"try: gd-node testnet kill {target} --dir {plan.directory}   (its region "
         f"elects another leader)")
-    return Panel(Group(table, Text(legend(headers), style="dim"), network, decisions, hint),
+    return Panel(Group(table, Text(legend(headers), style="dim"), network,
+                       Text(console_line(views)), decisions, hint),
                  title="gd-node testnet", border_style="blue")
+
+
+def console_line(views: list[NodeView]) -> str:
+    """Where each running node's web console is (its API URL + /console/): a person
+    opens it and signs in with a token from `gd-node tokens create --home NODE_HOME`."""
+    urls = [f"{v.name} {v.extra['api_url']}/console/" for v in views
+            if v.live and v.extra.get("api_url")]
+    return "web console     " + ("  ·  ".join(urls) if urls else "none running (no API)")
 
 
 def _reload(plan: TestnetPlan) -> TestnetPlan:

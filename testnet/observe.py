@@ -74,6 +74,7 @@ def observe_node(node: NodePlan) -> NodeView:
             view.ledger_height = int(status.get("ledger_height", 0))
             view.sync_lag = int(status.get("sync_lag", 0) or 0)
             view.conflicts = int(status.get("conflicts", 0) or 0)
+            view.extra["api_url"] = status.get("api_url") or ""  # the console's home
             if "ledger_status" in status.get("methods", ()):
                 ledger = call(home, "ledger_status", timeout=STATUS_TIMEOUT_S)
                 view.role = str(ledger.get("role") or ledger.get("mode") or "")

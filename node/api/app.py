@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
+from gd.node.api import views_console
 from gd.node.api.auth import Principal, authenticate
 from gd.node.api.problems import Problem
 from gd.node.api.ratelimit import retry_after_header
@@ -158,6 +159,9 @@ def build_app(api: ApiServices, routes: Sequence[Route], openapi: dict[str, Any]
     star = [StarletteRoute(r.path, endpoint(Pipeline(api, r)), methods=[r.method])
             for r in routes]
     star.append(StarletteRoute("/v1/openapi.json", openapi_json, methods=["GET"]))
+    # The web console's static files: no credential (the page holds no data), not in
+    # the OpenAPI document; it reads everything through the routes above.
+    star.extend(views_console.ROUTES)
     middleware = []
     if api.settings.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(

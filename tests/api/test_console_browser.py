@@ -1,0 +1,299 @@
+"""The web console (node/api/console/), served by the daemon, driven by a real browser.
+
+The HTTP checks (headers, redirects, the fixed file list) run against the in-process
+daemon. The browser test starts a real `gd-node run`, makes tokens with
+`gd-node tokens create`, and drives Debian's headless Chromium through chromedriver:
+sign in → pending gene → approve → the gene is native (checked through the API too);
+a viewer sees the approve button disabled, and an approve it forces anyway is 403.
+Without chromium, chromium-driver and selenium the browser test skips, naming the
+command that installs them (README: "The web console").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from gd.motors.domains import demo_genes, get_domain
+from gd.node.api.views_console import CONTENT_SECURITY_POLICY
+from gd.testnet.dashboard import console_line, render
+from gd.testnet.observe import NodeView
+from gd.testnet.plan import make_plan
+
+GD_NODE = str(Path(sys.executable).with_name("gd-node"))
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+INSTALL = "apt-get install -y chromium chromium-driver"
+# Generous: the suite shares two cores with other work, and Chromium is heavy.
+BROWSER_WAIT_S = 60.0
+DAEMON_READY_S = 90.0
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000")
+
+
+# -- the console over plain HTTP (in-process daemon) ---------------------------------------
+async def test_console_is_served_with_a_strict_csp(api_node):
+    async with api_node.client() as http:  # no credential: the page holds no data
+        page = await http.get("/console/")
+        script = await http.get("/console/app.js")
+        style = await http.get("/console/app.css")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'src="/console/app.js"' in page.text
+    assert "<script>" not in page.text  # no inline script: CSP script-src 'self' allows none
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "sessionStorage" in script.text and "Bearer" in script.text
+    assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
+    for reply in (page, script, style):
+        csp = reply.headers["content-security-policy"]
+        assert csp == CONTENT_SECURITY_POLICY
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert reply.headers["x-frame-options"] == "DENY"
+        assert "set-cookie" not in reply.headers
+
+
+async def test_root_leads_to_the_console_and_only_shipped_files_are_served(api_node):
+    async with api_node.client() as http:
+        for path in ("/", "/console"):
+            reply = await http.get(path)
+            assert reply.status_code == 307 and reply.headers["location"] == "/console/"
+        for path in ("/console/config.toml", "/console/..%2Fconfig.toml",
+                     "/console/views_console.py"):
+            reply = await http.get(path)
+            assert reply.status_code == 404, path
+            assert reply.headers["content-type"] == "application/problem+json"
+        # The API behind it still wants a credential.
+        assert (await http.get("/v1/pending")).status_code == 401
+        spec = (await http.get("/v1/openapi.json")).json()
+    assert not [p for p in spec["paths"] if p.startswith("/console") or p == "/"]
+
+
+def test_testnet_dashboard_prints_each_running_nodes_console_url(tmp_path: Path) -> None:
+    plan = make_plan(tmp_path, orgs=3, regions=1, seed=5)
+    views = [NodeView(n.name, n.org, n.region, n.peer_id, running=True, pid=100 + i,
+                      extra={"api_url": f"http://127.0.0.1:{4100 + i}"})
+             for i, n in enumerate(plan.nodes)]
+    views[2].running = False  # down: its old URL answers nothing, so it is not shown
+    console = Console(width=200, record=True, color_system=None)
+    console.print(render(plan, views, 0.0, width=200))
+    panel = console.export_text()
+    assert "node-1 http://127.0.0.1:4100/console/" in panel
+    assert "node-2 http://127.0.0.1:4101/console/" in panel
+    assert "4102" not in panel
+    assert console_line([]).endswith("none running (no API)")
+
+
+# -- the console in a real browser (a real `gd-node run`) ----------------------------------
+def _browser_missing() -> str | None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:
+        return f"{' and '.join(missing)} not installed: run `{INSTALL}` (or make test as root)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed: pip install -e '.[dev]'"
+    return None
+
+
+def _cli(*args: str, home: Path) -> str:
+    done = subprocess.run([GD_NODE, *args, "--home", str(home)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _api_url(home: Path, proc: subprocess.Popen[bytes]) -> str:
+    deadline = time.monotonic() + DAEMON_READY_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "gd-node run exited before it was ready"
+        out = subprocess.run([GD_NODE, "status", "--json", "--home", str(home)],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode == 0:
+            url = json.loads(out.stdout).get("daemon", {}).get("api_url")
+            if url:
+                return str(url)
+        time.sleep(0.3)
+    raise AssertionError(f"no API URL from gd-node status within {DAEMON_READY_S} s")
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _chromium(profile: Path) -> Iterator[Any]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    # The system chromedriver, named: selenium must not look for (or download) another.
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        driver.set_page_load_timeout(BROWSER_WAIT_S)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _pending_genes(home: Path, tmp: Path) -> dict[str, str]:
+    """Two turbofan genes imported as adaptation_pending: name -> id."""
+    base = demo_genes("turbofan")[0]
+    rows = [{**base, "name": "console-approve-me"},
+            {**base, "name": "console-viewer-sees", "codons": [
+                {"feature": "s11", "op": ">", "threshold": 47.9}]}]
+    path = tmp / "pending.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _cli("genes", "import", str(path), "--pending", home=home)
+    listed = json.loads(_cli("genes", "list", "--domain", "turbofan", "--json", home=home))
+    return {g["name"]: g["id"] for g in listed if g["name"].startswith("console-")}
+
+
+def _sign_in(driver: Any, url: str, token: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, BROWSER_WAIT_S)
+    driver.get(f"{url}/console/")
+    wait.until(ec.visibility_of_element_located((By.ID, "token"))).send_keys(token)
+    driver.find_element(By.ID, "login-button").click()
+    wait.until(ec.visibility_of_element_located((By.ID, "nav")))
+    wait.until(ec.presence_of_element_located((By.ID, "overview-stats")))
+
+
+def _open_pending(driver: Any, gene_id: str) -> Any:
+    """Pending → the gene's row → its comparison; returns the approve button."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(driver, BROWSER_WAIT_S)
+    driver.find_element(By.CSS_SELECTOR, 'nav a[data-view="pending"]').click()
+    row = wait.until(ec.element_to_be_clickable(
+        (By.CSS_SELECTOR, f'#pending-list tr[data-gene="{gene_id}"]')))
+    row.click()
+    return wait.until(ec.presence_of_element_located(
+        (By.CSS_SELECTOR, f'.candidate[data-gene="{gene_id}"] button.approve')))
+
+
+@pytest.mark.slow
+def test_console_in_chromium_approver_approves_viewer_cannot():
+    why = _browser_missing()
+    if why is not None:
+        pytest.skip(why)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tmp = Path(tempfile.mkdtemp(prefix="gdconsole", dir="/tmp"))
+    shots = Path(os.environ.get("TMPDIR", tempfile.gettempdir()))
+    home = tmp / "node"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run([GD_NODE, "demo", "--dir", str(home), "--org", "acme", "--region",
+                        "eu"], check=True, capture_output=True, timeout=120)
+        with (home / "config.toml").open("a") as cfg:
+            cfg.write('\n[api]\nrate_per_s = 1000.0\nrate_burst = 1000\n')
+        genes = _pending_genes(home, tmp)
+        approve_id, viewer_id = genes["console-approve-me"], genes["console-viewer-sees"]
+        tokens = {role: json.loads(_cli("tokens", "create", "--role", role, "--domain",
+                                        "turbofan", "--json", home=home))["token"]
+                  for role in ("approver", "viewer")}
+        proc = subprocess.Popen([GD_NODE, "run", "--home", str(home), "--log-format", "json"],
+                                stdout=subprocess.DEVNULL,
+                                stderr=(tmp / "daemon.log").open("ab"))
+        url = _api_url(home, proc)
+        approver = httpx.Client(base_url=url, timeout=60,
+                                headers={"Authorization": f"Bearer {tokens['approver']}"})
+        viewer = httpx.Client(base_url=url, timeout=60,
+                              headers={"Authorization": f"Bearer {tokens['viewer']}"})
+        # The motors' view of the gene (on states where it applies, so every motor runs),
+        # so the console has scores to chart.
+        states = [{"values": dict(s.values), "entity": s.entity, "t": s.t}
+                  for s in get_domain("turbofan").demo_states(300, 5)
+                  if s.values["s11"] > 47.9][:2]
+        assert states, "the demo states include hot engines"
+        evaluated = approver.post(f"/v1/genes/{approve_id}/evaluate",
+                                  json={"states": states, "seed": 3, "allow_pending": True})
+        assert evaluated.status_code == 200, evaluated.text
+
+        with _chromium(tmp / "profile-approver") as driver:
+            wait = WebDriverWait(driver, BROWSER_WAIT_S)
+            driver.get(f"{url}/console/")
+            token_box = wait.until(lambda d: d.find_element(By.ID, "token"))
+            token_box.send_keys("gdn_not_a_token")
+            driver.find_element(By.ID, "login-button").click()
+            wait.until(lambda d: d.find_element(By.ID, "login-error").text)
+            assert "refused" in driver.find_element(By.ID, "login-error").text
+            token_box.clear()
+
+            _sign_in(driver, url, tokens["approver"])
+            assert "approver" in driver.find_element(By.ID, "who").text
+            assert driver.execute_script(
+                "return sessionStorage.getItem('gd.console.token')") == tokens["approver"]
+            assert driver.get_cookies() == []  # the credential is never a cookie
+            button = _open_pending(driver, approve_id)
+            card = driver.find_element(By.CSS_SELECTOR, f'.candidate[data-gene="{approve_id}"]')
+            # Each motor's score in the chart, and its explanation in words.
+            bars = card.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
+            assert len(bars) == 5, "the chart shows the four motors' scores and CP"
+            assert "M_P" in card.text
+            explained = [e.text for e in card.find_elements(By.CSS_SELECTOR, ".explain")]
+            assert len(explained) == 4 and all(explained), "each motor explains its score"
+            assert button.is_enabled()
+            driver.save_screenshot(str(shots / "gd-console-pending.png"))
+            button.click()
+            wait.until(lambda d: "native" in d.find_element(By.ID, "gene-status").text)
+            assert "Approved" in driver.find_element(By.ID, "flash").text
+            driver.save_screenshot(str(shots / "gd-console-approved.png"))
+        shown = approver.get(f"/v1/genes/{approve_id}").json()
+        assert shown["status"] == "native"
+
+        with _chromium(tmp / "profile-viewer") as driver:
+            _sign_in(driver, url, tokens["viewer"])
+            button = _open_pending(driver, viewer_id)
+            assert not button.is_enabled(), "a viewer's approve button must not work"
+            note = driver.find_element(By.CSS_SELECTOR, ".role-note").text
+            assert "approver role" in note
+            # Forced anyway (the console's own request, with the viewer's token): 403.
+            status = driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "fetch(`/v1/pending/${arguments[0]}/approve`, {method: 'POST', headers: {"
+                "Authorization: `Bearer ${sessionStorage.getItem('gd.console.token')}`,"
+                "'Content-Type': 'application/json'}, body: '{}'}).then(r => done(r.status));",
+                viewer_id)
+            assert status == 403
+            driver.save_screenshot(str(shots / "gd-console-viewer.png"))
+        forced = viewer.post(f"/v1/pending/{viewer_id}/approve", json={})
+        assert forced.status_code == 403
+        assert approver.get(f"/v1/genes/{viewer_id}").json()["status"] == "adaptation_pending"
+        approver.close()
+        viewer.close()
+    finally:
+        if proc is not None:
+            _reap(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
