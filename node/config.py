@@ -215,6 +215,8 @@ orgs = {{ {trusted} }}
 # rate_per_s = 50.0      # requests per second per credential (429 beyond), burst:
 # rate_burst = 100
 # webhook_hosts = []     # hosts job webhooks may be POSTed to (none by default)
+# [api.oidc]             # OIDC bearer JWTs too: issuer, audience, roles_claim and
+#                        # [api.oidc.roles] claim value -> role, domains (docs/api.md)
 #
 # [sync]                 # docs/protocol.md §6
 # auto = true            # sync on connect, on local change and on a timer
