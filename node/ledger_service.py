@@ -43,7 +43,9 @@ Failure model and the reasons behind each limit: docs/ledger.md, "The region's l
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -131,6 +133,8 @@ MAX_INFLIGHT_BATCHES: Final = 64
 # Committed Raft entries (batches) the log may run ahead of the ledger before the loop
 # waits for the applier: bounds memory and keeps `applied` close to `commit`.
 MAX_APPLY_BACKLOG: Final = 256
+# Digests of statements checked at submit, kept so their apply need not check again.
+MAX_VERIFIED_REMEMBERED: Final = 100_000
 # Statements queued here before submissions are refused (backpressure on callers).
 MAX_QUEUED_STATEMENTS: Final = 200_000
 # A batch not applied this long after proposing is looked up, and re-proposed with the
@@ -362,6 +366,8 @@ class LedgerService:
         self._queued: set[tuple[str, str]] = set()
         self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
         self._inflight: dict[int, _Batch] = {}
+        self._verified: dict[bytes, None] = {}
+        self._verified_lock = threading.Lock()
         self._to_apply: list[tuple[list[Entry], frozenset[int], bool]] = []
         self._apply_wake = trio.Event()
         self._apply_done = trio.Event()
@@ -518,6 +524,7 @@ class LedgerService:
         bad = await trio.to_thread.run_sync(check_signatures, statements)
         if bad:
             statements[bad[0]].verify_signature()  # raises with the reason
+        self._remember_verified(statements)
         if self.solo:
             return await self._append_solo(statements, checked=True)
         if len(self._queue) + len(statements) > MAX_QUEUED_STATEMENTS:
@@ -552,6 +559,16 @@ class LedgerService:
         assert all(r is not None for r in receipts)
         return await trio.to_thread.run_sync(self._same_event_is_duplicate, statements,
                                              receipts)
+
+    def _remember_verified(self, statements: Sequence[LedgerEntry]) -> None:
+        """Statements whose signature this node has just checked, by the SHA-256 of their
+        exact bytes: applying them after the region commits them does not check again
+        (bounded; a forgotten one is simply checked twice)."""
+        digests = [hashlib.sha256(s.encoded).digest() for s in statements]
+        with self._verified_lock:
+            self._verified.update(dict.fromkeys(digests))
+            while len(self._verified) > MAX_VERIFIED_REMEMBERED:
+                del self._verified[next(iter(self._verified))]
 
     def _same_event_is_duplicate(self, statements: Sequence[LedgerEntry],
                                  receipts: Sequence[AppendReceipt | None]) -> list[AppendReceipt]:
@@ -942,7 +959,15 @@ class LedgerService:
             if entry.index in duplicates or not entry.client_id or not entry.data:
                 continue
             statements.extend(decode_batch(entry.data))
-        bad = set(check_signatures(statements))
+        unchecked = []
+        with self._verified_lock:
+            for i, statement in enumerate(statements):
+                digest = hashlib.sha256(statement.encoded).digest()
+                if digest in self._verified:
+                    del self._verified[digest]  # checked at submit on this node
+                else:
+                    unchecked.append(i)
+        bad = {unchecked[i] for i in check_signatures([statements[i] for i in unchecked])}
         for i in sorted(bad):
             self.log.error("ledger.bad_statement", author=statements[i].author,
                            key=statements[i].idempotency_key)

@@ -1,0 +1,197 @@
+"""Group commit (issue 15): many submissions share one durable transaction, and every
+signature is still checked, once, before anything is written."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import lmdb
+import pytest
+import trio
+from gd_testkit import key_from_int
+
+from gd.genome import canonical
+from gd.ledger.entry import LedgerEntry
+from gd.ledger.errors import RemoteLedgerError
+from gd.ledger.store import Ledger
+from gd.node.ledger_group import GroupCommitter, check_signatures
+from gd.node.ledger_service import encode_batch
+
+
+def statements(n: int, tag: str, count: int) -> list[LedgerEntry]:
+    key = key_from_int(n)
+    return [LedgerEntry.create(key, "decision", 1000 + i,
+                               canonical.sha256(f"{tag}-{i}".encode()), {"i": i})
+            for i in range(count)]
+
+
+def forged(statement: LedgerEntry) -> LedgerEntry:
+    """The same statement with a changed field: its signature no longer verifies."""
+    return replace(statement, hlc=statement.hlc + 1)
+
+
+def test_check_signatures_finds_every_forgery_in_a_large_batch():
+    batch = statements(1, "big", 200)
+    bad_at = [0, 77, 199]
+    for i in bad_at:
+        batch[i] = forged(batch[i])
+    assert check_signatures(batch) == bad_at
+    assert check_signatures(batch[1:77]) == []
+
+
+async def test_concurrent_callers_share_commits_and_a_bad_caller_fails_alone():
+    calls: list[list[str]] = []
+
+    def commit(items: list[str]) -> list[str]:
+        calls.append(list(items))
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [f"ok:{item}" for item in items]
+
+    group: GroupCommitter[str, str] = GroupCommitter(commit, max_items=1000)
+    results: dict[int, list[str]] = {}
+    errors: dict[int, str] = {}
+
+    async def caller(i: int) -> None:
+        items = ["bad"] if i == 7 else [f"{i}-a", f"{i}-b"]
+        try:
+            results[i] = await group.submit(items)
+        except ValueError as exc:
+            errors[i] = str(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(group.run)
+        await trio.sleep(0)
+        async with trio.open_nursery() as callers:
+            for i in range(20):
+                callers.start_soon(caller, i)
+        nursery.cancel_scope.cancel()
+    assert errors == {7: "bad item"}
+    assert results == {i: [f"ok:{i}-a", f"ok:{i}-b"] for i in range(20) if i != 7}
+    # 20 callers, far fewer commits: the first takes one caller, the rest queue behind
+    # it; the group holding the bad caller is retried caller by caller.
+    assert group.groups < 20
+    assert max(len(c) for c in calls) > 2
+
+
+async def test_callers_waiting_when_the_committer_stops_get_an_error():
+    release = threading.Event()
+
+    def slow(items: list[int]) -> list[int]:
+        release.wait(10)
+        return items
+
+    group: GroupCommitter[int, int] = GroupCommitter(slow, max_items=1)
+    with pytest.raises(RuntimeError):
+        await group.submit([1])  # not running yet
+    outcome: dict[str, object] = {}
+
+    async def caller(name: str) -> None:
+        try:
+            outcome[name] = await group.submit([1])
+        except RuntimeError as exc:
+            outcome[name] = str(exc)
+
+    timer = threading.Timer(0.5, release.set)
+    committer = trio.CancelScope()
+
+    async def run_committer() -> None:
+        with committer:
+            await group.run()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_committer)
+        await trio.sleep(0)
+        nursery.start_soon(caller, "first")  # its commit is under way when we stop
+        await trio.sleep(0.05)
+        nursery.start_soon(caller, "second")  # queued behind it
+        await trio.sleep(0.05)
+        timer.start()
+        committer.cancel()
+    timer.join()
+    assert outcome == {"first": [1], "second": "the ledger stopped before committing"}
+    assert not group.running
+
+
+def test_append_batch_writes_the_callers_bookkeeping_in_the_same_transaction(tmp_path):
+    env = lmdb.open(str(tmp_path / "l"), max_dbs=64, map_size=1 << 26)
+    try:
+        ledger = Ledger(env)
+        side = env.open_db(b"test_side")
+        good = statements(1, "g", 3)
+
+        def also(txn: lmdb.Transaction) -> None:
+            txn.put(b"applied", b"3", db=side)
+
+        ledger.append_batch(good, also=also)
+        with env.begin() as txn:
+            assert txn.get(b"applied", db=side) == b"3"
+        # When the caller's writes fail, the entries are not written either.
+
+        def broken(txn: lmdb.Transaction) -> None:
+            txn.put(b"applied", b"6", db=side)
+            raise OSError("disk said no")
+
+        with pytest.raises(OSError):
+            ledger.append_batch(statements(1, "h", 3), also=broken)
+        assert ledger.size == 3
+        with env.begin() as txn:
+            assert txn.get(b"applied", db=side) == b"3"
+        # Unchecked by default: a forgery is refused and nothing is written.
+        with pytest.raises(RemoteLedgerError):
+            ledger.append_batch([*statements(1, "i", 2), forged(statements(1, "j", 1)[0])])
+        assert ledger.size == 3
+    finally:
+        env.close()
+
+
+async def test_concurrent_submissions_on_a_region_of_one_share_commits(region, nursery):
+    d = await region.start(nursery, 1, ())
+    receipts: dict[int, list] = {}
+
+    async def submit(i: int) -> None:
+        receipts[i] = await d.ledger.submit(statements(1, f"c{i}", 5), timeout_s=30)
+
+    async with trio.open_nursery() as inner:
+        for i in range(32):
+            inner.start_soon(submit, i)
+    indices = sorted(r.index for rs in receipts.values() for r in rs)
+    assert indices == list(range(160))
+    assert 0 < d.ledger._solo_group.groups < 32  # shared commits, one fsync each
+    with pytest.raises(RemoteLedgerError):
+        await d.ledger.submit([forged(statements(1, "x", 1)[0])], timeout_s=30)
+    assert d.ledger.ledger.size == 160
+    report = d.ledger.ledger.verify()
+    assert report.ok, report.reason
+    d.stop()
+
+
+async def test_a_forged_statement_in_a_committed_entry_is_dropped_on_every_node(region,
+                                                                                nursery):
+    voters = region.voter_ids(1, 2, 3)
+    ds = []
+    for n in (1, 2, 3):
+        ds.append(await region.start(nursery, n, voters, boot=ds))
+    await region.connected(*ds)
+    leader = await region.leader(ds)
+    # Submitted normally on node 2 (checked there, remembered, not checked again there).
+    await ds[1].ledger.submit(statements(2, "first", 4), timeout_s=30)
+    # A member proposes garbage straight into the log: one good, one forged statement.
+    good, bad = statements(3, "direct", 2)
+    data = encode_batch([good, forged(bad)])
+    leader.ledger.node.propose(data, "test-client", 1)
+    leader.ledger._wake.set()
+    await region.until(lambda: region.sizes(ds) == [5, 5, 5])
+    await trio.sleep(0.3)
+    assert region.sizes(ds) == [5, 5, 5]
+    for d in ds:
+        assert d.ledger.ledger.find(good.author, good.idempotency_key) is not None
+        assert d.ledger.ledger.find(bad.author, bad.idempotency_key) is None
+        assert d.ledger.ledger.verify().ok
+    logs = [[e.encoded for e in d.ledger.ledger.entries()] for d in ds]
+    assert logs[0] == logs[1] == logs[2]
+    # The applied index went to disk with the entries.
+    assert all(d.ledger._stored_applied() == d.ledger.applied_index > 0 for d in ds)
+    for d in ds:
+        d.stop()
