@@ -29,6 +29,10 @@ from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.genome.identity import NodeKey, is_peer_id, verify
 
 OPERATORS = ("<", "<=", ">", ">=", "==", "!=")
+# Canonical msgpack of a gene's wire map around its body: a 2-entry map, key "body", the
+# body's own bytes, key "sig", the signature (keys in sorted order).
+_WIRE_BODY = b"\x82\xa4body"
+_WIRE_SIG = b"\xa3sig"
 SIGNATURE_LEN = 64
 
 
@@ -342,8 +346,12 @@ class Gene:
 
     @cached_property
     def wire_bytes(self) -> bytes:
-        """Canonical bytes of `to_wire()`: what peers and the version store hold."""
-        return canonical.encode_plain({"body": self._body, "sig": self.signature})
+        """Canonical bytes of `to_wire()`: what peers and the version store hold.
+
+        Built around the body bytes already held (`signing_bytes`): the canonical map
+        {"body": ..., "sig": ...} is a two-entry header, the body, the signature."""
+        return (_WIRE_BODY + self.signing_bytes + _WIRE_SIG
+                + canonical.encode_plain(self.signature))
 
     @cached_property
     def version_hash(self) -> bytes:
@@ -353,8 +361,10 @@ class Gene:
     def signed(self, key: NodeKey) -> Gene:
         body = self.body()
         body["author"] = key.peer_id
-        signature = key.sign(canonical.encode_plain(body))
-        return replace(self, author=key.peer_id, signature=signature)
+        signing = canonical.encode_plain(body)
+        gene = replace(self, author=key.peer_id, signature=key.sign(signing))
+        gene.__dict__["signing_bytes"] = signing  # the bytes just signed, not re-encoded
+        return gene
 
     def verify(self) -> None:
         """Raise SignatureError unless `author` signed exactly this body."""

@@ -147,6 +147,25 @@ def _version_key(gene_id: str, version: int) -> bytes:
     return gene_id.encode() + SEP + _U64.pack(version)
 
 
+class _ChangeSeq:
+    """The change-feed counter of one write transaction: read once, stored once."""
+
+    __slots__ = ("_db", "_first", "_txn", "value")
+
+    def __init__(self, txn: Txn, meta_db: Any) -> None:
+        self._txn, self._db = txn, meta_db
+        raw = txn.get(b"change_seq", db=meta_db)
+        self.value = self._first = _U64.unpack(raw)[0] if raw else 0
+
+    def next(self) -> int:
+        self.value += 1
+        return self.value
+
+    def store(self) -> None:
+        if self.value != self._first:
+            self._txn.put(b"change_seq", _U64.pack(self.value), db=self._db)
+
+
 class Cortex:
     """An open LMDB Cortex. Use `Cortex.open(path)`; close with `.close()` or `with`."""
 
@@ -269,7 +288,16 @@ class Cortex:
     def put_genes(self, genes: Iterable[Gene]) -> list[int | None]:
         """Store a batch in ONE transaction (all or nothing); see `put_gene`."""
         batch = list(genes)
-        return self.write(lambda txn: [self._put_gene(txn, g) for g in batch])
+
+        def run(txn: Txn) -> list[int | None]:
+            # The change counter is read once and written once per batch, and the feed's
+            # keys only grow, so they are appended (no B-tree search per gene).
+            seq = _ChangeSeq(txn, self._dbs["meta"])
+            out = [self._put_gene(txn, g, seq=seq) for g in batch]
+            seq.store()
+            return out
+
+        return self.write(run)
 
     def put_gene_in(self, txn: Txn, gene: Gene, *,
                     supersede: bool = False) -> int | None:
@@ -288,8 +316,8 @@ class Cortex:
     def set_checkpoint_in(self, txn: Txn, peer_id: str, seq: int) -> None:
         txn.put(peer_id.encode(), _U64.pack(seq), db=self._dbs["checkpoints"])
 
-    def _put_gene(self, txn: Txn, gene: Gene, *,
-                  supersede: bool = False) -> int | None:
+    def _put_gene(self, txn: Txn, gene: Gene, *, supersede: bool = False,
+                  seq: _ChangeSeq | None = None) -> int | None:
         d = self._dbs
         gid = gene.id.encode()
         vkey = _version_key(gene.id, gene.version)
@@ -314,7 +342,7 @@ class Cortex:
             old = _Head.decode(old_raw)
             if old.version > gene.version and not supersede:
                 # An older version arriving late is kept in history, not made head.
-                return self._append_change(txn, "put", gene) if new_version else None
+                return self._append_change(txn, "put", gene, seq) if new_version else None
             self._unindex(txn, gene.id, old.domain, old.status, old.origin)
         txn.put(gid, head, db=d["genes"])
         self._index(txn, gene.id, gene.domain, str(gene.status), gene.origin)
@@ -324,8 +352,8 @@ class Cortex:
             # it while it was pending must see it in the feed again.
             approved = (old_raw is not None and _Head.decode(old_raw).status != "native"
                         and gene.status is GeneStatus.NATIVE)
-            return self._append_change(txn, "put", gene) if approved else None
-        return self._append_change(txn, "put", gene)
+            return self._append_change(txn, "put", gene, seq) if approved else None
+        return self._append_change(txn, "put", gene, seq)
 
     def _index(self, txn: Txn, gene_id: str, domain: str, status: str,
                origin: str) -> None:
@@ -355,7 +383,14 @@ class Cortex:
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=head.status,
                                 successes=head.successes, failures=head.failures)
 
-    def _append_change(self, txn: Txn, op: str, gene: Gene) -> int:
+    def _append_change(self, txn: Txn, op: str, gene: Gene,
+                       batch_seq: _ChangeSeq | None = None) -> int:
+        if batch_seq is not None:
+            seq = batch_seq.next()
+            change = Change(seq, "gene", op, gene.id, gene.version, gene.version_hash)
+            txn.put(_U64.pack(seq), canonical.encode_plain(change.to_plain()),
+                    db=self._dbs["changes"], append=True)
+            return seq
         meta = self._dbs["meta"]
         raw = txn.get(b"change_seq", db=meta)
         seq = (_U64.unpack(raw)[0] if raw else 0) + 1

@@ -26,8 +26,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,28 @@ def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int,
                            action=spec.action, params=spec.params, purpose=spec.purpose)
 
 
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_Todo = tuple[GeneSpec, "Gene | None", int, "int | None"]
+
+
+def _build_chunk(key: NodeKey, todo: list[_Todo]) -> list[Gene | ValidationError | None]:
+    """Build and sign a contiguous run of lines (a worker thread: Ed25519 signing in
+    pynacl releases the GIL, so chunks sign on all cores at once)."""
+    out: list[Gene | ValidationError | None] = []
+    for spec, existing, stamp, next_version in todo:
+        try:
+            out.append(build_gene(spec, key, existing, stamp, next_version))
+        except ValidationError as exc:
+            out.append(exc)
+    return out
+
+
 def import_genes(
     cortex: Cortex,
     key: NodeKey,
@@ -207,17 +231,46 @@ def import_genes(
     batch_size: int = DEFAULT_BATCH,
     status: GeneStatus = GeneStatus.NATIVE,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> ImportReport:
-    """Import a file; `progress(lines_done)` is called after each batch."""
+    """Import a file; `progress(lines_done)` is called after each batch.
+
+    Lines are read and checked in order; each batch's genes are built and signed on
+    `workers` threads (default: one per core), then stored in one transaction."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    workers = workers or _workers()
     report = ImportReport()
     pending_synapses: list[tuple[GeneSpec, str]] = []
-    batch: list[tuple[GeneSpec, Gene, bool]] = []
-    in_batch: dict[str, int] = {}
+    todo: list[_Todo] = []
+    in_batch: set[str] = set()
     lines = 0
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="gd-import") if workers > 1 \
+        else None
+
+    def build_all() -> list[Gene | ValidationError | None]:
+        if pool is None or len(todo) < 2 * workers:
+            return _build_chunk(key, todo)
+        size = -(-len(todo) // workers)
+        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        return [g for part in pool.map(lambda c: _build_chunk(key, c), chunks) for g in part]
 
     def flush() -> None:
+        batch: list[tuple[GeneSpec, Gene, bool]] = []
+        for (spec, existing, _, _), gene in zip(todo, build_all(), strict=True):
+            if isinstance(gene, ValidationError):
+                report.rejected.append((spec.line, str(gene)))
+            elif gene is None:  # only an existing gene is unchanged
+                assert existing is not None
+                report.unchanged += 1
+                if spec.synapses:
+                    pending_synapses.append((spec, existing.id))
+            else:
+                if status != GeneStatus.NATIVE:
+                    gene = gene.with_local(status=status)
+                batch.append((spec, gene, existing is None))
+        todo.clear()
+        in_batch.clear()
         if batch:
             cortex.put_genes([g for _, g, _ in batch])
             for spec, gene, is_new in batch:
@@ -227,39 +280,29 @@ def import_genes(
                     report.updated += 1
                 if spec.synapses:
                     pending_synapses.append((spec, gene.id))
-            batch.clear()
-            in_batch.clear()
         if progress:
             progress(lines)
 
-    for item in iter_specs(path):
-        lines += 1
-        if isinstance(item, tuple):
-            report.rejected.append(item)
-            continue
-        spec = item
-        gene_id = spec.gene_id or gene_id_for(key.peer_id, spec.domain, spec.name)
-        if gene_id in in_batch:
-            flush()  # a later line edits a gene of this batch: store the earlier first
-        existing = cortex.get_gene(gene_id)
-        try:
-            gene = build_gene(spec, key, existing, hlc_now(),
-                              cortex.next_version(gene_id) if existing else None)
-        except ValidationError as exc:
-            report.rejected.append((spec.line, str(exc)))
-            continue
-        if gene is None:
-            report.unchanged += 1
-            if spec.synapses:
-                pending_synapses.append((spec, gene_id))
-            continue
-        if status != GeneStatus.NATIVE:
-            gene = gene.with_local(status=status)
-        in_batch[gene_id] = len(batch)
-        batch.append((spec, gene, existing is None))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+    try:
+        for item in iter_specs(path):
+            lines += 1
+            if isinstance(item, tuple):
+                report.rejected.append(item)
+                continue
+            spec = item
+            gene_id = spec.gene_id or gene_id_for(key.peer_id, spec.domain, spec.name)
+            if gene_id in in_batch:
+                flush()  # a later line edits a gene of this batch: store the earlier first
+            existing = cortex.get_gene(gene_id)
+            todo.append((spec, existing, hlc_now(),
+                         cortex.next_version(gene_id) if existing else None))
+            in_batch.add(gene_id)
+            if len(todo) >= batch_size:
+                flush()
+        flush()
+    finally:
+        if pool is not None:
+            pool.shutdown()
     for spec, gene_id in pending_synapses:
         for i, raw in enumerate(spec.synapses):
             try:
