@@ -1,5 +1,7 @@
 """P2P benchmark: connection setup, handshake, stream throughput, small-message RTT,
-daemon cold start. Two in-process hosts on 127.0.0.1 (Noise + yamux).
+daemon cold start. Two in-process hosts on 127.0.0.1 (Noise + yamux), and a real
+`gd-node run` process timed from spawn to its first 200 on /healthz (baseline in the
+same run: a bare interpreter start, and the daemon's imports alone).
 
     .venv/bin/python bench/p2p.py [--rounds N] [--mb M]
 
@@ -13,12 +15,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import trio
@@ -153,6 +159,78 @@ async def cold_start(runs: int) -> list[float]:
     return [await one_cold_start(9 + i) for i in range(runs)]
 
 
+GD_NODE = Path(sys.executable).with_name("gd-node")
+HEALTHZ_TIMEOUT_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthz_ok(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def process_start_ms(runs: int) -> list[float]:
+    """Spawn `gd-node run` on a fresh home and time it until /healthz answers 200 (what
+    an orchestrator's readiness probe sees), `runs` times; each process is stopped
+    with SIGTERM and reaped before the next."""
+    root = Path(tempfile.mkdtemp(prefix="gdh", dir="/tmp"))
+    home = root / "h"
+    out = []
+    try:
+        subprocess.run([str(GD_NODE), "init", "--home", str(home), "--org", "bench",
+                        "--region", "eu", "--seed", "11" * 32, "--listen",
+                        "/ip4/127.0.0.1/tcp/0"], check=True, capture_output=True, timeout=120)
+        port = _free_port()
+        config = home / "config.toml"
+        text = config.read_text()
+        if "[metrics]\n" not in text:
+            raise SystemExit("config.toml has no [metrics] section to set the port in")
+        head, tail = text.split("[metrics]\n", 1)
+        config.write_text(head + "[metrics]\n" + re.sub(r"(?m)^port = \d+", f"port = {port}",
+                                                         tail, count=1))
+        for _ in range(runs):
+            start = time.perf_counter()
+            proc = subprocess.Popen([str(GD_NODE), "run", "--home", str(home),
+                                     "--log-format", "json"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while not _healthz_ok(port):
+                    if proc.poll() is not None:
+                        raise SystemExit(f"gd-node run exited with {proc.returncode}")
+                    if time.perf_counter() - start > HEALTHZ_TIMEOUT_S:
+                        raise SystemExit(f"no /healthz within {HEALTHZ_TIMEOUT_S} s")
+                    time.sleep(0.01)
+                out.append((time.perf_counter() - start) * 1000)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def interpreter_ms(runs: int) -> float:
+    """A bare `python -c pass`: the floor of any process start on this machine."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
 def import_ms() -> float:
     """A fresh interpreter importing the daemon (libp2p dominates): the other half of a
     process cold start."""
@@ -165,6 +243,7 @@ async def main(rounds: int, mb: int) -> dict[str, object]:
     baseline = await tcp_rtt_baseline(rounds * 20)
     pair = await host_pair(rounds, mb)
     starts = await cold_start(3)
+    processes = process_start_ms(5)
     rtt = pair["rtt_ms"]
     return {
         "setup": {"rounds": rounds, "bulk_mb": mb, "stack": "TCP+Noise+yamux, loopback",
@@ -177,6 +256,9 @@ async def main(rounds: int, mb: int) -> dict[str, object]:
         "rtt_ratio_vs_tcp_p50": statistics.median(rtt) / statistics.median(baseline),
         "cold_start_ms_p50": statistics.median(starts),
         "process_import_ms": import_ms(),
+        "process_start_healthz_ms_p50": statistics.median(processes),
+        "process_start_healthz_ms": [round(t) for t in processes],
+        "interpreter_start_ms_p50": interpreter_ms(5),
     }
 
 

@@ -17,7 +17,6 @@ from gd.ledger.errors import LedgerError
 from gd.motors.errors import MotorInputError
 from gd.node import decisions as dec
 from gd.node.adaptation import AdaptationError
-from gd.node.api.decision_pdf import decision_pdf
 from gd.node.api.problems import Problem
 from gd.node.api.roles import Role
 from gd.node.api.routing import Ctx, Param, Route
@@ -132,6 +131,10 @@ async def h_experience_add(ctx: Ctx) -> Any:
 
 
 async def h_decision_pdf(ctx: Ctx) -> Any:
+    # fpdf takes ~0.3-0.5 s to import: loaded on the first PDF asked for, not at start-up
+    # (the daemon answers /healthz sooner, issue 15).
+    from gd.node.api.decision_pdf import decision_pdf
+
     d = await ctx.thread(visible_decision, ctx, ctx.path("decision_id"))
     data = await ctx.thread(decision_pdf, d)
     return Response(data, media_type="application/pdf", headers={
