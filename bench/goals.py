@@ -43,20 +43,27 @@ def measured(results: Path) -> list[tuple[str, str]]:
     e2e = _row(cortex, "metric", "sign + ingest")
     ingest = _row(cortex, "metric", "ingest signed")
     raw = _row(cortex, "metric", "baseline: raw")
-    out.append((f"{e2e['value']:,.0f} genes/s", "") if e2e else ("not run", ""))
+    out.append((f"{e2e['value']:,.0f} genes/s", f"{e2e['vs_baseline']:.3f} of raw puts"
+                if "vs_baseline" in e2e else "") if e2e else ("not run", ""))
     out.append((f"{ingest['vs_baseline']:.3f} of raw", f"raw LMDB {raw['value']:,.0f} puts/s")
                if ingest and raw else ("not run", ""))
     net = _load(results, "ledger_net").get("rows", [])
-    solo = _row(net, "setup", "region of one")
-    out.append((f"{solo['entries_per_s']:,} entries/s, p99 {solo['p99_ms']} ms", "")
-               if solo else ("not run", ""))
+    solo = _row(net, "setup", "region of one, gd-node run") or _row(net, "setup",
+                                                                    "region of one")
+    solo_in = _row(net, "setup", "region of one, in-process")
+    out.append((f"{solo['entries_per_s']:,} entries/s, p99 {solo['p99_ms']} ms "
+                f"({_layout(solo)})", f"in-process {solo_in['entries_per_s']:,} entries/s"
+                if solo_in and solo_in is not solo else "") if solo else ("not run", ""))
     etcd = _load(results, "ledger_vs_etcd").get("rows", [])
     ours = _row(etcd, "setup", "gd ledger")
     theirs = _row(etcd, "setup", "etcd")
     three = _row(net, "setup", "3 voters")
-    if ours and theirs:
+    three_in = _row(net, "setup", "3 voters, in-process")
+    if ours and theirs and three:
+        inproc = (f"; in-process {three_in['entries_per_s']:,} entries/s"
+                  if three_in and three_in is not three else "")
         out.append((f"{ours['puts_per_s']:,} entries/s, p50 {ours['p50_ms']} ms, p99 "
-                    f"{ours['p99_ms']} ms (voters in one process)",
+                    f"{ours['p99_ms']} ms ({_layout(three)}{inproc})",
                     f"{ours['throughput_vs_etcd']} x etcd's {theirs['puts_per_s']:,} puts/s; "
                     f"p99 {ours['p99_vs_etcd']} x etcd's {theirs['p99_ms']} ms"))
     elif three:
@@ -64,9 +71,19 @@ def measured(results: Path) -> list[tuple[str, str]]:
     else:
         out.append(("not run", ""))
     p2p = _load(results, "p2p")
-    out.append((f"not measured as a process; import alone {p2p['process_import_ms']} ms"
-                if "process_import_ms" in p2p else "not run", ""))
+    if "process_start_healthz_ms_p50" in p2p:
+        out.append((f"{p2p['process_start_healthz_ms_p50'] / 1000:.2f} s (gd-node run process, "
+                    "median of 5)", f"bare interpreter {p2p['interpreter_start_ms_p50']:.0f} ms"
+                    f", daemon imports alone {p2p['process_import_ms']:.0f} ms"))
+    else:
+        out.append(("not run", ""))
     return out
+
+
+def _layout(row: dict[str, Any]) -> str:
+    """Where the nodes of a ledger_net row ran."""
+    return "each node its own process" if "gd-node run" in str(row.get("setup")) \
+        else "nodes in one process"
 
 
 def table(results: Path) -> str:
