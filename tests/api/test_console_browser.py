@@ -186,19 +186,49 @@ def _sign_in(driver: Any, url: str, token: str) -> None:
     wait.until(ec.presence_of_element_located((By.ID, "overview-stats")))
 
 
-def _open_pending(driver: Any, gene_id: str) -> Any:
-    """Pending → the gene's row → its comparison; returns the approve button."""
+def _text(driver: Any, css: str) -> str:
+    """The text of the first element matching `css` now ("" when there is none), read in
+    the page: views re-render, so a handle held across a wait may have gone stale."""
+    return str(driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+        css))
+
+
+def _click(driver: Any, css: str) -> None:
+    """Click the element matching `css`, finding it again if a re-render replaced it
+    between finding and clicking (bounded by BROWSER_WAIT_S)."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        NoSuchElementException,
+        StaleElementReferenceException,
+    )
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(driver, BROWSER_WAIT_S)
-    driver.find_element(By.CSS_SELECTOR, 'nav a[data-view="pending"]').click()
-    row = wait.until(ec.element_to_be_clickable(
-        (By.CSS_SELECTOR, f'#pending-list tr[data-gene="{gene_id}"]')))
-    row.click()
-    return wait.until(ec.presence_of_element_located(
-        (By.CSS_SELECTOR, f'.candidate[data-gene="{gene_id}"] button.approve')))
+    def attempt(d: Any) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    WebDriverWait(driver, BROWSER_WAIT_S, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException,
+        ElementClickInterceptedException)).until(attempt)
+
+
+def _open_pending(driver: Any, gene_id: str) -> str:
+    """Pending → the gene's row → its comparison; returns the approve button's selector."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _click(driver, 'nav a[data-view="pending"]')
+    _click(driver, f'#pending-list tr[data-gene="{gene_id}"]')
+    button = f'.candidate[data-gene="{gene_id}"] button.approve'
+    WebDriverWait(driver, BROWSER_WAIT_S).until(lambda d: d.execute_script(
+        "return document.querySelector(arguments[0]) !== null", button))
+    return button
+
+
+def _enabled(driver: Any, css: str) -> bool:
+    return bool(driver.execute_script("return !document.querySelector(arguments[0]).disabled",
+                                      css))
 
 
 @pytest.mark.slow
@@ -257,27 +287,48 @@ def test_console_in_chromium_approver_approves_viewer_cannot():
                 "return sessionStorage.getItem('gd.console.token')") == tokens["approver"]
             assert driver.get_cookies() == []  # the credential is never a cookie
             button = _open_pending(driver, approve_id)
-            card = driver.find_element(By.CSS_SELECTOR, f'.candidate[data-gene="{approve_id}"]')
+            card = driver.execute_script(
+                "const c = document.querySelector(`.candidate[data-gene='${arguments[0]}']`);"
+                "return {bars: c.querySelectorAll('svg.chart rect.bar').length, text: c.innerText,"
+                " explained: [...c.querySelectorAll('.explain')].map(e => e.textContent)};",
+                approve_id)
             # Each motor's score in the chart, and its explanation in words.
-            bars = card.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
-            assert len(bars) == 5, "the chart shows the four motors' scores and CP"
-            assert "M_P" in card.text
-            explained = [e.text for e in card.find_elements(By.CSS_SELECTOR, ".explain")]
-            assert len(explained) == 4 and all(explained), "each motor explains its score"
-            assert button.is_enabled()
+            assert card["bars"] == 5, "the chart shows the four motors' scores and CP"
+            assert "M_P" in card["text"] and "M_M" in card["text"]
+            assert len(card["explained"]) == 4 and all(card["explained"]), \
+                "each motor explains its score"
+            assert _enabled(driver, button)
             driver.save_screenshot(str(shots / "gd-console-pending.png"))
-            button.click()
-            wait.until(lambda d: "native" in d.find_element(By.ID, "gene-status").text)
-            assert "Approved" in driver.find_element(By.ID, "flash").text
+            _click(driver, button)
+            wait.until(lambda d: "native" in _text(d, "#gene-status"))
+            assert "Approved" in _text(driver, "#flash")
             driver.save_screenshot(str(shots / "gd-console-approved.png"))
+            # Every other view loads from the API without an error.
+            for view, title in (("overview", "Node acme"), ("decisions", "Decisions"),
+                                ("agreements", "Agreements"), ("audit", "Audit log"),
+                                ("ledger", "Ledger"), ("jobs", "Jobs")):
+                _click(driver, f'nav a[data-view="{view}"]')
+                wait.until(lambda d, t=title: _text(d, "main h1").startswith(t))
+                assert "Could not load" not in _text(driver, "#main"), view
+                driver.save_screenshot(str(shots / f"gd-console-{view}.png"))
+            # The jobs view lists a job it was not there for, over the event stream.
+            job = approver.post("/v1/jobs", json={"kind": "evaluate", "gene_id": approve_id,
+                                                  "states": states, "seed": 4})
+            assert job.status_code == 202, job.text
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs progress"))
+            # Ledger: the inclusion proof of the approval's entry.
+            _click(driver, 'nav a[data-view="ledger"]')
+            wait.until(lambda d: _text(d, "main h1") == "Ledger")
+            _click(driver, "#proof-button")
+            wait.until(lambda d: "root" in _text(d, "#proof-result"))
         shown = approver.get(f"/v1/genes/{approve_id}").json()
         assert shown["status"] == "native"
 
         with _chromium(tmp / "profile-viewer") as driver:
             _sign_in(driver, url, tokens["viewer"])
             button = _open_pending(driver, viewer_id)
-            assert not button.is_enabled(), "a viewer's approve button must not work"
-            note = driver.find_element(By.CSS_SELECTOR, ".role-note").text
+            assert not _enabled(driver, button), "a viewer's approve button must not work"
+            note = _text(driver, ".role-note")
             assert "approver role" in note
             # Forced anyway (the console's own request, with the viewer's token): 403.
             status = driver.execute_async_script(

@@ -22,6 +22,7 @@ const state = {
   stream: null,     // AbortController of the event stream
   timer: null,
   view: "",
+  renders: 0,       // the latest render's ticket
 };
 
 class ApiError extends Error {
@@ -184,8 +185,10 @@ function onSse(chunk) {
   state.events.unshift(event);
   state.events.length = Math.min(state.events.length, MAX_EVENTS);
   $("#events-last").textContent = `${kind} ${short(event.gene || event.job || event.peer || "")}`;
-  if (kind.startsWith("job.") && state.view === "jobs") route();
-  if (kind.startsWith("gene.") && state.view === "pending") route();
+  // Lists follow the stream; an open gene or job is left alone (a person may be typing).
+  const list = !/^#\/?\w+\/./.test(location.hash);
+  if (list && kind.startsWith("job.") && state.view === "jobs") route();
+  if (list && kind.startsWith("gene.") && state.view === "pending") route();
 }
 
 // -- router ---------------------------------------------------------------------------
@@ -203,11 +206,16 @@ async function route() {
     a.classList.toggle("active", a.dataset.view === name);
   }
   clearInterval(state.timer);
+  // Renders overlap (a click, an event, the refresh timer): only the latest one lands.
+  const ticket = ++state.renders;
   try {
     const content = await VIEWS[name](parts.slice(1).map(decodeURIComponent));
-    if (state.view === name) main().replaceChildren(...[content].flat());
+    const nodes = [content].flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false);
+    if (ticket === state.renders) main().replaceChildren(...nodes);
   } catch (err) {
-    main().replaceChildren(h("div", { class: "card error" }, `Could not load: ${err.message}`));
+    if (ticket === state.renders) {
+      main().replaceChildren(h("div", { class: "card error" }, `Could not load: ${err.message}`));
+    }
   }
 }
 
@@ -496,7 +504,7 @@ async function viewLedger() {
         h("span", { class: "mono" }, p.root)), h("p", {}, "leaf hash ", h("span", { class: "mono" }, p.leaf_hash)),
       h("ol", { class: "mono" }, p.path.map((x) => h("li", {}, x))));
     } catch (err) { out.replaceChildren(h("p", { class: "error" }, err.message)); }
-  } }, h("label", {}, "entry index", index), h("button", { type: "submit", class: "primary" }, "Inclusion proof"));
+  } }, h("label", {}, "entry index", index), h("button", { type: "submit", class: "primary", id: "proof-button" }, "Inclusion proof"));
   const verify = h("button", { type: "button", onclick: async () => {
     try {
       const r = await api("GET", "/v1/ledger/verify");
@@ -512,7 +520,11 @@ async function viewLedger() {
       h("div", { class: "actions" }, verify)),
     h("div", { class: "card" }, h("h2", {}, "Proof lookup"), form, out),
     h("h2", {}, "Latest entries"),
-    h("pre", { class: "mono" }, entries.items.map((e, i) => `${start + i}  ${JSON.stringify(e)}`).join("\n"))];
+    h("table", { id: "ledger-entries" },
+      h("tr", {}, ["#", "kind", "time", "author", "payload hash"].map((c) => h("th", {}, c))),
+      entries.items.map((e, i) => h("tr", {}, h("td", {}, e.index ?? start + i), h("td", {}, e.kind),
+        h("td", {}, e.hlc ? hlcTime(e.hlc) : "-"), h("td", { class: "mono" }, short(e.author)),
+        h("td", { class: "mono" }, e.payload_hash || "-"))))];
 }
 
 // -- jobs -----------------------------------------------------------------------------
