@@ -162,8 +162,13 @@ class LedgerEntry:
         return replace(unsigned, signature=key.sign(unsigned.statement_bytes()))
 
     def sequenced(self, index: int, prev_hash: bytes) -> LedgerEntry:
-        """This statement placed at `index`, linked to the entry before it."""
-        return replace(self, index=index, prev_hash=prev_hash)
+        """This statement placed at `index`, linked to the entry before it. The statement
+        is unchanged, so its bytes and hash carry over instead of being encoded again."""
+        placed = replace(self, index=index, prev_hash=prev_hash)
+        for name in ("_statement_bytes", "statement_hash"):
+            if name in self.__dict__:
+                placed.__dict__[name] = self.__dict__[name]
+        return placed
 
     def unsequenced(self) -> LedgerEntry:
         """The statement alone, as a proposal travels before the log orders it."""
@@ -179,8 +184,21 @@ class LedgerEntry:
         }
 
     def statement_bytes(self) -> bytes:
-        """The bytes the author signs: domain tag + canonical msgpack of the statement."""
-        return STATEMENT_TAG + canonical.encode(self.statement_plain())
+        """The bytes the author signs: domain tag + canonical msgpack of the statement.
+        Computed once (checking the signature and hashing the statement both need it)."""
+        cached = self.__dict__.get("_statement_bytes")
+        if cached is None:
+            cached = STATEMENT_TAG + canonical.encode_plain(self._canonical_statement())
+            self.__dict__["_statement_bytes"] = cached
+        return cached
+
+    def _canonical_statement(self) -> dict[str, Any]:
+        """`statement_plain()` with its keys in canonical (sorted) order. Every value was
+        checked at construction and the summary is stored sorted, so this is already the
+        canonical form: `encode_plain` gives exactly `canonical.encode`'s bytes."""
+        return {"author": self.author, "hlc": self.hlc, "key": self.idempotency_key,
+                "kind": self.kind.value, "payload_hash": self.payload_hash,
+                "summary": dict(self.summary), "v": self.version}
 
     def to_plain(self) -> dict[str, Any]:
         plain = self.statement_plain()
@@ -188,7 +206,13 @@ class LedgerEntry:
         return plain
 
     def encode(self) -> bytes:
-        return canonical.encode(self.to_plain())
+        """Canonical bytes of `to_plain()`, keys written in sorted order directly (see
+        `_canonical_statement`)."""
+        return canonical.encode_plain({
+            "author": self.author, "hlc": self.hlc, "index": self.index,
+            "key": self.idempotency_key, "kind": self.kind.value,
+            "payload_hash": self.payload_hash, "prev": self.prev_hash, "sig": self.signature,
+            "summary": dict(self.summary), "v": self.version})
 
     @classmethod
     def from_plain(cls, data: Any) -> LedgerEntry:
