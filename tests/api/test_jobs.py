@@ -16,7 +16,9 @@ import httpx
 import trio
 from api_support import states
 
+from gd.node.api.job_store import JobStore
 from gd.node.api.jobs import SIGNATURE_HEADER
+from gd.node.cortex import Cortex
 
 GD_NODE = str(Path(sys.executable).with_name("gd-node"))
 JOB_TIMEOUT_S = 240.0
@@ -174,7 +176,7 @@ async def test_sigkill_mid_job_then_restart_resumes_it_exactly_once(tmp_root):
             genes = (await http.get("/v1/genes", params={"domain": "turbofan",
                                                           "status": "native"})).json()
             gene_id = genes["items"][0]["id"]
-            n = 320
+            n = 1000  # long enough that the kill lands mid-job on a fast machine
             job = (await http.post("/v1/jobs", json={
                 "kind": "evaluate", "gene_id": gene_id, "states": states("turbofan", n, 11),
                 "seed": 9})).json()
@@ -183,11 +185,14 @@ async def test_sigkill_mid_job_then_restart_resumes_it_exactly_once(tmp_root):
                     await trio.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        # What the dead daemon left on disk: the kill must have landed mid-job (read
+        # before the restart, which resumes the job at once).
+        with Cortex.open(home / "cortex", readonly=True) as cortex:
+            mid = JobStore(cortex).require(job["id"])
+        assert mid.state == "running" and 16 <= mid.done < n, "the kill must land mid-job"
         proc = _start(home, log)
         url = await _api_url(home)
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as http:
-            mid = (await http.get(f"/v1/jobs/{job['id']}")).json()
-            assert mid["done"] < n, "the kill must land mid-job"
             final = await _wait_job(http, job["id"])
             decisions = (await http.get("/v1/decisions", params={
                 "gene": gene_id, "limit": 1000})).json()
