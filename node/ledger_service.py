@@ -1011,7 +1011,9 @@ class LedgerService:
         if node.log.applied - node.log.snapshot_index < self.compact_every:
             return
         if node.log.applied > self.applied_index:
-            return  # our ledger is not there yet (cannot happen after _apply; be safe)
+            # The applier is behind: the snapshot's pointer must describe the ledger at
+            # the snapshot's index, so let it catch up first (once per COMPACT_EVERY).
+            await self._wait_applied(0)
         size, root = await trio.to_thread.run_sync(self.head)
         snap = node.compact(SnapshotState(size, root, node.log.applied).encode())
         await trio.to_thread.run_sync(storage.compact, snap)
