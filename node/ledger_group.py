@@ -16,7 +16,9 @@ is set by how many statements share one. Two pieces:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,6 +77,37 @@ def check_signatures(statements: Sequence[LedgerEntry]) -> list[int]:
     starts = range(0, len(statements), size)
     futures = [_pool().submit(_bad_in, statements[s:s + size]) for s in starts]
     return [s + i for s, f in zip(starts, futures, strict=True) for i in f.result()]
+
+
+class CheckedStatements:
+    """Statements whose signature this node has checked, by the SHA-256 of their exact
+    bytes (any thread): the apply of a statement checked at submit need not check it
+    again. Bounded (oldest forgotten first); a forgotten one is simply checked twice."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._digests: dict[bytes, None] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, statements: Sequence[LedgerEntry]) -> None:
+        digests = [hashlib.sha256(s.encoded).digest() for s in statements]
+        with self._lock:
+            self._digests.update(dict.fromkeys(digests))
+            while len(self._digests) > self.limit:
+                del self._digests[next(iter(self._digests))]
+
+    def unchecked(self, statements: Sequence[LedgerEntry]) -> list[int]:
+        """Positions of the statements not checked here before (the others are
+        forgotten: each is applied once)."""
+        out = []
+        with self._lock:
+            for i, statement in enumerate(statements):
+                digest = hashlib.sha256(statement.encoded).digest()
+                if digest in self._digests:
+                    del self._digests[digest]
+                else:
+                    out.append(i)
+        return out
 
 
 @dataclass

@@ -43,9 +43,7 @@ Failure model and the reasons behind each limit: docs/ledger.md, "The region's l
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -84,7 +82,7 @@ from gd.ledger.raft_storage import LmdbRaftStorage
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
 from gd.ledger.store import MAX_BATCH, Ledger
 from gd.node.host import to_id
-from gd.node.ledger_group import GroupCommitter, check_signatures
+from gd.node.ledger_group import CheckedStatements, GroupCommitter, check_signatures
 from gd.node.membership import region_member
 from gd.node.peers import PeerRecord
 from gd.node.recorder import OUTBOX_DB, OutboxRoute, Receipt
@@ -366,8 +364,7 @@ class LedgerService:
         self._queued: set[tuple[str, str]] = set()
         self._waiters: dict[tuple[str, str], list[_Waiter]] = {}
         self._inflight: dict[int, _Batch] = {}
-        self._verified: dict[bytes, None] = {}
-        self._verified_lock = threading.Lock()
+        self._verified = CheckedStatements(MAX_VERIFIED_REMEMBERED)
         self._to_apply: list[tuple[list[Entry], frozenset[int], bool]] = []
         self._apply_wake = trio.Event()
         self._apply_done = trio.Event()
@@ -524,7 +521,7 @@ class LedgerService:
         bad = await trio.to_thread.run_sync(check_signatures, statements)
         if bad:
             statements[bad[0]].verify_signature()  # raises with the reason
-        self._remember_verified(statements)
+        self._verified.remember(statements)
         if self.solo:
             return await self._append_solo(statements, checked=True)
         if len(self._queue) + len(statements) > MAX_QUEUED_STATEMENTS:
@@ -559,16 +556,6 @@ class LedgerService:
         assert all(r is not None for r in receipts)
         return await trio.to_thread.run_sync(self._same_event_is_duplicate, statements,
                                              receipts)
-
-    def _remember_verified(self, statements: Sequence[LedgerEntry]) -> None:
-        """Statements whose signature this node has just checked, by the SHA-256 of their
-        exact bytes: applying them after the region commits them does not check again
-        (bounded; a forgotten one is simply checked twice)."""
-        digests = [hashlib.sha256(s.encoded).digest() for s in statements]
-        with self._verified_lock:
-            self._verified.update(dict.fromkeys(digests))
-            while len(self._verified) > MAX_VERIFIED_REMEMBERED:
-                del self._verified[next(iter(self._verified))]
 
     def _same_event_is_duplicate(self, statements: Sequence[LedgerEntry],
                                  receipts: Sequence[AppendReceipt | None]) -> list[AppendReceipt]:
@@ -959,14 +946,7 @@ class LedgerService:
             if entry.index in duplicates or not entry.client_id or not entry.data:
                 continue
             statements.extend(decode_batch(entry.data))
-        unchecked = []
-        with self._verified_lock:
-            for i, statement in enumerate(statements):
-                digest = hashlib.sha256(statement.encoded).digest()
-                if digest in self._verified:
-                    del self._verified[digest]  # checked at submit on this node
-                else:
-                    unchecked.append(i)
+        unchecked = self._verified.unchecked(statements)  # not checked at submit here
         bad = {unchecked[i] for i in check_signatures([statements[i] for i in unchecked])}
         for i in sorted(bad):
             self.log.error("ledger.bad_statement", author=statements[i].author,

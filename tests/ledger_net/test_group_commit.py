@@ -15,7 +15,7 @@ from gd.genome import canonical
 from gd.ledger.entry import LedgerEntry
 from gd.ledger.errors import RemoteLedgerError
 from gd.ledger.store import Ledger
-from gd.node.ledger_group import GroupCommitter, check_signatures
+from gd.node.ledger_group import CheckedStatements, GroupCommitter, check_signatures
 from gd.node.ledger_service import encode_batch
 
 
@@ -38,6 +38,17 @@ def test_check_signatures_finds_every_forgery_in_a_large_batch():
         batch[i] = forged(batch[i])
     assert check_signatures(batch) == bad_at
     assert check_signatures(batch[1:77]) == []
+
+
+def test_checked_statements_skip_once_and_stay_bounded():
+    batch = statements(1, "seen", 6)
+    checked = CheckedStatements(limit=4)
+    checked.remember(batch[:5])  # the first one is forgotten: over the limit
+    assert checked.unchecked(batch) == [0, 5]
+    assert checked.unchecked(batch) == [0, 1, 2, 3, 4, 5]  # each skip is used once
+    # Same content but other bytes (a forgery) is never taken for a checked statement.
+    checked.remember(batch[:1])
+    assert checked.unchecked([forged(batch[0])]) == [0]
 
 
 async def test_concurrent_callers_share_commits_and_a_bad_caller_fails_alone():
