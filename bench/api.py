@@ -7,7 +7,7 @@ the client (httpx, keep-alive) in this one, so on a 2-core machine each has a co
 
 * evaluate: one state through POST /v1/genes/{id}/evaluate (auth, rate limit, audit
   record, motors, decision and ledger writes), p50/p99 of --evals calls; baseline = the
-  same `gd.node.decisions.evaluate_gene` call in-process on the same Cortex, same seed
+  same `gd.node.app.decisions.evaluate_gene` call in-process on the same Cortex, same seed
   plan — the ratio is what the front door costs. Goal: p50 < 15 ms.
 * gets: authenticated GET /v1/genes/{id} per second, --concurrency requests in flight,
   twice: with httpx (the client costs about as much CPU per request as the server, and
@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gd.motors.domains import get_domain
-from gd.node import decisions as dec
+from gd.node.app import decisions as dec
 from gd.node.home import Home
 from gd.node.local import open_local
 

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, percentile, report
 
 from gd.genome import Codon, Gene, NodeKey
-from gd.node.cortex import Cortex
-from gd.node.importer import import_genes
-from gd.node.verify_pool import default_workers
+from gd.node.app.importer import import_genes
+from gd.node.services.verify_pool import default_workers
+from gd.node.store.cortex import Cortex
 
 DOMAINS = ("turbofan", "loan", "supply", "energy")
 

@@ -47,7 +47,7 @@ from gd.ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from gd.ledger.store import Ledger
+from gd.node.store.ledger_store import Ledger
 
 RESULTS = Path(__file__).parent / "results" / "ledger.json"
 BATCH_SIZES = (1, 10, 100, 1000)

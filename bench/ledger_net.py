@@ -48,12 +48,12 @@ from gd.genome.identity import NodeKey
 from gd.ledger.entry import LedgerEntry
 from gd.node.config import NodeConfig
 from gd.node.control import ControlError, call
-from gd.node.cortex import Cortex
 from gd.node.daemon import Daemon, run_daemon
-from gd.node.discovery import BootstrapPeer, render_bootstrap
 from gd.node.home import Home
-from gd.node.host import dialable_addrs
 from gd.node.logging import configure_logging
+from gd.node.net.discovery import BootstrapPeer, render_bootstrap
+from gd.node.net.host import dialable_addrs
+from gd.node.store.cortex import Cortex
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 FAST_MESH = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 5}

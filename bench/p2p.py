@@ -33,8 +33,8 @@ from gd.genome.identity import NodeKey
 from gd.node.config import NodeConfig
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
-from gd.node.host import dialable_addrs, peer_info, running_host
-from gd.node.streams import FramedStream, Ping, Pong, drive_handshake
+from gd.node.net.host import dialable_addrs, peer_info, running_host
+from gd.node.net.streams import FramedStream, Ping, Pong, drive_handshake
 from gd.protocol.handshake import PROTOCOL_ID, Handshake, HandshakeOffer
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]

@@ -6,7 +6,7 @@ measured rounds move anything, and an allow-all share policy passed in-process.
 
 Rows:
 * `local apply (baseline)`: the same genes read from A's feed, verified (across cores,
-  `gd.node.verify_pool`) and applied in batches of 256 into a fresh Cortex with no
+  `gd.node.services.verify_pool`) and applied in batches of 256 into a fresh Cortex with no
   network: the floor a network sync can approach. `vs_local` is each network row's time over this.
 * `cold sync zstd` / `cold sync plain`: a fresh node pulls all N genes, with and without
   zstd. Payload = canonical gene bytes; wire = frame bytes on the sync stream;
@@ -38,15 +38,15 @@ from common import report
 
 from gd.genome import Codon, Gene, NodeKey
 from gd.node.config import NodeConfig
-from gd.node.cortex import Cortex
 from gd.node.daemon import Daemon, run_daemon
-from gd.node.discovery import BootstrapPeer, render_bootstrap
 from gd.node.home import Home
-from gd.node.host import dialable_addrs
 from gd.node.logging import configure_logging
-from gd.node.sync_service import share_all
-from gd.node.sync_store import SyncStore
-from gd.node.verify_pool import VerifyPool
+from gd.node.net.discovery import BootstrapPeer, render_bootstrap
+from gd.node.net.host import dialable_addrs
+from gd.node.services.sync_service import share_all
+from gd.node.services.verify_pool import VerifyPool
+from gd.node.store.cortex import Cortex
+from gd.node.store.sync_store import SyncStore
 from gd.protocol.sync import SyncReceiver, SyncSender
 
 T0_MS = 1_700_000_000_000

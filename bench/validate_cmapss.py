@@ -54,8 +54,8 @@ from gd.motors.domains.turbofan import (
 )
 from gd.motors.evaluate import EvaluationRequest, Evidence, evaluate, score_states
 from gd.motors.meristic import SearchConfig
-from gd.node.decisions import MAX_ADAPT_STATES
-from gd.node.history_import import back_test
+from gd.node.app.decisions import MAX_ADAPT_STATES
+from gd.node.app.history_import import back_test
 
 OUT = Path(__file__).parent / "results" / "validation"
 CHUNK = 2500

@@ -18,8 +18,8 @@ import click
 
 from gd.cli.output import Failure, resolve_home
 from gd.genome.gene import gene_id_for
-from gd.node.cortex import Cortex, CortexError
 from gd.node.local import HomeError, open_local
+from gd.node.store.cortex import Cortex, CortexError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

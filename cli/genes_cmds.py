@@ -22,7 +22,7 @@ from gd.cli.output import (
 )
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.synapse import Synapse, SynapseKind
-from gd.node.importer import DEFAULT_BATCH, import_genes
+from gd.node.app.importer import DEFAULT_BATCH, import_genes
 from gd.node.local import open_local
 
 

@@ -1,6 +1,6 @@
 """`gd-node ledger ...`: inspect, prove and verify the local copy of the ledger.
 
-Every command opens the ledger read-only (`gd.ledger.store.open_ledger`), so it works
+Every command opens the ledger read-only (`gd.node.store.ledger_store.open_ledger`), so it works
 with or without a running daemon. Proof documents are JSON so they can be mailed to an
 auditor and checked elsewhere with `--verify`:
 
@@ -38,8 +38,8 @@ from gd.cli.output import (
 from gd.genome.identity import NodeKey, is_peer_id
 from gd.ledger.errors import LedgerError, ProofError
 from gd.ledger.merkle import verify_consistency, verify_inclusion
-from gd.ledger.store import Ledger, open_ledger
 from gd.node.config import load_config
+from gd.node.store.ledger_store import Ledger, open_ledger
 
 F = TypeVar("F", bound=Callable[..., Any])
 

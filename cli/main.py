@@ -39,12 +39,12 @@ from gd.cli.testnet_cmds import COMMANDS as TESTNET_COMMANDS
 from gd.cli.version import version_option
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
-from gd.node import cortex_owner
 from gd.node.config import DEFAULT_LISTEN, NodeConfig
 from gd.node.control import ControlError, call
-from gd.node.cortex import Cortex
 from gd.node.local import initialise_home, load_identity
 from gd.node.lock import holder_pid
+from gd.node.store import cortex_owner
+from gd.node.store.cortex import Cortex
 
 # `status` asks a running daemon for its live view; a stuck one must not hang the CLI.
 STATUS_CALL_TIMEOUT_S = 5.0

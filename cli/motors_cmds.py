@@ -3,7 +3,7 @@ command line.
 
 Each command opens the home directly (the motors run in this process, not in the
 daemon): `evaluate`, `adapt` and `experiences add` read-write, the rest read-only. The
-work itself is `gd.node.decisions`; this module parses options and prints.
+work itself is `gd.node.app.decisions`; this module parses options and prints.
 
 Exit codes as everywhere (`gd.cli.output`): 1 when the operation fails (unknown gene or
 decision, bad states file, a pending gene without --allow-pending, a replay that does
@@ -43,10 +43,10 @@ from gd.genome import Decision
 from gd.motors import meristic
 from gd.motors.errors import CheckpointError, MotorInputError
 from gd.motors.evaluate import EvaluationRequest
-from gd.node import decisions as dec
-from gd.node import history_import
+from gd.node.app import decisions as dec
+from gd.node.app import history_import
+from gd.node.app.states_file import StatesFileError, parse_state_text, read_states
 from gd.node.local import open_local
-from gd.node.states_file import StatesFileError, parse_state_text, read_states
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -24,12 +24,12 @@ from gd.ledger.errors import LedgerError
 from gd.motors.errors import CheckpointError, MotorInputError
 from gd.node.config import ConfigError
 from gd.node.control import ControlError
-from gd.node.cortex import CortexError
-from gd.node.denylist import DenyListError
 from gd.node.errors import BootstrapError, HostError
 from gd.node.home import Home
 from gd.node.local import HomeError
 from gd.node.lock import AlreadyRunning
+from gd.node.net.denylist import DenyListError
+from gd.node.store.cortex import CortexError
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,7 +1,7 @@
 """What a command says about the ledger entries it recorded.
 
 A command that changes something records it on the region's ledger through
-`gd.node.recorder.LedgerRecorder`. The answer is either on the ledger (an index) or
+`gd.node.services.recorder.LedgerRecorder`. The answer is either on the ledger (an index) or
 `Queued`: written down here and proposed later, because no daemon runs or because the
 region has no quorum. A person must be told which, in one line, and never see the second
 as a failure: the change is made and its entry commits by itself.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gd.ledger.chain import AppendReceipt
-from gd.node.recorder import NO_LEADER_REASON, Queued, Receipt
+from gd.node.services.recorder import NO_LEADER_REASON, Queued, Receipt
 
 
 def receipt_json(receipt: Receipt) -> dict[str, Any]:

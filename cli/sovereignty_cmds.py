@@ -4,7 +4,7 @@ adaptation workflow (pending, approve, reject, rollback, forget).
 Every command works on the local home (`open_local`), with or without a daemon: LMDB lets
 the CLI write beside a running node, and the daemon reads the policy afresh for every
 sync batch, so a `revoke` takes effect on the next batch. Ledger records go through
-`ledger_sink`: the node's own ledger (`gd.node.recorder`).
+`ledger_sink`: the node's own ledger (`gd.node.services.recorder`).
 
 `COMMANDS` lists the click objects to mount on the main group; ``genes-forget`` is meant
 to be mounted as ``genes forget``.
@@ -43,11 +43,11 @@ from gd.cli.sovereignty_tables import (
     share_back_command,
 )
 from gd.genome.gene import Gene
-from gd.node.adaptation import AdaptationDesk, AdaptationError
-from gd.node.audit import EXPORT_FORMATS, AuditError, AuditLog
+from gd.node.app.adaptation import AdaptationDesk, AdaptationError
 from gd.node.local import LocalNode, open_local
-from gd.node.policy_store import PolicyStore, rule_from_options
-from gd.node.recorder import LedgerRecorder
+from gd.node.services.recorder import LedgerRecorder
+from gd.node.store.audit import EXPORT_FORMATS, AuditError, AuditLog
+from gd.node.store.policy_store import PolicyStore, rule_from_options
 from gd.protocol.sovereignty import (
     Direction,
     Effect,

@@ -27,10 +27,10 @@ from gd.cli.output import (
     user_errors,
 )
 from gd.node.control import ControlError, DaemonNotRunning, call
-from gd.node.cortex import CortexError
 from gd.node.home import Home
 from gd.node.local import open_local
-from gd.node.sync_store import Conflict, SyncStore, resolve_conflict
+from gd.node.store.cortex import CortexError
+from gd.node.store.sync_store import Conflict, SyncStore, resolve_conflict
 
 # `sync now` waits for the daemon's round, which waits (bounded) for each peer: the
 # daemon's own per-round bound (10 min) plus a margin for the reply.

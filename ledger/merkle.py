@@ -12,7 +12,7 @@ multiple of 2^level) is hashed once, when its last leaf arrives, and written to 
 root of any past size is the fold of at most log2(n) stored nodes, and a proof reads
 O(log n) stored nodes (the right edge of a tree that is not perfect costs O(log^2 n) in the
 worst case, still no rebuild). The store is a protocol so the same tree runs over Python
-lists (tests, benchmarks) or an LMDB sub-database (`gd.ledger.store`).
+lists (tests, benchmarks) or an LMDB sub-database (`gd.node.store.ledger_store`).
 
 The verification functions follow RFC 9162 §2.1.3.2 and §2.1.4.2 step by step; they work
 from the proof alone and never touch a store.

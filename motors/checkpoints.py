@@ -4,7 +4,7 @@ The motors are a computing core: they must not open a database (DESIGN.md; no lm
 trio or libp2p under motors/). A search still has to survive a crash or a Ctrl-C, so it
 takes any `CheckpointStore`: three methods on opaque bytes under a search id. The node
 implements it on its Cortex's LMDB `meristic` sub-database
-(`gd.node.meristic_checkpoints.LmdbCheckpoints`); `MemoryCheckpoints` keeps them in a
+(`gd.node.store.meristic_checkpoints.LmdbCheckpoints`); `MemoryCheckpoints` keeps them in a
 dict (tests, benchmarks, a one-off search).
 
 What the bytes mean stays here: `encode_checkpoint` / `decode_checkpoint` own the format,

@@ -19,7 +19,7 @@ from gd.node.api.settings import ApiSettings, ApiSettingsError, parse_api_settin
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 # "public": peers may dial our listen addresses. "private": they cannot (NAT, firewall):
-# we advertise only relayed addresses through a relay of our region (node/relay.py).
+# we advertise only relayed addresses through a relay of our region (node/net/relay.py).
 REACHABILITY = ("public", "private")
 
 
@@ -215,8 +215,8 @@ orgs = {{ {trusted} }}
 # rate_per_s = 50.0      # requests per second per credential (429 beyond), burst:
 # rate_burst = 100
 # webhook_hosts = []     # hosts job webhooks may be POSTed to (none by default)
-# [api.oidc]             # OIDC bearer JWTs too: issuer, audience, roles_claim and
-#                        # [api.oidc.roles] claim value -> role, domains (docs/api.md)
+# OIDC bearer JWTs too: see docs/api.md for the [api.oidc] table (issuer, audience,
+# roles_claim) and its roles table (claim value -> role, domains).
 #
 # [sync]                 # docs/protocol.md §6
 # auto = true            # sync on connect, on local change and on a timer

@@ -35,9 +35,9 @@ from gd.genome.certificate import (
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node.config import ConfigError, NodeConfig, parse_trusted_orgs
-from gd.node.discovery import load_bootstrap_orgs
 from gd.node.errors import BootstrapError
 from gd.node.home import private_dir, write_private_text
+from gd.node.net.discovery import load_bootstrap_orgs
 
 CERT_FILE = "node.cert"
 TRUSTED_ORGS_FILE = "trusted-orgs.toml"

@@ -2,13 +2,13 @@
 
     run_daemon
     ├── pid lock on HOME/gd-node.pid (a second daemon on the same home refuses)
-    ├── libp2p host (node/host.py: node key, Noise only, yamux) + Kademlia DHT
+    ├── libp2p host (node/net/host.py: node key, Noise only, yamux) + Kademlia DHT
     ├── /gd/handshake/2.0.0 inbound handler; outbound handshakes after each dial
-    ├── mesh loop (node/mesh.py plans; we dial and drop), discovery loop (node/discovery.py)
+    ├── mesh loop (node/net/mesh.py plans; we dial and drop), discovery loop (node/net/discovery.py)
     ├── liveness loop (/gd/ping/1.0.0 with a bounded wait: RTT feeds scores)
     ├── handshake watchdog: a connection with no handshake after a deadline is closed
-    ├── circuit relay v2 (node/relay.py): hop for the region, reservations when private
-    ├── mDNS (node/mdns.py) when `mdns = true`: announce, and dial the peers heard
+    ├── circuit relay v2 (node/net/relay.py): hop for the region, reservations when private
+    ├── mDNS (node/net/mdns.py) when `mdns = true`: announce, and dial the peers heard
     ├── control socket (node/control.py) and /healthz + /metrics (node/metrics.py)
     └── SIGINT/SIGTERM → stop: cancel the loops, close the host within a bounded time
 
@@ -43,20 +43,18 @@ from gd.node.api.server import check_api_config, start_api
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.control import ControlMethods, ControlServer
 from gd.node.credentials import NodeCredentials, load_credentials
-from gd.node.denylist import load_deny_list, save_deny_list
-from gd.node.discovery import BootstrapPeer, Discovery, load_bootstrap, new_dht
 from gd.node.home import Home
-from gd.node.host import dialable_addrs, peer_info, running_host, to_id
-from gd.node.ledger_service import LedgerService
 from gd.node.lock import PidLock
 from gd.node.logging import get_logger
-from gd.node.mdns import MdnsService
-from gd.node.mesh import MeshPlanner, MeshPolicy
 from gd.node.metrics import MetricsServer, NodeMetrics
-from gd.node.peers import LimitExceeded, PeerBudget, PeerLimits, PeerRecord, PeerTable
-from gd.node.relay import RELAY_CAPABILITY, RelayService, is_circuit_addr
-from gd.node.sovereignty_service import SovereigntyService
-from gd.node.streams import (
+from gd.node.net.denylist import load_deny_list, save_deny_list
+from gd.node.net.discovery import BootstrapPeer, Discovery, load_bootstrap, new_dht
+from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
+from gd.node.net.mdns import MdnsService
+from gd.node.net.mesh import MeshPlanner, MeshPolicy
+from gd.node.net.peers import LimitExceeded, PeerBudget, PeerLimits, PeerRecord, PeerTable
+from gd.node.net.relay import RELAY_CAPABILITY, RelayService, is_circuit_addr
+from gd.node.net.streams import (
     HANDSHAKE_TIMEOUT_S,
     PING_NONCE_BYTES,
     PING_PROTOCOL_ID,
@@ -67,9 +65,11 @@ from gd.node.streams import (
     StreamGone,
     drive_handshake,
 )
+from gd.node.services.ledger_service import LedgerService
+from gd.node.services.sovereignty_service import SovereigntyService
+from gd.node.services.sync_service import SyncService, sync_settings
+from gd.node.store.sync_store import domain_conflict_policies
 from gd.node.supervise import peer_task, supervised
-from gd.node.sync_service import SyncService, sync_settings
-from gd.node.sync_store import domain_conflict_policies
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.handshake import PROTOCOL_ID as _HANDSHAKE_ID
 from gd.protocol.handshake import (
@@ -203,7 +203,7 @@ class Daemon:
         self._new_since_provide = True
         self.sync: SyncService | None = None  # set by run_daemon when there is a Cortex
         self.sovereignty: SovereigntyService | None = None  # likewise
-        self.ledger: LedgerService | None = None  # likewise (node/ledger_service.py)
+        self.ledger: LedgerService | None = None  # likewise (node/services/ledger_service.py)
         self.mdns: MdnsService | None = None  # set by run_daemon when `mdns = true`
         # The HTTP API (node/api/): its URL and services, set by run_daemon when enabled.
         self.api_url: str | None = None

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gd.genome.identity import NodeKey
-from gd.ledger.store import Ledger
 from gd.node.config import ConfigError, NodeConfig, load_config, render_config
-from gd.node.cortex import Cortex
-from gd.node.cortex_owner import claim_if_unstamped, stamp_owner
 from gd.node.home import Home, private_dir, write_private_text
+from gd.node.store.cortex import Cortex
+from gd.node.store.cortex_owner import claim_if_unstamped, stamp_owner
+from gd.node.store.ledger_store import Ledger
 
 
 class HomeError(RuntimeError):

@@ -68,7 +68,7 @@ class NodeMetrics:
                                    registry=r)
         self.sync_lag = Gauge("gd_sync_lag", "Changes not yet pulled from peers (max)",
                               registry=r)
-        # Sync (node/sync_service.py). Payload = canonical gene bytes before compression;
+        # Sync (node/services/sync_service.py). Payload = canonical gene bytes before compression;
         # wire = frame bytes on sync and reconcile streams; overhead = wire - payload.
         self.sync_peer_lag = Gauge("gd_sync_peer_lag", "Changes not yet pulled, per peer",
                                    ["peer"], registry=r)

@@ -15,12 +15,12 @@ from typing import Any
 
 import trio
 
-from gd.node.cortex import Cortex
-from gd.node.cortex_owner import claim_if_unstamped
 from gd.node.home import Home
 from gd.node.local import load_identity
 from gd.node.lock import AlreadyRunning, holder_pid
 from gd.node.logging import configure_logging, get_logger
+from gd.node.store.cortex import Cortex
+from gd.node.store.cortex_owner import claim_if_unstamped
 
 
 def run_foreground(home: Home, *, log_format: str | None = None,
@@ -29,7 +29,7 @@ def run_foreground(home: Home, *, log_format: str | None = None,
                    ready: Callable[[Any], None] | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code (0 on a clean stop)."""
     from gd.node.daemon import run_daemon  # libp2p import (~1.5 s) only when running
-    from gd.node.host import dialable_addrs
+    from gd.node.net.host import dialable_addrs
 
     configure_logging(log_format or ("console" if sys.stderr.isatty() else "json"), log_level)
     cfg, key = load_identity(home)

@@ -26,3 +26,8 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer broke the protocol; close the conversation with it, do not crash."""
+
+
+class LimitExceeded(RemoteProtocolError):
+    """A peer went past a per-peer limit (streams, bytes, stored proposals) for long
+    enough that we disconnect it: the daemon drops and bans it at once."""

@@ -16,7 +16,7 @@ head, nonce, timestamp) to the *signer's* peer id and to the *intended receiver'
 id. The signer
 is never read from the message: the verifier fills in the peer id that the authenticated
 connection reported (`stream.muxed_conn.peer_id`, trustworthy because plaintext security
-is disabled, node/host.py). A Hello therefore cannot be replayed by another peer, nor
+is disabled, node/net/host.py). A Hello therefore cannot be replayed by another peer, nor
 forwarded to a third node.
 
 **Org and region are claims until certified.** The node key proves only the node: any

@@ -1,7 +1,7 @@
 """Sovereignty: which genes may leave this node for whom, and which may come in (issue 7).
 
 Sans-I/O and pure: rules, peer facts and genes go in, decisions and (re-signed) genes come
-out. `node/policy_store.py` persists the rules and agreements; `node/` feeds both filters
+out. `node/store/policy_store.py` persists the rules and agreements; `node/` feeds both filters
 below into the sync core (`gd.protocol.sync`).
 
 The model, in the order `allowed_to_send` applies it (docs/sovereignty.md):

@@ -54,7 +54,7 @@ SharePolicy = Callable[[str, Gene], bool]
 # it returns (the store's own statistics) is ignored here.
 BatchApplier = Callable[[str, Sequence[Gene], int], object]
 # Wire genes -> `verify_wire` of each, in order. The default runs them one by one; a
-# node may run them across cores (`gd.node.verify_pool`): the checks are pure.
+# node may run them across cores (`gd.node.services.verify_pool`): the checks are pure.
 WireChecker = Callable[[Sequence[dict[str, Any]]], Sequence[tuple[Gene | None, str]]]
 
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from gd.genome.identity import NodeKey
 from gd.motors.domains import get_domain
+from gd.node.app.decisions import evaluate_gene
+from gd.node.app.importer import import_genes
 from gd.node.config import NodeConfig
-from gd.node.decisions import evaluate_gene
 from gd.node.home import Home
-from gd.node.importer import import_genes
 from gd.node.local import initialise_home, open_local
-from gd.node.policy_store import PolicyStore, rule_from_options
-from gd.node.recorder import LedgerRecorder
+from gd.node.services.recorder import LedgerRecorder
+from gd.node.store.policy_store import PolicyStore, rule_from_options
 from gd.testnet import procs
 from gd.testnet.demo import demo_lines, give_demo_history
 from gd.testnet.org_keys import certify_node, testnet_trust

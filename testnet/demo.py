@@ -22,10 +22,10 @@ from gd.genome.identity import NodeKey
 from gd.motors.domains import demo_genes, domain_names
 from gd.motors.domains.loan import demo_events, write_csv
 from gd.motors.domains.turbofan import demo_cmapss
+from gd.node.app.history_import import HistoryImport, import_history
+from gd.node.app.importer import import_genes
 from gd.node.config import NodeConfig
-from gd.node.history_import import HistoryImport, import_history
 from gd.node.home import Home
-from gd.node.importer import import_genes
 from gd.node.local import LocalNode, initialise_home, open_local
 
 # Edges between the packs' demo genes, by name: the turbofan inspection rule is usually

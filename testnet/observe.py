@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gd.ledger.errors import LedgerError
-from gd.ledger.store import Ledger
 from gd.node.control import ControlError, call
-from gd.node.cortex import Cortex, CortexError
-from gd.node.denylist import DenyListError, load_deny_list
 from gd.node.home import Home
+from gd.node.net.denylist import DenyListError, load_deny_list
+from gd.node.store.cortex import Cortex, CortexError
+from gd.node.store.ledger_store import Ledger
 from gd.testnet import procs
 from gd.testnet.plan import NodePlan, TestnetPlan
 

@@ -153,7 +153,7 @@ def set_deny_list(node: NodePlan, peers: set[str]) -> None:
     """Make `node` refuse `peers`: through its control socket when it runs (it drops them
     at once), else in its home's deny file (read when it starts)."""
     from gd.node.control import DaemonNotRunning, call
-    from gd.node.denylist import save_deny_list
+    from gd.node.net.denylist import save_deny_list
 
     if is_running(node):
         try:

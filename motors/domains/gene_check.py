@@ -4,7 +4,7 @@ The gene format (`gd.genome.checks`) only knows shapes: a slug, a number, a know
 operator. Whether `turbofann` is a domain, `s99` a feature of it, `explode` one of its
 actions, or `lead_cycles: "soon"` a usable parameter, only the domain pack knows. A gene
 that fails here would be stored as native and fail at its first evaluation, on this node
-or on every peer it reached; so `gd.node.importer` checks each line with `check_gene`, and
+or on every peer it reached; so `gd.node.app.importer` checks each line with `check_gene`, and
 the sync receive path checks each received gene with the same function.
 
 `check_gene` is pure (no I/O, no clock) and cheap: set lookups on sets built once per

@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
 from gd.node.api import views_console
@@ -156,7 +157,7 @@ def build_app(api: ApiServices, routes: Sequence[Route], openapi: dict[str, Any]
         run.__name__ = pipeline.route.operation_id
         return run
 
-    star = [StarletteRoute(r.path, endpoint(Pipeline(api, r)), methods=[r.method])
+    star: list[BaseRoute] = [StarletteRoute(r.path, endpoint(Pipeline(api, r)), methods=[r.method])
             for r in routes]
     star.append(StarletteRoute("/v1/openapi.json", openapi_json, methods=["GET"]))
     # The web console's static files: no credential (the page holds no data), not in

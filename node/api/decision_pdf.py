@@ -16,7 +16,7 @@ from typing import Any, Final
 from fpdf import FPDF
 
 from gd.genome import Decision
-from gd.node.decisions import MOTORS
+from gd.node.app.decisions import MOTORS
 
 MAX_STATES_SHOWN: Final = 200
 _W: Final = 180  # usable width in mm (A4, 15 mm margins)

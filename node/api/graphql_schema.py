@@ -21,9 +21,9 @@ from typing import Any, Final
 from graphql import GraphQLError, GraphQLSchema, build_schema
 
 from gd.genome import Decision, Experience, Gene
-from gd.node import decisions as dec
 from gd.node.api.auth import Principal
-from gd.node.cortex import Cortex
+from gd.node.app import decisions as dec
+from gd.node.store.cortex import Cortex
 
 MAX_LIST: Final = 500
 DEFAULT_LIST: Final = 50
@@ -159,7 +159,7 @@ class Reader:
 
     def take(self, items: Iterable[Any], limit: int, make: Callable[[Any], Any]
              ) -> list[Any]:
-        out = []
+        out: list[Any] = []
         for item in items:
             if len(out) >= limit:
                 break

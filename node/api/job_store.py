@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
-from gd.node.cortex import Cortex
+from gd.node.store.cortex import Cortex
 
 JOBS_DB: Final = "api_jobs"
 KINDS: Final = ("evaluate", "adapt")

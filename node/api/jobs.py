@@ -8,7 +8,7 @@ runner first looks for this job's decisions (same gene, same seed, decided after
 was created, same state) and skips the states they cover: every state gets exactly one
 decision however often the daemon dies.
 
-Adaptation jobs call `gd.node.decisions.adapt_gene`, which checkpoints M_M's search
+Adaptation jobs call `gd.node.app.decisions.adapt_gene`, which checkpoints M_M's search
 every generation; a resumed job picks the search up at its last generation.
 
 When a job finishes, a webhook (when named) is POSTed its JSON with
@@ -32,8 +32,8 @@ import trio
 
 from gd.genome import StateVector
 from gd.motors.evaluate import EvaluationRequest
-from gd.node import decisions as dec
 from gd.node.api.job_store import Job
+from gd.node.app import decisions as dec
 
 if TYPE_CHECKING:
     from gd.node.api.services import ApiServices

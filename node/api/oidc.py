@@ -107,9 +107,10 @@ class OidcVerifier:
                 discovery = await self._get_json(c, self.settings.discovery_url)
                 if discovery.get("issuer") != self.settings.issuer:
                     raise OidcError("the discovery document names another issuer")
-                uri = discovery.get("jwks_uri")
-                if not isinstance(uri, str) or not uri.startswith(("https://", "http://")):
+                named = discovery.get("jwks_uri")
+                if not isinstance(named, str) or not named.startswith(("https://", "http://")):
                     raise OidcError("the discovery document has no jwks_uri")
+                uri = named
                 if uri.startswith("http://") and not self.settings.issuer.startswith(
                         "http://"):
                     raise OidcError("the discovery document's jwks_uri is plain http")

@@ -14,15 +14,15 @@ from typing import Any
 
 import trio
 
-from gd.ledger.store import Ledger
 from gd.node.api.events import EventBus
 from gd.node.api.job_store import JobStore
 from gd.node.api.oidc import OidcVerifier
 from gd.node.api.ratelimit import RateLimiter
 from gd.node.api.settings import ApiSettings
 from gd.node.api.tokens import TokenStore
-from gd.node.audit import AuditLog
 from gd.node.local import LocalNode
+from gd.node.store.audit import AuditLog
+from gd.node.store.ledger_store import Ledger
 
 # Audit record kind of an API call that changed something.
 AUDIT_KIND = "api_call"
@@ -38,7 +38,7 @@ class ApiServices:
         self.settings = settings
         self.cortex = daemon.cortex
         self.log = daemon.log.bind(component="api")
-        # The motors' glue (gd.node.decisions) takes a LocalNode; this one shares the
+        # The motors' glue (gd.node.app.decisions) takes a LocalNode; this one shares the
         # daemon's open Cortex and is never closed here (the runner closes the Cortex).
         self.node = LocalNode(daemon.home, daemon.cfg, daemon.key, daemon.cortex)
         self.tokens = TokenStore(self.cortex)

@@ -25,7 +25,7 @@ from typing import Any, Final
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, ValidationError
 from gd.node.api.roles import ALL_DOMAINS, Role
-from gd.node.cortex import Cortex
+from gd.node.store.cortex import Cortex
 
 TOKENS_DB: Final = "api_tokens"
 TOKEN_PREFIX: Final = "gdn_"

@@ -19,14 +19,14 @@ from gd.genome.errors import ValidationError
 from gd.genome.gene import GeneStatus
 from gd.motors.errors import MotorInputError
 from gd.motors.evaluate import EvaluationRequest
-from gd.node import decisions as dec
-from gd.node.adaptation import AdaptationError
 from gd.node.api.problems import Problem
 from gd.node.api.roles import Role
 from gd.node.api.routing import Ctx, Param, Route, body_sha256, paged
 from gd.node.api.states import parse_states
-from gd.node.cortex import CortexError
-from gd.node.importer import import_genes
+from gd.node.app import decisions as dec
+from gd.node.app.adaptation import AdaptationError
+from gd.node.app.importer import import_genes
+from gd.node.store.cortex import CortexError
 
 SEED_MAX: Final = 2**63 - 1
 UPLOAD_CHUNK: Final = 1 << 16
@@ -154,7 +154,7 @@ def _path(name: str) -> Any:
 
 
 def _file_domains(name: str) -> set[str]:
-    from gd.node.importer import iter_specs
+    from gd.node.app.importer import iter_specs
 
     return {item.domain for item in iter_specs(_path(name)) if not isinstance(item, tuple)}
 

@@ -2,7 +2,7 @@
 consistency proofs, adding experiences, and a decision as a PDF.
 
 Each calls the same object its CLI command does (the adaptation desk, the policy store,
-the ledger, gd.node.decisions) with the daemon's open Cortex, and each applies the
+the ledger, gd.node.app.decisions) with the daemon's open Cortex, and each applies the
 caller's scope the way node/api/auth.py says: a gene or decision outside it is 404.
 """
 
@@ -15,14 +15,14 @@ from starlette.responses import Response
 from gd.genome.errors import ValidationError
 from gd.ledger.errors import LedgerError
 from gd.motors.errors import MotorInputError
-from gd.node import decisions as dec
-from gd.node.adaptation import AdaptationError
 from gd.node.api.problems import Problem
 from gd.node.api.roles import Role
 from gd.node.api.routing import Ctx, Param, Route
 from gd.node.api.states import parse_states
 from gd.node.api.views_genes import _brief, visible_decision, visible_gene
-from gd.node.cortex import CortexError
+from gd.node.app import decisions as dec
+from gd.node.app.adaptation import AdaptationError
+from gd.node.store.cortex import CortexError
 from gd.protocol.sovereignty import PeerInfo, Subject, SubjectKind
 
 MAX_NOTE: Final = 1000

@@ -15,10 +15,10 @@ from gd.ledger.errors import LedgerError
 from gd.node.api.problems import Problem
 from gd.node.api.roles import Role
 from gd.node.api.routing import Ctx, Param, Route
-from gd.node.audit import EXPORT_FORMATS, AuditError
-from gd.node.cortex import CortexError
-from gd.node.policy_store import rule_from_options
-from gd.node.sync_store import UnknownGene
+from gd.node.store.audit import EXPORT_FORMATS, AuditError
+from gd.node.store.cortex import CortexError
+from gd.node.store.policy_store import rule_from_options
+from gd.node.store.sync_store import UnknownGene
 from gd.protocol.sovereignty import Direction, Effect, ProposalError, Subject
 
 

@@ -16,9 +16,9 @@ from gd_testkit import make_gene
 
 from gd.cli.main import cli
 from gd.genome.identity import NodeKey
-from gd.node.cortex import Cortex
-from gd.node.cortex_owner import adopted_from, owner_of
 from gd.node.home import Home
+from gd.node.store.cortex import Cortex
+from gd.node.store.cortex_owner import adopted_from, owner_of
 
 
 def invoke(*args: str, code: int = 0) -> Result:

@@ -2,7 +2,7 @@
 
 Outsiders complete Noise + yamux, never send our handshake, and are closed by the
 handshake watchdog. py-libp2p 0.8.1 kept each one's inbound slot until the host stopped
-(node/inbound.py, docs/libp2p-notes.md), so after `max_connections` of them the node
+(node/net/inbound.py, docs/libp2p-notes.md), so after `max_connections` of them the node
 refused every new inbound connection. The test lowers the slot count from 128 to
 `SLOTS` (through `set_inbound_slots`, the same limiter) to stay fast, closes twice that
 many silent connections, and then a fresh peer must still connect and handshake.
@@ -18,8 +18,8 @@ from gd_testkit import key_from_int
 from hostile import HostilePeer, hostile_peer
 
 from gd.node.config import NodeConfig
-from gd.node.host import MAX_CONNECTIONS, to_id
-from gd.node.inbound import inbound_slots, set_inbound_slots
+from gd.node.net.host import MAX_CONNECTIONS, to_id
+from gd.node.net.inbound import inbound_slots, set_inbound_slots
 from gd.protocol.handshake import Accepted
 
 SLOTS = 6

@@ -25,10 +25,10 @@ from gd.cli.main import cli
 from gd.genome import canonical
 from gd.genome.identity import NodeKey
 from gd.ledger.entry import EntryKind, LedgerEntry
-from gd.ledger.store import ALARMS_DB, KEYS_DB, MAX_DBS, SUBDATABASES, Ledger
-from gd.node.cortex import Cortex
 from gd.node.home import Home
-from gd.node.recorder import LedgerRecorder
+from gd.node.services.recorder import LedgerRecorder
+from gd.node.store.cortex import Cortex
+from gd.node.store.ledger_store import ALARMS_DB, KEYS_DB, MAX_DBS, SUBDATABASES, Ledger
 
 STATEMENTS = 6
 REGION_LOG_ID = "region:eu"

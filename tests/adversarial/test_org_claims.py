@@ -22,14 +22,18 @@ from hostile import HostilePeer, hostile_peer
 
 from gd.genome.certificate import NodeCertificate, TrustAnchors
 from gd.genome.identity import NodeKey
-from gd.ledger.store import Ledger
-from gd.node.audit import AuditKind
 from gd.node.config import NodeConfig
 from gd.node.credentials import CERT_FILE, write_certificate
 from gd.node.daemon import Daemon
-from gd.node.policy_store import rule_from_options
-from gd.node.sovereignty_service import AGREEMENTS_PROTOCOL_ID, DeliveryAck, ProposalDelivery
-from gd.node.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
+from gd.node.services.sovereignty_service import (
+    AGREEMENTS_PROTOCOL_ID,
+    DeliveryAck,
+    ProposalDelivery,
+)
+from gd.node.services.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
+from gd.node.store.audit import AuditKind
+from gd.node.store.ledger_store import Ledger
+from gd.node.store.policy_store import rule_from_options
 from gd.protocol.handshake import Accepted
 from gd.protocol.sovereignty import Proposal, ProposalKind
 from gd.protocol.sync_messages import ChangeBatch, ChangesRequest

@@ -4,7 +4,7 @@
   at most MAX_RULES_PER_PEER per peer (and MAX_RULES_TOTAL in all), the peer is dropped
   and banned past it, and rows from peers that never reached an agreement expire;
 * the region's ledger (`LedgerFetch`) is served only to certified members of the region
-  (node/membership.py), never to a peer of another region nor to a bare claim of ours;
+  (node/net/membership.py), never to a peer of another region nor to a bare claim of ours;
 * learner slots are capped (MAX_LEARNERS; lowered here to keep the test small) instead
   of every same-region key becoming a permanent learner.
 """
@@ -20,16 +20,16 @@ from daemon_cluster import DaemonCluster, certificate_for
 from gd_testkit import key_from_int
 from hostile import HostilePeer, hostile_peer
 
-from gd.node import ledger_service
-from gd.node.ledger_service import RAFT_PROTOCOL_ID, LedgerChunk, LedgerFetch, LedgerGossip
-from gd.node.policy_store import rule_from_options
-from gd.node.proposal_bounds import MAX_RULES_PER_PEER, UNAGREED_TTL_MS
-from gd.node.sovereignty_service import (
+from gd.node.services import ledger_service
+from gd.node.services.ledger_service import RAFT_PROTOCOL_ID, LedgerChunk, LedgerFetch, LedgerGossip
+from gd.node.services.sovereignty_service import (
     AGREEMENTS_PROTOCOL_ID,
     MAX_PROPOSALS_PER_FRAME,
     DeliveryAck,
     ProposalDelivery,
 )
+from gd.node.store.policy_store import rule_from_options
+from gd.node.store.proposal_bounds import MAX_RULES_PER_PEER, UNAGREED_TTL_MS
 from gd.protocol.handshake import Accepted
 from gd.protocol.sovereignty import Proposal, ProposalKind
 

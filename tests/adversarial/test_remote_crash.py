@@ -14,7 +14,7 @@ import trio
 from daemon_cluster import DaemonCluster
 from hostile import HostilePeer, hostile_peer
 
-from gd.node.mesh import MAX_REGION_PEERS
+from gd.node.net.mesh import MAX_REGION_PEERS
 
 ATTACKERS = MAX_REGION_PEERS + 1
 

@@ -19,10 +19,10 @@ from gd.node.api.roles import Role
 from gd.node.api.settings import ApiSettings
 from gd.node.api.tokens import TokenStore
 from gd.node.config import NodeConfig
-from gd.node.cortex import Cortex
 from gd.node.daemon import Daemon
 from gd.node.home import Home
 from gd.node.local import initialise_home
+from gd.node.store.cortex import Cortex
 
 # Generous: the tests share two cores with other suites.
 HTTP_TIMEOUT_S = 30.0

@@ -18,7 +18,7 @@ from api_support import states
 
 from gd.node.api.job_store import JobStore
 from gd.node.api.jobs import SIGNATURE_HEADER
-from gd.node.cortex import Cortex
+from gd.node.store.cortex import Cortex
 
 GD_NODE = str(Path(sys.executable).with_name("gd-node"))
 JOB_TIMEOUT_S = 240.0

@@ -34,10 +34,10 @@ from pathlib import Path
 
 from gd.genome import canonical
 from gd.genome.gene import GeneStatus, gene_id_for
-from gd.ledger.store import open_ledger
 from gd.node.control import ControlError, call
-from gd.node.cortex import Cortex
 from gd.node.home import Home
+from gd.node.store.cortex import Cortex
+from gd.node.store.ledger_store import open_ledger
 from gd.testnet import procs
 from gd.testnet.build import DEMO_AGREEMENTS
 from gd.testnet.plan import NodePlan, TestnetPlan

@@ -27,9 +27,9 @@ from gd_testkit import key_from_int
 
 from gd.cli.main import cli
 from gd.node.control import ControlError, call
-from gd.node.cortex import Cortex
 from gd.node.home import Home
-from gd.node.recorder import OutboxRoute
+from gd.node.services.recorder import OutboxRoute
+from gd.node.store.cortex import Cortex
 
 GD_NODE = Path(sys.executable).with_name("gd-node")
 START_TIMEOUT_S = 60.0

@@ -18,8 +18,8 @@ from gd_testkit import key_from_int, make_gene
 import gd.cli.output as output
 from gd.cli.main import cli
 from gd.genome.gene import GeneStatus
-from gd.node.cortex import Cortex
-from gd.node.policy_store import PolicyStore
+from gd.node.store.cortex import Cortex
+from gd.node.store.policy_store import PolicyStore
 from gd.protocol.sovereignty import PeerInfo
 
 GLOBEX = key_from_int(2)
@@ -101,7 +101,7 @@ def test_audit_list_names_peers_with_iso_times_and_fits_80_columns(home: Path, w
     assert run("share", "--with", GLOBEX.peer_id, "--domain", "turbofan", "--home",
                str(home))[0] == 0
     with Cortex.open(home / "cortex") as cortex:
-        from gd.node.audit import AuditKind, AuditLog
+        from gd.node.store.audit import AuditKind, AuditLog
         AuditLog(cortex).append(AuditKind.GENE_REFUSED, peer=GLOBEX.peer_id,
                                 gene_id="ab" * 16, direction="in", time_ms=1_764_000_000_000)
     code, out = run("audit", "list", "--home", str(home))

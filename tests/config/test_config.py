@@ -11,10 +11,10 @@ import pytest
 from gd.crdt.conflict import ConflictPolicy
 from gd.node.config import ConfigError, NodeConfig, parse_config, render_config
 from gd.node.daemon import HANDSHAKE_DEADLINE_S, PING_INTERVAL_S
-from gd.node.mesh import MeshPolicy
-from gd.node.peers import PeerLimits
-from gd.node.sync_service import SyncSettings
-from gd.node.sync_store import domain_conflict_policies
+from gd.node.net.mesh import MeshPolicy
+from gd.node.net.peers import PeerLimits
+from gd.node.services.sync_service import SyncSettings
+from gd.node.store.sync_store import domain_conflict_policies
 
 CFG = NodeConfig(org="acme", region="eu-west", ledger_voters=("a", "b"), metrics_port=9100)
 

@@ -10,7 +10,7 @@ import pytest
 from gd_testkit import key_from_int, make_gene
 
 from gd.genome import Decision, Experience, GeneStatus, MotorResult, StateVector, Synapse
-from gd.node.cortex import (
+from gd.node.store.cortex import (
     SCHEMA_VERSION,
     Cortex,
     CortexError,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from gd_testkit import key_from_int, make_gene
 
-from gd.node.cortex import Cortex, CortexError
+from gd.node.store.cortex import Cortex, CortexError
 
 KEY = key_from_int(1)
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from gd.genome import Gene, GeneStatus
-from gd.node.cortex import Cortex
+from gd.node.store.cortex import Cortex
 
 KEYS = [key_from_int(i) for i in (1, 2)]
 NAMES = [f"g{i}" for i in range(6)]

@@ -38,10 +38,10 @@ from click.testing import CliRunner
 from gd.cli.main import cli
 from gd.genome import NodeKey, canonical
 from gd.genome.gene import gene_id_for
-from gd.ledger.store import open_ledger
 from gd.node.control import ControlError, call
-from gd.node.cortex import Cortex
 from gd.node.home import Home
+from gd.node.store.cortex import Cortex
+from gd.node.store.ledger_store import open_ledger
 
 GD_NODE = Path(sys.executable).with_name("gd-node")
 BATCH = 2_000
@@ -53,7 +53,7 @@ WRITER_KEY_SEED = bytes(31) + b"\x01"
 WRITER = r"""
 import sys
 from gd.genome import Codon, Gene, NodeKey
-from gd.node.cortex import Cortex
+from gd.node.store.cortex import Cortex
 key = NodeKey.from_seed(bytes(31) + b"\x01")
 cortex = Cortex.open(sys.argv[1])
 size, count, hold = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])

@@ -9,8 +9,8 @@ from pathlib import Path
 from gd.genome import canonical
 from gd.genome.gene import Codon, Gene
 from gd.genome.identity import NodeKey
-from gd.node.cortex import Cortex
-from gd.node.importer import import_genes
+from gd.node.app.importer import import_genes
+from gd.node.store.cortex import Cortex
 
 KEY = NodeKey.from_seed(bytes(range(32)))
 

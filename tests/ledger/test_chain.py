@@ -18,7 +18,7 @@ from gd.ledger.entry import EntryKind, LedgerEntry
 from gd.ledger.errors import LocalLedgerError, RemoteLedgerError
 from gd.ledger.merkle import verify_consistency, verify_inclusion
 from gd.ledger.sth import SignedTreeHead
-from gd.ledger.store import (
+from gd.node.store.ledger_store import (
     ENTRIES_DB,
     HEADS_DB,
     META_DB,

@@ -20,7 +20,7 @@ from gd.ledger.forks import (
 )
 from gd.ledger.merkle import MemoryNodeStore, MerkleTree
 from gd.ledger.sth import SignedTreeHead
-from gd.ledger.store import Ledger
+from gd.node.store.ledger_store import Ledger
 
 LOG = "eu-west"
 

@@ -15,7 +15,7 @@ from gd.cli.ledger_cmds import ledger_group
 from gd.genome import NodeKey
 from gd.genome.canonical import sha256
 from gd.ledger.entry import EntryKind, LedgerEntry
-from gd.ledger.store import CORTEX_DIR, ENTRIES_DB, open_ledger
+from gd.node.store.ledger_store import CORTEX_DIR, ENTRIES_DB, open_ledger
 
 SIZE = 11
 

@@ -18,7 +18,8 @@ from gd.ledger.raft_messages import (
     RaftRemoteError,
     Snapshot,
 )
-from gd.ledger.raft_storage import ENTRIES_DB, LmdbRaftStorage, MemoryRaftStorage
+from gd.ledger.raft_storage import MemoryRaftStorage
+from gd.node.store.raft_lmdb import ENTRIES_DB, LmdbRaftStorage
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from gd_testkit import key_from_int
 
 from gd.genome import canonical
 from gd.ledger.merkle import verify_inclusion
-from gd.node.cortex import Cortex
-from gd.node.recorder import LedgerRecorder
+from gd.node.services.recorder import LedgerRecorder
+from gd.node.store.cortex import Cortex
 
 
 def test_recorder_appends_signed_entries_with_heads_and_dedups(tmp_path: Path) -> None:

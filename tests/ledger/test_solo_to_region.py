@@ -21,11 +21,11 @@ from gd_testkit import key_from_int
 from gd.cli.main import cli
 from gd.genome import canonical
 from gd.genome.identity import NodeKey
-from gd.ledger.store import open_ledger
 from gd.node.control import ControlError, call
-from gd.node.cortex import Cortex
 from gd.node.home import Home
-from gd.node.recorder import DirectRoute, LedgerRecorder, OutboxRoute
+from gd.node.services.recorder import DirectRoute, LedgerRecorder, OutboxRoute
+from gd.node.store.cortex import Cortex
+from gd.node.store.ledger_store import open_ledger
 
 GD_NODE = Path(sys.executable).with_name("gd-node")
 # A daemon starts in ~2 s on an idle machine; generous for a loaded 2-core box.

@@ -14,9 +14,9 @@ from gd_testkit import key_from_int
 from gd.genome import canonical
 from gd.ledger.entry import LedgerEntry
 from gd.ledger.errors import RemoteLedgerError
-from gd.ledger.store import Ledger
-from gd.node.ledger_group import CheckedStatements, GroupCommitter, check_signatures
-from gd.node.ledger_service import encode_batch
+from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, check_signatures
+from gd.node.services.ledger_service import encode_batch
+from gd.node.store.ledger_store import Ledger
 
 
 def statements(n: int, tag: str, count: int) -> list[LedgerEntry]:

@@ -11,10 +11,10 @@ from gd.ledger.forks import AlarmKind
 from gd.ledger.merkle import verify_consistency, verify_inclusion
 from gd.ledger.sth import SignedTreeHead
 from gd.node.control import call
-from gd.node.host import to_id
-from gd.node.ledger_service import RAFT_PROTOCOL_ID, LedgerGossip, region_log_id
-from gd.node.recorder import DaemonRoute, LedgerRecorder, OutboxRoute
-from gd.node.streams import FramedStream
+from gd.node.net.host import to_id
+from gd.node.net.streams import FramedStream
+from gd.node.services.ledger_service import RAFT_PROTOCOL_ID, LedgerGossip, region_log_id
+from gd.node.services.recorder import DaemonRoute, LedgerRecorder, OutboxRoute
 
 
 def statements(n: int, tag: str, count: int) -> list[LedgerEntry]:

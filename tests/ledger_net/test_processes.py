@@ -22,9 +22,9 @@ from gd_testkit import key_from_int
 
 from gd.cli.main import cli
 from gd.genome import canonical
-from gd.ledger.store import open_ledger
 from gd.node.control import ControlError, call
 from gd.node.home import Home
+from gd.node.store.ledger_store import open_ledger
 
 GD_NODE = Path(sys.executable).with_name("gd-node")
 # Generous bounds for a loaded 2-core box; the measured failover is printed.

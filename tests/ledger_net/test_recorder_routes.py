@@ -9,9 +9,9 @@ from gd_testkit import key_from_int
 
 from gd.cli.main import cli
 from gd.genome import canonical
-from gd.node.cortex import Cortex
 from gd.node.home import Home
-from gd.node.recorder import DaemonRoute, DirectRoute, LedgerRecorder, OutboxRoute, Queued
+from gd.node.services.recorder import DaemonRoute, DirectRoute, LedgerRecorder, OutboxRoute, Queued
+from gd.node.store.cortex import Cortex
 
 
 def init_home(root: Path, voters: tuple[str, ...]) -> Home:

@@ -19,7 +19,7 @@ from gd.motors.meristic import (
     scale_coherence,
     variants_to_genes,
 )
-from gd.node.meristic_checkpoints import LmdbCheckpoints
+from gd.node.store.meristic_checkpoints import LmdbCheckpoints
 from tests.motors.conftest import ToyPack, make_gene
 
 bk = get_backend()

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from gd.cli.main import cli
 from gd.cli.motors_cmds import COMMANDS
 from gd.motors.domains import get_domain
-from gd.node.states_file import write_states_csv
+from gd.node.app.states_file import write_states_csv
 
 # The motors' commands as mounted on the real `gd-node` group.
 gd = cli

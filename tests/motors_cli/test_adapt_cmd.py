@@ -15,7 +15,7 @@ import pytest
 from gd.genome import Codon
 from gd.motors import holdout, meristic
 from gd.motors.evaluate import EvaluationRequest
-from gd.node import decisions as dec
+from gd.node.app import decisions as dec
 from gd.node.home import Home
 from gd.node.local import open_local
 from tests.motors_cli.conftest import run, run_json

@@ -13,9 +13,9 @@ import pytest
 
 from gd.genome import Decision
 from gd.motors.domains import get_domain
-from gd.node.cortex import Cortex
-from gd.node.decisions import EVIDENCE_DB
-from gd.node.states_file import write_states_csv
+from gd.node.app.decisions import EVIDENCE_DB
+from gd.node.app.states_file import write_states_csv
+from gd.node.store.cortex import Cortex
 from tests.motors_cli.conftest import run, run_json
 
 GENE = "continue-healthy"

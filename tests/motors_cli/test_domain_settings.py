@@ -11,7 +11,7 @@ import pytest
 from gd.crdt.conflict import ConflictPolicy
 from gd.node.config import ConfigError
 from gd.node.domain_settings import parse_domain_settings
-from gd.node.sync_store import domain_conflict_policies
+from gd.node.store.sync_store import domain_conflict_policies
 from tests.motors_cli.conftest import run, run_json
 
 BANDS = '[[0.0, "low", "adapt"], [0.2, "fine", "approve"], [0.9, "great", "approve"]]'

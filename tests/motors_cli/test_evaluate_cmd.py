@@ -14,7 +14,7 @@ from rich.console import Console
 from gd.cli import motors_cmds
 from gd.motors.domains.loan import demo_events, write_csv
 from gd.motors.domains.turbofan import FEATURES, demo_cmapss
-from gd.node.cortex import Cortex
+from gd.node.store.cortex import Cortex
 from tests.motors_cli.conftest import run, run_json
 
 TURBOFAN_GENE = "inspect-hot-hpc"

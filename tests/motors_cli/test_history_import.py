@@ -15,7 +15,7 @@ import pytest
 from gd.motors.domains import get_domain
 from gd.motors.domains.loan import demo_events, load_cases, write_csv
 from gd.motors.domains.turbofan import HORIZON, demo_cmapss, rul_for_train
-from gd.node.states_file import write_states_csv
+from gd.node.app.states_file import write_states_csv
 from tests.motors_cli.conftest import run, run_json
 
 

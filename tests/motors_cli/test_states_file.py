@@ -12,7 +12,7 @@ import pytest
 from gd.motors.domains import get_domain
 from gd.motors.domains.loan import demo_events, write_csv
 from gd.motors.domains.turbofan import FEATURES, demo_cmapss
-from gd.node.states_file import (
+from gd.node.app.states_file import (
     StatesFileError,
     parse_state_text,
     read_states,

@@ -18,9 +18,9 @@ from gd.node.config import NodeConfig
 from gd.node.control import ControlError, DaemonNotRunning, call
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
-from gd.node.host import dialable_addrs, peer_info, running_host, to_id
 from gd.node.lock import AlreadyRunning
-from gd.node.streams import Ping, drive_handshake
+from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
+from gd.node.net.streams import Ping, drive_handshake
 from gd.protocol.handshake import (
     PROTOCOL_ID,
     Handshake,

@@ -10,8 +10,8 @@ from gd_testkit import key_from_int
 
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.daemon import mesh_settings, ping_interval
-from gd.node.discovery import BootstrapError, BootstrapPeer, parse_bootstrap, render_bootstrap
 from gd.node.logging import ThirdPartyRateLimit
+from gd.node.net.discovery import BootstrapError, BootstrapPeer, parse_bootstrap, render_bootstrap
 
 PID = key_from_int(1).peer_id
 

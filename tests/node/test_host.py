@@ -10,8 +10,8 @@ from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTr
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from gd.node.host import dialable_addrs, libp2p_key_pair, peer_info, running_host
-from gd.node.streams import FramedStream, StreamGone, drive_handshake
+from gd.node.net.host import dialable_addrs, libp2p_key_pair, peer_info, running_host
+from gd.node.net.streams import FramedStream, StreamGone, drive_handshake
 from gd.protocol.handshake import PROTOCOL_ID, Accepted, Handshake, HandshakeOffer
 from gd.protocol.wire import MAX_FRAME_SIZE
 

@@ -16,8 +16,8 @@ from gd_testkit import key_from_int
 from gd.node.config import NodeConfig
 from gd.node.daemon import Daemon
 from gd.node.home import Home
-from gd.node.host import dialable_addrs
-from gd.node.mdns import LanReport, skip_reason
+from gd.node.net.host import dialable_addrs
+from gd.node.net.mdns import LanReport, skip_reason
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 FAST = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 0.5}

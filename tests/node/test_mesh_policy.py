@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gd.node.mesh import MeshPlanner, MeshPolicy
-from gd.node.peers import (
+from gd.node.net.mesh import MeshPlanner, MeshPolicy
+from gd.node.net.peers import (
     DROP_SCORE,
     LimitExceeded,
     PeerBudget,

@@ -16,8 +16,8 @@ from libp2p.host.exceptions import StreamFailure
 
 from gd.node.config import NodeConfig
 from gd.node.home import Home
-from gd.node.host import dialable_addrs, peer_info, running_host, to_id
-from gd.node.sync_service import SYNC_PROTOCOL_ID
+from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
+from gd.node.services.sync_service import SYNC_PROTOCOL_ID
 from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
 
 FAST = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 0.5}

@@ -13,12 +13,11 @@ from daemon_cluster import certify, launch, until
 from gd_testkit import key_from_int, make_gene
 
 from gd.node.config import ConfigError, NodeConfig, parse_config, render_config
-from gd.node.cortex import Cortex
 from gd.node.daemon import Daemon, run_daemon
-from gd.node.discovery import BootstrapPeer, region_key, render_bootstrap
 from gd.node.home import Home
-from gd.node.host import dialable_addrs, to_id
-from gd.node.relay import (
+from gd.node.net.discovery import BootstrapPeer, region_key, render_bootstrap
+from gd.node.net.host import dialable_addrs, to_id
+from gd.node.net.relay import (
     MAX_RELAY_ADDRS,
     REFRESH_MARGIN_S,
     RELAY_CAPABILITY,
@@ -28,7 +27,8 @@ from gd.node.relay import (
     circuit_relay,
     is_circuit_addr,
 )
-from gd.node.sync_service import share_all
+from gd.node.services.sync_service import share_all
+from gd.node.store.cortex import Cortex
 
 LOOPBACK = ("/ip4/127.0.0.1/tcp/0",)
 FAST = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 0.5}

@@ -14,7 +14,7 @@ from gd_testkit import key_from_int
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.daemon import HANDSHAKE_DEADLINE_S, Daemon, handshake_deadline, run_daemon
 from gd.node.home import Home
-from gd.node.host import dialable_addrs, peer_info, running_host, to_id
+from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 DEADLINE_S = 0.5

@@ -61,11 +61,11 @@ from gd.crdt.vclock import Order, compare, descends
 from gd.genome import canonical
 from gd.genome.gene import Codon, Gene, GeneStatus, ShareScope
 from gd.genome.identity import NodeKey
-from gd.node.adaptation import AdaptationDesk
-from gd.node.audit import AUDIT_DB, GENESIS, AuditLog, MemoryLedgerSink, chain_hash
-from gd.node.cortex import Cortex
-from gd.node.policy_store import PolicyStore
-from gd.node.sync_store import SyncStore, any_content, resolve_conflict
+from gd.node.app.adaptation import AdaptationDesk
+from gd.node.store.audit import AUDIT_DB, GENESIS, AuditLog, MemoryLedgerSink, chain_hash
+from gd.node.store.cortex import Cortex
+from gd.node.store.policy_store import PolicyStore
+from gd.node.store.sync_store import SyncStore, any_content, resolve_conflict
 from gd.protocol.handshake import Handshake, HandshakeOffer
 from gd.protocol.reconcile import Mode, ReconcileMessage, ReconcileProtocolError, Reconciler
 from gd.protocol.sovereignty import (

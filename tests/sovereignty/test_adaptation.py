@@ -11,9 +11,9 @@ from gd_testkit import key_from_int
 
 from gd.crdt.vclock import Order, compare
 from gd.genome import Codon, Decision, Gene, GeneStatus, StateVector
-from gd.node.adaptation import AdaptationDesk, AdaptationError
-from gd.node.audit import AuditKind, AuditLog, MemoryLedgerSink
-from gd.node.cortex import Cortex
+from gd.node.app.adaptation import AdaptationDesk, AdaptationError
+from gd.node.store.audit import AuditKind, AuditLog, MemoryLedgerSink
+from gd.node.store.cortex import Cortex
 
 ME, PEER, OTHER = key_from_int(301), key_from_int(302), key_from_int(303)
 

@@ -13,8 +13,8 @@ from gd_testkit import key_from_int
 
 from gd.cli.main import cli as main_cli
 from gd.cli.sovereignty_cmds import COMMANDS, forget_cmd
-from gd.node.audit import AUDIT_DB
-from gd.node.cortex import Cortex
+from gd.node.store.audit import AUDIT_DB
+from gd.node.store.cortex import Cortex
 
 PEER = key_from_int(401).peer_id
 

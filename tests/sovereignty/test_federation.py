@@ -12,10 +12,10 @@ import pytest
 from gd_testkit import key_from_int
 
 from gd.genome import Codon, Gene, GeneStatus, NodeKey, canonical
-from gd.node.adaptation import AdaptationDesk
-from gd.node.audit import AUDIT_DB, AuditKind, AuditLog, MemoryLedgerSink
-from gd.node.cortex import Cortex
-from gd.node.policy_store import AgreementState, PolicyStore, rule_from_options
+from gd.node.app.adaptation import AdaptationDesk
+from gd.node.store.audit import AUDIT_DB, AuditKind, AuditLog, MemoryLedgerSink
+from gd.node.store.cortex import Cortex
+from gd.node.store.policy_store import AgreementState, PolicyStore, rule_from_options
 from gd.protocol.sovereignty import (
     InboundFilter,
     OutboundFilter,
@@ -227,7 +227,7 @@ def test_a_removed_record_is_found(audit: AuditLog) -> None:
 def test_a_rewritten_record_with_a_fresh_hash_breaks_the_next_link(audit: AuditLog) -> None:
     stored = canonical.decode(_raw(audit, 1))
     stored["body"]["rule"] = "forged"
-    from gd.node.audit import chain_hash
+    from gd.node.store.audit import chain_hash
 
     stored["hash"] = chain_hash(stored["prev"], stored["body"])
     _put_raw(audit, 1, canonical.encode(stored))

@@ -18,9 +18,9 @@ from gd_testkit import key_from_int
 from sov_sim import MemNode, sync
 
 from gd.genome import Codon, Gene, NodeKey, ShareScope
-from gd.node.audit import AuditLog
-from gd.node.cortex import Cortex
-from gd.node.policy_store import Agreement, AgreementState, PolicyStore, rule_from_options
+from gd.node.store.audit import AuditLog
+from gd.node.store.cortex import Cortex
+from gd.node.store.policy_store import Agreement, AgreementState, PolicyStore, rule_from_options
 from gd.protocol.sovereignty import (
     Direction,
     OutboundFilter,

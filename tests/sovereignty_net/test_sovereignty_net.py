@@ -9,11 +9,11 @@ import trio
 from gd_testkit import key_from_int, make_gene
 
 from gd.genome import GeneStatus
-from gd.ledger.store import Ledger
-from gd.node.audit import AuditKind
 from gd.node.control import call
-from gd.node.policy_store import AgreementState
-from gd.node.sovereignty_service import ForgetDelivery, Tombstone, TombstoneError
+from gd.node.services.sovereignty_service import ForgetDelivery, Tombstone, TombstoneError
+from gd.node.store.audit import AuditKind
+from gd.node.store.ledger_store import Ledger
+from gd.node.store.policy_store import AgreementState
 from gd.protocol.sovereignty import PSEUDONYM_PREFIX, Subject
 
 K1, K2, K3 = (key_from_int(n) for n in (1, 2, 3))

@@ -23,12 +23,12 @@ from gd_testkit import key_from_int
 from gd.genome.certificate import NodeCertificate, TrustAnchors
 from gd.genome.identity import NodeKey
 from gd.node.config import NodeConfig
-from gd.node.cortex import Cortex
 from gd.node.credentials import CERT_FILE, save_trusted_orgs, write_certificate
 from gd.node.daemon import Daemon, run_daemon
-from gd.node.discovery import BootstrapPeer, render_bootstrap
 from gd.node.home import Home
-from gd.node.host import dialable_addrs
+from gd.node.net.discovery import BootstrapPeer, render_bootstrap
+from gd.node.net.host import dialable_addrs
+from gd.node.store.cortex import Cortex
 from gd.protocol.sync import SharePolicy
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import trio
 from daemon_cluster import DaemonCluster
 
-from gd.node.audit import AuditKind
 from gd.node.daemon import Daemon
-from gd.node.policy_store import rule_from_options
+from gd.node.store.audit import AuditKind
+from gd.node.store.policy_store import rule_from_options
 
 # Automatic sync with a short debounce: genes follow agreements without `sync now`.
 FAST_SYNC = {"debounce_s": 0.05}

@@ -25,10 +25,10 @@ import trio
 from gd.genome.gene import Gene
 from gd.genome.identity import NodeKey
 from gd.node.daemon import Daemon
-from gd.node.host import dialable_addrs, peer_info, running_host, to_id
-from gd.node.sovereignty_service import AGREEMENTS_PROTOCOL_ID, ProposalDelivery
-from gd.node.streams import PING_PROTOCOL_ID, FramedStream, Ping, Pong, drive_handshake
-from gd.node.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
+from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
+from gd.node.net.streams import PING_PROTOCOL_ID, FramedStream, Ping, Pong, drive_handshake
+from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID, ProposalDelivery
+from gd.node.services.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
 from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
 from gd.protocol.handshake import Handshake, HandshakeOffer, Outcome
 from gd.protocol.sovereignty import Proposal, ProposalKind, ShareRule

@@ -11,8 +11,8 @@ from gd_testkit import key_from_int, make_gene
 
 from gd.crdt.conflict import ConflictPolicy
 from gd.genome import Gene, GeneStatus
-from gd.node.cortex import Cortex, UnknownGene
-from gd.node.sync_store import SyncStore
+from gd.node.store.cortex import Cortex, UnknownGene
+from gd.node.store.sync_store import SyncStore
 from gd.protocol.sync import SyncReceiver, SyncSender
 
 A, B, C = (key_from_int(i) for i in (11, 12, 13))
@@ -158,7 +158,7 @@ def test_three_replicas_with_random_edits_and_lost_replies_converge(replicas, se
 
 
 def test_merge_domain_settles_same_condition_edits_and_queues_the_rest(replicas) -> None:
-    from gd.node.sync_store import domain_conflict_policies
+    from gd.node.store.sync_store import domain_conflict_policies
 
     policy = domain_conflict_policies({"turbofan": {"conflict": "merge"}})
     a, b = replicas(A, policy), replicas(B, policy)
@@ -189,7 +189,7 @@ def test_merge_domain_settles_same_condition_edits_and_queues_the_rest(replicas)
 ])
 def test_domain_conflict_settings_are_validated(table, message) -> None:
     from gd.node.config import ConfigError
-    from gd.node.sync_store import domain_conflict_policies
+    from gd.node.store.sync_store import domain_conflict_policies
 
     with pytest.raises(ConfigError, match=message):
         domain_conflict_policies(table)

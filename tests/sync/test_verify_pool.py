@@ -1,4 +1,4 @@
-"""Received genes checked across cores (gd.node.verify_pool): the same verdicts as the
+"""Received genes checked across cores (gd.node.services.verify_pool): the same verdicts as the
 one-by-one core, in the same order, with the receiver's policy still run in order in
 the caller's thread."""
 
@@ -10,7 +10,7 @@ import threading
 import pytest
 from gd_testkit import key_from_int, make_gene
 
-from gd.node.verify_pool import MIN_CHUNK, VerifyPool
+from gd.node.services.verify_pool import MIN_CHUNK, VerifyPool
 from gd.protocol.sync import verify_genes, verify_wire
 
 A, B = key_from_int(1), key_from_int(2)

@@ -12,7 +12,7 @@ import trio
 from daemon_cluster import DaemonCluster, quiet_libp2p
 
 from gd.node.daemon import Daemon
-from gd.node.sync_service import share_all as allow_all
+from gd.node.services.sync_service import share_all as allow_all
 
 # [sync] settings: automatic sync with a short debounce, or only `sync now`.
 SHARE_ALL = {"debounce_s": 0.05}

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from gd_testkit import key_from_int, make_gene
 
 from gd.cli.main import cli
-from gd.node.cortex import Cortex
 from gd.node.home import Home
-from gd.node.sync_store import SyncStore
+from gd.node.store.cortex import Cortex
+from gd.node.store.sync_store import SyncStore
 
 GD_NODE = Path(sys.executable).with_name("gd-node")
 

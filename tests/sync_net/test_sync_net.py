@@ -17,7 +17,7 @@ from gd.cli.main import cli
 from gd.genome import GeneStatus, canonical
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.control import call
-from gd.node.sync_service import SyncSettings, batch_payload, sync_settings
+from gd.node.services.sync_service import SyncSettings, batch_payload, sync_settings
 from gd.protocol.sync_messages import ChangeBatch
 
 K1, K2, K3 = (key_from_int(n) for n in (1, 2, 3))

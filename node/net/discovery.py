@@ -45,7 +45,7 @@ from gd.node.errors import BootstrapError
 REGION_KEY_PREFIX = "/gd/region/"
 DOMAIN_KEY_PREFIX = "/gd/domain/"
 # Provided by `relay = true` nodes, so private nodes find a relay of their region beyond
-# their bootstrap file (node/relay.py; the relay's signed handshake capability decides).
+# their bootstrap file (node/net/relay.py; the relay's signed handshake capability decides).
 RELAY_KEY_PREFIX = "/gd/relay/"
 # Peers asked directly per lookup: Kademlia's k (20) is more than a region ever needs.
 LOOKUP_PEERS = 20

@@ -40,7 +40,7 @@ def _swarm_of(host: IHost) -> Any:
     missing = [m for m in _SWARM_MEMBERS if not hasattr(swarm, m)]
     if missing:
         raise HostError(f"this py-libp2p lacks {missing}: the inbound slot workaround "
-                        "(node/inbound.py) must be revisited for it")
+                        "(node/net/inbound.py) must be revisited for it")
     return swarm
 
 

@@ -35,7 +35,7 @@ from typing import Any, Final, Protocol
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene
-from gd.node.cortex import Cortex, Txn
+from gd.node.store.cortex import Cortex, Txn
 from gd.protocol.sovereignty import SentGene, ShareDecision
 
 AUDIT_DB: Final = "sov_audit"

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gd.genome.identity import is_peer_id
-from gd.node.cortex import Cortex, CortexError
-from gd.node.cortex import restore as restore_copy
+from gd.node.store.cortex import Cortex, CortexError
+from gd.node.store.cortex import restore as restore_copy
 
 OWNER_KEY = b"owner"
 ADOPTED_FROM_KEY = b"adopted_from"

@@ -31,9 +31,9 @@ from typing import Any, Final
 from gd.genome import canonical
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
-from gd.node.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
-from gd.node.cortex import Cortex
-from gd.node.importer import hlc_now
+from gd.node.clock import hlc_now
+from gd.node.store.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
+from gd.node.store.cortex import Cortex
 
 # A rejection reason is for a person reading the audit log and the ledger summary (whose
 # text fields stop at 256 characters).

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from gd.node.peers import PeerRecord, PeerTable
+from gd.node.net.peers import PeerRecord, PeerTable
 
 # In-region peers: enough that losing a few keeps the region connected and sync has
 # choices; few enough that sync fan-out stays cheap (Syncthing and IPFS keep similar

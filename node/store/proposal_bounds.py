@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from gd.crdt.hlc import unpack
-from gd.node.cortex import Txn
-from gd.node.peers import LimitExceeded
+from gd.node.store.cortex import Txn
+from gd.protocol.errors import LimitExceeded
 from gd.protocol.sovereignty import ProposalError
 
 # An honest partner shares a handful of domains, each perhaps under a peer, an org and a

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gd.protocol.errors import RemoteProtocolError
+from gd.protocol.errors import LimitExceeded
+
+__all__ = ["LimitExceeded"]  # defined with the other protocol errors; re-exported here
 from gd.protocol.handshake import PeerHello
 from gd.protocol.wire import MAX_FRAME_SIZE
 
@@ -169,10 +171,6 @@ class PeerTable:
 
 
 # ---- per-peer limits -----------------------------------------------------------------
-
-
-class LimitExceeded(RemoteProtocolError):
-    """A peer went past a per-peer limit for long enough that we disconnect it."""
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """The region's ledger, ordered by Raft over libp2p (`/gd/raft/1.0.0`).
 
 The sans-I/O core (`gd.ledger.raft`) decides everything about order; this module feeds
-it and carries its bytes, the way `node/sync_service.py` carries sync's:
+it and carries its bytes, the way `node/services/sync_service.py` carries sync's:
 
 * **members** — the voters are `cfg.ledger_voters` (peer ids). Every founding voter
   bootstraps the same configuration (`bootstrap_state`). Every other node of the region
   whose config names the same voters is a *learner*: it announces itself in its gossip,
   and the leader adds it with `ConfChange ADD_LEARNER` when it hears it. With no voters
   configured the node is a *region of one*: no Raft, statements go straight to the local
-  ledger exactly as before (`gd.node.recorder`).
+  ledger exactly as before (`gd.node.services.recorder`).
 * **the loop** — one task owns the `RaftNode`: it ticks every `TICK_S`, steps inbound
   messages, proposes queued statements in batches, and handles each `Ready` in the order
   docs/raft.md requires: persist (`LmdbRaftStorage`, fsync'd, in a worker thread), send,
@@ -43,6 +43,7 @@ Failure model and the reasons behind each limit: docs/ledger.md, "The region's l
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections import deque
@@ -78,15 +79,15 @@ from gd.ledger.raft_messages import (
 )
 from gd.ledger.raft_messages import Message as RaftMessage
 from gd.ledger.raft_sessions import RequestState
-from gd.ledger.raft_storage import LmdbRaftStorage
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
-from gd.ledger.store import MAX_BATCH, Ledger
-from gd.node.host import to_id
-from gd.node.ledger_group import CheckedStatements, GroupCommitter, check_signatures
-from gd.node.membership import region_member
-from gd.node.peers import PeerRecord
-from gd.node.recorder import OUTBOX_DB, OutboxRoute, Receipt
-from gd.node.streams import FramedStream, StreamGone
+from gd.node.net.host import to_id
+from gd.node.net.membership import region_member
+from gd.node.net.peers import PeerRecord
+from gd.node.net.streams import FramedStream, StreamGone
+from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, check_signatures
+from gd.node.services.recorder import OUTBOX_DB, OutboxRoute, Receipt
+from gd.node.store.ledger_store import MAX_BATCH, Ledger
+from gd.node.store.raft_lmdb import LmdbRaftStorage
 from gd.protocol.errors import LocalProtocolError, RemoteProtocolError
 from gd.protocol.wire import Message, message
 
@@ -152,7 +153,7 @@ MAX_FUTURE_HEADS: Final = 64
 # Consistency checks run per loop iteration, so a burst of heads cannot stall the loop.
 MAX_PROOF_CHECKS: Final = 8
 # Learner slots (issue 11, item 6): a region's non-voting members. The mesh keeps at most
-# 12 in-region peers (node/mesh.py), so 16 covers every honest member with room for
+# 12 in-region peers (node/net/mesh.py), so 16 covers every honest member with room for
 # churn; beyond it a new learner gets a slot only by evicting one idle for LEARNER_IDLE_S.
 MAX_LEARNERS: Final = 16
 # Learners gossip every GOSSIP_INTERVAL_S while connected; one silent this long is gone.
@@ -595,7 +596,7 @@ class LedgerService:
             result = self.ledger.append_batch(
                 chunk, head_key=self.key, timestamp=self._wall_ms(),
                 signatures_checked=signatures_checked,
-                also=lambda txn, chunk=chunk: self._forget_outbox_in(txn, chunk))
+                also=functools.partial(self._forget_outbox_in, statements=chunk))
             receipts.extend(result.receipts)
         return self._same_event_is_duplicate(statements, receipts)
 
@@ -780,7 +781,7 @@ class LedgerService:
         return oldest
 
     def _member(self, rec: PeerRecord) -> bool:
-        """Region membership for the ledger: node/membership.py decides."""
+        """Region membership for the ledger: node/net/membership.py decides."""
         return region_member(rec, self.region, self.voters)
 
     def _enqueue(self, statement: LedgerEntry) -> None:

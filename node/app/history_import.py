@@ -6,7 +6,7 @@ The domain pack reads the file with its own loader and labels every row per acti
 are the states in which it would have acted; each becomes an experience labelled with
 whether its action reached its purpose there. So M_P starts from the record, not from a
 coin flip, and other genes of the domain with the same action learn from it too
-(`gd.node.decisions.domain_history`).
+(`gd.node.app.decisions.domain_history`).
 
 Provenance: each experience's note names the file's SHA-256 and its row; the import as
 a whole is one ledger entry (kind `experience`) whose summary gives the file hash, the
@@ -30,10 +30,10 @@ from gd.motors.backend import get_backend
 from gd.motors.condition import compile_gene, fires
 from gd.motors.domains import get_domain
 from gd.motors.domains.pack import HistoricalRecord
-from gd.node.decisions import DecisionError
-from gd.node.importer import hlc_now
+from gd.node.app.decisions import DecisionError
+from gd.node.clock import hlc_now
 from gd.node.local import LocalNode
-from gd.node.recorder import LedgerRecorder
+from gd.node.services.recorder import LedgerRecorder
 
 # Experiences kept per gene and import: an even spread over the rows where it fires.
 # 2,000 cover a C-MAPSS training file's late-life states densely (k = 32 neighbours)

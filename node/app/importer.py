@@ -27,21 +27,20 @@ import csv
 import io
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gd.crdt import hlc
 from gd.genome import checks
 from gd.genome.errors import ValidationError
 from gd.genome.gene import Codon, Gene, GeneStatus, gene_id_for
 from gd.genome.identity import NodeKey
 from gd.genome.synapse import Synapse
 from gd.motors.domains.gene_check import check_gene
-from gd.node.cortex import Cortex, CortexError
+from gd.node.clock import hlc_now
+from gd.node.store.cortex import Cortex, CortexError
 
 DEFAULT_BATCH = 1000
 # A line longer than this is refused before parsing: a gene is a few KiB at most.
@@ -81,12 +80,6 @@ class ImportReport:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
                 "synapses": self.synapses,
                 "rejected": [{"line": n, "reason": r} for n, r in self.rejected]}
-
-
-def hlc_now() -> int:
-    """A hybrid-logical-clock stamp for a local write (logical counter 0): the same
-    packing as `gd.crdt.hlc`, so imported genes order with synced ones."""
-    return hlc.pack(int(time.time() * 1000), 0)
 
 
 def spec_from_mapping(data: Any, line: int) -> GeneSpec:

@@ -152,7 +152,8 @@ class GroupCommitter(Generic[T, R]):
 
     def _take(self) -> list[_Request[T, R]]:
         """Whole requests, oldest first, up to max_items (at least one request)."""
-        taken, count = [], 0
+        taken: list[_Request[T, R]] = []
+        count = 0
         while self._pending and (not taken or
                                  count + len(self._pending[0].items) <= self.max_items):
             request = self._pending.pop(0)

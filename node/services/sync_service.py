@@ -3,7 +3,7 @@
 
 The sans-I/O cores decide everything: `gd.protocol.sync` (SyncSender / SyncReceiver)
 says what a batch holds and when the checkpoint moves, `gd.protocol.reconcile` finds what
-the feed missed, `gd.node.sync_store` applies a batch and its checkpoint in one LMDB
+the feed missed, `gd.node.store.sync_store` applies a batch and its checkpoint in one LMDB
 transaction. This module only carries their bytes between peers, runs the LMDB and
 crypto work in worker threads, bounds every wait, counts bytes, and decides *when* to
 sync:
@@ -24,7 +24,7 @@ in which form: the sovereignty filter may send a derived, anonymised gene), used
 feed, for reconciliation items (so unauthorised ids never appear, even inside a
 fingerprint) and for repair fetches; the receiver side takes genes through a
 `ReceiverView`. Each view hears `finish_batch()` after a batch went out or was applied,
-which is where the audit log is written. `gd.node.sovereignty_service` installs the
+which is where the audit log is written. `gd.node.services.sovereignty_service` installs the
 policy-driven views (`set_view_factories`). Default deny: without them nothing is sent.
 No configuration turns that off: only code in the same process can, by passing a
 `share_policy` to the constructor (`run_daemon(share_policy=...)`, tests and benchmarks)
@@ -52,11 +52,16 @@ from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.gc_tuning import freeze_startup_heap
-from gd.node.host import to_id
-from gd.node.peers import PeerRecord
-from gd.node.streams import READ_TIMEOUT_S, FramedStream, StreamGone
-from gd.node.sync_store import ApplyStats, SyncStore, domain_conflict_policies, resolve_conflict
-from gd.node.verify_pool import VerifyPool
+from gd.node.net.host import to_id
+from gd.node.net.peers import PeerRecord
+from gd.node.net.streams import READ_TIMEOUT_S, FramedStream, StreamGone
+from gd.node.services.verify_pool import VerifyPool
+from gd.node.store.sync_store import (
+    ApplyStats,
+    SyncStore,
+    domain_conflict_policies,
+    resolve_conflict,
+)
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.reconcile import ID_LEN, Item, ReconcileProtocolError, Reconciler
 from gd.protocol.sync import (

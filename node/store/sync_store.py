@@ -38,8 +38,8 @@ from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
 from gd.motors.domains.gene_check import PackMismatch, check_gene
-from gd.node.cortex import Cortex, CortexError, Txn, UnknownGene
 from gd.node.domain_settings import parse_domain_settings
+from gd.node.store.cortex import Cortex, CortexError, Txn, UnknownGene
 from gd.protocol.sync import RejectedGene, decide_for, refusal_against, stamp_of
 
 CONFLICTS_DB = "sync_conflicts"

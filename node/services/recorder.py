@@ -19,7 +19,7 @@ statement with the node key and hands it to a *route*, chosen once per recorder:
   LMDB sub-database ``ledger_outbox`` and the daemon proposes the queue when it starts.
   Appending to the local ledger directly would fork it from the region's.
 * **service** — code running inside the daemon passes `route=ServiceRoute(...)`
-  (`gd.node.ledger_service`) and talks to the service in-process.
+  (`gd.node.services.ledger_service`) and talks to the service in-process.
 
 The summary is public (the ledger is shared across organisations): callers put ids,
 hashes, verdicts and scores there, never gene content.
@@ -40,7 +40,7 @@ from gd.genome.identity import NodeKey
 from gd.ledger.chain import AppendReceipt, AppendStatus
 from gd.ledger.entry import EntryKind, LedgerEntry
 from gd.ledger.errors import LocalLedgerError
-from gd.ledger.store import MAX_BATCH, Ledger
+from gd.node.store.ledger_store import MAX_BATCH, Ledger
 
 # Statements per control call: ~500 bytes each, so a call stays well under a megabyte
 # and the daemon proposes them as a few Raft batches.
@@ -56,7 +56,7 @@ QUORUM_WAIT_S = 2.0
 # `ledger_status` answers from memory in milliseconds.
 STATUS_TIMEOUT_S = 5.0
 NO_LEADER_REASON = "ledger leader unknown"
-OUTBOX_DB = b"ledger_outbox"  # = gd.node.ledger_service.OUTBOX_DB (no libp2p import here)
+OUTBOX_DB = b"ledger_outbox"  # = gd.node.services.ledger_service.OUTBOX_DB (no libp2p import here)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 audit trail of every gene in or out, and tombstones for the right to deletion (issue 7).
 
 The decisions are made elsewhere: `gd.protocol.sovereignty` (pure rules and filters) and
-`gd.node.policy_store` (rules, agreements, outbox in the Cortex). This service carries
-them between daemons and plugs them into `gd.node.sync_service`:
+`gd.node.store.policy_store` (rules, agreements, outbox in the Cortex). This service carries
+them between daemons and plugs them into `gd.node.services.sync_service`:
 
 * **Peers.** A peer that passes the handshake is recorded with its *certified* org and
   region (`PolicyStore.set_peer`), which proposes our rules that now match it. A claim no
@@ -52,16 +52,16 @@ from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.genome.gene import Gene, ShareScope
 from gd.genome.identity import NodeKey, is_peer_id, verify
-from gd.node.adaptation import AdaptationDesk
-from gd.node.audit import AuditKind, AuditLog, LedgerSink
-from gd.node.host import to_id
-from gd.node.importer import hlc_now
-from gd.node.peers import PeerRecord
-from gd.node.policy_store import PolicyStore, ProposalOutcome
-from gd.node.proposal_bounds import ProposalLimit
-from gd.node.recorder import LedgerRecorder
-from gd.node.streams import READ_TIMEOUT_S, FramedStream, StreamGone
-from gd.node.sync_service import RECONCILE_PROTOCOL_ID, SyncService
+from gd.node.app.adaptation import AdaptationDesk
+from gd.node.clock import hlc_now
+from gd.node.net.host import to_id
+from gd.node.net.peers import PeerRecord
+from gd.node.net.streams import READ_TIMEOUT_S, FramedStream, StreamGone
+from gd.node.services.recorder import LedgerRecorder
+from gd.node.services.sync_service import RECONCILE_PROTOCOL_ID, SyncService
+from gd.node.store.audit import AuditKind, AuditLog, LedgerSink
+from gd.node.store.policy_store import PolicyStore, ProposalOutcome
+from gd.node.store.proposal_bounds import ProposalLimit
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.sovereignty import (
     InboundFilter,

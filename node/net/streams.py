@@ -48,7 +48,7 @@ class PeerTimeout(RemoteProtocolError):
 
 
 class ByteBudget(Protocol):
-    """Per-peer rate limit (node/peers.py `PeerBudget`): returns seconds to wait before
+    """Per-peer rate limit (node/net/peers.py `PeerBudget`): returns seconds to wait before
     reading on, or raises RemoteProtocolError when the peer must be dropped."""
 
     def charge(self, nbytes: int, now: float) -> float: ...

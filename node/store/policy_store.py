@@ -48,10 +48,10 @@ from gd.crdt.hlc import unpack as unpack_hlc
 from gd.genome import canonical
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
-from gd.node.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
-from gd.node.cortex import Cortex, Txn
-from gd.node.importer import hlc_now
-from gd.node.proposal_bounds import ProposalLimit, check_room, idle_unagreed
+from gd.node.clock import hlc_now
+from gd.node.store.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
+from gd.node.store.cortex import Cortex, Txn
+from gd.node.store.proposal_bounds import ProposalLimit, check_room, idle_unagreed
 from gd.protocol.sovereignty import (
     MAX_RULES,
     Direction,
@@ -545,7 +545,7 @@ class PolicyStore:
             if proposal.hlc <= self._applied_mark(txn, remote_key):
                 stale.append(True)  # a duplicate, or overtaken by a newer one: no change
                 return before
-            self._make_room(txn, sender, remote_key, hlc)  # node/proposal_bounds.py
+            self._make_room(txn, sender, remote_key, hlc)  # node/store/proposal_bounds.py
             txn.put(remote_key, _U64.pack(proposal.hlc), db=self.dbs[MARKS_DB])
             if proposal.kind is ProposalKind.SHARE:
                 txn.put(remote_key, data, db=self.dbs[REMOTE_DB])

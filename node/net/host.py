@@ -10,7 +10,7 @@ Each choice fixes a measured py-libp2p 0.8.1 trap (notes/py-libp2p.md):
   delay; with the cap, a loopback connect takes ~15 ms. One connection per peer is also
   what the mesh wants: streams multiplex over it.
 * **`await host.close()`** after `host.run()`: leaving `run()` alone leaks sockets.
-* **Inbound slots end with their connection** (node/inbound.py): py-libp2p held each
+* **Inbound slots end with their connection** (node/net/inbound.py): py-libp2p held each
   inbound connection's slot until the host stopped, so 128 closed connections locked
   every later inbound dial out (issue 11, item 5; docs/libp2p-notes.md).
 
@@ -41,7 +41,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from gd.genome.identity import NodeKey
 from gd.node.errors import HostError
-from gd.node.inbound import install_inbound_slot_fix
+from gd.node.net.inbound import install_inbound_slot_fix
 
 # Dial and upgrade bounds: a loopback or LAN dial takes milliseconds; a WAN one rarely
 # over a second. Ten seconds (libp2p's default) would stall the mesh's redial loop.
@@ -118,7 +118,7 @@ async def _no_autodial() -> None:
 def _disable_autodial(host: IHost) -> None:
     """Switch off libp2p's AutoConnector. It aims at the midpoint of its watermarks (64
     peers here, whatever the low watermark) and dials anything in the peerstore, including
-    peers our mesh dropped and banned. The mesh (node/mesh.py) owns dialing; the pruner
+    peers our mesh dropped and banned. The mesh (node/net/mesh.py) owns dialing; the pruner
     (above `high_watermark`) stays on as a last line of defence."""
     connector = getattr(host.get_network(), "auto_connector", None)
     if connector is not None:

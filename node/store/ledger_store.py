@@ -188,7 +188,7 @@ class Ledger:
 
         Signatures are checked first: one bad statement raises RemoteLedgerError and
         nothing is written. A caller that has just checked them itself (across cores,
-        `gd.node.ledger_group.check_signatures`) says so with `signatures_checked`, so no
+        `gd.node.services.ledger_group.check_signatures`) says so with `signatures_checked`, so no
         signature is verified twice on the write path. Duplicates and key conflicts come
         back as receipts (see `gd.ledger.chain`). With `head_key`, a tree head over the
         new size is signed and stored in the same transaction (the leader publishes it
@@ -417,7 +417,7 @@ class Ledger:
         idempotency index, tree, heads, metadata; fork alarms stay), all inside the
         caller's write transaction `txn`.
 
-        For a node whose solo ledger moves to its region (`gd.node.ledger_service`). It
+        For a node whose solo ledger moves to its region (`gd.node.services.ledger_service`). It
         uses the tables opened at construction: opening a table inside an open write
         transaction starts a second writer on the same thread, and LMDB then waits for
         itself forever.

@@ -48,8 +48,8 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 
-from gd.node.host import to_id
-from gd.node.streams import HANDSHAKE_TIMEOUT_S
+from gd.node.net.host import to_id
+from gd.node.net.streams import HANDSHAKE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from gd.node.daemon import Daemon

@@ -52,13 +52,13 @@ from gd.motors.evaluate import (
     replay,
 )
 from gd.motors.praxeological import RelatedGene
+from gd.node.clock import hlc_now
 from gd.node.config import ConfigError
-from gd.node.cortex import Cortex, CortexError
 from gd.node.domain_settings import domain_config
-from gd.node.importer import hlc_now
 from gd.node.local import LocalNode
-from gd.node.meristic_checkpoints import LmdbCheckpoints
-from gd.node.recorder import LedgerRecorder
+from gd.node.services.recorder import LedgerRecorder
+from gd.node.store.cortex import Cortex, CortexError
+from gd.node.store.meristic_checkpoints import LmdbCheckpoints
 
 EVIDENCE_DB: Final = "decision_evidence"
 DECISIONS_DB: Final = "decisions"   # the Cortex's own table, read here for id prefixes
