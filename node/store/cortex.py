@@ -67,6 +67,19 @@ T = TypeVar("T")
 Txn: TypeAlias = "lmdb.Transaction[bytes]"
 
 
+
+def open_named_db(env: lmdb.Environment, name: bytes, *, create: bool) -> Any:
+    """Open (or create) a named sub-database inside an explicit transaction.
+
+    `env.open_db` without one begins a write transaction internally while holding the
+    GIL: if a worker thread holds the write lock and waits for the GIL to finish its put,
+    both wait forever (seen in the suite: the event loop opening the ledger's tables
+    while sync applied a batch). `env.begin` waits for the lock with the GIL released."""
+    if not create:  # a read-only open takes no write lock
+        return env.open_db(name, create=False)
+    with env.begin(write=True) as txn:
+        return env.open_db(name, txn=txn, create=True)
+
 class CortexError(RuntimeError):
     """The Cortex cannot be opened or used (missing, corrupt, newer schema, locked)."""
 
@@ -232,7 +245,7 @@ class Cortex:
         if name in self._dbs:
             return self._dbs[name]
         try:
-            db = self.env.open_db(name.encode(), create=not self.readonly)
+            db = open_named_db(self.env, name.encode(), create=not self.readonly)
         except lmdb.NotFoundError:
             raise CortexError(
                 f"sub-database {name!r} does not exist yet (open read-write once)") from None

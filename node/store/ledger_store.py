@@ -49,6 +49,7 @@ from gd.ledger.errors import LocalLedgerError, RemoteLedgerError
 from gd.ledger.forks import ForkAlarm
 from gd.ledger.merkle import ConsistencyProof, InclusionProof, MerkleTree
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
+from gd.node.store.cortex import open_named_db
 
 ENTRIES_DB = b"ledger_entries"
 KEYS_DB = b"ledger_keys"
@@ -124,7 +125,8 @@ class Ledger:
         self.readonly = readonly
         self._owns_env = owns_env
         try:
-            dbs = {name: env.open_db(name, create=not readonly) for name in SUBDATABASES}
+            dbs = {name: open_named_db(env, name, create=not readonly)
+                   for name in SUBDATABASES}
         except lmdb.NotFoundError:
             raise LocalLedgerError(
                 f"no ledger in {env.path()} yet: nothing has been recorded on this node "

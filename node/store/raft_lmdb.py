@@ -18,6 +18,7 @@ from gd.ledger.raft_messages import (
     Snapshot,
 )
 from gd.ledger.raft_storage import PersistedState, RaftStorage
+from gd.node.store.cortex import open_named_db
 
 STATE_DB = b"raft_state"
 ENTRIES_DB = b"raft_entries"
@@ -38,9 +39,9 @@ class LmdbRaftStorage(RaftStorage):
 
     def __init__(self, env: lmdb.Environment) -> None:
         self._env = env
-        self._state = env.open_db(STATE_DB)
-        self._entries = env.open_db(ENTRIES_DB)
-        self._snapshot = env.open_db(SNAPSHOT_DB)
+        self._state = open_named_db(env, STATE_DB, create=True)
+        self._entries = open_named_db(env, ENTRIES_DB, create=True)
+        self._snapshot = open_named_db(env, SNAPSHOT_DB, create=True)
         self._needs_explicit_sync = not env.flags().get("sync", True)
 
     def _decode(self, raw: bytes, what: str) -> object:
