@@ -26,6 +26,7 @@ from gd.node.config import ConfigError
 from gd.node.control import ControlError
 from gd.node.errors import BootstrapError, HostError
 from gd.node.home import Home
+from gd.node.jsonable import json_default
 from gd.node.local import HomeError
 from gd.node.lock import AlreadyRunning
 from gd.node.net.denylist import DenyListError
@@ -128,14 +129,6 @@ def resolve_home(home: Path | None) -> Home:
 
 
 def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=json_default))
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if hasattr(value, "items"):
-        return dict(value.items())
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -30,24 +30,17 @@ from gd.node.api.problems import Problem
 from gd.node.api.ratelimit import retry_after_header
 from gd.node.api.routing import Ctx, Route, body_sha256
 from gd.node.api.services import ApiServices
+from gd.node.jsonable import json_default
 
 # Every answer: not cached by anything in between (it is per-credential), not sniffed.
 SECURITY_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 EMPTY_SHA256: Final = body_sha256(b"")
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if hasattr(value, "items"):
-        return dict(value.items())
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    return Response(json.dumps(data, default=_default, allow_nan=False),
+    return Response(json.dumps(data, default=json_default, allow_nan=False),
                     status_code=status, media_type="application/json")
 
 
