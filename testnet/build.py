@@ -28,7 +28,7 @@ from gd.testnet.plan import (
     TestnetPlan,
     bootstrap_toml,
     make_plan,
-    testnet_org_names,
+    org_names_of_testnets,
 )
 
 
@@ -40,7 +40,7 @@ def init_node_home(node: NodePlan, plan: TestnetPlan) -> None:
     voters = tuple(n.peer_id for n in plan.nodes if n.voter and n.region == node.region)
     # Every org's key pinned, this node certified by its org (testnet/org_keys.py), so
     # org:/region: rules work here as in a real federation.
-    trust = testnet_trust(plan.seed, testnet_org_names())
+    trust = testnet_trust(plan.seed, org_names_of_testnets())
     cfg = NodeConfig(org=node.org, region=node.region, listen=(node.addr,),
                      bootstrap=str(Path(plan.directory) / BOOTSTRAP_FILE),
                      ledger_voters=voters, trusted_orgs=trust)
@@ -163,7 +163,7 @@ def testnet_join(directory: Path, *, org: str | None, region: str | None,
         raise TestnetError(f"a testnet holds at most {MAX_NODES} nodes")
     extra = make_plan(directory, orgs=1, regions=1, seed=plan.seed if seed is None else seed,
                       first_index=index).nodes[0]
-    if org is not None and org not in testnet_org_names():
+    if org is not None and org not in org_names_of_testnets():
         raise TestnetError(
             f"--org {org!r}: the running nodes trust only the testnet's own org names "
             f"(acme, globex, initech, umbrella, hooli, stark, wayne, tyrell, and those "

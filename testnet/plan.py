@@ -119,7 +119,7 @@ def org_name(index: int) -> str:
                                                 else f"-{index // len(ORG_NAMES)}")
 
 
-def testnet_org_names() -> list[str]:
+def org_names_of_testnets() -> list[str]:
     """Every org name a testnet can hold (up to MAX_NODES nodes). Each node pins the org
     key of all of them when it is created, so a node `testnet join` adds later is
     certified by an org the running nodes already trust: they load their trust anchors

@@ -11,7 +11,7 @@ from gd.node.home import Home
 from gd.node.local import load_identity
 from gd.testnet.build import init_node_home
 from gd.testnet.org_keys import org_key
-from gd.testnet.plan import make_plan, testnet_org_names
+from gd.testnet.plan import make_plan, org_names_of_testnets
 
 
 def test_every_testnet_node_is_certified_under_keys_every_node_pins(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_every_testnet_node_is_certified_under_keys_every_node_pins(tmp_path: Pa
         cfg, key = load_identity(home)
         creds = load_credentials(home.root, cfg, key, None)
         # every org of the plan, and every org a later `testnet join` can add
-        assert set(creds.trust.orgs) == set(testnet_org_names()) and orgs <= set(creds.trust.orgs)
+        assert set(creds.trust.orgs) == set(org_names_of_testnets()) and orgs <= set(creds.trust.orgs)
         for other in plan.nodes:  # node's certificate checks out on every node
             other_home = Home.resolve(other.home)
             other_cfg, other_key = load_identity(other_home)
