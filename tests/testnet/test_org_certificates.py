@@ -24,7 +24,8 @@ def test_every_testnet_node_is_certified_under_keys_every_node_pins(tmp_path: Pa
         cfg, key = load_identity(home)
         creds = load_credentials(home.root, cfg, key, None)
         # every org of the plan, and every org a later `testnet join` can add
-        assert set(creds.trust.orgs) == set(org_names_of_testnets()) and orgs <= set(creds.trust.orgs)
+        trusted = set(creds.trust.orgs)
+        assert trusted == set(org_names_of_testnets()) and orgs <= trusted
         for other in plan.nodes:  # node's certificate checks out on every node
             other_home = Home.resolve(other.home)
             other_cfg, other_key = load_identity(other_home)
