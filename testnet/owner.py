@@ -11,6 +11,7 @@ blocks the next `up`; the nodes it left running are attached to and owned from t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -61,11 +62,9 @@ def busy_message(directory: Path) -> str:
     """What a second `up` says: who runs the testnet and what the user can do instead."""
     pid = holder_pid(directory / OWNER_FILE)
     since = ""
-    try:
+    with contextlib.suppress(OSError):  # the owner may just have finished
         started = (directory / OWNER_FILE).stat().st_mtime
         since = f", since {time.strftime('%H:%M:%S', time.localtime(started))}"
-    except OSError:
-        pass
     who = f"pid {pid}" if pid and pid > 0 else "another process"
     return (f"the testnet in {directory} is already running under `gd-node testnet up` "
             f"({who}{since}), which stops it on Ctrl-C; nothing was started or stopped. "
