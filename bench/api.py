@@ -22,8 +22,6 @@ Medians are reported, never asserted (timings depend on the machine and its load
 from __future__ import annotations
 
 import argparse
-import datetime
-import ipaddress
 import json
 import secrets
 import shutil
@@ -39,10 +37,6 @@ from typing import Any
 import httpx
 import trio
 from common import median, percentile, report
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from gd.motors.domains import get_domain
 from gd.node.app import decisions as dec
@@ -50,25 +44,9 @@ from gd.node.home import Home
 from gd.node.local import open_local
 
 GD_NODE = str(Path(sys.executable).with_name("gd-node"))
-
-
-def self_signed(where: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = where / "api-cert.pem", where / "api-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
+# The loopback certificate the API's TLS tests use too (one helper for both).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+from tls_cert import self_signed  # noqa: E402
 
 
 def cli(*args: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 from pathlib import Path
@@ -10,10 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from api_support import prepare, start
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tls_cert import self_signed
 
 from gd.node.api.openapi import build_openapi, render
 from gd.node.api.routes import ALL_ROUTES
@@ -69,29 +65,8 @@ async def test_daemon_refuses_to_start_exposed_without_tls(tmp_root):
     node.cortex.close()
 
 
-def _self_signed(where: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = where / "api-cert.pem", where / "api-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 async def test_https_serves_tls13_only(nursery, tmp_root):
-    cert, key = _self_signed(tmp_root)
+    cert, key = self_signed(tmp_root)
     node, cfg = prepare(tmp_root, tls_cert=str(cert), tls_key=str(key))
     await start(nursery, node, cfg)
     assert node.url.startswith("https://127.0.0.1:")
