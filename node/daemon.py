@@ -276,7 +276,7 @@ class Daemon:
             self.table.verified(outcome.peer, addrs, time.time())
             self._unverified.pop(remote, None)
             self.planner.connected(remote)
-            self._event_for(remote).set()
+            self.event_for(remote).set()
             with contextlib.suppress(Exception):
                 await self.discovery.add_peer(remote)
             self.metrics.set_peers(self.table.by_region())
@@ -360,7 +360,8 @@ class Daemon:
         self._new_since_provide = True
         self._discover_now.set()
 
-    def _event_for(self, peer_id: str) -> trio.Event:
+    def event_for(self, peer_id: str) -> trio.Event:
+        """Set once `peer_id` has handshaken: streams that race the handshake wait on it."""
         return self._verified.setdefault(peer_id, trio.Event())
 
     async def _on_connected(self, peer_id: str) -> None:
@@ -424,7 +425,7 @@ class Daemon:
                             stream: INetStream) -> None:
         remote = stream.muxed_conn.peer_id.to_base58()
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
-            await self._event_for(remote).wait()  # its handshake may finish a moment later
+            await self.event_for(remote).wait()  # its handshake may finish a moment later
         rec = self.table.get(remote)
         if rec is None or not rec.connected:
             with contextlib.suppress(Exception):
@@ -436,7 +437,7 @@ class Daemon:
         except LimitExceeded as exc:
             with contextlib.suppress(Exception):
                 await stream.reset()
-            await self._misbehaved(remote, protocol_id, exc)
+            await self.misbehaved(remote, protocol_id, exc)
             return
         self.metrics.streams.inc()
         fs = FramedStream(stream, max_frame_size=self.limits.max_frame_size, budget=budget,
@@ -447,7 +448,7 @@ class Daemon:
             return
         except RemoteProtocolError as exc:
             await fs.reset()
-            await self._misbehaved(remote, protocol_id, exc)
+            await self.misbehaved(remote, protocol_id, exc)
         except Exception as exc:  # our handler failed on this peer's input: drop the peer
             await fs.reset()
             self.log.error("peer.handler_failed", peer=remote, protocol=protocol_id,
@@ -458,8 +459,10 @@ class Daemon:
             self.metrics.streams.dec()
             await fs.close()
 
-    async def _misbehaved(self, peer_id: str, protocol_id: str, exc: RemoteProtocolError
-                          ) -> None:
+    async def misbehaved(self, peer_id: str, protocol_id: str, exc: RemoteProtocolError
+                         ) -> None:
+        """Score a peer's protocol error (a timeout counts as a failure); drop and ban it
+        when its score says so or it broke a hard limit. Services call this too."""
         now = time.monotonic()
         rec = self.table.learn(peer_id)
         self.metrics.frame_errors.labels(protocol=protocol_id).inc()
@@ -498,7 +501,8 @@ class Daemon:
 
     # ---- loops ---------------------------------------------------------------------
 
-    async def _dial(self, peer_id: str) -> None:
+    async def dial(self, peer_id: str) -> None:
+        """Connect and handshake; a failure only scores the peer and backs the planner off."""
         try:
             outcome = await self.connect(peer_id)
         except Exception as exc:  # any dial failure is just a failed attempt
@@ -519,7 +523,7 @@ class Daemon:
                                                      ban=drop.ban))
             for peer_id in plan.dial:
                 self.planner.dial_started(peer_id)
-                nursery.start_soon(self.peer_task, peer_id, self._dial, peer_id)
+                nursery.start_soon(self.peer_task, peer_id, self.dial, peer_id)
             await trio.sleep(MESH_TICK_S)
 
     async def discovery_loop(self) -> None:

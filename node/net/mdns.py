@@ -121,7 +121,7 @@ class MdnsService:
     async def _dial(self, peer_id: str) -> None:
         try:
             self.daemon.planner.dial_started(peer_id)
-            await self.daemon._dial(peer_id)
+            await self.daemon.dial(peer_id)
         finally:
             self._dialing.discard(peer_id)
 

@@ -215,7 +215,7 @@ class RelayService:
         d = self.daemon
         remote = stream.muxed_conn.peer_id.to_base58()
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
-            await d._event_for(remote).wait()
+            await d.event_for(remote).wait()
         rec = d.table.get(remote)
         # The region must be certified (an org key we pin vouches for it): relaying
         # carries whole sessions, so a bare claim of our region gets nothing.

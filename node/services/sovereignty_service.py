@@ -430,7 +430,7 @@ class SovereigntyService:
         try:
             await work
         except RemoteProtocolError as exc:
-            await self.daemon._misbehaved(peer, AGREEMENTS_PROTOCOL_ID, exc)
+            await self.daemon.misbehaved(peer, AGREEMENTS_PROTOCOL_ID, exc)
         except (StreamGone, trio.TooSlowError) as exc:
             self.log.info("sovereignty.interrupted", peer=peer, error=repr(exc)[:200])
         except Exception as exc:  # a local failure must not take the daemon down

@@ -607,7 +607,7 @@ class SyncService:
             self.metrics.sync_rounds.labels(kind=protocol, outcome="peer_error").inc()
             if errors is not None:
                 errors.append(f"{protocol}: {exc.message}")
-            await self.daemon._misbehaved(peer, protocol, exc)
+            await self.daemon.misbehaved(peer, protocol, exc)
         except (StreamGone, trio.TooSlowError) as exc:
             self.metrics.sync_rounds.labels(kind=protocol, outcome="gone").inc()
             if errors is not None:
