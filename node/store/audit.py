@@ -35,7 +35,8 @@ from typing import Any, Final, Protocol
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene
-from gd.node.store.cortex import Cortex, Txn
+from gd.node.store.cortex import Cortex
+from gd.node.store.lmdb_tables import Txn
 from gd.protocol.sovereignty import SentGene, ShareDecision
 
 AUDIT_DB: Final = "sov_audit"

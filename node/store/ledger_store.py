@@ -49,7 +49,7 @@ from gd.ledger.errors import LocalLedgerError, RemoteLedgerError
 from gd.ledger.forks import ForkAlarm
 from gd.ledger.merkle import ConsistencyProof, InclusionProof, MerkleTree
 from gd.ledger.sth import DEFAULT_LOG_ID, SignedTreeHead
-from gd.node.store.cortex import open_named_db
+from gd.node.store.lmdb_tables import open_named_db
 
 ENTRIES_DB = b"ledger_entries"
 KEYS_DB = b"ledger_keys"

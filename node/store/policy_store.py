@@ -50,7 +50,8 @@ from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
 from gd.node.clock import hlc_now
 from gd.node.store.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
-from gd.node.store.cortex import Cortex, Txn
+from gd.node.store.cortex import Cortex
+from gd.node.store.lmdb_tables import Txn
 from gd.node.store.proposal_bounds import ProposalLimit, check_room, idle_unagreed
 from gd.protocol.sovereignty import (
     MAX_RULES,

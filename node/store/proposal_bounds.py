@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from gd.crdt.hlc import unpack
-from gd.node.store.cortex import Txn
+from gd.node.store.lmdb_tables import Txn
 from gd.protocol.errors import LimitExceeded
 from gd.protocol.sovereignty import ProposalError
 

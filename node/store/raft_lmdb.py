@@ -18,7 +18,7 @@ from gd.ledger.raft_messages import (
     Snapshot,
 )
 from gd.ledger.raft_storage import PersistedState, RaftStorage
-from gd.node.store.cortex import open_named_db
+from gd.node.store.lmdb_tables import open_named_db
 
 STATE_DB = b"raft_state"
 ENTRIES_DB = b"raft_entries"

@@ -39,7 +39,9 @@ from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
 from gd.motors.domains.gene_check import PackMismatch, check_gene
 from gd.node.domain_settings import parse_domain_settings
-from gd.node.store.cortex import Cortex, CortexError, Txn, UnknownGene
+from gd.node.store.cortex import Cortex, CortexError
+from gd.node.store.cortex_env import UnknownGene
+from gd.node.store.lmdb_tables import Txn
 from gd.protocol.sync import RejectedGene, decide_for, refusal_against, stamp_of
 
 CONFLICTS_DB = "sync_conflicts"

@@ -10,14 +10,8 @@ import pytest
 from gd_testkit import key_from_int, make_gene
 
 from gd.genome import Decision, Experience, GeneStatus, MotorResult, StateVector, Synapse
-from gd.node.store.cortex import (
-    SCHEMA_VERSION,
-    Cortex,
-    CortexError,
-    UnknownGene,
-    VersionConflict,
-    restore,
-)
+from gd.node.store.cortex import Cortex, CortexError, restore
+from gd.node.store.cortex_env import SCHEMA_VERSION, UnknownGene, VersionConflict
 
 KEY = key_from_int(1)
 

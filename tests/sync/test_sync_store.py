@@ -11,7 +11,8 @@ from gd_testkit import key_from_int, make_gene
 
 from gd.crdt.conflict import ConflictPolicy
 from gd.genome import Gene, GeneStatus
-from gd.node.store.cortex import Cortex, UnknownGene
+from gd.node.store.cortex import Cortex
+from gd.node.store.cortex_env import UnknownGene
 from gd.node.store.sync_store import SyncStore
 from gd.protocol.sync import SyncReceiver, SyncSender
 

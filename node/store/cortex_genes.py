@@ -1,0 +1,393 @@
+"""The Cortex's genes: versions, heads, indexes, the change feed and peer checkpoints.
+
+The invariants (DESIGN.md):
+
+* **One write, one transaction.** A gene, its version record, its hash lookup, its three
+  index entries and its change-feed entry are written in the same LMDB transaction, so a
+  crash (even SIGKILL mid-batch) leaves all of them or none.
+* **Nothing is silently overwritten.** A second, different body for an existing
+  (gene id, version) is a `VersionConflict`; sync decides what to do with concurrent
+  versions (conflict queue), the store never picks one for it.
+* **The change feed is the sync source.** Every stored gene version or deletion gets the
+  next sequence number; peers resume from the last number they applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gd.genome import canonical
+from gd.genome.errors import DecodeError, ValidationError
+from gd.genome.gene import Gene, GeneStatus
+from gd.node.store.cortex_env import (
+    CortexEnv,
+    CortexError,
+    UnknownGene,
+    VersionConflict,
+    must_get,
+)
+from gd.node.store.lmdb_tables import SEP, U64, Txn, get_u64, join_key, prefix_keys
+
+CHANGE_SEQ_KEY = b"change_seq"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the local change feed."""
+
+    seq: int
+    kind: str  # "gene"
+    op: str  # "put" | "delete"
+    id: str
+    version: int
+    vhash: bytes
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "op": self.op, "version": self.version,
+                "vhash": self.vhash}
+
+
+def head_record(gene: Gene) -> bytes:
+    """The head record: which version is current plus this node's local view of the gene.
+    The signed body lives once, in `gene_versions`; domain and origin are repeated here
+    so re-indexing on an update needs no decode of the old body."""
+    return canonical.encode_plain(
+        [gene.version, str(gene.status), gene.successes, gene.failures, gene.domain,
+         gene.origin])
+
+
+@dataclass(frozen=True)
+class _Head:
+    version: int
+    status: str
+    successes: int
+    failures: int
+    domain: str
+    origin: str
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _Head:
+        try:
+            version, status, successes, failures, domain, origin = canonical.decode(raw)
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"corrupt gene head record: {exc}") from None
+        return cls(version, status, successes, failures, domain, origin)
+
+
+def _version_key(gene_id: str, version: int) -> bytes:
+    return gene_id.encode() + SEP + U64.pack(version)
+
+
+class _ChangeSeq:
+    """The change-feed counter of one write transaction: read once, stored once."""
+
+    __slots__ = ("_db", "_first", "_txn", "value")
+
+    def __init__(self, txn: Txn, meta_db: Any) -> None:
+        self._txn, self._db = txn, meta_db
+        self.value = self._first = get_u64(txn, meta_db, CHANGE_SEQ_KEY)
+
+    def next(self) -> int:
+        self.value += 1
+        return self.value
+
+    def store(self) -> None:
+        if self.value != self._first:
+            self._txn.put(CHANGE_SEQ_KEY, U64.pack(self.value), db=self._db)
+
+
+class CortexGenes(CortexEnv):
+    """Genes and their change feed (the part of `Cortex` that sync reads and writes)."""
+
+    # -- genes ------------------------------------------------------------------
+    def put_gene(self, gene: Gene) -> int | None:
+        """Store one gene version as the gene's head. Returns its change-feed sequence
+        number, or None if this exact version and local state were already stored."""
+        return self.put_genes([gene])[0]
+
+    def put_genes(self, genes: Iterable[Gene]) -> list[int | None]:
+        """Store a batch in ONE transaction (all or nothing); see `put_gene`."""
+        batch = list(genes)
+
+        def run(txn: Txn) -> list[int | None]:
+            # The change counter is read once and written once per batch, and the feed's
+            # keys only grow, so they are appended (no B-tree search per gene).
+            seq = _ChangeSeq(txn, self._dbs["meta"])
+            out = [self._put_gene(txn, g, seq=seq) for g in batch]
+            seq.store()
+            return out
+
+        return self.write(run)
+
+    def put_gene_in(self, txn: Txn, gene: Gene, *,
+                    supersede: bool = False) -> int | None:
+        """`put_gene` inside the caller's write transaction (sync applies a batch and its
+        checkpoint together). `supersede=True` makes `gene` the head even over a higher
+        version number and replaces a different body stored under the same (id, version)
+        — only for a decided last-writer-wins, where the losing concurrent version is
+        meant to disappear."""
+        return self._put_gene(txn, gene, supersede=supersede)
+
+    def get_gene_in(self, txn: Txn, gene_id: str) -> Gene | None:
+        gid = gene_id.encode()
+        raw = txn.get(gid, db=self._dbs["genes"])
+        return self._load(txn, gid, raw) if raw is not None else None
+
+    def set_checkpoint_in(self, txn: Txn, peer_id: str, seq: int) -> None:
+        txn.put(peer_id.encode(), U64.pack(seq), db=self._dbs["checkpoints"])
+
+    def _put_gene(self, txn: Txn, gene: Gene, *, supersede: bool = False,
+                  seq: _ChangeSeq | None = None) -> int | None:
+        d = self._dbs
+        gid = gene.id.encode()
+        vkey = _version_key(gene.id, gene.version)
+        wire = gene.wire_bytes
+        existing = txn.get(vkey, db=d["gene_versions"])
+        if existing is not None and existing != wire:
+            if not supersede:
+                raise VersionConflict(
+                    f"gene {gene.id} version {gene.version} already exists with another body")
+            loser = Gene.from_stored(canonical.decode(existing), raw=existing)
+            txn.delete(loser.version_hash, db=d["by_vhash"])
+            existing = None
+        new_version = existing is None
+        if new_version:
+            txn.put(vkey, wire, db=d["gene_versions"])
+            txn.put(gene.version_hash, vkey, db=d["by_vhash"])
+        head = head_record(gene)
+        old_raw = txn.get(gid, db=d["genes"])
+        if old_raw is not None:
+            if old_raw == head:
+                return None
+            old = _Head.decode(old_raw)
+            if old.version > gene.version and not supersede:
+                # An older version arriving late is kept in history, not made head.
+                return self._append_change(txn, "put", gene, seq) if new_version else None
+            self._unindex(txn, gene.id, old.domain, old.status, old.origin)
+        txn.put(gid, head, db=d["genes"])
+        self._index(txn, gene.id, gene.domain, str(gene.status), gene.origin)
+        if not new_version:
+            # Only local state changed: nothing to sync, except a gene that became native
+            # (a person approved it): only native genes are shared, so peers that skipped
+            # it while it was pending must see it in the feed again.
+            approved = (old_raw is not None and _Head.decode(old_raw).status != "native"
+                        and gene.status is GeneStatus.NATIVE)
+            return self._append_change(txn, "put", gene, seq) if approved else None
+        return self._append_change(txn, "put", gene, seq)
+
+    def _index(self, txn: Txn, gene_id: str, domain: str, status: str,
+               origin: str) -> None:
+        d = self._dbs
+        txn.put(join_key(domain, gene_id), b"", db=d["idx_domain"])
+        txn.put(join_key(status, gene_id), b"", db=d["idx_status"])
+        txn.put(join_key(origin, gene_id), b"", db=d["idx_origin"])
+
+    def _unindex(self, txn: Txn, gene_id: str, domain: str, status: str,
+                 origin: str) -> None:
+        d = self._dbs
+        txn.delete(join_key(domain, gene_id), db=d["idx_domain"])
+        txn.delete(join_key(status, gene_id), db=d["idx_status"])
+        txn.delete(join_key(origin, gene_id), db=d["idx_origin"])
+
+    def _load(self, txn: Txn, gene_id: bytes, head_raw: bytes, *,
+              validate: bool = False) -> Gene:
+        """The full Gene for a head record (signed body joined with local state). Our own
+        records are rebuilt without re-validation (`Gene.from_stored`) unless `validate`."""
+        head = _Head.decode(head_raw)
+        raw = txn.get(gene_id + SEP + U64.pack(head.version), db=self._dbs["gene_versions"])
+        if raw is None:
+            raise CortexError(f"gene {gene_id.decode()}: head version {head.version} missing")
+        if validate:
+            return Gene.from_wire(canonical.decode(raw), status=GeneStatus(head.status),
+                                  successes=head.successes, failures=head.failures)
+        return Gene.from_stored(canonical.decode(raw), raw=raw, status=head.status,
+                                successes=head.successes, failures=head.failures)
+
+    def _append_change(self, txn: Txn, op: str, gene: Gene,
+                       batch_seq: _ChangeSeq | None = None) -> int:
+        # A batch's counter appends (its keys only grow); a lone change reads and stores
+        # the counter itself and puts without `append`, as it always did.
+        counter = batch_seq if batch_seq is not None else _ChangeSeq(txn, self._dbs["meta"])
+        seq = counter.next()
+        change = Change(seq, "gene", op, gene.id, gene.version, gene.version_hash)
+        txn.put(U64.pack(seq), canonical.encode_plain(change.to_plain()),
+                db=self._dbs["changes"], append=batch_seq is not None)
+        if batch_seq is None:
+            counter.store()
+        return seq
+
+    def get_gene(self, gene_id: str) -> Gene | None:
+        gid = gene_id.encode()
+        with self.env.begin() as txn:
+            raw = txn.get(gid, db=self._dbs["genes"])
+            return self._load(txn, gid, raw) if raw is not None else None
+
+    def require_gene(self, gene_id: str) -> Gene:
+        gene = self.get_gene(gene_id)
+        if gene is None:
+            raise UnknownGene(f"no gene {gene_id!r} in this Cortex")
+        return gene
+
+    def get_gene_version(self, gene_id: str, version: int) -> Gene | None:
+        """A stored version's signed body, with the gene's current status (the status is
+        the gene's, not the version's: what a sender's policy must judge) and counters
+        at zero."""
+        with self.env.begin() as txn:
+            raw = txn.get(_version_key(gene_id, version), db=self._dbs["gene_versions"])
+            head = txn.get(gene_id.encode(), db=self._dbs["genes"])
+        if raw is None:
+            return None
+        status = _Head.decode(head).status if head is not None else GeneStatus.NATIVE
+        return Gene.from_stored(canonical.decode(raw), raw=raw, status=status)
+
+    def gene_versions(self, gene_id: str) -> list[int]:
+        prefix = gene_id.encode() + SEP
+        with self.env.begin() as txn:
+            return [U64.unpack(k[len(prefix):])[0]
+                    for k in prefix_keys(txn, self._dbs["gene_versions"], prefix)]
+
+    def next_version(self, gene_id: str) -> int:
+        """One above every version of the gene this Cortex holds (1 for a new gene): the
+        number a local edit must take (see `Gene.edited`)."""
+        versions = self.gene_versions(gene_id)
+        return (max(versions) if versions else 0) + 1
+
+    def get_by_version_hash(self, vhash: bytes) -> Gene | None:
+        with self.env.begin() as txn:
+            vkey = txn.get(vhash, db=self._dbs["by_vhash"])
+            raw = txn.get(vkey, db=self._dbs["gene_versions"]) if vkey else None
+        return Gene.from_stored(canonical.decode(raw), raw=raw) if raw is not None else None
+
+    def delete_gene(self, gene_id: str) -> int | None:
+        """Remove a gene, all its stored versions, indexes and synapses; append a
+        tombstone to the change feed. Returns the tombstone's sequence, None if absent."""
+
+        def run(txn: Txn) -> int | None:
+            d = self._dbs
+            raw = txn.get(gene_id.encode(), db=d["genes"])
+            if raw is None:
+                return None
+            gene = self._load(txn, gene_id.encode(), raw)
+            self._unindex(txn, gene.id, gene.domain, str(gene.status), gene.origin)
+            txn.delete(gene_id.encode(), db=d["genes"])
+            prefix = gene_id.encode() + SEP
+            for key in list(prefix_keys(txn, d["gene_versions"], prefix)):
+                stored = must_get(txn, d["gene_versions"], key, "gene version")
+                body = Gene.from_stored(canonical.decode(stored), raw=stored)
+                txn.delete(body.version_hash, db=d["by_vhash"])
+                txn.delete(key, db=d["gene_versions"])
+            for fwd, rev in (("synapses", "synapses_rev"), ("synapses_rev", "synapses")):
+                for key in list(prefix_keys(txn, d[fwd], prefix)):
+                    _, kind, other = key.split(SEP)
+                    txn.delete(key, db=d[fwd])
+                    txn.delete(join_key(other, kind, gene_id.encode()), db=d[rev])
+            return self._append_change(txn, "delete", gene)
+
+        return self.write(run)
+
+    def set_status(self, gene_id: str, status: GeneStatus | str) -> Gene:
+        """Change a gene's local status (approve, reject, retire...), index included."""
+        status = GeneStatus(status)
+
+        def run(txn: Txn) -> Gene:
+            raw = txn.get(gene_id.encode(), db=self._dbs["genes"])
+            if raw is None:
+                raise UnknownGene(f"no gene {gene_id!r} in this Cortex")
+            old = self._load(txn, gene_id.encode(), raw)
+            new = old.with_local(status=status)
+            self._unindex(txn, old.id, old.domain, str(old.status), old.origin)
+            txn.put(gene_id.encode(), head_record(new), db=self._dbs["genes"])
+            self._index(txn, new.id, new.domain, str(new.status), new.origin)
+            return new
+
+        return self.write(run)
+
+    def genes(self, *, domain: str | None = None, status: GeneStatus | str | None = None,
+              origin: str | None = None) -> Iterator[Gene]:
+        """Head versions, filtered; uses the most selective index given. Reads in one
+        snapshot (a consistent view even while the daemon writes)."""
+        filters = [("idx_domain", domain), ("idx_status", status and str(status)),
+                   ("idx_origin", origin)]
+        chosen = [(db, v) for db, v in filters if v is not None]
+        with self.env.begin() as txn:
+            genes_db = self._dbs["genes"]
+            if not chosen:
+                for gid, raw in txn.cursor(db=genes_db):
+                    yield self._load(txn, gid, raw)
+                return
+            db, value = chosen[0]
+            prefix = value.encode() + SEP
+            for key in prefix_keys(txn, self._dbs[db], prefix):
+                gid = key[len(prefix):]
+                gene = self._load(txn, gid, must_get(txn, genes_db, gid, "gene"))
+                if ((domain is None or gene.domain == domain)
+                        and (status is None or gene.status == status)
+                        and (origin is None or gene.origin == origin)):
+                    yield gene
+
+    def gene_ids(self, *, domain: str | None = None) -> list[str]:
+        with self.env.begin() as txn:
+            if domain is None:
+                return [k.decode() for k, _ in txn.cursor(db=self._dbs["genes"])]
+            prefix = domain.encode() + SEP
+            return [k[len(prefix):].decode()
+                    for k in prefix_keys(txn, self._dbs["idx_domain"], prefix)]
+
+    # -- change feed -------------------------------------------------------------
+    def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
+        """Feed entries with sequence > `seq`, oldest first, at most `limit`."""
+        out: list[Change] = []
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self._dbs["changes"])
+            if not cur.set_range(U64.pack(seq + 1)):
+                return out
+            for key, raw in cur:
+                data = canonical.decode(raw)
+                out.append(Change(U64.unpack(key)[0], data["kind"], data["op"], data["id"],
+                                  data["version"], data["vhash"]))
+                if len(out) >= limit:
+                    break
+        return out
+
+    @property
+    def last_seq(self) -> int:
+        with self.env.begin() as txn:
+            return get_u64(txn, self._dbs["meta"], CHANGE_SEQ_KEY)
+
+    def get_checkpoint(self, peer_id: str) -> int:
+        with self.env.begin() as txn:
+            return get_u64(txn, self._dbs["checkpoints"], peer_id.encode())
+
+    def set_checkpoint(self, peer_id: str, seq: int) -> None:
+        self.write(lambda txn: self.set_checkpoint_in(txn, peer_id, seq))
+
+    def check_indexes(self) -> list[str]:
+        """Every inconsistency between heads, versions and indexes (empty when sound).
+        Used by tests and by `gd-node status --check`."""
+        d = self._dbs
+        problems: list[str] = []
+        with self.env.begin() as txn:
+            expected: dict[str, set[bytes]] = {"idx_domain": set(), "idx_status": set(),
+                                               "idx_origin": set()}
+            for key, raw in txn.cursor(db=d["genes"]):
+                try:
+                    gene = self._load(txn, key, raw, validate=True)
+                except (DecodeError, ValidationError, CortexError) as exc:
+                    problems.append(f"gene {key!r}: undecodable head: {exc}")
+                    continue
+                expected["idx_domain"].add(join_key(gene.domain, gene.id))
+                expected["idx_status"].add(join_key(str(gene.status), gene.id))
+                expected["idx_origin"].add(join_key(gene.origin, gene.id))
+                if txn.get(_version_key(gene.id, gene.version), db=d["gene_versions"]) is None:
+                    problems.append(f"gene {gene.id}: head version {gene.version} not stored")
+                if txn.get(gene.version_hash, db=d["by_vhash"]) is None:
+                    problems.append(f"gene {gene.id}: version hash not indexed")
+            for name, keys in expected.items():
+                actual = {k for k, _ in txn.cursor(db=d[name])}
+                for missing in sorted(keys - actual):
+                    problems.append(f"{name}: missing {missing!r}")
+                for extra in sorted(actual - keys):
+                    problems.append(f"{name}: stale {extra!r}")
+        return problems

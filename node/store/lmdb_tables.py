@@ -1,0 +1,74 @@
+"""The one typed edge to lmdb that every store shares: the transaction type, opening a
+named table, prefix scans and the big-endian u64 that keys sequences and counters.
+
+Each store used to carry its own copy of these (a cursor scan in the Cortex and in the
+policy store, a u64 struct in five modules); one copy keeps them from drifting (issue 12).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any, Final, TypeAlias
+
+import lmdb
+
+# Every transaction is opened with lmdb's default buffers=False, so reads return bytes;
+# lmdb's stubs type a bare Transaction as returning `bytes | memoryview`. Stores annotate
+# their transactions with this alias instead of converting at each read.
+Txn: TypeAlias = "lmdb.Transaction[bytes]"
+
+# Keys are ASCII ids joined by NUL (ids cannot contain NUL, `gd.genome.checks.ID_RE`), so
+# a prefix scan answers "everything under this id" in key order.
+SEP: Final = b"\x00"
+U64: Final = struct.Struct(">Q")
+
+
+def open_named_db(env: lmdb.Environment, name: bytes, *, create: bool) -> Any:
+    """Open (or create) a named sub-database inside an explicit transaction.
+
+    `env.open_db` without one begins a write transaction internally while holding the
+    GIL: if a worker thread holds the write lock and waits for the GIL to finish its put,
+    both wait forever (seen in the suite: the event loop opening the ledger's tables
+    while sync applied a batch). `env.begin` waits for the lock with the GIL released."""
+    if not create:  # a read-only open takes no write lock
+        return env.open_db(name, create=False)
+    with env.begin(write=True) as txn:
+        return env.open_db(name, txn=txn, create=True)
+
+
+def join_key(*parts: str | bytes) -> bytes:
+    """A key of NUL-joined parts (text is UTF-8 encoded)."""
+    return SEP.join(p.encode() if isinstance(p, str) else p for p in parts)
+
+
+def scan_prefix(txn: Txn, db: Any, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of every record whose key starts with `prefix`, in key order."""
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix):
+        return
+    for key, value in cur:
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
+def prefix_keys(txn: Txn, db: Any, prefix: bytes) -> Iterator[bytes]:
+    """The keys that start with `prefix`, in order, without reading their values."""
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix):
+        return
+    for key in cur.iternext(keys=True, values=False):
+        if not key.startswith(prefix):
+            return
+        yield key
+
+
+def get_u64(txn: Txn, db: Any, key: bytes) -> int:
+    """A stored u64 counter or sequence number; 0 when it was never written."""
+    raw = txn.get(key, db=db)
+    return int(U64.unpack(raw)[0]) if raw else 0
+
+
+def put_u64(txn: Txn, db: Any, key: bytes, value: int) -> None:
+    txn.put(key, U64.pack(value), db=db)
