@@ -48,16 +48,16 @@ from gd.node.local import LocalNode, open_local
 from gd.node.services.recorder import LedgerRecorder
 from gd.node.store.audit import EXPORT_FORMATS, AuditError, AuditLog
 from gd.node.store.policy_store import PolicyStore, rule_from_options
-from gd.protocol.sovereignty import (
+from gd.protocol.policy_rules import (
     Direction,
     Effect,
     PeerInfo,
-    ProposalError,
     ResidencyRule,
-    ShareDecision,
     Subject,
     SubjectKind,
 )
+from gd.protocol.sovereignty import ShareDecision
+from gd.protocol.sovereignty_agreements import ProposalError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

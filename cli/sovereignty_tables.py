@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gd.cli.naming import SHORT_GENE, SHORT_PEER, PeerNames, is_wide, iso_ms
-from gd.protocol.sovereignty import Direction, Effect, PeerInfo, ShareRule, SubjectKind
+from gd.protocol.policy_rules import Direction, Effect, PeerInfo, ShareRule, SubjectKind
 
 _MIRROR = {Direction.SEND: Direction.RECEIVE, Direction.RECEIVE: Direction.SEND,
            Direction.BOTH: Direction.BOTH}

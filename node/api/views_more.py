@@ -23,7 +23,7 @@ from gd.node.api.views_genes import _brief, visible_decision, visible_gene
 from gd.node.app import decisions as dec
 from gd.node.app.adaptation import AdaptationError
 from gd.node.store.cortex import CortexError
-from gd.protocol.sovereignty import PeerInfo, Subject, SubjectKind
+from gd.protocol.policy_rules import PeerInfo, Subject, SubjectKind
 
 MAX_NOTE: Final = 1000
 # A policy test against `org:X` or `region:R` explains the rule for each known peer of

@@ -19,7 +19,8 @@ from gd.node.store.audit import EXPORT_FORMATS, AuditError
 from gd.node.store.cortex import CortexError
 from gd.node.store.policy_store import rule_from_options
 from gd.node.store.sync_store import UnknownGene
-from gd.protocol.sovereignty import Direction, Effect, ProposalError, Subject
+from gd.protocol.policy_rules import Direction, Effect, Subject
+from gd.protocol.sovereignty_agreements import ProposalError
 
 
 async def control(ctx: Ctx, method: str, **params: Any) -> Any:

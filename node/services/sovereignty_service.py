@@ -60,21 +60,19 @@ from gd.node.net.streams import READ_TIMEOUT_S, FramedStream, StreamGone
 from gd.node.services.recorder import LedgerRecorder
 from gd.node.services.sync_service import RECONCILE_PROTOCOL_ID, SyncService
 from gd.node.store.audit import AuditKind, AuditLog, LedgerSink
-from gd.node.store.policy_store import PolicyStore, ProposalOutcome
+from gd.node.store.policy_store import PolicyStore
 from gd.node.store.proposal_bounds import ProposalLimit
 from gd.protocol.errors import RemoteProtocolError
+from gd.protocol.policy_rules import PeerInfo
 from gd.protocol.sovereignty import (
     InboundFilter,
     OutboundFilter,
-    PeerInfo,
     PolicySet,
-    ProposalError,
-    ProposalKind,
     SentGene,
     ShareDecision,
-    anonymisation_secret,
-    derive_for,
 )
+from gd.protocol.sovereignty_agreements import ProposalError, ProposalKind, ProposalOutcome
+from gd.protocol.sovereignty_anonymise import anonymisation_secret, derive_for
 from gd.protocol.sync import RejectedGene
 from gd.protocol.wire import Message, message
 

@@ -8,6 +8,7 @@ Sub-databases (keys are ASCII joined by NUL, values canonical msgpack):
     sov_agreements  peer NUL domain -> Agreement    both sides' shares in force, the state
     sov_certified_peers  peer -> PeerInfo           each peer's certified org and region
     sov_outbox      peer NUL seq -> Proposal        signed proposals still to deliver
+                                                    (PROPOSAL_OUTBOX_DB)
     sov_marks       peer NUL rule_id -> u64         newest proposal stamp applied per rule
     sov_counters    name -> u64                     counters that never go back (below)
 
@@ -37,12 +38,8 @@ each one broken, docs/simulation.md):
 
 from __future__ import annotations
 
-import enum
-import functools
-import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from gd.crdt.hlc import unpack as unpack_hlc
 from gd.genome import canonical
@@ -51,20 +48,27 @@ from gd.genome.identity import NodeKey
 from gd.node.clock import hlc_now
 from gd.node.store.audit import AuditKind, AuditLog, LedgerSink, idempotency_key
 from gd.node.store.cortex import Cortex
-from gd.node.store.lmdb_tables import Txn
+from gd.node.store.lmdb_tables import SEP, U64, Txn, get_u64, join_key, put_u64, scan_prefix
 from gd.node.store.proposal_bounds import ProposalLimit, check_room, idle_unagreed
-from gd.protocol.sovereignty import (
+from gd.protocol.policy_rules import (
     MAX_RULES,
     Direction,
     Effect,
     PeerInfo,
-    PolicySet,
-    Proposal,
-    ProposalError,
-    ProposalKind,
     ResidencyRule,
     ShareRule,
     Subject,
+)
+from gd.protocol.sovereignty import PolicySet
+from gd.protocol.sovereignty_agreements import (
+    Agreement,
+    AgreementState,
+    Proposal,
+    ProposalError,
+    ProposalKind,
+    ProposalOutcome,
+    with_share,
+    without_rule,
 )
 
 RULES_DB: Final = "sov_rules"
@@ -74,179 +78,13 @@ AGREEMENTS_DB: Final = "sov_agreements"
 # Renamed from "sov_peers" with org certificates (ADR 0008): records written before held
 # self-asserted org/region claims, and a rule shared later must not match those.
 PEERS_DB: Final = "sov_certified_peers"
-OUTBOX_DB: Final = "sov_outbox"
+# Signed proposals still to deliver (not the ledger's statement outbox, `ledger_outbox`).
+PROPOSAL_OUTBOX_DB: Final = "sov_outbox"
 MARKS_DB: Final = "sov_marks"
 COUNTERS_DB: Final = "sov_counters"
 _STAMP_COUNTER: Final = b"proposal-stamp"
 _OUTBOX_COUNTER: Final = b"outbox" + b"\x00"
-# An agreement keeps its last events for `agreements list`; older ones stay in the audit
-# log, which is the full history.
-MAX_AGREEMENT_EVENTS: Final = 32
-SEP: Final = b"\x00"
-_U64 = struct.Struct(">Q")
 
-
-class AgreementState(enum.StrEnum):
-    PROPOSED = "proposed"
-    EFFECTIVE = "effective"
-    REVOKED = "revoked"
-
-
-# Decoding a proposal verifies its signature; an agreement row is read far more often than
-# written, and its bytes never change, so the rule of each distinct proposal is decoded once.
-_RULE_CACHE_SIZE: Final = 4096
-
-
-@functools.lru_cache(maxsize=_RULE_CACHE_SIZE)
-def _rule_of(data: bytes) -> ShareRule:
-    return Proposal.decode(data).rule
-
-
-def _with_share(shares: tuple[bytes, ...], data: bytes) -> tuple[bytes, ...]:
-    """`shares` with `data` in place of any share of the same rule id (sorted by rule id,
-    so a row's bytes do not depend on the order the shares came in)."""
-    rule_id = _rule_of(data).rule_id
-    kept = [s for s in shares if _rule_of(s).rule_id != rule_id]
-    return tuple(sorted((*kept, data), key=lambda s: _rule_of(s).rule_id))
-
-
-def _without_rule(shares: tuple[bytes, ...], rule_id: str) -> tuple[bytes, ...]:
-    return tuple(s for s in shares if _rule_of(s).rule_id != rule_id)
-
-
-def _most_specific(shares: tuple[bytes, ...]) -> bytes | None:
-    if not shares:
-        return None
-    return max(shares, key=lambda s: (_rule_of(s).specificity, _rule_of(s).rule_id))
-
-
-def _shares(value: Any) -> tuple[bytes, ...]:
-    """A stored side: a list of signed shares, or (rows written before several rules per
-    side were kept) one share or None."""
-    if value is None:
-        return ()
-    if isinstance(value, bytes):
-        return (value,)
-    return tuple(value)
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """Both sides' shares in force between us and `peer` on `domain` (or ``*``).
-
-    Each side may have several allow rules in force for one peer and domain (a rule for
-    the peer and one for its org, say), so each side is the set of its signed shares, one
-    per rule id. `ours` / `theirs` name the most specific one of each side (the rule a
-    decision reports); `flows` looks at all of them.
-    """
-
-    peer: str
-    domain: str
-    our_shares: tuple[bytes, ...] = ()  # our signed shares in force (Proposal bytes)
-    their_shares: tuple[bytes, ...] = ()  # the peer's signed shares in force
-    revoked: bool = False  # a side revoked since the last share
-    events: tuple[tuple[str, int], ...] = ()  # (event, hlc), newest last
-
-    @property
-    def ours(self) -> bytes | None:
-        """Our most specific share in force, if any."""
-        return _most_specific(self.our_shares)
-
-    @property
-    def theirs(self) -> bytes | None:
-        """The peer's most specific share in force, if any."""
-        return _most_specific(self.their_shares)
-
-    @property
-    def our_rules(self) -> tuple[ShareRule, ...]:
-        return tuple(_rule_of(s) for s in self.our_shares)
-
-    @property
-    def their_rules(self) -> tuple[ShareRule, ...]:
-        return tuple(_rule_of(s) for s in self.their_shares)
-
-    @property
-    def our_rule(self) -> ShareRule | None:
-        return _rule_of(self.ours) if self.ours else None
-
-    @property
-    def their_rule(self) -> ShareRule | None:
-        return _rule_of(self.theirs) if self.theirs else None
-
-    @property
-    def flows(self) -> tuple[str, ...]:
-        """Which directions both sides agreed to: "out" (we send) and/or "in"."""
-        ours, theirs = self.our_rules, self.their_rules
-        out = []
-        if any(r.direction.covers(Direction.SEND) for r in ours) and \
-                any(r.direction.covers(Direction.RECEIVE) for r in theirs):
-            out.append("out")
-        if any(r.direction.covers(Direction.RECEIVE) for r in ours) and \
-                any(r.direction.covers(Direction.SEND) for r in theirs):
-            out.append("in")
-        return tuple(out)
-
-    @property
-    def state(self) -> AgreementState:
-        if self.flows:
-            return AgreementState.EFFECTIVE
-        if self.revoked:
-            return AgreementState.REVOKED
-        return AgreementState.PROPOSED
-
-    def with_event(self, event: str, hlc: int, **changes: Any) -> Agreement:
-        events = (*self.events, (event, hlc))[-MAX_AGREEMENT_EVENTS:]
-        fields: dict[str, Any] = {"our_shares": self.our_shares,
-                                  "their_shares": self.their_shares, "revoked": self.revoked}
-        fields.update(changes)
-        return Agreement(self.peer, self.domain, events=events, **fields)
-
-    def to_plain(self) -> dict[str, Any]:
-        return {"domain": self.domain, "events": [list(e) for e in self.events],
-                "ours": list(self.our_shares), "peer": self.peer, "revoked": self.revoked,
-                "theirs": list(self.their_shares)}
-
-    @classmethod
-    def from_plain(cls, data: Any) -> Agreement:
-        return cls(data["peer"], data["domain"], _shares(data["ours"]),
-                   _shares(data["theirs"]), data["revoked"],
-                   tuple((e, h) for e, h in data["events"]))
-
-    def to_json(self) -> dict[str, Any]:
-        ours, theirs = self.our_rules, self.their_rules
-        return {"peer": self.peer, "domain": self.domain, "state": str(self.state),
-                "flows": list(self.flows),
-                "ours": "; ".join(r.describe() for r in ours) or None,
-                "theirs": "; ".join(r.describe() for r in theirs) or None,
-                "our_rules": [r.rule_id for r in ours],
-                "their_rules": [r.rule_id for r in theirs],
-                "events": [{"event": e, "hlc": h} for e, h in self.events]}
-
-
-@dataclass(frozen=True)
-class ProposalOutcome:
-    """What a received proposal changed (the daemon acts on `revoked_domain`)."""
-
-    proposal: Proposal
-    agreement: Agreement
-    revoked_domain: str | None = None  # set when the peer revoked a share to us
-    # True when the proposal was not newer than the last one applied for its rule (a
-    # duplicate, or a late share overtaken by its revoke): nothing changed.
-    stale: bool = False
-
-
-def _k(*parts: str) -> bytes:
-    return SEP.join(p.encode() for p in parts)
-
-
-def _scan(txn: Txn, db: Any, prefix: bytes = b"") -> Iterable[tuple[bytes, bytes]]:
-    cur = txn.cursor(db=db)
-    if not cur.set_range(prefix):
-        return
-    for key, value in cur:
-        if not key.startswith(prefix):
-            return
-        yield key, value
 
 
 class PolicyStore:
@@ -259,24 +97,24 @@ class PolicyStore:
         self.me = PeerInfo(key.peer_id, org, region)
         self.audit = audit if audit is not None else AuditLog(cortex)
         self.dbs = {name: cortex.open_db(name) for name in (
-            RULES_DB, RESIDENCY_DB, REMOTE_DB, AGREEMENTS_DB, PEERS_DB, OUTBOX_DB, MARKS_DB,
-            COUNTERS_DB)}
+            RULES_DB, RESIDENCY_DB, REMOTE_DB, AGREEMENTS_DB, PEERS_DB, PROPOSAL_OUTBOX_DB,
+            MARKS_DB, COUNTERS_DB)}
 
     # -- reading ------------------------------------------------------------------------
     def rules(self) -> list[ShareRule]:
         with self.cortex.env.begin() as txn:
             return [ShareRule.from_plain(canonical.decode(v))
-                    for _, v in _scan(txn, self.dbs[RULES_DB])]
+                    for _, v in scan_prefix(txn, self.dbs[RULES_DB])]
 
     def residency_rules(self) -> list[ResidencyRule]:
         with self.cortex.env.begin() as txn:
             return [ResidencyRule.from_plain(canonical.decode(v))
-                    for _, v in _scan(txn, self.dbs[RESIDENCY_DB])]
+                    for _, v in scan_prefix(txn, self.dbs[RESIDENCY_DB])]
 
     def remote_rules(self) -> dict[str, tuple[ShareRule, ...]]:
         out: dict[str, list[ShareRule]] = {}
         with self.cortex.env.begin() as txn:
-            for key, raw in _scan(txn, self.dbs[REMOTE_DB]):
+            for key, raw in scan_prefix(txn, self.dbs[REMOTE_DB]):
                 out.setdefault(key.split(SEP, 1)[0].decode(), []).append(
                     Proposal.decode(raw).rule)
         return {peer: tuple(rules) for peer, rules in out.items()}
@@ -289,7 +127,7 @@ class PolicyStore:
     def agreements(self) -> list[Agreement]:
         with self.cortex.env.begin() as txn:
             return [Agreement.from_plain(canonical.decode(v))
-                    for _, v in _scan(txn, self.dbs[AGREEMENTS_DB])]
+                    for _, v in scan_prefix(txn, self.dbs[AGREEMENTS_DB])]
 
     def peer(self, peer_id: str) -> PeerInfo | None:
         with self.cortex.env.begin() as txn:
@@ -299,49 +137,48 @@ class PolicyStore:
     def peers(self) -> list[PeerInfo]:
         with self.cortex.env.begin() as txn:
             return [PeerInfo.from_plain(canonical.decode(v))
-                    for _, v in _scan(txn, self.dbs[PEERS_DB])]
+                    for _, v in scan_prefix(txn, self.dbs[PEERS_DB])]
 
     def outbox(self, peer_id: str) -> list[tuple[int, bytes]]:
         """Signed proposals waiting for delivery to `peer_id`: (seq, bytes), oldest first."""
         prefix = peer_id.encode() + SEP
         with self.cortex.env.begin() as txn:
-            return [(_U64.unpack(k[len(prefix):])[0], v)
-                    for k, v in _scan(txn, self.dbs[OUTBOX_DB], prefix)]
+            return [(U64.unpack(k[len(prefix):])[0], v)
+                    for k, v in scan_prefix(txn, self.dbs[PROPOSAL_OUTBOX_DB], prefix)]
 
     def delivered(self, peer_id: str, upto: int) -> None:
         """Drop `peer_id`'s outbox entries up to `upto` (the peer acknowledged them)."""
         prefix = peer_id.encode() + SEP
 
         def run(txn: Txn) -> None:
-            for key, _ in list(_scan(txn, self.dbs[OUTBOX_DB], prefix)):
-                if _U64.unpack(key[len(prefix):])[0] <= upto:
-                    txn.delete(key, db=self.dbs[OUTBOX_DB])
+            for key, _ in list(scan_prefix(txn, self.dbs[PROPOSAL_OUTBOX_DB], prefix)):
+                if U64.unpack(key[len(prefix):])[0] <= upto:
+                    txn.delete(key, db=self.dbs[PROPOSAL_OUTBOX_DB])
 
         self.cortex.write(run)
 
     # -- internals (all inside one write transaction) -----------------------------------
     def _peers_matching(self, txn: Txn, subject: Subject) -> list[PeerInfo]:
         known = [PeerInfo.from_plain(canonical.decode(v))
-                 for _, v in _scan(txn, self.dbs[PEERS_DB])]
+                 for _, v in scan_prefix(txn, self.dbs[PEERS_DB])]
         found = [p for p in known if subject.matches(p)]
         if subject.kind == "peer" and not found:
             found = [PeerInfo(subject.value)]
         return [p for p in found if p.peer_id != self.me.peer_id]
 
     def _agreement(self, txn: Txn, peer: str, domain: str) -> Agreement:
-        raw = txn.get(_k(peer, domain), db=self.dbs[AGREEMENTS_DB])
+        raw = txn.get(join_key(peer, domain), db=self.dbs[AGREEMENTS_DB])
         return Agreement.from_plain(canonical.decode(raw)) if raw else Agreement(peer, domain)
 
     def _put_agreement(self, txn: Txn, agreement: Agreement) -> None:
-        txn.put(_k(agreement.peer, agreement.domain), canonical.encode(agreement.to_plain()),
+        txn.put(join_key(agreement.peer, agreement.domain), canonical.encode(agreement.to_plain()),
                 db=self.dbs[AGREEMENTS_DB])
 
     def _counter(self, txn: Txn, name: bytes) -> int:
-        raw = txn.get(name, db=self.dbs[COUNTERS_DB])
-        return _U64.unpack(raw)[0] if raw else 0
+        return get_u64(txn, self.dbs[COUNTERS_DB], name)
 
     def _set_counter(self, txn: Txn, name: bytes, value: int) -> None:
-        txn.put(name, _U64.pack(value), db=self.dbs[COUNTERS_DB])
+        put_u64(txn, self.dbs[COUNTERS_DB], name, value)
 
     def _stamp(self, txn: Txn, hlc: int) -> int:
         """The stamp for the proposals of one operation: `hlc`, or just above the last
@@ -360,10 +197,11 @@ class PolicyStore:
         prefix = proposal.peer.encode() + SEP
         counter = _OUTBOX_COUNTER + proposal.peer.encode()
         last = self._counter(txn, counter)
-        for key, _ in _scan(txn, self.dbs[OUTBOX_DB], prefix):
-            last = max(last, _U64.unpack(key[len(prefix):])[0])
+        for key, _ in scan_prefix(txn, self.dbs[PROPOSAL_OUTBOX_DB], prefix):
+            last = max(last, U64.unpack(key[len(prefix):])[0])
         self._set_counter(txn, counter, last + 1)
-        txn.put(prefix + _U64.pack(last + 1), proposal.encode(), db=self.dbs[OUTBOX_DB])
+        txn.put(prefix + U64.pack(last + 1), proposal.encode(),
+                db=self.dbs[PROPOSAL_OUTBOX_DB])
 
     def _propose(self, txn: Txn, rule: ShareRule, peer: PeerInfo, hlc: int,
                  stamp: int, completed: list[Agreement]) -> Agreement:
@@ -371,7 +209,7 @@ class PolicyStore:
         self._queue(txn, proposal)
         before = self._agreement(txn, peer.peer_id, rule.domain)
         after = before.with_event("shared", hlc,
-                                  our_shares=_with_share(before.our_shares, proposal.encode()),
+                                  our_shares=with_share(before.our_shares, proposal.encode()),
                                   revoked=False)
         self._put_agreement(txn, after)
         if after.state is AgreementState.EFFECTIVE and before.flows != after.flows:
@@ -425,7 +263,7 @@ class PolicyStore:
         def run(txn: Txn) -> list[ShareRule]:
             notified.clear()
             removed = []
-            for key, raw in list(_scan(txn, self.dbs[RULES_DB])):
+            for key, raw in list(scan_prefix(txn, self.dbs[RULES_DB])):
                 rule = ShareRule.from_plain(canonical.decode(raw))
                 if (rule.subject == subject and rule.domain == domain
                         and rule.effect is effect
@@ -438,7 +276,7 @@ class PolicyStore:
                 self.audit.append_in(txn, AuditKind.POLICY, rule=rule.rule_id,
                                      detail={"action": "revoke", "rule": rule.describe()})
             for rule in allows:
-                for _, raw in list(_scan(txn, self.dbs[AGREEMENTS_DB])):
+                for _, raw in list(scan_prefix(txn, self.dbs[AGREEMENTS_DB])):
                     agreement = Agreement.from_plain(canonical.decode(raw))
                     if agreement.domain != rule.domain or rule.rule_id not in {
                             r.rule_id for r in agreement.our_rules}:
@@ -447,7 +285,7 @@ class PolicyStore:
                                                      agreement.peer, rule, stamp))
                     self._put_agreement(txn, agreement.with_event(
                         "revoked by us", hlc, revoked=True,
-                        our_shares=_without_rule(agreement.our_shares, rule.rule_id)))
+                        our_shares=without_rule(agreement.our_shares, rule.rule_id)))
                     self.audit.append_in(txn, AuditKind.AGREEMENT, peer=agreement.peer,
                                          rule=rule.rule_id,
                                          detail={"event": "revoked", "domain": domain})
@@ -500,7 +338,7 @@ class PolicyStore:
                     db=self.dbs[PEERS_DB])
             proposed = 0
             stamp = 0
-            for _, raw in list(_scan(txn, self.dbs[RULES_DB])):
+            for _, raw in list(scan_prefix(txn, self.dbs[RULES_DB])):
                 rule = ShareRule.from_plain(canonical.decode(raw))
                 if rule.effect is not Effect.ALLOW or not rule.subject.matches(info):
                     continue
@@ -534,7 +372,7 @@ class PolicyStore:
         rule = proposal.rule
         if not rule.subject.matches(self.me):
             raise ProposalError(f"proposal rule is about {rule.subject}, which is not us")
-        remote_key = _k(sender, rule.rule_id)
+        remote_key = join_key(sender, rule.rule_id)
 
         changed: list[bool] = []
         stale: list[bool] = []
@@ -547,16 +385,16 @@ class PolicyStore:
                 stale.append(True)  # a duplicate, or overtaken by a newer one: no change
                 return before
             self._make_room(txn, sender, remote_key, hlc)  # node/store/proposal_bounds.py
-            txn.put(remote_key, _U64.pack(proposal.hlc), db=self.dbs[MARKS_DB])
+            txn.put(remote_key, U64.pack(proposal.hlc), db=self.dbs[MARKS_DB])
             if proposal.kind is ProposalKind.SHARE:
                 txn.put(remote_key, data, db=self.dbs[REMOTE_DB])
                 after = before.with_event("shared by them", hlc, revoked=False,
-                                          their_shares=_with_share(before.their_shares, data))
+                                          their_shares=with_share(before.their_shares, data))
             else:
                 txn.delete(remote_key, db=self.dbs[REMOTE_DB])
                 after = before.with_event(
                     "revoked by them", hlc, revoked=True,
-                    their_shares=_without_rule(before.their_shares, rule.rule_id))
+                    their_shares=without_rule(before.their_shares, rule.rule_id))
             self._put_agreement(txn, after)
             changed.append(bool(after.flows) and before.flows != after.flows)
             event = "effective" if changed[0] else f"{proposal.kind}_received"
@@ -590,12 +428,12 @@ class PolicyStore:
         peers were forgotten."""
         def run(txn: Txn) -> int:
             rows = [Agreement.from_plain(canonical.decode(v))
-                    for _, v in _scan(txn, self.dbs[AGREEMENTS_DB])]
+                    for _, v in scan_prefix(txn, self.dbs[AGREEMENTS_DB])]
             idle = idle_unagreed(rows, now_ms)
             for peer in idle:
                 prefix = peer.encode() + SEP
                 for db in (REMOTE_DB, MARKS_DB):
-                    for key, _ in list(_scan(txn, self.dbs[db], prefix)):
+                    for key, _ in list(scan_prefix(txn, self.dbs[db], prefix)):
                         txn.delete(key, db=self.dbs[db])
             for row in rows:
                 if row.peer not in idle:
@@ -605,7 +443,7 @@ class PolicyStore:
                                                             row.events[-1][1] if row.events
                                                             else 0, their_shares=()))
                 else:
-                    txn.delete(_k(row.peer, row.domain), db=self.dbs[AGREEMENTS_DB])
+                    txn.delete(join_key(row.peer, row.domain), db=self.dbs[AGREEMENTS_DB])
             return len(idle)
 
         return run(txn) if txn is not None else self.cortex.write(run)
@@ -615,7 +453,7 @@ class PolicyStore:
         A share in force stored before marks were kept counts as applied."""
         raw = txn.get(remote_key, db=self.dbs[MARKS_DB])
         if raw is not None:
-            return _U64.unpack(raw)[0]
+            return U64.unpack(raw)[0]
         held = txn.get(remote_key, db=self.dbs[REMOTE_DB])
         return Proposal.decode(bytes(held)).hlc if held is not None else 0
 

@@ -20,7 +20,7 @@ from typing import Any, Final
 from gd.crdt.hlc import unpack
 from gd.node.store.lmdb_tables import Txn
 from gd.protocol.errors import LimitExceeded
-from gd.protocol.sovereignty import ProposalError
+from gd.protocol.sovereignty_agreements import ProposalError
 
 # An honest partner shares a handful of domains, each perhaps under a peer, an org and a
 # region rule, and revokes and re-shares now and then: 64 distinct rules is ample.

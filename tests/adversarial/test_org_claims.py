@@ -35,7 +35,7 @@ from gd.node.store.audit import AuditKind
 from gd.node.store.ledger_store import Ledger
 from gd.node.store.policy_store import rule_from_options
 from gd.protocol.handshake import Accepted
-from gd.protocol.sovereignty import Proposal, ProposalKind
+from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 from gd.protocol.sync_messages import ChangeBatch, ChangesRequest
 
 ACME_ORG = NodeKey.from_seed(b"A" * 32)

@@ -31,7 +31,7 @@ from gd.node.services.sovereignty_service import (
 from gd.node.store.policy_store import rule_from_options
 from gd.node.store.proposal_bounds import MAX_RULES_PER_PEER, UNAGREED_TTL_MS
 from gd.protocol.handshake import Accepted
-from gd.protocol.sovereignty import Proposal, ProposalKind
+from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 
 NOW_MS = int(time.time() * 1000)
 LATER_MS = 600_000  # the test's own run time, well covered

@@ -20,7 +20,7 @@ from gd.cli.main import cli
 from gd.genome.gene import GeneStatus
 from gd.node.store.cortex import Cortex
 from gd.node.store.policy_store import PolicyStore
-from gd.protocol.sovereignty import PeerInfo
+from gd.protocol.policy_rules import PeerInfo
 
 GLOBEX = key_from_int(2)
 

@@ -67,23 +67,19 @@ from gd.node.store.cortex import Cortex
 from gd.node.store.policy_store import PolicyStore
 from gd.node.store.sync_store import SyncStore, any_content, resolve_conflict
 from gd.protocol.handshake import Handshake, HandshakeOffer
-from gd.protocol.reconcile import Mode, ReconcileMessage, ReconcileProtocolError, Reconciler
-from gd.protocol.sovereignty import (
+from gd.protocol.policy_rules import (
     Direction,
     Effect,
-    InboundFilter,
-    OutboundFilter,
     PeerInfo,
-    ProposalError,
     ResidencyRule,
     ShareRule,
     Subject,
     SubjectKind,
-    anonymisation_secret,
-    derive_for,
-    derived_id,
-    peer_key,
 )
+from gd.protocol.reconcile import Mode, ReconcileMessage, ReconcileProtocolError, Reconciler
+from gd.protocol.sovereignty import InboundFilter, OutboundFilter
+from gd.protocol.sovereignty_agreements import ProposalError
+from gd.protocol.sovereignty_anonymise import anonymisation_secret, derive_for, derived_id, peer_key
 from gd.protocol.sync import SyncReceiver, SyncSender, verify_genes
 from gd.protocol.sync_messages import ChangeBatch, SyncProtocolError
 

@@ -6,14 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gd.genome import Gene, NodeKey
-from gd.protocol.sovereignty import (
-    InboundFilter,
-    OutboundFilter,
-    PeerInfo,
-    PolicySet,
-    SentGene,
-    anonymisation_secret,
-)
+from gd.protocol.policy_rules import PeerInfo
+from gd.protocol.sovereignty import InboundFilter, OutboundFilter, PolicySet, SentGene
+from gd.protocol.sovereignty_anonymise import anonymisation_secret
 from gd.protocol.sync import SyncReceiver, SyncSender
 
 

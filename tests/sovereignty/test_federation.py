@@ -15,15 +15,11 @@ from gd.genome import Codon, Gene, GeneStatus, NodeKey, canonical
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.store.audit import AUDIT_DB, AuditKind, AuditLog, MemoryLedgerSink
 from gd.node.store.cortex import Cortex
-from gd.node.store.policy_store import AgreementState, PolicyStore, rule_from_options
-from gd.protocol.sovereignty import (
-    InboundFilter,
-    OutboundFilter,
-    PeerInfo,
-    ProposalError,
-    Subject,
-    anonymisation_secret,
-)
+from gd.node.store.policy_store import PolicyStore, rule_from_options
+from gd.protocol.policy_rules import PeerInfo, Subject
+from gd.protocol.sovereignty import InboundFilter, OutboundFilter
+from gd.protocol.sovereignty_agreements import AgreementState, ProposalError
+from gd.protocol.sovereignty_anonymise import anonymisation_secret
 from gd.protocol.sync import SyncReceiver, SyncSender
 
 ACME, BOBCO = key_from_int(201), key_from_int(202)

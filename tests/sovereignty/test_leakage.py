@@ -18,18 +18,9 @@ from sov_sim import MemNode, SyncRun, sync
 
 from gd.genome import Codon, Gene, NodeKey, ShareScope
 from gd.genome.gene import id_is_bound
-from gd.protocol.sovereignty import (
-    Direction,
-    Effect,
-    PeerInfo,
-    PolicySet,
-    ResidencyRule,
-    ShareRule,
-    Subject,
-    anonymisation_secret,
-    derived_id,
-    peer_key,
-)
+from gd.protocol.policy_rules import Direction, Effect, PeerInfo, ResidencyRule, ShareRule, Subject
+from gd.protocol.sovereignty import PolicySet
+from gd.protocol.sovereignty_anonymise import anonymisation_secret, derived_id, peer_key
 from gd.protocol.sync_messages import ChangeBatch
 
 DOMAINS = ("turbofan", "loan", "grid")

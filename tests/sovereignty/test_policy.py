@@ -10,18 +10,11 @@ from gd_testkit import key_from_int, make_gene
 from gd.genome import Gene, ShareScope, ValidationError
 from gd.genome.gene import GeneStatus, gene_id_for, id_is_bound
 from gd.protocol.errors import LocalProtocolError
-from gd.protocol.sovereignty import (
+from gd.protocol.policy_rules import Direction, Effect, PeerInfo, ResidencyRule, ShareRule, Subject
+from gd.protocol.sovereignty import PolicySet
+from gd.protocol.sovereignty_agreements import Proposal, ProposalError, ProposalKind
+from gd.protocol.sovereignty_anonymise import (
     PARAM_PSEUDONYM_PREFIX,
-    Direction,
-    Effect,
-    PeerInfo,
-    PolicySet,
-    Proposal,
-    ProposalError,
-    ProposalKind,
-    ResidencyRule,
-    ShareRule,
-    Subject,
     anonymisation_secret,
     derive_for,
     round_hlc,

@@ -13,13 +13,8 @@ from gd_testkit import key_from_int
 from sov_sim import MemNode, sync
 
 from gd.genome import Codon, Gene, NodeKey, ShareScope
-from gd.protocol.sovereignty import (
-    Direction,
-    PeerInfo,
-    PolicySet,
-    ShareRule,
-    Subject,
-)
+from gd.protocol.policy_rules import Direction, PeerInfo, ShareRule, Subject
+from gd.protocol.sovereignty import PolicySet
 from gd.protocol.sync_messages import ChangeBatch
 
 ACME, BOB = key_from_int(301), key_from_int(302)

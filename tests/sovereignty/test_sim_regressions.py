@@ -20,19 +20,11 @@ from sov_sim import MemNode, sync
 from gd.genome import Codon, Gene, NodeKey, ShareScope
 from gd.node.store.audit import AuditLog
 from gd.node.store.cortex import Cortex
-from gd.node.store.policy_store import Agreement, AgreementState, PolicyStore, rule_from_options
-from gd.protocol.sovereignty import (
-    Direction,
-    OutboundFilter,
-    PeerInfo,
-    PolicySet,
-    Proposal,
-    ProposalKind,
-    ResidencyRule,
-    ShareRule,
-    Subject,
-    anonymisation_secret,
-)
+from gd.node.store.policy_store import PolicyStore, rule_from_options
+from gd.protocol.policy_rules import Direction, PeerInfo, ResidencyRule, ShareRule, Subject
+from gd.protocol.sovereignty import OutboundFilter, PolicySet
+from gd.protocol.sovereignty_agreements import Agreement, AgreementState, Proposal, ProposalKind
+from gd.protocol.sovereignty_anonymise import anonymisation_secret
 
 ACME, BOB, CAROL = key_from_int(301), key_from_int(302), key_from_int(303)
 BOB_INFO = PeerInfo(BOB.peer_id, "bobco", "eu-west")

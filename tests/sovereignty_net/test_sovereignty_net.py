@@ -13,8 +13,9 @@ from gd.node.control import call
 from gd.node.services.sovereignty_service import ForgetDelivery, Tombstone, TombstoneError
 from gd.node.store.audit import AuditKind
 from gd.node.store.ledger_store import Ledger
-from gd.node.store.policy_store import AgreementState
-from gd.protocol.sovereignty import PSEUDONYM_PREFIX, Subject
+from gd.protocol.policy_rules import Subject
+from gd.protocol.sovereignty_agreements import AgreementState
+from gd.protocol.sovereignty_anonymise import PSEUDONYM_PREFIX
 
 K1, K2, K3 = (key_from_int(n) for n in (1, 2, 3))
 

@@ -31,7 +31,8 @@ from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID, Proposa
 from gd.node.services.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
 from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
 from gd.protocol.handshake import Handshake, HandshakeOffer, Outcome
-from gd.protocol.sovereignty import Proposal, ProposalKind, ShareRule
+from gd.protocol.policy_rules import ShareRule
+from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 from gd.protocol.sync import SyncSender
 from gd.protocol.wire import Message
 
