@@ -32,6 +32,7 @@ import trio
 
 from gd.genome import StateVector
 from gd.motors.evaluate import EvaluationRequest
+from gd.node.api.auto_adapt_jobs import note_decisions
 from gd.node.api.job_store import Job
 from gd.node.app import decisions as dec
 
@@ -137,6 +138,7 @@ class JobRunner:
                 made = await trio.to_thread.run_sync(lambda: dec.evaluate_gene(
                     node, job.gene_id, states, seed=p["seed"], aggregate=True,
                     request=request, allow_pending=p.get("allow_pending", False)))
+            await note_decisions(self.api, made)  # a veto queues adaptation (auto_adapt)
             return await self._update(job.id, state="succeeded", done=len(states),
                                       result=_summary([d.id for d in made], made),
                                       finished_ms=int(time.time() * 1000))
@@ -169,6 +171,7 @@ class JobRunner:
                     self.api.events.publish("decision.made", {
                         "decision": d.id, "gene": d.gene_id, "verdict": d.verdict,
                         "cp": d.cp, "job": job.id}, domain=d.domain, gene_id=d.gene_id)
+                await note_decisions(self.api, made)
             done += len(chunk)
             job = await self._update(job.id, done=done, result={
                 "decisions": ids, "verdicts": dict(verdicts)})

@@ -19,6 +19,7 @@ from gd.genome.errors import ValidationError
 from gd.genome.gene import GeneStatus
 from gd.motors.errors import MotorInputError
 from gd.motors.evaluate import EvaluationRequest
+from gd.node.api.auto_adapt_jobs import note_decisions
 from gd.node.api.problems import Problem
 from gd.node.api.roles import Role
 from gd.node.api.routing import Ctx, Param, Route, body_sha256, paged
@@ -194,6 +195,7 @@ async def h_evaluate(ctx: Ctx) -> Any:
             request=EvaluationRequest(**opts["request"]), allow_pending=opts["allow_pending"]))
     except (dec.DecisionError, MotorInputError, ValidationError) as exc:
         raise motor_problem(exc) from None
+    await note_decisions(ctx.api, made)  # a veto queues adaptation (auto_adapt)
     for d in made:
         ctx.api.events.publish("decision.made", {"decision": d.id, "gene": d.gene_id,
                                                  "verdict": d.verdict, "cp": d.cp},

@@ -15,6 +15,9 @@ the CLI (and later the daemon's control socket) call one function per user actio
   person reviewing them (`gd-node pending show`) sees their CP.
 * `record_experience`: an observed outcome, which M_P learns from at the next evaluation.
 
+Listing and export (`list_decisions`, `decision_summary`, `decisions_csv`, ...) live in
+`gd.node.app.decision_export` and are re-exported here for the callers.
+
 Evidence snapshots. A decision stores only the digest of its evidence (experience ids
 and related genes' counters), and both keep changing after it. So that a replay uses the
 evidence as it was, each distinct evidence set is stored once, content-addressed by that
@@ -27,9 +30,7 @@ even then only a pending gene, never a rejected, retired or revoked one.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,7 +45,6 @@ from gd.motors.domains import get_domain
 from gd.motors.domains.pack import DomainConfig
 from gd.motors.errors import MotorInputError
 from gd.motors.evaluate import (
-    MOTOR_VERSIONS,
     EvaluationRequest,
     Evidence,
     ReplayReport,
@@ -52,6 +52,13 @@ from gd.motors.evaluate import (
     replay,
 )
 from gd.motors.praxeological import RelatedGene
+from gd.node.app.decision_export import CSV_COLUMNS as CSV_COLUMNS
+from gd.node.app.decision_export import MOTORS as MOTORS
+from gd.node.app.decision_export import decision_full as decision_full
+from gd.node.app.decision_export import decision_summary as decision_summary
+from gd.node.app.decision_export import decisions_csv as decisions_csv
+from gd.node.app.decision_export import first_veto as first_veto
+from gd.node.app.decision_export import list_decisions as list_decisions
 from gd.node.clock import hlc_now
 from gd.node.config import ConfigError
 from gd.node.domain_settings import domain_config
@@ -74,7 +81,6 @@ RELATED_HOPS: Final = 2
 # M_C samples up to `cap` (default 4096) futures for every state; 512 states keep that
 # multiverse near 50 MB while covering a gene's recent life; older states are dropped.
 MAX_ADAPT_STATES: Final = 512
-MOTORS: Final = tuple(MOTOR_VERSIONS)
 # The domain's history M_P consults for a gene: enough to cover a C-MAPSS file's worth of
 # states around any state (k = 32 neighbours), small enough that loading it stays fast.
 MAX_DOMAIN_EXPERIENCES: Final = 4000
@@ -474,60 +480,3 @@ def record_experience(node: LocalNode, gene_id: str, state: StateVector, success
                      reward=reward, note=note)
     node.cortex.add_experience(exp)
     return exp
-
-
-# -- listing and export ---------------------------------------------------------------
-def list_decisions(cortex: Cortex, gene_id: str | None = None) -> list[Decision]:
-    """Stored decisions, oldest first (by decision time, then id)."""
-    return sorted(cortex.decisions(gene_id), key=lambda d: (d.decided_at, d.id))
-
-
-def first_veto(decision: Decision) -> str:
-    """The explanation of the motor that stopped the evaluation ('' when none did)."""
-    hit = next((r for r in decision.results if r.veto), None)
-    return f"{hit.motor}: {hit.explanation}" if hit is not None else ""
-
-
-def decision_summary(decision: Decision) -> dict[str, Any]:
-    """A decision without its input states: what a list or an evaluate run prints."""
-    return {
-        "id": decision.id, "gene_id": decision.gene_id, "gene_version": decision.gene_version,
-        "domain": decision.domain, "decided_at": decision.decided_at, "node": decision.node,
-        "seed": decision.seed, "states": len(decision.states), "cp": decision.cp,
-        "band": decision.band, "verdict": decision.verdict,
-        "motors": {r.motor: {"score": r.score, "veto": r.veto, "explanation": r.explanation}
-                   for r in decision.results},
-        "first_veto": first_veto(decision),
-    }
-
-
-def decision_full(decision: Decision) -> dict[str, Any]:
-    """Everything stored, plus the id: what `decisions show` and the JSON export print."""
-    return {"id": decision.id, **decision.to_plain()}
-
-
-CSV_COLUMNS: Final = (
-    "id", "gene_id", "gene_version", "domain", "decided_at", "node", "seed", "states",
-    "entity", "t", *(f"{m}_{part}" for m in MOTORS for part in ("score", "veto")),
-    "cp", "band", "verdict", "first_veto",
-)
-
-
-def decisions_csv(decisions: Iterable[Decision]) -> str:
-    """One row per decision: its scores and verdict (states are summarised: their count,
-    and the entity and time of a single-state decision). Motors that did not run (the
-    evaluation stopped earlier) are empty cells."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for d in decisions:
-        single = d.states[0] if len(d.states) == 1 else None
-        cells: list[Any] = [d.id, d.gene_id, d.gene_version, d.domain, d.decided_at, d.node,
-                            d.seed, len(d.states), single.entity if single else "",
-                            single.t if single else ""]
-        for motor in MOTORS:
-            r = d.result(motor)
-            cells += [repr(r.score), int(r.veto)] if r is not None else ["", ""]
-        cells += [repr(d.cp), d.band, d.verdict, first_veto(d)]
-        writer.writerow(cells)
-    return out.getvalue()
