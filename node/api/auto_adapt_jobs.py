@@ -15,7 +15,8 @@ import trio
 
 from gd.genome import Decision, Gene
 from gd.node.api.job_store import Job, JobStore, new_job_id
-from gd.node.app.auto_adapt import AdaptationSettings, AutoAdapter
+from gd.node.app.auto_adapt import AutoAdapter
+from gd.node.app.auto_adapt_settings import AdaptationSettings
 
 if TYPE_CHECKING:
     from gd.node.api.services import ApiServices

@@ -29,14 +29,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol
 
 from gd.genome import Decision, Gene, StateVector, canonical
 from gd.genome.gene import GeneStatus
 from gd.motors.craft import BAND_VETOED
+from gd.node.app.auto_adapt_settings import AdaptationSettings
 from gd.node.app.decisions import ADAPTABLE, MAX_ADAPT_STATES, history_states
-from gd.node.config import ConfigError
 from gd.node.store.cortex import Cortex
 
 BOOK_DB: Final = "auto_adapt"
@@ -45,45 +44,6 @@ SOURCES: Final = ("veto", "received")
 # Outcome counters kept per source (the book's `c/<source>` records).
 COUNTERS: Final = ("queued", "adapted", "improved", "failed", "cancelled", "skipped_cap",
                    "skipped_peer", "no_history")
-# Upper bounds of the settings: a search of 4096 × 20 over 512 states takes minutes on
-# two cores; more queued jobs than this would hold the (single) job runner for hours.
-MAX_QUEUED_LIMIT: Final = 1024
-MAX_POPULATION: Final = 4096
-MAX_GENERATIONS: Final = 40
-
-
-@dataclass(frozen=True)
-class AdaptationSettings:
-    """[adaptation] in config.toml. Defaults: on, small searches (an auto job is a
-    background chore; a person asks for a bigger one with `gd-node adapt`)."""
-
-    auto: bool = True
-    max_queued: int = 64
-    max_per_peer: int = 8
-    population: int = 512
-    generations: int = 10
-
-    def __post_init__(self) -> None:
-        if type(self.auto) is not bool:
-            raise ConfigError(f"[adaptation] auto: expected true or false, got {self.auto!r}")
-        for name, hi in (("max_queued", MAX_QUEUED_LIMIT), ("max_per_peer", MAX_QUEUED_LIMIT),
-                         ("population", MAX_POPULATION), ("generations", MAX_GENERATIONS)):
-            value = getattr(self, name)
-            lo = 2 if name == "population" else 1
-            if type(value) is not int or not lo <= value <= hi:
-                raise ConfigError(f"[adaptation] {name}: expected an integer in {lo}..{hi}, "
-                                  f"got {value!r}")
-
-
-def parse_adaptation_settings(body: Any) -> AdaptationSettings:
-    """The [adaptation] table; ConfigError naming an unknown key or a bad value."""
-    if not isinstance(body, Mapping):
-        raise ConfigError("[adaptation] must be a table")
-    known = [f.name for f in fields(AdaptationSettings)]
-    for key in body:
-        if key not in known:
-            raise ConfigError(f"[adaptation] {key}: unknown key (known: {', '.join(known)})")
-    return AdaptationSettings(**body)
 
 
 class JobQueue(Protocol):

@@ -18,13 +18,13 @@ from gd.motors.domains import get_domain
 from gd.node.api.auto_adapt_jobs import JobStoreQueue
 from gd.node.api.job_store import JobStore
 from gd.node.app import decisions as dec
-from gd.node.app.auto_adapt import (
+from gd.node.app.auto_adapt import AutoAdapter, adaptation_rate
+from gd.node.app.auto_adapt_settings import (
     AdaptationSettings,
-    AutoAdapter,
-    adaptation_rate,
+    AdaptationSettingsError,
     parse_adaptation_settings,
 )
-from gd.node.config import ConfigError, NodeConfig
+from gd.node.config import NodeConfig
 from gd.node.home import Home
 from gd.node.local import LocalNode, initialise_home, open_local
 
@@ -145,11 +145,11 @@ def test_adaptation_rate_is_improved_over_adapted():
 
 def test_settings_refuse_unknown_keys_and_bad_values():
     assert parse_adaptation_settings({"auto": False, "max_queued": 3}).max_queued == 3
-    with pytest.raises(ConfigError, match="max_queue: unknown key"):
+    with pytest.raises(AdaptationSettingsError, match="max_queue: unknown key"):
         parse_adaptation_settings({"max_queue": 3})
-    with pytest.raises(ConfigError, match="max_per_peer: expected an integer"):
+    with pytest.raises(AdaptationSettingsError, match="max_per_peer: expected an integer"):
         parse_adaptation_settings({"max_per_peer": 0})
-    with pytest.raises(ConfigError, match="auto: expected true or false"):
+    with pytest.raises(AdaptationSettingsError, match="auto: expected true or false"):
         parse_adaptation_settings({"auto": "yes"})
 
 
