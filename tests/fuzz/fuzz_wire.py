@@ -21,7 +21,8 @@ with atheris.instrument_imports():
     from gd.ledger.raft_messages import RaftRemoteError, VoteRequest
     from gd.protocol.errors import RemoteProtocolError
     from gd.protocol.handshake import Handshake, HandshakeOffer, Hello, Verdict
-    from gd.protocol.reconcile import ReconcileProtocolError, Reconciler
+    from gd.protocol.reconcile import Reconciler
+    from gd.protocol.reconcile_messages import ReconcileProtocolError
     from gd.protocol.sync_messages import ChangeBatch, ChangesRequest, SyncProtocolError
     from gd.protocol.wire import FrameDecoder, decode_body, encode_frame
 

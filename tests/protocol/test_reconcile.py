@@ -11,33 +11,31 @@ from hypothesis import strategies as st
 
 from gd.genome import canonical
 from gd.protocol import reconcile as rc
-from gd.protocol.reconcile import (
+from gd.protocol import reconcile_messages as rcm
+from gd.protocol.reconcile import ItemSet, Reconciler, ReconcileUsageError, reconcile_in_memory
+from gd.protocol.reconcile_messages import (
     INFINITE,
     Bound,
-    ItemSet,
     Mode,
     Range,
     ReconcileMessage,
     ReconcileProtocolError,
-    Reconciler,
-    ReconcileUsageError,
     minimal_bound,
-    reconcile_in_memory,
 )
 
 T0 = 1_700_000_000_000 << 16  # an HLC stamp
 
 
-def make_items(rng: random.Random, n: int, span: int = 10**9, start: int = T0) -> list[rc.Item]:
+def make_items(rng: random.Random, n: int, span: int = 10**9, start: int = T0) -> list[rcm.Item]:
     return [(start + rng.randrange(span), rng.randbytes(32)) for _ in range(n)]
 
 
-def ids(items: list[rc.Item]) -> set[bytes]:
+def ids(items: list[rcm.Item]) -> set[bytes]:
     return {i for _, i in items}
 
 
 def split_sets(rng: random.Random, shared: int, only_a: int, only_b: int,
-               **kw: int) -> tuple[list[rc.Item], list[rc.Item], list[rc.Item], list[rc.Item]]:
+               **kw: int) -> tuple[list[rcm.Item], list[rcm.Item], list[rcm.Item], list[rcm.Item]]:
     common = make_items(rng, shared, **kw)
     a_only, b_only = make_items(rng, only_a, **kw), make_items(rng, only_b, **kw)
     return common + a_only, common + b_only, a_only, b_only
@@ -160,7 +158,7 @@ def _raw(ranges: list, version: int = 1) -> bytes:
     (_raw([[0, b"", 0, b""], [3, b"", 0, b""]]), "infinite"),
     (_raw([[0, b"x", 0, b""]]), "prefix"),
     (_raw([[2, b"", 0]]), "ts_code"),
-    (b"\x00" * (rc.MAX_MESSAGE_BYTES + 1), "exceeds"),
+    (b"\x00" * (rcm.MAX_MESSAGE_BYTES + 1), "exceeds"),
 ])
 def test_garbage_is_a_remote_protocol_error(data: bytes, reason: str) -> None:
     with pytest.raises(ReconcileProtocolError, match=reason):
@@ -169,7 +167,7 @@ def test_garbage_is_a_remote_protocol_error(data: bytes, reason: str) -> None:
 
 def test_too_many_ids_are_refused() -> None:
     many = [[0, b"", 2, b"".join(i.to_bytes(32, "big")
-                                 for i in range(rc.MAX_IDS_PER_MESSAGE + 1))]]
+                                 for i in range(rcm.MAX_IDS_PER_MESSAGE + 1))]]
     with pytest.raises(ReconcileProtocolError):
         ReconcileMessage.decode(_raw(many))
 

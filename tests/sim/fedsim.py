@@ -76,7 +76,8 @@ from gd.protocol.policy_rules import (
     Subject,
     SubjectKind,
 )
-from gd.protocol.reconcile import Mode, ReconcileMessage, ReconcileProtocolError, Reconciler
+from gd.protocol.reconcile import Reconciler
+from gd.protocol.reconcile_messages import Mode, ReconcileMessage, ReconcileProtocolError
 from gd.protocol.sovereignty import InboundFilter, OutboundFilter
 from gd.protocol.sovereignty_agreements import ProposalError
 from gd.protocol.sovereignty_anonymise import anonymisation_secret, derive_for, derived_id, peer_key
