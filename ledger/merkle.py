@@ -251,24 +251,7 @@ def root_from_inclusion_proof(
     _check_hashes(path, "audit path hash")
     if not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of size {size}")
-    fn, sn = index, size - 1
-    r = leaf
-    for p in path:
-        if sn == 0:
-            raise ProofError("audit path is longer than the tree is deep")
-        if _lsb(fn) or fn == sn:
-            r = node_hash(p, r)
-            if not _lsb(fn):
-                while not _lsb(fn) and fn != 0:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            r = node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    if sn != 0:
-        raise ProofError("audit path is shorter than the tree is deep")
-    return r
+    return _fold_path(index, size - 1, leaf, path, "audit path", track_left=False)[1]
 
 
 def verify_inclusion(
@@ -311,14 +294,29 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
     while _lsb(fn):
         fn >>= 1
         sn >>= 1
-    # Step 5.
-    fr = sr = hashes[0]
-    # Step 6.
-    for c in hashes[1:]:
+    # Steps 5-7.
+    fr, sr = _fold_path(fn, sn, hashes[0], hashes[1:], "consistency path", track_left=True)
+    if fr != old_root:
+        raise ProofError(f"consistency path does not reach the root of size {old_size}")
+    if sr != new_root:
+        raise ProofError(f"consistency path does not reach the root of size {new_size}")
+
+
+def _fold_path(fn: int, sn: int, seed: bytes, path: Sequence[bytes], what: str, *,
+               track_left: bool) -> tuple[bytes, bytes]:
+    """The walk up a path that RFC 9162 §2.1.3.2 (inclusion) and §2.1.4.2 (consistency)
+    share: from `seed` at node `fn` of last node `sn`, combine each hash of `path` on the
+    side the position says. Returns (fr, sr): `sr` combines every hash (the new root, or
+    the root an audit path implies); `fr` only those to the left (the old root of a
+    consistency proof, computed only when `track_left`). ProofError when the path does
+    not have the length the tree's depth asks for."""
+    fr = sr = seed
+    for c in path:
         if sn == 0:
-            raise ProofError("consistency path is longer than the tree is deep")
+            raise ProofError(f"{what} is longer than the tree is deep")
         if _lsb(fn) or fn == sn:
-            fr = node_hash(c, fr)
+            if track_left:
+                fr = node_hash(c, fr)
             sr = node_hash(c, sr)
             if not _lsb(fn):
                 while not _lsb(fn) and fn != 0:
@@ -328,13 +326,9 @@ def verify_consistency(old_size: int, new_size: int, old_root: bytes, new_root: 
             sr = node_hash(sr, c)
         fn >>= 1
         sn >>= 1
-    # Step 7.
     if sn != 0:
-        raise ProofError("consistency path is shorter than the tree is deep")
-    if fr != old_root:
-        raise ProofError(f"consistency path does not reach the root of size {old_size}")
-    if sr != new_root:
-        raise ProofError(f"consistency path does not reach the root of size {new_size}")
+        raise ProofError(f"{what} is shorter than the tree is deep")
+    return fr, sr
 
 
 def _check_hashes(values: Sequence[bytes], what: str) -> None:

@@ -42,6 +42,7 @@ from gd.genome.identity import NodeKey
 from gd.node.api.server import check_api_config, start_api
 from gd.node.config import ConfigError, NodeConfig
 from gd.node.control import ControlMethods, ControlServer
+from gd.node.control_methods.daemon_side import register_write_methods
 from gd.node.credentials import NodeCredentials, load_credentials
 from gd.node.home import Home
 from gd.node.lock import PidLock
@@ -673,6 +674,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                     daemon.sovereignty = SovereigntyService(daemon, daemon.sync)
                     daemon.ledger = LedgerService(daemon)
                     daemon.ledger_head = daemon.ledger.head
+                    register_write_methods(daemon)  # CLI writes go through us (ADR 0020)
                 api_server = start_api(daemon)
                 metrics_server = None
                 if cfg.metrics_port:

@@ -315,9 +315,9 @@ class _SerialLedger:
         self._lock = threading.Lock()
 
     def append(self, kind: str, payload_hash: bytes, summary: dict[str, Any],
-               idempotency_key: str) -> None:
-        with self._lock:
-            self.recorder.append(kind, payload_hash, summary, idempotency_key)
+               idempotency_key: str) -> object:
+        with self._lock:  # the receipt: a CLI command through the daemon reports it
+            return self.recorder.append(kind, payload_hash, summary, idempotency_key)
 
 
 @dataclass
