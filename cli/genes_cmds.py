@@ -20,9 +20,10 @@ from gd.cli.output import (
     resolve_home,
     user_errors,
 )
+from gd.cli.writer import node_writer
 from gd.genome.gene import Gene, GeneStatus
-from gd.genome.synapse import Synapse, SynapseKind
-from gd.node.app.importer import DEFAULT_BATCH, import_genes
+from gd.genome.synapse import SynapseKind
+from gd.node.app.importer import DEFAULT_BATCH
 from gd.node.local import open_local
 
 
@@ -61,25 +62,29 @@ def import_cmd(file: Path, batch_size: int, pending: bool, home: Path | None,
     batches of --batch genes, one atomic transaction each. Exit code 1 if any line was
     rejected.
     """
-    status = GeneStatus.ADAPTATION_PENDING if pending else GeneStatus.NATIVE
-    with open_local(resolve_home(home)) as node:
-        total = _count_lines(file)
-        show_bar = not as_json and err_console.is_terminal
-        with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err_console, disable=not show_bar) as bar:
-            task = bar.add_task("import", total=total)
-            report = import_genes(node.cortex, node.key, file, batch_size=batch_size,
-                                  status=status,
-                                  progress=lambda done: bar.update(task, completed=done))
+    show_bar = not as_json and err_console.is_terminal
+    with node_writer(resolve_home(home)) as writer, Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err_console, disable=not show_bar) as bar:
+        params: dict[str, Any] = {"pending": pending, "batch_size": batch_size}
+        if writer.via_daemon:  # the file goes to the daemon, which imports it
+            sending = bar.add_task("sending", total=file.stat().st_size)
+            params["upload"] = writer.upload(
+                file, progress=lambda done: bar.update(sending, completed=done))
+        else:
+            params["path"] = str(file)
+        task = bar.add_task("importing", total=_count_lines(file))
+        report = writer.run("genes_import", **params,
+                            progress=lambda done: bar.update(task, completed=done))
     if as_json:
-        print_json(report.to_plain())
+        print_json(report)
     else:
-        console.print(f"added {report.added}, updated {report.updated}, unchanged "
-                      f"{report.unchanged}, synapses {report.synapses}, rejected "
-                      f"{len(report.rejected)}")
-        for line, reason in report.rejected:
-            err_console.print(f"  line {line}: {reason}", highlight=False)
-    if report.rejected:
+        console.print(f"added {report['added']}, updated {report['updated']}, unchanged "
+                      f"{report['unchanged']}, synapses {report['synapses']}, rejected "
+                      f"{len(report['rejected'])}")
+        for item in report["rejected"]:
+            err_console.print(f"  line {item['line']}: {item['reason']}", highlight=False)
+    if report["rejected"]:
         raise SystemExit(1)
 
 
@@ -158,11 +163,11 @@ def synapse_group() -> None:
 def synapse_add_cmd(source: str, target: str, kind: str, weight: float, home: Path | None,
                     as_json: bool) -> None:
     """Connect gene SOURCE to gene TARGET."""
-    synapse = Synapse(source, target, SynapseKind(kind), weight)
-    with open_local(resolve_home(home)) as node:
-        node.cortex.add_synapse(synapse)
+    with node_writer(resolve_home(home)) as writer:
+        synapse = writer.run("synapse_add", source=source, target=target, kind=kind,
+                             weight=weight)
     if as_json:
-        print_json(synapse.to_plain())
+        print_json(synapse)
     else:
         console.print(f"{source} -{kind}({weight:g})-> {target}")
 

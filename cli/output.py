@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.ledger.errors import LedgerError
@@ -53,7 +54,7 @@ class Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        err_console.print(f"[bold red]error:[/] {self.format_message()}", highlight=False,
+        err_console.print(f"[bold red]error:[/] {escape(self.format_message())}", highlight=False,
                           soft_wrap=True)
 
 
@@ -122,6 +123,15 @@ def home_option(fn: F) -> F:
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print machine-readable JSON instead of tables.")(fn)
+
+
+def node_command(*errors: type[BaseException]) -> Callable[[F], F]:
+    """`--home`, `--json` and clean failures (the known user errors plus `errors`): the
+    options every command on a node's home takes, in one decorator."""
+    def decorate(fn: F) -> F:
+        return home_option(json_option(user_errors_with(*errors)(fn)))
+
+    return decorate
 
 
 def resolve_home(home: Path | None) -> Home:

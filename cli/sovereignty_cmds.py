@@ -1,10 +1,11 @@
 """Sovereignty from the command line: share, revoke, policies, agreements, audit, and the
 adaptation workflow (pending, approve, reject, rollback, forget).
 
-Every command works on the local home (`open_local`), with or without a daemon: LMDB lets
-the CLI write beside a running node, and the daemon reads the policy afresh for every
-sync batch, so a `revoke` takes effect on the next batch. Ledger records go through
-`ledger_sink`: the node's own ledger (`gd.node.services.recorder`).
+Reads open the home directly, with or without a daemon. Writes (share, revoke, approve,
+reject, rollback, forget) go through `gd.cli.writer`: the running daemon does them and
+tells its sovereignty and sync services at once, or, with no daemon, this process does
+them under the home's lock. Ledger records go through the node's own ledger
+(`gd.node.services.recorder`).
 
 `COMMANDS` lists the click objects to mount on the main group; ``genes-forget`` is meant
 to be mounted as ``genes forget``.
@@ -34,7 +35,7 @@ from gd.cli.output import (
     resolve_home,
     user_errors_with,
 )
-from gd.cli.receipts import ledger_note, receipt_json
+from gd.cli.receipts import ledger_note
 from gd.cli.sovereignty_tables import (
     agreements_table,
     audit_table,
@@ -42,20 +43,14 @@ from gd.cli.sovereignty_tables import (
     pending_table,
     share_back_command,
 )
-from gd.genome.gene import Gene
+from gd.cli.writer import node_writer
 from gd.node.app.adaptation import AdaptationDesk, AdaptationError
+from gd.node.control_methods.ops import gene_brief
 from gd.node.local import LocalNode, open_local
 from gd.node.services.recorder import LedgerRecorder
 from gd.node.store.audit import EXPORT_FORMATS, AuditError, AuditLog
 from gd.node.store.policy_store import PolicyStore, rule_from_options
-from gd.protocol.policy_rules import (
-    Direction,
-    Effect,
-    PeerInfo,
-    ResidencyRule,
-    Subject,
-    SubjectKind,
-)
+from gd.protocol.policy_rules import Direction, PeerInfo, ResidencyRule, Subject, SubjectKind
 from gd.protocol.sovereignty import ShareDecision
 from gd.protocol.sovereignty_agreements import ProposalError
 
@@ -91,20 +86,15 @@ def _names(s: _Session) -> PeerNames:
 
 
 @contextlib.contextmanager
-def _session(home: Path | None) -> Iterator[_Session]:
-    with open_local(resolve_home(home)) as node:
+def _session(home: Path | None, *, readonly: bool = False) -> Iterator[_Session]:
+    """Reads (direct, with or without a daemon); writes go through `node_writer`."""
+    with open_local(resolve_home(home), readonly=readonly) as node:
         yield _Session(node)
 
 
 def _with_option(fn: F) -> F:
     return click.option("--with", "target", required=True, metavar="PEER|org:NAME|region:R",
                         help="Whom the rule is about.")(fn)
-
-
-def _gene_brief(gene: Gene, cp: float | None = None) -> dict[str, Any]:
-    return {"id": gene.id, "domain": gene.domain, "name": gene.name, "version": gene.version,
-            "status": str(gene.status), "origin": gene.origin, "action": gene.action,
-            "condition": gene.condition_text(), "parents": list(gene.parents), "cp": cp}
 
 
 # -- share / revoke ---------------------------------------------------------------------------
@@ -126,21 +116,23 @@ def share_cmd(target: str, domain: str, direction: str, anonymize: bool, allow_f
     """Share DOMAIN with a peer, an org or a region (a signed proposal to each known peer
     it matches; it flows once the other side shares back)."""
     rule = rule_from_options(target, domain, direction=direction, anonymize=anonymize,
-                             allow_forward=allow_forward, deny=deny)
-    with _session(home) as s:
-        touched = s.store.share(rule, ledger=s.ledger)
+                             allow_forward=allow_forward, deny=deny)  # bad input: here
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("share", target=target, domain=domain, direction=direction,
+                          anonymize=anonymize, allow_forward=allow_forward, deny=deny)
+    with _session(home) as s:  # names and the share-back line: reads
         names = _names(s)
         back = share_back_command(rule, s.node.config.org, s.node.config.region,
                                   s.node.key.peer_id)
-    data = {"rule": rule.rule_id, "description": rule.describe(),
-            "agreements": [a.to_json() for a in touched], "share_back": back}
+    data["share_back"] = back
+    touched = data["agreements"]
     if as_json:
         print_json(data)
         return
-    console.print(f"rule {escape(names.text(rule.describe()))}", soft_wrap=True)
+    console.print(f"rule {escape(names.text(data['description']))}", soft_wrap=True)
     for a in touched:
-        console.print(f"  {escape(names.label(a.peer))}: {a.state}", soft_wrap=True)
-    if back and (not touched or any(str(a.state) == "proposed" for a in touched)):
+        console.print(f"  {escape(names.label(a['peer']))}: {a['state']}", soft_wrap=True)
+    if back and (not touched or any(str(a["state"]) == "proposed" for a in touched)):
         console.print("it flows once the other side shares back; they run:", soft_wrap=True)
         console.print(f"  {escape(back)}", soft_wrap=True, highlight=False)
     if not touched and back:
@@ -160,18 +152,17 @@ def share_cmd(target: str, domain: str, direction: str, anonymize: bool, allow_f
 def revoke_cmd(target: str, domain: str, direction: str | None, deny: bool,
                home: Path | None, as_json: bool) -> None:
     """Stop sharing DOMAIN with a subject (tells the peers, recorded on the ledger)."""
-    subject = Subject.parse(target)
-    with _session(home) as s:
-        removed = s.store.revoke(subject, domain,
-                                 direction=Direction(direction) if direction else None,
-                                 effect=Effect.DENY if deny else Effect.ALLOW, ledger=s.ledger)
-    if not removed:
+    subject = Subject.parse(target)  # bad input: here
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("revoke", target=target, domain=domain, direction=direction,
+                          deny=deny)
+    if not data["removed"]:
         raise Failure(f"no {'deny' if deny else 'share'} rule for {domain} with {subject}")
     if as_json:
-        print_json({"removed": [r.rule_id for r in removed]})
+        print_json({"removed": data["removed"]})
     else:
-        for rule in removed:
-            console.print(f"revoked {rule.describe()}")
+        for text in data["descriptions"]:
+            console.print(f"revoked {text}")
 
 
 # -- policy ----------------------------------------------------------------------------------
@@ -264,9 +255,9 @@ def policy_test_cmd(target: str, gene_id: str, org: str | None, region: str | No
 def policy_residency_cmd(domain: str, region: str, remove: bool, home: Path | None,
                          as_json: bool) -> None:
     """Data residency: genes of DOMAIN never leave REGION."""
-    rule = ResidencyRule(domain, region)
-    with _session(home) as s:
-        changed = s.store.set_residency(rule, remove=remove)
+    rule = ResidencyRule(domain, region)  # bad input: here
+    with node_writer(resolve_home(home)) as writer:
+        changed = writer.run("residency", domain=domain, region=region, remove=remove)
     if as_json:
         print_json({"rule": rule.rule_id, "changed": changed, "removed": remove})
     else:
@@ -386,7 +377,7 @@ def pending_group() -> None:
 def pending_list_cmd(domain: str | None, home: Path | None, as_json: bool) -> None:
     """Genes in adaptation_pending."""
     with _session(home) as s:
-        genes = [_gene_brief(g, s.desk.latest_cp(g.id)) for g in s.desk.pending(domain)]
+        genes = [gene_brief(g, s.desk.latest_cp(g.id)) for g in s.desk.pending(domain)]
         names = _names(s)
     if as_json:
         print_json(genes)
@@ -403,8 +394,8 @@ def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
     """The gene beside its local variants, each with its latest CP."""
     with _session(home) as s:
         view = s.desk.show(gene_id)
-    data: dict[str, Any] = {"original": _gene_brief(view.original, view.original_cp),
-            "variants": [_gene_brief(v, cp) for v, cp in view.variants]}
+    data: dict[str, Any] = {"original": gene_brief(view.original, view.original_cp),
+            "variants": [gene_brief(v, cp) for v, cp in view.variants]}
     if as_json:
         print_json(data)
         return
@@ -427,17 +418,16 @@ def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
 @sovereignty_errors
 def approve_cmd(gene_id: str, variant: str | None, home: Path | None, as_json: bool) -> None:
     """Make a pending gene (or one of its variants) native; recorded on the ledger."""
-    with _session(home) as s:
-        changed = s.desk.approve(gene_id, variant)
-    receipts = s.ledger.receipts
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("approve", gene_id=gene_id, variant=variant)
+    briefs = data["genes"]
     if as_json:
-        briefs = [_gene_brief(g) for g in changed]
-        briefs[0]["ledger"] = [receipt_json(r) for r in receipts]
+        briefs[0]["ledger"] = data["ledger"]
         print_json(briefs)
     else:
-        for g in changed:
-            console.print(f"{g.id}: {g.status}")
-        note = ledger_note(receipts)
+        for g in briefs:
+            console.print(f"{g['id']}: {g['status']}")
+        note = ledger_note(data["ledger"])
         console.print(f"approved; {note}" if note else "approved; recorded on the ledger",
                       soft_wrap=True)
 
@@ -450,12 +440,12 @@ def approve_cmd(gene_id: str, variant: str | None, home: Path | None, as_json: b
 @sovereignty_errors
 def reject_cmd(gene_id: str, reason: str, home: Path | None, as_json: bool) -> None:
     """Reject a pending gene."""
-    with _session(home) as s:
-        gene = s.desk.reject(gene_id, reason)
+    with node_writer(resolve_home(home)) as writer:
+        brief = writer.run("reject", gene_id=gene_id, reason=reason)
     if as_json:
-        print_json(_gene_brief(gene))
+        print_json(brief)
     else:
-        console.print(f"{gene.id}: rejected")
+        console.print(f"{brief['id']}: rejected")
 
 
 @click.command("rollback")
@@ -467,12 +457,13 @@ def reject_cmd(gene_id: str, reason: str, home: Path | None, as_json: bool) -> N
 @sovereignty_errors
 def rollback_cmd(gene_id: str, to_version: int, home: Path | None, as_json: bool) -> None:
     """Write a new version equal to version --to (it descends the current one)."""
-    with _session(home) as s:
-        gene = s.desk.rollback(gene_id, to_version)
+    with node_writer(resolve_home(home)) as writer:
+        brief = writer.run("rollback", gene_id=gene_id, to_version=to_version)
     if as_json:
-        print_json(dict(_gene_brief(gene), version_hash=gene.version_hash.hex()))
+        print_json(brief)
     else:
-        console.print(f"{gene.id}: version {gene.version} restores version {to_version}")
+        console.print(f"{brief['id']}: version {brief['version']} restores version "
+                      f"{to_version}")
 
 
 @click.command("genes-forget")
@@ -482,10 +473,11 @@ def rollback_cmd(gene_id: str, to_version: int, home: Path | None, as_json: bool
 @sovereignty_errors
 def forget_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
     """Delete a gene's content here and list the peers to send tombstones to."""
-    with _session(home) as s:
-        peers = s.desk.forget(gene_id)
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("forget", gene_id=gene_id)
+    peers = data["tombstones_for"]
     if as_json:
-        print_json({"forgotten": gene_id, "tombstones_for": peers})
+        print_json(data)
     else:
         console.print(f"forgot {gene_id}; tombstones for {len(peers)} peer(s)")
         for peer in peers:

@@ -6,6 +6,10 @@ it). One request per connection turn, each way a length-prefixed msgpack map:
     request  {"method": str, "params": {str: value}}
     response {"ok": true, "result": value} | {"ok": false, "error": str}
 
+A method registered with `streaming=True` may send progress frames `{"progress": value}`
+before its response (a long gene import reports lines done); `call(..., on_progress=f)`
+hands each to `f`. Clients that pass no callback still read past them.
+
 Methods live in a `ControlMethods` registry so each feature (sync, ledger, genes) adds
 its own; the daemon registers `status` and `peers`. `call(home, method, **params)` is the
 synchronous client the CLI uses; it raises `DaemonNotRunning` when nobody listens.
@@ -36,10 +40,17 @@ SERVER_READ_TIMEOUT_S = 30.0
 _LEN = struct.Struct(">I")
 
 Handler = Callable[..., Awaitable[Any]]
+# What a streaming handler receives as `progress`: sends one progress frame.
+Progress = Callable[[Any], Awaitable[None]]
 
 
 class ControlError(RuntimeError):
     """The daemon answered with an error (unknown method, bad parameters, failure)."""
+
+
+class MethodFailed(Exception):
+    """A method's own refusal, already worded for the user: the reply carries the
+    message alone (no exception type), as the same command run without a daemon says."""
 
 
 class DaemonNotRunning(ControlError):
@@ -51,11 +62,15 @@ class ControlMethods:
 
     def __init__(self) -> None:
         self._methods: dict[str, Handler] = {}
+        self._streaming: set[str] = set()
 
-    def add(self, name: str, handler: Handler) -> None:
+    def add(self, name: str, handler: Handler, *, streaming: bool = False) -> None:
+        """Register `handler`; a streaming one is also passed `progress=` (a Progress)."""
         if name in self._methods:
             raise ValueError(f"control method {name!r} is already registered")
         self._methods[name] = handler
+        if streaming:
+            self._streaming.add(name)
 
     def method(self, name: str) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
@@ -66,7 +81,8 @@ class ControlMethods:
     def names(self) -> list[str]:
         return sorted(self._methods)
 
-    async def dispatch(self, request: Any) -> dict[str, Any]:
+    async def dispatch(self, request: Any, progress: Progress | None = None
+                       ) -> dict[str, Any]:
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
             return {"ok": False, "error": "request must be {method: str, params: map}"}
         params = request.get("params") or {}
@@ -76,12 +92,21 @@ class ControlMethods:
         if handler is None:
             return {"ok": False, "error": f"unknown method {request['method']!r}; "
                                           f"known: {', '.join(self.names())}"}
+        if request["method"] in self._streaming:
+            params = {**params, "progress": progress or _no_progress}
         try:
             return {"ok": True, "result": await handler(**params)}
+        except MethodFailed as exc:
+            return {"ok": False, "error": str(exc)}
         except TypeError as exc:
             return {"ok": False, "error": f"bad parameters for {request['method']}: {exc}"}
         except (ValueError, LookupError, RuntimeError) as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+async def _no_progress(value: Any) -> None:
+    """The progress sink of a dispatch with no client to report to (tests, in-process)."""
+    del value
 
 
 def _pack(obj: Any) -> bytes:
@@ -158,7 +183,11 @@ class ControlServer:
                     msgpack.StackError):
                 await stream.send_all(_pack({"ok": False, "error": "request is not msgpack"}))
                 return
-            response = await self.methods.dispatch(request)
+            async def progress(value: Any) -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(_pack({"progress": value}))
+
+            response = await self.methods.dispatch(request, progress)
             try:
                 data = _pack(response)
             except (TypeError, ValueError) as exc:
@@ -171,10 +200,25 @@ class ControlServer:
                 return
 
 
+def daemon_listening(home: Home) -> bool:
+    """Whether a daemon accepts connections on `home`'s control socket right now."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(DEFAULT_CALL_TIMEOUT_S)
+    try:
+        sock.connect(str(home.control_socket))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
 def call(home: Home | Path | str, method: str, *, timeout: float = DEFAULT_CALL_TIMEOUT_S,
-         **params: Any) -> Any:
+         on_progress: Callable[[Any], None] | None = None, **params: Any) -> Any:
     """Call `method` on the daemon running on `home` and return its result.
 
+    Progress frames of a streaming method go to `on_progress`; `timeout` bounds each
+    wait for the next frame, so a long import that keeps reporting is not cut off.
     Raises DaemonNotRunning (no socket, or nobody listening: a crashed daemon's leftover)
     and ControlError (the daemon reported an error, or the reply was cut short).
     """
@@ -190,11 +234,16 @@ def call(home: Home | Path | str, method: str, *, timeout: float = DEFAULT_CALL_
                 f"no gd-node daemon is running on {home.root} (start one with "
                 f"`gd-node run --home {home.root}`)") from None
         sock.sendall(_pack({"method": method, "params": params}))
-        header = _recv_all(sock, _LEN.size)
-        (length,) = _LEN.unpack(header)
-        if length > MAX_CONTROL_MESSAGE:
-            raise ControlError(f"daemon reply of {length} bytes is over the limit")
-        reply = _unpack(_recv_all(sock, length))
+        while True:
+            header = _recv_all(sock, _LEN.size)
+            (length,) = _LEN.unpack(header)
+            if length > MAX_CONTROL_MESSAGE:
+                raise ControlError(f"daemon reply of {length} bytes is over the limit")
+            reply = _unpack(_recv_all(sock, length))
+            if not (isinstance(reply, dict) and "progress" in reply and "ok" not in reply):
+                break
+            if on_progress is not None:
+                on_progress(reply["progress"])
     except TimeoutError:
         raise ControlError(f"the daemon did not answer {method!r} within {timeout} s") from None
     except OSError as exc:  # reset or broken pipe: the daemon died during the call

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from gd.cli import motors_cmds
+from gd.cli import evaluate_cmds, motors_common
 from gd.motors.domains.loan import demo_events, write_csv
 from gd.motors.domains.turbofan import FEATURES, demo_cmapss
 from gd.node.store.cortex import Cortex
@@ -52,7 +52,9 @@ def test_aggregate_gives_one_decision_over_the_batch(
 def test_same_seed_same_scores_and_the_table_output(
         home: Path, gene_id: Callable[[str], str], turbofan_csv: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(motors_cmds, "console", Console(width=160))
+    wide = Console(width=160)
+    monkeypatch.setattr(motors_common, "console", wide)
+    monkeypatch.setattr(evaluate_cmds, "console", wide)
     gid = gene_id("continue-healthy")
     a = run_json("evaluate", gid, "--states", turbofan_csv, "--seed", "5", "--home", home)
     b = run_json("evaluate", gid, "--states", turbofan_csv, "--seed", "5", "--home", home)
