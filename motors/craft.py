@@ -103,19 +103,29 @@ def band_index(cp: np.ndarray | float, bands: Sequence[Sequence[object]]) -> np.
     return np.searchsorted(lows, np.asarray(cp, dtype=np.float64), side="right") - 1
 
 
+def cp_bounds(cp: np.ndarray | float, alpha: np.ndarray | float, beta: np.ndarray | float,
+              w_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """CP per state at the lower and upper 95 % bounds of M_P's success probability p
+    (CP ∝ p^w_P, the other motors fixed; 0 stays 0). The range the evidence allows:
+    `undecided` compares their bands, and a precautionary policy may act on the upper
+    one where the evidence cannot rule out that acting is warranted (ADR 0020)."""
+    a, b = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
+    mean = a / (a + b)
+    lo, hi = success_bounds(a, b)
+    ratio_lo = np.where(mean > 0, lo / np.where(mean > 0, mean, 1.0), 0.0)
+    ratio_hi = np.where(mean > 0, hi / np.where(mean > 0, mean, 1.0), 1.0)
+    c = np.asarray(cp, dtype=np.float64)
+    return c * ratio_lo ** w_p, np.minimum(c * ratio_hi ** w_p, 1.0)
+
+
 def undecided(cp: np.ndarray, alpha: np.ndarray, beta: np.ndarray, w_p: float,
               bands: Sequence[Sequence[object]], min_evidence: float) -> np.ndarray:
     """Per state: True where the evidence is below `min_evidence` and CP at the two
     bounds of p falls in different bands (module docstring). `cp` must be the CP at the
     posterior mean (0 where a motor vetoed: those are never undecided)."""
     a, b = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
-    mean = a / (a + b)
-    lo, hi = success_bounds(a, b)
-    ratio_lo = np.where(mean > 0, lo / np.where(mean > 0, mean, 1.0), 0.0)
-    ratio_hi = np.where(mean > 0, hi / np.where(mean > 0, mean, 1.0), 1.0)
     cp = np.asarray(cp, dtype=np.float64)
-    cp_lo = cp * ratio_lo ** w_p
-    cp_hi = np.minimum(cp * ratio_hi ** w_p, 1.0)
+    cp_lo, cp_hi = cp_bounds(cp, a, b, w_p)
     scarce = (a + b - FLAT_PRIOR) < min_evidence
     out: np.ndarray = scarce & (cp > 0) & (band_index(cp_lo, bands) != band_index(cp_hi, bands))
     return out

@@ -161,3 +161,47 @@ def tune_score_threshold(score: np.ndarray, units: np.ndarray, cycles: np.ndarra
             best = (float(t), cost)
     assert best is not None
     return best
+
+
+@dataclass(frozen=True)
+class NestedCost:
+    """Out-of-fold policy cost of a score whose alarm level is fitted on the other
+    folds: what choosing between scoring variants on training history may look at."""
+
+    cost: PolicyCost
+    levels: tuple[float, ...]
+
+
+def _add(a: PolicyCost, b: PolicyCost) -> PolicyCost:
+    return PolicyCost(a.engines + b.engines, a.inspections + b.inspections,
+                      a.wasted + b.wasted, a.repairs + b.repairs, a.failures + b.failures)
+
+
+def nested_cv_cost(score: np.ndarray, units: np.ndarray, cycles: np.ndarray, rul: np.ndarray,
+                   grid: np.ndarray, folds: int = 5, seeds: tuple[int, ...] = (1, 2, 3)
+                   ) -> NestedCost:
+    """For each seed and each fold of engines (unit id mod `folds`): the alarm level is
+    fitted with `tune_score_threshold` on the other folds' engines, and its cost is
+    simulated on truncations of the held fold's engines. Costs add up over folds and
+    seeds. The level is never scored on the engines it was fitted on, so variants that
+    only fit the training engines better do not win (the score itself must already be
+    cross-fitted, e.g. evidence from the other folds)."""
+    if len(score) != len(units) or folds < 2 or not seeds:
+        raise MotorInputError("score must align with units; need folds ≥ 2 and a seed")
+    fold = units.astype(np.int64) % folds
+    total = PolicyCost(0, 0, 0, 0, 0)
+    levels = []
+    for seed in seeds:
+        for f in range(folds):
+            held, rest = fold == f, fold != f
+            if not held.any() or not rest.any():
+                raise MotorInputError(f"fold {f} has no engines on one side")
+            level, _ = tune_score_threshold(score[rest], units[rest], cycles[rest], rul[rest],
+                                            seed=seed, grid=grid)
+            cuts = truncations(units[held], cycles[held], rul[held], seed)
+            sel = np.concatenate(cuts)
+            ids = np.concatenate([np.full(len(c), k) for k, c in enumerate(cuts)])
+            s, cy, r = score[held][sel], cycles[held][sel], rul[held][sel]
+            total = _add(total, simulate(ids, cy, r, s >= level))
+            levels.append(level)
+    return NestedCost(total, tuple(levels))

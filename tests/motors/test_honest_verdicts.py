@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gd.genome import Experience
-from gd.motors.craft import band_for, evidence_need, success_bounds, undecided
+from gd.motors.craft import band_for, cp_bounds, evidence_need, success_bounds, undecided
 from gd.motors.domains import get_domain
 from gd.motors.domains.pack import DEFAULT_BANDS
 from gd.motors.evaluate import Evidence, evaluate, score_states
@@ -101,3 +101,16 @@ def test_score_states_reports_needs_evidence_per_state(key) -> None:
     bare = score_states(gene, STATES, seed=5)
     known = score_states(gene, STATES, seed=5, evidence=_evidence(gene, STATES * 3, True))
     assert bare.needs_evidence.any() and not known.needs_evidence.any()
+
+
+def test_cp_bounds_span_the_credible_range_of_p() -> None:
+    alpha, beta = np.array([1.0, 30.0, 2.0]), np.array([1.0, 3.0, 5.0])
+    cp = np.array([0.3, 0.6, 0.0])
+    lo, hi = cp_bounds(cp, alpha, beta, 1.0)
+    p_lo, p_hi = success_bounds(alpha, beta)
+    mean = alpha / (alpha + beta)
+    assert np.allclose(lo[:2], cp[:2] * p_lo[:2] / mean[:2])
+    assert np.allclose(hi[:2], np.minimum(cp[:2] * p_hi[:2] / mean[:2], 1.0))
+    assert lo[0] < 0.3 < hi[0] and hi[0] - lo[0] > hi[1] - lo[1]   # less evidence, wider
+    assert lo[2] == hi[2] == 0.0    # a vetoed state stays at 0
+    assert cp_bounds(0.9, 1.0, 1.0, 1.0)[1] == 1.0   # CP never exceeds 1

@@ -58,3 +58,44 @@ def test_tuned_threshold_is_no_worse_than_any_rule_it_tried() -> None:
 def test_misaligned_inputs_are_refused() -> None:
     with pytest.raises(MotorInputError):
         mt.simulate(np.zeros(3), np.zeros(3), np.zeros(2), np.zeros(3, bool))
+
+
+def _oracle_engines() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows, _ = demo_cmapss(units=20, seed=4)
+    return rows[:, 0], rows[:, 1], rul_for_train(rows)
+
+
+def test_nested_cost_of_a_perfect_score_is_perfect_knowledge_on_every_held_fold() -> None:
+    u, c, r = _oracle_engines()
+    oracle = (r <= mt.LEAD).astype(float)
+    out = mt.nested_cv_cost(oracle, u, c, r, grid=np.array([0.5]), seeds=(1, 2))
+    assert out.cost.failures == 0 and out.cost.wasted == 0
+    assert len(out.levels) == 5 * 2
+    # Every held fold's truncations are scored once per seed: 20 units × 5 cuts × 2.
+    assert out.cost.engines == 20 * 5 * 2
+    noise = np.random.default_rng(0).random(len(u))
+    assert mt.nested_cv_cost(noise, u, c, r, grid=np.array([0.5, 0.9])).cost.cost \
+        > mt.nested_cv_cost(oracle, u, c, r, grid=np.array([0.5, 0.9])).cost.cost
+
+
+def test_nested_level_never_sees_the_engines_it_is_scored_on() -> None:
+    # Fold 0's engines score on a smaller scale. Fitted on all engines, the level drops
+    # to 0.2 and catches them; fitted on the other folds (where 0.5 and 0.2 tie and the
+    # first wins), it stays at 0.5 and fold 0's failures count.
+    u, c, r = _oracle_engines()
+    oracle = (r <= mt.LEAD).astype(float)
+    score = np.where(u.astype(int) % 5 == 0, 0.3 * oracle, oracle)
+    grid = np.array([0.5, 0.2])
+    level, in_sample = mt.tune_score_threshold(score, u, c, r, seed=1, grid=grid)
+    assert level == 0.2 and in_sample.failures == 0
+    nested = mt.nested_cv_cost(score, u, c, r, grid=grid, seeds=(1,))
+    assert nested.levels[0] == 0.5 and nested.cost.failures > 0
+
+
+def test_nested_cost_refuses_bad_folds() -> None:
+    u, c, r = _oracle_engines()
+    with pytest.raises(MotorInputError):
+        mt.nested_cv_cost(np.zeros(len(u)), u, c, r, grid=np.array([0.5]), folds=1)
+    with pytest.raises(MotorInputError):
+        mt.nested_cv_cost(np.zeros(len(u)), u[:5], c[:5], r[:5], grid=np.array([0.5]),
+                          folds=50)
