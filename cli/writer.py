@@ -103,12 +103,12 @@ class Writer:
 
 
 @contextlib.contextmanager
-def node_writer(home: Home, *, wait_s: float = LOCK_WAIT_S) -> Iterator[Writer]:
+def node_writer(home: Home, *, wait_s: float | None = None) -> Iterator[Writer]:
     """The writer for a command on `home`: the running daemon, or the Cortex opened here
     under the home's lock. Raises DaemonUnreachable when something holds the lock and
     no daemon answers within `wait_s` (a wedged daemon, or another command writing)."""
     load_identity(home)  # a missing or half-made home says so before any lock
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
     while True:
         if daemon_listening(home):
             yield Writer(home, None)
