@@ -5,7 +5,7 @@ writes (and tells its services at once); the CLI never opens the Cortex for writ
 beside it. When none runs, the command opens the Cortex itself under the home's lock
 (the daemon's pid lock, so no daemon starts mid-write). Both run the same function
 (`gd.node.control_methods.ops`), so results print the same. A daemon that holds the
-lock but does not answer is an error, never a reason to write anyway (ADR 0020).
+lock but does not answer is an error, never a reason to write anyway (ADR 0022).
 """
 
 from __future__ import annotations

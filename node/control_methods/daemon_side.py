@@ -1,6 +1,6 @@
 """The write operations as control-socket methods of a running daemon.
 
-Why here: while a daemon runs it is the node's one writer (ADR 0020). A CLI command that
+Why here: while a daemon runs it is the node's one writer (ADR 0022). A CLI command that
 changes the node sends its operation over the control socket; the daemon runs the same
 function the CLI would (`ops`), one write at a time off the event loop, and then tells
 the services what changed — the sync service hints peers of a grown feed, the

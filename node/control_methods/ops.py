@@ -1,7 +1,7 @@
 """The node's write operations, each a function of a `WriteContext` returning plain data.
 
 Why one definition: a command that changes a node is run by exactly one writer (the
-daemon when it runs, else the CLI under the home's lock, ADR 0020), and both must store
+daemon when it runs, else the CLI under the home's lock, ADR 0022), and both must store
 and answer the same. Each `WriteOp` names what it touches (`FEED`: the change feed, so
 the sync service hints peers; `POLICY`: agreements or the audit log, so the sovereignty
 service delivers and queues tombstones); the daemon notifies those services after the

@@ -1,4 +1,4 @@
-"""One writer per node (issue 12.1, ADR 0020): with a daemon running, a CLI write goes
+"""One writer per node (issue 12.1, ADR 0022): with a daemon running, a CLI write goes
 through it and the daemon hints its peers at once; with none, the CLI writes under the
 home's lock; a lock held by a silent process is a clear error, never a second writer."""
 
