@@ -126,7 +126,7 @@ def _status_data(home: Path | None) -> dict[str, Any]:
         else:
             data["daemon"].update({k: live.get(k) for k in (
                 "addrs", "peers", "peers_by_region", "ledger_height", "sync_lag",
-                "conflicts", "uptime_s", "api_url")})
+                "conflicts", "uptime_s", "api_url", "adaptation")})
     with Cortex.open(where.cortex_path, readonly=True) as cortex:
         stats = cortex.stats()
         data["cortex"] = {
