@@ -32,6 +32,7 @@ from typing import Any, Final
 from gd.crdt.conflict import QUEUE_ALL, ConflictDecision, ConflictPolicy, VersionStamp, decide
 from gd.genome.errors import SignatureError, ValidationError
 from gd.genome.gene import Gene, id_is_bound
+from gd.protocol.errors import LocalProtocolError
 from gd.protocol.sync_messages import (
     MAX_BATCH_GENES,
     ChangeBatch,
@@ -58,8 +59,9 @@ BatchApplier = Callable[[str, Sequence[Gene], int], object]
 WireChecker = Callable[[Sequence[dict[str, Any]]], Sequence[tuple[Gene | None, str]]]
 
 
-class SyncUsageError(ValueError):
-    """This side was misused (a call out of order, an inconsistent feed reader)."""
+class SyncUsageError(LocalProtocolError, ValueError):
+    """This side was misused (a call out of order, an inconsistent feed reader): our
+    bug, never the peer's (`LocalProtocolError`)."""
 
 
 def share_nothing(receiver: str, gene: Gene) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
+from gd.protocol.errors import RemoteProtocolError
 
 # At most this many genes per batch. 256 genes of ~1.5 KB make a ~400 KB frame: big
 # enough that per-batch costs (one LMDB commit, one round trip) are amortised, small
@@ -39,8 +40,10 @@ REQUEST_TAG: Final = "changes?"
 BATCH_TAG: Final = "changes"
 
 
-class SyncProtocolError(ValueError):
-    """The peer sent a sync message that is malformed or breaks the protocol."""
+class SyncProtocolError(RemoteProtocolError, ValueError):
+    """The peer sent a sync message that is malformed or breaks the protocol: the
+    peer's fault (`RemoteProtocolError`); a ValueError too, so a frame's field check
+    that raises it reads as a bad frame to `gd.protocol.wire`."""
 
 
 def _uint(name: str, value: Any, maximum: int = MAX_SEQ) -> int:

@@ -17,8 +17,9 @@ from hostile import hostile_peer
 
 from gd.genome import Codon, Gene, GeneStatus, ShareScope
 from gd.genome.gene import gene_id_for
-from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID, ForgetDelivery, Tombstone
+from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID
 from gd.node.store.policy_store import rule_from_options
+from gd.protocol.agreement_messages import ForgetDelivery, Tombstone
 from gd.protocol.sovereignty_agreements import AgreementState
 
 K1 = key_from_int(1)

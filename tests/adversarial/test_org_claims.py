@@ -22,21 +22,17 @@ from hostile import HostilePeer, hostile_peer
 
 from gd.genome.certificate import NodeCertificate, TrustAnchors
 from gd.genome.identity import NodeKey
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig, SyncSettings
 from gd.node.credentials import CERT_FILE, write_certificate
 from gd.node.daemon import Daemon
-from gd.node.services.sovereignty_service import (
-    AGREEMENTS_PROTOCOL_ID,
-    DeliveryAck,
-    ProposalDelivery,
-)
-from gd.node.services.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
+from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID
 from gd.node.store.audit import AuditKind
 from gd.node.store.ledger_store import Ledger
 from gd.node.store.policy_store import rule_from_options
+from gd.protocol.agreement_messages import DeliveryAck, ProposalDelivery
 from gd.protocol.handshake import Accepted
 from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
-from gd.protocol.sync_messages import ChangeBatch, ChangesRequest
+from gd.protocol.sync_frames import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
 
 ACME_ORG = NodeKey.from_seed(b"A" * 32)
 BETA_ORG = NodeKey.from_seed(b"B" * 32)
@@ -61,7 +57,8 @@ async def start(cluster: DaemonCluster, nursery: trio.Nursery, n: int, key: Node
     """A daemon of `org`, certified by `org_key`, pinning acme's and beta's org keys."""
     home = cluster.home(n)
     write_certificate(home.root / CERT_FILE, certificate(org_key, org, key))
-    cfg = NodeConfig(org=org, region=REGION, trusted_orgs=TRUST, extra=dict(FAST))
+    cfg = NodeConfig(org=org, region=REGION, trusted_orgs=TRUST, mesh=MeshSettings(**FAST["mesh"]),
+                     sync=SyncSettings(**FAST["sync"]))
     return await launch(nursery, home, cfg, key, cortex=cluster.cortex(n), boot=boot)
 
 
@@ -91,10 +88,10 @@ async def claim_beta(evil: HostilePeer, acme: Daemon, cert: bytes) -> None:
 async def pull_everything(evil: HostilePeer, acme: Daemon) -> list[dict[str, object]]:
     """What acme's sync serves the attacker from the start of its feed."""
     fs = await evil.open(acme, SYNC_PROTOCOL_ID)
-    reply = await fs.request(SyncPull(request=ChangesRequest(since=0).encode()))
+    reply = await fs.request(SyncPull(since=0))
     await fs.close()
     assert isinstance(reply, SyncBatch) and not reply.zstd
-    return list(ChangeBatch.decode(reply.batch).genes)
+    return list(reply.open()[0].genes)
 
 
 async def test_a_fresh_key_claiming_org_beta_gets_nothing_shared_with_org_beta():

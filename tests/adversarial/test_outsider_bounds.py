@@ -20,16 +20,16 @@ from daemon_cluster import DaemonCluster, certificate_for
 from gd_testkit import key_from_int
 from hostile import HostilePeer, hostile_peer
 
-from gd.node.services import ledger_service
-from gd.node.services.ledger_service import RAFT_PROTOCOL_ID, LedgerChunk, LedgerFetch, LedgerGossip
-from gd.node.services.sovereignty_service import (
-    AGREEMENTS_PROTOCOL_ID,
+from gd.node.services import ledger_inbound
+from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, LedgerChunk, LedgerFetch, LedgerGossip
+from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID
+from gd.node.store.policy_store import rule_from_options
+from gd.node.store.proposal_bounds import MAX_RULES_PER_PEER, UNAGREED_TTL_MS
+from gd.protocol.agreement_messages import (
     MAX_PROPOSALS_PER_FRAME,
     DeliveryAck,
     ProposalDelivery,
 )
-from gd.node.store.policy_store import rule_from_options
-from gd.node.store.proposal_bounds import MAX_RULES_PER_PEER, UNAGREED_TTL_MS
 from gd.protocol.handshake import Accepted
 from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 
@@ -108,7 +108,7 @@ async def test_the_ledger_is_served_only_to_members_of_the_region():
 
 
 async def test_learner_slots_are_capped(monkeypatch):
-    monkeypatch.setattr(ledger_service, "MAX_LEARNERS", 2)
+    monkeypatch.setattr(ledger_inbound, "MAX_LEARNERS", 2)
     with DaemonCluster.in_tmp("gd-adv-") as fed:
         async with trio.open_nursery() as nursery:
             me = key_from_int(1).peer_id

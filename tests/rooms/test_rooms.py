@@ -74,8 +74,6 @@ OVERSIZED_BEING_SPLIT = {
     "ledger/raft_messages.py",
     "node/daemon.py",
     "node/services/ledger_service.py",
-    "node/services/sovereignty_service.py",
-    "node/services/sync_service.py",
 }
 
 

@@ -10,9 +10,9 @@ from gd_testkit import key_from_int, make_gene
 
 from gd.genome import GeneStatus
 from gd.node.control import call
-from gd.node.services.sovereignty_service import ForgetDelivery, Tombstone, TombstoneError
 from gd.node.store.audit import AuditKind
 from gd.node.store.ledger_store import Ledger
+from gd.protocol.agreement_messages import ForgetDelivery, Tombstone, TombstoneError
 from gd.protocol.policy_rules import Subject
 from gd.protocol.sovereignty_agreements import AgreementState
 from gd.protocol.sovereignty_anonymise import PSEUDONYM_PREFIX

@@ -27,13 +27,14 @@ from gd.genome.identity import NodeKey
 from gd.node.daemon import Daemon
 from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
 from gd.node.net.streams import PING_PROTOCOL_ID, FramedStream, Ping, Pong, drive_handshake
-from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID, ProposalDelivery
-from gd.node.services.sync_service import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
+from gd.node.services.sovereignty_service import AGREEMENTS_PROTOCOL_ID
+from gd.protocol.agreement_messages import ProposalDelivery
 from gd.protocol.handshake import PROTOCOL_ID as HANDSHAKE_PROTOCOL_ID
 from gd.protocol.handshake import Handshake, HandshakeOffer, Outcome
 from gd.protocol.policy_rules import ShareRule
 from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 from gd.protocol.sync import SyncSender
+from gd.protocol.sync_frames import SYNC_PROTOCOL_ID, SyncBatch, SyncPull
 from gd.protocol.wire import Message
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -41,7 +42,7 @@ HOSTILE_TIMEOUT_S = 10.0
 # Protocols the daemon opens towards a peer once it is handshaken. py-libp2p closes a
 # connection whose peer refuses them, so a hostile peer that wants to stay connected
 # (to count against a limit, say) accepts them and reads whatever comes, boundedly.
-SINK_PROTOCOLS = ("/ipfs/kad/1.0.0", "/gd/sync/1.0.0", "/gd/reconcile/1.0.0",
+SINK_PROTOCOLS = ("/ipfs/kad/1.0.0", SYNC_PROTOCOL_ID, "/gd/reconcile/1.0.0",
                   "/gd/agreements/1.0.0", "/gd/raft/1.0.0")
 SINK_MAX_BYTES = 1 << 20
 
@@ -143,8 +144,8 @@ class HostilePeer:
                         pull = await fs.receive()
                         if not isinstance(pull, SyncPull):  # a hint: we never pull back
                             return
-                        await fs.send(SyncBatch(batch=sender.receive(pull.request),
-                                                zstd=False, head=len(genes)))
+                        batch = sender.batch(pull.request())
+                        await fs.send(SyncBatch.pack(batch, len(genes), False)[0])
                 except Exception:
                     return
 

@@ -15,9 +15,10 @@ from gd_testkit import key_from_int, make_gene
 
 from gd.cli.main import cli
 from gd.genome import GeneStatus, canonical
-from gd.node.config import ConfigError, NodeConfig
+from gd.node.config import ConfigError, NodeConfig, parse_config
 from gd.node.control import call
-from gd.node.services.sync_service import SyncSettings, batch_payload, sync_settings
+from gd.node.services.sync_service import SyncSettings, sync_settings
+from gd.protocol.sync_frames import SyncBatch
 from gd.protocol.sync_messages import ChangeBatch
 
 K1, K2, K3 = (key_from_int(n) for n in (1, 2, 3))
@@ -238,20 +239,20 @@ def test_batch_payload_is_the_genes_bytes_exactly():
     gene = make_gene(K1).to_wire()
     for n in (0, 1, 15, 16, 40):
         batch = ChangeBatch(3, 3 + max(n, 1), n % 2 == 0, (gene,) * n)
-        raw = batch.encode()
-        assert batch_payload(len(raw), batch.since, batch.upto, batch.more, n) == \
-            n * len(canonical.encode_plain(gene))
+        frame, payload = SyncBatch.pack(batch, 100, zstd=False)
+        assert payload == n * len(canonical.encode_plain(gene))
+        assert frame.open() == (batch, payload)
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"share_all_for_tests": True}, r"unknown keys \['share_all_for_tests'\]"),
+    ({"share_all_for_tests": True}, r"\[sync\] share_all_for_tests: unknown key"),
     ({"interval_s": 0}, "interval_s"),
     ({"batch_genes": 1000}, "batch_genes"),
-    ({"bogus": 1}, "unknown keys"),
+    ({"bogus": 1}, "bogus: unknown key"),
 ])
 def test_sync_config_is_validated(section, message):
     with pytest.raises(ConfigError, match=message):
-        sync_settings(NodeConfig(org="o", region="eu", extra={"sync": section}))
+        parse_config({"node": {"org": "o", "region": "eu"}, "sync": section})
 
 
 def test_sync_config_defaults_share_nothing():
@@ -273,5 +274,5 @@ def test_the_binary_refuses_a_config_that_would_switch_sovereignty_off(tmp_path)
     result = subprocess.run([str(gd_node), "run", "--home", str(home), "--log-format", "json"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
-    assert "unknown keys ['share_all_for_tests']" in result.stderr
+    assert "[sync] share_all_for_tests: unknown key" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,0 +1,107 @@
+"""Sovereignty's per-peer sync views: the `SenderView` / `ReceiverView` of
+`gd.node.services.sync_views` that enforce share policies and write the audit trail.
+
+The sender view serves one receiver through an `OutboundFilter` (it may send a derived,
+anonymised gene) and writes one `gene_sent` record per gene once a batch has gone out;
+the receiver view takes genes through an `InboundFilter` and writes `gene_received` /
+`gene_refused` records once its batch is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from gd.genome.gene import Gene, ShareScope
+from gd.protocol.policy_rules import PeerInfo
+from gd.protocol.sovereignty import (
+    InboundFilter,
+    OutboundFilter,
+    PolicySet,
+    SentGene,
+    ShareDecision,
+)
+from gd.protocol.sovereignty_anonymise import derive_for
+from gd.protocol.sync import RejectedGene
+
+if TYPE_CHECKING:
+    from gd.node.services.sovereignty_service import SovereigntyService
+
+
+class SovereignSenderView:
+    """`SenderView` for one receiver: `OutboundFilter` for the feed, the same decision
+    (on a policy snapshot) for reconciliation items and fetches; writes `gene_sent`
+    records once a batch has gone out."""
+
+    def __init__(self, service: SovereigntyService, receiver: PeerInfo) -> None:
+        self.receiver = receiver
+        self._service = service
+        self._filter = OutboundFilter(service.store.policies, receiver, service.key,
+                                      service.secret, service.sync.read_feed)
+        self._snapshot: PolicySet | None = None
+        self._cleared: dict[bytes, SentGene] = {}
+
+    def read_feed(self, since: int, limit: int) -> Any:
+        return self._filter.read_feed(since, limit)
+
+    def policy(self, receiver: str, gene: Gene) -> bool:
+        return self._filter.policy(receiver, gene)
+
+    def outgoing(self, gene: Gene) -> Gene | None:
+        if self._snapshot is None:  # one policy read per conversation, not per gene
+            self._snapshot = self._service.store.policies()
+        r = self.receiver
+        decision = self._snapshot.allowed_to_send(gene, r.peer_id, r.org, r.region)
+        if not decision.allowed:
+            return None
+        out = gene
+        if decision.anonymize or decision.scope != gene.scope:
+            svc = self._service
+            out = derive_for(gene, r.peer_id, svc.key, svc.secret,
+                             anonymize=decision.anonymize, scope=decision.scope or ShareScope())
+        self._cleared[out.version_hash] = SentGene(gene, out, decision)
+        return out
+
+    def finish_batch(self, extra: Sequence[Gene] = ()) -> int:
+        sent = self._filter.take_sent()
+        sent += [self._cleared[g.version_hash] for g in extra
+                 if g.version_hash in self._cleared]
+        self._cleared.clear()
+        return self._service.audit.record_sent(self.receiver.peer_id, sent)
+
+
+class SovereignReceiverView:
+    """`ReceiverView` for one sender: `InboundFilter` on a policy snapshot taken once per
+    batch; writes `gene_received` / `gene_refused` records after the batch applies."""
+
+    def __init__(self, service: SovereigntyService, sender: PeerInfo) -> None:
+        self.sender = sender
+        self._service = service
+        self._snapshot: PolicySet | None = None
+        self._filter = InboundFilter(self._policies, sender)
+
+    def _policies(self) -> PolicySet:
+        if self._snapshot is None:
+            self._snapshot = self._service.store.policies()
+        return self._snapshot
+
+    def accept(self, gene: Gene) -> bool:
+        return self._filter.accept(gene)
+
+    def finish_batch(self, refused_on_apply: Sequence[RejectedGene] = ()) -> int:
+        """Audit the batch: what the store refused after our filter accepted it is
+        recorded as refused, with the store's reason (never as received)."""
+        why = {r.gene_id: r.reason for r in refused_on_apply}
+        accepted: list[tuple[Gene, ShareDecision]] = []
+        refused: list[tuple[Gene, ShareDecision]] = self._filter.refused
+        for gene, decision in self._filter.accepted:
+            if gene.id in why:
+                refused.append((gene, replace(
+                    decision, allowed=False, reason=why[gene.id],
+                    steps=(*decision.steps, f"refused by the store: {why[gene.id]}"))))
+            else:
+                accepted.append((gene, decision))
+        self._filter.accepted, self._filter.refused = [], []
+        self._snapshot = None  # the next batch sees a revocation made meanwhile
+        return self._service.audit.record_received(self.sender.peer_id, accepted, refused)

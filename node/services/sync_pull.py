@@ -1,0 +1,114 @@
+"""The receiver's side of `/gd/sync` in the daemon: the driver of `PullRound`.
+
+`gd.protocol.sync_round.PullRound` decides every step of a pull (which request, when to
+ask ahead, when the round ends, what is the peer's fault); this module carries its
+frames over one stream, runs its CPU and LMDB work in worker threads, and keeps the
+counters, metrics and logs. Pull-based, like CouchDB replication: a node only ever
+*asks* for changes, so nothing arrives that the receiver did not request, and the
+checkpoint lives with the receiver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from gd.genome.gene import Gene
+from gd.node.services.sync_state import PeerSyncState, RoundStats
+from gd.node.store.sync_store import ApplyStats
+from gd.protocol.sync import SyncReceiver
+from gd.protocol.sync_frames import SYNC_PROTOCOL_ID
+from gd.protocol.sync_round import OpenedBatch, PullRound, PullStep
+
+if TYPE_CHECKING:
+    from gd.node.services.sync_service import SyncService
+
+
+class FeedPuller:
+    """Pulls peers' feeds for one `SyncService` (one round per peer at a time)."""
+
+    def __init__(self, service: SyncService) -> None:
+        self.svc = service
+
+    async def pull(self, peer: str, stats: RoundStats | None = None) -> RoundStats:
+        """Pull `peer`'s feed from our checkpoint until it has nothing more for us."""
+        svc = self.svc
+        stats = stats or RoundStats(peer)
+        st = svc.state(peer)
+        async with st.pull_lock:
+            checkpoint = await trio.to_thread.run_sync(svc.cortex.get_checkpoint, peer)
+            applied: list[ApplyStats] = []
+
+            def applier(sender: str, genes: Sequence[Gene], upto: int) -> None:
+                applied.append(svc.store.apply_batch(sender, genes, upto))
+
+            view = svc.receiver_view(peer)
+            receiver = SyncReceiver(peer, applier, checkpoint=checkpoint,
+                                    accept=view.accept, check=svc.verify_pool)
+            round_ = PullRound(receiver, cap=svc.settings.batch_genes,
+                               zstd=svc.settings.compress)
+
+            def apply(opened: OpenedBatch) -> PullStep:
+                step = round_.apply(opened)
+                view.finish_batch([r for s in applied for r in s.refused])
+                return step
+
+            fs = await svc.open_stream(peer, SYNC_PROTOCOL_ID, stats)
+            try:
+                await fs.send(round_.start())
+                while not round_.done:
+                    reply = await fs.receive()
+                    opened = await trio.to_thread.run_sync(round_.open, reply)
+                    if opened.ahead is not None:
+                        await fs.send(opened.ahead)
+                    applied.clear()
+                    step = await trio.to_thread.run_sync(apply, opened)
+                    if any(a.applied for a in applied):
+                        svc.notify_local_change()  # our feed grew: hint our other peers
+                    st.checkpoint, st.head = receiver.checkpoint, opened.head
+                    self._count_batch(stats, step, applied)
+                    if step.rewound:
+                        await self._feed_went_back(peer, st, opened.head)
+                        break
+                    svc.set_lag(peer, st)
+                    if step.send is not None:
+                        await fs.send(step.send)
+            finally:
+                await fs.close()
+        svc.metrics.sync_rounds.labels(kind=SYNC_PROTOCOL_ID, outcome="ok").inc()
+        return stats
+
+    def _count_batch(self, stats: RoundStats, step: PullStep, applied: list[ApplyStats]
+                     ) -> None:
+        svc, outcome, payload = self.svc, step.outcome, step.opened.payload
+        stats.batches += 1
+        stats.payload_in += payload
+        stats.rejected += len(outcome.rejected)
+        for s in applied:
+            stats.rejected += len(s.refused)
+            svc.metrics.sync_rejected.inc(len(s.refused))
+            for bad in s.refused:
+                svc.log.warning("sync.refused", peer=stats.peer, gene=bad.gene_id,
+                                reason=bad.reason)
+            stats.genes_in += s.applied
+            stats.conflicts += s.queued
+            stats.ignored += s.ignored
+            svc.metrics.sync_genes.labels(direction="in").inc(s.applied)
+            svc.metrics.sync_conflicts.inc(s.queued)
+        svc.metrics.sync_bytes.labels(direction="in", kind="payload").inc(payload)
+        svc.metrics.sync_rejected.inc(len(outcome.rejected))
+        for bad in outcome.rejected:
+            svc.log.warning("sync.rejected", peer=stats.peer, gene=bad.gene_id,
+                            reason=bad.reason)
+
+    async def _feed_went_back(self, peer: str, st: PeerSyncState, head: int) -> None:
+        """The peer's feed head is below our checkpoint: it was restored from a backup.
+        Its new writes will reuse sequence numbers we think we have, so follow its head
+        and let anti-entropy find what the gap hides."""
+        svc = self.svc
+        svc.log.warning("sync.feed_rewound", peer=peer, checkpoint=st.checkpoint, head=head)
+        await trio.to_thread.run_sync(svc.cortex.set_checkpoint, peer, head)
+        st.checkpoint, st.head, st.repair_due = head, head, True
+        st.wake.set()
