@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.routing import Route as StarletteRoute
 
-from gd.node.api import views_console
+from gd.node.api import oidc_login, views_console
 from gd.node.api.auth import Principal, authenticate
 from gd.node.api.problems import Problem
 from gd.node.api.ratelimit import retry_after_header
@@ -156,6 +156,8 @@ def build_app(api: ApiServices, routes: Sequence[Route], openapi: dict[str, Any]
     # The web console's static files: no credential (the page holds no data), not in
     # the OpenAPI document; it reads everything through the routes above.
     star.extend(views_console.ROUTES)
+    # The console's OIDC sign-in: how a credential is obtained, so none is needed.
+    star.extend(oidc_login.routes(oidc_login.OidcLogin(api.oidc, api.limiter)))
     middleware = []
     if api.settings.cors_origins:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(

@@ -22,6 +22,7 @@ keys already known.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable
@@ -81,6 +82,8 @@ class OidcVerifier:
         # SHA-256 of a verified token -> (cached until, identity): a client sending the
         # same JWT on every request pays one signature check per CACHE_S, not one each.
         self._verified: dict[bytes, tuple[float, OidcIdentity]] = {}
+        # (monotonic time fetched, document): the console's sign-in reads the endpoints.
+        self._discovery: tuple[float, dict[str, Any]] | None = None
 
     # -- keys --------------------------------------------------------------------------
     async def _get_json(self, client: httpx.AsyncClient, url: str) -> dict[str, Any]:
@@ -168,7 +171,38 @@ class OidcVerifier:
         self._verified[digest] = (self._clock() + CACHE_S, identity)
         return identity
 
-    async def _verify(self, token: str) -> OidcIdentity:
+    async def verify_id_token(self, token: str, nonce: str) -> OidcIdentity:
+        """An ID token from the console's sign-in: every check of `verify`, but for the
+        audience `client_id` (ID tokens are issued to the client, OIDC Core 3.1.3.7),
+        and its `nonce` must be the one this sign-in sent (a replayed ID token fails).
+        Never cached: it is checked once per sign-in."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise OidcError("the ID token is too long")
+        identity = await self._verify(token, audience=self.settings.client_id,
+                                      nonce=nonce)
+        return identity
+
+    async def discovery(self) -> dict[str, Any]:
+        """The issuer's discovery document, fetched once per jwks_max_age_s, its
+        `issuer` checked; OidcError when it cannot be had."""
+        now = self._monotonic()
+        if (self._discovery is not None
+                and now - self._discovery[0] < self.settings.jwks_max_age_s):
+            return self._discovery[1]
+        try:
+            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S,
+                                         follow_redirects=False) as client:
+                doc = await self._get_json(client, self.settings.discovery_url)
+        except (httpx.HTTPError, OSError) as exc:
+            raise OidcError(f"the issuer's discovery document could not be fetched: "
+                            f"{exc}") from None
+        if doc.get("issuer") != self.settings.issuer:
+            raise OidcError("the discovery document names another issuer")
+        self._discovery = (now, doc)
+        return doc
+
+    async def _verify(self, token: str, *, audience: str | None = None,
+                      nonce: str | None = None) -> OidcIdentity:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -189,7 +223,8 @@ class OidcVerifier:
         try:
             key = jwt.PyJWK(jwk, algorithm=alg).key
             claims = jwt.decode(
-                token, key=key, algorithms=[alg], audience=self.settings.audience,
+                token, key=key, algorithms=[alg],
+                audience=audience if audience is not None else self.settings.audience,
                 issuer=self.settings.issuer, leeway=self.settings.leeway_s,
                 options={"require": ["exp", "iss", "aud", "sub"]})
         except jwt.ExpiredSignatureError:
@@ -202,6 +237,9 @@ class OidcVerifier:
             raise OidcError("the JWT is from another issuer") from None
         except jwt.PyJWTError as exc:
             raise OidcError(f"the JWT is invalid: {str(exc)[:120]}") from None
+        if nonce is not None and not hmac.compare_digest(
+                str(claims.get("nonce", "")).encode(), nonce.encode()):
+            raise OidcError("the ID token's nonce is not this sign-in's (a replayed token?)")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise OidcError("the JWT has no subject")

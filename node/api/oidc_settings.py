@@ -6,6 +6,9 @@ roles their claims grant.
     audience = "gd-node"                                # the `aud` they must be for
     roles_claim = "roles"           # a claim holding a string or a list ("a.b" nests)
     # jwks_uri = "..."              # default: from the issuer's discovery document
+    client_id = "gd-console"        # the console's "Login with OIDC" (public client,
+                                    # PKCE); absent: the console offers token login only
+    # scopes = "openid"             # asked for at the issuer's authorization endpoint
 
     [api.oidc.roles]                # claim value -> role and scope (deny by default)
     "gd-approvers" = { role = "approver", domains = ["turbofan"] }
@@ -20,6 +23,7 @@ JWKS fetched in clear could be swapped, and with it every key the node trusts.
 from __future__ import annotations
 
 import ipaddress
+import re
 import urllib.parse
 from dataclasses import dataclass, fields
 from typing import Any, Final
@@ -38,6 +42,10 @@ DEFAULT_JWKS_MAX_AGE_S: Final = 3600.0
 DEFAULT_LEEWAY_S: Final = 30
 MAX_ROLE_MAPS: Final = 64
 MAX_SCOPE: Final = 64
+DEFAULT_SCOPES: Final = "openid"
+MAX_CLIENT_ID: Final = 256
+_CLIENT_ID: Final = re.compile(r"^[\x21-\x7e]+$")
+_PRINTABLE: Final = re.compile(r"^[\x21-\x7e]+(?: [\x21-\x7e]+)*$")
 
 
 class OidcSettingsError(ValueError):
@@ -64,9 +72,22 @@ class OidcSettings:
     jwks_min_refresh_s: float = DEFAULT_JWKS_MIN_REFRESH_S
     jwks_max_age_s: float = DEFAULT_JWKS_MAX_AGE_S
     leeway_s: int = DEFAULT_LEEWAY_S
+    # The console's OIDC sign-in (node/api/oidc_login.py): the client id registered at
+    # the issuer for the console (a public client: PKCE, no secret), and the scopes it
+    # asks for. An empty client_id leaves the console with API-token sign-in only.
+    client_id: str = ""
+    scopes: str = DEFAULT_SCOPES
 
     def __post_init__(self) -> None:
         _url("issuer", self.issuer)
+        if not isinstance(self.client_id, str) or len(self.client_id) > MAX_CLIENT_ID or (
+                self.client_id and not _CLIENT_ID.match(self.client_id)):
+            raise OidcSettingsError(f"api.oidc.client_id must be printable text without "
+                                    f"spaces, at most {MAX_CLIENT_ID} characters")
+        if (not isinstance(self.scopes, str) or "openid" not in self.scopes.split(" ")
+                or not _PRINTABLE.match(self.scopes)):
+            raise OidcSettingsError("api.oidc.scopes must be space-separated scopes that "
+                                    "include openid")
         if self.jwks_uri:
             _url("jwks_uri", self.jwks_uri)
         if not isinstance(self.audience, str) or not self.audience:

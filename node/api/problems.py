@@ -23,14 +23,14 @@ TITLES: Final = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
     415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
 }
 # status -> the short name in the type URI
 SLUGS: Final = {
     400: "bad-request", 401: "unauthenticated", 403: "forbidden", 404: "not-found",
     405: "method-not-allowed", 409: "conflict", 413: "too-large",
     415: "unsupported-media-type", 422: "invalid", 429: "rate-limited",
-    500: "internal", 503: "unavailable",
+    500: "internal", 502: "bad-gateway", 503: "unavailable",
 }
 
 

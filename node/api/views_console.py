@@ -82,5 +82,8 @@ ROUTES: Final[tuple[BaseRoute, ...]] = (
     Route("/", console_root, methods=["GET"]),
     Route("/console", console_root, methods=["GET"]),
     Route("/console/", console_index, methods=["GET"]),
+    # Where the OIDC issuer sends the person back (node/api/oidc_login.py): the same
+    # page, which finishes the sign-in from the query string.
+    Route("/console/callback", console_index, methods=["GET"]),
     Route("/console/{name}", console_asset, methods=["GET"]),
 )

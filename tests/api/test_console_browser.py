@@ -348,3 +348,91 @@ def test_console_in_chromium_approver_approves_viewer_cannot():
         if proc is not None:
             _reap(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+OIDC_CONFIG = """
+[api]
+rate_per_s = 1000.0
+rate_burst = 1000
+
+[api.oidc]
+issuer = "{issuer}"
+audience = "{audience}"
+client_id = "{client_id}"
+roles_claim = "roles"
+
+[api.oidc.roles]
+"gd-approvers" = {{ role = "approver", domains = ["turbofan"] }}
+"""
+
+
+@pytest.mark.slow
+def test_console_oidc_login_in_chromium():
+    """Login with OIDC: console → the issuer (a loopback provider whose test user, an
+    approver by its roles claim, consents at once) → back with code and state → the
+    pending gene → approve → native. First, an answer whose state is not this tab's is
+    refused in the page and never exchanged."""
+    why = _browser_missing()
+    if why is not None:
+        pytest.skip(why)
+    from oidc_issuer import AUDIENCE, CLIENT_ID, running_issuer
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tmp = Path(tempfile.mkdtemp(prefix="gdconsole-oidc", dir="/tmp"))
+    home = tmp / "node"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with running_issuer() as issuer:
+            issuer.user = {"sub": "carol", "roles": ["gd-approvers"]}
+            subprocess.run([GD_NODE, "demo", "--dir", str(home), "--org", "acme", "--region",
+                            "eu"], check=True, capture_output=True, timeout=120)
+            with (home / "config.toml").open("a") as cfg:
+                cfg.write(OIDC_CONFIG.format(issuer=issuer.url, audience=AUDIENCE,
+                                             client_id=CLIENT_ID))
+            gene_id = _pending_genes(home, tmp)["console-approve-me"]
+            proc = subprocess.Popen([GD_NODE, "run", "--home", str(home), "--log-format",
+                                     "json"], stdout=subprocess.DEVNULL,
+                                    stderr=(tmp / "daemon.log").open("ab"))
+            url = _api_url(home, proc)
+            with _chromium(tmp / "profile-oidc") as driver:
+                wait = WebDriverWait(driver, BROWSER_WAIT_S)
+                driver.get(f"{url}/console/")
+                wait.until(ec.visibility_of_element_located((By.ID, "oidc-login")))
+                assert issuer.url in _text(driver, "#oidc-issuer")
+                # An answer that is not for the sign-in this tab started: refused here.
+                driver.execute_script(
+                    "sessionStorage.setItem('gd.console.oidc', JSON.stringify({state: "
+                    "'the-state-this-tab-sent', verifier: 'v'.repeat(64), nonce: "
+                    "'n'.repeat(16), redirect: location.origin + '/console/callback'}))")
+                driver.get(f"{url}/console/callback?code=forged&state=someone-elses")
+                wait.until(lambda d: "state mismatch" in _text(d, "#login-error"))
+                assert "/token" not in issuer.hits, "a mismatched answer is never exchanged"
+                assert "code=" not in driver.current_url
+                assert driver.execute_script(
+                    "return sessionStorage.getItem('gd.console.oidc')") is None
+                # The real flow, from the button.
+                _click(driver, "#oidc-login")
+                wait.until(ec.visibility_of_element_located((By.ID, "nav")))
+                wait.until(ec.presence_of_element_located((By.ID, "overview-stats")))
+                assert issuer.hits["/authorize"] == 1 and issuer.hits["/token"] == 1
+                assert "oidc:carol" in _text(driver, "#who")
+                assert "approver" in _text(driver, "#who")
+                assert "code=" not in driver.current_url and "state=" not in driver.current_url
+                assert driver.get_cookies() == []  # the credential is never a cookie
+                bearer = driver.execute_script(
+                    "return sessionStorage.getItem('gd.console.token')")
+                button = _open_pending(driver, gene_id)
+                assert _enabled(driver, button)
+                _click(driver, button)
+                wait.until(lambda d: "native" in _text(d, "#gene-status"))
+                assert "Approved" in _text(driver, "#flash")
+            with httpx.Client(base_url=url, timeout=60,
+                              headers={"Authorization": f"Bearer {bearer}"}) as http:
+                assert http.get(f"/v1/genes/{gene_id}").json()["status"] == "native"
+                assert http.get("/v1/status").json()["api"]["caller"]["actor"] == "oidc:carol"
+    finally:
+        if proc is not None:
+            _reap(proc)
+        shutil.rmtree(tmp, ignore_errors=True)

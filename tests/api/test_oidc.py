@@ -1,7 +1,9 @@
 """OIDC bearer JWTs against a real issuer: an HTTP server on 127.0.0.1 (in a thread of
-this test) serving the discovery document and the JWKS, a real daemon checking tokens
-signed with the issuer's keys — and tokens forged every way the module docstring of
-gd.node.api.oidc lists."""
+this test, tests/api/oidc_issuer.py) serving the discovery document and the JWKS, a
+real daemon checking tokens signed with the issuer's keys — and tokens forged every way
+the module docstring of gd.node.api.oidc lists. Then the console's sign-in
+(node/api/oidc_login.py): the code flow with PKCE through the daemon, and what a wrong
+verifier, a wrong nonce or a spent code get."""
 
 from __future__ import annotations
 
@@ -9,53 +11,22 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
+import secrets
 import time
+import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from api_support import prepare, start
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
+from oidc_issuer import AUDIENCE, CLIENT_ID, Issuer, running_issuer
 
 from gd.node.api.oidc_settings import OidcSettings, RoleMap, parse_oidc_settings
 from gd.node.api.roles import Role
 from gd.node.config import ConfigError, parse_config
-
-AUDIENCE = "gd-node-test"
-
-
-@dataclass
-class Issuer:
-    """A minimal OpenID provider: discovery + JWKS, and counts of what was fetched."""
-
-    rsa_key: rsa.RSAPrivateKey
-    ec_key: ec.EllipticCurvePrivateKey
-    url: str = ""
-    hits: dict[str, int] = field(default_factory=dict)
-
-    def jwks(self) -> dict[str, Any]:
-        rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.rsa_key.public_key()))
-        ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.ec_key.public_key()))
-        rsa_jwk.update(kid="rsa-1", use="sig", alg="RS256")
-        ec_jwk.update(kid="ec-1", use="sig")
-        return {"keys": [rsa_jwk, ec_jwk]}
-
-    def token(self, *, alg: str = "RS256", kid: str = "rsa-1", **claims: Any) -> str:
-        now = int(time.time())
-        body = {"iss": self.url, "aud": AUDIENCE, "sub": "alice", "iat": now,
-                "exp": now + 600, "roles": ["gd-approvers"], **claims}
-        body = {k: v for k, v in body.items() if v is not None}
-        key = self.rsa_key if alg.startswith(("RS", "PS")) else self.ec_key
-        return jwt.encode(body, key, algorithm=alg, headers={"kid": kid})
-
-    def public_pem(self) -> bytes:
-        return self.rsa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _b64(data: bytes) -> str:
@@ -76,44 +47,12 @@ def unsigned(issuer: Issuer, header: dict[str, Any], key: bytes | None) -> str:
 
 @pytest.fixture
 def issuer() -> Iterator[Issuer]:
-    state = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048),
-                   ec.generate_private_key(ec.SECP256R1()))
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.hits[self.path] = state.hits.get(self.path, 0) + 1
-            if self.path == "/.well-known/openid-configuration":
-                body = {"issuer": state.url, "jwks_uri": state.url + "/jwks"}
-            elif self.path == "/jwks":
-                body = state.jwks()
-            else:
-                self.send_error(404)
-                return
-            data = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: Any) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with running_issuer() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def oidc_settings(issuer: Issuer) -> OidcSettings:
-    return OidcSettings(issuer=issuer.url, audience=AUDIENCE, roles=(
+    return OidcSettings(issuer=issuer.url, audience=AUDIENCE, client_id=CLIENT_ID, roles=(
         RoleMap("gd-approvers", Role.APPROVER, ("turbofan",)),
         RoleMap("gd-viewers", Role.VIEWER, ("loan",)),
         RoleMap("gd-admins", Role.ADMIN, ("*",))))
@@ -175,6 +114,85 @@ async def test_oidc_tokens_valid_and_forged(nursery, tmp_root, issuer):
     assert 1 <= issuer.hits["/jwks"] <= 2
 
 
+async def _authorize(http: httpx.AsyncClient, endpoint: str, redirect: str, verifier: str,
+                     nonce: str, state: str) -> str:
+    """What the console does: send the person to the issuer; the code it comes back with
+    (the test user consents at once)."""
+    challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+    reply = await http.get(endpoint, params={
+        "response_type": "code", "client_id": CLIENT_ID, "redirect_uri": redirect,
+        "scope": "openid", "state": state, "nonce": nonce, "code_challenge": challenge,
+        "code_challenge_method": "S256"})
+    assert reply.status_code == 302, reply.text
+    location = reply.headers["location"]
+    assert location.startswith(redirect + "?")
+    answer = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))
+    assert answer["state"] == state
+    return answer["code"]
+
+
+async def test_console_sign_in_code_flow_with_pkce(nursery, tmp_root, issuer):
+    node, cfg = prepare(tmp_root, oidc=oidc_settings(issuer))
+    await start(nursery, node, cfg)
+    redirect = node.url + "/console/callback"
+    async with node.client() as daemon, httpx.AsyncClient(timeout=30) as browser:
+        offer = (await daemon.get("/v1/auth/oidc")).json()  # no credential needed
+        assert offer == {"enabled": True, "issuer": issuer.url, "client_id": CLIENT_ID,
+                         "scopes": "openid", "authorization_endpoint": issuer.url + "/authorize",
+                         "callback_path": "/console/callback"}
+        verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+
+        async def exchange(code: str, **over: str) -> httpx.Response:
+            body = {"code": code, "code_verifier": verifier, "redirect_uri": redirect,
+                    "nonce": nonce, **over}
+            return await daemon.post("/v1/auth/oidc/token", json=body)
+
+        # A verifier that is not the one behind the challenge: the issuer refuses it.
+        code = await _authorize(browser, offer["authorization_endpoint"], redirect,
+                                verifier, nonce, "s1")
+        wrong = await exchange(code, code_verifier=secrets.token_urlsafe(48))
+        assert wrong.status_code == 400, wrong.text
+        assert "PKCE" in wrong.json()["detail"]
+        assert issuer.token_errors == ["PKCE verification failed"]
+        # The right verifier, but the ID token carries another sign-in's nonce.
+        code = await _authorize(browser, offer["authorization_endpoint"], redirect,
+                                verifier, "n" * 16, "s2")
+        replayed = await exchange(code)
+        assert replayed.status_code == 401 and "nonce" in replayed.json()["detail"]
+        # Everything right: the access token, for this node's audience, is the bearer.
+        code = await _authorize(browser, offer["authorization_endpoint"], redirect,
+                                verifier, nonce, "s3")
+        good = await exchange(code)
+        assert good.status_code == 200, good.text
+        signed_in = good.json()
+        assert signed_in["kind"] == "access_token"
+        assert signed_in["caller"] == {"actor": "oidc:carol", "role": "approver",
+                                       "domains": ["turbofan"], "genes": []}
+        assert "refresh_token" not in signed_in and "set-cookie" not in good.headers
+        # The code is spent: a second exchange gets nothing.
+        again = await exchange(code)
+        assert again.status_code == 400 and "spent" in again.json()["detail"]
+        # Malformed requests never reach the issuer.
+        before = issuer.hits.get("/token", 0)
+        for over in ({"redirect_uri": node.url + "/elsewhere"}, {"code_verifier": "short"},
+                     {"nonce": ""}):
+            assert (await exchange("x", **over)).status_code == 422, over
+        assert issuer.hits.get("/token", 0) == before
+    async with node.client(signed_in["token"]) as http:
+        pending = node.genes["pending"]
+        approved = await http.post(f"/v1/pending/{pending.id}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        assert (await http.get("/v1/status")).json()["api"]["caller"]["actor"] == "oidc:carol"
+
+
+async def test_console_sign_in_is_off_without_a_client_id(api_node):
+    async with api_node.client() as http:
+        assert (await http.get("/v1/auth/oidc")).json() == {"enabled": False}
+        reply = await http.post("/v1/auth/oidc/token", json={})
+        assert reply.status_code == 404
+        assert reply.headers["content-type"] == "application/problem+json"
+
+
 def test_oidc_config_is_typed_and_closed():
     base = {"node": {"org": "a", "region": "eu"}}
     good = {"issuer": "https://id.example.com", "audience": "gd",
@@ -189,6 +207,9 @@ def test_oidc_config_is_typed_and_closed():
         ({**good, "roles": {"ops": {"role": "viewer", "domains": ["*"], "x": 1}}},
          "unknown key"),
         ({"issuer": "https://id.example.com"}, "audience"),
+        ({**good, "client_id": "two words"}, "client_id"),
+        ({**good, "client_id": 7}, "client_id"),
+        ({**good, "scopes": "profile email"}, "openid"),
     ]
     for body, match in bad:
         with pytest.raises(ConfigError, match=match):

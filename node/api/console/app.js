@@ -8,6 +8,9 @@
 "use strict";
 
 const TOKEN_KEY = "gd.console.token";
+// The OIDC sign-in in flight in this tab: {state, verifier, nonce, redirect}; one use.
+const OIDC_KEY = "gd.console.oidc";
+const CALLBACK_PATH = "/console/callback";
 const ROLES = { viewer: 1, operator: 2, approver: 3, admin: 4 };
 const MOTORS = ["M_P", "M_N", "M_C", "M_M"];
 const MAX_EVENTS = 50;          // live events kept on screen
@@ -17,6 +20,7 @@ const RECONNECT_MAX_MS = 30000; // event stream: back-off ceiling between reconn
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   caller: null,     // {actor, role, domains, genes} from /v1/status
+  oidc: null,       // the node's OIDC sign-in settings (GET /v1/auth/oidc), if any
   status: null,
   events: [],
   stream: null,     // AbortController of the event stream
@@ -130,6 +134,81 @@ function signOut(why) {
   $("#login").hidden = false;
   $("#login-error").textContent = why || "";
   flash("");
+}
+
+// -- sign in with OIDC: Authorization Code + PKCE (S256), node/api/oidc_login.py ------
+function b64url(bytes) {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function randomText(bytes) {
+  const buf = new Uint8Array(bytes);
+  crypto.getRandomValues(buf);
+  return b64url(buf);
+}
+
+async function s256(text) {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return b64url(new Uint8Array(digest));
+}
+
+async function oidcOffer() {
+  // The node says whether it has an issuer and a client id for the console.
+  try {
+    const reply = await fetch("/v1/auth/oidc", { cache: "no-store", credentials: "omit" });
+    const cfg = await reply.json();
+    if (!reply.ok || !cfg.enabled) return;
+    state.oidc = cfg;
+    $("#oidc-issuer").textContent = cfg.issuer;
+    $("#oidc").hidden = false;
+  } catch (err) {
+    $("#oidc").hidden = true;
+  }
+}
+
+async function oidcStart() {
+  const cfg = state.oidc;
+  // state binds the answer to this tab's request (no code injected from elsewhere);
+  // the verifier proves to the issuer that whoever redeems the code started the flow.
+  const flight = { state: randomText(32), verifier: randomText(48), nonce: randomText(24),
+    redirect: location.origin + CALLBACK_PATH };
+  sessionStorage.setItem(OIDC_KEY, JSON.stringify(flight));
+  const query = new URLSearchParams({
+    response_type: "code", client_id: cfg.client_id, redirect_uri: flight.redirect,
+    scope: cfg.scopes, state: flight.state, nonce: flight.nonce,
+    code_challenge: await s256(flight.verifier), code_challenge_method: "S256",
+  });
+  const sep = cfg.authorization_endpoint.includes("?") ? "&" : "?";
+  location.assign(`${cfg.authorization_endpoint}${sep}${query}`);
+}
+
+async function oidcFinish() {
+  const answer = new URLSearchParams(location.search);
+  history.replaceState(null, "", "/console/"); // the code leaves the address bar
+  let flight = null;
+  try { flight = JSON.parse(sessionStorage.getItem(OIDC_KEY) || "null"); } catch { flight = null; }
+  sessionStorage.removeItem(OIDC_KEY); // one use, whatever happens next
+  if (answer.get("error")) {
+    throw new Error(`the issuer answered ${answer.get("error")}` +
+      (answer.get("error_description") ? `: ${answer.get("error_description")}` : ""));
+  }
+  if (!flight || !flight.state) throw new Error("this tab started no OIDC sign-in; start again");
+  if (answer.get("state") !== flight.state) {
+    throw new Error("the issuer's answer does not belong to the sign-in this tab started " +
+      "(state mismatch); nothing was exchanged. Start again.");
+  }
+  const code = answer.get("code");
+  if (!code) throw new Error("the issuer's answer carries no code");
+  const reply = await fetch("/v1/auth/oidc/token", {
+    method: "POST", headers: { "Content-Type": "application/json" }, cache: "no-store",
+    credentials: "omit", body: JSON.stringify({ code, code_verifier: flight.verifier,
+      redirect_uri: flight.redirect, nonce: flight.nonce }),
+  });
+  const data = await reply.json();
+  if (!reply.ok) throw new Error(data.detail || `${reply.status} ${reply.statusText}`);
+  await signIn(data.token);
 }
 
 // -- live events (SSE over fetch: EventSource cannot send a bearer header) -------------
@@ -569,9 +648,16 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   $("#logout").addEventListener("click", () => signOut(""));
+  $("#oidc-login").addEventListener("click", () => {
+    oidcStart().catch((err) => { $("#login-error").textContent = `OIDC sign-in failed: ${err.message}`; });
+  });
+  oidcOffer();
   window.addEventListener("hashchange", () => route());
   $("#nav").addEventListener("click", () => flash(""));
-  if (state.token) {
+  if (location.pathname === CALLBACK_PATH) {
+    signOut("");
+    oidcFinish().catch((err) => signOut(`OIDC sign-in refused: ${err.message}`));
+  } else if (state.token) {
     signIn(state.token).catch(() => signOut("Your session ended; sign in again."));
   } else {
     signOut("");
