@@ -46,7 +46,7 @@ from common import percentile, report
 from gd.genome import canonical
 from gd.genome.identity import NodeKey
 from gd.ledger.entry import LedgerEntry
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig, SyncSettings
 from gd.node.control import ControlError, call
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
@@ -82,7 +82,7 @@ class Nodes:
         if n not in self.cortexes:
             self.cortexes[n] = Cortex.open(home.cortex_path)
         cfg = NodeConfig(org=f"org{n}", region="eu", ledger_voters=tuple(voters),
-                         extra={"mesh": dict(FAST_MESH), "sync": {"auto": False}})
+                         mesh=MeshSettings(**FAST_MESH), sync=SyncSettings(auto=False))
         bootstrap = None
         if boot:
             bootstrap = home.root / "boot.toml"

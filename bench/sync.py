@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report
 
 from gd.genome import Codon, Gene, NodeKey
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig, SyncSettings
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
 from gd.node.logging import configure_logging
@@ -72,8 +72,8 @@ async def start(nursery: trio.Nursery, root: Path, n: int, sync: dict[str, Any],
     home = Home(root / f"n{n}")
     home.root.mkdir()
     cortex = Cortex.open(home.cortex_path, map_size=4 << 30)
-    cfg = NodeConfig(org=f"org{n}", region="eu", extra={"sync": sync,
-                                                          "mesh": {"ping_interval_s": 60}})
+    cfg = NodeConfig(org=f"org{n}", region="eu", sync=SyncSettings(**sync),
+                     mesh=MeshSettings(ping_interval_s=60))
     bootstrap = None
     if boot is not None:
         bootstrap = home.root / "boot.toml"

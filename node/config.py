@@ -8,23 +8,27 @@ a default), and every value is checked here so the daemon never starts half-conf
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gd.genome import checks
 from gd.genome.certificate import NO_TRUST, TrustAnchors, org_key_text, parse_org_key
 from gd.genome.errors import ValidationError
 from gd.node.api.settings import ApiSettings, ApiSettingsError, parse_api_settings
+from gd.node.config_sections import ConfigError, MeshSettings, SyncSettings, parse_section
+
+if TYPE_CHECKING:
+    from gd.node.domain_settings import DomainSettings
+
+__all__ = ["ConfigError", "MeshSettings", "NodeConfig", "SyncSettings", "load_config",
+           "parse_config", "render_config"]
 
 DEFAULT_LISTEN = "/ip4/127.0.0.1/tcp/0"
 # "public": peers may dial our listen addresses. "private": they cannot (NAT, firewall):
 # we advertise only relayed addresses through a relay of our region (node/net/relay.py).
 REACHABILITY = ("public", "private")
-
-
-class ConfigError(ValueError):
-    """config.toml is missing, unreadable or holds an invalid value."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,11 @@ class NodeConfig:
     trusted_orgs: TrustAnchors = NO_TRUST
     # [api]: the HTTP API (gd.node.api.settings; validated there, typed here).
     api: ApiSettings = field(default_factory=ApiSettings)
-    extra: dict[str, Any] = field(default_factory=dict)
+    # [mesh], [sync] (node/config_sections.py) and [domains.<name>] (node/domain_settings.py),
+    # checked when the file is read: no section reaches a subsystem unchecked.
+    mesh: MeshSettings = field(default_factory=MeshSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    domains: Mapping[str, DomainSettings] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks.text("node.org", self.org, 128, required=True)
@@ -106,8 +114,7 @@ def parse_trusted_orgs(value: Any, where: str) -> TrustAnchors:
                           f"{MAX_TRUSTED_ORG_KEYS}")
     return TrustAnchors.of(pairs)
 
-# Sections later subsystems own; their keys are validated by those subsystems.
-_OPEN_SECTIONS = ("sync", "sovereignty", "mesh", "domains")
+_TYPED_SECTIONS: dict[str, type[Any]] = {"mesh": MeshSettings, "sync": SyncSettings}
 
 
 def load_config(path: Path) -> NodeConfig:
@@ -121,11 +128,24 @@ def load_config(path: Path) -> NodeConfig:
 
 
 def parse_config(data: dict[str, Any], where: str = "config") -> NodeConfig:
+    """A parsed TOML document as NodeConfig; ConfigError names `where`, the section and
+    the key of the first problem (unknown sections and keys are problems too)."""
     kwargs: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
     for section, body in data.items():
-        if section in _OPEN_SECTIONS:
-            extra[section] = body
+        if section in _TYPED_SECTIONS:
+            try:
+                kwargs[section] = parse_section(_TYPED_SECTIONS[section], body, section)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            continue
+        if section == "domains":
+            # Imported here: the domain packs cost numpy (~0.1 s) that a read-only CLI
+            # command reading config.toml does not need to pay otherwise.
+            from gd.node.domain_settings import parse_domain_settings
+            try:
+                kwargs["domains"] = parse_domain_settings(body)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
             continue
         if section == "api":
             try:
@@ -144,7 +164,7 @@ def parse_config(data: dict[str, Any], where: str = "config") -> NodeConfig:
     if "org" not in kwargs or "region" not in kwargs:
         raise ConfigError(f"{where}: [node] needs org and region")
     try:
-        return NodeConfig(extra=extra, **kwargs)
+        return NodeConfig(**kwargs)
     except (ValidationError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

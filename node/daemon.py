@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from gd.genome.identity import NodeKey
 from gd.node.api.server import check_api_config, start_api
-from gd.node.config import ConfigError, NodeConfig
+from gd.node.config import NodeConfig
 from gd.node.control import ControlMethods, ControlServer
 from gd.node.control_methods.daemon_side import register_write_methods
 from gd.node.credentials import NodeCredentials, load_credentials
@@ -52,8 +51,8 @@ from gd.node.net.denylist import load_deny_list, save_deny_list
 from gd.node.net.discovery import BootstrapPeer, Discovery, load_bootstrap, new_dht
 from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
 from gd.node.net.mdns import MdnsService
-from gd.node.net.mesh import MeshPlanner, MeshPolicy
-from gd.node.net.peers import LimitExceeded, PeerBudget, PeerLimits, PeerRecord, PeerTable
+from gd.node.net.mesh import MeshPlanner
+from gd.node.net.peers import LimitExceeded, PeerBudget, PeerRecord, PeerTable
 from gd.node.net.relay import RELAY_CAPABILITY, RelayService, is_circuit_addr
 from gd.node.net.streams import (
     HANDSHAKE_TIMEOUT_S,
@@ -68,8 +67,7 @@ from gd.node.net.streams import (
 )
 from gd.node.services.ledger_service import LedgerService
 from gd.node.services.sovereignty_service import SovereigntyService
-from gd.node.services.sync_service import SyncService, sync_settings
-from gd.node.store.sync_store import domain_conflict_policies
+from gd.node.services.sync_service import SyncService
 from gd.node.supervise import peer_task, supervised
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.handshake import PROTOCOL_ID as _HANDSHAKE_ID
@@ -92,59 +90,14 @@ MESH_TICK_S = 1.0
 # every 22 h, we do it hourly because regions are small and records cheap).
 DISCOVERY_INTERVAL_S = 30.0
 REPROVIDE_S = 3600.0
-# Our own liveness check: libp2p notices neither a frozen peer nor (when the other host
-# leaks its socket on close) a departed one. 15 s keeps idle traffic negligible.
-PING_INTERVAL_S = 15.0
+# The ping interval and the handshake deadline are [mesh] settings (node/config_sections.py).
 PING_TIMEOUT_S = 5.0
 DIAL_TIMEOUT_S = 10.0
-# A connection (inbound, or one libp2p's DHT opened) whose peer has not completed our
-# handshake by then is closed: otherwise a silent peer keeps a connection and uses the
-# DHT forever. Three handshake timeouts leave room for the dialer's own dial and retry.
-HANDSHAKE_DEADLINE_S = 3 * HANDSHAKE_TIMEOUT_S
 
 ProtocolHandler = Callable[[FramedStream, PeerRecord], Awaitable[None]]
 
 # The sans-I/O handshake module does not import libp2p; its id is typed here.
 HANDSHAKE_PROTOCOL_ID = TProtocol(_HANDSHAKE_ID)
-
-
-_MESH_POLICY_KEYS = {f.name for f in fields(MeshPolicy)} - {"region"}
-_LIMIT_KEYS = {f.name for f in fields(PeerLimits)}
-
-
-def mesh_settings(cfg: NodeConfig) -> tuple[MeshPolicy, PeerLimits, int]:
-    """The optional [mesh] section: MeshPolicy and PeerLimits fields, `seed` (backoff
-    jitter) and `ping_interval_s` (read by `ping_interval`)."""
-    section = dict(cfg.extra.get("mesh", {}))
-    seed = section.pop("seed", 0)
-    section.pop("ping_interval_s", None)
-    section.pop("handshake_deadline_s", None)
-    unknown = set(section) - _MESH_POLICY_KEYS - _LIMIT_KEYS
-    if unknown or type(seed) is not int:
-        raise ConfigError(f"[mesh]: unknown keys {sorted(unknown)}" if unknown
-                          else "[mesh].seed must be an integer")
-    try:
-        policy = MeshPolicy(region=cfg.region,
-                            **{k: v for k, v in section.items() if k in _MESH_POLICY_KEYS})
-        limits = PeerLimits(**{k: v for k, v in section.items() if k in _LIMIT_KEYS})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[mesh]: {exc}") from None
-    return policy, limits, seed
-
-
-def ping_interval(cfg: NodeConfig) -> float:
-    value = cfg.extra.get("mesh", {}).get("ping_interval_s", PING_INTERVAL_S)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError("[mesh].ping_interval_s must be a positive number")
-    return float(value)
-
-
-def handshake_deadline(cfg: NodeConfig) -> float:
-    """`[mesh] handshake_deadline_s`: how long a connection may stay unhandshaken."""
-    value = cfg.extra.get("mesh", {}).get("handshake_deadline_s", HANDSHAKE_DEADLINE_S)
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ConfigError("[mesh].handshake_deadline_s must be a positive number")
-    return float(value)
 
 
 class _ConnectionWatcher(INotifee):
@@ -183,9 +136,11 @@ class Daemon:
         # Our org certificate and the org keys we trust (node/credentials.py); without
         # them we offer no certificate and every peer is uncertified.
         self.credentials = credentials or NodeCredentials()
+        # Where the bootstrap pins came from: `org trust` reloads the anchors (ADR 0022).
+        self.boot_path: Path | None = None
         self.host, self.dht, self.log = host, dht, log
-        self.policy, self.limits, seed = mesh_settings(cfg)
-        self.planner = MeshPlanner(self.policy, seed=seed)
+        self.policy, self.limits = cfg.mesh.policy(cfg.region), cfg.mesh.limits()
+        self.planner = MeshPlanner(self.policy, seed=cfg.mesh.seed)
         self.table = PeerTable()
         self.discovery = Discovery(host, dht)
         self.metrics = NodeMetrics()
@@ -567,7 +522,7 @@ class Daemon:
             if rec is not None:
                 rec.score.rtt(rtt)
 
-        interval = ping_interval(self.cfg)
+        interval = self.cfg.mesh.ping_interval_s
         while True:
             await trio.sleep(interval)
             for rec in self.table.connected():
@@ -575,7 +530,7 @@ class Daemon:
 
     async def handshake_watchdog(self) -> None:
         """Close connections whose peer has not handshaken within the deadline."""
-        deadline = handshake_deadline(self.cfg)
+        deadline = self.cfg.mesh.handshake_deadline_s
         while True:
             await trio.sleep(min(MESH_TICK_S, deadline / 4))
             now = time.monotonic()
@@ -653,14 +608,9 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
     log = get_logger("gd.node").bind(peer_id=key.peer_id)
     boot_path = bootstrap if bootstrap is not None else cfg.resolve_bootstrap(home.root)
     boot_peers = load_bootstrap(boot_path) if boot_path is not None else []
-    mesh_settings(cfg)  # config errors surface before anything starts
-    ping_interval(cfg)
-    handshake_deadline(cfg)
     credentials = load_credentials(home.root, cfg, key, boot_path)
     if credentials.note:
         log.warning("node.certificate_unusable", note=credentials.note)
-    sync_settings(cfg)
-    domain_conflict_policies(cfg.extra.get("domains", {}))
     check_api_config(cfg.api, home.root)
     with PidLock(home.pid_path):
         async with running_host(key, listen or list(cfg.listen)) as host:
@@ -669,12 +619,13 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                 daemon = Daemon(home=home, cfg=cfg, key=key, cortex=cortex, host=host, dht=dht,
                                 bootstrap=boot_peers, domains=domains, log=log,
                                 credentials=credentials)
+                daemon.boot_path = boot_path
                 if cortex is not None:
                     daemon.sync = SyncService(daemon, share_policy=share_policy)
                     daemon.sovereignty = SovereigntyService(daemon, daemon.sync)
                     daemon.ledger = LedgerService(daemon)
                     daemon.ledger_head = daemon.ledger.head
-                    register_write_methods(daemon)  # CLI writes go through us (ADR 0020)
+                    register_write_methods(daemon)  # CLI writes go through us (ADR 0022)
                 api_server = start_api(daemon)
                 metrics_server = None
                 if cfg.metrics_port:

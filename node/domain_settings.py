@@ -19,15 +19,19 @@ min_evidence = 12.0
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy
 from gd.motors.craft import check_bands
 from gd.motors.domains import get_domain
 from gd.motors.domains.pack import MOTORS, DomainConfig
 from gd.motors.errors import MotorInputError
-from gd.node.config import ConfigError, NodeConfig
+from gd.node.config_sections import ConfigError
+
+if TYPE_CHECKING:  # config.py imports this module (lazily) to parse [domains]
+    from gd.node.config import NodeConfig
 
 CONFLICT_MODES: Final = ("queue", "lww", "merge")
 # Motor settings a node may override per domain. `loss_scale`, `horizon` and `fitness`
@@ -122,7 +126,15 @@ def parse_domain_settings(domains: Mapping[str, Any]) -> dict[str, DomainSetting
 def domain_config(cfg: NodeConfig, domain: str) -> DomainConfig | None:
     """The motors' config for `domain` on this node: the pack's, with the node's
     `[domains.<domain>]` overrides; None when the node overrides nothing (the pack's)."""
-    settings = parse_domain_settings(cfg.extra.get("domains", {})).get(domain)
+    settings = cfg.domains.get(domain)
     if settings is None or not settings.motors:
         return None
     return settings.motor_config(domain)
+
+
+def conflict_policies(domains: Mapping[str, DomainSettings]) -> Callable[[str], ConflictPolicy]:
+    """The checked `conflict = "queue" | "lww" | "merge"` settings as the
+    `policy_for(domain)` that SyncStore takes. Default: queue (a person decides)."""
+    policies = {name: ConflictPolicy(merge=t.conflict == "merge", lww=t.conflict == "lww")
+                for name, t in domains.items()}
+    return lambda domain: policies.get(domain, QUEUE_ALL)

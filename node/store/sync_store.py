@@ -38,7 +38,7 @@ from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
 from gd.motors.domains.gene_check import PackMismatch, check_gene
-from gd.node.domain_settings import parse_domain_settings
+from gd.node.domain_settings import conflict_policies, parse_domain_settings
 from gd.node.store.cortex import Cortex, CortexError
 from gd.node.store.cortex_env import UnknownGene
 from gd.node.store.lmdb_tables import Txn
@@ -119,9 +119,7 @@ def domain_conflict_policies(domains: Mapping[str, Any]) -> Callable[[str], Conf
     person decides; nothing is overwritten). Raises ConfigError on a bad value."""
     # One parser knows every key of [domains.X] (sync's `conflict` and the motors'
     # settings), so a motor key is not refused here and a typo is refused everywhere.
-    policies = {name: ConflictPolicy(merge=t.conflict == "merge", lww=t.conflict == "lww")
-                for name, t in parse_domain_settings(domains).items()}
-    return lambda domain: policies.get(domain, QUEUE_ALL)
+    return conflict_policies(parse_domain_settings(domains))
 
 
 class SyncStore:

@@ -17,7 +17,7 @@ from daemon_cluster import FAST_MESH, DaemonCluster, launch
 from gd_testkit import key_from_int
 from hostile import HostilePeer, hostile_peer
 
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig
 from gd.node.net.host import MAX_CONNECTIONS, to_id
 from gd.node.net.inbound import inbound_slots, set_inbound_slots
 from gd.protocol.handshake import Accepted
@@ -30,7 +30,7 @@ DEADLINE_S = 0.5
 async def test_silent_connections_closed_by_the_watchdog_give_their_slots_back():
     with DaemonCluster.in_tmp("gd-adv-") as fed:
         cfg = NodeConfig(org="org1", region="eu",
-                         extra={"mesh": {**FAST_MESH, "handshake_deadline_s": DEADLINE_S}})
+                         mesh=MeshSettings(**FAST_MESH, handshake_deadline_s=DEADLINE_S))
         async with trio.open_nursery() as nursery:
             node = await launch(nursery, fed.home(1), cfg, key_from_int(1),
                                 cortex=fed.cortex(1))

@@ -18,7 +18,7 @@ from gd.motors.domains import get_domain
 from gd.node.api.roles import Role
 from gd.node.api.settings import ApiSettings
 from gd.node.api.tokens import TokenStore
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig
 from gd.node.daemon import Daemon
 from gd.node.home import Home
 from gd.node.local import initialise_home
@@ -71,7 +71,7 @@ def prepare(root: Path, **api: Any) -> tuple[ApiNode, NodeConfig]:
     settings = ApiSettings(**{"rate_per_s": 1000.0, "rate_burst": 1000,
                               "webhook_hosts": ("127.0.0.1",), **api})
     cfg = NodeConfig(org="acme", region="eu", api=settings,
-                     extra={"mesh": {"ping_interval_s": 5}})
+                     mesh=MeshSettings(ping_interval_s=5))
     initialise_home(home, cfg, key)
     cortex = Cortex.open(home.cortex_path)
     node = ApiNode(home, cortex)

@@ -14,7 +14,7 @@ import trio
 from daemon_cluster import LOOPBACK, launch, until
 from gd_testkit import key_from_int
 
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig
 from gd.node.control import ControlError, DaemonNotRunning, call
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
@@ -59,7 +59,7 @@ def free_port() -> int:
 async def start(nursery, home: Home, n: int, region: str = "eu", *, boot: list[Daemon] = (),
                 mesh: dict | None = None, metrics_port: int = 0) -> Daemon:
     cfg = NodeConfig(org=f"org{n}", region=region, metrics_port=metrics_port,
-                     extra={"mesh": {**FAST, **(mesh or {})}})
+                     mesh=MeshSettings(**{**FAST, **(mesh or {})}))
     return await launch(nursery, home, cfg, key_from_int(n), boot=boot)
 
 

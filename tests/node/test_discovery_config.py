@@ -8,8 +8,7 @@ import tomllib
 import pytest
 from gd_testkit import key_from_int
 
-from gd.node.config import ConfigError, NodeConfig
-from gd.node.daemon import mesh_settings, ping_interval
+from gd.node.config import ConfigError, MeshSettings, NodeConfig
 from gd.node.logging import ThirdPartyRateLimit
 from gd.node.net.discovery import BootstrapError, BootstrapPeer, parse_bootstrap, render_bootstrap
 
@@ -43,15 +42,14 @@ def test_bootstrap_refuses_unknown_top_level_keys():
 
 
 def test_mesh_section_is_validated():
-    cfg = NodeConfig(org="o", region="eu", extra={"mesh": {"target_region_peers": 3,
-                                                           "max_streams": 4, "seed": 9}})
-    policy, limits, seed = mesh_settings(cfg)
-    assert (policy.target_region_peers, policy.region, limits.max_streams, seed) == (3, "eu", 4, 9)
-    for bad in ({"nope": 1}, {"target_region_peers": 20}, {"seed": "x"}):
+    cfg = NodeConfig(org="o", region="eu",
+                     mesh=MeshSettings(target_region_peers=3, max_streams=4, seed=9))
+    policy, limits = cfg.mesh.policy(cfg.region), cfg.mesh.limits()
+    assert (policy.target_region_peers, policy.region, limits.max_streams,
+            cfg.mesh.seed) == (3, "eu", 4, 9)
+    for bad in ({"target_region_peers": 20}, {"seed": "x"}, {"ping_interval_s": 0}):
         with pytest.raises(ConfigError, match=r"\[mesh\]"):
-            mesh_settings(NodeConfig(org="o", region="eu", extra={"mesh": bad}))
-    with pytest.raises(ConfigError, match="ping_interval_s"):
-        ping_interval(NodeConfig(org="o", region="eu", extra={"mesh": {"ping_interval_s": 0}}))
+            MeshSettings(**bad)  # type: ignore[arg-type]
 
 
 def test_third_party_logs_are_rate_limited_and_ours_are_not():

@@ -13,7 +13,7 @@ import trio
 from daemon_cluster import launch, until
 from gd_testkit import key_from_int
 
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig
 from gd.node.daemon import Daemon
 from gd.node.home import Home
 from gd.node.net.host import dialable_addrs
@@ -53,7 +53,7 @@ def homes():
 
 async def start(nursery: trio.Nursery, home: Home, n: int, *, mdns: bool) -> Daemon:
     cfg = NodeConfig(org=f"org{n}", region="eu", listen=LOOPBACK, mdns=mdns,
-                     extra={"mesh": FAST})
+                     mesh=MeshSettings(**FAST))
     return await launch(nursery, home, cfg, key_from_int(n), listen=None)
 
 

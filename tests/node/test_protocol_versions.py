@@ -14,7 +14,7 @@ from gd_testkit import key_from_int
 from libp2p.custom_types import TProtocol
 from libp2p.host.exceptions import StreamFailure
 
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig
 from gd.node.home import Home
 from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
 from gd.node.services.sync_service import SYNC_PROTOCOL_ID
@@ -40,7 +40,7 @@ def home():
 @pytest.mark.parametrize("current", [SYNC_PROTOCOL_ID, HANDSHAKE_PROTOCOL_ID])
 async def test_unknown_protocol_version_is_refused_by_name(home, current) -> None:
     newer = next_major(current)
-    cfg = NodeConfig(org="org1", region="eu", extra={"mesh": FAST})
+    cfg = NodeConfig(org="org1", region="eu", mesh=MeshSettings(**FAST))
     async with trio.open_nursery() as nursery:
         daemon = await launch(nursery, home, cfg, key_from_int(1))
         async with running_host(key_from_int(30), LOOPBACK) as host:

@@ -12,7 +12,14 @@ import trio
 from daemon_cluster import certify, launch, until
 from gd_testkit import key_from_int, make_gene
 
-from gd.node.config import ConfigError, NodeConfig, parse_config, render_config
+from gd.node.config import (
+    ConfigError,
+    MeshSettings,
+    NodeConfig,
+    SyncSettings,
+    parse_config,
+    render_config,
+)
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
 from gd.node.net.discovery import BootstrapPeer, region_key, render_bootstrap
@@ -110,8 +117,9 @@ def homes():
 async def start(nursery: trio.Nursery, home: Home, n: int, *, boot: list[Daemon] = (),
                 listen: tuple[str, ...] = LOOPBACK, cortex: Cortex | None = None,
                 **node: object) -> Daemon:
-    extra = {"mesh": FAST, "sync": SHARE_ALL} if cortex is not None else {"mesh": FAST}
-    cfg = NodeConfig(org=f"org{n}", region="eu", listen=listen, extra=extra, **node)
+    sync = SyncSettings(**SHARE_ALL) if cortex is not None else SyncSettings()
+    cfg = NodeConfig(org=f"org{n}", region="eu", listen=listen, mesh=MeshSettings(**FAST),
+                     sync=sync, **node)
     certify(home, cfg.org, cfg.region, key_from_int(n).peer_id)
     return await launch(nursery, home, cfg, key_from_int(n), cortex=cortex, listen=None,
                         boot=boot, share_policy=share_all if cortex is not None else None)
@@ -176,7 +184,7 @@ async def test_a_relay_refuses_peers_of_other_regions(homes, claim) -> None:
     async with trio.open_nursery() as nursery:
         r = await start(nursery, homes("r"), 1, relay=True)
         cfg_region = NodeConfig(org="far", region=claim, listen=(), reachability="private",
-                                extra={"mesh": FAST})
+                                mesh=MeshSettings(**FAST))
         boot = homes("a").root / "bootstrap-peers.toml"
         boot.write_text(render_bootstrap([BootstrapPeer(r.peer_id, tuple(dialable_addrs(
             r.host)), "eu")]))

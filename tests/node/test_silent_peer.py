@@ -11,8 +11,8 @@ import trio
 from daemon_cluster import until
 from gd_testkit import key_from_int
 
-from gd.node.config import ConfigError, NodeConfig
-from gd.node.daemon import HANDSHAKE_DEADLINE_S, Daemon, handshake_deadline, run_daemon
+from gd.node.config import ConfigError, MeshSettings, NodeConfig, parse_config
+from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
 from gd.node.net.host import dialable_addrs, peer_info, running_host, to_id
 
@@ -28,18 +28,17 @@ def home():
 
 
 def test_the_deadline_is_configurable_and_checked() -> None:
-    cfg = NodeConfig(org="o", region="eu")
-    assert handshake_deadline(cfg) == HANDSHAKE_DEADLINE_S
-    fast = NodeConfig(org="o", region="eu", extra={"mesh": {"handshake_deadline_s": 2}})
-    assert handshake_deadline(fast) == 2.0
-    bad = NodeConfig(org="o", region="eu", extra={"mesh": {"handshake_deadline_s": 0}})
-    with pytest.raises(ConfigError, match="handshake_deadline_s"):
-        handshake_deadline(bad)
+    node = {"org": "o", "region": "eu"}
+    assert parse_config({"node": node}).mesh.handshake_deadline_s == 15.0
+    fast = parse_config({"node": node, "mesh": {"handshake_deadline_s": 2}})
+    assert fast.mesh.handshake_deadline_s == 2.0
+    with pytest.raises(ConfigError, match=r"\[mesh\] handshake_deadline_s: expected a number > 0"):
+        parse_config({"node": node, "mesh": {"handshake_deadline_s": 0}})
 
 
 async def test_a_connected_but_silent_peer_is_dropped(home) -> None:
     cfg = NodeConfig(org="o", region="eu",
-                     extra={"mesh": {"handshake_deadline_s": DEADLINE_S}})
+                     mesh=MeshSettings(handshake_deadline_s=DEADLINE_S))
     box: list[Daemon] = []
     silent = key_from_int(9)
     async with trio.open_nursery() as nursery:
@@ -67,7 +66,7 @@ async def test_a_connected_but_silent_peer_is_dropped(home) -> None:
 
 async def test_a_peer_that_handshakes_outlives_the_deadline(home) -> None:
     cfg = NodeConfig(org="o", region="eu",
-                     extra={"mesh": {"handshake_deadline_s": DEADLINE_S}})
+                     mesh=MeshSettings(handshake_deadline_s=DEADLINE_S))
     other_home = Home(home.root / "b")
     other_home.root.mkdir(parents=True)
     box: list[Daemon] = []

@@ -22,7 +22,7 @@ from gd_testkit import key_from_int
 
 from gd.genome.certificate import NodeCertificate, TrustAnchors
 from gd.genome.identity import NodeKey
-from gd.node.config import NodeConfig
+from gd.node.config import MeshSettings, NodeConfig, SyncSettings
 from gd.node.credentials import CERT_FILE, save_trusted_orgs, write_certificate
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
@@ -145,7 +145,7 @@ class DaemonCluster:
                            share_policy: SharePolicy | None = None) -> Daemon:
         """Node `n` (key `key_from_int(n)`, org `org<n>`), ready to serve."""
         cfg = NodeConfig(org=f"org{n}", region=region, ledger_voters=tuple(voters),
-                         extra={"mesh": dict(FAST_MESH), "sync": dict(sync or {})})
+                         mesh=MeshSettings(**FAST_MESH), sync=SyncSettings(**(sync or {})))
         certify(self.home(n), cfg.org, region, key_from_int(n).peer_id)
         return await launch(nursery, self.home(n), cfg, key_from_int(n), cortex=self.cortex(n),
                             boot=boot, on_ready=on_ready, share_policy=share_policy)
