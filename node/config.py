@@ -17,6 +17,11 @@ from gd.genome import checks
 from gd.genome.certificate import NO_TRUST, TrustAnchors, org_key_text, parse_org_key
 from gd.genome.errors import ValidationError
 from gd.node.api.settings import ApiSettings, ApiSettingsError, parse_api_settings
+from gd.node.app.auto_adapt_settings import (
+    AdaptationSettings,
+    AdaptationSettingsError,
+    parse_adaptation_settings,
+)
 from gd.node.config_sections import ConfigError, MeshSettings, SyncSettings, parse_section
 
 if TYPE_CHECKING:
@@ -49,6 +54,8 @@ class NodeConfig:
     trusted_orgs: TrustAnchors = NO_TRUST
     # [api]: the HTTP API (gd.node.api.settings; validated there, typed here).
     api: ApiSettings = field(default_factory=ApiSettings)
+    # [adaptation]: auto-adaptation on a veto or a received gene (node/app/auto_adapt.py).
+    adaptation: AdaptationSettings = field(default_factory=AdaptationSettings)
     # [mesh], [sync] (node/config_sections.py) and [domains.<name>] (node/domain_settings.py),
     # checked when the file is read: no section reaches a subsystem unchecked.
     mesh: MeshSettings = field(default_factory=MeshSettings)
@@ -147,6 +154,12 @@ def parse_config(data: dict[str, Any], where: str = "config") -> NodeConfig:
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             continue
+        if section == "adaptation":
+            try:
+                kwargs["adaptation"] = parse_adaptation_settings(body)
+            except AdaptationSettingsError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            continue
         if section == "api":
             try:
                 kwargs["api"] = parse_api_settings(body)
@@ -237,6 +250,13 @@ orgs = {{ {trusted} }}
 # webhook_hosts = []     # hosts job webhooks may be POSTed to (none by default)
 # OIDC bearer JWTs too: see docs/api.md for the [api.oidc] table (issuer, audience,
 # roles_claim) and its roles table (claim value -> role, domains).
+#
+# [adaptation]           # docs/motors.md: a veto or a received gene queues an adapt job
+# auto = true            # (a person still approves its winners); false: only by hand
+# max_queued = 64        # auto jobs queued or running at once
+# max_per_peer = 8       # auto jobs a day for the genes one peer sends us
+# population = 512       # M_M search size of an auto job
+# generations = 10
 #
 # [sync]                 # docs/protocol.md §6
 # auto = true            # sync on connect, on local change and on a timer

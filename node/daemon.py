@@ -38,6 +38,7 @@ from libp2p.network.swarm import Swarm
 from libp2p.tools.anyio_service import background_trio_service
 
 from gd.genome.identity import NodeKey
+from gd.node.api.auto_adapt_jobs import attach_auto_adapt
 from gd.node.api.server import check_api_config, start_api
 from gd.node.config import NodeConfig
 from gd.node.control import ControlMethods, ControlServer
@@ -164,6 +165,8 @@ class Daemon:
         # The HTTP API (node/api/): its URL and services, set by run_daemon when enabled.
         self.api_url: str | None = None
         self.api: Any = None
+        # Auto-adaptation (gd.node.app.auto_adapt), set with the API's job runner.
+        self.auto_adapt: Any = None
         # Service name -> one element per restart after a failure (node/supervise.py).
         self.service_restarts: dict[str, list[int]] = {}
         # Connections not yet handshaken: peer id -> monotonic time the connection opened.
@@ -572,6 +575,8 @@ class Daemon:
             "known_peers": len(self.table), "dht_peers": self.dht.get_routing_table_size(),
             "cortex_bytes": cortex_bytes, "ledger_height": size, "ledger_root": root.hex(),
             "metrics_port": self.metrics_port, "api_url": self.api_url,
+            "adaptation": (await trio.to_thread.run_sync(self.auto_adapt.summary)
+                           if self.auto_adapt is not None else None),
             "methods": self.methods.names(),
             "sync_lag": self.sync.lag() if self.sync is not None else 0,
             "conflicts": (await trio.to_thread.run_sync(lambda: len(self.sync.store.conflicts()))
@@ -627,6 +632,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                     daemon.ledger_head = daemon.ledger.head
                     register_write_methods(daemon)  # CLI writes go through us (ADR 0022)
                 api_server = start_api(daemon)
+                daemon.auto_adapt = attach_auto_adapt(daemon, cfg.adaptation)
                 metrics_server = None
                 if cfg.metrics_port:
                     metrics_server = MetricsServer(daemon.metrics, daemon.health,

@@ -43,6 +43,8 @@ class FeedPuller:
 
             def applier(sender: str, genes: Sequence[Gene], upto: int) -> None:
                 applied.append(svc.store.apply_batch(sender, genes, upto))
+                if svc.on_received is not None:
+                    svc.on_received(sender, genes)
 
             view = svc.receiver_view(peer)
             receiver = SyncReceiver(peer, applier, checkpoint=checkpoint,

@@ -108,6 +108,8 @@ class Repairer:
 
         def apply() -> ApplyStats:
             applied = svc.store.apply_batch(peer, fetched.good, None)
+            if svc.on_received is not None:
+                svc.on_received(peer, fetched.good)
             view.finish_batch(applied.refused)
             return applied
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -70,6 +70,7 @@ from gd.protocol.sync import FeedReader, SharePolicy, share_nothing
 from gd.protocol.sync_frames import RECONCILE_PROTOCOL_ID, SYNC_PROTOCOL_ID, SyncHint
 
 if TYPE_CHECKING:
+    from gd.genome import Gene
     from gd.node.daemon import Daemon
 
 # The callers' names for what moved to the sync rooms (tests, benchmarks, the daemon).
@@ -112,6 +113,8 @@ class SyncService:
         self._sender_views: SenderViewFactory = self._policy_view
         self._receiver_views: ReceiverViewFactory = self._accept_view
         self.peers: dict[str, PeerSyncState] = {}
+        # Called with (sender, genes) after each applied batch (auto-adaptation).
+        self.on_received: Callable[[str, Sequence[Gene]], object] | None = None
         # Received genes are checked across cores (closed when `run` ends).
         self.verify_pool = VerifyPool()
         self._announced = -1

@@ -24,7 +24,7 @@ from gd.node.app.auto_adapt_settings import (
     AdaptationSettingsError,
     parse_adaptation_settings,
 )
-from gd.node.config import NodeConfig
+from gd.node.config import ConfigError, NodeConfig, parse_config
 from gd.node.home import Home
 from gd.node.local import LocalNode, initialise_home, open_local
 
@@ -157,3 +157,11 @@ def test_auto_false_queues_nothing(node):
     auto, jobs = adapter(node, auto=False)
     _, made = vetoed_gene(node, "inspect-when-hot")
     assert auto.after_decisions(made) == [] and jobs.list() == []
+
+
+def test_config_toml_refuses_an_unknown_adaptation_key():
+    base = {"node": {"org": "acme", "region": "eu"}}
+    assert parse_config({**base, "adaptation": {"max_queued": 5}}).adaptation.max_queued == 5
+    assert parse_config(base).adaptation == AdaptationSettings()
+    with pytest.raises(ConfigError, match=r"config: \[adaptation\] max_queue: unknown key"):
+        parse_config({**base, "adaptation": {"max_queue": 5}})
