@@ -102,7 +102,8 @@ class Pipeline:
                           error=f"{type(exc).__name__}: {exc}"[:300], exc_info=True)
             response = Problem(500, "the node failed to answer; its log says why"
                                ).response(request.url.path)
-        if route.mutating and principal is not None:
+        if route.mutating and principal is not None and not (ctx is not None
+                                                             and ctx.recorded):
             await self._record(principal, request, response.status_code,
                                ctx.payload_hash if ctx is not None else "")
         response.headers.update(SECURITY_HEADERS)

@@ -79,6 +79,9 @@ class Ctx:
     # SHA-256 of the request body: set before the handler for JSON bodies, by the
     # handler for uploads it streams (the audit record names it).
     payload_hash: str = field(default="")
+    # Set by a handler whose change and its audit record committed together
+    # (`audit_in`): the pipeline then writes no second record.
+    recorded: bool = False
 
     @property
     def path_params(self) -> dict[str, Any]:
@@ -132,6 +135,19 @@ class Ctx:
     async def thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Blocking work (LMDB, motors) off the event loop."""
         return await trio.to_thread.run_sync(fn, *args)
+
+    def audit_in(self, status: int) -> Callable[[Any], object]:
+        """The audit record of this call as a step of the handler's own write
+        transaction (LMDB): the change and who made it commit together, in one fsync,
+        instead of a second transaction after the answer is known. The handler sets
+        `recorded` once that transaction has committed."""
+        request, gene = self.request, str(self.request.path_params.get("gene_id", ""))
+
+        def record(txn: Any) -> object:
+            return self.api.record_call_in(
+                txn, self.principal.actor, request.method, request.url.path, status,
+                self.payload_hash or body_sha256(b""), gene)
+        return record
 
     async def write(self, fn: Callable[..., Any], *args: Any) -> Any:
         """A mutation: one at a time (the daemon is the node's one writer), off the loop."""

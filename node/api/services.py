@@ -63,6 +63,12 @@ class ApiServices:
                     payload_hash: str, gene_id: str = "") -> None:
         """The audit record of one mutating call: who, what, when (the record's time),
         the SHA-256 of what they sent, and how it ended."""
-        self.audit.append(AUDIT_KIND, gene_id=gene_id[:256], detail={
+        self.cortex.write(lambda txn: self.record_call_in(
+            txn, actor, method, path, status, payload_hash, gene_id))
+
+    def record_call_in(self, txn: Any, actor: str, method: str, path: str, status: int,
+                       payload_hash: str, gene_id: str = "") -> object:
+        """`record_call` inside the caller's write transaction."""
+        return self.audit.append_in(txn, AUDIT_KIND, gene_id=gene_id[:256], detail={
             "actor": actor, "method": method, "path": path[:512], "status": status,
             "payload_sha256": payload_hash})

@@ -190,11 +190,15 @@ async def h_evaluate(ctx: Ctx) -> Any:
                            "jobs: POST /v1/jobs with kind \"evaluate\"")
     opts = evaluation_options(body)
     try:
+        # The audit record commits with the decisions (one fsync, not two): the
+        # answer below is 200 once they are stored.
         made: list[Decision] = await ctx.write(lambda: dec.evaluate_gene(
             ctx.api.node, gene.id, states, seed=opts["seed"], aggregate=opts["aggregate"],
-            request=EvaluationRequest(**opts["request"]), allow_pending=opts["allow_pending"]))
+            request=EvaluationRequest(**opts["request"]), allow_pending=opts["allow_pending"],
+            also=ctx.audit_in(200)))
     except (dec.DecisionError, MotorInputError, ValidationError) as exc:
         raise motor_problem(exc) from None
+    ctx.recorded = True
     await note_decisions(ctx.api, made)  # a veto queues adaptation (auto_adapt)
     for d in made:
         ctx.api.events.publish("decision.made", {"decision": d.id, "gene": d.gene_id,

@@ -217,9 +217,11 @@ def _request(node: LocalNode, request: EvaluationRequest | None) -> EvaluationRe
 
 def evaluate_gene(node: LocalNode, gene_id: str, states: Sequence[StateVector], *, seed: int,
                   aggregate: bool = False, request: EvaluationRequest | None = None,
-                  allow_pending: bool = False) -> list[Decision]:
+                  allow_pending: bool = False,
+                  also: Callable[[Any], object] | None = None) -> list[Decision]:
     """Evaluate a gene on `states`: one decision per state, or one over the batch with
-    `aggregate`; all decisions are stored, or none if any evaluation fails."""
+    `aggregate`; all decisions are stored, or none if any evaluation fails. `also` runs
+    in the decisions' write transaction (the HTTP API's audit record of the call)."""
     gene = node.cortex.require_gene(gene_id)
     if allow_pending:
         _require_status(gene, (GeneStatus.NATIVE, GeneStatus.ADAPTATION_PENDING),
@@ -240,7 +242,7 @@ def evaluate_gene(node: LocalNode, gene_id: str, states: Sequence[StateVector], 
                           config=config, decided_at=base + i, node=node.key.peer_id)
                  for i, batch in enumerate(batches)]
     _save_evidence(node.cortex, evidence)
-    node.cortex.put_decisions(decisions)
+    node.cortex.put_decisions(decisions, also=also)
     record_decisions(node, decisions)
     return decisions
 

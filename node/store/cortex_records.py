@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from gd.genome.decision import Decision
 from gd.genome.experience import Experience
@@ -139,8 +139,11 @@ class CortexRecords(CortexGenes):
     def put_decision(self, decision: Decision) -> str:
         return self.put_decisions([decision])[0]
 
-    def put_decisions(self, decisions: Iterable[Decision]) -> list[str]:
-        """Store decisions in ONE transaction: a batch evaluation is kept whole or not."""
+    def put_decisions(self, decisions: Iterable[Decision],
+                      also: Callable[[Txn], object] | None = None) -> list[str]:
+        """Store decisions in ONE transaction: a batch evaluation is kept whole or not.
+        `also` writes more in that transaction (the HTTP API's audit record of the
+        call: the decision and who asked for it commit together, with one fsync)."""
         batch = list(decisions)
 
         def run(txn: Txn) -> list[str]:
@@ -148,6 +151,8 @@ class CortexRecords(CortexGenes):
                 txn.put(decision.id.encode(), decision.encode(), db=self._dbs["decisions"])
                 txn.put(join_key(decision.gene_id, U64.pack(decision.decided_at), decision.id),
                         b"", db=self._dbs["idx_decision_gene"])
+            if also is not None:
+                also(txn)
             return [d.id for d in batch]
 
         return self.write(run)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
-from api_support import prepare, start
+from api_support import prepare, start, states
 
 from gd.node.api.problems import MEDIA_TYPE
 
@@ -121,6 +123,50 @@ async def test_mutations_are_attributed_in_the_audit_log(api_node):
     assert last["detail"]["path"] == f"/v1/pending/{gene.id}/reject"
     assert last["detail"]["status"] == 200
     assert last["detail"]["payload_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_an_evaluation_and_its_audit_record_commit_together(api_node):
+    """The decision and who asked for it land in one transaction: no committed state
+    of the Cortex, seen after every write, holds a decision of the call without its
+    audit record. One record per call, as for every other mutation; a refused
+    evaluation is recorded by the pipeline with its status."""
+    cortex, gene = api_node.cortex, api_node.genes["tf"]
+    audit = api_node.daemon.api.audit
+    path = f"/v1/genes/{gene.id}/evaluate"
+
+    def counts() -> tuple[int, int]:
+        calls = [r for r in audit.records(kind="api_call") if r.detail["path"] == path]
+        return len(list(cortex.decisions(gene.id))), len(calls)
+
+    seen: list[tuple[int, int]] = []
+    write = cortex.write
+
+    def spy(fn: Any) -> Any:
+        out = write(fn)
+        seen.append(counts())
+        return out
+
+    cortex.write = spy  # type: ignore[method-assign]
+    body = json.dumps({"states": states("turbofan", 1), "seed": 5}).encode()
+    try:
+        async with api_node.client("operator") as http:
+            reply = await http.post(path, content=body,
+                                    headers={"Content-Type": "application/json"})
+            assert reply.status_code == 200, reply.text
+            refused = await http.post(f"/v1/genes/{api_node.genes['pending'].id}/evaluate",
+                                      json={"states": states("turbofan", 1)})
+            assert refused.status_code == 422, refused.text
+    finally:
+        del cortex.write
+    assert seen and all(decided == recorded for decided, recorded in seen), seen
+    assert counts() == (1, 1)
+    record = [r for r in audit.records(kind="api_call") if r.detail["path"] == path][-1]
+    assert record.detail["actor"] == f"token:{api_node.token_ids['operator']}"
+    assert record.detail["status"] == 200
+    assert record.detail["payload_sha256"] == hashlib.sha256(body).hexdigest()
+    pending_path = f"/v1/genes/{api_node.genes['pending'].id}/evaluate"
+    assert [r.detail["status"] for r in audit.records(kind="api_call")
+            if r.detail["path"] == pending_path] == [422]
 
 
 async def test_body_over_the_limit_is_413(nursery, tmp_root):
