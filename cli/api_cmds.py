@@ -1,9 +1,10 @@
 """`gd-node tokens ...` and `gd-node jobs ...`: credentials and durable jobs of the HTTP
 API (docs/api.md).
 
-Both open the Cortex directly (LMDB allows it beside a running daemon), so a revoked
-token is refused by the daemon at its very next request, and a cancel reaches a running
-job at its next step.
+Reads open the Cortex directly. Writes (create, revoke, cancel) have one writer (ADR
+0022): the running daemon over its control socket, or this process under the home's
+lock when none runs. The API reads a token's record on every request, so a revoked token
+is refused from its very next one; a cancel reaches a running job at its next step.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gd.cli.output import (
     resolve_home,
     user_errors_with,
 )
+from gd.cli.writer import node_writer
 from gd.node.api.job_store import STATES, JobError, JobStore
 from gd.node.api.roles import Role
 from gd.node.api.tokens import TokenError, TokenStore, parse_duration
@@ -61,16 +63,16 @@ def tokens_create_cmd(role: str, domains: tuple[str, ...], genes: tuple[str, ...
                       as_json: bool) -> None:
     """Create a token. Its secret is shown now and never again (only a hash is kept)."""
     seconds = parse_duration(expires) if expires is not None else None
-    with open_local(resolve_home(home)) as node:
-        record, secret = TokenStore(node.cortex).create(
-            Role.parse(role), domains, genes=genes, expires_in_s=seconds, label=label)
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("tokens_create", role=role, domains=list(domains),
+                          genes=list(genes), expires_in_s=seconds, label=label)
     if as_json:
-        print_json({**record.to_json(), "token": secret})
+        print_json(data)
         return
-    console.print(f"token {record.id}: {record.role.label} on {', '.join(record.domains)}"
-                  + (f", expires {_when(record.expires_ms)} UTC" if record.expires_ms else ""))
+    console.print(f"token {data['id']}: {data['role']} on {', '.join(data['domains'])}"
+                  + (f", expires {_when(data['expires_ms'])} UTC" if data["expires_ms"] else ""))
     err_console.print("the secret (shown once; store it now):")
-    click.echo(secret)
+    click.echo(data["token"])
 
 
 @tokens_group.command("list")
@@ -79,7 +81,7 @@ def tokens_create_cmd(role: str, domains: tuple[str, ...], genes: tuple[str, ...
 @api_errors
 def tokens_list_cmd(home: Path | None, as_json: bool) -> None:
     """Tokens with their role, scope and state (never their secrets)."""
-    with open_local(resolve_home(home)) as node:
+    with open_local(resolve_home(home)) as node:  # a read (read-write: makes the table)
         rows = [t.to_json() for t in TokenStore(node.cortex).list()]
     if as_json:
         print_json(rows)
@@ -100,12 +102,12 @@ def tokens_list_cmd(home: Path | None, as_json: bool) -> None:
 @api_errors
 def tokens_revoke_cmd(token_id: str, home: Path | None, as_json: bool) -> None:
     """Revoke TOKEN_ID: the daemon refuses it from its next request on."""
-    with open_local(resolve_home(home)) as node:
-        record = TokenStore(node.cortex).revoke(token_id)
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("tokens_revoke", token_id=token_id)
     if as_json:
-        print_json(record.to_json())
+        print_json(data)
     else:
-        console.print(f"token {record.id} revoked")
+        console.print(f"token {data['id']} revoked")
 
 
 @click.group("jobs")
@@ -124,7 +126,7 @@ def _job_row(job: Any) -> dict[str, Any]:
 @api_errors
 def jobs_list_cmd(state: str | None, home: Path | None, as_json: bool) -> None:
     """Jobs, newest first."""
-    with open_local(resolve_home(home)) as node:
+    with open_local(resolve_home(home)) as node:  # a read (read-write: makes the table)
         rows = [_job_row(j) for j in reversed(JobStore(node.cortex).list(state))]
     if as_json:
         print_json(rows)
@@ -145,7 +147,7 @@ def jobs_list_cmd(state: str | None, home: Path | None, as_json: bool) -> None:
 @api_errors
 def jobs_show_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
     """One job: options, progress, result or error, webhook delivery."""
-    with open_local(resolve_home(home)) as node:
+    with open_local(resolve_home(home)) as node:  # a read (read-write: makes the table)
         data = _job_row(JobStore(node.cortex).require(job_id))
     if as_json:
         print_json(data)
@@ -165,16 +167,16 @@ def jobs_show_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
 @api_errors
 def jobs_cancel_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
     """Cancel a queued job now, or a running one at its next step."""
-    with open_local(resolve_home(home)) as node:
-        job = JobStore(node.cortex).cancel(job_id)
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("jobs_cancel", job_id=job_id)
     if as_json:
-        print_json(_job_row(job))
-    elif job.state == "cancelled":
-        console.print(f"job {job.id} cancelled")
+        print_json(data)
+    elif data["state"] == "cancelled":
+        console.print(f"job {data['id']} cancelled")
     else:
-        console.print(f"job {job.id} will stop at its next step")
-    if job.state not in ("cancelled", "running"):
-        raise Failure(f"job {job.id} is {job.state}")
+        console.print(f"job {data['id']} will stop at its next step")
+    if data["state"] not in ("cancelled", "running"):
+        raise Failure(f"job {data['id']} is {data['state']}")
 
 
 COMMANDS: list[click.Command] = [tokens_group, jobs_group]

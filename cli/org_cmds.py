@@ -29,6 +29,7 @@ from gd.cli.output import (
     resolve_home,
     user_errors_with,
 )
+from gd.cli.writer import node_writer
 from gd.genome.certificate import (
     CertificateError,
     NodeCertificate,
@@ -44,8 +45,6 @@ from gd.node.credentials import (
     load_org_dir,
     load_trusted_orgs,
     read_certificate,
-    trust_org,
-    untrust_org,
     write_certificate,
 )
 from gd.node.local import load_identity
@@ -156,18 +155,19 @@ def trust_cmd(org: str, key: str, home: Path | None, as_json: bool) -> None:
     """Pin KEY (ed25519:<hex>, from `org init`) as org ORG's key on this node.
 
     Compare its fingerprint with the org's by another channel first: whoever holds the
-    key can certify nodes as ORG. Takes effect at the daemon's next start."""
-    where = resolve_home(home)
-    load_identity(where)
+    key can certify nodes as ORG. A running daemon applies it at once (its peers of ORG
+    handshake again)."""
     try:
-        raw = parse_org_key(key)
+        parse_org_key(key)
     except ValueError as exc:
         raise Failure(str(exc)) from None
-    trust_org(where.root, org, raw)
+    with node_writer(resolve_home(home)) as writer:
+        data = writer.run("org_trust", org=org, key=key)
     if as_json:
-        print_json({"org": org, "key": org_key_text(raw), "fingerprint": fingerprint(raw)})
+        print_json(data)
         return
-    console.print(f"trusting org {org} key {fingerprint(raw)} (restart the daemon to apply)")
+    console.print(f"trusting org {org} key {data['fingerprint']}"
+                  + (" (the daemon applied it)" if writer.via_daemon else ""))
 
 
 @org_group.command("untrust")
@@ -175,12 +175,15 @@ def trust_cmd(org: str, key: str, home: Path | None, as_json: bool) -> None:
 @home_option
 @user_errors_with()
 def untrust_cmd(org: str, home: Path | None) -> None:
-    """Forget the keys pinned for ORG in trusted-orgs.toml (config.toml is left alone)."""
+    """Forget the keys pinned for ORG in trusted-orgs.toml (config.toml is left alone).
+    A running daemon applies it at once (its peers certified by ORG handshake again)."""
     where = resolve_home(home)
-    load_identity(where)
-    if not untrust_org(where.root, org):
+    with node_writer(where) as writer:
+        removed = writer.run("org_untrust", org=org)
+    if not removed:
         raise Failure(f"no key is pinned for org {org!r} in {where.root}/trusted-orgs.toml")
-    console.print(f"no longer trusting org {org} (restart the daemon to apply)")
+    console.print(f"no longer trusting org {org}"
+                  + (" (the daemon applied it)" if writer.via_daemon else ""))
 
 
 @org_group.command("list")

@@ -1,9 +1,10 @@
 """`gd-node sync now` and `gd-node conflicts list / show / resolve`.
 
 `sync now` needs the running daemon (it owns the peer connections). The conflict commands
-work without one: they open the home's Cortex directly. When a daemon runs, `resolve`
-goes through its control socket instead, so the daemon writes the resolution itself and
-announces it to its peers at once.
+work without one: they read the home's Cortex directly. `resolve` is a write with one
+writer (ADR 0022): when a daemon runs it goes through its control socket, so the daemon
+writes the resolution itself and announces it to its peers at once; when none runs, this
+process writes it under the home's lock.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from gd.cli.output import (
     resolve_home,
     user_errors,
 )
-from gd.node.control import ControlError, DaemonNotRunning, call
+from gd.cli.writer import node_writer
+from gd.node.control import ControlError, call
 from gd.node.home import Home
 from gd.node.local import open_local
 from gd.node.store.cortex import CortexError
-from gd.node.store.sync_store import Conflict, SyncStore, resolve_conflict
+from gd.node.store.sync_store import Conflict, SyncStore
 
 # `sync now` waits for the daemon's round, which waits (bounded) for each peer: the
 # daemon's own per-round bound (10 min) plus a margin for the reply.
@@ -190,15 +192,9 @@ def conflicts_resolve_cmd(key: str, keep: str, home: Path | None, as_json: bool)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise Failure(f"{path}: not JSON: {exc}") from None
         mode = "file"
-    try:
-        result = call(where, "conflicts_resolve", key=key, keep=mode, content=content)
-        via = "daemon"
-    except DaemonNotRunning:
-        with open_local(where) as node:
-            gene = resolve_conflict(SyncStore(node.cortex), node.key, key, mode, content)
-        result = {"gene_id": gene.id, "version": gene.version,
-                  "version_hash": gene.version_hash.hex(), "vv": dict(gene.vv)}
-        via = "local"
+    with node_writer(where) as writer:
+        result = writer.run("conflicts_resolve", key=key, keep=mode, content=content)
+    via = "daemon" if writer.via_daemon else "local"
     result["via"] = via
     if as_json:
         print_json(result)

@@ -18,8 +18,9 @@ from typing import Any, Final
 
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.control import ControlError, DaemonNotRunning, call, daemon_listening
+from gd.node.control_methods.admin_ops import SERVICE_OPS, WRITE_OPS
 from gd.node.control_methods.daemon_side import MAX_UPLOAD_CHUNK
-from gd.node.control_methods.ops import OPS, STREAMING, Sovereignty
+from gd.node.control_methods.ops import STREAMING, Sovereignty
 from gd.node.home import Home
 from gd.node.local import LocalNode, load_identity, open_local
 from gd.node.lock import AlreadyRunning, PidLock, holder_pid
@@ -73,7 +74,8 @@ class Writer:
         if self.node is not None:
             if method in STREAMING:
                 params["progress"] = progress
-            return OPS[method].run(LocalWriteContext(self.node), **params)
+            op = WRITE_OPS.get(method) or SERVICE_OPS[method]
+            return op.run(LocalWriteContext(self.node), **params)
         return self._remote(method, progress, params)
 
     def _remote(self, method: str, progress: Progress | None, params: dict[str, Any]) -> Any:

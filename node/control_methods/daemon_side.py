@@ -29,7 +29,9 @@ from gd.ledger.errors import LedgerError
 from gd.motors.errors import CheckpointError, MotorInputError
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.control import MethodFailed, Progress
-from gd.node.control_methods.ops import FEED, OPS, POLICY, STREAMING, Sovereignty, WriteOp
+from gd.node.control_methods.admin_ops import TRUST, WRITE_OPS
+from gd.node.control_methods.ops import FEED, POLICY, STREAMING, Sovereignty, WriteOp
+from gd.node.control_methods.trust_reload import reload_trust
 from gd.node.local import LocalNode
 from gd.node.services.recorder import Receipt
 from gd.node.store.audit import AuditError, LedgerSink
@@ -100,7 +102,7 @@ class WriteMethods:
         self.uploads: dict[str, _Upload] = {}
         self.calls = 0  # writes served (the status method reports it)
         self._sweep_leftovers()
-        for name, op in OPS.items():
+        for name, op in WRITE_OPS.items():
             daemon.methods.add(name, self._handler(name, op), streaming=name in STREAMING)
         daemon.methods.add("upload_open", self.upload_open)
         daemon.methods.add("upload_chunk", self.upload_chunk)
@@ -124,12 +126,19 @@ class WriteMethods:
             params["path"] = str(self._take(upload))
         try:
             async with self.lock:
-                return await self._call(name, op, params, progress)
+                result = await self._call(name, op, params, progress)
         finally:
             if upload is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(params["path"])
             self._notify(op)
+        if TRUST in op.touches:  # the pins changed on disk: the daemon uses them now
+            try:
+                await reload_trust(self.daemon)
+            except (ValueError, OSError) as exc:
+                raise MethodFailed(f"{name} was written, but the daemon could not read its "
+                                   f"trust anchors again: {exc}") from None
+        return result
 
     async def _call(self, name: str, op: WriteOp, params: dict[str, Any],
                     progress: Progress | None) -> Any:
