@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gd.ledger.raft_messages import Entry, RaftLocalError, RaftRemoteError, Snapshot
+from gd.ledger.raft_records import Entry, RaftLocalError, RaftRemoteError, Snapshot
 
 
 class RaftLog:

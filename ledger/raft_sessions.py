@@ -13,7 +13,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gd.ledger.raft_messages import Entry, EntryKind
+from gd.ledger.raft_records import Entry, RaftEntryKind
 
 # Requests remembered per client. A client pipelines at most this many outstanding
 # proposals; older ones are forgotten and a retry of one of those is refused as stale
@@ -67,7 +67,7 @@ class ClientSessions:
 
     def apply(self, entry: Entry) -> bool:
         """Record a committed entry; return True if it duplicates an earlier request."""
-        if entry.kind is not EntryKind.NORMAL or not entry.client_id:
+        if entry.kind is not RaftEntryKind.NORMAL or not entry.client_id:
             return False
         session = self._sessions.get(entry.client_id)
         if session is None:

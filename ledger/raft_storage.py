@@ -15,12 +15,12 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from gd.ledger.raft_messages import (
+from gd.ledger.raft_records import (
     ConfChange,
     ConfChangeOp,
     Entry,
-    EntryKind,
     HardState,
+    RaftEntryKind,
     RaftLocalError,
     Snapshot,
 )
@@ -56,7 +56,7 @@ def bootstrap_state(voters: Iterable[str], learners: Iterable[str] = ()) -> Pers
     changes = [ConfChange(ConfChangeOp.ADD_VOTER, v) for v in voters]
     changes += [ConfChange(ConfChangeOp.ADD_LEARNER, n) for n in learners]
     entries = tuple(
-        Entry(BOOTSTRAP_TERM, index, EntryKind.CONF_CHANGE, change.encode())
+        Entry(BOOTSTRAP_TERM, index, RaftEntryKind.CONF_CHANGE, change.encode())
         for index, change in enumerate(changes, start=1)
     )
     return PersistedState(HardState(BOOTSTRAP_TERM, None, len(entries)), Snapshot(), entries)

@@ -18,8 +18,9 @@ statement with the node key and hands it to a *route*, chosen once per recorder:
 * **outbox** — a region member with no daemon running: the statement is queued in the
   LMDB sub-database ``ledger_outbox`` and the daemon proposes the queue when it starts.
   Appending to the local ledger directly would fork it from the region's.
-* **service** — code running inside the daemon passes `route=ServiceRoute(...)`
-  (`gd.node.services.ledger_service`) and talks to the service in-process.
+* **service** — code running inside the daemon gets `route=ServiceRoute(...)`
+  (`gd.node.services.ledger_control`), handed to it by whoever wires the services
+  (`node/daemon.py`), and talks to the service in-process.
 
 The summary is public (the ledger is shared across organisations): callers put ids,
 hashes, verdicts and scores there, never gene content.
@@ -40,6 +41,7 @@ from gd.genome.identity import NodeKey
 from gd.ledger.chain import AppendReceipt, AppendStatus
 from gd.ledger.entry import EntryKind, LedgerEntry
 from gd.ledger.errors import LocalLedgerError
+from gd.node.store.ledger_outbox import LEDGER_OUTBOX_DB, slot_key
 from gd.node.store.ledger_store import MAX_BATCH, Ledger
 
 # Statements per control call: ~500 bytes each, so a call stays well under a megabyte
@@ -56,7 +58,6 @@ QUORUM_WAIT_S = 2.0
 # `ledger_status` answers from memory in milliseconds.
 STATUS_TIMEOUT_S = 5.0
 NO_LEADER_REASON = "ledger leader unknown"
-OUTBOX_DB = b"ledger_outbox"  # = gd.node.services.ledger_service.OUTBOX_DB (no libp2p import here)
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,13 @@ class OutboxRoute:
 
     def __init__(self, env: lmdb.Environment) -> None:
         self.env = env
-        self.db = env.open_db(OUTBOX_DB)
+        self.db = env.open_db(LEDGER_OUTBOX_DB)
 
     def submit(self, statements: Sequence[LedgerEntry]) -> list[Queued]:
         out = []
         with self.env.begin(write=True) as txn:
             for statement in statements:
-                slot = statement.author.encode() + b"\x00" + statement.idempotency_key.encode()
+                slot = slot_key(statement.author, statement.idempotency_key)
                 raw = txn.get(slot, db=self.db)
                 if raw is not None:
                     # A retry of a queued event keeps the first signed copy.
@@ -189,7 +190,7 @@ class DaemonRoute:
             except ControlError as exc:
                 last_error = str(exc)
             else:
-                return [_receipt(r) for r in result]
+                return [receipt_from_plain(r) for r in result]
             if not self._leader_known():
                 return self._queue(chunk, NO_LEADER_REASON)
             wait = SUBMIT_TIMEOUT_S
@@ -201,10 +202,52 @@ class DaemonRoute:
             "again when the daemon restarts")
 
 
-def _receipt(data: dict[str, Any]) -> AppendReceipt:
+def receipt_to_plain(receipt: AppendReceipt) -> dict[str, Any]:
+    """A receipt as the control socket carries it (`ledger_submit`, `ledger_append`)."""
+    return {"status": receipt.status.value, "index": receipt.index,
+            "entry_hash": receipt.entry_hash.hex(), "author": receipt.author,
+            "idempotency_key": receipt.idempotency_key}
+
+
+def receipt_from_plain(data: dict[str, Any]) -> AppendReceipt:
+    """The receipt `receipt_to_plain` made, back from the control socket's reply."""
     return AppendReceipt(AppendStatus(data["status"]), int(data["index"]),
                          bytes.fromhex(data["entry_hash"]), data["author"],
                          data["idempotency_key"])
+
+
+def existing_receipt(ledger: Ledger, author: str, idempotency_key: str,
+                     kind: EntryKind | str, payload_hash: bytes) -> AppendReceipt | None:
+    """The receipt for an event already on the ledger under (author, key): DUPLICATE for
+    the same kind and payload (a retry, though its clock stamp would differ), CONFLICT
+    for another event under a used key; None when the key is free. The recorder and the
+    ledger service both answer retries this way."""
+    existing = ledger.find(author, idempotency_key)
+    if existing is None:
+        return None
+    same = existing.kind == EntryKind(kind) and existing.payload_hash == payload_hash
+    assert existing.index is not None
+    return AppendReceipt(AppendStatus.DUPLICATE if same else AppendStatus.CONFLICT,
+                         existing.index, existing.entry_hash, existing.author,
+                         idempotency_key)
+
+
+def same_event_is_duplicate(ledger: Ledger, statements: Sequence[LedgerEntry],
+                            receipts: Sequence[AppendReceipt | None]) -> list[AppendReceipt]:
+    """A retried event signed twice (two clock stamps) holds its key with the first
+    copy: report DUPLICATE, not CONFLICT, when kind and payload are the same."""
+    out = []
+    for statement, receipt in zip(statements, receipts, strict=True):
+        assert receipt is not None
+        if receipt.status is AppendStatus.CONFLICT:
+            existing = ledger.find(receipt.author, receipt.idempotency_key)
+            if existing is not None and existing.kind == statement.kind \
+                    and existing.payload_hash == statement.payload_hash:
+                receipt = AppendReceipt(AppendStatus.DUPLICATE, receipt.index,
+                                        receipt.entry_hash, receipt.author,
+                                        receipt.idempotency_key)
+        out.append(receipt)
+    return out
 
 
 def region_voters(env: lmdb.Environment) -> tuple[Path, tuple[str, ...]] | None:
@@ -260,14 +303,9 @@ class LedgerRecorder:
         differ; another event under a key already used is a CONFLICT. On the outbox
         route the answer is `Queued`."""
         key_text = idempotency_key or payload_hash.hex()
-        existing = self.ledger.find(self.key.peer_id, key_text)
-        if existing is not None:
-            same = existing.kind == EntryKind(kind) and existing.payload_hash == payload_hash
-            assert existing.index is not None
-            receipt: Receipt = AppendReceipt(
-                AppendStatus.DUPLICATE if same else AppendStatus.CONFLICT, existing.index,
-                existing.entry_hash, existing.author, key_text)
-        else:
+        receipt: Receipt | None = existing_receipt(self.ledger, self.key.peer_id, key_text,
+                                                   kind, payload_hash)
+        if receipt is None:
             entry = LedgerEntry.create(self.key, kind, self.stamp(), payload_hash, summary,
                                        key_text)
             receipt = self.route.submit([entry])[0]

@@ -53,7 +53,7 @@ from gd.genome.errors import ValidationError
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.net.peers import PeerRecord
 from gd.node.net.streams import StreamGone
-from gd.node.services.recorder import LedgerRecorder
+from gd.node.services.recorder import LedgerRecorder, Route
 from gd.node.services.sovereignty_delivery import AgreementDelivery, Delivered
 from gd.node.services.sovereignty_forget import ForgetOutbox
 from gd.node.services.sovereignty_views import SovereignReceiverView, SovereignSenderView
@@ -100,7 +100,8 @@ class SovereigntyService:
     protocol, control method and (unless share-all testing) the sync views on
     construction; `run()` watches peers and the audit log until cancelled."""
 
-    def __init__(self, daemon: Daemon, sync: SyncService) -> None:
+    def __init__(self, daemon: Daemon, sync: SyncService, *,
+                 ledger_route: Route | None = None) -> None:
         self.daemon = daemon
         self.sync = sync
         self.cortex = daemon.cortex
@@ -109,7 +110,9 @@ class SovereigntyService:
         self.audit = AuditLog(self.cortex)
         self.store = PolicyStore(self.cortex, self.key, org=daemon.cfg.org,
                                  region=daemon.cfg.region, audit=self.audit)
-        self.recorder = LedgerRecorder(self.cortex.env, self.key)
+        # Approvals and agreements recorded inside the daemon go through the ledger
+        # service (`ledger_route`, handed over by the daemon), never our own control socket.
+        self.recorder = LedgerRecorder(self.cortex.env, self.key, route=ledger_route)
         self.ledger: LedgerSink = _SerialLedger(self.recorder)
         self.desk = AdaptationDesk(self.cortex, self.key, self.ledger, self.audit)
         self.secret = anonymisation_secret(self.key)

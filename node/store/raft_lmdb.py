@@ -11,17 +11,12 @@ import lmdb
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
-from gd.ledger.raft_messages import (
-    Entry,
-    HardState,
-    RaftRemoteError,
-    Snapshot,
-)
+from gd.ledger.raft_records import Entry, HardState, RaftRemoteError, Snapshot
 from gd.ledger.raft_storage import PersistedState, RaftStorage
 from gd.node.store.lmdb_tables import open_named_db
 
 STATE_DB = b"raft_state"
-ENTRIES_DB = b"raft_entries"
+RAFT_ENTRIES_DB = b"raft_entries"
 SNAPSHOT_DB = b"raft_snapshot"
 _HARD_KEY = b"hard"
 _SNAPSHOT_KEY = b"snapshot"
@@ -40,7 +35,7 @@ class LmdbRaftStorage(RaftStorage):
     def __init__(self, env: lmdb.Environment) -> None:
         self._env = env
         self._state = open_named_db(env, STATE_DB, create=True)
-        self._entries = open_named_db(env, ENTRIES_DB, create=True)
+        self._entries = open_named_db(env, RAFT_ENTRIES_DB, create=True)
         self._snapshot = open_named_db(env, SNAPSHOT_DB, create=True)
         self._needs_explicit_sync = not env.flags().get("sync", True)
 

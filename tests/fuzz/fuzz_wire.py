@@ -17,8 +17,8 @@ import atheris
 
 with atheris.instrument_imports():
     from gd.genome.identity import NodeKey
-    from gd.ledger.raft_messages import Message as RaftMessage
-    from gd.ledger.raft_messages import RaftRemoteError, VoteRequest
+    from gd.ledger.raft_messages import RaftMessage, VoteRequest
+    from gd.ledger.raft_records import RaftRemoteError
     from gd.protocol.errors import RemoteProtocolError
     from gd.protocol.handshake import Handshake, HandshakeOffer, Hello, Verdict
     from gd.protocol.reconcile import Reconciler

@@ -16,8 +16,8 @@ import pytest
 
 from gd.genome import Codon, Gene, NodeKey
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
-from gd.ledger.raft_messages import Message as RaftMessage
-from gd.ledger.raft_messages import RaftRemoteError, VoteRequest
+from gd.ledger.raft_messages import RaftMessage, VoteRequest
+from gd.ledger.raft_records import RaftRemoteError
 from gd.protocol.sync_messages import ChangeBatch, ChangesRequest, SyncProtocolError
 
 SEED = 20240611

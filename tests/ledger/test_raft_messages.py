@@ -12,20 +12,22 @@ from gd.genome import canonical
 from gd.ledger.raft_messages import (
     AppendEntries,
     AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Propose,
+    RaftMessage,
+    VoteRequest,
+    VoteResponse,
+)
+from gd.ledger.raft_records import (
     ConfChange,
     ConfChangeOp,
     ConfState,
     Entry,
-    EntryKind,
-    Heartbeat,
-    HeartbeatResponse,
-    InstallSnapshot,
-    Message,
-    Propose,
+    RaftEntryKind,
     RaftRemoteError,
     Snapshot,
-    VoteRequest,
-    VoteResponse,
 )
 
 SNAP = Snapshot(index=40, term=3, conf=ConfState(frozenset({"a", "b", "c"}), frozenset({"l"})),
@@ -34,21 +36,21 @@ EXAMPLES = [
     VoteRequest("a", "b", 5, last_index=9, last_term=4, prevote=True),
     VoteResponse("b", "a", 5, granted=True, prevote=True),
     AppendEntries("a", "b", 5, prev_index=9, prev_term=4, commit=8, entries=(
-        Entry(5, 10, EntryKind.NORMAL, b"x", "cl", 1),
-        Entry(5, 11, EntryKind.CONF_CHANGE, ConfChange(ConfChangeOp.ADD_LEARNER, "l").encode()),
+        Entry(5, 10, RaftEntryKind.NORMAL, b"x", "cl", 1),
+        Entry(5, 11, RaftEntryKind.CONF_CHANGE, ConfChange(ConfChangeOp.ADD_LEARNER, "l").encode()),
     )),
     AppendResponse("b", "a", 5, index=9, reject=True, hint_index=7, hint_term=3),
     Heartbeat("a", "b", 5, commit=8),
     HeartbeatResponse("b", "a", 5),
     InstallSnapshot("a", "b", 5, snapshot=SNAP),
-    Propose("b", "a", 0, entries=(Entry(0, 0, EntryKind.NORMAL, b"y", "cl", 2),)),
+    Propose("b", "a", 0, entries=(Entry(0, 0, RaftEntryKind.NORMAL, b"y", "cl", 2),)),
 ]
 
 
 @pytest.mark.parametrize("msg", EXAMPLES, ids=lambda m: m.KIND)
 def test_every_message_round_trips_through_canonical_bytes(msg):
     data = msg.encode()
-    assert Message.decode(data) == msg
+    assert RaftMessage.decode(data) == msg
     assert canonical.encode(canonical.decode(data)) == data  # canonical form
 
 
@@ -83,27 +85,27 @@ def test_malformed_append_is_refused_with_a_remote_error(path, value):
     else:
         plain = mutate(plain, path, value)
     with pytest.raises(RaftRemoteError):
-        Message.from_plain(plain)
+        RaftMessage.from_plain(plain)
 
 
 def test_forwarded_proposals_must_be_client_entries():
-    bad = Propose("b", "a", 0, entries=(Entry(0, 0, EntryKind.NOOP),)).to_plain()
+    bad = Propose("b", "a", 0, entries=(Entry(0, 0, RaftEntryKind.NOOP),)).to_plain()
     with pytest.raises(RaftRemoteError, match="client entries"):
-        Message.from_plain(bad)
+        RaftMessage.from_plain(bad)
 
 
 def test_snapshot_with_a_node_both_voter_and_learner_is_refused():
     plain = InstallSnapshot("a", "b", 5, snapshot=SNAP).to_plain()
     plain["b"]["s"]["c"]["l"] = ["a"]
     with pytest.raises(RaftRemoteError, match="both voter and learner"):
-        Message.from_plain(plain)
+        RaftMessage.from_plain(plain)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_crash_the_decoder(data):
     with contextlib.suppress(RaftRemoteError):
-        Message.decode(data)
+        RaftMessage.decode(data)
 
 
 @settings(max_examples=150, deadline=None)
@@ -112,11 +114,11 @@ def test_flipped_bytes_decode_or_raise_a_remote_error(msg, position, byte):
     data = bytearray(msg.encode())
     data[position % len(data)] = byte
     try:
-        decoded = Message.decode(bytes(data))
+        decoded = RaftMessage.decode(bytes(data))
     except RaftRemoteError:
         return
-    assert isinstance(decoded, Message)
-    assert Message.decode(decoded.encode()) == decoded  # whatever decodes is well-formed
+    assert isinstance(decoded, RaftMessage)
+    assert RaftMessage.decode(decoded.encode()) == decoded  # whatever decodes is well-formed
 
 
 def test_conf_state_applies_single_server_changes():

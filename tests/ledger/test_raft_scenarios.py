@@ -17,25 +17,27 @@ from gd.ledger.raft import RaftConfig, RaftNode
 from gd.ledger.raft_messages import (
     AppendEntries,
     AppendResponse,
+    InstallSnapshot,
+    Propose,
+    RaftMessage,
+    VoteRequest,
+    VoteResponse,
+)
+from gd.ledger.raft_records import (
     ConfChange,
     ConfChangeOp,
     Entry,
-    EntryKind,
-    InstallSnapshot,
-    Message,
     ProposalDropped,
-    Propose,
-    Role,
-    VoteRequest,
-    VoteResponse,
+    RaftEntryKind,
+    RaftRole,
 )
 from gd.ledger.raft_sessions import RequestState
 from gd.ledger.raft_storage import MemoryRaftStorage, bootstrap_state
 
-Filter = Callable[[Message], bool]
+Filter = Callable[[RaftMessage], bool]
 
 
-def describe(msg: Message) -> str:
+def describe(msg: RaftMessage) -> str:
     """A short transcript line for a message."""
     head = f"{msg.frm}->{msg.to} {msg.KIND} t{msg.term}"
     if isinstance(msg, VoteRequest):
@@ -63,7 +65,7 @@ class Net:
                 storage.save(boot.hard_state, boot.entries)
             self.nodes[node_id] = RaftNode(node_id, storage.load(), self.config)
             self.applied[node_id] = []
-        self.outbox: list[Message] = []
+        self.outbox: list[RaftMessage] = []
         self.trace: list[str] = []
         self.isolated: set[str] = set()
         self.cut: set[frozenset[str]] = set()  # pairs that cannot talk (partitions)
@@ -88,7 +90,7 @@ class Net:
                 self.outbox.extend(ready.messages)
                 if ready.snapshot is not None:
                     self.applied[node_id] = [Entry(ready.snapshot.term, ready.snapshot.index,
-                                                   EntryKind.NOOP, ready.snapshot.data)]
+                                                   RaftEntryKind.NOOP, ready.snapshot.data)]
                 self.applied[node_id].extend(
                     e for e in ready.committed_entries if e.index not in ready.duplicates)
                 raft.advance(ready)
@@ -125,7 +127,7 @@ class Net:
             target.step(msg)
         raise AssertionError("condition never held")
 
-    def blocked(self, msg: Message) -> bool:
+    def blocked(self, msg: RaftMessage) -> bool:
         return (msg.frm in self.isolated or msg.to in self.isolated
                 or frozenset((msg.frm, msg.to)) in self.cut)
 
@@ -163,7 +165,7 @@ class Net:
         return [i for i, n in self.nodes.items() if n is not None and n.is_leader]
 
     def data(self, node_id: str) -> list[bytes]:
-        return [e.data for e in self.applied[node_id] if e.kind is EntryKind.NORMAL]
+        return [e.data for e in self.applied[node_id] if e.kind is RaftEntryKind.NORMAL]
 
 
 # ---------------------------------------------------------------------------- election
@@ -178,7 +180,7 @@ def test_election_transcript_prevote_then_vote_then_noop_commit():
         "a->b vote t2", "a->c vote t2",
         "b->a vote_resp t2 yes", "c->a vote_resp t2 yes",
     ]
-    assert leader.role is Role.LEADER and leader.term == 2
+    assert leader.role is RaftRole.LEADER and leader.term == 2
     assert "a->b append t2 prev=3 n=1 commit=3" in net.trace  # the no-op at index 4
     assert all(net.node(n).log.committed == 4 for n in "abc")
     assert [net.node(n).leader for n in "abc"] == ["a", "a", "a"]
@@ -210,7 +212,7 @@ def test_split_vote_then_a_later_term_elects_one_leader():
     net.outbox.sort(key=lambda m: order.index(f"{m.frm}->{m.to}"))
     net.deliver()
     assert net.leaders() == []
-    assert net.node("a").role is net.node("c").role is Role.CANDIDATE
+    assert net.node("a").role is net.node("c").role is RaftRole.CANDIDATE
     assert net.node("a").term == net.node("c").term == 2
     net.tick(times=40)
     (leader,) = net.leaders()
@@ -234,7 +236,7 @@ def test_leader_crash_before_commit_loses_only_the_uncommitted_entry():
     net.restart("a")
     net.tick(times=3)
     # a's uncommitted x was overwritten by the new leader's no-op at index 5.
-    assert all(net.node(n).log.entry(5).kind is EntryKind.NOOP for n in "abc")
+    assert all(net.node(n).log.entry(5).kind is RaftEntryKind.NOOP for n in "abc")
     assert all(net.data(n) == [] for n in "abc")
     # The client retries with the same ids and it commits exactly once.
     assert net.node(new).propose(b"x", "client", 1) == 6
@@ -296,7 +298,7 @@ def figure8_setup() -> tuple[Net, int]:
     s1 = net.node("s1")
     catching_up = {"s3": net.node("s3"), "s4": net.node("s4")}
 
-    def hold_back(m: Message) -> bool:
+    def hold_back(m: RaftMessage) -> bool:
         # Appends go to s3 and s4 only, each only until it holds index 7 from s1.
         if not isinstance(m, AppendEntries):
             return False
@@ -431,7 +433,7 @@ def test_check_quorum_steps_down_an_isolated_leader():
     net.tick(["a"], times=9)
     assert net.node("a").is_leader  # acks from the last timeout still count
     net.tick(["a"], times=11)
-    assert net.node("a").role is Role.FOLLOWER and net.node("a").term == 2
+    assert net.node("a").role is RaftRole.FOLLOWER and net.node("a").term == 2
     with pytest.raises(ProposalDropped):
         net.node("a").propose(b"x", "client", 1)  # it no longer knows a leader
     net.tick(["b", "c"], times=40)
@@ -456,7 +458,7 @@ def test_learner_catches_up_via_snapshot_and_never_campaigns():
     snap = a.compact(b"state-after-30")
     net.storage["a"].compact(snap)
     assert a.log.snapshot_index == snap.index == 35
-    assert net.node("l").role is Role.FOLLOWER and net.node("l").term == 2
+    assert net.node("l").role is RaftRole.FOLLOWER and net.node("l").term == 2
     net.isolated = set()
     net.trace.clear()
     net.tick(times=3)
@@ -471,7 +473,7 @@ def test_learner_catches_up_via_snapshot_and_never_campaigns():
     # Learners never campaign and are not counted in the quorum.
     net.isolated = {"l"}
     net.tick(["l"], times=100)
-    assert learner.role is Role.FOLLOWER and learner.term == 2
+    assert learner.role is RaftRole.FOLLOWER and learner.term == 2
 
 
 def test_duplicated_or_stale_snapshot_is_harmless():
@@ -521,7 +523,7 @@ def test_removed_leader_steps_down_and_the_rest_elect():
     a = net.elect("a")
     a.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "a"))
     net.deliver()
-    assert a.role is Role.FOLLOWER and not a.promotable
+    assert a.role is RaftRole.FOLLOWER and not a.promotable
     net.tick(times=40)
     (leader,) = net.leaders()
     assert leader in "bc" and net.node(leader).conf.voters == {"b", "c"}
@@ -566,8 +568,8 @@ def test_committed_duplicates_are_flagged_and_skipped_everywhere():
     net = Net(["a", "b", "c"])
     net.elect("a")
     b = net.node("b")
-    entries = (Entry(2, 5, EntryKind.NORMAL, b"x", "cl", 9),
-               Entry(2, 6, EntryKind.NORMAL, b"x", "cl", 9))
+    entries = (Entry(2, 5, RaftEntryKind.NORMAL, b"x", "cl", 9),
+               Entry(2, 6, RaftEntryKind.NORMAL, b"x", "cl", 9))
     b.step(AppendEntries("a", "b", 2, prev_index=4, prev_term=2, entries=entries, commit=6))
     ready = b.ready()
     assert [e.index for e in ready.committed_entries] == [5, 6]
@@ -588,7 +590,7 @@ def test_leader_removing_itself_takes_no_proposals_so_the_rest_can_elect():
         a.propose(b"late", "client", 1)  # leaving: the log must end at the removal
     net.process()
     # b receives the removal and acks it; nothing after that reaches b.
-    net.deliver_until(lambda: a.role is not Role.LEADER,
+    net.deliver_until(lambda: a.role is not RaftRole.LEADER,
                       drop=lambda m: m.to == "b" and not (
                           isinstance(m, AppendEntries) and m.entries
                           and m.entries[-1].index == removal))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gd.ledger.raft import RaftNode
-from gd.ledger.raft_messages import (
+from gd.ledger.raft_records import (
     ConfState,
     Entry,
     HardState,
@@ -19,7 +19,7 @@ from gd.ledger.raft_messages import (
     Snapshot,
 )
 from gd.ledger.raft_storage import MemoryRaftStorage
-from gd.node.store.raft_lmdb import ENTRIES_DB, LmdbRaftStorage
+from gd.node.store.raft_lmdb import RAFT_ENTRIES_DB, LmdbRaftStorage
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_lmdb_state_survives_reopen_and_a_node_resumes_from_it(tmp_path):
 def test_corrupt_stored_entry_is_reported_not_crashed(env):
     store = LmdbRaftStorage(env)
     store.save(HardState(1, None, 0), entries(1, 3, 1))
-    table = env.open_db(ENTRIES_DB)  # outside the write txn: LMDB has one writer
+    table = env.open_db(RAFT_ENTRIES_DB)  # outside the write txn: LMDB has one writer
     with env.begin(write=True) as txn:
         txn.put(struct.pack(">Q", 2), b"\xc1garbage", db=table)
     with pytest.raises(RaftRemoteError, match="corrupt"):

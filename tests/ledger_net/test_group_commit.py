@@ -14,8 +14,8 @@ from gd_testkit import key_from_int
 from gd.genome import canonical
 from gd.ledger.entry import LedgerEntry
 from gd.ledger.errors import RemoteLedgerError
+from gd.ledger.proposer import encode_batch
 from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, check_signatures
-from gd.node.services.ledger_service import encode_batch
 from gd.node.store.ledger_store import Ledger
 
 
@@ -169,7 +169,7 @@ async def test_concurrent_submissions_on_a_region_of_one_share_commits(region, n
             inner.start_soon(submit, i)
     indices = sorted(r.index for rs in receipts.values() for r in rs)
     assert indices == list(range(160))
-    assert 0 < d.ledger._solo_group.groups < 32  # shared commits, one fsync each
+    assert 0 < d.ledger.solo_group.groups < 32  # shared commits, one fsync each
     with pytest.raises(RemoteLedgerError):
         await d.ledger.submit([forged(statements(1, "x", 1)[0])], timeout_s=30)
     assert d.ledger.ledger.size == 160
@@ -192,7 +192,7 @@ async def test_a_forged_statement_in_a_committed_entry_is_dropped_on_every_node(
     good, bad = statements(3, "direct", 2)
     data = encode_batch([good, forged(bad)])
     leader.ledger.node.propose(data, "test-client", 1)
-    leader.ledger._wake.set()
+    leader.ledger.wake()
     await region.until(lambda: region.sizes(ds) == [5, 5, 5])
     await trio.sleep(0.3)
     assert region.sizes(ds) == [5, 5, 5]
@@ -203,6 +203,6 @@ async def test_a_forged_statement_in_a_committed_entry_is_dropped_on_every_node(
     logs = [[e.encoded for e in d.ledger.ledger.entries()] for d in ds]
     assert logs[0] == logs[1] == logs[2]
     # The applied index went to disk with the entries.
-    assert all(d.ledger._stored_applied() == d.ledger.applied_index > 0 for d in ds)
+    assert all(d.ledger.book.applied() == d.ledger.applied_index > 0 for d in ds)
     for d in ds:
         d.stop()

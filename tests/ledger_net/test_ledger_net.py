@@ -13,7 +13,7 @@ from gd.ledger.sth import SignedTreeHead
 from gd.node.control import call
 from gd.node.net.host import to_id
 from gd.node.net.streams import FramedStream
-from gd.node.services.ledger_service import RAFT_PROTOCOL_ID, LedgerGossip, region_log_id
+from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, LedgerGossip, region_log_id
 from gd.node.services.recorder import DaemonRoute, LedgerRecorder, OutboxRoute
 
 
@@ -162,7 +162,7 @@ async def test_a_late_learner_catches_up_from_a_snapshot_and_proposes_its_outbox
     ds = []
 
     def compact_often(d) -> None:
-        d.ledger.compact_every = 4
+        d.ledger.catchup.compact_every = 4
 
     for n in (1, 2, 3):
         ds.append(await region.start(nursery, n, voters, boot=ds, on_ready=compact_often))

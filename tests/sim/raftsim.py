@@ -33,17 +33,16 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from gd.ledger.raft import RaftConfig, RaftNode, Ready
-from gd.ledger.raft_messages import (
+from gd.ledger.raft_messages import RaftMessage, VoteResponse
+from gd.ledger.raft_records import (
     ConfChange,
     ConfChangeOp,
     ConfState,
     Entry,
-    EntryKind,
-    Message,
     ProposalDropped,
+    RaftEntryKind,
     RaftLocalError,
-    Role,
-    VoteResponse,
+    RaftRole,
 )
 from gd.ledger.raft_storage import MemoryRaftStorage, bootstrap_state
 
@@ -118,7 +117,7 @@ class Simulation:
                 storage.save(boot.hard_state, boot.entries)
             self.nodes[node_id] = SimNode(node_id, storage, RaftNode(node_id, storage.load(),
                                                                       self.raft_config))
-        self.network: list[Message] = []
+        self.network: list[RaftMessage] = []
         self.blocked: set[frozenset[str]] = set()
         self.leaders: dict[int, str] = {}  # term -> the one leader of that term
         self.committed: dict[int, Entry] = {}  # the cluster-wide committed log
@@ -215,7 +214,7 @@ class Simulation:
             if known is None:
                 self.committed[entry.index] = entry
                 self.commit_term_bound[entry.index] = self.max_term()
-                if entry.kind is EntryKind.CONF_CHANGE:
+                if entry.kind is RaftEntryKind.CONF_CHANGE:
                     self.record_conf(entry)
             elif known != entry:
                 self.fail(f"state machine safety: {node.node_id} applied {entry} at "
@@ -226,13 +225,13 @@ class Simulation:
             if self.duplicate_flags.setdefault(entry.index, duplicate) != duplicate:
                 self.fail(f"{node.node_id} disagrees whether {entry.index} is a duplicate")
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: RaftMessage) -> None:
         if frozenset((msg.frm, msg.to)) in self.blocked or self.rng.random() < self.cfg.drop_rate:
             return
         copies = 2 if self.rng.random() < self.cfg.duplicate_rate else 1
         for _ in range(copies):
             # Messages go through bytes, as on the wire.
-            self.network.append(Message.decode(msg.encode()))
+            self.network.append(RaftMessage.decode(msg.encode()))
 
     def deliver_some(self) -> None:
         if not self.network:
@@ -360,7 +359,7 @@ class Simulation:
             raft = node.raft
             if raft is None:
                 continue
-            if raft.role is Role.LEADER:
+            if raft.role is RaftRole.LEADER:
                 seen = self.leaders.setdefault(raft.term, node.node_id)
                 if seen != node.node_id:
                     self.fail(f"election safety: {seen} and {node.node_id} lead term {raft.term}")
@@ -462,7 +461,7 @@ class Simulation:
         firsts: dict[int, int] = {}
         for index in sorted(self.committed):
             entry = self.committed[index]
-            if entry.kind is not EntryKind.NORMAL or self.duplicate_flags[index]:
+            if entry.kind is not RaftEntryKind.NORMAL or self.duplicate_flags[index]:
                 continue
             if entry.request_id in firsts:
                 self.fail(f"request {entry.request_id} took effect twice: "

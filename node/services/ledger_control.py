@@ -1,0 +1,110 @@
+"""How the rest of the node reaches the ledger service: the control socket's `ledger_*`
+methods (CLI processes) and `ServiceRoute` (code in the daemon's worker threads).
+
+Control calls get a clear `ValueError` for bad input or a ledger refusal (the control
+server turns it into an error reply, never a traceback); the receipts travel as plain
+dicts (`gd.node.services.recorder.receipt_to_plain`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from gd.ledger.entry import LedgerEntry
+from gd.ledger.errors import LedgerError
+from gd.node.services.recorder import OutboxRoute, Receipt, receipt_to_plain
+
+if TYPE_CHECKING:
+    from gd.node.services.ledger_service import LedgerService
+
+# How long `ledger_append` / `ledger_submit` wait for the commit by default.
+APPEND_TIMEOUT_S = 10.0
+
+
+class LedgerServiceError(RuntimeError):
+    """A submission could not be taken or did not commit in time (a local condition:
+    the control socket reports it; the caller retries with the same statements)."""
+
+
+class _Methods(Protocol):
+    def add(self, name: str, handler: Callable[..., Awaitable[Any]], *,
+            streaming: bool = False) -> None: ...
+
+
+def register_control(methods: _Methods, service: LedgerService) -> None:
+    """Add `ledger_append`, `ledger_submit`, `ledger_lookup` and `ledger_status`."""
+
+    async def ledger_append(kind: str, payload_hash: bytes,
+                            summary: dict[str, Any] | None = None,
+                            idempotency_key: str | None = None,
+                            timeout_s: float = APPEND_TIMEOUT_S) -> dict[str, Any]:
+        if not isinstance(payload_hash, bytes):
+            raise ValueError("payload_hash must be bytes")
+        try:
+            receipt = await service.append(kind, payload_hash, summary, idempotency_key,
+                                           float(timeout_s))
+        except (LedgerError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        return receipt_to_plain(receipt)
+
+    async def ledger_submit(statements: list[bytes],
+                            timeout_s: float = APPEND_TIMEOUT_S) -> list[dict[str, Any]]:
+        if not isinstance(statements, list) or not all(isinstance(s, bytes)
+                                                       for s in statements):
+            raise ValueError("statements must be a list of encoded ledger entries")
+        try:
+            decoded = [LedgerEntry.decode(s) for s in statements]
+            receipts = await service.submit(decoded, float(timeout_s))
+        except LedgerError as exc:
+            raise ValueError(str(exc)) from None
+        return [receipt_to_plain(r) for r in receipts]
+
+    async def ledger_lookup(idempotency_key: str, author: str | None = None
+                            ) -> dict[str, Any]:
+        return service.lookup(author or service.peer_id, idempotency_key)
+
+    async def ledger_status() -> dict[str, Any]:
+        return service.status(await trio.to_thread.run_sync(service.head))
+
+    methods.add("ledger_append", ledger_append)
+    methods.add("ledger_submit", ledger_submit)
+    methods.add("ledger_lookup", ledger_lookup)
+    methods.add("ledger_status", ledger_status)
+
+
+class ServiceRoute:
+    """The recorder's route inside the daemon, for code running in a worker thread
+    (motors, approvals): statements are first made durable in the outbox, then handed
+    to the service on the trio thread. If the region cannot commit them in time they
+    stay queued (`Queued`): the service proposes them until they commit, across restarts.
+    """
+
+    def __init__(self, service: LedgerService, token: trio.lowlevel.TrioToken,
+                 timeout_s: float = APPEND_TIMEOUT_S) -> None:
+        self.service = service
+        self.token = token
+        self.timeout_s = timeout_s
+        self.outbox = OutboxRoute(service.env)
+
+    def submit(self, statements: Sequence[LedgerEntry]) -> list[Receipt]:
+        if self.service.solo:
+            return [*self.service.ledger_append_direct(statements)]
+        queued = self.outbox.submit(statements)
+        try:
+            applied = trio.from_thread.run(self.service.submit, list(statements),
+                                           self.timeout_s, trio_token=self.token)
+            return [*applied]
+        except LedgerServiceError:
+            return list(queued)
+        except RuntimeError:
+            # Called on the trio thread itself (it cannot wait for the loop it blocks):
+            # the outbox holds the statements and the loop proposes them.
+            trio.lowlevel.current_trio_token().run_sync_soon(self.service.enqueue_many,
+                                                             list(statements))
+            return list(queued)
+
+
+__all__ = ["APPEND_TIMEOUT_S", "LedgerServiceError", "ServiceRoute", "register_control"]
