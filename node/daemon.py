@@ -627,9 +627,10 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                 daemon.boot_path = boot_path
                 if cortex is not None:
                     daemon.sync = SyncService(daemon, share_policy=share_policy)
-                    daemon.sovereignty = SovereigntyService(daemon, daemon.sync)
                     daemon.ledger = LedgerService(daemon)
                     daemon.ledger_head = daemon.ledger.head
+                    daemon.sovereignty = SovereigntyService(
+                        daemon, daemon.sync, ledger_route=daemon.ledger.route())
                     register_write_methods(daemon)  # CLI writes go through us (ADR 0022)
                 api_server = start_api(daemon)
                 daemon.auto_adapt = attach_auto_adapt(daemon, cfg.adaptation)
