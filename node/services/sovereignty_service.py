@@ -32,8 +32,8 @@ them between daemons and plugs them into `gd.node.services.sync_service`:
   that peer holds. An honest receiver deletes the genes of ours among them and audits it.
 
 Changes made by the CLI beside a running daemon (share, revoke, forget) reach the service
-by polling the audit log's size (`watch_audit_log`: every such change appends a record;
-one LMDB stat) or at once through the `policy_changed` control method.
+at once: every audit append wakes it (`audit_signal`, from whatever thread wrote), and
+so does the `policy_changed` control method; nothing polls the log's size (ADR 0022).
 
 The rooms: the frames and tombstones are `gd.protocol.agreement_messages`; the views
 `sovereignty_views`, the delivery conversation `sovereignty_delivery`, the tombstone
@@ -42,6 +42,7 @@ outbox `sovereignty_forget`. This module wires them and decides *when* to delive
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
@@ -58,6 +59,7 @@ from gd.node.services.sovereignty_delivery import AgreementDelivery, Delivered
 from gd.node.services.sovereignty_forget import ForgetOutbox
 from gd.node.services.sovereignty_views import SovereignReceiverView, SovereignSenderView
 from gd.node.services.sync_service import SyncService
+from gd.node.store import audit_signal
 from gd.node.store.audit import AuditLog, LedgerSink
 from gd.node.store.policy_store import PolicyStore
 from gd.protocol.agreement_messages import (
@@ -73,8 +75,8 @@ if TYPE_CHECKING:
     from gd.node.daemon import Daemon
 
 AGREEMENTS_PROTOCOL_ID: Final = TProtocol(AGREEMENTS_ID)
-# The watcher looks for new peers and a grown audit log this often: a set comparison and
-# one LMDB stat, so a CLI `share` reaches the peer within half a second without a call.
+# The watcher looks for new peers this often (a set comparison; connection events will
+# replace it, issue 12 item 3). A grown audit log wakes it at once instead.
 WATCH_TICK_S: Final = 0.5
 
 
@@ -121,6 +123,7 @@ class SovereigntyService:
         # peer -> the start of the session we met it in (a reconnect is a new meeting)
         self._met: dict[str, float | None] = {}
         self._changed = trio.Event()
+        self._audit_grew = True  # set on every audit append (and policy_changed)
         self._nursery: trio.Nursery | None = None
         self.enforcing = not sync.policy_injected
         if self.enforcing:
@@ -172,7 +175,8 @@ class SovereigntyService:
     # -- triggers ----------------------------------------------------------------------
 
     def policy_changed(self) -> None:
-        """Deliver outboxes and queue tombstones now rather than at the next tick."""
+        """Deliver outboxes and queue tombstones now (the trio thread only)."""
+        self._audit_grew = True
         self._changed.set()
 
     async def _control_policy_changed(self) -> dict[str, Any]:
@@ -181,15 +185,25 @@ class SovereigntyService:
 
     async def run(self) -> None:
         """Meet new peers and follow the audit log until cancelled with the daemon."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self.watch_audit_log(nursery)
+        token = trio.lowlevel.current_trio_token()
+
+        def appended() -> None:  # in the writer's thread, inside its transaction
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self.policy_changed)
+
+        stop = audit_signal.listen(self.cortex, appended)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.watch_audit_log(nursery)
+        finally:
+            stop()
 
     async def watch_audit_log(self, nursery: trio.Nursery) -> None:
-        """Poll connections and the audit log's size every `WATCH_TICK_S` (or at once on
-        `policy_changed`): meet each new peer; when the log grew, queue tombstones for
+        """Look at connections every `WATCH_TICK_S` and meet each new peer; when the
+        audit log grew (`policy_changed`, called on every append), queue tombstones for
         new forgets and deliver every other connected peer's outbox."""
-        audit_size = -1
+        self._audit_grew = True  # the first round catches up on what came before us
         while True:
             with trio.move_on_after(WATCH_TICK_S):
                 await self._changed.wait()
@@ -201,10 +215,11 @@ class SovereigntyService:
             for rec in fresh:
                 self._met[rec.peer_id] = rec.since
                 nursery.start_soon(self.guard_delivery, rec.peer_id, self._meet(rec))
-            size = await trio.to_thread.run_sync(self.audit.__len__)
-            if size == audit_size:
+            if not self._audit_grew:
                 continue
-            audit_size = size
+            self._audit_grew = False
+            # Woken inside the appender's transaction: wait for its commit, then read.
+            await trio.to_thread.run_sync(self.audit.settled_len)
             await trio.to_thread.run_sync(self.queue_tombstones)
             for peer in connected.keys() - {r.peer_id for r in fresh}:
                 nursery.start_soon(self.guard_delivery, peer, self.deliver(peer))

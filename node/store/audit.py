@@ -35,6 +35,7 @@ from typing import Any, Final, Protocol
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene
+from gd.node.store import audit_signal
 from gd.node.store.cortex import Cortex
 from gd.node.store.lmdb_tables import Txn
 from gd.protocol.sovereignty import SentGene, ShareDecision
@@ -169,6 +170,7 @@ class AuditLog:
         digest = chain_hash(prev, record.body())
         txn.put(_U64.pack(index), canonical.encode(
             {"body": record.body(), "hash": digest, "prev": prev}), db=self.db)
+        audit_signal.appended(self.cortex)  # the daemon acts on it: no size poll
         return replace(record, hash=digest)
 
     def append(self, kind: str, **fields: Any) -> AuditRecord:
@@ -229,6 +231,15 @@ class AuditLog:
     def __len__(self) -> int:
         with self.cortex.env.begin() as txn:
             return int(txn.stat(self.db)["entries"])
+
+    def settled_len(self) -> int:
+        """The length once any write in progress has committed or aborted: a write
+        transaction waits for it (one woken by `audit_signal` sees the new record)."""
+        txn = self.cortex.env.begin(write=True)
+        try:
+            return int(txn.stat(self.db)["entries"])
+        finally:
+            txn.abort()
 
     def head(self) -> tuple[int, bytes]:
         """(size, hash of the last record): what the ledger anchors."""
