@@ -2,7 +2,7 @@
 
 py-libp2p 0.8.1's `MDNSDiscovery` (zeroconf) registers our service and *reports* peers
 it hears: a callback on the process-wide `peerDiscovery` emitter, called from zeroconf's
-own thread. It never connects; connecting is ours, through the same `Daemon.connect`
+own thread. It never connects; connecting is ours, through the same `Gate.connect`
 (dial + signed handshake) as every other dial, after the same checks: not ourselves,
 not on the deny list, not banned, not connected or being dialled, not backing off.
 
@@ -23,7 +23,6 @@ Details that matter:
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from libp2p.discovery.mdns.mdns import MDNSDiscovery, create_mdns_discovery
 from gd.genome.identity import is_peer_id
 
 if TYPE_CHECKING:
-    from gd.node.daemon import Daemon
+    from gd.node.net.gate import Gate
 
 # `_p2p-<this>._udp.local.`: gd nodes only.
 MDNS_NETWORK = "gd"
@@ -89,8 +88,8 @@ def _report(info: Any) -> LanReport:
 class MdnsService:
     """Announces the daemon on the LAN and dials the gd peers announced there."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
         self.started = False  # announcing and listening (False: no multicast here)
         self.heard = 0
         self.dropped = 0
@@ -99,8 +98,8 @@ class MdnsService:
 
     def on_report(self, report: LanReport) -> str | None:
         """Act on one report (trio thread): dial the peer, or return why not."""
-        d = self.daemon
-        now = time.monotonic()
+        d = self.gate
+        now = d.clock.monotonic()
         rec = d.table.get(report.peer_id)
         reason = skip_reason(
             report, self_id=d.peer_id, denied=d.denied,
@@ -120,8 +119,8 @@ class MdnsService:
 
     async def _dial(self, peer_id: str) -> None:
         try:
-            self.daemon.planner.dial_started(peer_id)
-            await self.daemon.dial(peer_id)
+            self.gate.planner.dial_started(peer_id)
+            await self.gate.dial(peer_id)
         finally:
             self._dialing.discard(peer_id)
 
@@ -144,7 +143,7 @@ class MdnsService:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(offer, report)
 
-        host = self.daemon.host
+        host = self.gate.host
         peerDiscovery.register_peer_discovered_handler(heard)
         mdns: MDNSDiscovery | None = None
         try:
@@ -155,11 +154,11 @@ class MdnsService:
                         private_network_fingerprint=MDNS_NETWORK))
                     await trio.to_thread.run_sync(mdns.broadcaster.register)
             except (OSError, trio.TooSlowError) as exc:
-                self.daemon.log.warning("mdns.unavailable", error=repr(exc)[:200])
+                self.gate.log.warning("mdns.unavailable", error=repr(exc)[:200])
                 await trio.sleep_forever()
             assert mdns is not None
             self.started = True
-            self.daemon.log.info("mdns.started", service=mdns.service_name)
+            self.gate.log.info("mdns.started", service=mdns.service_name)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._prune, mdns)
@@ -167,7 +166,7 @@ class MdnsService:
                     self.heard += 1
                     reason = self.on_report(report)
                     if reason not in (None, "self", "connected", "dialing"):
-                        self.daemon.log.debug("mdns.skip", peer=report.peer_id, reason=reason)
+                        self.gate.log.debug("mdns.skip", peer=report.peer_id, reason=reason)
         finally:
             self._nursery, self.started = None, False
             peerDiscovery.unregister_peer_discovered_handler(heard)

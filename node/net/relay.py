@@ -12,7 +12,7 @@ Three roles, all on py-libp2p 0.8.1's relay v2 (`libp2p.relay.circuit_v2`):
   provider records (they carry `host.get_addrs()`), in identify and in `status`.
 * **dialer** (every node): an address with `/p2p-circuit` is dialled through the relay
   it names (the relay itself is dialled and handshaken first, so its region check
-  passes). py-libp2p's swarm skips circuit addresses, so `Daemon.connect` routes them
+  passes). py-libp2p's swarm skips circuit addresses, so `Gate.connect` routes them
   here.
 
 The handshake runs over the relayed connection exactly as over TCP: the peer id comes
@@ -33,7 +33,6 @@ Traps of the pinned version, handled here:
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -52,7 +51,7 @@ from gd.node.net.host import to_id
 from gd.node.net.streams import HANDSHAKE_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from gd.node.daemon import Daemon
+    from gd.node.net.gate import Gate
 
 # Offered in the signed handshake by `relay = true` nodes: a private node learns which
 # peers relay from a claim it has verified, not from an unsigned DHT record.
@@ -189,13 +188,13 @@ class ReservationBook:
 
 
 class RelayService:
-    """Relay v2 for one daemon: hop for our region, reservations when private, dialing."""
+    """Relay v2 for one gate: hop for our region, reservations when private, dialing."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.host = daemon.host
-        self.hop = daemon.cfg.relay
-        self.private = daemon.cfg.reachability == "private"
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.host = gate.host
+        self.hop = gate.cfg.relay
+        self.private = gate.cfg.reachability == "private"
         self.limits = relay_limits()
         # allow_hop=False: the protocol would register an unguarded hop handler; ours
         # (below) admits region peers and then hands the stream to the protocol.
@@ -212,7 +211,7 @@ class RelayService:
     # ---- hop ---------------------------------------------------------------------------
 
     async def _serve_hop(self, stream: INetStream) -> None:
-        d = self.daemon
+        d = self.gate
         remote = stream.muxed_conn.peer_id.to_base58()
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
             await d.event_for(remote).wait()
@@ -231,16 +230,16 @@ class RelayService:
     # ---- private: reservations ------------------------------------------------------------
 
     def _advertised_multiaddrs(self) -> list[multiaddr.Multiaddr]:
-        return [multiaddr.Multiaddr(a) for a in self.book.advertised(self.daemon.peer_id)]
+        return [multiaddr.Multiaddr(a) for a in self.book.advertised(self.gate.peer_id)]
 
     def candidates(self) -> list[str]:
         """Connected, handshaken peers of our region that offer relay v2."""
-        region = self.daemon.cfg.region
-        return [r.peer_id for r in self.daemon.table.connected()
+        region = self.gate.cfg.region
+        return [r.peer_id for r in self.gate.table.connected()
                 if r.certified_region == region and RELAY_CAPABILITY in r.capabilities]
 
     def _relay_addrs(self, relay_id: str) -> tuple[str, ...]:
-        rec = self.daemon.table.get(relay_id)
+        rec = self.gate.table.get(relay_id)
         addrs = () if rec is None else rec.addrs
         direct = (_strip_p2p(a) for a in addrs if not is_circuit_addr(a))
         return tuple(dict.fromkeys(a for a in direct if a and a != "/"))
@@ -262,23 +261,23 @@ class RelayService:
         return None
 
     async def reservation_loop(self) -> None:
-        d = self.daemon
+        d = self.gate
         while True:
-            now = time.time()
+            now = d.clock.wall()
             candidates = self.candidates()
             changed = self.book.prune(now, candidates)
             for relay_id in self.book.due(now, candidates):
                 addrs = self._relay_addrs(relay_id)
                 expires = await self.reserve(relay_id) if addrs else None
                 if expires is None:
-                    self.book.failed(relay_id, time.time())
+                    self.book.failed(relay_id, d.clock.wall())
                     d.log.info("relay.reserve_failed", relay=relay_id,
                                reason="no direct address" if not addrs else "refused")
                     continue
                 if self.book.reserved(relay_id, expires, addrs):
                     changed = True
                     d.log.info("relay.reserved", relay=relay_id,
-                               expires_in_s=round(expires - time.time()))
+                               expires_in_s=round(expires - d.clock.wall()))
             if changed:
                 d.addresses_changed()
             await trio.sleep(RESERVATION_TICK_S)
@@ -292,11 +291,11 @@ class RelayService:
         for addr in circuit_addrs:
             try:
                 relay_id, relay_addrs, target = circuit_relay(addr, peer_id)
-                if relay_id == self.daemon.peer_id:
+                if relay_id == self.gate.peer_id:
                     raise ValueError(f"{addr}: we cannot relay to ourselves")
-                rec = self.daemon.table.get(relay_id)
+                rec = self.gate.table.get(relay_id)
                 if rec is None or not rec.connected:
-                    await self.daemon.connect(relay_id, relay_addrs, via_relay=False)
+                    await self.gate.connect(relay_id, relay_addrs, via_relay=False)
                 await self.transport.dial(multiaddr.Multiaddr(target))
                 return
             except Exception as exc:  # try the next relay; the caller sees the last error

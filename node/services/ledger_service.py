@@ -70,7 +70,7 @@ from gd.node.store.ledger_store import MAX_BATCH, Ledger
 from gd.node.store.raft_lmdb import LmdbRaftStorage
 
 if TYPE_CHECKING:
-    from gd.node.daemon import Daemon
+    from gd.node.net.gate import Gate
 
 # The core's clock: 100 ms ticks with 10-tick elections (gd.ledger.raft) give a 1-2 s
 # failover, inside the issue's 2 s target.
@@ -86,16 +86,16 @@ class LedgerService:
     `run()` drives everything until cancelled with the daemon.
     """
 
-    def __init__(self, daemon: Daemon, *, seed: int | None = None,
+    def __init__(self, gate: Gate, cortex: Any, *, seed: int | None = None,
                  compact_every: int = COMPACT_EVERY,
                  wall_ms: Callable[[], int] | None = None) -> None:
-        self.table = daemon.table
-        self.key = daemon.key
-        self.peer_id = daemon.key.peer_id
-        self.env: lmdb.Environment = daemon.cortex.env
-        self.log = daemon.log.bind(component="ledger")
-        self.region = daemon.cfg.region
-        self.voters: frozenset[str] = frozenset(daemon.cfg.ledger_voters)
+        self.table = gate.table
+        self.key = gate.key
+        self.peer_id = gate.key.peer_id
+        self.env: lmdb.Environment = cortex.env
+        self.log = gate.log.bind(component="ledger")
+        self.region = gate.cfg.region
+        self.voters: frozenset[str] = frozenset(gate.cfg.ledger_voters)
         self.solo = not self.voters
         self.log_id = DEFAULT_LOG_ID if self.solo else region_log_id(self.region)
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
@@ -115,8 +115,8 @@ class LedgerService:
         self.node: RaftNode | None = None
         self.storage: LmdbRaftStorage | None = None
         self.started = trio.Event()
-        registry = daemon.metrics.registry
-        self.m_height = daemon.metrics.ledger_height
+        registry = gate.metrics.registry
+        self.m_height = gate.metrics.ledger_height
         self.m_alarms = Counter("gd_ledger_fork_alarms", "Fork alarms raised (gossiped "
                                 "tree heads that do not fit together)", registry=registry)
         self.m_committed = Counter("gd_ledger_committed", "Statements applied to the "
@@ -129,7 +129,7 @@ class LedgerService:
         self.m_commit = Gauge("gd_raft_commit", "Raft commit index", registry=registry)
         self.heads = HeadWatch(self.ledger, self.key, log_id=self.log_id, voters=self.voters,
                                wall_ms=self._wall_ms, alarms=self.m_alarms, log=self.log)
-        self.links = PeerLinks(daemon.host, daemon.table, byte_counter=daemon.metrics.bytes,
+        self.links = PeerLinks(gate.host, gate.table, byte_counter=gate.metrics.bytes,
                                dropped=self.m_dropped, gossip=self.heads.gossip, log=self.log)
         self.applier = Applier(self.ledger, self.book, self.key, log_id=self.log_id,
                                wall_ms=self._wall_ms, verified=self._verified,
@@ -151,9 +151,9 @@ class LedgerService:
                                    log_id=self.log_id, open_stream=self.links.open,
                                    compact_every=compact_every, log=self.log)
             self._saved_vote = (state.hard_state.term, state.hard_state.vote)
-            daemon.register_protocol(RAFT_PROTOCOL_ID, self.inbound.serve)
+            gate.register_protocol(RAFT_PROTOCOL_ID, self.inbound.serve)
         self._load_outbox()
-        register_control(daemon.methods, self)
+        register_control(gate.methods, self)
 
     # -- startup -----------------------------------------------------------------------
 

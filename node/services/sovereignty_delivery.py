@@ -61,17 +61,17 @@ class AgreementDelivery:
         self._locks: dict[str, trio.Lock] = {}
 
     async def _open(self, peer: str) -> FramedStream:
-        daemon = self.svc.daemon
+        gate = self.svc.gate
         protocol = TProtocol(AGREEMENTS_PROTOCOL_ID)
         try:
             with trio.fail_after(OPEN_TIMEOUT_S):
-                stream = await daemon.host.new_stream(to_id(peer), [protocol])
+                stream = await gate.host.new_stream(to_id(peer), [protocol])
         except trio.TooSlowError:
             raise StreamGone(f"could not open {AGREEMENTS_PROTOCOL_ID} to {peer}") from None
         except Exception as exc:  # libp2p raises many kinds for "no connection"
             raise StreamGone(f"could not open {AGREEMENTS_PROTOCOL_ID} to {peer}: "
                              f"{exc!r}") from None
-        metric = daemon.metrics.bytes
+        metric = gate.metrics.bytes
 
         def count(direction: str, n: int) -> None:
             metric.labels(protocol=AGREEMENTS_PROTOCOL_ID, direction=direction).inc(n)

@@ -72,7 +72,7 @@ from gd.protocol.sovereignty_anonymise import anonymisation_secret
 from gd.protocol.sync_frames import RECONCILE_PROTOCOL_ID
 
 if TYPE_CHECKING:
-    from gd.node.daemon import Daemon
+    from gd.node.net.gate import Gate
 
 AGREEMENTS_PROTOCOL_ID: Final = TProtocol(AGREEMENTS_ID)
 # The watcher looks for new peers this often (a set comparison; connection events will
@@ -102,16 +102,16 @@ class SovereigntyService:
     protocol, control method and (unless share-all testing) the sync views on
     construction; `run()` watches peers and the audit log until cancelled."""
 
-    def __init__(self, daemon: Daemon, sync: SyncService, *,
+    def __init__(self, gate: Gate, cortex: Any, sync: SyncService, *,
                  ledger_route: Route | None = None) -> None:
-        self.daemon = daemon
+        self.gate = gate
         self.sync = sync
-        self.cortex = daemon.cortex
-        self.key = daemon.key
-        self.log = daemon.log.bind(component="sovereignty")
+        self.cortex = cortex
+        self.key = gate.key
+        self.log = gate.log.bind(component="sovereignty")
         self.audit = AuditLog(self.cortex)
-        self.store = PolicyStore(self.cortex, self.key, org=daemon.cfg.org,
-                                 region=daemon.cfg.region, audit=self.audit)
+        self.store = PolicyStore(self.cortex, self.key, org=gate.cfg.org,
+                                 region=gate.cfg.region, audit=self.audit)
         # Approvals and agreements recorded inside the daemon go through the ledger
         # service (`ledger_route`, handed over by the daemon), never our own control socket.
         self.recorder = LedgerRecorder(self.cortex.env, self.key, route=ledger_route)
@@ -128,8 +128,8 @@ class SovereigntyService:
         self.enforcing = not sync.policy_injected
         if self.enforcing:
             sync.set_view_factories(self.sender_view, self.receiver_view)
-        daemon.register_protocol(AGREEMENTS_PROTOCOL_ID, self.delivery.serve)
-        daemon.methods.add("policy_changed", self._control_policy_changed)
+        gate.register_protocol(AGREEMENTS_PROTOCOL_ID, self.delivery.serve)
+        gate.methods.add("policy_changed", self._control_policy_changed)
 
     # -- views -------------------------------------------------------------------------
 
@@ -137,7 +137,7 @@ class SovereigntyService:
         """The peer's *certified* org and region: what an org key we trust vouched for in
         its handshake. Self-asserted claims (`rec.org`, `rec.region`) never get here;
         uncertified ones stay empty, which matches no org or region rule."""
-        rec = self.daemon.table.get(peer_id)
+        rec = self.gate.table.get(peer_id)
         try:
             return PeerInfo(peer_id, (rec.certified_org or "") if rec else "",
                             (rec.certified_region or "") if rec else "")
@@ -208,7 +208,7 @@ class SovereigntyService:
             with trio.move_on_after(WATCH_TICK_S):
                 await self._changed.wait()
             self._changed = trio.Event()
-            connected = {r.peer_id: r for r in self.daemon.table.connected()}
+            connected = {r.peer_id: r for r in self.gate.table.connected()}
             self._met = {p: since for p, since in self._met.items() if p in connected}
             fresh = [r for p, r in connected.items()
                      if p not in self._met or self._met[p] != r.since]
@@ -238,7 +238,7 @@ class SovereigntyService:
         try:
             await work
         except RemoteProtocolError as exc:
-            await self.daemon.misbehaved(peer, AGREEMENTS_PROTOCOL_ID, exc)
+            await self.gate.misbehaved(peer, AGREEMENTS_PROTOCOL_ID, exc)
         except (StreamGone, trio.TooSlowError) as exc:
             self.log.info("sovereignty.interrupted", peer=peer, error=repr(exc)[:200])
         except Exception as exc:  # a local failure must not take the daemon down

@@ -77,7 +77,7 @@ class SyncControl:
     async def sync_now(self, peer: str | None = None, *, repair: bool = False
                        ) -> list[RoundStats]:
         """One round with `peer`, or with every connected peer at once."""
-        connected = [r.peer_id for r in self.svc.daemon.table.connected()]
+        connected = [r.peer_id for r in self.svc.gate.table.connected()]
         if peer is not None and peer not in connected:
             raise LookupError(f"peer {peer} is not connected")
         targets = [peer] if peer is not None else connected
@@ -104,7 +104,7 @@ class SyncControl:
         svc = self.svc
 
         def run() -> Gene:
-            return resolve_conflict(svc.store, svc.daemon.key, key, keep, content)
+            return resolve_conflict(svc.store, svc.gate.key, key, keep, content)
 
         try:
             gene = await trio.to_thread.run_sync(run)

@@ -71,7 +71,7 @@ from gd.protocol.sync_frames import RECONCILE_PROTOCOL_ID, SYNC_PROTOCOL_ID, Syn
 
 if TYPE_CHECKING:
     from gd.genome import Gene
-    from gd.node.daemon import Daemon
+    from gd.node.net.gate import Gate
 
 # The callers' names for what moved to the sync rooms (tests, benchmarks, the daemon).
 __all__ = ["RECONCILE_PROTOCOL_ID", "SYNC_PROTOCOL_ID", "RoundStats", "SyncService",
@@ -93,17 +93,17 @@ class SyncService:
     """Change-feed sync and anti-entropy for one daemon. Registers its protocols and
     control methods on construction; `run()` drives the triggers until cancelled."""
 
-    def __init__(self, daemon: Daemon, *, settings: SyncSettings | None = None,
+    def __init__(self, gate: Gate, cortex: Any, *, settings: SyncSettings | None = None,
                  share_policy: SharePolicy | None = None,
                  accept: AcceptPolicy | None = None) -> None:
-        self.daemon = daemon
-        self.settings = settings or sync_settings(daemon.cfg)
-        self.cortex = daemon.cortex
+        self.gate = gate
+        self.settings = settings or sync_settings(gate.cfg)
+        self.cortex = cortex
         self.store = SyncStore(self.cortex, clock=lambda: int(time.time()),
-                               policy_for=conflict_policies(daemon.cfg.domains),
-                               local_peer=daemon.peer_id)
-        self.log = daemon.log.bind(component="sync")
-        self.metrics = daemon.metrics
+                               policy_for=conflict_policies(gate.cfg.domains),
+                               local_peer=gate.peer_id)
+        self.log = gate.log.bind(component="sync")
+        self.metrics = gate.metrics
         self._share: SharePolicy = share_policy or share_nothing
         # A policy passed in-process (tests, benchmarks) replaces sovereignty's views.
         self.policy_injected = share_policy is not None
@@ -123,10 +123,10 @@ class SyncService:
         self.server = FeedServer(self)
         self.repairer = Repairer(self)
         self.control = SyncControl(self)
-        daemon.register_protocol(SYNC_PROTOCOL_ID, self.server.serve_sync)
-        daemon.register_protocol(RECONCILE_PROTOCOL_ID, self.repairer.serve_reconcile)
-        daemon.methods.add("sync_now", self.control.control_sync_now)
-        daemon.methods.add("conflicts_resolve", self.control.control_resolve)
+        gate.register_protocol(SYNC_PROTOCOL_ID, self.server.serve_sync)
+        gate.register_protocol(RECONCILE_PROTOCOL_ID, self.repairer.serve_reconcile)
+        gate.methods.add("sync_now", self.control.control_sync_now)
+        gate.methods.add("conflicts_resolve", self.control.control_resolve)
         if self.policy_injected:
             self.log.warning("sync.share_policy_injected",
                              note="an in-process share policy replaces sovereignty")
@@ -222,7 +222,7 @@ class SyncService:
                 if self._changed.is_set():
                     self._changed = trio.Event()
                     changed_at = trio.current_time()  # each change restarts the debounce
-                connected = {r.peer_id for r in self.daemon.table.connected()}
+                connected = {r.peer_id for r in self.gate.table.connected()}
                 self._track_peers(nursery, connected)
                 if not self.settings.auto:
                     changed_at = None
@@ -284,7 +284,7 @@ class SyncService:
             self.metrics.sync_rounds.labels(kind=protocol, outcome="peer_error").inc()
             if errors is not None:
                 errors.append(f"{protocol}: {exc.message}")
-            await self.daemon.misbehaved(peer, protocol, exc)
+            await self.gate.misbehaved(peer, protocol, exc)
         except (StreamGone, trio.TooSlowError) as exc:
             self.metrics.sync_rounds.labels(kind=protocol, outcome="gone").inc()
             if errors is not None:
@@ -303,7 +303,7 @@ class SyncService:
         in `stats`); `StreamGone` when the peer cannot be reached in time."""
         try:
             with trio.fail_after(OPEN_TIMEOUT_S):
-                stream = await self.daemon.host.new_stream(to_id(peer), [TProtocol(protocol)])
+                stream = await self.gate.host.new_stream(to_id(peer), [TProtocol(protocol)])
         except trio.TooSlowError:
             raise StreamGone(f"could not open {protocol} to {peer} in time") from None
         except Exception as exc:  # libp2p raises many kinds for "no connection"

@@ -175,7 +175,7 @@ async def test_flooding_peer_is_throttled_then_dropped_while_others_keep_working
             while True:
                 await fs.receive()
 
-        victim.register_protocol("/gd/test/sink/1", sink)
+        victim.gate.register_protocol("/gd/test/sink/1", sink)
         flooder = await start(nursery, homes("f"), 2, boot=[victim])
         good = await start(nursery, homes("g"), 3, boot=[victim])
         await until(lambda: {flooder.peer_id, good.peer_id} <= connected_ids(victim))
@@ -193,13 +193,13 @@ async def test_flooding_peer_is_throttled_then_dropped_while_others_keep_working
 
         nursery.start_soon(flood)
         await until(lambda: flooder.peer_id not in connected_ids(victim), 15)
-        budget_gone = flooder.peer_id not in victim.budgets
+        budget_gone = flooder.peer_id not in victim.gate.budgets
         assert victim.planner.is_banned(flooder.peer_id, time.monotonic())
         assert budget_gone
         # Dropped by the budget (LimitExceeded comes only after the throttle debt grew).
         assert victim.metrics.frame_errors.labels(protocol="/gd/test/sink/1")._value.get() >= 1
         assert victim.metrics.dropped.labels(reason="misbehaviour")._value.get() == 1
-        rtt = await victim.ping(good.peer_id)
+        rtt = await victim.gate.ping(good.peer_id)
         assert rtt > 0 and good.peer_id in connected_ids(victim)
         for d in (victim, flooder, good):
             d.stop()

@@ -84,13 +84,13 @@ async def test_a_report_becomes_a_dial_unless_denied_or_banned(homes) -> None:
         report_b = LanReport(P2, tuple(dialable_addrs(b.host)))
         report_c = LanReport(c.peer_id, tuple(dialable_addrs(c.host)))
 
-        assert await a._deny([P2]) == [P2]
+        assert await a.gate.set_deny_list([P2]) == [P2]
         assert a.mdns.on_report(report_b) == "denied"
         a.planner.ban(c.peer_id, time.monotonic())
         assert a.mdns.on_report(report_c) == "banned"
         assert a.table.get(P2) is None and a.table.get(c.peer_id) is None  # nothing learnt
 
-        await a._deny([])
+        await a.gate.set_deny_list([])
         assert a.mdns.on_report(report_b) is None          # dialled
         await until(lambda: connected(a, P2) and connected(b, P1))
         assert a.mdns.on_report(report_b) == "connected"

@@ -157,7 +157,7 @@ async def relay_scenario(home_a: Home, cortex_a: Cortex, home_b: Home, cortex_b:
         # A verifies R's signed relay capability, reserves, and re-provides its region
         # record with the relayed address: the record R stores names the circuit.
         await until(lambda: any(is_circuit_addr(x) for x in provider_addrs(r, A)))
-        assert RELAY_CAPABILITY in r.capabilities
+        assert RELAY_CAPABILITY in r.gate.capabilities
         assert r.relay.protocol.resource_manager.get_reservation(to_id(A)) is not None
         assert a.table.get(R).capabilities == (RELAY_CAPABILITY,)
         assert dialable_addrs(a.host) == [f"{x}/p2p-circuit/p2p/{A}" for x in
@@ -171,7 +171,7 @@ async def relay_scenario(home_a: Home, cortex_a: Cortex, home_b: Home, cortex_b:
         # The handshake over the circuit bound A's and B's own ids, not R's.
         assert a.table.get(B).org == "org3" and b.table.get(A).org == "org2"
         # Guarded gd streams work over the circuit, both ways.
-        assert await b.ping(A) > 0 and await a.ping(B) > 0
+        assert await b.gate.ping(A) > 0 and await a.gate.ping(B) > 0
         await until(lambda: len(list(cortex_b.genes())) == 20)  # sync pulled A's genes
         assert a.sync.state(B).served.genes == 20
         for d in (a, r, b):

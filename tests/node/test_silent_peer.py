@@ -51,7 +51,7 @@ async def test_a_connected_but_silent_peer_is_dropped(home) -> None:
         # A bare libp2p host (Noise, like any peer) connects and then says nothing.
         async with running_host(silent, LOOPBACK) as host:
             await host.connect(peer_info(d.peer_id, dialable_addrs(d.host)))
-            await until(lambda: silent.peer_id in d._unverified)
+            await until(lambda: silent.peer_id in d.gate.unverified)
             assert d.host.get_network().get_connections(to_id(silent.peer_id))
             await until(lambda: not d.host.get_network().get_connections(
                 to_id(silent.peer_id)))
@@ -60,7 +60,7 @@ async def test_a_connected_but_silent_peer_is_dropped(home) -> None:
             assert d.metrics.dropped.labels(reason="no-handshake")._value.get() == 1
             rec = d.table.get(silent.peer_id)
             assert rec is not None and not rec.connected and rec.score.failures == 1
-            assert silent.peer_id not in d._unverified
+            assert silent.peer_id not in d.gate.unverified
         d.stop()
 
 
@@ -78,7 +78,7 @@ async def test_a_peer_that_handshakes_outlives_the_deadline(home) -> None:
                 ready_callback=box.append, handle_signals=False))
         await until(lambda: len(box) == 2)
         a, b = box
-        await a.connect(b.peer_id, dialable_addrs(b.host))
+        await a.gate.connect(b.peer_id, dialable_addrs(b.host))
         # Wait for several watchdog rounds past the deadline: still connected.
         with trio.move_on_after(4 * DEADLINE_S):
             await until(lambda: not a.table.get(b.peer_id).connected)

@@ -1,0 +1,85 @@
+"""The daemon's network loops: the mesh, discovery and liveness.
+
+Why apart from the daemon: they are plain policies over the gate (plan → dial or drop,
+ask the DHT, ping each peer) and read time only from the gate's clock, so the daemon
+module stays the shell that wires rooms together (issue 12: no module over 500 lines).
+The handshake watchdog is the gate's own (`Gate.handshake_watchdog`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import trio
+
+from gd.node.net.gate import Gate
+
+MESH_TICK_S = 1.0
+# Discovery runs at once when a new peer is verified, else this often; provider records
+# are re-published every REPROVIDE_S (the DHT keeps them ~24 h; go-libp2p republishes
+# every 22 h, we do it hourly because regions are small and records cheap).
+DISCOVERY_INTERVAL_S = 30.0
+REPROVIDE_S = 3600.0
+
+
+async def mesh_loop(gate: Gate, nursery: trio.Nursery) -> None:
+    """Every MESH_TICK_S: carry out the planner's plan (dial the missing, drop surplus)."""
+    while True:
+        plan = gate.planner.plan(gate.clock.monotonic(), gate.table)
+        for drop in plan.drop:
+            nursery.start_soon(gate.peer_task, drop.peer_id,
+                               functools.partial(gate.drop, drop.peer_id, drop.reason,
+                                                 ban=drop.ban))
+        for peer_id in plan.dial:
+            gate.planner.dial_started(peer_id)
+            nursery.start_soon(gate.peer_task, peer_id, gate.dial, peer_id)
+        await trio.sleep(MESH_TICK_S)
+
+
+async def discovery_loop(gate: Gate) -> None:
+    """Advertise our region (and relay role) in the DHT and learn the region's peers."""
+    cfg, relay = gate.cfg, gate.relay
+    last_provide = -REPROVIDE_S
+    while True:
+        await gate.wait_for_discovery(DISCOVERY_INTERVAL_S)
+        if not gate.table.connected():
+            continue
+        now = gate.clock.monotonic()
+        new_addresses = gate.take_new_addresses()
+        try:
+            if now - last_provide >= REPROVIDE_S or new_addresses:
+                await gate.discovery.advertise(cfg.region, gate.domains, relay=cfg.relay)
+                last_provide = now
+            found = await gate.discovery.find_region_peers(cfg.region)
+            if relay.private and len(relay.book.held) < relay.book.wanted:
+                found += await gate.discovery.find_relays(cfg.region)
+        except Exception as exc:  # the DHT is best effort; the mesh keeps what it has
+            gate.log.info("discovery.failed", error=repr(exc)[:200])
+            continue
+        for peer in found:
+            if peer.peer_id != gate.peer_id:
+                gate.table.learn(peer.peer_id, peer.addrs, cfg.region)
+        gate.log.debug("discovery.round", found=len(found))
+
+
+async def liveness_loop(gate: Gate, nursery: trio.Nursery) -> None:
+    """Ping every connected peer each `[mesh] ping_interval_s`: RTT feeds its score, no
+    answer drops it (without a ban: it may be slow, not hostile)."""
+    async def probe(peer_id: str) -> None:
+        rec = gate.table.get(peer_id)
+        try:
+            rtt = await gate.ping(peer_id)
+        except Exception as exc:  # timeout, reset, garbage: all mean no answer
+            if rec is not None and rec.connected:
+                rec.score.failure(gate.clock.monotonic())
+                gate.log.info("peer.ping_failed", peer=peer_id, error=repr(exc)[:200])
+                await gate.drop(peer_id, "no answer to ping", ban=False)
+            return
+        if rec is not None:
+            rec.score.rtt(rtt)
+
+    interval = gate.cfg.mesh.ping_interval_s
+    while True:
+        await trio.sleep(interval)
+        for rec in gate.table.connected():
+            nursery.start_soon(gate.peer_task, rec.peer_id, probe, rec.peer_id)
