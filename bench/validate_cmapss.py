@@ -34,12 +34,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import validation_policy as vp  # bench/ (the script's own folder, first on sys.path)
+from validation_metrics import auc, roc
+from validation_metrics import share as _share
 
 from gd.genome import Codon, Experience, Gene, NodeKey
 from gd.motors import holdout
 from gd.motors.backend import get_backend
 from gd.motors.condition import compile_gene, fires
-from gd.motors.craft import BAND_VETOED, band_index
+from gd.motors.craft import BAND_VETOED, cp_bounds
 from gd.motors.domains import demo_genes, get_domain
 from gd.motors.domains import maintenance as mt
 from gd.motors.domains.turbofan import (
@@ -71,39 +74,11 @@ POLICY_GENE = "inspect-s11-47.5"
 TESTS = ("FD001", "FD003")
 FOLDS = 5
 APPLY_MIN = get_domain("turbofan").config.apply_min
+W_P = float(get_domain("turbofan").config.weights.get("M_P", 1.0))
 BAND_GRID = np.round(np.arange(0.02, 0.81, 0.01), 2)
 # M_M's search as `gd-node adapt` runs it by default (population 4096, 20 generations).
 ADAPT_SEARCH = SearchConfig(population=4096, generations=20, top=5)
 RULE_SENSORS = ("s2", "s3", "s4", "s7", "s8", "s11", "s12", "s13", "s15", "s17", "s20", "s21")
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """Mann–Whitney AUC: P(score of a good decision > score of a bad one), ties half."""
-    pos, neg = score[label], score[~label]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    allv = np.concatenate([pos, neg])
-    order = np.argsort(allv, kind="stable")
-    sorted_v = allv[order]
-    ranks = np.empty(len(allv))
-    i = 0
-    while i < len(allv):
-        j = i
-        while j + 1 < len(allv) and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[i:j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    r = np.empty(len(allv))
-    r[order] = ranks
-    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def roc(score: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-score, kind="stable")
-    y = label[order]
-    tpr = np.r_[0.0, np.cumsum(y) / max(1, y.sum())]
-    fpr = np.r_[0.0, np.cumsum(~y) / max(1, (~y).sum())]
-    return fpr, tpr
 
 
 @dataclass(frozen=True)
@@ -117,6 +92,10 @@ class Scored:
     applies: np.ndarray
     motors: dict[str, np.ndarray]
     p: np.ndarray
+    cp_hi: np.ndarray
+
+    def rows(self) -> vp.Rows:
+        return vp.Rows(self.cp, self.cp_hi, self.needs)
 
 
 def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> Scored:
@@ -130,7 +109,8 @@ def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> Scored:
                 for m in ("mp", "mn", "mc", "mm")},
         p=np.concatenate([np.where(p.mp.applicability >= APPLY_MIN,
                                    p.mp.alpha / (p.mp.alpha + p.mp.beta), 0.0)
-                          for p in parts]))
+                          for p in parts]),
+        cp_hi=np.concatenate([cp_bounds(p.cp, p.mp.alpha, p.mp.beta, W_P)[1] for p in parts]))
 
 
 def evidence_from(gene: Gene, rows: np.ndarray, rul: np.ndarray) -> Evidence:
@@ -146,12 +126,12 @@ def cross_fitted_cp(gene: Gene, train: np.ndarray, rul: np.ndarray) -> Scored:
     band fitted on it has not seen the rows it is scored on."""
     fold = train[:, 0].astype(np.int64) % FOLDS
     cp, needs = np.zeros(len(train)), np.zeros(len(train), dtype=bool)
-    p = np.zeros(len(train))
+    p, cp_hi = np.zeros(len(train)), np.zeros(len(train))
     for f in range(FOLDS):
         held, rest = fold == f, fold != f
         sc = scores(gene, train[held], evidence_from(gene, train[rest], rul[rest]))
-        cp[held], needs[held], p[held] = sc.cp, sc.needs, sc.p
-    return Scored(cp, needs, np.zeros(0, dtype=bool), {}, p)
+        cp[held], needs[held], p[held], cp_hi[held] = sc.cp, sc.needs, sc.p, sc.cp_hi
+    return Scored(cp, needs, np.zeros(0, dtype=bool), {}, p, cp_hi)
 
 
 def fitted_bands(threshold: float) -> list[list[object]]:
@@ -249,6 +229,14 @@ def main() -> None:
                               "motor_auc": {m: auc(v, truth) for m, v in sc.motors.items()}}
                 curves[(gname, tname, label)] = roc(sc.cp, truth)
                 kept[(gname, tname, label)] = sc
+            # What perfect evidence could reach with the same condition: p = 1 on the
+            # rows where the gene applies and is right, 0 elsewhere (CP 0 off-condition).
+            ceiling = auc((kept[(gname, tname, "without_evidence")].applies & truth)
+                          .astype(float), truth)
+            lift = res["with_evidence"]["auc"] - res["without_evidence"]["auc"]
+            room = ceiling - res["without_evidence"]["auc"]
+            res["auc_ceiling"] = ceiling
+            res["headroom_gained"] = lift / room if room > 0 else None
             entry[tname] = res
         report["genes"][gname] = entry
     # -- policy simulation ------------------------------------------------------------
@@ -260,15 +248,21 @@ def main() -> None:
         "feature": FEATURES[rule.column], "op": ">" if rule.above else "<",
         "threshold": rule.threshold, "train_cost": train_cost.to_plain()}
     cv = cross_fitted_cp(policy_gene, train, train_rul)
-    level, band_cost = mt.tune_score_threshold(
-        np.where(cv.needs, 0.0, cv.cp), train[:, 0], train[:, 1], train_rul, seed=1,
-        grid=BAND_GRID)
+    choice = vp.choose(cv.rows(), train[:, 0], train[:, 1], train_rul, BAND_GRID, FOLDS)
+    level = choice.levels[choice.name]
     bands = fitted_bands(level)
     report["policy"]["fitted_bands"] = {
-        "bands": bands, "folds": FOLDS, "train_cost": band_cost.to_plain(),
+        "bands": bands, "folds": FOLDS,
+        "train_cost": choice.table[choice.name]["train"],
         "how": f"approve band fitted on FD001 train: CP cross-fitted over {FOLDS} folds of "
                "engines (evidence from the other folds), lowest simulated cost on the "
                "same truncated engines as the tuned rule"}
+    report["policy"]["acting"] = {
+        "chosen": choice.name, "incumbent": vp.INCUMBENT, "margin": vp.MARGIN,
+        "seeds": list(vp.SEEDS), "candidates": choice.table,
+        "how": "how needs-evidence verdicts are acted on, chosen by nested cross-validated "
+               "cost on FD001 train engines before any test file is scored "
+               "(bench/validation_policy.py, ADR 0020)"}
     # Alternatives (docs/motors.md, "FD003"): M_P's calibrated p against the cost model's
     # break-even (nothing fitted), and p with its level fitted on train like the band.
     p_level, p_cost = mt.tune_score_threshold(cv.p, train[:, 0], train[:, 1], train_rul,
@@ -278,8 +272,11 @@ def main() -> None:
         "fitted_train_cost": p_cost.to_plain()}
     for tname, (rows, rul) in tests.items():
         sc = kept[(POLICY_GENE, tname, "with_evidence")]
-        act = (band_index(sc.cp, bands) >= 1) & ~sc.needs
+        act = vp.act(choice.name, sc.rows(), level)
         u, c = rows[:, 0], rows[:, 1]
+        for name in vp.CANDIDATES:
+            choice.table[name][tname] = mt.simulate(
+                u, c, rul, vp.act(name, sc.rows(), choice.levels[name])).to_plain()
         report["policy"][tname] = {
             "cp_verdicts": mt.simulate(u, c, rul, act).to_plain(),
             "tuned_threshold": mt.simulate(u, c, rul, rule.alarm(rows)).to_plain(),
@@ -374,7 +371,9 @@ def _html(report: dict) -> str:
                         f"<td>{wo['auc']:.3f}</td><td>{w['auc']:.3f}</td>"
                         f"<td>{wo['auc_where_applies']:.3f}</td>"
                         f"<td>{w['auc_where_applies']:.3f}</td>"
-                        f"<td>{w['motor_auc']['mp']:.3f}</td><td>{g['experiences']}</td></tr>")
+                        f"<td>{w['motor_auc']['mp']:.3f}</td><td>{g['experiences']}</td>"
+                        f"<td>{g[tname]['auc_ceiling']:.3f}</td>"
+                        f"<td>{_share(g[tname]['headroom_gained'])}</td></tr>")
     pol = []
     fb = report["policy"]["fitted_bands"]
     for tname in TESTS:
@@ -383,6 +382,13 @@ def _html(report: dict) -> str:
                        f"<td>{r['unplanned_failures']}</td><td>{r['wasted_inspections']}</td>"
                        f"<td>{r['repairs']}</td></tr>")
     rule = report["policy"]["tuned_rule"]
+    acting = report["policy"]["acting"]
+    cand = "".join(
+        f"<tr><td>{html.escape(n)}{' (chosen)' if n == acting['chosen'] else ''}</td>"
+        f"<td>{c['level']:.2f}</td><td>{c['nested_train']['cost']:.0f}</td>"
+        + "".join(f"<td>{c[t]['cost']:.0f} ({c[t]['unplanned_failures']} failures, "
+                  f"{c[t]['wasted_inspections']} wasted)</td>" for t in TESTS) + "</tr>"
+        for n, c in acting["candidates"].items())
     ad = report["adaptation"]
     arows = []
     for gname, a in ad["genes"].items():
@@ -405,7 +411,11 @@ continue when RUL &gt; {report['lead_cycles']}.</p>
 <h2>AUC of CP</h2><table border=1 cellpadding=3>
 <tr><th>gene</th><th>test</th><th>CP AUC without evidence</th><th>CP AUC with evidence</th>
 <th>same, states where the gene applies: without</th><th>with</th>
-<th>M_P AUC with evidence</th><th>experiences</th></tr>{''.join(rows)}</table>
+<th>M_P AUC with evidence</th><th>experiences</th><th>ceiling (perfect evidence, same
+condition)</th><th>share of that headroom gained by evidence</th></tr>{''.join(rows)}</table>
+<p>Over all rows CP is 0 wherever the gene's condition does not apply, with or without
+evidence, so evidence can only move the AUC up to the ceiling of the same condition with
+perfect evidence; the last column is how much of that room the learned evidence takes.</p>
 <img src="roc_FD001.png"><img src="roc_FD003.png">
 <h2>Maintenance policy</h2><p>Tuned rule (FD001 train, truncated engines):
 {rule['feature']} {html.escape(rule['op'])} {rule['threshold']:.4g}.
@@ -415,6 +425,12 @@ Cost model: {html.escape(report['policy']['cost_model'])}</p>
 <table border=1 cellpadding=3><tr><th>test</th><th>policy</th><th>cost</th>
 <th>unplanned failures</th><th>wasted inspections</th><th>repairs</th></tr>{''.join(pol)}
 </table><img src="policy.png">
+<p>Acting on needs-evidence verdicts: {html.escape(acting['how'])}; a challenger must cost
+{acting['margin']:.0%} less than the incumbent ({html.escape(acting['incumbent'])}) in nested
+training cost (seeds {acting['seeds']}). Test costs are shown for every candidate; only the
+chosen one is the report's policy.</p>
+<table border=1 cellpadding=3><tr><th>candidate</th><th>level (train)</th>
+<th>nested train cost</th>{''.join(f'<th>{t} test</th>' for t in TESTS)}</tr>{cand}</table>
 <h2>Adaptation</h2><p>Adaptation rate: <b>{rate}</b> ({len(ad['improved'])} of
 {len(ad['vetoed'])} vetoed genes got a variant that beats them on held-out engines).
 {html.escape(ad['how'])}. Last column: share of test rows where the policy is right by the
@@ -430,14 +446,19 @@ truth, parent → best winner.</p>
 
 def _print(report: dict) -> None:
     print(f"{'gene':<20}{'test':<7}{'AUC no ev':>10}{'AUC ev':>8}{'applies: no ev':>15}"
-          f"{'ev':>7}{'M_P AUC':>9}")
+          f"{'ev':>7}{'M_P AUC':>9}{'ceiling':>9}{'gained':>8}")
     for gname, g in report["genes"].items():
         for tname in TESTS:
             w, wo = g[tname]["with_evidence"], g[tname]["without_evidence"]
             print(f"{gname:<20}{tname:<7}{wo['auc']:>10.3f}{w['auc']:>8.3f}"
                   f"{wo['auc_where_applies']:>15.3f}{w['auc_where_applies']:>7.3f}"
-                  f"{w['motor_auc']['mp']:>9.3f}")
+                  f"{w['motor_auc']['mp']:>9.3f}{g[tname]['auc_ceiling']:>9.3f}"
+                  f"{_share(g[tname]['headroom_gained']):>8}")
     print(f"approve band fitted on FD001 train: {report['policy']['fitted_bands']['bands']}")
+    for n, c in report["policy"]["acting"]["candidates"].items():
+        print(f"acting {n:<14} level {c['level']:.2f} nested train {c['nested_train']['cost']:.0f}"
+              + "".join(f" {t} {c[t]['cost']:.0f}" for t in TESTS))
+    print(f"chosen: {report['policy']['acting']['chosen']}")
     for tname in TESTS:
         p = report["policy"][tname]
         print(f"{tname} policy cost: CP verdicts {p['cp_verdicts']['cost']:.0f}, tuned threshold "

@@ -108,7 +108,7 @@ def cp_bounds(cp: np.ndarray | float, alpha: np.ndarray | float, beta: np.ndarra
     """CP per state at the lower and upper 95 % bounds of M_P's success probability p
     (CP ∝ p^w_P, the other motors fixed; 0 stays 0). The range the evidence allows:
     `undecided` compares their bands, and a precautionary policy may act on the upper
-    one where the evidence cannot rule out that acting is warranted (ADR 0020)."""
+    one where the evidence cannot rule out that acting is warranted (ADR 0025)."""
     a, b = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
     mean = a / (a + b)
     lo, hi = success_bounds(a, b)
