@@ -142,11 +142,13 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                      listen: list[str] | None, bootstrap: Path | None,
                      ready_callback: Callable[[Daemon], Any] | None = None,
                      domains: tuple[str, ...] = (), handle_signals: bool = True,
-                     share_policy: SharePolicy | None = None) -> None:
+                     share_policy: SharePolicy | None = None,
+                     clock: Clock = SYSTEM_CLOCK) -> None:
     """Run the node until SIGINT/SIGTERM (or `daemon.stop()`), then shut down cleanly.
 
     `share_policy` (tests and benchmarks, in-process only: the binary never passes one)
     replaces sovereignty's per-peer views with a plain `(receiver, gene) -> bool`.
+    `clock` (tests, simulations) replaces the system clock for the daemon and its gate.
 
     `listen` overrides `cfg.listen`; `bootstrap` overrides the config's bootstrap file.
     `ready_callback(daemon)` runs once the host listens and the control socket is up.
@@ -166,7 +168,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
             async with background_trio_service(dht):
                 daemon = Daemon(home=home, cfg=cfg, key=key, cortex=cortex, host=host, dht=dht,
                                 bootstrap=boot_peers, domains=domains, log=log,
-                                credentials=credentials)
+                                credentials=credentials, clock=clock)
                 daemon.boot_path = boot_path
                 if cortex is not None:
                     daemon.sync = SyncService(daemon.gate, cortex, share_policy=share_policy)
