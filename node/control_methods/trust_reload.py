@@ -44,6 +44,7 @@ async def reload_trust(daemon: Any) -> list[str]:
     if orgs:
         daemon.log.info("trust.reloaded", orgs=sorted(orgs), peers=affected)
     for peer_id in affected:
-        await daemon.drop(peer_id, "the org keys this node trusts changed: handshake again",
-                          ban=False)
+        await daemon.gate.drop(peer_id,
+                               "the org keys this node trusts changed: handshake again",
+                               ban=False)
     return affected
