@@ -109,12 +109,12 @@ def node_writer(home: Home, *, wait_s: float | None = None) -> Iterator[Writer]:
     """The writer for a command on `home`: the running daemon, or the Cortex opened here
     under the home's lock. Raises DaemonUnreachable when something holds the lock and
     no daemon answers within `wait_s` (a wedged daemon, or another command writing)."""
-    load_identity(home)  # a missing or half-made home says so before any lock
     deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
     while True:
-        if daemon_listening(home):
+        if daemon_listening(home):  # the daemon knows its own identity
             yield Writer(home, None)
             return
+        load_identity(home)  # a missing or half-made home says so before any lock
         lock = PidLock(home.pid_path)
         try:
             lock.acquire()
