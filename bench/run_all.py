@@ -25,7 +25,7 @@ from goals import table  # noqa: E402
 
 RESULTS = HERE / "results"
 BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync", "ledger_net",
-              "ledger_vs_etcd")
+              "ledger_vs_etcd", "api")
 # Arguments that make a benchmark short enough for a smoke run (`--quick`).
 QUICK_ARGS = {"cortex": ["--genes", "10000"], "sync": ["--genes", "2000"]}
 
