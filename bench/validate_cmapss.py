@@ -254,7 +254,8 @@ def main() -> None:
     report["policy"]["fitted_bands"] = {
         "bands": bands, "folds": FOLDS,
         "train_cost": choice.table[choice.name]["train"],
-        "how": f"approve band fitted on FD001 train: CP cross-fitted over {FOLDS} folds of "
+        "acts_on": vp.ACTS_ON[choice.name],
+        "how": f"approve level fitted on FD001 train: CP cross-fitted over {FOLDS} folds of "
                "engines (evidence from the other folds), lowest simulated cost on the "
                "same truncated engines as the tuned rule"}
     report["policy"]["acting"] = {
@@ -262,7 +263,7 @@ def main() -> None:
         "seeds": list(vp.SEEDS), "candidates": choice.table,
         "how": "how needs-evidence verdicts are acted on, chosen by nested cross-validated "
                "cost on FD001 train engines before any test file is scored "
-               "(bench/validation_policy.py, ADR 0020)"}
+               "(bench/validation_policy.py, ADR 0025)"}
     # Alternatives (docs/motors.md, "FD003"): M_P's calibrated p against the cost model's
     # break-even (nothing fitted), and p with its level fitted on train like the band.
     p_level, p_cost = mt.tune_score_threshold(cv.p, train[:, 0], train[:, 1], train_rul,
@@ -419,8 +420,9 @@ perfect evidence; the last column is how much of that room the learned evidence 
 <img src="roc_FD001.png"><img src="roc_FD003.png">
 <h2>Maintenance policy</h2><p>Tuned rule (FD001 train, truncated engines):
 {rule['feature']} {html.escape(rule['op'])} {rule['threshold']:.4g}.
-CP verdicts act where the verdict is approve under bands {html.escape(json.dumps(fb['bands']))}
-({html.escape(fb['how'])}).
+The CP policy inspects where {html.escape(fb['acts_on'])} reaches the approve level
+{fb['bands'][1][0]:.2f} ({html.escape(fb['how'])}; the acting rule,
+<b>{html.escape(acting['chosen'])}</b>, is chosen on training data, below).
 Cost model: {html.escape(report['policy']['cost_model'])}</p>
 <table border=1 cellpadding=3><tr><th>test</th><th>policy</th><th>cost</th>
 <th>unplanned failures</th><th>wasted inspections</th><th>repairs</th></tr>{''.join(pol)}

@@ -50,6 +50,14 @@ CANDIDATES: dict[str, Callable[[Rows], np.ndarray]] = {
 }
 
 
+ACTS_ON = {
+    "mean": "CP at M_P's posterior mean (approve verdicts; needs-evidence does nothing)",
+    "precautionary": "CP at the posterior mean, or for a needs-evidence verdict the upper "
+                     "end of its CP range",
+    "upper": "CP at the upper 95 % bound of M_P's success probability",
+}
+
+
 @dataclass(frozen=True)
 class Choice:
     name: str
