@@ -98,6 +98,87 @@ class _ChangeSeq:
             self._txn.put(CHANGE_SEQ_KEY, U64.pack(self.value), db=self._db)
 
 
+def change_record(op: str, gene: Gene) -> bytes:
+    """The stored value of a feed entry (`Change.to_plain` without the seq, which is the
+    key), encoded straight from the gene's fields."""
+    return canonical.encode_plain({"id": gene.id, "kind": "gene", "op": op,
+                                   "version": gene.version, "vhash": gene.version_hash})
+
+
+class _DirectWrites:
+    """Writes of one gene put straight into the transaction, in call order."""
+
+    __slots__ = ("_dbs", "txn")
+
+    def __init__(self, txn: Txn, dbs: dict[str, Any]) -> None:
+        self.txn, self._dbs = txn, dbs
+
+    def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
+        self.txn.put(key, value, db=self._dbs[table], append=append)
+
+    def delete(self, table: str, key: bytes) -> None:
+        self.txn.delete(key, db=self._dbs[table])
+
+    def flush(self) -> None:
+        """Nothing is held back."""
+
+
+class _BatchWrites(_DirectWrites):
+    """Writes of a batch of genes with distinct ids, gathered and then put table by table:
+    deletions first (they only remove a gene's own old index keys, which its new keys may
+    equal), then each table's puts in key order with one `putmulti` (neighbouring keys
+    land on the same pages, and one C call replaces a Python call per record). The feed's
+    puts keep their order and append. The records are the ones `_DirectWrites` would have
+    written: no gene of the batch reads a key another writes (`CortexGenes.put_genes`)."""
+
+    __slots__ = ("_deletes", "_puts")
+
+    def __init__(self, txn: Txn, dbs: dict[str, Any]) -> None:
+        super().__init__(txn, dbs)
+        self._puts: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._deletes: list[tuple[str, bytes]] = []
+
+    def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
+        self._puts.setdefault(table, []).append((key, value))
+
+    def delete(self, table: str, key: bytes) -> None:
+        self._deletes.append((table, key))
+
+    def flush(self) -> None:
+        for table, key in self._deletes:
+            self.txn.delete(key, db=self._dbs[table])
+        for table, items in self._puts.items():
+            cursor = self.txn.cursor(db=self._dbs[table])
+            if table == "changes":  # numbered in batch order: already sorted, appended
+                cursor.putmulti(items, append=True)
+            else:
+                items.sort()
+                cursor.putmulti(items)
+        self._puts.clear()
+        self._deletes.clear()
+
+
+def _index_keys(gene_id: bytes, domain: str, status: str,
+                origin: str) -> tuple[tuple[str, bytes], ...]:
+    # `join_key(value, gene_id)` for each index, spelled out: this runs three times per
+    # stored gene.
+    return (("idx_domain", domain.encode() + SEP + gene_id),
+            ("idx_status", status.encode() + SEP + gene_id),
+            ("idx_origin", origin.encode() + SEP + gene_id))
+
+
+def _index(w: _DirectWrites, gene_id: bytes, domain: str, status: str,
+           origin: str) -> None:
+    for table, key in _index_keys(gene_id, domain, status, origin):
+        w.put(table, key, b"")
+
+
+def _unindex(w: _DirectWrites, gene_id: bytes, domain: str, status: str,
+             origin: str) -> None:
+    for table, key in _index_keys(gene_id, domain, status, origin):
+        w.delete(table, key)
+
+
 class CortexGenes(CortexEnv):
     """Genes and their change feed (the part of `Cortex` that sync reads and writes)."""
 
@@ -108,14 +189,22 @@ class CortexGenes(CortexEnv):
         return self.put_genes([gene])[0]
 
     def put_genes(self, genes: Iterable[Gene]) -> list[int | None]:
-        """Store a batch in ONE transaction (all or nothing); see `put_gene`."""
+        """Store a batch in ONE transaction (all or nothing); see `put_gene`.
+
+        When every gene of the batch has its own id (an import batch, a bench batch),
+        no gene reads what another writes, so the writes are gathered and put table by
+        table in key order (`_BatchWrites`): the same records as gene-by-gene puts, in a
+        fraction of the B-tree work. A batch naming one id twice is stored in order."""
         batch = list(genes)
+        distinct = len({g.id for g in batch}) == len(batch)
 
         def run(txn: Txn) -> list[int | None]:
             # The change counter is read once and written once per batch, and the feed's
             # keys only grow, so they are appended (no B-tree search per gene).
             seq = _ChangeSeq(txn, self._dbs["meta"])
-            out = [self._put_gene(txn, g, seq=seq) for g in batch]
+            writes = _BatchWrites(txn, self._dbs) if distinct else _DirectWrites(txn, self._dbs)
+            out = [self._put_gene(txn, g, seq=seq, writes=writes) for g in batch]
+            writes.flush()
             seq.store()
             return out
 
@@ -139,8 +228,13 @@ class CortexGenes(CortexEnv):
         txn.put(peer_id.encode(), U64.pack(seq), db=self._dbs["checkpoints"])
 
     def _put_gene(self, txn: Txn, gene: Gene, *, supersede: bool = False,
-                  seq: _ChangeSeq | None = None) -> int | None:
+                  seq: _ChangeSeq | None = None,
+                  writes: _DirectWrites | None = None) -> int | None:
+        # Reads go to `txn`; writes through `writes` (straight to `txn` unless a batch
+        # gathers them). Only this gene's own keys are read, so a gathered batch of
+        # distinct ids reads what a gene-by-gene batch would.
         d = self._dbs
+        w = writes if writes is not None else _DirectWrites(txn, d)
         gid = gene.id.encode()
         vkey = _version_key(gene.id, gene.version)
         wire = gene.wire_bytes
@@ -150,12 +244,12 @@ class CortexGenes(CortexEnv):
                 raise VersionConflict(
                     f"gene {gene.id} version {gene.version} already exists with another body")
             loser = Gene.from_stored(canonical.decode(existing), raw=existing)
-            txn.delete(loser.version_hash, db=d["by_vhash"])
+            w.delete("by_vhash", loser.version_hash)
             existing = None
         new_version = existing is None
         if new_version:
-            txn.put(vkey, wire, db=d["gene_versions"])
-            txn.put(gene.version_hash, vkey, db=d["by_vhash"])
+            w.put("gene_versions", vkey, wire)
+            w.put("by_vhash", gene.version_hash, vkey)
         head = head_record(gene)
         old_raw = txn.get(gid, db=d["genes"])
         if old_raw is not None:
@@ -164,32 +258,18 @@ class CortexGenes(CortexEnv):
             old = _Head.decode(old_raw)
             if old.version > gene.version and not supersede:
                 # An older version arriving late is kept in history, not made head.
-                return self._append_change(txn, "put", gene, seq) if new_version else None
-            self._unindex(txn, gene.id, old.domain, old.status, old.origin)
-        txn.put(gid, head, db=d["genes"])
-        self._index(txn, gene.id, gene.domain, str(gene.status), gene.origin)
+                return self._append_change(w, "put", gene, seq) if new_version else None
+            _unindex(w, gid, old.domain, old.status, old.origin)
+        w.put("genes", gid, head)
+        _index(w, gid, gene.domain, str(gene.status), gene.origin)
         if not new_version:
             # Only local state changed: nothing to sync, except a gene that became native
             # (a person approved it): only native genes are shared, so peers that skipped
             # it while it was pending must see it in the feed again.
             approved = (old_raw is not None and _Head.decode(old_raw).status != "native"
                         and gene.status is GeneStatus.NATIVE)
-            return self._append_change(txn, "put", gene, seq) if approved else None
-        return self._append_change(txn, "put", gene, seq)
-
-    def _index(self, txn: Txn, gene_id: str, domain: str, status: str,
-               origin: str) -> None:
-        d = self._dbs
-        txn.put(join_key(domain, gene_id), b"", db=d["idx_domain"])
-        txn.put(join_key(status, gene_id), b"", db=d["idx_status"])
-        txn.put(join_key(origin, gene_id), b"", db=d["idx_origin"])
-
-    def _unindex(self, txn: Txn, gene_id: str, domain: str, status: str,
-                 origin: str) -> None:
-        d = self._dbs
-        txn.delete(join_key(domain, gene_id), db=d["idx_domain"])
-        txn.delete(join_key(status, gene_id), db=d["idx_status"])
-        txn.delete(join_key(origin, gene_id), db=d["idx_origin"])
+            return self._append_change(w, "put", gene, seq) if approved else None
+        return self._append_change(w, "put", gene, seq)
 
     def _load(self, txn: Txn, gene_id: bytes, head_raw: bytes, *,
               validate: bool = False) -> Gene:
@@ -205,15 +285,14 @@ class CortexGenes(CortexEnv):
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=head.status,
                                 successes=head.successes, failures=head.failures)
 
-    def _append_change(self, txn: Txn, op: str, gene: Gene,
+    def _append_change(self, w: _DirectWrites, op: str, gene: Gene,
                        batch_seq: _ChangeSeq | None = None) -> int:
         # A batch's counter appends (its keys only grow); a lone change reads and stores
         # the counter itself and puts without `append`, as it always did.
-        counter = batch_seq if batch_seq is not None else _ChangeSeq(txn, self._dbs["meta"])
+        counter = batch_seq if batch_seq is not None else _ChangeSeq(w.txn, self._dbs["meta"])
         seq = counter.next()
-        change = Change(seq, "gene", op, gene.id, gene.version, gene.version_hash)
-        txn.put(U64.pack(seq), canonical.encode_plain(change.to_plain()),
-                db=self._dbs["changes"], append=batch_seq is not None)
+        w.put("changes", U64.pack(seq), change_record(op, gene),
+              append=batch_seq is not None)
         if batch_seq is None:
             counter.store()
         return seq
@@ -270,7 +349,8 @@ class CortexGenes(CortexEnv):
             if raw is None:
                 return None
             gene = self._load(txn, gene_id.encode(), raw)
-            self._unindex(txn, gene.id, gene.domain, str(gene.status), gene.origin)
+            _unindex(_DirectWrites(txn, d), gene_id.encode(), gene.domain, str(gene.status),
+                     gene.origin)
             txn.delete(gene_id.encode(), db=d["genes"])
             prefix = gene_id.encode() + SEP
             for key in list(prefix_keys(txn, d["gene_versions"], prefix)):
@@ -283,7 +363,7 @@ class CortexGenes(CortexEnv):
                     _, kind, other = key.split(SEP)
                     txn.delete(key, db=d[fwd])
                     txn.delete(join_key(other, kind, gene_id.encode()), db=d[rev])
-            return self._append_change(txn, "delete", gene)
+            return self._append_change(_DirectWrites(txn, d), "delete", gene)
 
         return self.write(run)
 
@@ -297,9 +377,11 @@ class CortexGenes(CortexEnv):
                 raise UnknownGene(f"no gene {gene_id!r} in this Cortex")
             old = self._load(txn, gene_id.encode(), raw)
             new = old.with_local(status=status)
-            self._unindex(txn, old.id, old.domain, str(old.status), old.origin)
-            txn.put(gene_id.encode(), head_record(new), db=self._dbs["genes"])
-            self._index(txn, new.id, new.domain, str(new.status), new.origin)
+            w = _DirectWrites(txn, self._dbs)
+            gid = gene_id.encode()
+            _unindex(w, gid, old.domain, str(old.status), old.origin)
+            w.put("genes", gid, head_record(new))
+            _index(w, gid, new.domain, str(new.status), new.origin)
             return new
 
         return self.write(run)
