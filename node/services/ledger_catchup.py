@@ -1,83 +1,44 @@
-"""Snapshots of the region's ledger: compaction, and catching up from one.
+"""Snapshots of the region's ledger: the driver of compaction and snapshot catch-up.
 
-Every `compact_every` applied entries the Raft log is compacted; the snapshot's
-application state is a *pointer* (`SnapshotState`: ledger size, root, Raft index), not
-the entries. A node that installs a snapshot fetches the ledger entries it lacks from a
-member (`LedgerFetch` → `LedgerChunk`), checks the root, and goes on from the snapshot's
-index. A chunk that does not fit is the member's fault (`RemoteProtocolError`, the next
-member is asked); a root that disagrees with ours is a fork no automatic step may paper
-over (`LocalLedgerError`: applying stops, the operator must look).
+The decisions live in the sans-I/O `gd.ledger.catchup_core` (which member to ask, what
+to ask, whether the answer fits, when to compact); this module does the I/O they need:
+the ledger and the Raft storage in worker threads, the `/gd/raft` stream to the member.
+A chunk that does not fit is the member's fault (`RemoteProtocolError`, the next member
+is asked); a root that disagrees with ours stops applying (`LocalLedgerError`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import trio
 
-from gd.genome import canonical
-from gd.genome.errors import DecodeError
+from gd.ledger.catchup_core import (
+    COMPACT_EVERY,
+    FETCH_TIMEOUT_S,
+    SnapshotFetch,
+    SnapshotState,
+    chunk_reply,
+    chunk_stop,
+    should_compact,
+)
 from gd.ledger.entry import LedgerEntry
 from gd.ledger.errors import LocalLedgerError, RemoteLedgerError
+from gd.ledger.ledger_frames import LedgerChunk
 from gd.ledger.raft import RaftNode
 from gd.ledger.raft_records import Snapshot
 from gd.node.net.streams import FramedStream, StreamGone
 from gd.node.services.ledger_apply import Applier
-from gd.node.services.ledger_links import REOPEN_BACKOFF_MAX_S, REOPEN_BACKOFF_S
-from gd.node.services.ledger_wire import LedgerChunk, LedgerFetch
 from gd.node.store.ledger_store import Ledger
 from gd.node.store.raft_lmdb import LmdbRaftStorage
 from gd.protocol.errors import RemoteProtocolError
 
-# Applied Raft entries between compactions. Each entry is a batch, so 10k entries are
-# up to 20M statements; the log below the snapshot is then dropped.
-COMPACT_EVERY: Final = 10_000
-# A fetch reply (snapshot catch-up) carries at most this many bytes of entries.
-FETCH_CHUNK_BYTES: Final = 2 * 1024 * 1024
-FETCH_CHUNK_ENTRIES: Final = 10_000
-FETCH_TIMEOUT_S: Final = 30.0
-
-
-@dataclass(frozen=True)
-class SnapshotState:
-    """The application state in a Raft snapshot: a pointer into the ledger."""
-
-    size: int
-    root: bytes
-    applied: int
-
-    def encode(self) -> bytes:
-        return canonical.encode({"applied": self.applied, "root": self.root,
-                                 "size": self.size})
-
-    @classmethod
-    def decode(cls, data: bytes) -> SnapshotState:
-        try:
-            obj = canonical.decode(data)
-            if not isinstance(obj, dict) or set(obj) != {"applied", "root", "size"}:
-                raise ValueError("expected {applied, root, size}")
-            size, applied, root = obj["size"], obj["applied"], obj["root"]
-            if type(size) is not int or type(applied) is not int or size < 0 or applied < 0 \
-                    or not isinstance(root, bytes) or len(root) != 32:
-                raise ValueError("bad field types")
-        except (DecodeError, ValueError) as exc:
-            raise RemoteLedgerError(f"snapshot state: {exc}") from None
-        return cls(size, root, applied)
-
 
 def ledger_chunk(ledger: Ledger, start: int, stop: int) -> LedgerChunk:
     """Our answer to a member's `LedgerFetch` (worker thread): bounded in entries and bytes."""
-    out: list[bytes] = []
-    nbytes = 0
-    stop = min(stop, start + FETCH_CHUNK_ENTRIES)
-    for entry in ledger.entries(start, stop):
-        if out and nbytes + len(entry.encoded) > FETCH_CHUNK_BYTES:
-            break
-        out.append(entry.encoded)
-        nbytes += len(entry.encoded)
-    return LedgerChunk(start=start, entries=tuple(out), size=ledger.size)
+    entries = (entry.encoded for entry in ledger.entries(start, chunk_stop(start, stop)))
+    return chunk_reply(entries, start, stop, ledger.size)
 
 
 class Catchup:
@@ -102,7 +63,7 @@ class Catchup:
         return size, self.ledger.root(size)
 
     async def maybe_compact(self, node: RaftNode) -> None:
-        if node.log.applied - node.log.snapshot_index < self.compact_every:
+        if not should_compact(node.log.applied, node.log.snapshot_index, self.compact_every):
             return
         if node.log.applied > self.applier.applied_index:
             # The applier is behind: the snapshot's pointer must describe the ledger at
@@ -116,46 +77,43 @@ class Catchup:
     async def restore(self, snap: Snapshot, source: str | None) -> None:
         """Bring the ledger to the snapshot's state: fetch the entries we lack from a
         member, check the root, and remember the snapshot's index as applied."""
-        state = SnapshotState.decode(snap.data)
-        attempt = 0
+        fetch = SnapshotFetch(snap.data, source=source, me=self.peer_id,
+                              snapshot_voters=snap.conf.voters, voters=self.voters)
         while True:
             size = await trio.to_thread.run_sync(lambda: self.ledger.size)
-            if size >= state.size:
+            step = fetch.next(size)
+            if step.done:
                 break
-            peers = [p for p in ([source] if source else []) +
-                     sorted(snap.conf.voters | self.voters) if p and p != self.peer_id]
-            peer = peers[attempt % len(peers)] if peers else None
-            attempt += 1
-            if peer is None:
-                raise LocalLedgerError("a snapshot with no member to fetch entries from")
+            assert step.peer is not None
+            await trio.sleep(step.delay_s)
             try:
-                await self._fetch_from(peer, size, state.size)
+                await self._fetch_from(step.peer, fetch)
             except (StreamGone, RemoteProtocolError, RemoteLedgerError, LocalLedgerError,
                     trio.TooSlowError) as exc:
-                self.log.warning("raft.fetch_failed", peer=peer, error=str(exc)[:200])
-                await trio.sleep(min(REOPEN_BACKOFF_MAX_S, REOPEN_BACKOFF_S * attempt))
+                self.log.warning("raft.fetch_failed", peer=step.peer, error=str(exc)[:200])
+                fetch.failed()
+        state = fetch.state
         root = await trio.to_thread.run_sync(self.ledger.root, state.size)
-        if root != state.root:
+        try:
+            fetch.check_root(root)
+        except LocalLedgerError:
             self.log.error("ledger.snapshot_root_mismatch", size=state.size,
                            ours=root.hex(), snapshot=state.root.hex())
-            raise LocalLedgerError(f"our ledger disagrees with the snapshot at size "
-                                   f"{state.size}")
+            raise
         await trio.to_thread.run_sync(self.applier.book.set_applied, snap.index)
         self.applier.restored(snap.index)
         self.log.info("raft.snapshot_restored", index=snap.index, ledger_size=state.size)
 
-    async def _fetch_from(self, peer: str, start: int, stop: int) -> None:
+    async def _fetch_from(self, peer: str, fetch: SnapshotFetch) -> None:
         fs = await self.open_stream(peer)
         try:
-            while start < stop:
+            request = fetch.more()
+            while request is not None:
                 with trio.fail_after(FETCH_TIMEOUT_S):
-                    reply = await fs.request(LedgerFetch(start=start, stop=stop))
-                if not isinstance(reply, LedgerChunk) or reply.start != start \
-                        or not reply.entries:
-                    raise RemoteProtocolError("bad or empty ledger chunk")
-                entries = [LedgerEntry.decode(raw) for raw in reply.entries]
+                    reply = await fs.request(request)
+                entries = fetch.received(reply)
                 await trio.to_thread.run_sync(self._append_fetched, entries)
-                start += len(entries)
+                request = fetch.more()
         finally:
             await fs.close()
 

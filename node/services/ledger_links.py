@@ -1,10 +1,10 @@
-"""The ledger's outbound wire: one long-lived `/gd/raft` stream per peer.
+"""The ledger's outbound wire: one long-lived `/gd/raft` stream per peer (the driver).
 
-Each peer gets its own writer task, a bounded queue and bounded writes; the writer also
-sends our signed tree head as gossip every `GOSSIP_INTERVAL_S`, which doubles as the
-keepalive for the peer's reader. Raft tolerates loss, so a full queue or a broken stream
-just drops messages (counted in `gd_raft_dropped`). Inbound streams are the service's
-(`LedgerService.serve`).
+What goes on each stream and when (bounded queue, gossip timer, back-off) is the
+sans-I/O `gd.ledger.link_core.OutboundLink`; this module gives each peer a writer task
+that opens, writes and resets the stream with bounded waits. Raft tolerates loss, so a
+full queue or a broken stream just drops messages (counted in `gd_raft_dropped`).
+Inbound streams are `ledger_inbound.RaftInbound.serve`'s.
 
 Errors keep h11's split: a write that fails because the peer vanished or stalled is
 `StreamGone` / a timeout (dropped, reopened with back-off); a frame *we* built over the
@@ -14,7 +14,6 @@ limit is our `LocalProtocolError` and is dropped the same way, logged for us to 
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -23,52 +22,44 @@ import trio
 from libp2p.abc import IHost
 from prometheus_client import Counter
 
+from gd.crdt.clock import Clock
+from gd.ledger.ledger_frames import LedgerGossip
+from gd.ledger.link_core import (
+    GOSSIP_INTERVAL_S,
+    REOPEN_BACKOFF_MAX_S,
+    REOPEN_BACKOFF_S,
+    OutboundLink,
+)
 from gd.ledger.raft_messages import RaftMessage
 from gd.node.net.host import to_id
 from gd.node.net.peers import PeerTable
 from gd.node.net.streams import FramedStream, StreamGone
-from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, LedgerGossip, RaftFrame
+from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID
 from gd.protocol.errors import LocalProtocolError
-from gd.protocol.wire import Message
 
-# Gossip of our latest signed head on every stream. It doubles as the keepalive: the
-# peer's reader gives up after READ_TIMEOUT_S (10 s) of silence, and streams between two
-# followers carry no Raft traffic at all.
-GOSSIP_INTERVAL_S: Final = 1.0
 # Opening a stream is ~10 ms on loopback; writing one batch of frames is bounded so a
 # frozen peer (py-libp2p never notices one) cannot hold a writer forever.
 OPEN_TIMEOUT_S: Final = 5.0
 WRITE_TIMEOUT_S: Final = 5.0
-# After a failed open, wait this long (doubling up to the max) before trying again.
-REOPEN_BACKOFF_S: Final = 0.2
-REOPEN_BACKOFF_MAX_S: Final = 5.0
-# Messages queued per peer before we drop (Raft re-sends what matters). 4096 appends
-# of 1 MiB would be 4 GiB: the byte bound below is what really limits memory.
-PEER_QUEUE_MESSAGES: Final = 4096
-PEER_QUEUE_BYTES: Final = 64 * 1024 * 1024
-# Frames written in one `send`: large writes are what makes yamux fast, 4 MiB (one
-# frame's limit) keeps one write's memory bounded.
-WRITE_BATCH_BYTES: Final = 4 * 1024 * 1024
 
 
 @dataclass
 class _Link:
-    """Our outbound stream to one peer and what waits to go on it."""
+    """Our outbound stream to one peer, what waits to go on it, and its wake-up."""
 
-    queue: deque[bytes] = field(default_factory=deque)
-    queued_bytes: int = 0
+    core: OutboundLink = field(default_factory=OutboundLink)
     wake: trio.Event = field(default_factory=trio.Event)
     fs: FramedStream | None = None
-    retry_at: float = 0.0
-    backoff: float = REOPEN_BACKOFF_S
 
 
 class PeerLinks:
     """The writers to every peer the ledger talks to, and the streams it opens."""
 
     def __init__(self, host: IHost, table: PeerTable, *, byte_counter: Counter,
-                 dropped: Counter, gossip: Callable[[], LedgerGossip], log: Any) -> None:
+                 dropped: Counter, gossip: Callable[[], LedgerGossip], clock: Clock,
+                 log: Any) -> None:
         self.host = host
+        self.clock = clock
         self.table = table
         self.byte_counter = byte_counter
         self.dropped = dropped
@@ -101,13 +92,9 @@ class PeerLinks:
     def send(self, msg: RaftMessage) -> None:
         """Queue one Raft message for its addressee; dropped when the queue is full."""
         link = self.link(msg.to)
-        data = msg.encode()
-        if len(link.queue) >= PEER_QUEUE_MESSAGES \
-                or link.queued_bytes + len(data) > PEER_QUEUE_BYTES:
+        if not link.core.offer(msg.encode()):
             self.dropped.labels(reason="queue_full").inc()
             return
-        link.queue.append(data)
-        link.queued_bytes += len(data)
         link.wake.set()
 
     def _connected(self, peer: str) -> bool:
@@ -133,43 +120,28 @@ class PeerLinks:
 
     async def _writer(self, peer: str, link: _Link) -> None:
         """Carry our messages to `peer` on one long-lived stream; gossip when idle."""
-        last_gossip = -GOSSIP_INTERVAL_S
+        core = link.core
         while True:
             with trio.move_on_after(GOSSIP_INTERVAL_S):
                 await link.wake.wait()
             link.wake = trio.Event()
-            now = trio.current_time()
-            connected = self._connected(peer)
-            if not connected or now < link.retry_at:
-                if link.queue:
-                    self.dropped.labels(reason="no_stream").inc(len(link.queue))
-                link.queue.clear()
-                link.queued_bytes = 0
+            now = self.clock.monotonic()
+            dropped = core.blocked(now, self._connected(peer))
+            if dropped is not None:
+                if dropped:
+                    self.dropped.labels(reason="no_stream").inc(dropped)
                 await self._close(link)
-                if not connected:  # when it reconnects, open at once
-                    link.retry_at, link.backoff = 0.0, REOPEN_BACKOFF_S
                 continue
             if link.fs is None:
                 try:
                     link.fs = await self.open(peer)
                 except StreamGone as exc:
-                    link.retry_at = trio.current_time() + link.backoff
-                    link.backoff = min(link.backoff * 2, REOPEN_BACKOFF_MAX_S)
+                    core.open_failed(self.clock.monotonic())
                     self.log.debug("raft.open_failed", peer=peer, error=str(exc)[:200])
                     continue
-                link.backoff = REOPEN_BACKOFF_S
-                last_gossip = -GOSSIP_INTERVAL_S
-            frames: list[Message] = []
-            nbytes = 0
-            while link.queue and nbytes < WRITE_BATCH_BYTES:
-                data = link.queue.popleft()
-                link.queued_bytes -= len(data)
-                nbytes += len(data)
-                frames.append(RaftFrame(data))
-            if now - last_gossip >= GOSSIP_INTERVAL_S:
-                frames.append(self.gossip())
-                last_gossip = now
-            if link.queue:
+                core.opened()
+            frames = core.take(now, self.gossip())
+            if core.pending:
                 link.wake.set()
             if not frames:
                 continue
@@ -180,7 +152,7 @@ class PeerLinks:
                 self.log.debug("raft.write_failed", peer=peer, error=repr(exc)[:200])
                 self.dropped.labels(reason="write_failed").inc(len(frames))
                 await self._close(link)
-                link.retry_at = trio.current_time() + link.backoff
+                core.write_failed(self.clock.monotonic())
 
     @staticmethod
     async def _close(link: _Link) -> None:

@@ -31,7 +31,6 @@ Failure model and the reasons behind each limit: docs/ledger.md, "The region's l
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -98,7 +97,8 @@ class LedgerService:
         self.voters: frozenset[str] = frozenset(gate.cfg.ledger_voters)
         self.solo = not self.voters
         self.log_id = DEFAULT_LOG_ID if self.solo else region_log_id(self.region)
-        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self.clock = gate.clock
+        self._wall_ms = wall_ms or (lambda: int(self.clock.wall() * 1000))
         self._clock = HLC(0, 0)
         self.ledger = Ledger(self.env)
         self.book = RegionBook(self.env)
@@ -130,7 +130,8 @@ class LedgerService:
         self.heads = HeadWatch(self.ledger, self.key, log_id=self.log_id, voters=self.voters,
                                wall_ms=self._wall_ms, alarms=self.m_alarms, log=self.log)
         self.links = PeerLinks(gate.host, gate.table, byte_counter=gate.metrics.bytes,
-                               dropped=self.m_dropped, gossip=self.heads.gossip, log=self.log)
+                               dropped=self.m_dropped, gossip=self.heads.gossip,
+                               clock=self.clock, log=self.log)
         self.applier = Applier(self.ledger, self.book, self.key, log_id=self.log_id,
                                wall_ms=self._wall_ms, verified=self._verified,
                                on_applied=self._applied, log=self.log)
@@ -145,7 +146,8 @@ class LedgerService:
                 seed=seed if seed is not None else int.from_bytes(os.urandom(8), "big")))
             self.inbound = RaftInbound(self.node, region=self.region, voters=self.voters,
                                        ledger=self.ledger, heads=self.heads,
-                                       dropped=self.m_dropped, wake=self.wake, log=self.log)
+                                       dropped=self.m_dropped, wake=self.wake,
+                                       clock=self.clock, log=self.log)
             self.catchup = Catchup(self.ledger, self.storage, self.applier,
                                    peer_id=self.peer_id, voters=self.voters,
                                    log_id=self.log_id, open_stream=self.links.open,
@@ -391,8 +393,9 @@ class LedgerService:
                 node.tick()
                 next_tick = max(next_tick + TICK_S, now)
             self.inbound.step_all()
-            self._propose_queued(now)
-            self._retry_stale(now)
+            # Proposals' ages on the injected clock; the tick waits on trio's.
+            self._propose_queued(self.clock.monotonic())
+            self._retry_stale(self.clock.monotonic())
             while node.has_ready():
                 await self._handle_ready(node.ready())
             await self.catchup.maybe_compact(node)

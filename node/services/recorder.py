@@ -28,7 +28,6 @@ hashes, verdicts and scores there, never gene content.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,11 +35,13 @@ from typing import Any, Protocol
 
 import lmdb
 
+from gd.crdt.clock import Clock
 from gd.crdt.hlc import HLC
 from gd.genome.identity import NodeKey
 from gd.ledger.chain import AppendReceipt, AppendStatus
 from gd.ledger.entry import EntryKind, LedgerEntry
 from gd.ledger.errors import LocalLedgerError
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.store.ledger_outbox import LEDGER_OUTBOX_DB, slot_key
 from gd.node.store.ledger_store import MAX_BATCH, Ledger
 
@@ -280,10 +281,10 @@ class LedgerRecorder:
 
     def __init__(self, env: lmdb.Environment, key: NodeKey,
                  wall_ms: Callable[[], int] | None = None, *,
-                 route: Route | None = None) -> None:
+                 route: Route | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.ledger = Ledger(env)
         self.key = key
-        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._wall_ms = wall_ms or (lambda: int(clock.wall() * 1000))
         self._clock = HLC(0, 0)
         self.route: Route = route or default_route(env, self.ledger, key, self._wall_ms)
         # Every receipt this recorder handed out, in order: a command reports them (a
