@@ -1,19 +1,30 @@
-"""A deterministic simulation of the federation: N nodes' sans-I/O cores on one seed.
+"""A deterministic simulation of the federation: N nodes running the daemon's own sync
+and sovereignty code on one seed.
 
 Every node is real where it matters: an LMDB `Cortex` in its own directory, the
 `SyncStore` (feed reader, batch applier, conflict queue), the `PolicyStore` with its
-hash-chained `AuditLog`, and an `AdaptationDesk`. The protocol cores run unmodified:
-`Handshake` (signed org/region claims), `SyncSender`/`SyncReceiver` behind the
-sovereignty `OutboundFilter`/`InboundFilter`, and the `Reconciler` for anti-entropy
-repair. What is simulated is everything `node/` would otherwise supply: the network
-(byte strings in flight, delivered by a scheduler that draws the next event from one
-`random.Random(seed)`), the clocks, and the delivery of signed share proposals.
+hash-chained `AuditLog`, an `AdaptationDesk` and the tombstone `ForgetOutbox`. The
+conversations are the daemon's, not a copy (issue 12 item 6): `Handshake`; the pull
+round (`PullRound` on the dialling side, `answer_pull` through the daemon's
+`SovereignSenderView` and `feed_policy` on the serving side, `SovereignReceiverView`
+behind the receiver); repair (`RepairRound`, `answer_step`, `check_versions`, and the
+daemon's `Repairer.items` / `Repairer.versions`); agreements (`delivery_frames`,
+`check_ack`, `AgreementDelivery.take_proposals` / `take_tombstones`). Each frame is the
+wire message the daemon sends (`encode_frame` / `decode_frame`). `fedsim_services` gives
+those methods the service object they read their stores from. What is simulated is what
+the async drivers, the gate and libp2p supply: the network (frames in flight, delivered
+by a scheduler that draws the next event from one `random.Random(seed)`), each
+connection's stream guarantees (in order, no duplicates: `Simulation.deliver`), the
+clocks, and *when* each conversation starts.
 
-Faults: drop, duplicate, reorder (any in-flight message may be delivered next), delay
-(a message held back for a while), partition and heal, crash and restart. A crash throws
-away a node's in-memory protocol state (connections, receivers, outstanding requests)
-and keeps its Cortex, which is what a committed LMDB transaction guarantees; a restart
-rebuilds every object from the Cortex and its checkpoints.
+Faults: drop, duplicate, reorder (any in-flight frame may be delivered next), delay
+(a frame held back for a while), partition and heal, crash and restart. On a connection
+they do what they do to a TCP stream: a duplicate is discarded, a frame that overtook an
+earlier one waits for it, a lost frame stalls the connection until its timer abandons it
+(frames of different connections, and of a dead connection, still race freely). A crash
+throws away a node's in-memory state (connections, rounds, the peers it met) and keeps
+its Cortex, which is what a committed LMDB transaction guarantees; a restart rebuilds
+every object from the Cortex and its checkpoints.
 
 Invariants, checked after every step (see docs/simulation.md):
 
@@ -21,7 +32,8 @@ Invariants, checked after every step (see docs/simulation.md):
 * nothing reaches a peer outside the sender's policy at the moment of sending: every
   batch, repair reply and reconciliation message is decoded from its bytes and checked
   against an oracle over the harness's own model of each node's rules (not the cores'
-  code), and anonymised fields never appear in clear in the bytes;
+  code), and anonymised fields never appear in clear in the bytes (a reconciliation
+  message may also name heads the receiver authored: it holds them already);
 * nothing is applied that the receiver's own rules refuse, and nothing is refused
   without a reason: the receiver's rules, its record of the sender's consent, or the
   gene being its own;
@@ -50,10 +62,12 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from fedsim_services import CheckedReceiverView, SimPolicyStore, SovereigntySide, SyncSide
 
 from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, VersionStamp
 from gd.crdt.hlc import HLC
@@ -62,10 +76,20 @@ from gd.genome import canonical
 from gd.genome.gene import Codon, Gene, GeneStatus, ShareScope
 from gd.genome.identity import NodeKey
 from gd.node.app.adaptation import AdaptationDesk
+from gd.node.services.sync_serve import feed_policy
+from gd.node.services.sync_views import ReceiverView, SenderView
 from gd.node.store.audit import AUDIT_DB, GENESIS, AuditLog, MemoryLedgerSink, chain_hash
 from gd.node.store.cortex import Cortex
 from gd.node.store.policy_store import PolicyStore
 from gd.node.store.sync_store import SyncStore, any_content, resolve_conflict
+from gd.protocol.agreement_messages import (
+    DeliveryAck,
+    ForgetDelivery,
+    ProposalDelivery,
+    check_ack,
+    delivery_frames,
+)
+from gd.protocol.errors import ProtocolError, RemoteProtocolError
 from gd.protocol.handshake import Handshake, HandshakeOffer
 from gd.protocol.policy_rules import (
     Direction,
@@ -77,12 +101,23 @@ from gd.protocol.policy_rules import (
     SubjectKind,
 )
 from gd.protocol.reconcile import Reconciler
-from gd.protocol.reconcile_messages import Mode, ReconcileMessage, ReconcileProtocolError
-from gd.protocol.sovereignty import InboundFilter, OutboundFilter
-from gd.protocol.sovereignty_agreements import ProposalError
-from gd.protocol.sovereignty_anonymise import anonymisation_secret, derive_for, derived_id, peer_key
-from gd.protocol.sync import SyncReceiver, SyncSender, verify_genes
-from gd.protocol.sync_messages import ChangeBatch, SyncProtocolError
+from gd.protocol.reconcile_messages import Mode, ReconcileMessage
+from gd.protocol.repair import RepairRound, answer_step, check_versions
+from gd.protocol.sovereignty_anonymise import anonymisation_secret, derived_id, peer_key
+from gd.protocol.sync import RejectedGene, SyncReceiver, SyncSender
+from gd.protocol.sync_frames import (
+    MAX_FETCH_HASHES,
+    FetchVersions,
+    ReconcileEnd,
+    ReconcileStep,
+    SyncBatch,
+    SyncPull,
+    Versions,
+    decode_wire_genes,
+    decompress,
+)
+from gd.protocol.sync_round import PullRound, answer_pull
+from gd.protocol.wire import Message, decode_frame, encode_frame
 
 DOMAINS: Final = ("turbofan", "loans", "grid")
 # "grid" is configured last-writer-wins; the others queue every concurrent edit.
@@ -136,46 +171,59 @@ class FedConfig:
 
 @dataclass
 class Msg:
+    """One frame in flight on a connection: `seq` numbers the frames of each direction
+    of a connection, which is how the receiving end gives them a stream's guarantees."""
+
     mid: int
     src: int
     dst: int
     conn: int
-    kind: str
-    req: int
+    kind: str  # "hs" (handshake bytes) or "frame" (a length-prefixed wire message)
+    seq: int
     data: bytes
+    dialer: bool  # sent by the end that opened the connection
     not_before: int = 0
 
 
 @dataclass
-class InitiatorConn:
-    """The pulling side of one connection (lost on crash)."""
+class Conn:
+    """One end of a connection (lost on crash). Frames arrive as a TCP stream would hand
+    them over: in order (`rx_next`; later ones wait in `held`), never twice."""
 
     cid: int
     peer: int
     hs: Handshake
     opened_ms: int
-    reconcile: bool
     info: PeerInfo | None = None
-    receiver: SyncReceiver | None = None
-    inbound: InboundFilter | None = None
-    rec: Reconciler | None = None
-    phase: str = "hs"  # hs -> pull -> rec -> fetch -> done
-    req: int = 0
-    last: tuple[str, bytes] | None = None
-    asked: tuple[bytes, ...] = ()
+    tx_next: int = 0
+    rx_next: int = 0
+    held: dict[int, Msg] = field(default_factory=dict)
+    # our outbox for the peer, as `delivery_frames` cut it; the head one awaits its ack
+    deliveries: list[ProposalDelivery | ForgetDelivery] = field(default_factory=list)
+    awaiting: ProposalDelivery | ForgetDelivery | None = None
 
 
 @dataclass
-class ResponderConn:
-    """The serving side of one connection (lost on crash)."""
+class InitiatorConn(Conn):
+    """The pulling side: a `PullRound`, then maybe a `RepairRound` and its fetches."""
 
-    cid: int
-    peer: int
-    hs: Handshake
-    opened_ms: int
-    info: PeerInfo | None = None
-    view: OutboundFilter | None = None
+    reconcile: bool = False
+    receiver_view: CheckedReceiverView | None = None
+    pull: PullRound | None = None
+    repair: RepairRound | None = None
+    fetches: list[FetchVersions] = field(default_factory=list)
+    asked: FetchVersions | None = None
+    refused: list[RejectedGene] = field(default_factory=list)  # by the store, this batch
+    phase: str = "hs"  # hs -> pull -> rec -> fetch -> done
+
+
+@dataclass
+class ResponderConn(Conn):
+    """The serving side: the feed's `SyncSender` and the repair responder."""
+
     sender: SyncSender | None = None
+    sender_view: SenderView | None = None
+    responder: Reconciler | None = None
 
 
 @dataclass
@@ -193,6 +241,8 @@ class SimNode:
     up: bool = True
     cortex: Cortex | None = None
     conns: dict[int, InitiatorConn | ResponderConn] = field(default_factory=dict)
+    # peer id -> the org/region its handshake proved (the gate's table, for `peer_info`)
+    met: dict[str, PeerInfo] = field(default_factory=dict)
     hlc: HLC = field(default_factory=HLC)
     audit_seen: tuple[int, bytes] = (0, GENESIS)
     writes_checked_at: int = -1  # the feed position check_writes last saw
@@ -205,7 +255,8 @@ class SimNode:
     def info(self) -> PeerInfo:
         return PeerInfo(self.peer, self.org, self.region)
 
-    def open(self) -> None:
+    def open(self, sim: Simulation) -> None:
+        """Open the Cortex and build the stores and the services' sides over it."""
         self.cortex = Cortex.open(self.path)
         policy = lambda domain: ConflictPolicy(lww=True) if domain in LWW_DOMAINS \
             else QUEUE_ALL  # noqa: E731
@@ -216,6 +267,12 @@ class SimNode:
                                   audit=self.audit)
         self.desk = AdaptationDesk(self.cortex, self.key, MemoryLedgerSink(), self.audit)
         self.secret = anonymisation_secret(self.key)
+        self.sync = SyncSide(self.cortex, self.store,
+                             lambda peer: sim.sender_view(self, self.met[peer]),
+                             lambda peer: sim.receiver_view(self, self.met[peer]))
+        self.sov = SovereigntySide(self.cortex, self.key, self.secret,
+                                   SimPolicyStore(self.policy, lambda: sim.tick(self)),
+                                   self.audit, self.desk, self.sync)
         self.up = True
 
     def close(self) -> None:
@@ -223,8 +280,8 @@ class SimNode:
             self.cortex.close()
             self.cortex = None
         self.conns.clear()
+        self.met.clear()
         self.up = False
-
 
 @dataclass
 class SimResult:
@@ -345,7 +402,7 @@ class Simulation:
             seed32 = hashlib.sha256(f"fedsim/{self.seed}/{i}".encode()).digest()
             node = SimNode(i, NodeKey.from_seed(seed32), orgs[i], rng.choice(REGIONS),
                            self.root / f"node{i}", rng.randint(-MAX_SKEW_MS, MAX_SKEW_MS))
-            node.open()
+            node.open(self)
             nodes.append(node)
         self.nodes = nodes
         for node in nodes:
@@ -388,25 +445,51 @@ class Simulation:
     def fail(self, text: str) -> None:
         raise SimFailure(f"FAILED SEED={self.seed} step {self.step_no}: {text}")
 
-    # -- the network -------------------------------------------------------------------
-    def send(self, src: SimNode, dst: int, conn: int, kind: str, data: bytes,
-             req: int = 0) -> None:
-        self.flight.append(Msg(self.next_mid, src.index, dst, conn, kind, req, data))
+    # -- the network: connections with a stream's guarantees ---------------------------
+    def send(self, src: SimNode, conn: Conn, kind: str, data: bytes) -> None:
+        self.flight.append(Msg(self.next_mid, src.index, conn.peer, conn.cid, kind,
+                               conn.tx_next, data, isinstance(conn, InitiatorConn)))
+        conn.tx_next += 1
         self.next_mid += 1
+
+    def send_frame(self, src: SimNode, conn: Conn, msg: Message) -> None:
+        self.send(src, conn, "frame", encode_frame(msg))
 
     def linked(self, a: int, b: int) -> bool:
         return self.groups.get(a, 0) == self.groups.get(b, 0)
 
     def deliver(self, msg: Msg) -> None:
+        """Hand a frame to its connection as a TCP stream would: duplicates are dropped,
+        a frame that overtook an earlier one waits for it, and a frame whose connection
+        this end no longer holds (crashed, timed out) is lost, like a reset. A dropped
+        frame thus stalls its connection until a timer abandons it."""
         dst = self.nodes[msg.dst]
         if not dst.up or not self.linked(msg.src, msg.dst):
             self.log(f"lost m{msg.mid} {msg.kind} {msg.src}->{msg.dst}")
             return
-        self.log(f"deliver m{msg.mid} {msg.kind} {msg.src}->{msg.dst} c{msg.conn}")
+        conn = dst.conns.get(msg.conn)
+        if conn is None and msg.dialer and msg.kind == "hs" and msg.seq == 0:
+            conn = self._respond(dst, msg)
+        if conn is None or conn.peer != msg.src or msg.dialer is isinstance(conn, InitiatorConn):
+            self.log(f"reset m{msg.mid} {msg.src}->{msg.dst} c{msg.conn}")
+            return
+        if msg.seq < conn.rx_next or msg.seq in conn.held:
+            self.stats["duplicates_discarded"] += 1
+            self.log(f"duplicate m{msg.mid} discarded")
+            return
+        conn.held[msg.seq] = msg
+        if msg.seq > conn.rx_next:
+            self.stats["reordered_held"] += 1
         self.dirty.add(msg.dst)
-        handler: Callable[[SimNode, Msg], None] = getattr(self, "_on_" + msg.kind.replace(
-            "-", "_"))
-        handler(dst, msg)
+        while conn.rx_next in conn.held and dst.conns.get(conn.cid) is conn:
+            frame = conn.held.pop(conn.rx_next)
+            conn.rx_next += 1
+            self.log(f"deliver m{frame.mid} {frame.kind} {frame.src}->{frame.dst} "
+                     f"c{frame.conn} s{frame.seq}")
+            if frame.kind == "hs":
+                self._on_hs(dst, conn, frame.data)
+            else:
+                self._on_frame(dst, conn, decode_frame(frame.data))
 
     # -- connections and the handshake -------------------------------------------------
     def open_conn(self, a: SimNode, b: SimNode, reconcile: bool) -> None:
@@ -414,29 +497,29 @@ class Simulation:
         self.next_cid += 1
         hs = Handshake(a.key, self.offer(a), b.peer, now_ms=self.clock(a),
                        nonce=self.rng.randbytes(16))
-        a.conns[cid] = InitiatorConn(cid, b.index, hs, self.now, reconcile)
+        conn = InitiatorConn(cid, b.index, hs, self.now, reconcile=reconcile)
+        a.conns[cid] = conn
         self.log(f"open c{cid} {a.index}->{b.index} rec={int(reconcile)}")
-        self.send(a, b.index, cid, "hs", hs.data_to_send())
+        self.send(a, conn, "hs", hs.data_to_send())
 
     def offer(self, node: SimNode) -> HandshakeOffer:
         return HandshakeOffer(org=node.org, region=node.region, domains=DOMAINS)
 
-    def _on_hs(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if conn is None:
-            if msg.req != 0:
-                return  # the responder's half of a connection we no longer hold
-            peer = self.nodes[msg.src]
-            hs = Handshake(node.key, self.offer(node), peer.peer, now_ms=self.clock(node),
-                           nonce=self.rng.randbytes(16))
-            conn = ResponderConn(msg.conn, msg.src, hs, self.now)
-            node.conns[msg.conn] = conn
-        if conn.peer != msg.src or conn.hs.done:
-            return  # a duplicate after the handshake finished: streams never repeat bytes
-        conn.hs.receive_data(msg.data)
+    def _respond(self, node: SimNode, msg: Msg) -> ResponderConn:
+        peer = self.nodes[msg.src]
+        hs = Handshake(node.key, self.offer(node), peer.peer, now_ms=self.clock(node),
+                       nonce=self.rng.randbytes(16))
+        conn = ResponderConn(msg.conn, msg.src, hs, self.now)
+        node.conns[msg.conn] = conn
+        return conn
+
+    def _on_hs(self, node: SimNode, conn: Conn, data: bytes) -> None:
+        if conn.hs.done:
+            self.fail(f"handshake bytes after the handshake on c{conn.cid}")
+        conn.hs.receive_data(data)
         out = conn.hs.data_to_send()
         if out:
-            self.send(node, msg.src, msg.conn, "hs", out, req=1)
+            self.send(node, conn, "hs", out)
         if conn.hs.done:
             if conn.hs.accepted:
                 self.stats["handshakes"] += 1
@@ -446,7 +529,10 @@ class Simulation:
                 self.stats["handshakes_refused"] += 1
                 node.conns.pop(conn.cid, None)
 
-    def _accepted(self, node: SimNode, conn: InitiatorConn | ResponderConn) -> None:
+    def _accepted(self, node: SimNode, conn: Conn) -> None:
+        """What the gate and the services do with a handshaken peer: record it
+        (`SovereigntyService._meet`: `set_peer`, then deliver its outbox) and, on the
+        dialling side, pull from it (`FeedPuller.pull`)."""
         outcome = conn.hs.outcome
         peer = outcome.peer  # type: ignore[union-attr]
         info = PeerInfo(peer.peer_id, peer.org, peer.region)
@@ -454,103 +540,185 @@ class Simulation:
         if info != truth:
             self.fail(f"handshake at {node.index} verified {info}, the peer is {truth}")
         conn.info = info
+        node.met[info.peer_id] = info
         node.policy.set_peer(info, hlc=self.tick(node))
-        self._send_proposals(node, conn)
-        if isinstance(conn, ResponderConn):
-            conn.view = self.outbound_view(node, info)
-            conn.sender = SyncSender(info.peer_id, conn.view.read_feed, conn.view.policy)
-            return
-        conn.inbound = InboundFilter(node.policy.policies, info)
-        conn.receiver = SyncReceiver(info.peer_id, lambda s, g, u: self._apply(node, conn, g, u),
-                                     checkpoint=node.cortex.get_checkpoint(info.peer_id),
-                                     accept=conn.inbound.accept,
-                                     max_genes=self.rng.randint(1, 4))
-        conn.phase = "pull"
-        self._request(node, conn, "pull", conn.receiver.request())
+        conn.deliveries = delivery_frames(node.policy.outbox(info.peer_id),
+                                          node.sov.forget.forget_outbox(info.peer_id))
+        self._deliver_next(node, conn)
+        if isinstance(conn, InitiatorConn):
+            self._start_pull(node, conn)
 
-    def outbound_view(self, node: SimNode, info: PeerInfo) -> OutboundFilter:
-        """What a serving node filters its feed through (overridden by sabotage tests)."""
-        return OutboundFilter(node.policy.policies, info, node.key, node.secret,
-                              node.store.read_feed)
+    def sender_view(self, node: SimNode, info: PeerInfo) -> SenderView:
+        """How `node` serves `info` (`SovereigntyService.sender_view`; overridden by the
+        sabotage tests)."""
+        return node.sov.sender_view(info)
 
-    def _request(self, node: SimNode, conn: InitiatorConn, kind: str, data: bytes) -> None:
-        conn.req += 1
-        conn.last = (kind, data)
-        self.send(node, conn.peer, conn.cid, kind, data, conn.req)
+    def receiver_view(self, node: SimNode, info: PeerInfo) -> ReceiverView:
+        return node.sov.receiver_view(info)
 
-    # -- share proposals (the daemon's outbox delivery, modelled) ----------------------
-    def _send_proposals(self, node: SimNode, conn: InitiatorConn | ResponderConn) -> None:
-        peer = self.nodes[conn.peer].peer
-        box = node.policy.outbox(peer)
-        if box:
-            self.send(node, conn.peer, conn.cid, "props",
-                      canonical.encode([[seq, data] for seq, data in box]))
-
-    def _on_props(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if conn is None or conn.info is None or conn.peer != msg.src:
-            return
-        upto = self._receive_proposals(node, self.nodes[msg.src], canonical.decode(msg.data))
-        self.send(node, msg.src, msg.conn, "props-ack", canonical.encode(upto))
-
-    def _receive_proposals(self, node: SimNode, sender: SimNode, box: list[Any]) -> int:
-        """Apply a peer's outbox entries and acknowledge up to the last number, as the
-        daemon does (`SovereigntyService.take_proposals`). Nothing here guards against
-        duplicated, reordered or late deliveries: `receive_proposal` must ignore what
-        is not newer than what it applied, and outbox numbers must never be reused."""
-        upto = 0
-        for seq, data in box:
-            upto = max(upto, seq)
-            try:
-                outcome = node.policy.receive_proposal(data, sender.peer, hlc=self.tick(node))
-            except ProposalError as exc:
-                self.fail(f"node {node.index} refused an honest proposal: {exc}")
-            self.stats["stale_proposals_skipped" if outcome.stale else "proposals"] += 1
-        return upto
-
-    def _on_props_ack(self, node: SimNode, msg: Msg) -> None:
-        upto = canonical.decode(msg.data)
-        if upto:
-            node.policy.delivered(self.nodes[msg.src].peer, upto)
-
-    # -- change-feed sync --------------------------------------------------------------
-    def _on_pull(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if not isinstance(conn, ResponderConn) or conn.sender is None:
-            return  # not (yet) handshaken: the initiator will ask again
-        assert conn.view is not None and conn.info is not None
-        reply = conn.sender.receive(msg.data)
-        self.check_outgoing(node, conn.info, reply, "batch")
-        sent = conn.view.take_sent()
-        node.audit.record_sent(conn.info.peer_id, sent, time_ms=self.clock(node))
-        self.stats["genes_sent"] += len(sent)
-        self.send(node, msg.src, msg.conn, "batch", reply, msg.req)
-
-    def _on_batch(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if not isinstance(conn, InitiatorConn) or conn.receiver is None:
-            return
-        try:
-            outcome = conn.receiver.receive(msg.data)
-        except SyncProtocolError as exc:
-            self.fail(f"honest batch refused by {node.index}: {exc}")
-        self._audit_received(node, conn)
-        if outcome.stale:
-            self.stats["stale_batches"] += 1
-            return
-        self.log(f"batch c{conn.cid} applied={len(outcome.applied)} "
-                 f"rejected={len(outcome.rejected)} cp={outcome.checkpoint}")
-        if conn.phase != "pull":
-            return
-        if outcome.more:
-            self._request(node, conn, "pull", conn.receiver.request())
-        elif conn.reconcile:
-            self._start_reconcile(node, conn)
+    def _on_frame(self, node: SimNode, conn: Conn, msg: Message) -> None:
+        if conn.info is None:
+            self.fail(f"{msg.TYPE} before the handshake on c{conn.cid}")
+        if isinstance(msg, (ProposalDelivery, ForgetDelivery)):
+            self._take_delivery(node, conn, msg)
+        elif isinstance(msg, DeliveryAck):
+            self._on_ack(node, conn, msg)
+        elif isinstance(conn, ResponderConn):
+            if isinstance(msg, SyncPull):
+                self._serve_pull(node, conn, msg)
+            elif isinstance(msg, ReconcileStep):
+                self._serve_step(node, conn, msg)
+            elif isinstance(msg, FetchVersions):
+                self._serve_fetch(node, conn, msg)
+            elif isinstance(msg, ReconcileEnd):
+                self.stats["reconcile_ends"] += 1
+            else:
+                self.fail(f"unexpected {msg.TYPE} at the serving end of c{conn.cid}")
+        elif isinstance(msg, SyncBatch):
+            self._on_batch(node, conn, msg)
+        elif isinstance(msg, ReconcileStep):
+            self._on_step(node, conn, msg)
+        elif isinstance(msg, Versions):
+            self._on_versions(node, conn, msg)
         else:
-            self._finish(node, conn)
+            self.fail(f"unexpected {msg.TYPE} at the pulling end of c{conn.cid}")
 
-    def _apply(self, node: SimNode, conn: InitiatorConn, genes: Any, upto: int | None
-               ) -> None:
+    def busy(self, conn: Conn) -> bool:
+        """Has this end of a connection something left to do?"""
+        return bool(conn.awaiting is not None or conn.deliveries or (
+            isinstance(conn, InitiatorConn) and conn.phase != "done"))
+
+    # -- agreements: `AgreementDelivery` on both ends -----------------------------------
+    def _deliver_next(self, node: SimNode, conn: Conn) -> None:
+        """One frame at a time, each awaiting its ack (`AgreementDelivery.deliver`)."""
+        if conn.awaiting is None and conn.deliveries:
+            conn.awaiting = conn.deliveries.pop(0)
+            self.send_frame(node, conn, conn.awaiting)
+
+    def _take_delivery(self, node: SimNode, conn: Conn,
+                       msg: ProposalDelivery | ForgetDelivery) -> None:
+        """`AgreementDelivery.serve`: apply and acknowledge. Nothing here guards against
+        re-delivered or late proposals: `receive_proposal` must ignore what is not newer
+        than what it applied, and outbox numbers must never be reused."""
+        assert conn.info is not None
+        peer = conn.info.peer_id
+        if isinstance(msg, ForgetDelivery):
+            ack = node.sov.delivery.take_tombstones(peer, msg)
+        else:
+            stale = node.sov.store.stale
+            ack = node.sov.delivery.take_proposals(peer, msg)
+            stale = node.sov.store.stale - stale
+            self.stats["stale_proposals_skipped"] += stale
+            self.stats["proposals"] += len(msg.proposals) - stale - ack.refused
+        if ack.refused:
+            warnings = [e for e in node.sov.log.events if e[0] == "warning"]
+            self.fail(f"node {node.index} refused an honest delivery: {warnings[-1:]}")
+        self.send_frame(node, conn, ack)
+        if ack.effective:
+            self._backfill(node, conn)
+
+    def _on_ack(self, node: SimNode, conn: Conn, ack: DeliveryAck) -> None:
+        assert conn.info is not None
+        peer = conn.info.peer_id
+        if conn.awaiting is None:
+            self.fail(f"node {conn.peer} acknowledged a delivery nobody sent")
+        sent, conn.awaiting = conn.awaiting, None
+        try:
+            check_ack(ack, sent)
+        except RemoteProtocolError as exc:
+            self.fail(f"node {conn.peer}'s honest ack refused: {exc}")
+        if isinstance(sent, ProposalDelivery):
+            node.policy.delivered(peer, sent.upto)
+            if ack.effective and node.sov.effective_with(peer):
+                self._backfill(node, conn)
+        else:
+            node.sov.forget.forget_delivered(peer, sent.upto)
+        self._deliver_next(node, conn)
+
+    def _backfill(self, node: SimNode, conn: Conn) -> None:
+        """An agreement came into force: reconcile after the pull (`backfill`). Only the
+        dialling end of a simulated connection starts conversations."""
+        if not isinstance(conn, InitiatorConn):
+            return
+        self.stats["backfills"] += 1
+        if conn.phase in ("hs", "pull"):
+            conn.reconcile = True
+        elif conn.phase == "done":
+            self._start_reconcile(node, conn)
+
+    # -- change-feed sync: `PullRound` and `answer_pull` --------------------------------
+    def _start_pull(self, node: SimNode, conn: InitiatorConn) -> None:
+        """`FeedPuller.pull`: a receiver from our checkpoint, applying through the store
+        (genes and checkpoint in one transaction), behind the sovereignty view."""
+        assert conn.info is not None
+        peer = conn.info.peer_id
+
+        def explain(gene: Gene) -> None:
+            assert conn.info is not None
+            self.stats["refused_by_receiver"] += 1
+            if not self.refusal_explained(node, conn.info, gene):
+                self.fail(f"node {node.index} refused gene {gene.id} ({gene.domain}) from "
+                          f"{conn.peer} that its rules accept")
+
+        conn.receiver_view = CheckedReceiverView(node.sync.receiver_view(peer), explain)
+
+        def applier(sender: str, genes: Sequence[Gene], upto: int) -> None:
+            conn.refused.extend(self._apply(node, conn, genes, upto) or ())
+
+        receiver = SyncReceiver(peer, applier, checkpoint=node.cortex.get_checkpoint(peer),
+                                accept=conn.receiver_view.accept)
+        cap = self.rng.randint(1, 4)
+        conn.pull = PullRound(receiver, cap=cap, zstd=node.sync.settings.compress,
+                              first_genes=self.rng.randint(1, cap))
+        conn.phase = "pull"
+        self.send_frame(node, conn, conn.pull.start())
+
+    def _serve_pull(self, node: SimNode, conn: ResponderConn, msg: SyncPull) -> None:
+        """`FeedServer.serve_sync`: one view and sender per stream, `answer_pull` per
+        request, the audit written once the batch has gone."""
+        assert conn.info is not None
+        if conn.sender is None:
+            conn.sender_view = node.sync.sender_view(conn.info.peer_id)
+            conn.sender = SyncSender(conn.info.peer_id, conn.sender_view.read_feed,
+                                     feed_policy(conn.sender_view))
+        assert conn.sender_view is not None
+        reply, n, _ = answer_pull(conn.sender, msg, lambda: node.cortex.last_seq,
+                                  node.sync.settings.compress)
+        data = encode_frame(reply)
+        self.check_outgoing(node, conn.info, reply, data)
+        self.send(node, conn, "frame", data)
+        if n:
+            self.stats["genes_sent"] += conn.sender_view.finish_batch()
+
+    def _on_batch(self, node: SimNode, conn: InitiatorConn, msg: SyncBatch) -> None:
+        """The body of `FeedPuller.pull`'s loop: open, ask ahead, apply, ask next."""
+        if conn.phase != "pull" or conn.pull is None or conn.receiver_view is None:
+            self.fail(f"node {conn.peer} sent a batch nobody asked for on c{conn.cid}")
+        try:
+            opened = conn.pull.open(msg)
+            if opened.ahead is not None:
+                self.stats["ahead_pulls"] += 1
+                self.send_frame(node, conn, opened.ahead)
+            conn.refused = []
+            step = conn.pull.apply(opened)
+        except RemoteProtocolError as exc:
+            self.fail(f"honest batch refused by {node.index}: {exc}")
+        conn.receiver_view.finish_batch(conn.refused)
+        self.log(f"batch c{conn.cid} applied={len(step.outcome.applied)} "
+                 f"rejected={len(step.outcome.rejected)} cp={step.outcome.checkpoint}")
+        if step.rewound:
+            self.fail(f"node {conn.peer}'s feed went back below {node.index}'s checkpoint")
+        if step.send is not None:
+            self.send_frame(node, conn, step.send)
+        if step.done:
+            if conn.reconcile:
+                self._start_reconcile(node, conn)
+            else:
+                self._finish(node, conn)
+
+    def _apply(self, node: SimNode, conn: InitiatorConn, genes: Sequence[Gene],
+               upto: int | None) -> list[RejectedGene]:
+        """The drivers' applier (`SyncStore.apply_batch`), after the oracle's look."""
         assert conn.info is not None
         for gene in genes:
             why = oracle_receive(node, conn.info, gene)
@@ -559,106 +727,82 @@ class Simulation:
         stats = node.store.apply_batch(conn.info.peer_id, genes, upto)
         self.stats["applied"] += stats.applied
         self.stats["queued"] += stats.queued
-
-    def _audit_received(self, node: SimNode, conn: InitiatorConn) -> None:
-        assert conn.inbound is not None and conn.info is not None
-        for gene, decision in conn.inbound.refused:
-            if not self.refusal_explained(node, conn.info, gene):
-                self.fail(f"node {node.index} refused gene {gene.id} ({gene.domain}) from "
-                          f"{conn.peer} that its rules accept: {decision.reason}")
-        node.audit.record_received(conn.info.peer_id, conn.inbound.accepted,
-                                   conn.inbound.refused, time_ms=self.clock(node))
-        self.stats["refused_by_receiver"] += len(conn.inbound.refused)
-        conn.inbound.accepted.clear()
-        conn.inbound.refused.clear()
+        return stats.refused
 
     def _finish(self, node: SimNode, conn: InitiatorConn) -> None:
+        """The conversations are over; the connection stays (the peer may still be
+        delivering its outbox) until its timer closes it."""
         conn.phase = "done"
-        node.conns.pop(conn.cid, None)
         self.stats["rounds_completed"] += 1
         self.log(f"done c{conn.cid}")
 
-    # -- anti-entropy repair -----------------------------------------------------------
-    def outgoing_heads(self, node: SimNode, info: PeerInfo) -> dict[bytes, Gene]:
-        """The heads `node` may show `info`, in the form it would send them."""
-        policies = node.policy.policies()
-        out: dict[bytes, Gene] = {}
-        for gene in node.cortex.genes():
-            decision = policies.allowed_to_send(gene, info.peer_id, info.org, info.region)
-            if not decision.allowed:
-                continue
-            if decision.anonymize or decision.scope != gene.scope:
-                gene = derive_for(gene, info.peer_id, node.key, node.secret,
-                                  anonymize=decision.anonymize,
-                                  scope=decision.scope or ShareScope())
-            out[gene.version_hash] = gene
-        return out
-
+    # -- anti-entropy repair: `RepairRound`, `Repairer.items` / `versions` -------------
     def _start_reconcile(self, node: SimNode, conn: InitiatorConn) -> None:
         assert conn.info is not None
-        heads = self.outgoing_heads(node, conn.info)
-        conn.rec = Reconciler.initiator([(g.hlc, h) for h, g in heads.items()])
+        items = node.sync.repairer.items(conn.info.peer_id)
+        conn.repair = RepairRound(items, zstd=node.sync.settings.compress)
         conn.phase = "rec"
-        first = conn.rec.initiate()
-        self.check_reconcile(node, conn.info, first, heads)
-        self._request(node, conn, "rec", first)
+        self._send_step(node, conn, conn.repair.start())
 
-    def _on_rec(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if not isinstance(conn, ResponderConn) or conn.info is None:
-            return
-        heads = self.outgoing_heads(node, conn.info)
-        responder = Reconciler.responder([(g.hlc, h) for h, g in heads.items()])
-        try:
-            reply = responder.receive(msg.data)
-        except ReconcileProtocolError as exc:
-            self.fail(f"honest reconcile message refused by {node.index}: {exc}")
-        assert reply is not None
-        self.check_reconcile(node, conn.info, reply, heads)
-        self.send(node, msg.src, msg.conn, "rec-reply", reply, msg.req)
-
-    def _on_rec_reply(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if (not isinstance(conn, InitiatorConn) or conn.phase != "rec"
-                or msg.req != conn.req or conn.rec is None):
-            return  # a stale or duplicated reply: a request/response stream never sees one
+    def _send_step(self, node: SimNode, conn: Conn, step: ReconcileStep) -> None:
         assert conn.info is not None
-        step = conn.rec.receive(msg.data)
+        self.check_reconcile(node, conn.info, step)
+        self.send_frame(node, conn, step)
+
+    def _serve_step(self, node: SimNode, conn: ResponderConn, msg: ReconcileStep) -> None:
+        """`Repairer.serve_reconcile`: the responder is built on the first step."""
+        assert conn.info is not None
+        if conn.responder is None:
+            conn.responder = Reconciler.responder(node.sync.repairer.items(conn.info.peer_id))
+        try:
+            reply = answer_step(conn.responder, msg)
+        except ProtocolError as exc:
+            self.fail(f"honest reconcile message refused by {node.index}: {exc}")
+        self._send_step(node, conn, reply)
+
+    def _on_step(self, node: SimNode, conn: InitiatorConn, msg: ReconcileStep) -> None:
+        if conn.phase != "rec" or conn.repair is None:
+            self.fail(f"node {conn.peer} sent a reconcile step nobody asked for")
+        try:
+            step = conn.repair.receive(msg)
+        except RemoteProtocolError as exc:
+            self.fail(f"honest reconcile reply refused by {node.index}: {exc}")
         if step is not None:
-            self.check_reconcile(node, conn.info, step, self.outgoing_heads(node, conn.info))
-            self._request(node, conn, "rec", step)
+            self._send_step(node, conn, step)
             return
-        need = sorted(conn.rec.need)[:MAX_FETCH]
-        self.stats["repair_needed"] += len(conn.rec.need)
-        if not need:
-            self._finish(node, conn)
-            return
-        conn.phase = "fetch"
-        conn.asked = tuple(need)
-        self._request(node, conn, "fetch", canonical.encode(need))
+        self.stats["repair_needed"] += len(conn.repair.need)
+        conn.fetches = conn.repair.fetches()
+        self._next_fetch(node, conn)
 
-    def _on_fetch(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if not isinstance(conn, ResponderConn) or conn.info is None:
+    def _next_fetch(self, node: SimNode, conn: InitiatorConn) -> None:
+        assert conn.repair is not None
+        if conn.fetches:
+            conn.phase = "fetch"
+            conn.asked = conn.fetches.pop(0)
+            self.send_frame(node, conn, conn.asked)
             return
-        heads = self.outgoing_heads(node, conn.info)
-        wires = [heads[h].to_wire() for h in canonical.decode(msg.data) if h in heads]
-        reply = canonical.encode_plain(wires)
-        self.check_outgoing(node, conn.info, reply, "versions")
-        self.send(node, msg.src, msg.conn, "versions", reply, msg.req)
-
-    def _on_versions(self, node: SimNode, msg: Msg) -> None:
-        conn = node.conns.get(msg.conn)
-        if (not isinstance(conn, InitiatorConn) or conn.phase != "fetch"
-                or msg.req != conn.req or conn.inbound is None):
-            return
-        good, _ = verify_genes(canonical.decode(msg.data), conn.inbound.accept)
-        if any(g.version_hash not in conn.asked for g in good):
-            self.fail(f"node {msg.src} sent a version {node.index} did not ask for")
-        self._apply(node, conn, good, None)
-        self._audit_received(node, conn)
-        self.stats["repaired"] += len(good)
+        self.send_frame(node, conn, conn.repair.end())
         self._finish(node, conn)
+
+    def _serve_fetch(self, node: SimNode, conn: ResponderConn, msg: FetchVersions) -> None:
+        assert conn.info is not None
+        reply = node.sync.repairer.versions(conn.info.peer_id, msg.hashes, msg.zstd)
+        data = encode_frame(reply)
+        self.check_outgoing(node, conn.info, reply, data)
+        self.send(node, conn, "frame", data)
+
+    def _on_versions(self, node: SimNode, conn: InitiatorConn, msg: Versions) -> None:
+        """`Repairer._fetch`: the fetch rules, then the store, then the audit."""
+        if conn.phase != "fetch" or conn.asked is None or conn.receiver_view is None:
+            self.fail(f"node {conn.peer} sent versions nobody asked for")
+        try:
+            fetched = check_versions(msg, conn.asked.hashes, conn.receiver_view.accept)
+        except RemoteProtocolError as exc:
+            self.fail(f"node {conn.peer}'s fetch answer to {node.index} refused: {exc}")
+        conn.refused = list(self._apply(node, conn, fetched.good, None) or ())
+        conn.receiver_view.finish_batch(conn.refused)
+        self.stats["repaired"] += len(fetched.good)
+        self._next_fetch(node, conn)
 
     # -- the leakage checks (at the moment of sending, on the bytes) -----------------------
     def original_of(self, node: SimNode, to: PeerInfo, gene: Gene) -> Gene | None:
@@ -672,10 +816,16 @@ class Simulation:
                 return node.cortex.get_gene_version(gid, gene.version)
         return None
 
-    def check_outgoing(self, node: SimNode, to: PeerInfo, data: bytes, kind: str) -> None:
-        """Every gene in these bytes may go to `to` under `node`'s rules right now."""
-        wires = (ChangeBatch.decode(data).genes if kind == "batch"
-                 else tuple(canonical.decode(data)))
+    def check_outgoing(self, node: SimNode, to: PeerInfo, msg: Message, data: bytes) -> None:
+        """Every gene in this frame (its bytes as they go on the wire) may go to `to`
+        under `node`'s rules right now."""
+        if isinstance(msg, SyncBatch):
+            kind, wires = "batch", msg.open()[0].genes
+        elif isinstance(msg, Versions):
+            kind = "versions"
+            wires = tuple(decode_wire_genes(decompress(msg.genes, msg.zstd), MAX_FETCH_HASHES))
+        else:
+            self.fail(f"{node.index} sent genes in a {msg.TYPE}")
         for wire in wires:
             gene = Gene.from_wire(wire)
             original = self.original_of(node, to, gene)
@@ -707,17 +857,37 @@ class Simulation:
                 self.fail(f"leak: {where} forwardable without its residency")
         self.stats[f"checked_{kind}"] += 1
 
-    def check_reconcile(self, node: SimNode, to: PeerInfo, data: bytes,
-                        heads: dict[bytes, Gene]) -> None:
-        """Ids listed in a reconciliation message are versions `to` may see."""
-        for r in ReconcileMessage.decode(data).ranges:
-            if r.mode is Mode.ID_LIST:
-                for item in r.ids:
-                    gene = heads.get(item)
-                    original = gene and self.original_of(node, to, gene)
-                    if original is None or not oracle_send(node, to, original).allowed:
-                        self.fail(f"leak: reconcile {node.index}->{self.index_of(to)} "
-                                  f"lists version {item.hex()[:16]} outside policy")
+    def check_reconcile(self, node: SimNode, to: PeerInfo, step: ReconcileStep) -> None:
+        """Ids listed in a reconciliation message are versions `to` may see, or versions
+        `to` authored itself (naming those tells it nothing it does not hold)."""
+        shown: dict[bytes, Gene] | None = None
+        for r in ReconcileMessage.decode(step.data).ranges:
+            if r.mode is not Mode.ID_LIST:
+                continue
+            for item in r.ids:
+                original = node.cortex.get_by_version_hash(item)
+                if original is None:  # a derived form: which stored head is it of?
+                    if shown is None:
+                        shown = {h: g for h, (g, _) in self.shown(node, to).items()}
+                    original = shown.get(item)
+                if original is not None and original.author == to.peer_id \
+                        and original.version_hash == item:
+                    self.stats["listed_own_heads"] += 1
+                    continue
+                if original is None or not oracle_send(node, to, original).allowed:
+                    self.fail(f"leak: reconcile {node.index}->{self.index_of(to)} "
+                              f"lists version {item.hex()[:16]} outside policy")
+
+    def shown(self, node: SimNode, to: PeerInfo) -> dict[bytes, tuple[Gene, Gene]]:
+        """version hash -> (stored head, the form `to` may have) for every head `node`
+        may show `to`: the daemon's own sender view decides (`SovereignSenderView`)."""
+        view = node.sov.sender_view(to)
+        out: dict[bytes, tuple[Gene, Gene]] = {}
+        for gene in node.cortex.genes():
+            form = view.outgoing(gene)
+            if form is not None:
+                out[form.version_hash] = (gene, form)
+        return out
 
     def index_of(self, info: PeerInfo) -> int:
         return next(n.index for n in self.nodes if n.peer == info.peer_id)
@@ -843,19 +1013,16 @@ class Simulation:
         self.log(f"residency {node.index} {sorted(node.residency)}")
 
     def act_nudge(self, node: SimNode) -> None:
-        """The node's timers: abandon stale connections, re-ask outstanding requests."""
+        """The node's timers: abandon connections older than `CONN_TIMEOUT_MS` (a stream
+        stalled by a lost frame, or one whose work is over). Nothing is re-sent on a
+        stream: the next connection delivers the outbox again and pulls from the
+        checkpoint the store kept."""
         for cid in sorted(node.conns):
             conn = node.conns[cid]
             if self.now - conn.opened_ms > CONN_TIMEOUT_MS:
                 node.conns.pop(cid)
-                self.stats["conns_timed_out"] += 1
-                continue
-            if isinstance(conn, InitiatorConn) and conn.info is not None:
-                self._send_proposals(node, conn)
-                if conn.phase == "pull" and conn.receiver is not None:
-                    self._request(node, conn, "pull", conn.receiver.request())
-                elif conn.last is not None and conn.phase in ("rec", "fetch"):
-                    self.send(node, conn.peer, cid, conn.last[0], conn.last[1], conn.req)
+                if self.busy(conn):
+                    self.stats["conns_timed_out"] += 1
         self.log(f"nudge {node.index}")
 
     # -- faults ------------------------------------------------------------------------
@@ -865,7 +1032,7 @@ class Simulation:
         self.log(f"crash {node.index}")
 
     def restart(self, node: SimNode) -> None:
-        node.open()
+        node.open(self)
         node.hlc = HLC()
         node.writes_checked_at = -1
         self.faults["restart"] += 1
@@ -907,7 +1074,7 @@ class Simulation:
         elif event == "duplicate":
             msg = rng.choice(self.flight)
             self.flight.append(Msg(self.next_mid, msg.src, msg.dst, msg.conn, msg.kind,
-                                   msg.req, msg.data))
+                                   msg.seq, msg.data, msg.dialer))
             self.next_mid += 1
             self.faults["duplicate"] += 1
             self.log(f"duplicate m{msg.mid}")
@@ -1043,13 +1210,13 @@ class Simulation:
         self.check_settlement()
 
     def drain(self) -> None:
-        """Deliver everything in flight in order, without faults; re-ask (the nodes'
-        timers) until every connection has finished."""
+        """Deliver everything in flight in order, without faults; let the nodes' timers
+        run until no connection has anything left to do."""
         for _ in range(100_000):
             self.dirty = set()
             if self.flight:
                 self.deliver(self.flight.pop(0))
-            elif any(isinstance(c, InitiatorConn) for n in self.nodes for c in n.conns.values()):
+            elif any(self.busy(c) for n in self.nodes for c in n.conns.values()):
                 self.now += 100
                 for node in self.nodes:
                     if node.conns:
@@ -1083,9 +1250,9 @@ class Simulation:
                 if b is a:
                     continue
                 accept = b.policy.policies()
-                sent = [g for g in self.outgoing_heads(a, b.info).values()
-                        if accept.allowed_to_receive(g, a.peer, a.org, a.region).allowed
-                        and getattr(self.original_of(a, b.info, g), "id", "") == gene_id]
+                sent = [form for head, form in self.shown(a, b.info).values()
+                        if accept.allowed_to_receive(form, a.peer, a.org, a.region).allowed
+                        and head.id == gene_id]
                 if not sent:
                     continue
                 self.stats["settlements_checked"] += 1
@@ -1126,7 +1293,7 @@ class Simulation:
                     continue
                 accept = b.policy.policies()
                 moved: dict[str, bytes] = {}
-                for gene in self.outgoing_heads(a, b.info).values():
+                for _, gene in self.shown(a, b.info).values():
                     if not accept.allowed_to_receive(gene, a.peer, a.org, a.region).allowed:
                         continue
                     self.account(b, gene, a)
