@@ -466,7 +466,15 @@ class Gene:
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"stored gene record has the wrong shape: {exc!r}") from None
         if raw is not None:
-            gene.__dict__["wire_bytes"] = bytes(raw)
+            raw = bytes(raw)
+            gene.__dict__["wire_bytes"] = raw
+            # A version record is {"body": <signed body>, "sig": ...} (`wire_bytes`), so
+            # the body's bytes, which the version hash and the signature cover, are a
+            # slice of it: hashing a version read from the store (every feed entry the
+            # sender checks) re-encodes nothing.
+            tail = _WIRE_SIG + canonical.encode_plain(gene.signature)
+            if raw.startswith(_WIRE_BODY) and raw.endswith(tail):
+                gene.__dict__["signing_bytes"] = raw[len(_WIRE_BODY):len(raw) - len(tail)]
         return gene
 
     @classmethod

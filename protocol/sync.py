@@ -96,8 +96,15 @@ class SyncSender:
         return self.batch(request).encode()
 
     def batch(self, request: ChangesRequest) -> ChangeBatch:
+        upto, more, genes = self.select(request)
+        return ChangeBatch(request.since, upto, more, tuple(g.to_wire() for g in genes))
+
+    def select(self, request: ChangesRequest) -> tuple[int, bool, list[Gene]]:
+        """What `batch` answers, as (upto, more, genes): the genes themselves, so a
+        caller that holds their stored bytes sends those verbatim instead of decoding
+        and re-encoding them (`gd.protocol.sync_frames.SyncBatch.pack_wire`)."""
         entries = self.read_feed(request.since, MAX_SCAN_PER_BATCH + 1)
-        genes: list[dict[str, Any]] = []
+        genes: list[Gene] = []
         upto = request.since
         more = False
         for scanned, (seq, gene) in enumerate(entries):
@@ -108,9 +115,9 @@ class SyncSender:
                 break
             upto = seq
             if self.policy(self.receiver, gene):
-                genes.append(gene.to_wire())
+                genes.append(gene)
         self.genes_sent += len(genes)
-        return ChangeBatch(request.since, upto, more, tuple(genes))
+        return upto, more, genes
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,11 @@ use to pack and open a batch (CPU work the daemon runs in a worker thread).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgpack
 import zstandard
 
 from gd.genome import canonical
@@ -146,6 +148,20 @@ class SyncBatch(Message):
         data, packed = compress(raw, zstd)
         frame = cls(batch.since, batch.upto, batch.more, head, data, packed)
         return frame, genes_payload(len(raw), n)
+
+    @classmethod
+    def pack_wire(cls, since: int, upto: int, more: bool, wires: Sequence[bytes],
+                  head: int, zstd: bool) -> tuple[SyncBatch, int]:
+        """`pack` of genes given as their canonical wire bytes (`Gene.wire_bytes`, what
+        the Cortex stores). msgpack is compositional, so the canonical array is its
+        header followed by the genes' bytes as they are: the sender neither decodes a
+        stored gene into a dict nor re-encodes it (issue 15, item 1)."""
+        n = len(wires)
+        if n > MAX_BATCH_GENES:
+            raise ValueError(f"{n} genes exceed {MAX_BATCH_GENES}")
+        raw = msgpack.Packer().pack_array_header(n) + b"".join(wires) if n else b""
+        data, packed = compress(raw, zstd)
+        return cls(since, upto, more, head, data, packed), genes_payload(len(raw), n)
 
     def open(self) -> tuple[ChangeBatch, int]:
         """Decompress and decode (a worker thread's job): the core's batch and its

@@ -10,7 +10,7 @@ checkpoint lives with the receiver.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -24,6 +24,30 @@ from gd.protocol.sync_round import OpenedBatch, PullRound, PullStep
 
 if TYPE_CHECKING:
     from gd.node.services.sync_service import SyncService
+
+
+class LinkTimer:
+    """How long each batch took on the link, for `PullRound`'s batch sizer: from its
+    request going out to its reply being read, less the time we spent applying the
+    previous batch meanwhile (a pipelined reply waits for us, not for the link)."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._now = monotonic
+        self._sent = 0.0
+        self._busy_since = 0.0
+        self._busy = 0.0
+
+    def sent(self) -> None:
+        self._sent, self._busy = self._now(), 0.0
+
+    def busy_from(self) -> None:
+        self._busy_since = self._now()
+
+    def busy_until(self) -> None:
+        self._busy += self._now() - max(self._busy_since, self._sent)
+
+    def arrived(self) -> float:
+        return max(0.0, self._now() - self._sent - self._busy)
 
 
 class FeedPuller:
@@ -58,15 +82,21 @@ class FeedPuller:
                 return step
 
             fs = await svc.open_stream(peer, SYNC_PROTOCOL_ID, stats)
+            link = LinkTimer(svc.gate.clock.monotonic)
             try:
                 await fs.send(round_.start())
+                link.sent()
                 while not round_.done:
                     reply = await fs.receive()
-                    opened = await trio.to_thread.run_sync(round_.open, reply)
+                    opened = await trio.to_thread.run_sync(round_.open, reply,
+                                                           link.arrived())
                     if opened.ahead is not None:
                         await fs.send(opened.ahead)
+                        link.sent()
                     applied.clear()
+                    link.busy_from()
                     step = await trio.to_thread.run_sync(apply, opened)
+                    link.busy_until()
                     if any(a.applied for a in applied):
                         svc.notify_local_change()  # our feed grew: hint our other peers
                     st.checkpoint, st.head = receiver.checkpoint, opened.head
@@ -77,6 +107,7 @@ class FeedPuller:
                     svc.set_lag(peer, st)
                     if step.send is not None:
                         await fs.send(step.send)
+                        link.sent()
             finally:
                 await fs.close()
         svc.metrics.sync_rounds.labels(kind=SYNC_PROTOCOL_ID, outcome="ok").inc()

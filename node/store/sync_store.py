@@ -30,7 +30,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy, Resolution, Side, merged_vv
+from gd.crdt.conflict import (
+    QUEUE_ALL,
+    ConflictPolicy,
+    Resolution,
+    Side,
+    VersionStamp,
+    decide,
+    merged_vv,
+)
 from gd.crdt.hlc import HLC
 from gd.crdt.vclock import descends, merge
 from gd.genome import canonical
@@ -45,6 +53,8 @@ from gd.node.store.lmdb_tables import Txn
 from gd.protocol.sync import RejectedGene, decide_for, refusal_against, stamp_of
 
 CONFLICTS_DB = "sync_conflicts"
+# What `gd.crdt.conflict.decide` answers when we hold no version of the gene.
+NEW_GENE = decide(None, VersionStamp.of({}, 0, bytes(32)))
 # Feed entries read per Cortex call: one sync batch's worth (MAX_BATCH_GENES).
 FEED_PAGE = 256
 SEP = b"\x00"
@@ -187,10 +197,11 @@ class SyncStore:
                 if refusal:
                     stats.refused.append(RejectedGene(incoming.id, refusal))
                     continue
-                policy = self.policy_for(incoming.domain)
-                decision = decide_for(local, incoming, policy,
-                                      mergeable=local is not None
-                                      and same_condition(local, incoming))
+                # A gene we do not hold is applied whatever the policy (`decide` with no
+                # local version); a cold sync is all such genes, so skip building stamps.
+                decision = NEW_GENE if local is None else decide_for(
+                    local, incoming, self.policy_for(incoming.domain),
+                    mergeable=same_condition(local, incoming))
                 if decision.resolution is Resolution.MERGE:
                     # The domain's merge rule: both versions decide the same way (same
                     # codons, same action), so every replica keeps the same one of the

@@ -1,0 +1,118 @@
+"""Where a cold sync's time per gene goes, without the network (issue 15, item 1).
+
+The daemon's whole per-batch path, in one process and one thread of control: the
+sender reads its feed and answers a pull (`answer_pull`: feed read, sovereignty policy,
+encode, zstd), the frame is encoded and decoded as on a stream, and the receiver opens
+it (`PullRound.open`: decompress, decode), verifies it (across cores,
+`gd.node.services.verify_pool`), runs its own acceptance check and applies the batch and
+its checkpoint in one LMDB transaction (`SyncStore.apply_batch`). Only libp2p (Noise,
+yamux, the event loop) is missing, so the figure is what the apply path costs a node.
+
+Reports the wall time, the process CPU time per gene, and with `--profile` the top
+functions by cumulative and own time (cProfile sees the caller's thread; the verify
+workers' time shows as the wait on their futures).
+
+    .venv/bin/python bench/sync_profile.py [--genes 20000] [--seed 1] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import pstats
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sync import make_genes
+
+from gd.genome import NodeKey
+from gd.node.services.verify_pool import VerifyPool
+from gd.node.store.cortex import Cortex
+from gd.node.store.sync_store import SyncStore
+from gd.protocol.sync import SyncReceiver, SyncSender
+from gd.protocol.sync_round import PullRound, answer_pull
+from gd.protocol.wire import decode_body, encode_body
+
+
+def pull_all(src: Cortex, dst: Cortex, sender_id: str, zstd: bool) -> int:
+    """One whole pull round from `src` into `dst`, frames encoded and decoded as on a
+    stream. Returns the genes applied."""
+    theirs, ours = SyncStore(src), SyncStore(dst)
+    sending = SyncSender("receiver", theirs.read_feed, lambda r, g: True)
+    pool = VerifyPool()
+    applied = 0
+
+    def applier(sender: str, genes: Any, upto: int) -> None:
+        nonlocal applied
+        applied += ours.apply_batch(sender, genes, upto).applied
+
+    receiver = SyncReceiver(sender_id, applier, check=pool)
+    round_ = PullRound(receiver, zstd=zstd)
+    try:
+        pending = [round_.start()]
+        while pending:
+            pull = decode_body(encode_body(pending.pop(0)))
+            frame, _, _ = answer_pull(sending, pull, lambda: src.last_seq, zstd)
+            opened = round_.open(decode_body(encode_body(frame)))
+            if opened.ahead is not None:
+                pending.append(opened.ahead)
+            step = round_.apply(opened)
+            if step.send is not None:
+                pending.append(step.send)
+    finally:
+        pool.close()
+    return applied
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--genes", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--plain", action="store_true", help="no zstd")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    if args.genes < 1:
+        parser.error("--genes must be at least 1")
+    root = Path(tempfile.mkdtemp(prefix="gdprof", dir="/tmp"))
+    try:
+        key = NodeKey.from_seed(b"\x01" * 32)
+        with Cortex.open(root / "a", map_size=4 << 30) as src, \
+                Cortex.open(root / "b", map_size=4 << 30) as dst:
+            genes = make_genes(key, args.genes, random.Random(args.seed))
+            for i in range(0, len(genes), 5000):
+                src.put_genes(genes[i:i + 5000])
+            del genes
+            gc.collect()
+            gc.freeze()  # as the daemon does after start-up (gd.node.gc_tuning)
+            prof = cProfile.Profile() if args.profile else None
+            cpu, wall = time.process_time(), time.perf_counter()
+            if prof is not None:
+                prof.enable()
+            n = pull_all(src, dst, key.peer_id, not args.plain)
+            if prof is not None:
+                prof.disable()
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if n != args.genes:
+            raise SystemExit(f"applied {n} of {args.genes} genes")
+        print(f"{n} genes: wall {wall:.2f} s ({1e6 * wall / n:.0f} us/gene, "
+              f"{n / wall:.0f} genes/s), process CPU {1e6 * cpu / n:.0f} us/gene")
+        if prof is not None:
+            for order in ("cumulative", "tottime"):
+                out = io.StringIO()
+                pstats.Stats(prof, stream=out).sort_stats(order).print_stats(args.top)
+                print(out.getvalue())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
