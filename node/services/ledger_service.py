@@ -18,11 +18,13 @@ their bytes, the way `node/services/sync_service.py` carries sync's. Its rooms:
   commits, in its own task. A Raft entry's data is a batch of signed, unsequenced
   statements; `Ledger.append_batch` sequences them identically on every node, so the
   applied order *is* the ledger order. The leader signs a tree head after each group.
-* **links** — `ledger_links.PeerLinks`: one long-lived outbound stream per peer; inbound
-  streams are read by `serve`. Each message's `frm` must be the stream's peer.
-* **gossip** — `ledger_gossip.HeadWatch`: signed heads cross-checked, fork alarms.
-* **snapshots** — `ledger_catchup.Catchup`: compaction, and fetching what a snapshot
-  points at from a member.
+* **links** — `ledger_links.PeerLinks` (core `gd.ledger.link_core`): one long-lived
+  outbound stream per peer; inbound streams are `ledger_inbound.RaftInbound`'s (core
+  `gd.ledger.inbound_core`: each message's `frm` must be the stream's peer).
+* **gossip** — `ledger_gossip.HeadWatch` (core `gd.ledger.gossip_core`): signed heads
+  cross-checked, fork alarms.
+* **snapshots** — `ledger_catchup.Catchup` (core `gd.ledger.catchup_core`): compaction,
+  and fetching what a snapshot points at from a member.
 * **callers** — `ledger_control`: the control methods and the in-daemon `ServiceRoute`.
 
 Failure model and the reasons behind each limit: docs/ledger.md, "The region's ledger".

@@ -8,12 +8,13 @@ from gd_testkit import key_from_int
 from gd.genome import canonical
 from gd.ledger.entry import LedgerEntry
 from gd.ledger.forks import AlarmKind
+from gd.ledger.ledger_frames import LedgerGossip, region_log_id
 from gd.ledger.merkle import verify_consistency, verify_inclusion
 from gd.ledger.sth import SignedTreeHead
 from gd.node.control import call
 from gd.node.net.host import to_id
 from gd.node.net.streams import FramedStream
-from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, LedgerGossip, region_log_id
+from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID
 from gd.node.services.recorder import DaemonRoute, LedgerRecorder, OutboxRoute
 
 
@@ -30,11 +31,8 @@ def encoded_log(d) -> list[bytes]:
 
 async def test_entries_proposed_on_any_node_commit_in_one_order_on_all(region, nursery):
     voters = region.voter_ids(1, 2, 3)
-    ds = []
-    for n in (1, 2, 3, 4):  # node 4 is not a voter: it joins as a learner
-        ds.append(await region.start(nursery, n, voters, boot=ds))
-    await region.connected(*ds)
-    leader = await region.leader(ds[:3])
+    # node 4 is not a voter: it joins as a learner
+    ds, leader = await region.start_region(nursery, learners=(4,))
     await region.until(lambda: key_from_int(4).peer_id in leader.ledger.node.conf.learners)
     # The learner learns the configuration when the leader's next append reaches it.
     await region.until(lambda: ds[3].ledger.node.conf.voters == frozenset(voters))
@@ -101,12 +99,7 @@ async def test_entries_proposed_on_any_node_commit_in_one_order_on_all(region, n
 
 async def test_stopping_the_leader_elects_another_and_loses_no_committed_entry(region,
                                                                                nursery):
-    voters = region.voter_ids(1, 2, 3)
-    ds = []
-    for n in (1, 2, 3):
-        ds.append(await region.start(nursery, n, voters, boot=ds))
-    await region.connected(*ds)
-    leader = await region.leader(ds)
+    ds, leader = await region.start_region(nursery)
     first = await ds[0].ledger.submit(statements(1, "before", 30), timeout_s=30)
     old_term = leader.ledger.node.term
     leader.stop()
@@ -126,12 +119,7 @@ async def test_stopping_the_leader_elects_another_and_loses_no_committed_entry(r
 
 
 async def test_a_forged_tree_head_in_gossip_raises_a_fork_alarm(region, nursery):
-    voters = region.voter_ids(1, 2, 3)
-    ds = []
-    for n in (1, 2, 3):
-        ds.append(await region.start(nursery, n, voters, boot=ds))
-    await region.connected(*ds)
-    leader = await region.leader(ds)
+    ds, leader = await region.start_region(nursery)
     await ds[1].ledger.submit(statements(2, "honest", 10), timeout_s=30)
     await region.until(lambda: all((h := d.ledger.ledger.latest_head()) is not None
                                    and h.size == 10 for d in ds))
@@ -143,7 +131,8 @@ async def test_a_forged_tree_head_in_gossip_raises_a_fork_alarm(region, nursery)
                                    timestamp=1, log_id=region_log_id("eu"))
     stream = await sender.host.new_stream(to_id(victim.peer_id), [RAFT_PROTOCOL_ID])
     fs = FramedStream(stream)
-    await fs.send(LedgerGossip(head=forged.encode(), voters=tuple(sorted(voters))))
+    voters = tuple(sorted(region.voter_ids(1, 2, 3)))
+    await fs.send(LedgerGossip(head=forged.encode(), voters=voters))
     await region.until(lambda: victim.ledger.alarms_raised >= 1)
     alarms = victim.ledger.ledger.alarms()
     assert alarms and alarms[0].kind is AlarmKind.SAME_SIZE_DIFFERENT_ROOT
@@ -159,15 +148,11 @@ async def test_a_forged_tree_head_in_gossip_raises_a_fork_alarm(region, nursery)
 async def test_a_late_learner_catches_up_from_a_snapshot_and_proposes_its_outbox(region,
                                                                                  nursery):
     voters = region.voter_ids(1, 2, 3)
-    ds = []
 
     def compact_often(d) -> None:
         d.ledger.catchup.compact_every = 4
 
-    for n in (1, 2, 3):
-        ds.append(await region.start(nursery, n, voters, boot=ds, on_ready=compact_often))
-    await region.connected(*ds)
-    leader = await region.leader(ds)
+    ds, leader = await region.start_region(nursery, on_ready=compact_often)
     for i in range(12):  # separate Raft entries, so the logs compact several times
         await ds[i % 3].ledger.submit(statements(1 + i % 3, f"early{i}", 3), timeout_s=30)
     await region.until(lambda: leader.ledger.node.log.snapshot_index > 8)
