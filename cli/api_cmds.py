@@ -19,20 +19,20 @@ from rich.table import Table
 from gd.cli.output import (
     Failure,
     console,
+    emit,
     err_console,
-    home_option,
-    json_option,
+    node_command,
     print_json,
+    print_rows,
     resolve_home,
-    user_errors_with,
 )
-from gd.cli.writer import node_writer
+from gd.cli.writer import write
 from gd.node.api.job_store import STATES, JobError, JobStore
 from gd.node.api.roles import Role
 from gd.node.api.tokens import TokenError, TokenStore, parse_duration
 from gd.node.local import open_local
 
-api_errors = user_errors_with(TokenError, JobError)
+api_command = node_command(TokenError, JobError)
 
 
 def _when(ms: int) -> str:
@@ -55,17 +55,14 @@ def tokens_group() -> None:
 @click.option("--expires", default=None, metavar="30d|12h|90m",
               help="Lifetime (default: until revoked).")
 @click.option("--label", default="", help="A note for `tokens list`.")
-@home_option
-@json_option
-@api_errors
+@api_command
 def tokens_create_cmd(role: str, domains: tuple[str, ...], genes: tuple[str, ...],
                       expires: str | None, label: str, home: Path | None,
                       as_json: bool) -> None:
     """Create a token. Its secret is shown now and never again (only a hash is kept)."""
     seconds = parse_duration(expires) if expires is not None else None
-    with node_writer(resolve_home(home)) as writer:
-        data = writer.run("tokens_create", role=role, domains=list(domains),
-                          genes=list(genes), expires_in_s=seconds, label=label)
+    data = write(home, "tokens_create", role=role, domains=list(domains),
+                 genes=list(genes), expires_in_s=seconds, label=label)
     if as_json:
         print_json(data)
         return
@@ -76,38 +73,24 @@ def tokens_create_cmd(role: str, domains: tuple[str, ...], genes: tuple[str, ...
 
 
 @tokens_group.command("list")
-@home_option
-@json_option
-@api_errors
+@api_command
 def tokens_list_cmd(home: Path | None, as_json: bool) -> None:
     """Tokens with their role, scope and state (never their secrets)."""
     with open_local(resolve_home(home)) as node:  # a read (read-write: makes the table)
         rows = [t.to_json() for t in TokenStore(node.cortex).list()]
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"{len(rows)} token(s)")
-    for col in ("id", "role", "domains", "state", "created", "expires", "label"):
-        table.add_column(col, overflow="fold")
-    for t in rows:
-        table.add_row(t["id"], t["role"], ",".join(t["domains"]), t["state"],
-                      _when(t["created_ms"]), _when(t["expires_ms"]), t["label"])
-    console.print(table)
+    print_rows(rows, as_json, f"{len(rows)} token(s)",
+               ("id", "role", "domains", "state", "created", "expires", "label"),
+               lambda t: (t["id"], t["role"], ",".join(t["domains"]), t["state"],
+                          _when(t["created_ms"]), _when(t["expires_ms"]), t["label"]))
 
 
 @tokens_group.command("revoke")
 @click.argument("token_id")
-@home_option
-@json_option
-@api_errors
+@api_command
 def tokens_revoke_cmd(token_id: str, home: Path | None, as_json: bool) -> None:
     """Revoke TOKEN_ID: the daemon refuses it from its next request on."""
-    with node_writer(resolve_home(home)) as writer:
-        data = writer.run("tokens_revoke", token_id=token_id)
-    if as_json:
-        print_json(data)
-    else:
-        console.print(f"token {data['id']} revoked")
+    data = write(home, "tokens_revoke", token_id=token_id)
+    emit(data, as_json, f"token {data['id']} revoked")
 
 
 @click.group("jobs")
@@ -121,30 +104,20 @@ def _job_row(job: Any) -> dict[str, Any]:
 
 @jobs_group.command("list")
 @click.option("--state", type=click.Choice(STATES), default=None)
-@home_option
-@json_option
-@api_errors
+@api_command
 def jobs_list_cmd(state: str | None, home: Path | None, as_json: bool) -> None:
     """Jobs, newest first."""
     with open_local(resolve_home(home)) as node:  # a read (read-write: makes the table)
         rows = [_job_row(j) for j in reversed(JobStore(node.cortex).list(state))]
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"{len(rows)} job(s)")
-    for col in ("id", "kind", "gene", "state", "progress", "created", "actor"):
-        table.add_column(col, overflow="fold")
-    for j in rows:
-        table.add_row(j["id"], j["kind"], j["gene_id"], j["state"],
-                      f"{j['done']}/{j['total']}", _when(j["created_ms"]), j["actor"])
-    console.print(table)
+    print_rows(rows, as_json, f"{len(rows)} job(s)",
+               ("id", "kind", "gene", "state", "progress", "created", "actor"),
+               lambda j: (j["id"], j["kind"], j["gene_id"], j["state"],
+                          f"{j['done']}/{j['total']}", _when(j["created_ms"]), j["actor"]))
 
 
 @jobs_group.command("show")
 @click.argument("job_id")
-@home_option
-@json_option
-@api_errors
+@api_command
 def jobs_show_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
     """One job: options, progress, result or error, webhook delivery."""
     with open_local(resolve_home(home)) as node:  # a read (read-write: makes the table)
@@ -162,13 +135,10 @@ def jobs_show_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
 
 @jobs_group.command("cancel")
 @click.argument("job_id")
-@home_option
-@json_option
-@api_errors
+@api_command
 def jobs_cancel_cmd(job_id: str, home: Path | None, as_json: bool) -> None:
     """Cancel a queued job now, or a running one at its next step."""
-    with node_writer(resolve_home(home)) as writer:
-        data = writer.run("jobs_cancel", job_id=job_id)
+    data = write(home, "jobs_cancel", job_id=job_id)
     if as_json:
         print_json(data)
     elif data["state"] == "cancelled":

@@ -23,12 +23,11 @@ from gd.cli.motors_common import (
 from gd.cli.output import (
     console,
     err_console,
-    home_option,
     node_command,
     print_json,
     resolve_home,
-    user_errors,
 )
+from gd.cli.writer import read
 from gd.node.app import decisions as dec
 from gd.node.local import open_local
 
@@ -59,8 +58,7 @@ def decisions_list_cmd(gene_id: str | None, home: Path | None, as_json: bool) ->
 @motor_command
 def decisions_show_cmd(decision_id: str, home: Path | None, as_json: bool) -> None:
     """One decision: its inputs (gene version, states, seed, request) and every motor."""
-    with open_local(resolve_home(home), readonly=True) as node:
-        d = dec.get_decision(node, decision_id)
+    d = read(home, dec.get_decision, decision_id)
     if as_json:
         print_json(dec.decision_full(d))
         return
@@ -92,8 +90,7 @@ def decisions_show_cmd(decision_id: str, home: Path | None, as_json: bool) -> No
 @motor_command
 def decisions_replay_cmd(decision_id: str, home: Path | None, as_json: bool) -> None:
     """Re-run a decision from its stored inputs; exit 1 unless it reproduces exactly."""
-    with open_local(resolve_home(home), readonly=True) as node:
-        report = dec.replay_decision(node, decision_id)
+    report = read(home, dec.replay_decision, decision_id)
     if as_json:
         print_json({"decision": decision_id, "exact": report.exact,
                     "differences": list(report.differences), "notes": list(report.notes)})
@@ -117,8 +114,7 @@ def decisions_replay_cmd(decision_id: str, home: Path | None, as_json: bool) -> 
 @gene_option("--gene", default=None, help="Only decisions about this gene")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here (atomically) instead of to stdout.")
-@home_option
-@user_errors
+@node_command(with_json=False)
 def decisions_export_cmd(fmt: str, gene_id: str | None, output: Path | None,
                          home: Path | None) -> None:
     """Every decision (or one gene's): JSON with all inputs, or CSV with one row each."""

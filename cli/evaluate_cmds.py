@@ -23,7 +23,6 @@ from typing import Any
 import click
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from gd.cli.gene_ref import gene_argument
 from gd.cli.motors_common import (
@@ -38,7 +37,7 @@ from gd.cli.motors_common import (
     unlabelled,
     verdict_counts,
 )
-from gd.cli.output import Failure, console, err_console, print_json, resolve_home
+from gd.cli.output import Failure, console, err_console, fold_table, print_json, resolve_home
 from gd.cli.writer import node_writer
 from gd.genome import Decision
 from gd.motors import meristic
@@ -216,10 +215,10 @@ def adapt_cmd(gene_id: str, population: int, generations: int, seed: int | None,
                   f"seed {outcome.seed}{resumed}: fitness {result.seed_fitness:.4f} → "
                   f"{best:.4f}")
     if variants:
-        table = Table(title=f"{len(variants)} new adaptation_pending variant(s)")
-        for col in ("id", "name", "action", "condition", "fitness", "held-out CP gain",
-                    "held-out cost saving", "CP where it fires", "verdict"):
-            table.add_column(col, overflow="fold")
+        table = fold_table(f"{len(variants)} new adaptation_pending variant(s)",
+                           ("id", "name", "action", "condition", "fitness",
+                            "held-out CP gain", "held-out cost saving", "CP where it fires",
+                            "verdict"))
         for v in variants:
             cp = "-" if v["cp"] is None else f"{v['cp']:.3f} ({v['scored_on']} states)"
             ho = v["held_out"] or {}

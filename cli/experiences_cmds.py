@@ -10,12 +10,11 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from gd.cli.gene_ref import gene_argument, gene_option
 from gd.cli.motors_common import motor_command, when
-from gd.cli.output import console, node_command, print_json, resolve_home
-from gd.cli.writer import node_writer
+from gd.cli.output import console, fold_table, node_command, print_json, resolve_home
+from gd.cli.writer import node_writer, write
 from gd.node.app import history_import
 from gd.node.app.states_file import parse_state_text, read_states
 from gd.node.local import open_local
@@ -85,16 +84,14 @@ def experiences_import_cmd(path: Path, gene_id: str | None, domain: str | None,
     """
     if (gene_id is None) == (domain is None):
         raise click.UsageError("give exactly one of --gene and --domain")
-    with node_writer(resolve_home(home)) as writer:
-        report = writer.run("experiences_import", path=str(path.resolve()), gene_id=gene_id,
-                            domain=domain, limit=max_per_gene)
+    report = write(home, "experiences_import", path=str(path.resolve()), gene_id=gene_id,
+                   domain=domain, limit=max_per_gene)
     if as_json:
         print_json(report)
         return
-    table = Table(title=f"{escape(path.name)} (sha256 {report['sha256'][:16]}…): "
-                        f"{report['rows']} row(s) of {report['domain']}")
-    for col in ("gene", "name", "action", "fires on", "recorded", "success rate"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"{escape(path.name)} (sha256 {report['sha256'][:16]}…): "
+                       f"{report['rows']} row(s) of {report['domain']}",
+                       ("gene", "name", "action", "fires on", "recorded", "success rate"))
     for g in report["genes"]:
         rate = "-" if not g["recorded"] else f"{g['successes'] / g['recorded']:.2f}"
         table.add_row(g["gene_id"], escape(g["name"]), g["action"], str(g["fired"]),
@@ -115,9 +112,8 @@ def experiences_list_cmd(gene_id: str, home: Path | None, as_json: bool) -> None
     if as_json:
         print_json([{"id": e.id, **e.to_plain()} for e in exps])
         return
-    table = Table(title=f"{len(exps)} experience(s) of {gene_id}")
-    for col in ("id", "observed", "outcome", "reward", "entity@t", "note"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"{len(exps)} experience(s) of {gene_id}",
+                       ("id", "observed", "outcome", "reward", "entity@t", "note"))
     for e in exps:
         table.add_row(e.id, when(e.observed_at), "success" if e.success else "failure",
                       "-" if e.reward is None else f"{e.reward:g}",

@@ -13,26 +13,19 @@ from gd.cli.gene_ref import gene_argument
 from gd.cli.output import (
     Failure,
     console,
+    emit,
     err_console,
-    home_option,
-    json_option,
+    fold_table,
+    node_command,
     print_json,
     resolve_home,
-    user_errors,
 )
-from gd.cli.writer import node_writer
-from gd.genome.gene import Gene, GeneStatus
+from gd.cli.writer import node_writer, write
+from gd.genome.gene import GeneStatus
+from gd.genome.gene_json import gene_json
 from gd.genome.synapse import SynapseKind
 from gd.node.app.importer import DEFAULT_BATCH
 from gd.node.local import open_local
-
-
-def gene_to_json(gene: Gene) -> dict[str, Any]:
-    body = gene.body()
-    body.update(status=str(gene.status), successes=gene.successes, failures=gene.failures,
-                version_hash=gene.version_hash.hex(), signature=gene.signature.hex(),
-                condition=gene.condition_text())
-    return body
 
 
 @click.group("genes")
@@ -51,9 +44,7 @@ def _count_lines(path: Path) -> int:
               show_default=True, help="Genes per LMDB transaction.")
 @click.option("--pending", is_flag=True,
               help="Import as adaptation_pending instead of native.")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def import_cmd(file: Path, batch_size: int, pending: bool, home: Path | None,
                as_json: bool) -> None:
     """Import genes from FILE (JSONL, or CSV by its .csv suffix), signed by this node.
@@ -94,9 +85,7 @@ def import_cmd(file: Path, batch_size: int, pending: bool, home: Path | None,
               help="Only genes with this status.")
 @click.option("--origin", help="Only genes from this origin peer id.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N genes.")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def list_cmd(domain: str | None, status: str | None, origin: str | None, limit: int | None,
              home: Path | None, as_json: bool) -> None:
     """List genes (head versions)."""
@@ -107,11 +96,10 @@ def list_cmd(domain: str | None, status: str | None, origin: str | None, limit: 
             if limit and len(genes) >= limit:
                 break
     if as_json:
-        print_json([gene_to_json(g) for g in genes])
+        print_json([gene_json(g) for g in genes])
         return
-    table = Table(title=f"{len(genes)} gene(s)")
-    for col in ("id", "domain", "name", "v", "status", "action", "condition"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"{len(genes)} gene(s)",
+                       ("id", "domain", "name", "v", "status", "action", "condition"))
     for g in genes:
         table.add_row(g.id, g.domain, g.name, str(g.version), str(g.status), g.action,
                       g.condition_text())
@@ -120,9 +108,7 @@ def list_cmd(domain: str | None, status: str | None, origin: str | None, limit: 
 
 @genes_group.command("show")
 @gene_argument()
-@home_option
-@json_option
-@user_errors
+@node_command()
 def show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
     """Show one gene with its versions and synapses."""
     with open_local(resolve_home(home), readonly=True) as node:
@@ -130,7 +116,7 @@ def show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
         versions = node.cortex.gene_versions(gene_id)
         out_syn = node.cortex.synapses_of(gene_id)
         in_syn = node.cortex.synapses_of(gene_id, incoming=True)
-    data = gene_to_json(gene)
+    data = gene_json(gene)
     data["versions"] = versions
     data["synapses"] = [s.to_plain() for s in out_syn + in_syn]
     if as_json:
@@ -157,28 +143,20 @@ def synapse_group() -> None:
 @gene_argument("target")
 @click.option("--kind", type=click.Choice([k.value for k in SynapseKind]), required=True)
 @click.option("--weight", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True)
-@home_option
-@json_option
-@user_errors
+@node_command()
 def synapse_add_cmd(source: str, target: str, kind: str, weight: float, home: Path | None,
                     as_json: bool) -> None:
     """Connect gene SOURCE to gene TARGET."""
-    with node_writer(resolve_home(home)) as writer:
-        synapse = writer.run("synapse_add", source=source, target=target, kind=kind,
-                             weight=weight)
-    if as_json:
-        print_json(synapse)
-    else:
-        console.print(f"{source} -{kind}({weight:g})-> {target}")
+    synapse = write(home, "synapse_add", source=source, target=target, kind=kind,
+                    weight=weight)
+    emit(synapse, as_json, f"{source} -{kind}({weight:g})-> {target}")
 
 
 @synapse_group.command("list")
 @gene_argument()
 @click.option("--hops", type=click.IntRange(1, 10), default=1, show_default=True,
               help="Show the k-hop neighbourhood instead of direct edges.")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def synapse_list_cmd(gene_id: str, hops: int, home: Path | None, as_json: bool) -> None:
     """Genes within --hops synapses of GENE_ID."""
     with open_local(resolve_home(home), readonly=True) as node:

@@ -29,11 +29,9 @@ from gd.cli.naming import iso_ms
 from gd.cli.output import (
     Failure,
     console,
-    home_option,
-    json_option,
+    node_command,
     print_json,
     resolve_home,
-    user_errors_with,
 )
 from gd.genome.identity import NodeKey, is_peer_id
 from gd.ledger.errors import LedgerError, ProofError
@@ -57,7 +55,7 @@ RAFT_INDEX_NOTE = ("(commit and applied count Raft log entries: each is a batch 
                    "entries, a leader's no-op or a membership change; so they differ from "
                    "the ledger's entry count)")
 
-ledger_errors = user_errors_with(LedgerError)
+ledger_command = node_command(LedgerError)
 
 
 @contextmanager
@@ -113,9 +111,7 @@ def ledger_group() -> None:
 
 
 @ledger_group.command("head")
-@home_option
-@json_option
-@ledger_errors
+@ledger_command
 def head_cmd(home: Path | None, as_json: bool) -> None:
     """The latest signed tree head, and the local log's size and root."""
     with _ledger(home) as ledger:
@@ -194,12 +190,10 @@ def _pinned_signers(home: Path | None, voters: tuple[str, ...]
 
 
 @ledger_group.command("verify")
-@home_option
 @click.option("--voter", "voters", multiple=True, metavar="PEER_ID",
               help="Pin a head signer (repeat for each voter); default: the config's "
                    "[ledger] voters, or this node for a region of one.")
-@json_option
-@ledger_errors
+@ledger_command
 def verify_cmd(home: Path | None, voters: tuple[str, ...], as_json: bool) -> None:
     """Recompute chain links, signatures, the Merkle tree, the idempotency index and
     every signed head's root, and check each head is signed by a pinned voter.
@@ -229,9 +223,7 @@ def verify_cmd(home: Path | None, voters: tuple[str, ...], as_json: bool) -> Non
               help="Prove against the tree of this size (default: the whole log).")
 @click.option("--verify", "check", type=click.File("r"), default=None, metavar="FILE|-",
               help="Check an inclusion proof document instead of printing one.")
-@home_option
-@json_option
-@ledger_errors
+@ledger_command
 def proof_cmd(index: int, size: int | None, check: IO[str] | None, home: Path | None,
               as_json: bool) -> None:
     """Inclusion proof (audit path) that entry INDEX is in the log of --size entries."""
@@ -243,12 +235,17 @@ def proof_cmd(index: int, size: int | None, check: IO[str] | None, home: Path | 
         doc: dict[str, Any] = {
             "index": index, "size": proof.size, "leaf_hash": ledger.leaf_hash(index).hex(),
             "root": ledger.root(proof.size).hex(), "path": [h.hex() for h in proof.path]}
+    _print_proof(doc, as_json, f"entry {index} in the log of {doc['size']} entries",
+                 f"leaf {doc['leaf_hash']}\nroot {doc['root']}")
+
+
+def _print_proof(doc: dict[str, Any], as_json: bool, claim: str, hashes: str) -> None:
+    """A proof document: as JSON, or what it claims, the hashes it ties, and its path."""
     if as_json:
         print_json(doc)
         return
-    console.print(f"entry {index} in the log of {doc['size']} entries "
-                  f"({len(doc['path'])} hashes)", highlight=False)
-    console.print(f"leaf {doc['leaf_hash']}\nroot {doc['root']}", highlight=False)
+    console.print(f"{claim} ({len(doc['path'])} hashes)", highlight=False)
+    console.print(hashes, highlight=False)
     for i, value in enumerate(doc["path"]):
         console.print(f"  {i:2d} {value}", highlight=False)
 
@@ -294,9 +291,7 @@ def _report_match(matches: bool, beyond: bool, local_size: int, what: dict[str, 
 @click.argument("new_size", metavar="N", type=click.IntRange(min=0))
 @click.option("--verify", "check", type=click.File("r"), default=None, metavar="FILE|-",
               help="Check a consistency proof document instead of printing one.")
-@home_option
-@json_option
-@ledger_errors
+@ledger_command
 def consistency_cmd(old_size: int, new_size: int, check: IO[str] | None, home: Path | None,
                     as_json: bool) -> None:
     """Consistency proof that the log of N entries extends the log of M entries."""
@@ -309,14 +304,8 @@ def consistency_cmd(old_size: int, new_size: int, check: IO[str] | None, home: P
             "old_size": old_size, "new_size": new_size,
             "old_root": ledger.root(old_size).hex(), "new_root": ledger.root(new_size).hex(),
             "path": [h.hex() for h in proof.path]}
-    if as_json:
-        print_json(doc)
-        return
-    console.print(f"log of {new_size} extends log of {old_size} ({len(doc['path'])} hashes)",
-                  highlight=False)
-    console.print(f"old root {doc['old_root']}\nnew root {doc['new_root']}", highlight=False)
-    for i, value in enumerate(doc["path"]):
-        console.print(f"  {i:2d} {value}", highlight=False)
+    _print_proof(doc, as_json, f"log of {new_size} extends log of {old_size}",
+                 f"old root {doc['old_root']}\nnew root {doc['new_root']}")
 
 
 def _verify_consistency_document(old_size: int, new_size: int, doc: dict[str, Any],
@@ -340,9 +329,7 @@ def _verify_consistency_document(old_size: int, new_size: int, doc: dict[str, An
 
 @ledger_group.command("show")
 @click.argument("index", type=click.IntRange(min=0))
-@home_option
-@json_option
-@ledger_errors
+@ledger_command
 def show_cmd(index: int, home: Path | None, as_json: bool) -> None:
     """One entry: kind, author, time, payload hash, summary, links and signature."""
     with _ledger(home) as ledger:
@@ -364,8 +351,7 @@ def show_cmd(index: int, home: Path | None, as_json: bool) -> None:
               show_default=True, help="json: one JSON array; csv: a header and one row each.")
 @click.option("--since", type=click.IntRange(min=0), default=0, show_default=True,
               help="First index to export.")
-@home_option
-@ledger_errors
+@node_command(LedgerError, with_json=False)
 def export_cmd(fmt: str, since: int, home: Path | None) -> None:
     """Write entries from --since on to stdout, streamed from one consistent snapshot."""
     out = sys.stdout
@@ -387,9 +373,7 @@ def export_cmd(fmt: str, since: int, home: Path | None) -> None:
 
 
 @ledger_group.command("alarms")
-@home_option
-@json_option
-@ledger_errors
+@ledger_command
 def alarms_cmd(home: Path | None, as_json: bool) -> None:
     """Fork alarms recorded by this node (heads from peers that do not fit together)."""
     with _ledger(home) as ledger:

@@ -25,10 +25,12 @@ from gd.cli.output import (
     Failure,
     GuardedGroup,
     console,
+    emit,
     err_console,
-    home_option,
     json_option,
+    node_command,
     print_json,
+    print_rows,
     resolve_home,
     user_errors,
 )
@@ -72,9 +74,7 @@ def cli(debug: bool) -> None:
 @click.option("--bootstrap", default="", help="Bootstrap peers file for the config.")
 @click.option("--seed", "seed_hex", default=None, hidden=True,
               help="Hex 32-byte key seed (testnets and tests only).")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def init(org: str, region: str, listen: tuple[str, ...], bootstrap: str, seed_hex: str | None,
          home: Path | None, as_json: bool) -> None:
     """Create a node home: Ed25519 key (mode 0600), commented config.toml, empty Cortex.
@@ -140,9 +140,7 @@ def _status_data(home: Path | None) -> dict[str, Any]:
 
 
 @cli.command()
-@home_option
-@json_option
-@user_errors
+@node_command()
 def status(home: Path | None, as_json: bool) -> None:
     """Identity, daemon state and Cortex contents of this node."""
     data = _status_data(home)
@@ -177,9 +175,7 @@ def status(home: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@home_option
-@json_option
-@user_errors
+@node_command()
 def backup(dest: Path, home: Path | None, as_json: bool) -> None:
     """Online compacting copy of the Cortex into the empty directory DEST.
 
@@ -190,10 +186,8 @@ def backup(dest: Path, home: Path | None, as_json: bool) -> None:
     with Cortex.open(where.cortex_path, readonly=True) as cortex:
         cortex_owner.backup(cortex, dest, key.peer_id)
     size = sum(p.stat().st_size for p in dest.iterdir())
-    if as_json:
-        print_json({"backup": str(dest), "bytes": size})
-    else:
-        console.print(f"backed up to {dest} ({size / 1e6:.1f} MB)")
+    emit({"backup": str(dest), "bytes": size}, as_json,
+         f"backed up to {dest} ({size / 1e6:.1f} MB)")
 
 
 @cli.command()
@@ -201,9 +195,7 @@ def backup(dest: Path, home: Path | None, as_json: bool) -> None:
 @click.option("--from-other-node", "from_other_node", is_flag=True,
               help="Take over a backup made by another node's key: its native genes and "
                    "agreements become this node's. Refused without this flag.")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def restore(src: Path, from_other_node: bool, home: Path | None, as_json: bool) -> None:
     """Replace this node's Cortex with the backup in SRC (daemon must be stopped).
 
@@ -222,14 +214,11 @@ def restore(src: Path, from_other_node: bool, home: Path | None, as_json: bool) 
             f"warning: this Cortex was made by {other}, not by this node ({key.peer_id}). "
             "Its native genes and its agreements are now listed as this node's, and this "
             "node will sign and share them under its own key.", highlight=False)
-    if as_json:
-        print_json({"restored": str(src), "previous": str(aside), "from_other_node": other})
-    else:
-        console.print(f"restored from {src}; previous Cortex kept at {aside}")
+    emit({"restored": str(src), "previous": str(aside), "from_other_node": other}, as_json,
+         f"restored from {src}; previous Cortex kept at {aside}")
 
 
 @cli.command()
-@home_option
 @click.option("--listen", "listen", multiple=True,
               help="Multiaddr to listen on (repeatable; overrides config.toml).")
 @click.option("--bootstrap", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -238,7 +227,7 @@ def restore(src: Path, from_other_node: bool, home: Path | None, as_json: bool) 
               help="Log format on stderr (default: console on a TTY, else json).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True)
-@user_errors
+@node_command(with_json=False)
 def run(home: Path | None, listen: tuple[str, ...], bootstrap: Path | None,
         log_format: str | None, log_level: str) -> None:
     """Run the node daemon in the foreground until SIGINT or SIGTERM.
@@ -255,27 +244,23 @@ def run(home: Path | None, listen: tuple[str, ...], bootstrap: Path | None,
 
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Include known but unconnected peers.")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def peers(show_all: bool, home: Path | None, as_json: bool) -> None:
     """Peers of the running daemon: id, org, region, address, latency, score, since."""
     from gd.node.control import call
 
     rows = call(resolve_home(home), "peers", all=show_all)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"{len(rows)} peer(s)")
-    for col in ("peer id", "org", "region", "address", "latency ms", "score", "since"):
-        table.add_column(col, overflow="fold")
-    for p in rows:
-        latency = p.get("latency_ms")
-        table.add_row(p["peer_id"], p.get("org") or "?", p.get("region") or "?",
-                      (p.get("addrs") or ["-"])[0],
-                      f"{latency:.1f}" if isinstance(latency, float | int) else "-",
-                      f"{p.get('score', 0):.2f}", _age(p.get("since")))
-    console.print(table)
+    print_rows(rows, as_json, f"{len(rows)} peer(s)",
+               ("peer id", "org", "region", "address", "latency ms", "score", "since"),
+               _peer_cells)
+
+
+def _peer_cells(p: dict[str, Any]) -> tuple[str, ...]:
+    latency = p.get("latency_ms")
+    return (p["peer_id"], p.get("org") or "?", p.get("region") or "?",
+            (p.get("addrs") or ["-"])[0],
+            f"{latency:.1f}" if isinstance(latency, float | int) else "-",
+            f"{p.get('score', 0):.2f}", _age(p.get("since")))
 
 
 @cli.command()

@@ -23,8 +23,8 @@ from rich.table import Table
 from gd.cli.output import (
     Failure,
     console,
-    home_option,
     json_option,
+    node_command,
     print_json,
     resolve_home,
     user_errors_with,
@@ -108,9 +108,7 @@ def init_cmd(directory: Path, org: str, as_json: bool) -> None:
               help="Validity, in days or hours (365d, 12h).")
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Write the certificate here (give it to the node as HOME/node.cert).")
-@home_option
-@json_option
-@user_errors_with(CertificateError)
+@node_command(CertificateError)
 def certify_cmd(org_dir: Path, peer: str | None, region: str | None, expires: str,
                 out: Path | None, home: Path | None, as_json: bool) -> None:
     """Issue a node certificate: the org vouches for the peer id and region.
@@ -148,9 +146,7 @@ def certify_cmd(org_dir: Path, peer: str | None, region: str | None, expires: st
 @org_group.command("trust")
 @click.argument("org")
 @click.argument("key")
-@home_option
-@json_option
-@user_errors_with()
+@node_command()
 def trust_cmd(org: str, key: str, home: Path | None, as_json: bool) -> None:
     """Pin KEY (ed25519:<hex>, from `org init`) as org ORG's key on this node.
 
@@ -172,8 +168,7 @@ def trust_cmd(org: str, key: str, home: Path | None, as_json: bool) -> None:
 
 @org_group.command("untrust")
 @click.argument("org")
-@home_option
-@user_errors_with()
+@node_command(with_json=False)
 def untrust_cmd(org: str, home: Path | None) -> None:
     """Forget the keys pinned for ORG in trusted-orgs.toml (config.toml is left alone).
     A running daemon applies it at once (its peers certified by ORG handshake again)."""
@@ -187,9 +182,7 @@ def untrust_cmd(org: str, home: Path | None) -> None:
 
 
 @org_group.command("list")
-@home_option
-@json_option
-@user_errors_with()
+@node_command()
 def list_cmd(home: Path | None, as_json: bool) -> None:
     """The org keys this node trusts (config.toml and trusted-orgs.toml) and its own
     certificate. Bootstrap-file pins are read by the daemon at start."""

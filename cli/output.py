@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.ledger.errors import LedgerError
@@ -125,13 +126,48 @@ def json_option(fn: F) -> F:
                         help="Print machine-readable JSON instead of tables.")(fn)
 
 
-def node_command(*errors: type[BaseException]) -> Callable[[F], F]:
+def node_command(*errors: type[BaseException], with_json: bool = True) -> Callable[[F], F]:
     """`--home`, `--json` and clean failures (the known user errors plus `errors`): the
-    options every command on a node's home takes, in one decorator."""
+    options every command on a node's home takes, in one decorator, so that a command
+    module names its own errors once (`ledger_command = node_command(LedgerError)`)
+    instead of stacking the same three decorators on every command. `with_json=False`
+    for the commands whose output is a file format of its own (exports)."""
     def decorate(fn: F) -> F:
-        return home_option(json_option(user_errors_with(*errors)(fn)))
+        guarded = user_errors_with(*errors)(fn)
+        return home_option(json_option(guarded) if with_json else guarded)
 
     return decorate
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """The end of most commands: `data` as JSON under --json, else one line of `text`
+    (rich markup allowed)."""
+    if as_json:
+        print_json(data)
+    else:
+        console.print(text)
+
+
+def print_rows(rows: Sequence[Any], as_json: bool, title: str, columns: Iterable[str],
+               cells: Callable[[Any], Iterable[str]]) -> None:
+    """A listing: `rows` as JSON under --json, else a `fold_table` with `cells(row)` for
+    each row (the one shape of every `... list` command)."""
+    if as_json:
+        print_json(rows)
+        return
+    table = fold_table(title, columns)
+    for row in rows:
+        table.add_row(*cells(row))
+    console.print(table)
+
+
+def fold_table(title: str, columns: Iterable[str]) -> Table:
+    """A listing's table: every column folds long values (ids, keys, conditions) rather
+    than cutting them, since a cut id cannot be pasted into the next command."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    return table
 
 
 def resolve_home(home: Path | None) -> Home:

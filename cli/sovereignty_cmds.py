@@ -22,18 +22,17 @@ from typing import Any, TypeVar
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from gd.cli.gene_ref import gene_argument, gene_option
 from gd.cli.naming import PeerNames
 from gd.cli.output import (
     Failure,
     console,
-    home_option,
-    json_option,
+    emit,
+    fold_table,
+    node_command,
     print_json,
     resolve_home,
-    user_errors_with,
 )
 from gd.cli.receipts import ledger_note
 from gd.cli.sovereignty_tables import (
@@ -43,7 +42,7 @@ from gd.cli.sovereignty_tables import (
     pending_table,
     share_back_command,
 )
-from gd.cli.writer import node_writer
+from gd.cli.writer import write
 from gd.node.app.adaptation import AdaptationDesk, AdaptationError
 from gd.node.control_methods.ops import gene_brief
 from gd.node.local import LocalNode, open_local
@@ -65,7 +64,7 @@ def ledger_sink(node: LocalNode, audit: AuditLog) -> LedgerRecorder:
 _OUR_ERRORS = (AdaptationError, AuditError, ProposalError)
 
 
-sovereignty_errors = user_errors_with(*_OUR_ERRORS)
+sovereignty_command = node_command(*_OUR_ERRORS)
 
 
 class _Session:
@@ -108,18 +107,15 @@ def _with_option(fn: F) -> F:
 @click.option("--anonymize", is_flag=True, help="Pseudonymise metadata for this subject.")
 @click.option("--allow-forward", is_flag=True, help="Receivers may pass genes on.")
 @click.option("--deny", is_flag=True, help="A deny rule: overrides every allow it matches.")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def share_cmd(target: str, domain: str, direction: str, anonymize: bool, allow_forward: bool,
               deny: bool, home: Path | None, as_json: bool) -> None:
     """Share DOMAIN with a peer, an org or a region (a signed proposal to each known peer
     it matches; it flows once the other side shares back)."""
     rule = rule_from_options(target, domain, direction=direction, anonymize=anonymize,
                              allow_forward=allow_forward, deny=deny)  # bad input: here
-    with node_writer(resolve_home(home)) as writer:
-        data = writer.run("share", target=target, domain=domain, direction=direction,
-                          anonymize=anonymize, allow_forward=allow_forward, deny=deny)
+    data = write(home, "share", target=target, domain=domain, direction=direction,
+                 anonymize=anonymize, allow_forward=allow_forward, deny=deny)
     with _session(home) as s:  # names and the share-back line: reads
         names = _names(s)
         back = share_back_command(rule, s.node.config.org, s.node.config.region,
@@ -146,16 +142,13 @@ def share_cmd(target: str, domain: str, direction: str, anonymize: bool, allow_f
 @click.option("--direction", type=click.Choice([d.value for d in Direction]), default=None,
               help="Only the rule for this direction (default: all of them).")
 @click.option("--deny", is_flag=True, help="Remove a deny rule instead of a share.")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def revoke_cmd(target: str, domain: str, direction: str | None, deny: bool,
                home: Path | None, as_json: bool) -> None:
     """Stop sharing DOMAIN with a subject (tells the peers, recorded on the ledger)."""
     subject = Subject.parse(target)  # bad input: here
-    with node_writer(resolve_home(home)) as writer:
-        data = writer.run("revoke", target=target, domain=domain, direction=direction,
-                          deny=deny)
+    data = write(home, "revoke", target=target, domain=domain, direction=direction,
+                 deny=deny)
     if not data["removed"]:
         raise Failure(f"no {'deny' if deny else 'share'} rule for {domain} with {subject}")
     if as_json:
@@ -174,9 +167,7 @@ def policy_group() -> None:
 
 
 @policy_group.command("list")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def policy_list_cmd(home: Path | None, as_json: bool) -> None:
     """Our rules, residency rules, and what peers have shared with us."""
     with _session(home) as s:
@@ -188,9 +179,8 @@ def policy_list_cmd(home: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    table = Table(title=f"{len(policy.rules)} rule(s) (default: deny)")
-    for col in ("effect", "direction", "domain", "with", "options"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"{len(policy.rules)} rule(s) (default: deny)",
+                       ("effect", "direction", "domain", "with", "options"))
     for r in policy.rules:
         opts = ", ".join(n for n, on in (("anonymize", r.anonymize),
                                          ("allow-forward", r.allow_forward)) if on)
@@ -222,9 +212,7 @@ def _receivers(store: PolicyStore, target: str, org: str | None, region: str | N
 @gene_option("--gene", required=True, help="The gene to test")
 @click.option("--org", default=None, help="Assume this org for the peer.")
 @click.option("--region", default=None, help="Assume this region for the peer.")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def policy_test_cmd(target: str, gene_id: str, org: str | None, region: str | None,
                     home: Path | None, as_json: bool) -> None:
     """Would GENE go to this peer? Explains which rule decides and why."""
@@ -249,15 +237,12 @@ def policy_test_cmd(target: str, gene_id: str, org: str | None, region: str | No
 @click.option("--domain", required=True, help="Domain slug, or *.")
 @click.option("--region", required=True, help="The region its genes must stay in.")
 @click.option("--remove", is_flag=True, help="Remove the rule instead.")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def policy_residency_cmd(domain: str, region: str, remove: bool, home: Path | None,
                          as_json: bool) -> None:
     """Data residency: genes of DOMAIN never leave REGION."""
     rule = ResidencyRule(domain, region)  # bad input: here
-    with node_writer(resolve_home(home)) as writer:
-        changed = writer.run("residency", domain=domain, region=region, remove=remove)
+    changed = write(home, "residency", domain=domain, region=region, remove=remove)
     if as_json:
         print_json({"rule": rule.rule_id, "changed": changed, "removed": remove})
     else:
@@ -274,9 +259,7 @@ def agreements_group() -> None:
 
 
 @agreements_group.command("list")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def agreements_list_cmd(home: Path | None, as_json: bool) -> None:
     """Agreements as proposed / effective / revoked."""
     with _session(home) as s:
@@ -297,9 +280,7 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def audit_verify_cmd(home: Path | None, as_json: bool) -> None:
     """Recompute the chain; exit 1 and name the first bad record if it is broken."""
     with _session(home) as s:
@@ -333,9 +314,7 @@ def _parse_since(text: str | None) -> int | None:
 @click.option("--kind", default=None, help="Only records of this kind (e.g. gene_refused).")
 @click.option("--last", "last", type=click.IntRange(1, 100_000), default=50, show_default=True,
               help="Show the most recent N records.")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def audit_list_cmd(kind: str | None, last: int, home: Path | None, as_json: bool) -> None:
     """The most recent audit records, peers shown as org (region) and short id."""
     with _session(home) as s:
@@ -351,8 +330,7 @@ def audit_list_cmd(kind: str | None, last: int, home: Path | None, as_json: bool
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="json",
               show_default=True)
 @click.option("--since", default=None, help="Only records from this time (ms or ISO date).")
-@home_option
-@sovereignty_errors
+@node_command(*_OUR_ERRORS, with_json=False)
 def audit_export_cmd(fmt: str, since: str | None, home: Path | None) -> None:
     """Print the audit log as JSON or CSV."""
     since_ms = _parse_since(since)
@@ -371,9 +349,7 @@ def pending_group() -> None:
 
 @pending_group.command("list")
 @click.option("--domain", default=None, help="Only this domain.")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def pending_list_cmd(domain: str | None, home: Path | None, as_json: bool) -> None:
     """Genes in adaptation_pending."""
     with _session(home) as s:
@@ -387,9 +363,7 @@ def pending_list_cmd(domain: str | None, home: Path | None, as_json: bool) -> No
 
 @pending_group.command("show")
 @gene_argument()
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
     """The gene beside its local variants, each with its latest CP."""
     with _session(home) as s:
@@ -399,9 +373,8 @@ def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    table = Table(title=f"{view.original.id} and {len(view.variants)} variant(s)")
-    for col in ("", "id", "v", "status", "action", "condition", "cp"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"{view.original.id} and {len(view.variants)} variant(s)",
+                       ("", "id", "v", "status", "action", "condition", "cp"))
     for label, g in [("original", data["original"])] + [("variant", v) for v in
                                                          data["variants"]]:
         table.add_row(label, g["id"], str(g["version"]), g["status"], g["action"],
@@ -413,13 +386,10 @@ def pending_show_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
 @gene_argument()
 @gene_option("--variant", name="variant", default=None,
              help="Approve this variant in the gene's place")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def approve_cmd(gene_id: str, variant: str | None, home: Path | None, as_json: bool) -> None:
     """Make a pending gene (or one of its variants) native; recorded on the ledger."""
-    with node_writer(resolve_home(home)) as writer:
-        data = writer.run("approve", gene_id=gene_id, variant=variant)
+    data = write(home, "approve", gene_id=gene_id, variant=variant)
     briefs = data["genes"]
     if as_json:
         briefs[0]["ledger"] = data["ledger"]
@@ -435,30 +405,21 @@ def approve_cmd(gene_id: str, variant: str | None, home: Path | None, as_json: b
 @click.command("reject")
 @gene_argument()
 @click.option("--reason", required=True, help="Why (kept in the audit log and the ledger).")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def reject_cmd(gene_id: str, reason: str, home: Path | None, as_json: bool) -> None:
     """Reject a pending gene."""
-    with node_writer(resolve_home(home)) as writer:
-        brief = writer.run("reject", gene_id=gene_id, reason=reason)
-    if as_json:
-        print_json(brief)
-    else:
-        console.print(f"{brief['id']}: rejected")
+    brief = write(home, "reject", gene_id=gene_id, reason=reason)
+    emit(brief, as_json, f"{brief['id']}: rejected")
 
 
 @click.command("rollback")
 @gene_argument()
 @click.option("--to", "to_version", type=click.IntRange(1), required=True,
               help="The earlier version whose content to restore.")
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def rollback_cmd(gene_id: str, to_version: int, home: Path | None, as_json: bool) -> None:
     """Write a new version equal to version --to (it descends the current one)."""
-    with node_writer(resolve_home(home)) as writer:
-        brief = writer.run("rollback", gene_id=gene_id, to_version=to_version)
+    brief = write(home, "rollback", gene_id=gene_id, to_version=to_version)
     if as_json:
         print_json(brief)
     else:
@@ -468,13 +429,10 @@ def rollback_cmd(gene_id: str, to_version: int, home: Path | None, as_json: bool
 
 @click.command("genes-forget")
 @gene_argument()
-@home_option
-@json_option
-@sovereignty_errors
+@sovereignty_command
 def forget_cmd(gene_id: str, home: Path | None, as_json: bool) -> None:
     """Delete a gene's content here and list the peers to send tombstones to."""
-    with node_writer(resolve_home(home)) as writer:
-        data = writer.run("forget", gene_id=gene_id)
+    data = write(home, "forget", gene_id=gene_id)
     peers = data["tombstones_for"]
     if as_json:
         print_json(data)

@@ -14,20 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
-from gd.cli.genes_cmds import gene_to_json
 from gd.cli.naming import PeerNames, iso_s, short_peer
 from gd.cli.output import (
     Failure,
     console,
-    home_option,
-    json_option,
+    fold_table,
+    node_command,
     print_json,
     resolve_home,
-    user_errors,
 )
 from gd.cli.writer import node_writer
+from gd.genome.gene_json import gene_json
 from gd.node.control import ControlError, call
 from gd.node.home import Home
 from gd.node.local import open_local
@@ -50,9 +48,7 @@ def sync_group() -> None:
 @click.option("--peer", default=None, help="Only this peer id (default: every connected peer).")
 @click.option("--repair", is_flag=True,
               help="Also run anti-entropy reconciliation (finds what the feed missed).")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def sync_now_cmd(peer: str | None, repair: bool, home: Path | None, as_json: bool) -> None:
     """Pull from peers and have them pull from us now; print what moved."""
     result = call(resolve_home(home), "sync_now", timeout=SYNC_NOW_TIMEOUT_S, peer=peer,
@@ -64,10 +60,9 @@ def sync_now_cmd(peer: str | None, repair: bool, home: Path | None, as_json: boo
     if not rows:
         console.print("no connected peers")
         return
-    table = Table(title=f"sync with {len(rows)} peer(s)")
-    for col in ("peer", "genes in", "genes out", "payload in/out B", "overhead in/out B",
-                "conflicts", "rejected", "repaired", "errors"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"sync with {len(rows)} peer(s)",
+                       ("peer", "genes in", "genes out", "payload in/out B",
+                        "overhead in/out B", "conflicts", "rejected", "repaired", "errors"))
     names = _peer_names(resolve_home(home))
     for r in rows:
         table.add_row(names.label(r["peer"]), str(r["genes_in"]), str(r["genes_out"]),
@@ -117,7 +112,7 @@ def _peer_names(home: Home) -> PeerNames:
 
 
 def conflict_to_json(c: Conflict) -> dict[str, Any]:
-    local, remote = gene_to_json(c.local), gene_to_json(c.remote)
+    local, remote = gene_json(c.local), gene_json(c.remote)
     skip = {"version_hash", "signature", "status", "successes", "failures"}
     differs = sorted(k for k in local if k not in skip and local[k] != remote.get(k))
     return {"key": c.key, "gene_id": c.gene_id, "sender": c.sender, "queued_at": c.queued_at,
@@ -125,18 +120,15 @@ def conflict_to_json(c: Conflict) -> dict[str, Any]:
 
 
 @conflicts_group.command("list")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def conflicts_list_cmd(home: Path | None, as_json: bool) -> None:
     """Queued conflicts: key, gene, both versions' authors, when."""
     queued = _queued(resolve_home(home))
     if as_json:
         print_json([conflict_to_json(c) for c in queued])
         return
-    table = Table(title=f"{len(queued)} conflict(s)")
-    for col in ("key", "name", "local (v, author)", "remote (v, author)", "from", "queued"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"{len(queued)} conflict(s)", ("key", "name", "local (v, author)",
+                                                       "remote (v, author)", "from", "queued"))
     for c in queued:
         table.add_row(c.key, c.local.name, f"v{c.local.version} {short_peer(c.local.author)}",
                       f"v{c.remote.version} {short_peer(c.remote.author)}",
@@ -147,18 +139,15 @@ def conflicts_list_cmd(home: Path | None, as_json: bool) -> None:
 
 @conflicts_group.command("show")
 @click.argument("key")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def conflicts_show_cmd(key: str, home: Path | None, as_json: bool) -> None:
     """Both versions of one conflict (KEY, or a gene id with one conflict)."""
     data = conflict_to_json(_find(resolve_home(home), key))
     if as_json:
         print_json(data)
         return
-    table = Table(title=f"conflict {data['key']} (from {data['sender']})")
-    for col in ("field", "local", "remote"):
-        table.add_column(col, overflow="fold")
+    table = fold_table(f"conflict {data['key']} (from {data['sender']})",
+                       ("field", "local", "remote"))
     for name in ("name", "version", "author", "vv", "hlc", "condition", "action", "params",
                  "purpose", "version_hash"):
         style = "bold yellow" if name in data["differs"] else ""
@@ -174,9 +163,7 @@ def conflicts_show_cmd(key: str, home: Path | None, as_json: bool) -> None:
 @click.option("--keep", required=True, metavar="local|remote|FILE",
               help="Keep our version, the peer's, or the gene in a JSON FILE (for instance "
                    "an edited copy of `conflicts show --json`'s local or remote part).")
-@home_option
-@json_option
-@user_errors
+@node_command()
 def conflicts_resolve_cmd(key: str, keep: str, home: Path | None, as_json: bool) -> None:
     """Settle a conflict with a new version that descends both sides (synced to peers)."""
     where = resolve_home(home)

@@ -2,32 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from gd.cli.output import Failure, console, err_console, json_option, print_json, user_errors
+from gd.cli.output import (
+    F,
+    Failure,
+    console,
+    emit,
+    err_console,
+    json_option,
+    print_json,
+    user_errors_with,
+)
 from gd.testnet import procs
 from gd.testnet.build import testnet_join, testnet_up
 from gd.testnet.observe import observe, region_ledgers
 from gd.testnet.owner import TestnetOwner
-from gd.testnet.plan import BOOTSTRAP_FILE, TestnetError, TestnetPlan
+from gd.testnet.plan import BOOTSTRAP_FILE, NodePlan, TestnetError, TestnetPlan
 from gd.testnet.table import legend, network_lines, node_table
 
 DEFAULT_DIR = Path(".gd/testnet")
 
 
-def dir_option(fn):  # type: ignore[no-untyped-def]
+def dir_option(fn: F) -> F:
     return click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
                         default=DEFAULT_DIR, show_default=True,
                         help="The testnet's directory.")(fn)
 
 
+def testnet_command(*, with_dir: bool = True, with_json: bool = True) -> Callable[[F], F]:
+    """`--dir`, `--json` and clean failures (a `TestnetError` included): what the testnet
+    commands take, in one decorator, as `node_command` is for a node's home."""
+    def decorate(fn: F) -> F:
+        fn = user_errors_with(TestnetError)(fn)
+        fn = json_option(fn) if with_json else fn
+        return dir_option(fn) if with_dir else fn
+
+    return decorate
+
+
 def _plan(directory: Path) -> TestnetPlan:
-    try:
-        return TestnetPlan.load(directory)
-    except TestnetError as exc:
-        raise Failure(str(exc)) from None
+    return TestnetPlan.load(directory)
 
 
 @click.group("testnet")
@@ -44,19 +62,14 @@ def testnet_group() -> None:
               help="Show the live dashboard until Ctrl-C, then stop the testnet.")
 @click.option("--watch-seconds", type=click.FloatRange(0), default=None,
               help="With --dashboard: stop after this many seconds (for demos and tests).")
-@dir_option
-@json_option
-@user_errors
+@testnet_command()
 def up_cmd(orgs: int, regions: int, seed: int, dashboard: bool, watch_seconds: float | None,
            directory: Path, as_json: bool) -> None:
     """Create the testnet (homes, keys, configs, bootstrap file, demo genes) if it does
     not exist, and start every node. Nodes already up are left alone. While one `up`
     runs (with --dashboard: until its Ctrl-C), another on the same directory refuses."""
     owner = TestnetOwner(directory)
-    try:
-        owner.acquire()
-    except TestnetError as exc:
-        raise Failure(str(exc)) from None
+    owner.acquire()
     try:
         _up_owned(directory, orgs=orgs, regions=regions, seed=seed, dashboard=dashboard,
                   watch_seconds=watch_seconds, as_json=as_json)
@@ -69,11 +82,7 @@ def _up_owned(directory: Path, *, orgs: int, regions: int, seed: int, dashboard:
     try:
         plan = testnet_up(directory, orgs=orgs, regions=regions, seed=seed,
                           progress=None if as_json else lambda m: err_console.print(m))
-    except TestnetError as exc:
-        if dashboard:
-            _stop(directory)
-        raise Failure(str(exc)) from None
-    except KeyboardInterrupt:
+    except (TestnetError, KeyboardInterrupt):
         if dashboard:
             _stop(directory)
         raise
@@ -107,9 +116,7 @@ def _stop(directory: Path) -> None:
 
 
 @testnet_group.command("status")
-@dir_option
-@json_option
-@user_errors
+@testnet_command()
 def status_cmd(directory: Path, as_json: bool) -> None:
     """Per node: state, ledger role and height, sync lag, peers, genes native/pending,
     conflicts, decisions (as many columns as the terminal is wide), then who leads each
@@ -128,22 +135,16 @@ def status_cmd(directory: Path, as_json: bool) -> None:
 
 
 @testnet_group.command("down")
-@dir_option
-@json_option
-@user_errors
+@testnet_command()
 def down_cmd(directory: Path, as_json: bool) -> None:
     """Stop every node cleanly (SIGTERM, then SIGKILL after a bounded wait)."""
     stopped = procs.stop_all(_plan(directory))
-    if as_json:
-        print_json({"stopped": stopped})
-    else:
-        console.print(f"stopped {len(stopped)} node(s)")
+    emit({"stopped": stopped}, as_json, f"stopped {len(stopped)} node(s)")
 
 
 @testnet_group.command("kill")
 @click.argument("node")
-@dir_option
-@user_errors
+@testnet_command(with_json=False)
 def kill_cmd(node: str, directory: Path) -> None:
     """SIGKILL one node (fault injection: nothing is flushed, nothing is said)."""
     plan = _plan(directory)
@@ -154,15 +155,11 @@ def kill_cmd(node: str, directory: Path) -> None:
 
 @testnet_group.command("start")
 @click.argument("node")
-@dir_option
-@user_errors
+@testnet_command(with_json=False)
 def start_cmd(node: str, directory: Path) -> None:
     """Start one node again (after kill or down)."""
     plan = _plan(directory)
-    try:
-        pid = procs.start_node(_node(plan, node), plan)
-    except TestnetError as exc:
-        raise Failure(str(exc)) from None
+    pid = procs.start_node(_node(plan, node), plan)
     console.print(f"{node} up, pid {pid}")
 
 
@@ -172,28 +169,21 @@ def start_cmd(node: str, directory: Path) -> None:
               help="The testnet's bootstrap-peers.toml (its directory holds the testnet).")
 @click.option("--org", default=None, help="Org of the new node (default: next name).")
 @click.option("--region", default=None, help="Region of the new node (default: round robin).")
-@json_option
-@user_errors
+@testnet_command(with_dir=False)
 def join_cmd(bootstrap: Path, org: str | None, region: str | None, as_json: bool) -> None:
     """Add a new node (home, key, config) to a running testnet and start it."""
     directory = bootstrap.parent
     if bootstrap.name != BOOTSTRAP_FILE:
         raise click.BadParameter(f"expected the testnet's {BOOTSTRAP_FILE}",
                                  param_hint="--bootstrap")
-    try:
-        node = testnet_join(directory, org=org, region=region)
-    except TestnetError as exc:
-        raise Failure(str(exc)) from None
-    if as_json:
-        print_json({"name": node.name, "peer_id": node.peer_id, "home": node.home})
-    else:
-        console.print(f"{node.name} ({node.org}, {node.region}) joined: {node.peer_id}")
+    node = testnet_join(directory, org=org, region=region)
+    emit({"name": node.name, "peer_id": node.peer_id, "home": node.home}, as_json,
+         f"{node.name} ({node.org}, {node.region}) joined: {node.peer_id}")
 
 
 @testnet_group.command("partition")
 @click.argument("spec", nargs=-1, required=True)
-@dir_option
-@user_errors
+@testnet_command(with_json=False)
 def partition_cmd(spec: tuple[str, ...], directory: Path) -> None:
     """Cut the network: `partition node-1,node-2 '|' node-3` puts node-1 and node-2 on one
     side and node-3 on the other (nodes not named form a group of their own). Each node
@@ -230,19 +220,15 @@ def _partition_sides(spec: tuple[str, ...]) -> list[list[str]]:
 
 
 @testnet_group.command("heal")
-@dir_option
-@user_errors
+@testnet_command(with_json=False)
 def heal_cmd(directory: Path) -> None:
     """Lift every partition (empty every node's deny list)."""
     procs.heal(_plan(directory))
     console.print("healed")
 
 
-def _node(plan: TestnetPlan, name: str):  # type: ignore[no-untyped-def]
-    try:
-        return plan.node(name)
-    except TestnetError as exc:
-        raise Failure(str(exc)) from None
+def _node(plan: TestnetPlan, name: str) -> NodePlan:
+    return plan.node(name)
 
 
 COMMANDS = [testnet_group]

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.control import ControlError, DaemonNotRunning, call, daemon_listening
@@ -37,6 +37,7 @@ LOCK_RETRY_S: Final = 0.25
 LOCK_WAIT_S: Final = 10.0
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 class DaemonUnreachable(ControlError):
@@ -132,3 +133,18 @@ def node_writer(home: Home, *, wait_s: float | None = None) -> Iterator[Writer]:
         finally:
             lock.release()
         return
+
+
+def write(home: Path | None, method: str, **params: Any) -> Any:
+    """Write operation `method` through the node's writer (`node_writer`: the daemon, or
+    this process under the home's lock) and its plain result: what most commands that
+    change the node do, in one call."""
+    with node_writer(Home.resolve(home)) as writer:
+        return writer.run(method, **params)
+
+
+def read(home: Path | None, query: Callable[..., T], *args: Any) -> T:
+    """`query(node, *args)` over the home's Cortex opened read-only here: reads need no
+    writer (LMDB readers run beside a daemon), so they never go through the daemon."""
+    with open_local(Home.resolve(home), readonly=True) as node:
+        return query(node, *args)

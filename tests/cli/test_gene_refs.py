@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
+from cli_runner import run_cli as run
 from gd_testkit import key_from_int
 
 from gd.cli.main import cli
@@ -16,12 +16,6 @@ from gd.genome.gene import gene_id_for
 
 HOT = {"domain": "turbofan", "name": "inspect-when-hot", "action": "inspect",
        "codons": [{"feature": "s11", "op": ">", "threshold": 47.6}]}
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 def twins(peer_id: str) -> tuple[str, str, str]:

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import run_cli as run
 from gd_testkit import key_from_int, make_gene
 
-from gd.cli.main import cli
 from gd.genome.errors import ValidationError
 from gd.genome.gene import Codon, Gene
 from gd.motors.domains import demo_genes, domain_names
@@ -25,12 +24,6 @@ from gd.motors.domains.gene_check import PackMismatch, check_gene
 GOOD = {"domain": "turbofan", "name": "inspect-when-hot",
         "codons": [{"feature": "s11", "op": ">", "threshold": 47.6}], "action": "inspect",
         "params": {"lead_cycles": 30, "crew": "two"}, "purpose": "avoid unplanned failure"}
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 @pytest.fixture

@@ -12,23 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import run_cli as run
 from gd_testkit import key_from_int, make_gene
 
 import gd.cli.output as output
-from gd.cli.main import cli
 from gd.genome.gene import GeneStatus
 from gd.node.store.cortex import Cortex
 from gd.node.store.policy_store import PolicyStore
 from gd.protocol.policy_rules import PeerInfo
 
 GLOBEX = key_from_int(2)
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 @pytest.fixture

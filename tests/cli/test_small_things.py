@@ -7,20 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import run_cli as run
 
 import gd.cli.output as output
-from gd.cli.main import cli
 from gd.motors.domains import get_domain
 
 GENE = {"domain": "turbofan", "name": "inspect-when-hot", "action": "inspect",
         "codons": [{"feature": "s11", "op": ">", "threshold": 40.0}]}
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    assert "Traceback" not in result.output
-    return result.exit_code, result.output
 
 
 def test_states_without_entity_or_time_are_numbered_by_row(
