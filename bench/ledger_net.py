@@ -26,7 +26,6 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -54,6 +53,7 @@ from gd.node.logging import configure_logging
 from gd.node.net.discovery import BootstrapPeer, render_bootstrap
 from gd.node.net.host import dialable_addrs
 from gd.node.store.cortex import Cortex
+from gd.testnet.procs import terminate_all
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 FAST_MESH = {"backoff_base_s": 0.2, "backoff_max_s": 1.0, "ping_interval_s": 5}
@@ -333,15 +333,7 @@ def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], cli
 
 
 def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate_all(procs, timeout_s=30)
 
 
 def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from gd.node.home import Home
@@ -180,3 +181,19 @@ def partition(plan: TestnetPlan, groups: list[list[NodePlan]]) -> None:
 def heal(plan: TestnetPlan) -> None:
     for node in plan.nodes:
         set_deny_list(node, set())
+
+
+def terminate_all(procs: Sequence[subprocess.Popen[bytes]],
+                  timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Stop processes we started and hold a `Popen` for (benchmarks, tests): SIGTERM to
+    every live one first, so they shut down in parallel, then wait for each; one still
+    running after `timeout_s` is killed. Every one is reaped (no <defunct> left)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -101,14 +101,7 @@ class Net:
             self.process()
             if not self.outbox:
                 return
-            msg = self.outbox.pop(0)
-            target = self.nodes.get(msg.to)
-            if target is None or self.blocked(msg):
-                continue
-            if drop is not None and drop(msg):
-                continue
-            self.trace.append(describe(msg))
-            target.step(msg)
+            self.deliver_one(drop)
         raise AssertionError("messages kept flowing")
 
     def deliver_until(self, done: Callable[[], bool], drop: Filter | None = None) -> None:
@@ -117,15 +110,18 @@ class Net:
             if done():
                 return
             assert self.outbox, "ran out of messages before the condition held"
-            msg = self.outbox.pop(0)
-            target = self.nodes.get(msg.to)
-            if target is None or self.blocked(msg):
-                continue
-            if drop is not None and drop(msg):
-                continue
-            self.trace.append(describe(msg))
-            target.step(msg)
+            self.deliver_one(drop)
         raise AssertionError("condition never held")
+
+    def deliver_one(self, drop: Filter | None) -> None:
+        """The oldest message to its node, unless the node is gone, the link is cut or
+        `drop` discards it (then it is lost, as on a real network)."""
+        msg = self.outbox.pop(0)
+        target = self.nodes.get(msg.to)
+        if target is None or self.blocked(msg) or (drop is not None and drop(msg)):
+            return
+        self.trace.append(describe(msg))
+        target.step(msg)
 
     def blocked(self, msg: RaftMessage) -> bool:
         return (msg.frm in self.isolated or msg.to in self.isolated

@@ -34,6 +34,19 @@ class Region(DaemonCluster):
         return await self.start_daemon(nursery, n, voters=voters, sync={"auto": False},
                                        boot=boot, on_ready=on_ready)
 
+    async def start_region(self, nursery: trio.Nursery, voters: Sequence[int] = (1, 2, 3), *,
+                           learners: Sequence[int] = (),
+                           on_ready: Callable[[Daemon], None] | None = None
+                           ) -> tuple[list[Daemon], Daemon]:
+        """Daemons `voters` then `learners`, each booting from those started before it,
+        connected to each other; and the voters' leader once they have elected one."""
+        ids = self.voter_ids(*voters)
+        ds: list[Daemon] = []
+        for n in (*voters, *learners):
+            ds.append(await self.start(nursery, n, ids, boot=ds, on_ready=on_ready))
+        await self.connected(*ds)
+        return ds, await self.leader(ds[:len(voters)])
+
     async def leader(self, daemons: Sequence[Daemon], timeout: float = 30.0) -> Daemon:
         box: list[Daemon] = []
 

@@ -180,12 +180,7 @@ async def test_concurrent_submissions_on_a_region_of_one_share_commits(region, n
 
 async def test_a_forged_statement_in_a_committed_entry_is_dropped_on_every_node(region,
                                                                                 nursery):
-    voters = region.voter_ids(1, 2, 3)
-    ds = []
-    for n in (1, 2, 3):
-        ds.append(await region.start(nursery, n, voters, boot=ds))
-    await region.connected(*ds)
-    leader = await region.leader(ds)
+    ds, leader = await region.start_region(nursery)
     # Submitted normally on node 2 (checked there, remembered, not checked again there).
     await ds[1].ledger.submit(statements(2, "first", 4), timeout_s=30)
     # A member proposes garbage straight into the log: one good, one forged statement.

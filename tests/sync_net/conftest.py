@@ -32,6 +32,14 @@ class Cluster(DaemonCluster):
         return await self.start_daemon(nursery, n, sync=sync, boot=boot,
                                        share_policy=allow_all if share_all else None)
 
+    async def manual_pair(self, nursery: trio.Nursery) -> tuple[Daemon, Daemon]:
+        """Nodes 1 and 2, sharing everything, syncing only when a test says (no timers
+        race its assertions), connected: the setup most sync tests start from."""
+        a = await self.start(nursery, 1, sync=MANUAL, share_all=True)
+        b = await self.start(nursery, 2, sync=MANUAL, share_all=True, boot=[a])
+        await self.connected(a, b)
+        return a, b
+
     # Helpers live here because tests import modules by path (no `from conftest`).
     SHARE_ALL = SHARE_ALL
     MANUAL = MANUAL

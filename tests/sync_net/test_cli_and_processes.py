@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from gd.cli.main import cli
 from gd.node.home import Home
 from gd.node.store.cortex import Cortex
 from gd.node.store.sync_store import SyncStore
+from gd.testnet.procs import terminate_all
 
 GD_NODE = Path(sys.executable).with_name("gd-node")
 
@@ -140,15 +140,8 @@ def test_two_gd_node_processes_converge_through_their_bootstrap_files(short_tmp)
                 count = sum(1 for _ in cortex.genes())
         assert count == 25
     finally:
+        terminate_all(procs)
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
             if p.stderr is not None:
                 p.stderr.close()
     assert [p.returncode for p in procs] == [0, 0]

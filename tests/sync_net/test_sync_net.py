@@ -60,9 +60,7 @@ async def test_three_daemons_converge_on_the_union(cluster):
 async def test_concurrent_edits_queue_on_both_sides_and_a_resolution_settles_both(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
-        await c.connected(a, b)
+        a, b = await c.manual_pair(nursery)
         gene = make_gene(K1, "shared")
         a.cortex.put_gene(gene)
         await a.sync.sync_now(b.peer_id)
@@ -128,9 +126,7 @@ async def test_interrupted_pull_resumes_without_resending_applied_batches(cluste
 async def test_tampered_gene_is_rejected_and_the_rest_of_the_batch_applies(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
-        await c.connected(a, b)
+        a, b = await c.manual_pair(nursery)
         genes = [make_gene(K1, f"g{i}") for i in range(10)]
         a.cortex.put_genes(genes)
         honest = a.sync.read_feed
@@ -169,9 +165,7 @@ async def test_default_policy_shares_nothing(cluster):
 async def test_receiver_acceptance_callback_refuses_genes(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
-        await c.connected(a, b)
+        a, b = await c.manual_pair(nursery)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(6)])
         b.sync.set_accept_policy(lambda sender, gene: gene.name != "g0")
         stats = await b.sync.pull(a.peer_id)
@@ -182,9 +176,7 @@ async def test_receiver_acceptance_callback_refuses_genes(cluster):
 async def test_anti_entropy_repairs_what_the_feed_missed(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
-        await c.connected(a, b)
+        a, b = await c.manual_pair(nursery)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(50)])
         await b.sync.pull(a.peer_id)
         missed = [make_gene(K1, f"missed{i}") for i in range(3)]
@@ -204,9 +196,7 @@ async def test_anti_entropy_repairs_what_the_feed_missed(cluster):
 async def test_a_feed_that_went_back_resets_the_checkpoint_and_schedules_repair(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
-        await c.connected(a, b)
+        a, b = await c.manual_pair(nursery)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(5)])
         b.cortex.set_checkpoint(a.peer_id, 1000)  # a was restored from an older backup
         await b.sync.pull(a.peer_id)
@@ -218,9 +208,7 @@ async def test_a_feed_that_went_back_resets_the_checkpoint_and_schedules_repair(
 async def test_sync_now_control_method_reports_both_directions(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync=c.MANUAL, share_all=True, boot=[a])
-        await c.connected(a, b)
+        a, b = await c.manual_pair(nursery)
         a.cortex.put_genes([make_gene(K1, f"a{i}") for i in range(20)])
         b.cortex.put_genes([make_gene(K2, f"b{i}") for i in range(7)])
         result = await trio.to_thread.run_sync(lambda: call(a.home, "sync_now"))
