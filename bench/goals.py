@@ -38,7 +38,10 @@ def measured(results: Path) -> list[tuple[str, str]]:
     out.append((f"{cold['seconds']:.1f} s ({cold['genes']} genes)", f"{cold['vs_local']} x "
                 f"local apply ({local['genes_per_s']} genes/s)") if cold and local
                else ("not run", ""))
-    out.append(("not measured: no script runs two gd-node processes yet", ""))
+    procs = _row(_load(results, "sync_processes").get("rows", []), "case", "cold sync")
+    out.append((f"{procs['seconds']:.1f} s ({procs['genes']} genes; both `share` commands "
+                f"{procs['share_s']:.1f} s of it)", f"first gene after {procs['first_gene_s']} s")
+               if procs else ("not run (bench/sync_processes.py)", ""))
     cortex = _load(results, "cortex").get("rows", [])
     e2e = _row(cortex, "metric", "sign + ingest")
     ingest = _row(cortex, "metric", "ingest signed")

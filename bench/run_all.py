@@ -24,10 +24,12 @@ sys.path.insert(0, str(HERE))
 from goals import table  # noqa: E402
 
 RESULTS = HERE / "results"
-BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync", "ledger_net",
+BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync", "sync_processes",
+              "ledger_net",
               "ledger_vs_etcd", "api")
 # Arguments that make a benchmark short enough for a smoke run (`--quick`).
-QUICK_ARGS = {"cortex": ["--genes", "10000"], "sync": ["--genes", "2000"]}
+QUICK_ARGS = {"cortex": ["--genes", "10000"], "sync": ["--genes", "2000"],
+              "sync_processes": ["--genes", "2000"]}
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
