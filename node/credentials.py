@@ -16,7 +16,6 @@ expired certificate does not (the node runs uncertified, and says so in its log)
 from __future__ import annotations
 
 import os
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from gd.genome.certificate import (
 )
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.config import ConfigError, NodeConfig, parse_trusted_orgs
 from gd.node.errors import BootstrapError
 from gd.node.home import private_dir, write_private_text
@@ -138,8 +138,9 @@ def own_certificate(home_root: Path, cfg: NodeConfig, key: NodeKey, now_ms: int
 
 def load_credentials(home_root: Path, cfg: NodeConfig, key: NodeKey,
                      bootstrap: Path | None, now_ms: int | None = None) -> NodeCredentials:
-    """Our certificate and every pinned org key (config, trusted-orgs.toml, bootstrap)."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    """Our certificate and every pinned org key (config, trusted-orgs.toml, bootstrap).
+    `now_ms` (the daemon's clock) decides whether our certificate has expired."""
+    now_ms = int(SYSTEM_CLOCK.wall() * 1000) if now_ms is None else now_ms
     certificate, note = own_certificate(home_root, cfg, key, now_ms)
     trust = cfg.trusted_orgs.merged(load_trusted_orgs(home_root))
     if bootstrap is not None:

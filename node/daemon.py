@@ -158,7 +158,8 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
     log = get_logger("gd.node").bind(peer_id=key.peer_id)
     boot_path = bootstrap if bootstrap is not None else cfg.resolve_bootstrap(home.root)
     boot_peers = load_bootstrap(boot_path) if boot_path is not None else []
-    credentials = load_credentials(home.root, cfg, key, boot_path)
+    credentials = load_credentials(home.root, cfg, key, boot_path,
+                                   now_ms=int(clock.wall() * 1000))
     if credentials.note:
         log.warning("node.certificate_unusable", note=credentials.note)
     check_api_config(cfg.api, home.root)
@@ -188,6 +189,8 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                     async with trio.open_nursery() as nursery:
                         control = ControlServer(home.control_socket, daemon.methods, log)
                         await nursery.start(control.serve)
+                        # Each peer's work lives here (node/net/lifetimes.py), first.
+                        await nursery.start(daemon.gate.lifetimes.run)
                         if metrics_server is not None:  # on this loop: see node/metrics.py
                             nursery.start_soon(metrics_server.serve)
                         if handle_signals and threading.current_thread() is threading.main_thread():
@@ -196,7 +199,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                                              tuple[Any, ...]]] = [
                             ("mesh", mesh_loop, (daemon.gate, nursery)),
                             ("discovery", discovery_loop, (daemon.gate,)),
-                            ("liveness", liveness_loop, (daemon.gate, nursery)),
+                            ("liveness", liveness_loop, (daemon.gate,)),
                             ("handshake-watchdog", daemon.gate.handshake_watchdog, ()),
                             ("relay", daemon.relay.run, ()),
                         ]

@@ -62,9 +62,10 @@ async def discovery_loop(gate: Gate) -> None:
         gate.log.debug("discovery.round", found=len(found))
 
 
-async def liveness_loop(gate: Gate, nursery: trio.Nursery) -> None:
+async def liveness_loop(gate: Gate) -> None:
     """Ping every connected peer each `[mesh] ping_interval_s`: RTT feeds its score, no
-    answer drops it (without a ban: it may be slow, not hostile)."""
+    answer drops it (without a ban: it may be slow, not hostile). Each probe runs in
+    the peer's lifetime (`Gate.spawn`): a peer that goes takes its probe with it."""
     async def probe(peer_id: str) -> None:
         rec = gate.table.get(peer_id)
         try:
@@ -82,4 +83,4 @@ async def liveness_loop(gate: Gate, nursery: trio.Nursery) -> None:
     while True:
         await trio.sleep(interval)
         for rec in gate.table.connected():
-            nursery.start_soon(gate.peer_task, rec.peer_id, probe, rec.peer_id)
+            gate.spawn(rec.peer_id, probe, rec.peer_id)

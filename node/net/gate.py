@@ -37,6 +37,7 @@ from gd.node.metrics import NodeMetrics
 from gd.node.net.denylist import save_deny_list
 from gd.node.net.discovery import Discovery
 from gd.node.net.host import peer_info, to_id
+from gd.node.net.lifetimes import PeerLifetimes
 from gd.node.net.mesh import MeshPlanner
 from gd.node.net.peers import LimitExceeded, PeerBudget, PeerRecord, PeerTable
 from gd.node.net.relay import RELAY_CAPABILITY, RelayService, is_circuit_addr
@@ -136,6 +137,8 @@ class Gate:
         self.unverified: dict[str, float] = {}
         self._verified: dict[str, trio.Event] = {}
         self._listeners: list[PeerListener] = []
+        # Each connected peer's work (`spawn`), cancelled when its connection goes.
+        self.lifetimes = PeerLifetimes(log, self._peer_failed)
         self._discover_now = trio.Event()
         self._new_addresses = True
         host.set_stream_handler(HANDSHAKE_PROTOCOL_ID, self._inbound_handshake)
@@ -197,6 +200,7 @@ class Gate:
             self.log.info("peer.disconnected", peer=peer_id)
             self.planner.disconnected(peer_id, self.clock.monotonic())
         self.table.disconnected(peer_id)
+        self.lifetimes.end(peer_id)
         self._verified.pop(peer_id, None)
         self.unverified.pop(peer_id, None)
         self.budgets.pop(peer_id, None)
@@ -205,9 +209,12 @@ class Gate:
             self._announce(PeerChange(peer_id, up=False))
 
     async def close_connection(self, peer_id: str) -> None:
-        with contextlib.suppress(Exception), trio.move_on_after(HANDSHAKE_TIMEOUT_S):
-            await self.host.disconnect(to_id(peer_id))
-        self.connection_closed(peer_id)
+        # Shielded (and bounded): a task of the peer's own lifetime may be the one
+        # dropping it, and its scope is cancelled half-way through the disconnect.
+        with trio.CancelScope(shield=True):
+            with contextlib.suppress(Exception), trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+                await self.host.disconnect(to_id(peer_id))
+            self.connection_closed(peer_id)
 
     async def handshake_watchdog(self) -> None:
         """Close connections whose peer has not handshaken within the deadline."""
@@ -270,6 +277,7 @@ class Gate:
             self.metrics.handshakes.labels(outcome="accepted").inc()
             self.table.verified(outcome.peer, self._known_addrs(remote), self.clock.wall())
             self.unverified.pop(remote, None)
+            self.lifetimes.begin(remote)
             self.planner.connected(remote)
             self.event_for(remote).set()
             with contextlib.suppress(Exception):
@@ -369,9 +377,15 @@ class Gate:
 
     # ---- per-peer work, scores, drops -------------------------------------------------
 
+    def spawn(self, peer_id: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run `fn(*args)` in the connected peer's lifetime (node/net/lifetimes.py): its
+        going cancels it, its failure drops only that peer. False if not connected."""
+        return self.lifetimes.spawn(peer_id, fn, *args)
+
     async def peer_task(self, peer_id: str, fn: Callable[..., Awaitable[Any]],
                         *args: Any) -> None:
-        """Work for one peer: a failure drops that peer, never the daemon."""
+        """Work about a peer that is not (yet) connected (dial, handshake, drop): a
+        failure drops that peer, never the daemon; the caller's nursery owns it."""
         await peer_task(self.log, peer_id, self._peer_failed, fn, *args)
 
     async def _peer_failed(self, peer_id: str, exc: BaseException) -> None:
@@ -439,9 +453,10 @@ class Gate:
             return
         self.metrics.streams.inc()
         fs = FramedStream(stream, max_frame_size=self.limits.max_frame_size, budget=budget,
-                          count_bytes=self.count_bytes(protocol_id))
+                          count_bytes=self.count_bytes(protocol_id), now=self.clock.monotonic)
         try:
-            await handler(fs, rec)
+            with self.lifetimes.scope(remote):  # the peer going cancels what it asked for
+                await handler(fs, rec)
         except StreamGone:
             return
         except RemoteProtocolError as exc:

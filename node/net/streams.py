@@ -12,7 +12,6 @@ boundary (the peer closed: `StreamGone`) or inside a frame (truncated: RemotePro
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -63,13 +62,17 @@ class FramedStream:
 
     def __init__(self, stream: INetStream, *, max_frame_size: int = MAX_FRAME_SIZE,
                  read_timeout_s: float = READ_TIMEOUT_S, budget: ByteBudget | None = None,
-                 count_bytes: ByteCounter | None = None) -> None:
+                 count_bytes: ByteCounter | None = None,
+                 now: Callable[[], float] | None = None) -> None:
+        if budget is not None and now is None:
+            raise ValueError("a FramedStream with a byte budget needs the clock (`now`)")
         self.stream = stream
         self.remote_peer_id: str = stream.muxed_conn.peer_id.to_base58()
         self._decoder = FrameDecoder(max_frame_size=max_frame_size)
         self._max_frame_size = max_frame_size
         self._timeout = read_timeout_s
         self._budget = budget
+        self._now = now  # the gate's monotonic clock: the budget refills on it
         self._count = count_bytes
         self.send_lock = trio.Lock()
 
@@ -107,8 +110,8 @@ class FramedStream:
             return None
         if self._count:
             self._count("in", len(data))
-        if self._budget is not None:
-            delay = self._budget.charge(len(data), time.monotonic())
+        if self._budget is not None and self._now is not None:
+            delay = self._budget.charge(len(data), self._now())
             if delay > 0:
                 await trio.sleep(delay)  # throttle: yamux's window then slows the sender
         return data

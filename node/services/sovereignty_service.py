@@ -52,7 +52,6 @@ from libp2p.custom_types import TProtocol
 
 from gd.genome.errors import ValidationError
 from gd.node.app.adaptation import AdaptationDesk
-from gd.node.net.peers import PeerRecord
 from gd.node.net.streams import StreamGone
 from gd.node.services.recorder import LedgerRecorder, Route
 from gd.node.services.sovereignty_delivery import AgreementDelivery, Delivered
@@ -72,12 +71,9 @@ from gd.protocol.sovereignty_anonymise import anonymisation_secret
 from gd.protocol.sync_frames import RECONCILE_PROTOCOL_ID
 
 if TYPE_CHECKING:
-    from gd.node.net.gate import Gate
+    from gd.node.net.gate import Gate, PeerChange
 
 AGREEMENTS_PROTOCOL_ID: Final = TProtocol(AGREEMENTS_ID)
-# The watcher looks for new peers this often (a set comparison; connection events will
-# replace it, issue 12 item 3). A grown audit log wakes it at once instead.
-WATCH_TICK_S: Final = 0.5
 
 
 class _SerialLedger:
@@ -109,7 +105,7 @@ class SovereigntyService:
         self.cortex = cortex
         self.key = gate.key
         self.log = gate.log.bind(component="sovereignty")
-        self.audit = AuditLog(self.cortex)
+        self.audit = AuditLog(self.cortex, clock=gate.clock)
         self.store = PolicyStore(self.cortex, self.key, org=gate.cfg.org,
                                  region=gate.cfg.region, audit=self.audit)
         # Approvals and agreements recorded inside the daemon go through the ledger
@@ -120,16 +116,14 @@ class SovereigntyService:
         self.secret = anonymisation_secret(self.key)
         self.forget = ForgetOutbox(self.cortex, self.audit, self.key, self.log)
         self.delivery = AgreementDelivery(self)
-        # peer -> the start of the session we met it in (a reconnect is a new meeting)
-        self._met: dict[str, float | None] = {}
         self._changed = trio.Event()
         self._audit_grew = True  # set on every audit append (and policy_changed)
-        self._nursery: trio.Nursery | None = None
         self.enforcing = not sync.policy_injected
         if self.enforcing:
             sync.set_view_factories(self.sender_view, self.receiver_view)
         gate.register_protocol(AGREEMENTS_PROTOCOL_ID, self.delivery.serve)
         gate.methods.add("policy_changed", self._control_policy_changed)
+        gate.on_peer(self._peer_changed)  # each new peer is met (and delivered to) at once
 
     # -- views -------------------------------------------------------------------------
 
@@ -193,43 +187,44 @@ class SovereigntyService:
 
         stop = audit_signal.listen(self.cortex, appended)
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await self.watch_audit_log(nursery)
+            await self.watch_audit_log()
         finally:
             stop()
 
-    async def watch_audit_log(self, nursery: trio.Nursery) -> None:
-        """Look at connections every `WATCH_TICK_S` and meet each new peer; when the
-        audit log grew (`policy_changed`, called on every append), queue tombstones for
-        new forgets and deliver every other connected peer's outbox."""
+    async def watch_audit_log(self) -> None:
+        """When the audit log grew (`policy_changed`, called on every append), queue
+        tombstones for new forgets and deliver every connected peer's outbox. New peers
+        are not looked for: the gate tells us of each (`_peer_changed`)."""
         self._audit_grew = True  # the first round catches up on what came before us
         while True:
-            with trio.move_on_after(WATCH_TICK_S):
-                await self._changed.wait()
+            await self._changed.wait()
             self._changed = trio.Event()
-            connected = {r.peer_id: r for r in self.gate.table.connected()}
-            self._met = {p: since for p, since in self._met.items() if p in connected}
-            fresh = [r for p, r in connected.items()
-                     if p not in self._met or self._met[p] != r.since]
-            for rec in fresh:
-                self._met[rec.peer_id] = rec.since
-                nursery.start_soon(self.guard_delivery, rec.peer_id, self._meet(rec))
             if not self._audit_grew:
                 continue
             self._audit_grew = False
             # Woken inside the appender's transaction: wait for its commit, then read.
             await trio.to_thread.run_sync(self.audit.settled_len)
             await trio.to_thread.run_sync(self.queue_tombstones)
-            for peer in connected.keys() - {r.peer_id for r in fresh}:
-                nursery.start_soon(self.guard_delivery, peer, self.deliver(peer))
+            for rec in self.gate.table.connected():
+                self.gate.spawn(rec.peer_id, self._deliver_guarded, rec.peer_id)
 
-    async def _meet(self, rec: PeerRecord) -> None:
-        info = self.peer_info(rec.peer_id)
-        proposed = await trio.to_thread.run_sync(self.store.set_peer, info)
-        self.log.info("sovereignty.peer", peer=rec.peer_id, org=info.org, region=info.region,
-                      proposed=proposed)
-        await self.deliver(rec.peer_id)
+    def _peer_changed(self, change: PeerChange) -> None:
+        """A peer handshook (every connection is a new meeting): meet it in its lifetime."""
+        if change.up:
+            self.gate.spawn(change.peer_id, self._meet, change.peer_id)
+
+    async def _meet(self, peer_id: str) -> None:
+        async def meet() -> None:
+            info = self.peer_info(peer_id)
+            proposed = await trio.to_thread.run_sync(self.store.set_peer, info)
+            self.log.info("sovereignty.peer", peer=peer_id, org=info.org,
+                          region=info.region, proposed=proposed)
+            await self.deliver(peer_id)
+
+        await self.guard_delivery(peer_id, meet())
+
+    async def _deliver_guarded(self, peer_id: str) -> None:
+        await self.guard_delivery(peer_id, self.deliver(peer_id))
 
     async def guard_delivery(self, peer: str, work: Awaitable[Any]) -> None:
         """A failed delivery is logged (and scored when it is the peer's fault: the one
@@ -250,5 +245,4 @@ class SovereigntyService:
         async def round_() -> None:
             await self.sync.guard_round(peer, RECONCILE_PROTOCOL_ID, self.sync.reconcile(peer))
 
-        if self._nursery is not None:
-            self._nursery.start_soon(round_)
+        self.gate.spawn(peer, round_)  # in the peer's lifetime: it ends if the peer goes

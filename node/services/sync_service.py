@@ -35,7 +35,7 @@ before compression; "wire" is every frame byte on our streams; overhead = wire -
 from __future__ import annotations
 
 import contextlib
-import time
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -71,15 +71,12 @@ from gd.protocol.sync_frames import RECONCILE_PROTOCOL_ID, SYNC_PROTOCOL_ID, Syn
 
 if TYPE_CHECKING:
     from gd.genome import Gene
-    from gd.node.net.gate import Gate
+    from gd.node.net.gate import Gate, PeerChange
 
 # The callers' names for what moved to the sync rooms (tests, benchmarks, the daemon).
 __all__ = ["RECONCILE_PROTOCOL_ID", "SYNC_PROTOCOL_ID", "RoundStats", "SyncService",
            "SyncSettings", "share_all", "sync_settings"]
 
-# The watcher notices new peers this often (a set comparison; 0.25 s keeps "on connect"
-# prompt); feed changes are announced to it, never polled for.
-WATCH_TICK_S: Final = 0.25
 # Opening a stream is ~9 ms on loopback; a peer that cannot open one in this long is gone.
 OPEN_TIMEOUT_S: Final = 10.0
 
@@ -99,7 +96,7 @@ class SyncService:
         self.gate = gate
         self.settings = settings or sync_settings(gate.cfg)
         self.cortex = cortex
-        self.store = SyncStore(self.cortex, clock=lambda: int(time.time()),
+        self.store = SyncStore(self.cortex, clock=lambda: int(gate.clock.wall()),
                                policy_for=conflict_policies(gate.cfg.domains),
                                local_peer=gate.peer_id)
         self.log = gate.log.bind(component="sync")
@@ -127,6 +124,7 @@ class SyncService:
         gate.register_protocol(RECONCILE_PROTOCOL_ID, self.repairer.serve_reconcile)
         gate.methods.add("sync_now", self.control.control_sync_now)
         gate.methods.add("conflicts_resolve", self.control.control_resolve)
+        gate.on_peer(self._peer_changed)  # each new peer is pulled from at once
         if self.policy_injected:
             self.log.warning("sync.share_policy_injected",
                              note="an in-process share policy replaces sovereignty")
@@ -204,54 +202,49 @@ class SyncService:
             self.verify_pool.close()
 
     async def watch_feed_head(self) -> None:
-        """Start each new peer's loop (connections are looked at every `WATCH_TICK_S`),
-        and hint every peer once the feed has changed and stayed quiet for
+        """Hint every connected peer once the feed has changed and stayed quiet for
         `debounce_s`. The feed head is read only when a writer inside the daemon says it
         moved (`notify_local_change`: the control socket's writes, the API, sync apply):
-        the CLI writes through the daemon, so there is nothing to poll for (ADR 0022)."""
-        async with trio.open_nursery() as nursery:
-            self._announced = await trio.to_thread.run_sync(lambda: self.cortex.last_seq)
-            changed_at: float | None = None
-            while True:
-                wait = WATCH_TICK_S
-                if changed_at is not None:  # wake when the debounce is over
-                    wait = min(wait, max(0.0, changed_at + self.settings.debounce_s
-                                         - trio.current_time()))
-                with trio.move_on_after(wait):
-                    await self._changed.wait()
-                if self._changed.is_set():
-                    self._changed = trio.Event()
-                    changed_at = trio.current_time()  # each change restarts the debounce
-                connected = {r.peer_id for r in self.gate.table.connected()}
-                self._track_peers(nursery, connected)
-                if not self.settings.auto:
-                    changed_at = None
-                    continue
-                if (changed_at is None
-                        or trio.current_time() - changed_at < self.settings.debounce_s):
-                    continue
+        the CLI writes through the daemon, so there is nothing to poll for (ADR 0022).
+        Peers are not polled either: the gate tells us of each (`_peer_changed`)."""
+        self._announced = await trio.to_thread.run_sync(lambda: self.cortex.last_seq)
+        changed_at: float | None = None
+        while True:
+            wait = math.inf
+            if changed_at is not None:  # wake when the debounce is over
+                wait = max(0.0, changed_at + self.settings.debounce_s - trio.current_time())
+            with trio.move_on_after(wait):
+                await self._changed.wait()
+            if self._changed.is_set():
+                self._changed = trio.Event()
+                changed_at = trio.current_time()  # each change restarts the debounce
+            if not self.settings.auto:
                 changed_at = None
-                head = await trio.to_thread.run_sync(lambda: self.cortex.last_seq)
-                if head != self._announced:
-                    self._announced = head
-                    for peer in connected:
-                        nursery.start_soon(self._send_hint, peer, head)
+                continue
+            if changed_at is None or trio.current_time() - changed_at < self.settings.debounce_s:
+                continue
+            changed_at = None
+            head = await trio.to_thread.run_sync(lambda: self.cortex.last_seq)
+            if head != self._announced:
+                self._announced = head
+                for rec in self.gate.table.connected():
+                    self.gate.spawn(rec.peer_id, self._send_hint, rec.peer_id, head)
 
-    def _track_peers(self, nursery: trio.Nursery, connected: set[str]) -> None:
-        for peer, st in list(self.peers.items()):
-            if peer not in connected and st.scope is not None:
+    def _peer_changed(self, change: PeerChange) -> None:
+        """A peer came (start its loop in its lifetime, pulling at once) or went (its
+        lifetime took the loop; forget its lag)."""
+        st = self.state(change.peer_id)
+        if not change.up:
+            if st.scope is not None:
                 st.scope.cancel()
                 st.scope = None
-                with contextlib.suppress(KeyError):
-                    self.metrics.sync_peer_lag.remove(peer)
-        if not self.settings.auto:
+            with contextlib.suppress(KeyError):
+                self.metrics.sync_peer_lag.remove(change.peer_id)
             return
-        for peer in connected:
-            st = self.state(peer)
-            if st.scope is None:
-                st.scope = trio.CancelScope()
-                st.wake.set()  # on connect
-                nursery.start_soon(self._peer_loop, peer, st, st.scope)
+        if self.settings.auto and st.scope is None:  # a second handshake: one loop
+            st.scope = trio.CancelScope()
+            st.wake.set()  # on connect
+            self.gate.spawn(change.peer_id, self._peer_loop, change.peer_id, st, st.scope)
 
     async def _peer_loop(self, peer: str, st: PeerSyncState, scope: trio.CancelScope) -> None:
         s = self.settings

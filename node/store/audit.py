@@ -26,15 +26,16 @@ import csv
 import io
 import json
 import struct
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
+from gd.crdt.clock import Clock
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.store import audit_signal
 from gd.node.store.cortex import Cortex
 from gd.node.store.lmdb_tables import Txn
@@ -67,10 +68,6 @@ class AuditKind:
 
 class AuditError(RuntimeError):
     """The audit log cannot be read or written (not a verification failure)."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -147,9 +144,10 @@ class AuditSink(Protocol):
 class AuditLog:
     """The hash-chained audit log in one Cortex sub-database."""
 
-    def __init__(self, cortex: Cortex) -> None:
+    def __init__(self, cortex: Cortex, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.cortex = cortex
         self.db = cortex.open_db(AUDIT_DB)
+        self.clock = clock  # stamps each record's time_ms (the daemon passes its own)
 
     # -- writing ------------------------------------------------------------------------
     def append_in(self, txn: Txn, kind: str, *, peer: str = "",
@@ -164,7 +162,8 @@ class AuditLog:
         if not isinstance(version_hash, bytes) or len(version_hash) not in (0, 32):
             raise ValidationError("version_hash", "expected 32 bytes or none")
         index, prev = self._tail(txn)
-        record = AuditRecord(index, now_ms() if time_ms is None else checks.uint(
+        now_ms = int(self.clock.wall() * 1000)
+        record = AuditRecord(index, now_ms if time_ms is None else checks.uint(
             "time_ms", time_ms), kind, peer, gene_id, version_hash, direction, rule,
             MappingProxyType(_detail(detail)), prev)
         digest = chain_hash(prev, record.body())

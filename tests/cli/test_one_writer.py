@@ -22,7 +22,6 @@ from gd.node.control_methods import ops
 from gd.node.home import Home
 from gd.node.local import initialise_home
 from gd.node.lock import PidLock, holder_pid
-from gd.node.services import sync_service
 from gd.node.services.sync_service import share_all
 from gd.node.store.cortex import Cortex
 
@@ -69,8 +68,8 @@ async def test_genes_import_goes_through_the_running_daemon_and_reaches_a_peer_b
             st = b.sync.state(a.peer_id)
             await c.until(lambda: not st.wake.is_set() and not st.pull_lock.locked())
             await trio.sleep(1.0)  # the pull on connect (empty feed) is over: none pending
-            # From here the watcher never wakes on a timer: only a notification moves it.
-            monkeypatch.setattr(sync_service, "WATCH_TICK_S", 3600.0)
+            # The watcher has no timer (peers come as gate events): only a notification
+            # moves it.
 
             def no_local_write(*args: object, **kwargs: object) -> None:
                 raise AssertionError("the CLI opened the Cortex beside a running daemon")

@@ -12,7 +12,6 @@ from gd_testkit import key_from_int
 
 from gd.node.config import NodeConfig
 from gd.node.local import initialise_home
-from gd.node.services import sovereignty_service
 from gd.node.store import audit_signal
 from gd.node.store.audit import AuditKind, AuditLog
 
@@ -38,8 +37,7 @@ async def test_an_audit_append_in_a_worker_thread_wakes_the_sovereignty_service_
                 return real()
 
             monkeypatch.setattr(a.sovereignty, "queue_tombstones", counted)
-            # From here the watcher's timer is an hour: only a wake-up moves it.
-            monkeypatch.setattr(sovereignty_service, "WATCH_TICK_S", 3600.0)
+            # The watcher has no timer (peers come as gate events): only a wake-up moves it.
             await trio.sleep(1.0)  # the current half-second wait runs out
             before = len(calls)
             await trio.sleep(1.0)
