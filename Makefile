@@ -94,7 +94,7 @@ bench: venv
 	$(BIN)/python bench/run_all.py
 
 sim: venv
-	SEEDS=$(SEEDS) $(BIN)/pytest tests/sim -q
+	SEEDS=$(SEEDS) SERVICE_SEEDS=$(SEEDS) $(BIN)/pytest tests/sim -q
 
 validate: venv
 	$(BIN)/python bench/validate_cmapss.py ../shared/data/cmapss
