@@ -27,8 +27,9 @@ import csv
 import io
 import json
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,30 @@ from gd.genome.gene import Codon, Gene, GeneStatus, gene_id_for
 from gd.genome.identity import NodeKey
 from gd.genome.synapse import Synapse
 from gd.motors.domains.gene_check import check_gene
+from gd.node.app.sign_pool import (
+    LineJob,
+    LineResult,
+    SignedLine,
+    SignPool,
+    StoredVersion,
+    line_text,
+)
 from gd.node.clock import hlc_now
 from gd.node.store.cortex import Cortex, CortexError
+from gd.node.store.cortex_genes import GeneVersion
 
 DEFAULT_BATCH = 1000
+# Below this file size `genes import` signs in its own process: starting a pool of
+# workers (~0.5 s) costs more than it saves for ~1,000 lines.
+POOL_MIN_BYTES = 256 * 1024
 # A line longer than this is refused before parsing: a gene is a few KiB at most.
 MAX_LINE_BYTES = 256 * 1024
 CSV_COLUMNS = ("domain", "name", "codons", "action", "params", "purpose")
 _FIELDS = {"domain", "name", "codons", "action", "params", "purpose", "synapses", "id"}
+
+
+class ImportInterrupted(CortexError):
+    """The signing workers died (killed, out of memory): whole batches stay stored."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +143,11 @@ def parse_codon_text(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def iter_specs(path: Path) -> Iterator[GeneSpec | tuple[int, str]]:
-    """Parsed lines of a JSONL or CSV file: a GeneSpec, or (line number, reason)."""
+def iter_raw(path: Path) -> Iterator[tuple[int, bytes | str]]:
+    """The records of a JSONL or CSV file as (line number, JSON text of the record), or
+    (line number, reason) for a line refused before parsing. A CSV row becomes the JSON
+    text of its mapping, so both formats are parsed and checked by `parse_line` (in this
+    process or in a `SignPool` worker)."""
     fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl"
     with path.open("rb") as handle:
         if fmt == "jsonl":
@@ -138,14 +158,7 @@ def iter_specs(path: Path) -> Iterator[GeneSpec | tuple[int, str]]:
                 text = raw.strip()
                 if not text or text.startswith(b"#"):
                     continue
-                try:
-                    yield spec_from_mapping(json.loads(text), number)
-                except json.JSONDecodeError as exc:
-                    yield number, f"not valid JSON: {exc.msg} (column {exc.colno})"
-                except UnicodeDecodeError:
-                    yield number, "not valid UTF-8"
-                except ValidationError as exc:
-                    yield number, str(exc)
+                yield number, text
             return
         text_handle = io.TextIOWrapper(handle, encoding="utf-8", newline="")
         reader = csv.DictReader(text_handle)
@@ -169,13 +182,31 @@ def iter_specs(path: Path) -> Iterator[GeneSpec | tuple[int, str]]:
                         "action": row["action"], "params": params,
                         "purpose": row.get("purpose") or "",
                     }
-                    yield spec_from_mapping(mapping, number)
+                    yield number, line_text(mapping)
                 except json.JSONDecodeError as exc:
                     yield number, f"params: not a JSON object: {exc.msg}"
                 except ValidationError as exc:
                     yield number, str(exc)
         except (UnicodeDecodeError, csv.Error) as exc:
             yield reader.line_num, f"unreadable CSV: {exc}"
+
+
+def parse_line(number: int, text: bytes) -> GeneSpec | tuple[int, str]:
+    """One record's JSON text as a checked GeneSpec, or (line number, reason)."""
+    try:
+        return spec_from_mapping(json.loads(text), number)
+    except json.JSONDecodeError as exc:
+        return number, f"not valid JSON: {exc.msg} (column {exc.colno})"
+    except UnicodeDecodeError:
+        return number, "not valid UTF-8"
+    except ValidationError as exc:
+        return number, str(exc)
+
+
+def iter_specs(path: Path) -> Iterator[GeneSpec | tuple[int, str]]:
+    """Parsed lines of a JSONL or CSV file: a GeneSpec, or (line number, reason)."""
+    for number, item in iter_raw(path):
+        yield (number, item) if isinstance(item, str) else parse_line(number, item)
 
 
 def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int,
@@ -194,26 +225,20 @@ def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int,
                            action=spec.action, params=spec.params, purpose=spec.purpose)
 
 
-def _workers() -> int:
+def _signing_processes(path: Path, workers: int | None) -> int:
+    """How many processes sign: `workers` if given; else one per core for a file big
+    enough to repay starting them (~0.5 s), and none (sign here) below that."""
+    if workers is not None:
+        return max(1, workers)
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-_Todo = tuple[GeneSpec, "Gene | None", int, "int | None"]
-
-
-def _build_chunk(key: NodeKey, todo: list[_Todo]) -> list[Gene | ValidationError | None]:
-    """Build and sign a contiguous run of lines (a worker thread: Ed25519 signing in
-    pynacl releases the GIL, so chunks sign on all cores at once)."""
-    out: list[Gene | ValidationError | None] = []
-    for spec, existing, stamp, next_version in todo:
-        try:
-            out.append(build_gene(spec, key, existing, stamp, next_version))
-        except ValidationError as exc:
-            out.append(exc)
-    return out
+        cores = max(1, os.cpu_count() or 1)
+    try:
+        big = path.stat().st_size >= POOL_MIN_BYTES
+    except OSError:
+        big = False  # the reader reports the unreadable file
+    return cores if cores > 1 and big else 1
 
 
 def import_genes(
@@ -228,74 +253,123 @@ def import_genes(
 ) -> ImportReport:
     """Import a file; `progress(lines_done)` is called after each batch.
 
-    Lines are read and checked in order; each batch's genes are built and signed on
-    `workers` threads (default: one per core), then stored in one transaction."""
+    With more than one worker (by default for big files) the lines are parsed, checked
+    and signed as new genes by a `SignPool` of processes a window ahead of this thread,
+    which decides new or known in line order and writes each batch in one transaction
+    while the workers sign the next. A known gene's edit is built and signed here."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    workers = workers or _workers()
+    processes = _signing_processes(path, workers)
     report = ImportReport()
     pending_synapses: list[tuple[GeneSpec, str]] = []
-    todo: list[_Todo] = []
+    batch: list[tuple[GeneVersion, bool, GeneSpec | None]] = []
     in_batch: set[str] = set()
     lines = 0
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="gd-import") if workers > 1 \
-        else None
-
-    def build_all() -> list[Gene | ValidationError | None]:
-        if pool is None or len(todo) < 2 * workers:
-            return _build_chunk(key, todo)
-        size = -(-len(todo) // workers)
-        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        return [g for part in pool.map(lambda c: _build_chunk(key, c), chunks) for g in part]
 
     def flush() -> None:
-        batch: list[tuple[GeneSpec, Gene, bool]] = []
-        for (spec, existing, _, _), gene in zip(todo, build_all(), strict=True):
-            if isinstance(gene, ValidationError):
-                report.rejected.append((spec.line, str(gene)))
-            elif gene is None:  # only an existing gene is unchanged
-                assert existing is not None
-                report.unchanged += 1
-                if spec.synapses:
-                    pending_synapses.append((spec, existing.id))
-            else:
-                if status != GeneStatus.NATIVE:
-                    gene = gene.with_local(status=status)
-                batch.append((spec, gene, existing is None))
-        todo.clear()
-        in_batch.clear()
         if batch:
-            cortex.put_genes([g for _, g, _ in batch])
-            for spec, gene, is_new in batch:
+            cortex.put_genes([version for version, _, _ in batch])
+            for version, is_new, spec in batch:
                 if is_new:
                     report.added += 1
                 else:
                     report.updated += 1
-                if spec.synapses:
-                    pending_synapses.append((spec, gene.id))
+                if spec is not None:
+                    pending_synapses.append((spec, version.id))
+        batch.clear()
+        in_batch.clear()
         if progress:
             progress(lines)
 
-    try:
-        for item in iter_specs(path):
-            lines += 1
-            if isinstance(item, tuple):
-                report.rejected.append(item)
-                continue
-            spec = item
+    def take(number: int, text: bytes, stamp: int, signed: SignedLine | None) -> None:
+        spec = None if signed is not None else parse_line(number, text)
+        if isinstance(spec, tuple):
+            report.rejected.append(spec)
+            return
+        if signed is not None:
+            gene_id = signed.id
+        else:
+            assert spec is not None
             gene_id = spec.gene_id or gene_id_for(key.peer_id, spec.domain, spec.name)
-            if gene_id in in_batch:
-                flush()  # a later line edits a gene of this batch: store the earlier first
-            existing = cortex.get_gene(gene_id)
-            todo.append((spec, existing, hlc_now(),
-                         cortex.next_version(gene_id) if existing else None))
-            in_batch.add(gene_id)
-            if len(todo) >= batch_size:
+        if gene_id in in_batch:
+            flush()  # a later line edits a gene of this batch: store the earlier first
+        existing = cortex.get_gene(gene_id)
+        in_batch.add(gene_id)
+        if existing is None and signed is not None:
+            wants = parse_line(number, text) if signed.has_synapses else None
+            batch.append((StoredVersion(gene_id, 1, signed.domain, signed.origin,
+                                        signed.wire_bytes, signed.version_hash, status),
+                          True, wants if isinstance(wants, GeneSpec) else None))
+            return
+        if spec is None:  # signed as new by a worker, but the gene is known: edit it here
+            spec = parse_line(number, text)
+            assert isinstance(spec, GeneSpec)  # the worker accepted the same text
+        try:
+            gene = build_gene(spec, key, existing, stamp,
+                              cortex.next_version(gene_id) if existing else None)
+        except ValidationError as exc:
+            report.rejected.append((spec.line, str(exc)))
+            return
+        if gene is None:  # only an existing gene is unchanged
+            assert existing is not None
+            report.unchanged += 1
+            if spec.synapses:
+                pending_synapses.append((spec, existing.id))
+            return
+        if status != GeneStatus.NATIVE:
+            gene = gene.with_local(status=status)
+        batch.append((gene, existing is None, spec if spec.synapses else None))
+
+    def stream(pool: SignPool | None) -> Iterator[tuple[int, bytes | str, int,
+                                                         LineResult | None]]:
+        """Every record in file order with its stamp and, with a pool, its worker's
+        result (refused-before-parsing records carry None)."""
+        if pool is None:
+            for number, item in iter_raw(path):
+                yield number, item, hlc_now(), None
+            return
+        held: deque[tuple[int, bytes | str, int]] = deque()  # read, not yet taken
+
+        def jobs() -> Iterator[LineJob]:
+            for number, item in iter_raw(path):
+                stamp = hlc_now()
+                held.append((number, item, stamp))
+                if isinstance(item, bytes):
+                    yield number, item, stamp
+
+        for result in pool.results(jobs()):
+            number, item, stamp = held.popleft()
+            while isinstance(item, str):
+                yield number, item, stamp, None
+                number, item, stamp = held.popleft()
+            yield number, item, stamp, result
+        while held:
+            yield (*held.popleft(), None)
+
+    def run(pool: SignPool | None) -> None:
+        nonlocal lines
+        for number, item, stamp, result in stream(pool):
+            lines += 1
+            if isinstance(item, str):
+                report.rejected.append((number, item))
+            elif isinstance(result, tuple):
+                report.rejected.append(result)
+            else:
+                take(number, item, stamp, result)
+            if len(in_batch) >= batch_size:
                 flush()
-        flush()
-    finally:
-        if pool is not None:
-            pool.shutdown()
+
+    if processes > 1:
+        try:
+            with SignPool(key, processes) as pool:
+                run(pool)
+        except BrokenProcessPool:
+            raise ImportInterrupted(
+                f"a signing worker stopped at line {lines}: the lines before the last "
+                "batch are stored; run the import again to continue") from None
+    else:
+        run(None)
+    flush()
     for spec, gene_id in pending_synapses:
         for i, raw in enumerate(spec.synapses):
             try:

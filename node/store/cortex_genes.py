@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
@@ -28,7 +28,16 @@ from gd.node.store.cortex_env import (
     VersionConflict,
     must_get,
 )
-from gd.node.store.lmdb_tables import SEP, U64, Txn, get_u64, join_key, prefix_keys
+from gd.node.store.lmdb_tables import (
+    SEP,
+    U64,
+    GatheredWrites,
+    TableWrites,
+    Txn,
+    get_u64,
+    join_key,
+    prefix_keys,
+)
 
 CHANGE_SEQ_KEY = b"change_seq"
 
@@ -49,7 +58,32 @@ class Change:
                 "vhash": self.vhash}
 
 
-def head_record(gene: Gene) -> bytes:
+class GeneVersion(Protocol):
+    """What the Cortex writes of a gene version: a `Gene`, or the bytes a signer already
+    produced with the fields the head and indexes repeat (`gd.node.app.sign_pool`), so
+    an import stores them without rebuilding or re-encoding a gene."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def origin(self) -> str: ...
+    @property
+    def status(self) -> GeneStatus: ...
+    @property
+    def successes(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def wire_bytes(self) -> bytes: ...
+    @property
+    def version_hash(self) -> bytes: ...
+
+
+def head_record(gene: GeneVersion) -> bytes:
     """The head record: which version is current plus this node's local view of the gene.
     The signed body lives once, in `gene_versions`; domain and origin are repeated here
     so re-indexing on an update needs no decode of the old body."""
@@ -98,64 +132,11 @@ class _ChangeSeq:
             self._txn.put(CHANGE_SEQ_KEY, U64.pack(self.value), db=self._db)
 
 
-def change_record(op: str, gene: Gene) -> bytes:
+def change_record(op: str, gene: GeneVersion) -> bytes:
     """The stored value of a feed entry (`Change.to_plain` without the seq, which is the
     key), encoded straight from the gene's fields."""
     return canonical.encode_plain({"id": gene.id, "kind": "gene", "op": op,
                                    "version": gene.version, "vhash": gene.version_hash})
-
-
-class _DirectWrites:
-    """Writes of one gene put straight into the transaction, in call order."""
-
-    __slots__ = ("_dbs", "txn")
-
-    def __init__(self, txn: Txn, dbs: dict[str, Any]) -> None:
-        self.txn, self._dbs = txn, dbs
-
-    def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
-        self.txn.put(key, value, db=self._dbs[table], append=append)
-
-    def delete(self, table: str, key: bytes) -> None:
-        self.txn.delete(key, db=self._dbs[table])
-
-    def flush(self) -> None:
-        """Nothing is held back."""
-
-
-class _BatchWrites(_DirectWrites):
-    """Writes of a batch of genes with distinct ids, gathered and then put table by table:
-    deletions first (they only remove a gene's own old index keys, which its new keys may
-    equal), then each table's puts in key order with one `putmulti` (neighbouring keys
-    land on the same pages, and one C call replaces a Python call per record). The feed's
-    puts keep their order and append. The records are the ones `_DirectWrites` would have
-    written: no gene of the batch reads a key another writes (`CortexGenes.put_genes`)."""
-
-    __slots__ = ("_deletes", "_puts")
-
-    def __init__(self, txn: Txn, dbs: dict[str, Any]) -> None:
-        super().__init__(txn, dbs)
-        self._puts: dict[str, list[tuple[bytes, bytes]]] = {}
-        self._deletes: list[tuple[str, bytes]] = []
-
-    def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
-        self._puts.setdefault(table, []).append((key, value))
-
-    def delete(self, table: str, key: bytes) -> None:
-        self._deletes.append((table, key))
-
-    def flush(self) -> None:
-        for table, key in self._deletes:
-            self.txn.delete(key, db=self._dbs[table])
-        for table, items in self._puts.items():
-            cursor = self.txn.cursor(db=self._dbs[table])
-            if table == "changes":  # numbered in batch order: already sorted, appended
-                cursor.putmulti(items, append=True)
-            else:
-                items.sort()
-                cursor.putmulti(items)
-        self._puts.clear()
-        self._deletes.clear()
 
 
 def _index_keys(gene_id: bytes, domain: str, status: str,
@@ -167,13 +148,13 @@ def _index_keys(gene_id: bytes, domain: str, status: str,
             ("idx_origin", origin.encode() + SEP + gene_id))
 
 
-def _index(w: _DirectWrites, gene_id: bytes, domain: str, status: str,
+def _index(w: TableWrites, gene_id: bytes, domain: str, status: str,
            origin: str) -> None:
     for table, key in _index_keys(gene_id, domain, status, origin):
         w.put(table, key, b"")
 
 
-def _unindex(w: _DirectWrites, gene_id: bytes, domain: str, status: str,
+def _unindex(w: TableWrites, gene_id: bytes, domain: str, status: str,
              origin: str) -> None:
     for table, key in _index_keys(gene_id, domain, status, origin):
         w.delete(table, key)
@@ -188,12 +169,12 @@ class CortexGenes(CortexEnv):
         number, or None if this exact version and local state were already stored."""
         return self.put_genes([gene])[0]
 
-    def put_genes(self, genes: Iterable[Gene]) -> list[int | None]:
+    def put_genes(self, genes: Iterable[GeneVersion]) -> list[int | None]:
         """Store a batch in ONE transaction (all or nothing); see `put_gene`.
 
         When every gene of the batch has its own id (an import batch, a bench batch),
         no gene reads what another writes, so the writes are gathered and put table by
-        table in key order (`_BatchWrites`): the same records as gene-by-gene puts, in a
+        table in key order (`GatheredWrites`): the same records as gene-by-gene puts, in a
         fraction of the B-tree work. A batch naming one id twice is stored in order."""
         batch = list(genes)
         distinct = len({g.id for g in batch}) == len(batch)
@@ -202,7 +183,7 @@ class CortexGenes(CortexEnv):
             # The change counter is read once and written once per batch, and the feed's
             # keys only grow, so they are appended (no B-tree search per gene).
             seq = _ChangeSeq(txn, self._dbs["meta"])
-            writes = _BatchWrites(txn, self._dbs) if distinct else _DirectWrites(txn, self._dbs)
+            writes = GatheredWrites(txn, self._dbs) if distinct else TableWrites(txn, self._dbs)
             out = [self._put_gene(txn, g, seq=seq, writes=writes) for g in batch]
             writes.flush()
             seq.store()
@@ -227,14 +208,14 @@ class CortexGenes(CortexEnv):
     def set_checkpoint_in(self, txn: Txn, peer_id: str, seq: int) -> None:
         txn.put(peer_id.encode(), U64.pack(seq), db=self._dbs["checkpoints"])
 
-    def _put_gene(self, txn: Txn, gene: Gene, *, supersede: bool = False,
+    def _put_gene(self, txn: Txn, gene: GeneVersion, *, supersede: bool = False,
                   seq: _ChangeSeq | None = None,
-                  writes: _DirectWrites | None = None) -> int | None:
+                  writes: TableWrites | None = None) -> int | None:
         # Reads go to `txn`; writes through `writes` (straight to `txn` unless a batch
         # gathers them). Only this gene's own keys are read, so a gathered batch of
         # distinct ids reads what a gene-by-gene batch would.
         d = self._dbs
-        w = writes if writes is not None else _DirectWrites(txn, d)
+        w = writes if writes is not None else TableWrites(txn, d)
         gid = gene.id.encode()
         vkey = _version_key(gene.id, gene.version)
         wire = gene.wire_bytes
@@ -285,7 +266,7 @@ class CortexGenes(CortexEnv):
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=head.status,
                                 successes=head.successes, failures=head.failures)
 
-    def _append_change(self, w: _DirectWrites, op: str, gene: Gene,
+    def _append_change(self, w: TableWrites, op: str, gene: GeneVersion,
                        batch_seq: _ChangeSeq | None = None) -> int:
         # A batch's counter appends (its keys only grow); a lone change reads and stores
         # the counter itself and puts without `append`, as it always did.
@@ -349,7 +330,7 @@ class CortexGenes(CortexEnv):
             if raw is None:
                 return None
             gene = self._load(txn, gene_id.encode(), raw)
-            _unindex(_DirectWrites(txn, d), gene_id.encode(), gene.domain, str(gene.status),
+            _unindex(TableWrites(txn, d), gene_id.encode(), gene.domain, str(gene.status),
                      gene.origin)
             txn.delete(gene_id.encode(), db=d["genes"])
             prefix = gene_id.encode() + SEP
@@ -363,7 +344,7 @@ class CortexGenes(CortexEnv):
                     _, kind, other = key.split(SEP)
                     txn.delete(key, db=d[fwd])
                     txn.delete(join_key(other, kind, gene_id.encode()), db=d[rev])
-            return self._append_change(_DirectWrites(txn, d), "delete", gene)
+            return self._append_change(TableWrites(txn, d), "delete", gene)
 
         return self.write(run)
 
@@ -377,7 +358,7 @@ class CortexGenes(CortexEnv):
                 raise UnknownGene(f"no gene {gene_id!r} in this Cortex")
             old = self._load(txn, gene_id.encode(), raw)
             new = old.with_local(status=status)
-            w = _DirectWrites(txn, self._dbs)
+            w = TableWrites(txn, self._dbs)
             gid = gene_id.encode()
             _unindex(w, gid, old.domain, str(old.status), old.origin)
             w.put("genes", gid, head_record(new))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any, Final, TypeAlias
 
 import lmdb
@@ -72,3 +73,63 @@ def get_u64(txn: Txn, db: Any, key: bytes) -> int:
 
 def put_u64(txn: Txn, db: Any, key: bytes, value: int) -> None:
     txn.put(key, U64.pack(value), db=db)
+
+
+class TableWrites:
+    """Puts and deletes by table name, straight into the transaction in call order."""
+
+    __slots__ = ("_dbs", "txn")
+
+    def __init__(self, txn: Txn, dbs: dict[str, Any]) -> None:
+        self.txn, self._dbs = txn, dbs
+
+    def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
+        self.txn.put(key, value, db=self._dbs[table], append=append)
+
+    def delete(self, table: str, key: bytes) -> None:
+        self.txn.delete(key, db=self._dbs[table])
+
+    def flush(self) -> None:
+        """Nothing is held back."""
+
+
+class GatheredWrites(TableWrites):
+    """Puts and deletes gathered, then written table by table at `flush`: deletions
+    first, then each table's puts in key order with one `putmulti` (neighbouring keys land
+    on the same pages, and one C call replaces a Python call per record); puts made with
+    `append=True` keep their order and append.
+
+    Same records as `TableWrites` only when no key is put and then deleted, and nothing
+    reads through the transaction what was gathered: the caller's
+    promise (`CortexGenes.put_genes` gathers only batches of distinct gene ids, each of
+    which deletes and puts only its own keys)."""
+
+    __slots__ = ("_appended", "_deletes", "_puts")
+
+    def __init__(self, txn: Txn, dbs: dict[str, Any]) -> None:
+        super().__init__(txn, dbs)
+        self._puts: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._deletes: list[tuple[str, bytes]] = []
+        self._appended: set[str] = set()
+
+    def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
+        if append:
+            self._appended.add(table)
+        self._puts.setdefault(table, []).append((key, value))
+
+    def delete(self, table: str, key: bytes) -> None:
+        self._deletes.append((table, key))
+
+    def flush(self) -> None:
+        for table, key in self._deletes:
+            self.txn.delete(key, db=self._dbs[table])
+        for table, items in self._puts.items():
+            cursor = self.txn.cursor(db=self._dbs[table])
+            if table in self._appended:
+                cursor.putmulti(items, append=True)
+            else:
+                items.sort(key=itemgetter(0))  # stable: a key put twice keeps its last
+                cursor.putmulti(items)
+        self._puts.clear()
+        self._deletes.clear()
+        self._appended.clear()
