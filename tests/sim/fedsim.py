@@ -1296,6 +1296,12 @@ class Simulation:
                 for _, gene in self.shown(a, b.info).values():
                     if not accept.allowed_to_receive(gene, a.peer, a.org, a.region).allowed:
                         continue
+                    if gene.origin == b.peer and b.cortex.get_gene(gene.id) is None:
+                        # A peer's edit of a form derived for it (anonymised, re-scoped):
+                        # its origin never held that id and refuses a gene "of its own"
+                        # it did not author (`refusal_against`). Seed 241.
+                        self.stats["derived_edits_not_returned"] += 1
+                        continue
                     self.account(b, gene, a)
                     head = a.cortex.get_gene(gene.id)
                     if head is not None and head.version_hash == gene.version_hash:

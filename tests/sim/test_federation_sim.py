@@ -157,3 +157,11 @@ def test_an_old_acknowledgement_never_deletes_a_newer_proposal(seed: int) -> Non
     """Outbox numbers once restarted at 1 when the outbox drained, so a late "delivered up
     to n" deleted a newer proposal (often a revoke) that reused a number."""
     fedsim.run(seed)
+
+
+def test_a_forwarders_edit_of_a_derived_gene_stays_away_from_its_origin() -> None:
+    """Seed 241 (by design, docs/simulation.md "Also observed"): a peer edited a gene
+    derived for it; the origin never held that id and refuses a version "of its own" it
+    did not author, so the edit never returns. The convergence check counts it."""
+    result = fedsim.run(241)
+    assert result.stats["derived_edits_not_returned"] > 0
