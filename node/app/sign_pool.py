@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -37,6 +40,8 @@ CHUNK_LINES = 250
 # Tasks in flight per worker: one being signed, one queued, so no worker idles while the
 # writer collects; bounded so a huge file is never all in memory at once.
 AHEAD_PER_WORKER = 2
+# How often a worker checks that the importing process still lives.
+PARENT_CHECK_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +80,19 @@ LineJob = tuple[int, bytes, int]
 _KEY: NodeKey | None = None
 
 
-def _start_worker(seed: bytes) -> None:
+def _start_worker(seed: bytes, parent: int) -> None:
     global _KEY
     _KEY = NodeKey.from_seed(seed)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="gd-sign-parent-watch").start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once the importing process is gone (SIGKILL, crash): an idle
+    worker blocks on its task pipe and would otherwise outlive it, holding the key."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
 
 
 def sign_lines(jobs: list[LineJob]) -> list[LineResult]:
@@ -116,7 +131,7 @@ class SignPool:
         # a forked child of a threaded process may inherit a held lock.
         self._pool = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker, initargs=(key.seed,))
+            initializer=_start_worker, initargs=(key.seed, os.getpid()))
 
     def results(self, jobs: Iterable[LineJob]) -> Iterator[LineResult]:
         """Each job's result, in job order; at most `workers * AHEAD_PER_WORKER` chunks

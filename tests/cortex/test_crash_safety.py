@@ -199,6 +199,26 @@ IMPORT_LINES = 12_000
 IMPORT_BATCH = 1_000
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of `pid` (Linux /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie waiting for its reaper has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def test_sigkill_of_gd_node_genes_import_keeps_whole_batches(home: Home, tmp_path: Path
                                                               ) -> None:
     names = [f"imp-{i:05d}" for i in range(IMPORT_LINES)]
@@ -223,6 +243,7 @@ def test_sigkill_of_gd_node_genes_import_keeps_whole_batches(home: Home, tmp_pat
             with Cortex.open(home.cortex_path, readonly=True) as cortex:
                 seen = cortex.stats().genes
             time.sleep(0.02)
+        workers = child_pids(proc.pid)  # the signing pool, when this machine has cores
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -230,6 +251,11 @@ def test_sigkill_of_gd_node_genes_import_keeps_whole_batches(home: Home, tmp_pat
         proc.wait(timeout=30)
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL, "the import finished before the kill"
+    # Its signing workers see their pipe close and exit: none outlives the import.
+    deadline = time.monotonic() + 30
+    while (alive := [pid for pid in workers if running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive, f"signing workers {alive} outlived the killed import"
     with Cortex.open(home.cortex_path, readonly=True) as cortex:
         stored = cortex.stats().genes
         assert cortex.check_indexes() == []
