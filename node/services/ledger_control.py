@@ -9,13 +9,19 @@ dicts (`gd.node.services.recorder.receipt_to_plain`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from gd.ledger.entry import LedgerEntry
 from gd.ledger.errors import LedgerError
-from gd.node.services.recorder import OutboxRoute, Receipt, receipt_to_plain
+from gd.node.services.recorder import (
+    NO_LEADER_REASON,
+    OutboxRoute,
+    Receipt,
+    receipt_to_plain,
+)
 
 if TYPE_CHECKING:
     from gd.node.services.ledger_service import LedgerService
@@ -93,12 +99,18 @@ class ServiceRoute:
         if self.service.solo:
             return [*self.service.ledger_append_direct(statements)]
         queued = self.outbox.submit(statements)
+        if not self.service.leader_known():
+            # No quorum to wait for: hand them to the proposer and say why they wait
+            # (a person approving a gene must not sit through the commit timeout).
+            self.token.run_sync_soon(self.service.enqueue_many, list(statements))
+            return [replace(q, reason=NO_LEADER_REASON) for q in queued]
         try:
             applied = trio.from_thread.run(self.service.submit, list(statements),
                                            self.timeout_s, trio_token=self.token)
             return [*applied]
         except LedgerServiceError:
-            return list(queued)
+            reason = "" if self.service.leader_known() else NO_LEADER_REASON
+            return [replace(q, reason=reason) for q in queued]
         except RuntimeError:
             # Called on the trio thread itself (it cannot wait for the loop it blocks):
             # the outbox holds the statements and the loop proposes them.

@@ -349,6 +349,11 @@ class LedgerService:
     def _leader(self) -> str | None:
         return self.node.leader if self.node else self.peer_id
 
+    def leader_known(self) -> bool:
+        """Does this node know the region's leader (a region of one always does)? Read
+        from worker threads too: a stale answer only changes how long a caller waits."""
+        return self._leader() is not None
+
     # -- the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
