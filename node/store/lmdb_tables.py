@@ -120,6 +120,14 @@ class GatheredWrites(TableWrites):
     def delete(self, table: str, key: bytes) -> None:
         self._deletes.append((table, key))
 
+    def items(self, table: str) -> list[tuple[bytes, bytes]]:
+        """The gathered (key, value) puts of `table`: a hot loop appends to it directly
+        (the same as calling `put` without `append`)."""
+        found = self._puts.get(table)
+        if found is None:
+            found = self._puts[table] = []
+        return found
+
     def flush(self) -> None:
         for table, key in self._deletes:
             self.txn.delete(key, db=self._dbs[table])
