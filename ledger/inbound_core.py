@@ -5,10 +5,11 @@ decoded frame with the facts the driver knows about its sender (its authenticate
 id; whether `node/net/membership.py` counts it a region member) and the time as a value,
 and returns actions for the driver (`gd.node.services.ledger_inbound`):
 
-* a Raft frame must decode, name the stream's peer as `frm` (the core trusts `frm` for
-  vote counting) and us as `to`; a frame from a non-member is `Dropped`, one past the
-  queue's bound too (Raft recovers from loss); the rest wait in the core's queue for the
-  service's loop, which steps them into the `RaftNode` (`step_all`);
+* a Raft frame (decoded and checked with the frame) must name the stream's peer as
+  `frm` (the core trusts `frm` for vote counting) and us as `to`; a frame from a
+  non-member is `Dropped`, one past the queue's bound too (Raft recovers from loss); the
+  rest wait in the core's queue for the service's loop, which steps them into the
+  `RaftNode` (`step_all`);
 * a gossip frame hands its head to the gossip core (`HeardHead`) and, from a region
   member configured with our voters, asks the leader for a learner slot;
 * a fetch must be a range and come from a region member (`ServeFetch`);
@@ -119,7 +120,7 @@ class InboundCore:
                 now: float) -> list[InboundAction]:
         """One frame from `peer` (authenticated; `member`: a member of our region)."""
         if isinstance(msg, RaftFrame):
-            return self._on_frame(node, peer, member, msg.data)
+            return self._on_frame(node, peer, member, msg.msg)
         if isinstance(msg, LedgerGossip):
             return self._on_gossip(node, peer, member, msg, now)
         if isinstance(msg, LedgerFetch):
@@ -134,11 +135,7 @@ class InboundCore:
         return [Misbehaved(RemoteProtocolError(f"unexpected {msg.TYPE} on {RAFT_PROTOCOL}"))]
 
     def _on_frame(self, node: RaftNode, peer: str, member: bool,
-                  data: bytes) -> list[InboundAction]:
-        try:
-            msg = RaftMessage.decode(data)
-        except RaftRemoteError as exc:
-            return [Misbehaved(RemoteProtocolError(f"bad raft message: {exc}"))]
+                  msg: RaftMessage) -> list[InboundAction]:
         if msg.frm != peer:
             return [Misbehaved(RemoteProtocolError(
                 f"raft message from {msg.frm} on {peer}'s stream"))]

@@ -1,13 +1,15 @@
-"""The ledger's frames on `/gd/raft/1.0.0`: Raft messages, head gossip and catch-up.
+"""The ledger's frames on `/gd/raft/2.0.0`: Raft messages, head gossip and catch-up.
 
 Declared in the core room so the sans-I/O conversations (`gd.ledger.link_core`,
 `inbound_core`, `gossip_core`, `catchup_core`), the node's drivers and the tests that
 speak the protocol as a hostile peer share one definition. The protocol id is a plain
 string here (cores import no libp2p); `gd.node.services.ledger_wire` types it for libp2p.
 
-`RaftFrame.data` is the one nested encoding left: the Raft core's own canonical codec
-(`RaftMessage.encode`), whose decoder checks every field of the entries and snapshots it
-carries; the frame registry cannot describe those nested records (docs/ledger.md, "Wire").
+One encoding per frame (issue 12, item 4): `RaftFrame.msg` is the Raft message itself, a
+nested record the frame registry builds with the Raft core's own strict checks
+(`RaftMessage.from_plain`: every field, entry count, entry bytes, membership sizes), so
+a frame is decoded once. Version 1 carried the message's canonical bytes in a bytes
+field (msgpack inside msgpack); 2.0.0 makes an older build a stranger at negotiation.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from gd.ledger.raft_messages import RaftMessage
 from gd.protocol.wire import Message, message
 
-RAFT_PROTOCOL: Final = "/gd/raft/1.0.0"
+# 2.0.0: the Raft message is the frame's field, no longer its encoded bytes.
+RAFT_PROTOCOL: Final = "/gd/raft/2.0.0"
 
 
 def region_log_id(region: str) -> str:
@@ -28,10 +32,11 @@ def region_log_id(region: str) -> str:
 @message
 @dataclass(frozen=True)
 class RaftFrame(Message):
-    """One Raft message (`gd.ledger.raft_messages`, canonical msgpack)."""
+    """One Raft message (`gd.ledger.raft_messages`), decoded and checked with the frame."""
 
     TYPE = "gd.raft.msg"
-    data: bytes
+    VERSION = 2
+    msg: RaftMessage
 
 
 @message

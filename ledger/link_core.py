@@ -15,6 +15,7 @@ from collections import deque
 from typing import Final
 
 from gd.ledger.ledger_frames import LedgerGossip, RaftFrame
+from gd.ledger.raft_messages import RaftMessage
 from gd.protocol.wire import Message
 
 # Gossip of our latest signed head on every stream. It doubles as the keepalive: the
@@ -42,19 +43,21 @@ class OutboundLink:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.batch_bytes = batch_bytes
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[RaftMessage] = deque()
         self.queued_bytes = 0
         self.retry_at = 0.0
         self.backoff = REOPEN_BACKOFF_S
         self._last_gossip: float | None = None
 
-    def offer(self, data: bytes) -> bool:
-        """Queue one encoded Raft message; False (dropped) when the queue is full."""
+    def offer(self, msg: RaftMessage) -> bool:
+        """Queue one Raft message (counted at its `size`); False (dropped) when the
+        queue is full."""
+        size = msg.size
         if len(self.queue) >= self.max_messages \
-                or self.queued_bytes + len(data) > self.max_bytes:
+                or self.queued_bytes + size > self.max_bytes:
             return False
-        self.queue.append(data)
-        self.queued_bytes += len(data)
+        self.queue.append(msg)
+        self.queued_bytes += size
         return True
 
     def blocked(self, now: float, connected: bool) -> int | None:
@@ -87,10 +90,11 @@ class OutboundLink:
         frames: list[Message] = []
         nbytes = 0
         while self.queue and nbytes < self.batch_bytes:
-            data = self.queue.popleft()
-            self.queued_bytes -= len(data)
-            nbytes += len(data)
-            frames.append(RaftFrame(data))
+            msg = self.queue.popleft()
+            size = msg.size
+            self.queued_bytes -= size
+            nbytes += size
+            frames.append(RaftFrame(msg))
         if self._last_gossip is None or now - self._last_gossip >= GOSSIP_INTERVAL_S:
             frames.append(gossip)
             self._last_gossip = now

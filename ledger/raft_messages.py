@@ -43,6 +43,9 @@ class RaftMessage:
     """
 
     KIND: ClassVar[str] = ""
+    # What `from_plain` raises on bad input: the frame registry (`gd.protocol.wire`)
+    # decodes a `RaftFrame` once and builds its message with these checks.
+    WIRE_ERRORS: ClassVar[tuple[type[Exception], ...]] = (RaftRemoteError,)
     frm: str
     to: str
     term: int
@@ -57,6 +60,15 @@ class RaftMessage:
 
     def encode(self) -> bytes:
         return canonical.encode(self.to_plain())
+
+    @property
+    def size(self) -> int:
+        """Approximate wire size (entries and snapshot data dominate), for the links'
+        queue and write-batch bounds."""
+        snapshot = getattr(self, "snapshot", None)
+        return 48 + len(self.frm) + len(self.to) \
+            + sum(e.size for e in getattr(self, "entries", ())) \
+            + (len(snapshot.data) + 64 * len(snapshot.sessions) if snapshot else 0)
 
     @classmethod
     def _from_body(cls, frm: str, to: str, term: int, body: Mapping[str, Any]) -> RaftMessage:

@@ -63,8 +63,19 @@ class Message:
     VERSION: ClassVar[int] = 1
 
     def fields(self) -> dict[str, Any]:
-        """The field values as plain msgpack-able data (tuples become arrays)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        """The field values as plain msgpack-able data (tuples become arrays, nested
+        records their `to_plain()`)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+def _plain(value: Any) -> Any:
+    return value.to_plain() if is_record(type(value)) else value
+
+
+def is_record(tp: Any) -> bool:
+    """Whether `tp` is a nested record a field may hold (`_record`)."""
+    return isinstance(tp, type) and isinstance(getattr(tp, "WIRE_ERRORS", None), tuple) \
+        and callable(getattr(tp, "from_plain", None)) and callable(getattr(tp, "to_plain", None))
 
 
 # ---- field type checking ------------------------------------------------------------
@@ -110,10 +121,29 @@ def _optional(item: Checker) -> Checker:
     return check
 
 
+def _record(tp: Any) -> Checker:
+    """A nested record (a class with `to_plain()`, `from_plain(plain)` and `WIRE_ERRORS`,
+    the errors its `from_plain` raises on bad input): the frame is decoded once and the
+    record's own strict checks, with its bounds, build it from the plain value. Its errors
+    become TypeError, which `decode_body` reports as RemoteProtocolError and
+    `encode_body` as LocalProtocolError."""
+    errors: tuple[type[Exception], ...] = tp.WIRE_ERRORS
+
+    def check(value: Any, path: str) -> Any:
+        try:
+            return tp.from_plain(value)
+        except errors as exc:
+            raise TypeError(f"{path}: {exc!s:.300}") from None
+
+    return check
+
+
 def _compile(tp: Any, where: str) -> Checker:
     """A checker for one annotation; only the types msgpack can carry unambiguously."""
     if tp in (int, float, bool, str, bytes):
         return _scalar(tp)
+    if is_record(tp):
+        return _record(tp)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:

@@ -92,7 +92,7 @@ class PeerLinks:
     def send(self, msg: RaftMessage) -> None:
         """Queue one Raft message for its addressee; dropped when the queue is full."""
         link = self.link(msg.to)
-        if not link.core.offer(msg.encode()):
+        if not link.core.offer(msg):
             self.dropped.labels(reason="queue_full").inc()
             return
         link.wake.set()

@@ -17,8 +17,9 @@ import atheris
 
 with atheris.instrument_imports():
     from gd.genome.identity import NodeKey
-    from gd.ledger.raft_messages import RaftMessage, VoteRequest
-    from gd.ledger.raft_records import RaftRemoteError
+    from gd.ledger.ledger_frames import RaftFrame
+    from gd.ledger.raft_messages import AppendEntries, RaftMessage, VoteRequest
+    from gd.ledger.raft_records import Entry, RaftRemoteError
     from gd.protocol.errors import RemoteProtocolError
     from gd.protocol.handshake import Handshake, HandshakeOffer, Hello, Verdict
     from gd.protocol.reconcile import Reconciler
@@ -49,6 +50,10 @@ SEEDS: list[bytes] = [
     ChangeBatch(since=7, upto=9, more=False, genes=({"id": "g1", "v": 1},)).encode(),
     Reconciler.initiator(ITEMS).initiate(),
     VoteRequest(frm="node-a", to="node-b", term=3, last_index=5, last_term=2).encode(),
+    # A Raft message as one frame (/gd/raft/2.0.0): the registry's nested-record checks.
+    encode_frame(RaftFrame(AppendEntries("node-a", "node-b", 3, prev_index=4, prev_term=2,
+                                         entries=(Entry(3, 5, data=b"x", client_id="c",
+                                                        request_id=1),), commit=4))),
 ]
 
 

@@ -12,28 +12,37 @@ from gd.ledger.link_core import (
     REOPEN_BACKOFF_S,
     OutboundLink,
 )
+from gd.ledger.raft_messages import Heartbeat
 
 GOSSIP = LedgerGossip(head=b"", voters=("a",))
 
 
+def sized(n: int) -> Heartbeat:
+    """A Raft message whose `size` is `n` (>= 50): the link counts messages at it."""
+    msg = Heartbeat("a", "x" * (n - 49), 1)
+    assert msg.size == n
+    return msg
+
+
 def test_the_queue_is_bounded_in_messages_and_bytes() -> None:
-    link = OutboundLink(max_messages=3, max_bytes=10)
-    assert link.offer(b"1234") and link.offer(b"1234")
-    assert not link.offer(b"123")  # 11 bytes would be over
-    assert link.offer(b"12")
-    assert not link.offer(b"")  # 3 messages already
-    assert link.queued_bytes == 10 and len(link.queue) == 3
+    link = OutboundLink(max_messages=3, max_bytes=260)
+    assert link.offer(sized(80)) and link.offer(sized(80))
+    assert not link.offer(sized(101))  # 261 bytes would be over
+    assert link.offer(sized(50))
+    assert not link.offer(sized(50))  # 3 messages already
+    assert link.queued_bytes == 210 and len(link.queue) == 3
 
 
 def test_a_write_takes_a_bounded_batch_and_gossips_once_per_interval() -> None:
-    link = OutboundLink(batch_bytes=5)
-    for data in (b"aaa", b"bbb", b"ccc"):
-        link.offer(data)
+    link = OutboundLink(batch_bytes=100)
+    a, b, c = sized(60), sized(61), sized(62)
+    for msg in (a, b, c):
+        link.offer(msg)
     link.opened()
     first = link.take(10.0, GOSSIP)
-    assert first == [RaftFrame(b"aaa"), RaftFrame(b"bbb"), GOSSIP]  # 6 >= 5 bytes: stop
+    assert first == [RaftFrame(a), RaftFrame(b), GOSSIP]  # 121 >= 100 bytes: stop
     assert link.pending
-    assert link.take(10.5, GOSSIP) == [RaftFrame(b"ccc")]
+    assert link.take(10.5, GOSSIP) == [RaftFrame(c)]
     assert not link.pending and link.queued_bytes == 0
     assert link.take(10.0 + GOSSIP_INTERVAL_S - 0.01, GOSSIP) == []
     assert link.take(10.0 + GOSSIP_INTERVAL_S, GOSSIP) == [GOSSIP]
@@ -59,8 +68,8 @@ def test_failed_opens_back_off_doubling_up_to_the_max() -> None:
 
 def test_while_blocked_queued_messages_are_dropped_and_counted() -> None:
     link = OutboundLink()
-    link.offer(b"x")
-    link.offer(b"y")
+    link.offer(sized(50))
+    link.offer(sized(51))
     link.write_failed(1.0)
     assert link.blocked(1.0 + link.backoff / 2, True) == 2
     assert not link.queue and link.queued_bytes == 0
@@ -71,7 +80,7 @@ def test_a_disconnected_peer_drops_the_queue_and_is_retried_at_once_on_reconnect
     link = OutboundLink()
     link.open_failed(0.0)
     link.open_failed(0.2)
-    link.offer(b"x")
+    link.offer(sized(50))
     assert link.blocked(0.3, False) == 1
     assert link.blocked(0.3, True) is None  # no back-off left from before
     assert link.backoff == REOPEN_BACKOFF_S
