@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sync import make_genes
 
 from gd.genome import NodeKey
+from gd.node.gc_tuning import batch_gc
+from gd.node.services import sync_group
+from gd.node.services.sync_group import MAX_GROUP_BATCHES, GroupCommit
 from gd.node.services.verify_pool import VerifyPool
 from gd.node.store.cortex import Cortex
 from gd.node.store.sync_store import SyncStore
@@ -42,29 +46,38 @@ from gd.protocol.sync_round import PullRound, answer_pull
 from gd.protocol.wire import decode_body, encode_body
 
 
-def pull_all(src: Cortex, dst: Cortex, sender_id: str, zstd: bool) -> int:
+def pull_all(src: Cortex, dst: Cortex, sender_id: str, zstd: bool, *,
+             group: int = MAX_GROUP_BATCHES, tune_gc: bool = True) -> int:
     """One whole pull round from `src` into `dst`, frames encoded and decoded as on a
-    stream. Returns the genes applied."""
+    stream, verified batches committed `group` at a time (`GroupCommit`, as the
+    daemon's puller does; 1 = one transaction per batch). Returns the genes applied."""
     theirs, ours = SyncStore(src), SyncStore(dst)
     sending = SyncSender("receiver", theirs.read_feed, lambda r, g: True)
     pool = VerifyPool()
-    applied = 0
+    committer = GroupCommit(ours, time.monotonic, max_batches=group)
+    payload = 0
+    gc_ctx = batch_gc if tune_gc else nullcontext
 
     def applier(sender: str, genes: Any, upto: int) -> None:
-        nonlocal applied
-        applied += ours.apply_batch(sender, genes, upto).applied
+        committer.stage(sender, genes, upto, payload)
 
     receiver = SyncReceiver(sender_id, applier, check=pool)
     round_ = PullRound(receiver, zstd=zstd)
+    applied = 0
     try:
         pending = [round_.start()]
         while pending:
             pull = decode_body(encode_body(pending.pop(0)))
             frame, _, _ = answer_pull(sending, pull, lambda: src.last_seq, zstd)
-            opened = round_.open(decode_body(encode_body(frame)))
+            with gc_ctx():
+                opened = round_.open(decode_body(encode_body(frame)))
             if opened.ahead is not None:
                 pending.append(opened.ahead)
-            step = round_.apply(opened)
+            payload = opened.payload
+            with gc_ctx():
+                step = round_.apply(opened)
+            if round_.done or committer.due():
+                applied += sum(s.applied for _, s in committer.commit())
             if step.send is not None:
                 pending.append(step.send)
     finally:
@@ -79,9 +92,17 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true", help="no zstd")
     parser.add_argument("--profile", action="store_true", help="print a cProfile")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--group", type=int, default=MAX_GROUP_BATCHES,
+                        help="batches per LMDB transaction (1: one per batch)")
+    parser.add_argument("--no-batch-gc", action="store_true",
+                        help="keep the collector's default thresholds in batch work")
     args = parser.parse_args()
     if args.genes < 1:
         parser.error("--genes must be at least 1")
+    if args.group < 1:
+        parser.error("--group must be at least 1")
+    if args.no_batch_gc:  # measure the collector's share: batch work at default thresholds
+        sync_group.batch_gc = nullcontext  # type: ignore[assignment]
     root = Path(tempfile.mkdtemp(prefix="gdprof", dir="/tmp"))
     try:
         key = NodeKey.from_seed(b"\x01" * 32)
@@ -97,7 +118,8 @@ def main() -> None:
             cpu, wall = time.process_time(), time.perf_counter()
             if prof is not None:
                 prof.enable()
-            n = pull_all(src, dst, key.peer_id, not args.plain)
+            n = pull_all(src, dst, key.peer_id, not args.plain, group=args.group,
+                         tune_gc=not args.no_batch_gc)
             if prof is not None:
                 prof.disable()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from gd.genome.gene import Gene
+from gd.node.gc_tuning import batch_gc
+from gd.node.services.sync_group import GroupCommit
 from gd.node.services.sync_state import PeerSyncState, RoundStats
 from gd.node.store.sync_store import ApplyStats
 from gd.protocol.sync import SyncReceiver
 from gd.protocol.sync_frames import SYNC_PROTOCOL_ID
 from gd.protocol.sync_round import OpenedBatch, PullRound, PullStep
+from gd.protocol.wire import Message
 
 if TYPE_CHECKING:
     from gd.node.services.sync_service import SyncService
@@ -63,12 +66,11 @@ class FeedPuller:
         st = svc.state(peer)
         async with st.pull_lock:
             checkpoint = await trio.to_thread.run_sync(svc.cortex.get_checkpoint, peer)
-            applied: list[ApplyStats] = []
+            group = GroupCommit(svc.store, svc.gate.clock.monotonic)
+            payload = 0
 
             def applier(sender: str, genes: Sequence[Gene], upto: int) -> None:
-                applied.append(svc.store.apply_batch(sender, genes, upto))
-                if svc.on_received is not None:
-                    svc.on_received(sender, genes)
+                group.stage(sender, genes, upto, payload)
 
             view = svc.receiver_view(peer)
             receiver = SyncReceiver(peer, applier, checkpoint=checkpoint,
@@ -76,30 +78,51 @@ class FeedPuller:
             round_ = PullRound(receiver, cap=svc.settings.batch_genes,
                                zstd=svc.settings.compress)
 
-            def apply(opened: OpenedBatch) -> PullStep:
-                step = round_.apply(opened)
+            def open_batch(reply: Message, link_s: float) -> OpenedBatch:
+                with batch_gc():
+                    return round_.open(reply, link_s)
+
+            def stage(opened: OpenedBatch) -> PullStep:
+                with batch_gc():
+                    return round_.apply(opened)
+
+            def commit() -> list[ApplyStats]:
+                """The staged group in one transaction, then its audit records (the
+                view judged every gene accepted since the last commit)."""
+                done = group.commit()
+                applied = [s for _, s in done]
                 view.finish_batch([r for s in applied for r in s.refused])
-                return step
+                if svc.on_received is not None:
+                    for batch, _ in done:
+                        svc.on_received(batch.sender, batch.genes)
+                return applied
 
             fs = await svc.open_stream(peer, SYNC_PROTOCOL_ID, stats)
             link = LinkTimer(svc.gate.clock.monotonic)
+            committing = False
             try:
                 await fs.send(round_.start())
                 link.sent()
                 while not round_.done:
                     reply = await fs.receive()
-                    opened = await trio.to_thread.run_sync(round_.open, reply,
+                    opened = await trio.to_thread.run_sync(open_batch, reply,
                                                            link.arrived())
                     if opened.ahead is not None:
                         await fs.send(opened.ahead)
                         link.sent()
-                    applied.clear()
+                    payload = opened.payload
                     link.busy_from()
-                    step = await trio.to_thread.run_sync(apply, opened)
+                    step = await trio.to_thread.run_sync(stage, opened)
+                    applied: list[ApplyStats] = []
+                    if step.done or group.due():
+                        committing = True
+                        applied = await trio.to_thread.run_sync(commit)
+                        committing = False
+                        st.checkpoint = receiver.checkpoint
                     link.busy_until()
                     if any(a.applied for a in applied):
                         svc.notify_local_change()  # our feed grew: hint our other peers
-                    st.checkpoint, st.head = receiver.checkpoint, opened.head
+                    st.head = opened.head
                     self._count_batch(stats, step, applied)
                     if step.rewound:
                         await self._feed_went_back(peer, st, opened.head)
@@ -108,7 +131,17 @@ class FeedPuller:
                     if step.send is not None:
                         await fs.send(step.send)
                         link.sent()
+            except BaseException:
+                # The link failed or the round was cancelled with verified batches
+                # staged: they are sound, so commit them (shielded: a cancelled round
+                # still records what it checked) unless committing is what failed.
+                if group.staged and not committing:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(commit)
+                    st.checkpoint = receiver.checkpoint
+                raise
             finally:
+                group.drop()
                 await fs.close()
         svc.metrics.sync_rounds.labels(kind=SYNC_PROTOCOL_ID, outcome="ok").inc()
         return stats

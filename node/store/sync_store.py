@@ -187,56 +187,73 @@ class SyncStore:
 
         `upto=None` leaves the checkpoint alone: genes fetched by anti-entropy repair are
         not a position in the sender's feed. Returns what this batch did."""
+        return self.apply_batches([(sender, genes, upto)])[0]
 
-        def run(txn: Txn) -> ApplyStats:
-            stats = ApplyStats()
-            for incoming in genes:
-                local = self.cortex.get_gene_in(txn, incoming.id)
-                refusal = (refusal_against(local, incoming, self.local_peer)
-                           or self.content_check(incoming))
-                if refusal:
-                    stats.refused.append(RejectedGene(incoming.id, refusal))
-                    continue
-                # A gene we do not hold is applied whatever the policy (`decide` with no
-                # local version); a cold sync is all such genes, so skip building stamps.
-                decision = NEW_GENE if local is None else decide_for(
-                    local, incoming, self.policy_for(incoming.domain),
-                    mergeable=same_condition(local, incoming))
-                if decision.resolution is Resolution.MERGE:
-                    # The domain's merge rule: both versions decide the same way (same
-                    # codons, same action), so every replica keeps the same one of the
-                    # two — the later by (HLC, version hash) — and nothing is queued.
-                    assert local is not None
-                    if stamp_of(incoming).lww_key <= stamp_of(local).lww_key:
-                        stats.ignored += 1
-                        continue
-                    decision = dataclasses.replace(decision, resolution=Resolution.LWW,
-                                                   keep=Side.INCOMING)
-                if decision.stores_incoming:
-                    pending = incoming.with_local(status=GeneStatus.ADAPTATION_PENDING)
-                    # The decision is authoritative: the incoming version becomes head even
-                    # over a higher local version number, and replaces any body stored
-                    # under the same (id, version) — that one is a branch LWW discarded.
-                    self.cortex.put_gene_in(txn, pending, supersede=True)
-                    self._settle_conflicts(txn, incoming)
-                    stats.applied += 1
-                elif decision.resolution is Resolution.QUEUE:
-                    assert local is not None
-                    conflict = Conflict(incoming.id, local, incoming, sender, self.clock())
-                    txn.put(conflict.key.encode(), canonical.encode(conflict.to_plain()),
-                            db=self._conflicts)
-                    stats.queued += 1
-                else:
+    def apply_batches(self, batches: Sequence[tuple[str, Sequence[Gene], int | None]]
+                      ) -> list[ApplyStats]:
+        """`apply_batch` of several batches, in order, in ONE transaction (one fsync):
+        the receiver's group commit (`gd.node.services.sync_group`). Each batch sees the
+        ones before it, exactly as if applied one by one, and each sender's checkpoint
+        ends at its last batch's `upto` in the same commit as the genes, so a crash
+        keeps all of them or none. Returns one `ApplyStats` per batch."""
+
+        def run_all(txn: Txn) -> list[ApplyStats]:
+            return [self._apply_in(txn, sender, genes, upto)
+                    for sender, genes, upto in batches]
+
+        out = self.cortex.write(run_all)
+        for stats in out:
+            self.stats.applied += stats.applied
+            self.stats.ignored += stats.ignored
+            self.stats.queued += stats.queued
+            # A count: the store lives as long as the node.
+            self.refused_total += len(stats.refused)
+        return out
+
+    def _apply_in(self, txn: Txn, sender: str, genes: Sequence[Gene], upto: int | None
+                  ) -> ApplyStats:
+        """One batch's decisions and writes inside the caller's transaction."""
+        stats = ApplyStats()
+        for incoming in genes:
+            local = self.cortex.get_gene_in(txn, incoming.id)
+            refusal = (refusal_against(local, incoming, self.local_peer)
+                       or self.content_check(incoming))
+            if refusal:
+                stats.refused.append(RejectedGene(incoming.id, refusal))
+                continue
+            # A gene we do not hold is applied whatever the policy (`decide` with no
+            # local version); a cold sync is all such genes, so skip building stamps.
+            decision = NEW_GENE if local is None else decide_for(
+                local, incoming, self.policy_for(incoming.domain),
+                mergeable=same_condition(local, incoming))
+            if decision.resolution is Resolution.MERGE:
+                # The domain's merge rule: both versions decide the same way (same
+                # codons, same action), so every replica keeps the same one of the
+                # two — the later by (HLC, version hash) — and nothing is queued.
+                assert local is not None
+                if stamp_of(incoming).lww_key <= stamp_of(local).lww_key:
                     stats.ignored += 1
-            if upto is not None:
-                self.cortex.set_checkpoint_in(txn, sender, upto)
-            return stats
-
-        stats = self.cortex.write(run)
-        self.stats.applied += stats.applied
-        self.stats.ignored += stats.ignored
-        self.stats.queued += stats.queued
-        self.refused_total += len(stats.refused)  # a count: the store lives as long as the node
+                    continue
+                decision = dataclasses.replace(decision, resolution=Resolution.LWW,
+                                               keep=Side.INCOMING)
+            if decision.stores_incoming:
+                pending = incoming.with_local(status=GeneStatus.ADAPTATION_PENDING)
+                # The decision is authoritative: the incoming version becomes head even
+                # over a higher local version number, and replaces any body stored
+                # under the same (id, version) — that one is a branch LWW discarded.
+                self.cortex.put_gene_in(txn, pending, supersede=True)
+                self._settle_conflicts(txn, incoming)
+                stats.applied += 1
+            elif decision.resolution is Resolution.QUEUE:
+                assert local is not None
+                conflict = Conflict(incoming.id, local, incoming, sender, self.clock())
+                txn.put(conflict.key.encode(), canonical.encode(conflict.to_plain()),
+                        db=self._conflicts)
+                stats.queued += 1
+            else:
+                stats.ignored += 1
+        if upto is not None:
+            self.cortex.set_checkpoint_in(txn, sender, upto)
         return stats
 
     def _settle_conflicts(self, txn: Txn, incoming: Gene) -> None:

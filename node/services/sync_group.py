@@ -1,0 +1,103 @@
+"""Group commit on the sync receiver (issue 15, item 1; ADR 0031 "what remains").
+
+Each received batch used to be applied in its own fsync'd LMDB transaction: with 256
+genes a batch (the protocol's cap) the fsync alone cost ~60 µs a gene on the 2-core
+machine. The puller now *stages* each verified batch here and commits several of them
+in ONE transaction (`SyncStore.apply_batches`): the batches that arrived while the
+previous group was being received and checked join the next commit, up to a bound in
+batches, payload bytes and age.
+
+What "acknowledged" means for a pull: nothing is acknowledged to the sender; the
+receiver's checkpoint is the only promise, and it advances in the same transaction as
+the genes of every batch it covers. A crash (or a cut link) before a group commits
+loses only batches the checkpoint on disk does not cover, and the next round asks for
+them again; a committed group is all there, in order. Nothing here reads a socket or
+starts a thread: the driver (`gd.node.services.sync_pull`) decides when to call
+`commit` and runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from gd.genome.gene import Gene
+from gd.node.gc_tuning import batch_gc
+from gd.node.store.sync_store import ApplyStats, SyncStore
+
+# A group holds at most this many batches (8 x 256 genes: one fsync per ~2k genes) ...
+MAX_GROUP_BATCHES: Final = 8
+# ... and about this many payload bytes (what a crash may make us fetch again) ...
+MAX_GROUP_BYTES: Final = 8 << 20
+# ... and waits at most this long after its first batch was staged, so a trickle of
+# small batches on a slow link is still committed promptly.
+MAX_GROUP_AGE_S: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class StagedBatch:
+    """A verified, accepted batch waiting for its group's transaction."""
+
+    sender: str
+    genes: tuple[Gene, ...]
+    upto: int | None
+    payload: int
+
+
+class GroupCommit:
+    """Verified batches of one pull, committed several at a time (see the module)."""
+
+    def __init__(self, store: SyncStore, monotonic: Callable[[], float], *,
+                 max_batches: int = MAX_GROUP_BATCHES, max_bytes: int = MAX_GROUP_BYTES,
+                 max_age_s: float = MAX_GROUP_AGE_S) -> None:
+        if max_batches < 1 or max_bytes < 1 or max_age_s < 0:
+            raise ValueError("group bounds must be positive")
+        self.store = store
+        self._now = monotonic
+        self.max_batches, self.max_bytes, self.max_age_s = max_batches, max_bytes, max_age_s
+        self._staged: list[StagedBatch] = []
+        self._bytes = 0
+        self._first_at = 0.0
+        self.commits = 0
+
+    @property
+    def staged(self) -> Sequence[StagedBatch]:
+        return tuple(self._staged)
+
+    def stage(self, sender: str, genes: Sequence[Gene], upto: int | None,
+              payload: int = 0) -> None:
+        """Hold one verified batch for the next commit (the `SyncReceiver` applier)."""
+        if not self._staged:
+            self._first_at = self._now()
+        self._staged.append(StagedBatch(sender, tuple(genes), upto, payload))
+        self._bytes += payload
+
+    def due(self) -> bool:
+        """Whether the staged group reached a bound and must commit now."""
+        if not self._staged:
+            return False
+        return (len(self._staged) >= self.max_batches or self._bytes >= self.max_bytes
+                or self._now() - self._first_at >= self.max_age_s)
+
+    def commit(self) -> list[tuple[StagedBatch, ApplyStats]]:
+        """Apply every staged batch, in order, in one transaction; returns each batch
+        with what it did. On an error nothing was committed and the batches stay
+        staged (the caller ends the round; they are fetched again)."""
+        if not self._staged:
+            return []
+        group = list(self._staged)
+        with batch_gc():
+            stats = self.store.apply_batches([(b.sender, b.genes, b.upto) for b in group])
+        self._staged.clear()
+        self._bytes = 0
+        self.commits += 1
+        return list(zip(group, stats, strict=True))
+
+    def drop(self) -> int:
+        """Forget the staged batches (the round failed before they committed); returns
+        how many. The checkpoint on disk does not cover them."""
+        n = len(self._staged)
+        self._staged.clear()
+        self._bytes = 0
+        return n
