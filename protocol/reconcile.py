@@ -213,7 +213,8 @@ class Reconciler:
     Initiator: ``msg = r.initiate()``; then ``msg = r.receive(reply)`` until it returns
     None; then read ``r.have`` and ``r.need``. Responder: ``reply = r.receive(msg)`` for
     every message it gets (a responder keeps no state between messages, so it can serve
-    a resumed conversation too).
+    a resumed conversation too). Messages are decoded `ReconcileMessage`s: the frame that
+    carries one (`ReconcileStep`) is decoded and checked once, by the frame registry.
     """
 
     def __init__(self, items: ItemSet | Iterable[Item], role: ReconcileRole, *,
@@ -243,7 +244,7 @@ class Reconciler:
     def is_initiator(self) -> bool:
         return self.role is ReconcileRole.INITIATOR
 
-    def initiate(self) -> bytes:
+    def initiate(self) -> ReconcileMessage:
         """The initiator's first message: everything, as fingerprints or an id list."""
         if not self.is_initiator:
             raise ReconcileUsageError("only the initiator opens a conversation")
@@ -252,13 +253,13 @@ class Reconciler:
         self._started = True
         out = _Output(self.frame_limit)
         self._split(out, 0, len(self.items), INFINITE)
-        return ReconcileMessage(tuple(out.ranges)).encode()
+        return ReconcileMessage(tuple(out.ranges))
 
-    def receive(self, data: bytes) -> bytes | None:
+    def receive(self, message: ReconcileMessage) -> ReconcileMessage | None:
         """Process the peer's message; return the reply, or None when the initiator is done.
 
-        Raises `ReconcileProtocolError` for a malformed or out-of-protocol message; the
-        sets `have` and `need` are then unchanged by that message.
+        Raises `ReconcileProtocolError` for an out-of-protocol message (past the rounds'
+        bound); the sets `have` and `need` are then unchanged by that message.
         """
         if self.is_initiator:
             if not self._started:
@@ -267,7 +268,8 @@ class Reconciler:
                 raise ReconcileUsageError("the conversation is finished")
             if self.rounds >= self.max_rounds:
                 raise ReconcileProtocolError(f"no convergence after {self.max_rounds} rounds")
-        message = ReconcileMessage.decode(data)
+        if not isinstance(message, ReconcileMessage):
+            raise ReconcileUsageError(f"expected a ReconcileMessage, got {type(message).__name__}")
         have: set[bytes] = set()
         need: set[bytes] = set()
         out = self._process(message.ranges, have, need)
@@ -277,7 +279,7 @@ class Reconciler:
         if self.is_initiator and not out.has_work:
             self.done = True
             return None
-        return ReconcileMessage(tuple(out.ranges)).encode()
+        return ReconcileMessage(tuple(out.ranges))
 
     def _process(self, ranges: Sequence[Range], have: set[bytes], need: set[bytes]) -> _Output:
         items = self.items
@@ -348,16 +350,16 @@ def reconcile_in_memory(ours: ItemSet | Iterable[Item], theirs: ItemSet | Iterab
     """Run a whole conversation between two in-memory sides (tests, bench, simulator).
 
     Returns (have, need, sizes): the initiator's results and the byte size of every
-    message, in the order sent (initiator first).
+    message (its canonical encoding), in the order sent (initiator first).
     """
     initiator = Reconciler.initiator(ours, **kw)
     responder = Reconciler.responder(theirs, **kw)
-    msg: bytes | None = initiator.initiate()
+    msg: ReconcileMessage | None = initiator.initiate()
     sizes: list[int] = []
     while msg is not None:
-        sizes.append(len(msg))
+        sizes.append(len(msg.encode()))
         reply = responder.receive(msg)
         assert reply is not None, "only an initiator ends a conversation"
-        sizes.append(len(reply))
+        sizes.append(len(reply.encode()))
         msg = initiator.receive(reply)
     return initiator.have, initiator.need, sizes

@@ -5,13 +5,17 @@ cover the item order from the lowest bound up to some bound, each a SKIP, a FING
 or an ID_LIST (`gd.protocol.reconcile` says how the two sides use them). A message from a
 peer is decoded strictly, with hard bounds on its size, range and id counts, before any
 memory is spent on it.
+
+On the wire the message is the `ReconcileStep` frame's own field (`gd.protocol.wire`
+builds it with `from_plain`, so a frame is decoded once, issue 12 item 4); `encode` and
+`decode` are its standalone canonical bytes (tests, the fuzz target, size accounting).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
@@ -102,6 +106,9 @@ class ReconcileMessage:
     one to five bytes instead of nine.
     """
 
+    # What `from_plain` raises on bad input: the frame registry builds a `ReconcileStep`'s
+    # message with these checks (`gd.protocol.wire`, nested records).
+    WIRE_ERRORS: ClassVar[tuple[type[Exception], ...]] = (ReconcileProtocolError,)
     ranges: tuple[Range, ...] = ()
 
     def to_plain(self) -> list[Any]:
@@ -134,7 +141,9 @@ class ReconcileMessage:
 
     @classmethod
     def from_plain(cls, plain: Any) -> ReconcileMessage:
-        """Strictly validate a decoded message: shapes, types, sizes, bound order."""
+        """Strictly validate a decoded message: shapes, types, sizes, bound order. The
+        byte bound counts each range as our sender's budget does (`Range.size_hint`): a
+        message worth more than MAX_MESSAGE_BYTES is refused however it was framed."""
         if not isinstance(plain, list) or len(plain) != 2:
             raise ReconcileProtocolError("message must be [version, ranges]")
         version, raw_ranges = plain
@@ -149,10 +158,14 @@ class ReconcileMessage:
         prev = MIN_BOUND
         prev_ts = 0
         total_ids = 0
+        size = 8
         for n, raw in enumerate(raw_ranges):
             if prev.is_infinite:
                 raise ReconcileProtocolError(f"range {n} follows the infinite bound")
             upper, mode, payload = _decode_range(n, raw, prev_ts)
+            size += 16 + len(upper.prefix) + len(payload)
+            if size > MAX_MESSAGE_BYTES:
+                raise ReconcileProtocolError(f"message exceeds {MAX_MESSAGE_BYTES} bytes")
             if upper <= prev:
                 raise ReconcileProtocolError(f"range {n}: bounds must strictly increase")
             if mode is Mode.FINGERPRINT:

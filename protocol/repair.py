@@ -134,7 +134,7 @@ class RepairRound:
         if not isinstance(reply, ReconcileStep):
             raise RemoteProtocolError(f"expected gd.reconcile.step, got {reply.TYPE}")
         try:
-            out = self.reconciler.receive(reply.data)
+            out = self.reconciler.receive(reply.msg)
         except ReconcileProtocolError as exc:
             raise RemoteProtocolError(f"bad reconcile message: {exc}") from None
         return None if out is None else ReconcileStep(out)
@@ -160,7 +160,7 @@ class RepairRound:
 def answer_step(responder: Reconciler, step: ReconcileStep) -> ReconcileStep:
     """The responder's answer to one step (a responder always answers)."""
     try:
-        reply = responder.receive(step.data)
+        reply = responder.receive(step.msg)
     except ReconcileProtocolError as exc:
         raise RemoteProtocolError(f"bad reconcile message: {exc}") from None
     if reply is None:

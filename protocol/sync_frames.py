@@ -1,4 +1,4 @@
-"""The frames of the sync (`/gd/sync/2.0.0`) and repair (`/gd/reconcile/1.0.0`)
+"""The frames of the sync (`/gd/sync/2.0.0`) and repair (`/gd/reconcile/2.0.0`)
 conversations: registered wire messages, one encoding per frame (issue 12, item 4).
 
 Version 2 of the sync frames carries the feed request and the batch envelope as the
@@ -6,9 +6,10 @@ frame's own fields, where version 1 wrapped a canonical `ChangesRequest` / `Chan
 in a bytes field (msgpack inside msgpack). The one bytes field left is a batch's *genes*:
 the canonical array of wire genes, because that is what zstd compresses, and a
 compressed payload is bytes whatever encoding is under it. The repair step carries the
-reconcile core's bytes (`gd.protocol.reconcile` is bytes in, bytes out, like
-`gd.protocol.handshake`); proposals and tombstones travel as their *signed* bytes, which
-a receiver must have byte for byte to check the signature.
+reconcile core's message as a nested record (`/gd/reconcile/2.0.0`; 1.0.0 wrapped its
+bytes): the frame registry builds it with `ReconcileMessage.from_plain`'s checks and
+bounds, and the core is fed the decoded message. Proposals and tombstones travel as
+their *signed* bytes, which a receiver must have byte for byte to check the signature.
 
 Everything here is sans-I/O: dataclasses, pure checks, and the zstd helpers the cores
 use to pack and open a batch (CPU work the daemon runs in a worker thread).
@@ -26,7 +27,7 @@ import zstandard
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
 from gd.protocol.errors import RemoteProtocolError
-from gd.protocol.reconcile_messages import ID_LEN
+from gd.protocol.reconcile_messages import ID_LEN, ReconcileMessage
 from gd.protocol.sync_messages import (
     MAX_BATCH_BYTES,
     MAX_BATCH_GENES,
@@ -41,7 +42,8 @@ from gd.protocol.wire import Message, message
 # A node of an older build is refused at stream negotiation, by name (issue 17), rather
 # than scored as a peer sending garbage.
 SYNC_PROTOCOL_ID: Final = "/gd/sync/2.0.0"
-RECONCILE_PROTOCOL_ID: Final = "/gd/reconcile/1.0.0"
+# 2.0.0: the reconcile message became the step's field (no msgpack in msgpack).
+RECONCILE_PROTOCOL_ID: Final = "/gd/reconcile/2.0.0"
 # A repair fetch asks for at most this many versions: the same bound as a feed batch,
 # so a reply fits the same frame and LMDB transaction budget.
 MAX_FETCH_HASHES: Final = MAX_BATCH_GENES
@@ -205,10 +207,11 @@ class SyncPulled(Message):
 @message
 @dataclass(frozen=True)
 class ReconcileStep(Message):
-    """One `gd.protocol.reconcile` message, either way."""
+    """One `gd.protocol.reconcile` message, either way, decoded with the frame."""
 
     TYPE = "gd.reconcile.step"
-    data: bytes
+    VERSION = 2
+    msg: ReconcileMessage
 
 
 @message

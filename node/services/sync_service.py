@@ -1,5 +1,5 @@
 """Sync over libp2p streams: the change feed (`/gd/sync/1.0.0`) and anti-entropy repair
-(`/gd/reconcile/1.0.0`) between running daemons (issue 6, the network half).
+(`/gd/reconcile/2.0.0`) between running daemons (issue 6, the network half).
 
 The sans-I/O cores decide everything: `gd.protocol.sync` (SyncSender / SyncReceiver)
 says what a batch holds and when the checkpoint moves, `gd.protocol.sync_round` runs a

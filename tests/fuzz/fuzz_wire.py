@@ -23,7 +23,8 @@ with atheris.instrument_imports():
     from gd.protocol.errors import RemoteProtocolError
     from gd.protocol.handshake import Handshake, HandshakeOffer, Hello, Verdict
     from gd.protocol.reconcile import Reconciler
-    from gd.protocol.reconcile_messages import ReconcileProtocolError
+    from gd.protocol.reconcile_messages import ReconcileMessage, ReconcileProtocolError
+    from gd.protocol.sync_frames import ReconcileStep
     from gd.protocol.sync_messages import ChangeBatch, ChangesRequest, SyncProtocolError
     from gd.protocol.wire import FrameDecoder, decode_body, encode_frame
 
@@ -48,7 +49,8 @@ SEEDS: list[bytes] = [
     _hello(),
     ChangesRequest(since=7, max_genes=16).encode(),
     ChangeBatch(since=7, upto=9, more=False, genes=({"id": "g1", "v": 1},)).encode(),
-    Reconciler.initiator(ITEMS).initiate(),
+    Reconciler.initiator(ITEMS).initiate().encode(),
+    encode_frame(ReconcileStep(Reconciler.initiator(ITEMS).initiate())),
     VoteRequest(frm="node-a", to="node-b", term=3, last_index=5, last_term=2).encode(),
     # A Raft message as one frame (/gd/raft/2.0.0): the registry's nested-record checks.
     encode_frame(RaftFrame(AppendEntries("node-a", "node-b", 3, prev_index=4, prev_term=2,
@@ -91,7 +93,7 @@ def sync(data: bytes) -> None:
 
 def reconcile(data: bytes) -> None:
     try:
-        Reconciler.responder(ITEMS).receive(data)
+        Reconciler.responder(ITEMS).receive(ReconcileMessage.decode(data))
     except ReconcileProtocolError:
         return
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from gd.genome import canonical
 from gd.protocol import reconcile as rc
 from gd.protocol import reconcile_messages as rcm
+from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.reconcile import ItemSet, Reconciler, ReconcileUsageError, reconcile_in_memory
 from gd.protocol.reconcile_messages import (
     INFINITE,
@@ -22,6 +24,8 @@ from gd.protocol.reconcile_messages import (
     ReconcileProtocolError,
     minimal_bound,
 )
+from gd.protocol.sync_frames import RECONCILE_PROTOCOL_ID, ReconcileStep
+from gd.protocol.wire import LENGTH_PREFIX, MAX_FRAME_SIZE, decode_frame, encode_frame
 
 T0 = 1_700_000_000_000 << 16  # an HLC stamp
 
@@ -162,7 +166,33 @@ def _raw(ranges: list, version: int = 1) -> bytes:
 ])
 def test_garbage_is_a_remote_protocol_error(data: bytes, reason: str) -> None:
     with pytest.raises(ReconcileProtocolError, match=reason):
-        Reconciler.responder([]).receive(data)
+        ReconcileMessage.decode(data)
+    if reason in ("malformed", "exceeds"):
+        return  # not msgpack, or over the bytes codec's own limit: no plain form to frame
+    # The same message inside a /gd/reconcile/2.0.0 step: refused by the frame decoder,
+    # with the same check, before any core sees it.
+    body = msgpack.packb(["gd.reconcile.step", 2, {"msg": canonical.decode(data)}],
+                         use_bin_type=True)
+    with pytest.raises(RemoteProtocolError, match=reason):
+        decode_frame(LENGTH_PREFIX.pack(len(body)) + body)
+
+
+def test_a_step_is_one_frame_decoded_once() -> None:
+    msg = Reconciler.initiator(make_items(random.Random(3), 200)).initiate()
+    data = encode_frame(ReconcileStep(msg))
+    assert decode_frame(data) == ReconcileStep(msg)
+    [_tag, version, fields] = msgpack.unpackb(data[LENGTH_PREFIX.size:], raw=False)
+    assert version == 2 and isinstance(fields["msg"], list)  # not bytes in a bytes field
+    assert RECONCILE_PROTOCOL_ID == "/gd/reconcile/2.0.0"
+
+
+def test_the_byte_bound_holds_inside_a_frame() -> None:
+    """1 MiB of ranges fits a 4 MiB frame: the message's own bound still refuses it."""
+    ranges = [[2, b"", 1, b"f" * 16] for _ in range(rcm.MAX_MESSAGE_BYTES // 32 + 1)]
+    body = msgpack.packb(["gd.reconcile.step", 2, {"msg": [1, ranges]}], use_bin_type=True)
+    assert len(body) < MAX_FRAME_SIZE
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
+        decode_frame(LENGTH_PREFIX.pack(len(body)) + body)
 
 
 def test_too_many_ids_are_refused() -> None:
@@ -176,7 +206,8 @@ def test_too_many_ids_are_refused() -> None:
 @given(st.binary(max_size=200))
 def test_random_bytes_never_escape_as_other_errors(data: bytes) -> None:
     with contextlib.suppress(ReconcileProtocolError):
-        Reconciler.responder(make_items(random.Random(0), 40)).receive(data)
+        Reconciler.responder(make_items(random.Random(0), 40)).receive(
+            ReconcileMessage.decode(data))
 
 
 def test_a_bad_reply_changes_nothing_on_the_initiator() -> None:
@@ -184,8 +215,10 @@ def test_a_bad_reply_changes_nothing_on_the_initiator() -> None:
     a, b, _, _ = split_sets(rng, 50, 3, 3)
     init, resp = Reconciler.initiator(a), Reconciler.responder(b)
     reply = resp.receive(init.initiate())
-    with pytest.raises(ReconcileProtocolError):
-        init.receive(reply[:-1])
+    assert reply is not None
+    frame = encode_frame(ReconcileStep(reply))
+    with pytest.raises(RemoteProtocolError):  # cut short: the frame never decodes
+        decode_frame(frame[:-1])
     assert (init.have, init.need, init.rounds) == (set(), set(), 0)
     assert init.receive(reply) is None  # the intact reply still completes it
     assert len(init.have) == 3 and len(init.need) == 3
@@ -196,13 +229,15 @@ def test_misuse_is_a_usage_error() -> None:
         Reconciler.responder([]).initiate()
     init = Reconciler.initiator([])
     with pytest.raises(ReconcileUsageError):
-        init.receive(ReconcileMessage().encode())
+        init.receive(ReconcileMessage())
     init.initiate()
     with pytest.raises(ReconcileUsageError):
         init.initiate()
-    assert init.receive(ReconcileMessage().encode()) is None
+    with pytest.raises(ReconcileUsageError, match="ReconcileMessage"):
+        init.receive(ReconcileMessage().encode())  # type: ignore[arg-type]  # bytes: not decoded
+    assert init.receive(ReconcileMessage()) is None
     with pytest.raises(ReconcileUsageError, match="finished"):
-        init.receive(ReconcileMessage().encode())
+        init.receive(ReconcileMessage())
     with pytest.raises(ReconcileUsageError):
         Reconciler.initiator([], frame_limit=10)
 

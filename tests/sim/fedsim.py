@@ -101,7 +101,7 @@ from gd.protocol.policy_rules import (
     SubjectKind,
 )
 from gd.protocol.reconcile import Reconciler
-from gd.protocol.reconcile_messages import Mode, ReconcileMessage
+from gd.protocol.reconcile_messages import Mode
 from gd.protocol.repair import RepairRound, answer_step, check_versions
 from gd.protocol.sovereignty_anonymise import anonymisation_secret, derived_id, peer_key
 from gd.protocol.sync import RejectedGene, SyncReceiver, SyncSender
@@ -861,7 +861,7 @@ class Simulation:
         """Ids listed in a reconciliation message are versions `to` may see, or versions
         `to` authored itself (naming those tells it nothing it does not hold)."""
         shown: dict[bytes, Gene] | None = None
-        for r in ReconcileMessage.decode(step.data).ranges:
+        for r in step.msg.ranges:
             if r.mode is not Mode.ID_LIST:
                 continue
             for item in r.ids:

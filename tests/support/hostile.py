@@ -42,7 +42,7 @@ HOSTILE_TIMEOUT_S = 10.0
 # Protocols the daemon opens towards a peer once it is handshaken. py-libp2p closes a
 # connection whose peer refuses them, so a hostile peer that wants to stay connected
 # (to count against a limit, say) accepts them and reads whatever comes, boundedly.
-SINK_PROTOCOLS = ("/ipfs/kad/1.0.0", SYNC_PROTOCOL_ID, "/gd/reconcile/1.0.0",
+SINK_PROTOCOLS = ("/ipfs/kad/1.0.0", SYNC_PROTOCOL_ID, "/gd/reconcile/2.0.0",
                   "/gd/agreements/1.0.0", "/gd/raft/2.0.0")
 SINK_MAX_BYTES = 1 << 20
 
