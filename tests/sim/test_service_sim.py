@@ -57,12 +57,13 @@ class LosingNet(service_sim.Net):
     def open(self, node: Any) -> None:
         super().open(node)
         store = node.svc.store
-        apply = store.apply_batch
+        apply = store.apply_batches  # apply_batch and the puller's group commit
 
-        def lossy(sender: str, genes: Sequence[Gene], upto: int | None) -> Any:
-            return apply(sender, list(genes)[:-1], upto)
+        def lossy(batches: Sequence[tuple[str, Sequence[Gene], int | None]]) -> Any:
+            return apply([(sender, list(genes)[:-1], upto)
+                          for sender, genes, upto in batches])
 
-        store.apply_batch = lossy
+        store.apply_batches = lossy
         self.reconcile_rate = 0.0
 
 
