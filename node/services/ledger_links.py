@@ -6,6 +6,12 @@ that opens, writes and resets the stream with bounded waits. Raft tolerates loss
 full queue or a broken stream just drops messages (counted in `gd_raft_dropped`).
 Inbound streams are `ledger_inbound.RaftInbound.serve`'s.
 
+Each writer runs in its peer's lifetime (`Gate.spawn`, node/net/lifetimes.py): the gate
+tells us of peers (`Gate.on_peer`), a target that comes up gets its writer at once (it
+hears our gossip), and a peer that goes takes its writer, stream and queue with it. No
+service nursery, no polling of who is connected; a message for a peer that is not
+connected is dropped (`no_stream`), as Raft expects of a lossy network.
+
 Errors keep h11's split: a write that fails because the peer vanished or stalled is
 `StreamGone` / a timeout (dropped, reopened with back-off); a frame *we* built over the
 limit is our `LocalProtocolError` and is dropped the same way, logged for us to fix.
@@ -14,9 +20,9 @@ limit is our `LocalProtocolError` and is dropped the same way, logged for us to 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 from libp2p.abc import IHost
@@ -31,6 +37,7 @@ from gd.ledger.link_core import (
     OutboundLink,
 )
 from gd.ledger.raft_messages import RaftMessage
+from gd.node.net.gate import PeerChange, PeerListener
 from gd.node.net.host import to_id
 from gd.node.net.peers import PeerTable
 from gd.node.net.streams import FramedStream, StreamGone
@@ -41,6 +48,17 @@ from gd.protocol.errors import LocalProtocolError
 # frozen peer (py-libp2p never notices one) cannot hold a writer forever.
 OPEN_TIMEOUT_S: Final = 5.0
 WRITE_TIMEOUT_S: Final = 5.0
+
+
+class LinkGate(Protocol):
+    """What the links need of the gate (`gd.node.net.gate.Gate`)."""
+
+    host: IHost
+    table: PeerTable
+
+    def spawn(self, peer_id: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> bool: ...
+
+    def on_peer(self, listener: PeerListener) -> None: ...
 
 
 @dataclass
@@ -55,43 +73,62 @@ class _Link:
 class PeerLinks:
     """The writers to every peer the ledger talks to, and the streams it opens."""
 
-    def __init__(self, host: IHost, table: PeerTable, *, byte_counter: Counter,
-                 dropped: Counter, gossip: Callable[[], LedgerGossip], clock: Clock,
-                 log: Any) -> None:
-        self.host = host
+    def __init__(self, gate: LinkGate, *, byte_counter: Counter, dropped: Counter,
+                 gossip: Callable[[], LedgerGossip], clock: Clock, log: Any) -> None:
+        self.gate = gate
+        self.host = gate.host
         self.clock = clock
-        self.table = table
+        self.table = gate.table
         self.byte_counter = byte_counter
         self.dropped = dropped
         self.gossip = gossip
         self.log = log
         self._links: dict[str, _Link] = {}
-        self._nursery: trio.Nursery | None = None
+        self._targets: Callable[[], Iterable[str]] | None = None
+        gate.on_peer(self.peer_changed)
 
-    def start(self, nursery: trio.Nursery) -> None:
-        """Writers run in `nursery` (the service's): they end with it."""
-        self._nursery = nursery
+    @property
+    def linked(self) -> frozenset[str]:
+        """The peers that have a writer now (each connected, in its lifetime)."""
+        return frozenset(self._links)
 
-    async def keep_linked(self, targets: Callable[[], Iterable[str]]) -> None:
-        """Every GOSSIP_INTERVAL_S, make sure each target has a writer (so it hears our
-        gossip even while Raft has nothing to say to it)."""
-        while True:
-            for peer in targets():
-                self.link(peer)
-            await trio.sleep(GOSSIP_INTERVAL_S)
+    def follow(self, targets: Callable[[], Iterable[str]]) -> None:
+        """Start linking (the service is caught up): every connected target gets its
+        writer now, and each target that comes up later gets one when it does, so it
+        hears our gossip even while Raft has nothing to say to it."""
+        self._targets = targets
+        for peer in targets():
+            self.link(peer)
 
-    def link(self, peer: str) -> _Link:
+    def peer_changed(self, change: PeerChange) -> None:
+        """The gate's event: a target came (link it) or a peer went (its lifetime ended
+        its writer; forget its queue, counting what it held as dropped)."""
+        if change.up:
+            if self._targets is not None and change.peer_id in set(self._targets()):
+                self.link(change.peer_id)
+            return
+        link = self._links.pop(change.peer_id, None)
+        if link is not None and link.core.queue:
+            self.dropped.labels(reason="no_stream").inc(len(link.core.queue))
+
+    def link(self, peer: str) -> _Link | None:
+        """The peer's link, its writer started in the peer's lifetime; None when the
+        peer is not connected (nothing is started for it)."""
         link = self._links.get(peer)
         if link is None:
-            link = self._links[peer] = _Link()
-            if self._nursery is None:
-                raise LocalProtocolError("ledger links used before start()")
-            self._nursery.start_soon(self._writer, peer, link)
+            link = _Link()
+            if not self.gate.spawn(peer, self._writer, peer, link):
+                return None
+            self._links[peer] = link
         return link
 
     def send(self, msg: RaftMessage) -> None:
-        """Queue one Raft message for its addressee; dropped when the queue is full."""
+        """Queue one Raft message for its addressee; dropped when the queue is full or
+        the addressee is not connected."""
         link = self.link(msg.to)
+        if link is None:
+            self.dropped.labels(reason="no_stream").inc()
+            return
         if not link.core.offer(msg):
             self.dropped.labels(reason="queue_full").inc()
             return
@@ -119,7 +156,17 @@ class PeerLinks:
         return FramedStream(stream, count_bytes=count)
 
     async def _writer(self, peer: str, link: _Link) -> None:
-        """Carry our messages to `peer` on one long-lived stream; gossip when idle."""
+        """Carry our messages to `peer` on one long-lived stream; gossip when idle.
+        Runs until the peer's lifetime ends; its stream goes with it."""
+        try:
+            await self._write_loop(peer, link)
+        finally:
+            if self._links.get(peer) is link:
+                del self._links[peer]
+            with trio.CancelScope(shield=True):
+                await self._close(link)
+
+    async def _write_loop(self, peer: str, link: _Link) -> None:
         core = link.core
         while True:
             with trio.move_on_after(GOSSIP_INTERVAL_S):
@@ -162,4 +209,5 @@ class PeerLinks:
                 await fs.reset()
 
 
-__all__ = ["GOSSIP_INTERVAL_S", "REOPEN_BACKOFF_MAX_S", "REOPEN_BACKOFF_S", "PeerLinks"]
+__all__ = ["GOSSIP_INTERVAL_S", "REOPEN_BACKOFF_MAX_S", "REOPEN_BACKOFF_S", "LinkGate",
+           "PeerLinks"]

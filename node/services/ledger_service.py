@@ -131,7 +131,7 @@ class LedgerService:
         self.m_commit = Gauge("gd_raft_commit", "Raft commit index", registry=registry)
         self.heads = HeadWatch(self.ledger, self.key, log_id=self.log_id, voters=self.voters,
                                wall_ms=self._wall_ms, alarms=self.m_alarms, log=self.log)
-        self.links = PeerLinks(gate.host, gate.table, byte_counter=gate.metrics.bytes,
+        self.links = PeerLinks(gate, byte_counter=gate.metrics.bytes,
                                dropped=self.m_dropped, gossip=self.heads.gossip,
                                clock=self.clock, log=self.log)
         self.applier = Applier(self.ledger, self.book, self.key, log_id=self.log_id,
@@ -359,15 +359,14 @@ class LedgerService:
     async def run(self) -> None:
         """Drive the service until cancelled."""
         async with trio.open_nursery() as nursery:
-            self.links.start(nursery)
             if self.solo:
                 nursery.start_soon(self.solo_group.run)
                 await self._run_solo()
                 return
             await self._catch_up_on_start()
             nursery.start_soon(self.applier.run)
-            nursery.start_soon(self.links.keep_linked,
-                               lambda: self.inbound.targets(self.table))
+            # Each target's writer runs in its peer's lifetime, from the gate's events.
+            self.links.follow(lambda: self.inbound.targets(self.table))
             self.started.set()
             await self._loop()
 

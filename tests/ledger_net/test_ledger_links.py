@@ -1,0 +1,164 @@
+"""The ledger's outbound links live in their peers' lifetimes (issue 12, item 3).
+
+A real `PeerLifetimes` (what `Gate.spawn` runs work in) and the gate's `on_peer` events
+drive `PeerLinks`; streams are in-memory stand-ins that record what is written and whether
+they were reset. No sockets: the point is who starts and who ends each writer.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+from gd_testkit import key_from_int
+from prometheus_client import CollectorRegistry, Counter
+
+from gd.crdt.clock import ManualClock
+from gd.ledger.ledger_frames import LedgerGossip, RaftFrame
+from gd.ledger.raft_messages import Heartbeat
+from gd.node.net.gate import PeerChange, PeerListener
+from gd.node.net.host import to_id
+from gd.node.net.lifetimes import PeerLifetimes
+from gd.node.services.ledger_links import PeerLinks
+from gd.protocol.wire import FrameDecoder
+
+ME = key_from_int(1).peer_id
+PEER = key_from_int(2).peer_id
+GOSSIP = LedgerGossip(head=b"", voters=(ME, PEER))
+WAIT_S = 10.0  # generous: every wait below is bounded by it
+
+
+class _Log:
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kw: None
+
+
+class MemoryStream:
+    """What `FramedStream` needs of a libp2p stream: writes are kept, reads never end."""
+
+    def __init__(self, peer: str) -> None:
+        self.muxed_conn = SimpleNamespace(peer_id=to_id(peer))
+        self.written = bytearray()
+        self.wrote = trio.Event()
+        self.was_reset = trio.Event()
+
+    async def write(self, data: bytes) -> None:
+        self.written += data
+        self.wrote.set()
+
+    async def read(self, n: int = -1) -> bytes:
+        await trio.sleep_forever()
+        return b""
+
+    async def reset(self) -> None:
+        self.was_reset.set()
+
+    def frames(self) -> list[Any]:
+        dec = FrameDecoder()
+        dec.feed(bytes(self.written))
+        return list(dec)
+
+
+class FakeGate:
+    """The gate's side of a peer's life: `spawn` into real lifetimes, `on_peer` events."""
+
+    def __init__(self) -> None:
+        self.lifetimes = PeerLifetimes(_Log(), self._failed)
+        self.listeners: list[PeerListener] = []
+        self.records: dict[str, SimpleNamespace] = {}
+        self.table = SimpleNamespace(get=self.records.get)
+        self.streams: list[MemoryStream] = []
+        self.host = SimpleNamespace(new_stream=self._new_stream)
+        self.failures: list[BaseException] = []
+
+    async def _failed(self, peer: str, exc: BaseException) -> None:
+        self.failures.append(exc)
+
+    async def _new_stream(self, peer_id: Any, protocols: list[str]) -> MemoryStream:
+        stream = MemoryStream(peer_id.to_base58())
+        self.streams.append(stream)
+        return stream
+
+    def spawn(self, peer_id: str, fn: Any, *args: Any) -> bool:
+        return self.lifetimes.spawn(peer_id, fn, *args)
+
+    def on_peer(self, listener: PeerListener) -> None:
+        self.listeners.append(listener)
+
+    def up(self, peer: str) -> None:
+        self.records[peer] = SimpleNamespace(peer_id=peer, connected=True)
+        self.lifetimes.begin(peer)
+        for listener in self.listeners:
+            listener(PeerChange(peer, up=True))
+
+    def down(self, peer: str) -> None:
+        self.records[peer].connected = False
+        self.lifetimes.end(peer)
+        for listener in self.listeners:
+            listener(PeerChange(peer, up=False))
+
+
+def make_links(gate: FakeGate) -> tuple[PeerLinks, Counter]:
+    registry = CollectorRegistry()
+    dropped = Counter("gd_raft_dropped", "", ["reason"], registry=registry)
+    links = PeerLinks(gate, byte_counter=Counter("gd_bytes", "", ["protocol", "direction"],
+                                                 registry=registry),
+                      dropped=dropped, gossip=lambda: GOSSIP, clock=ManualClock(), log=_Log())
+    return links, dropped
+
+
+def no_stream(dropped: Counter) -> float:
+    return dropped.labels(reason="no_stream")._value.get()  # type: ignore[no-any-return]
+
+
+async def test_a_target_that_comes_up_is_linked_and_its_going_ends_the_link() -> None:
+    gate = FakeGate()
+    links, dropped = make_links(gate)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gate.lifetimes.run)
+        links.follow(lambda: [PEER])  # not connected yet: nothing starts
+        assert links.linked == frozenset() and gate.lifetimes.tasks(PEER) == 0
+
+        gate.up(PEER)  # the gate's event, not a poll, starts its writer
+        assert links.linked == {PEER}
+        with trio.fail_after(WAIT_S):
+            while not gate.streams:
+                await trio.sleep(0.01)
+            await gate.streams[0].wrote.wait()
+        assert gate.streams[0].frames() == [GOSSIP]  # it hears our head at once
+        assert gate.lifetimes.tasks(PEER) == 1
+
+        links.send(Heartbeat(ME, PEER, 3))
+        with trio.fail_after(WAIT_S):
+            while len(gate.streams[0].frames()) < 2:
+                await trio.sleep(0.01)
+        assert gate.streams[0].frames()[1] == RaftFrame(Heartbeat(ME, PEER, 3))
+
+        gate.down(PEER)  # dropping the peer ends its writer and resets its stream
+        assert links.linked == frozenset()
+        with trio.fail_after(WAIT_S):
+            await gate.streams[0].was_reset.wait()
+        links.send(Heartbeat(ME, PEER, 3))  # no writer for a peer that is gone
+        assert links.linked == frozenset() and no_stream(dropped) == 1
+        assert gate.lifetimes.tasks(PEER) == 0 and not gate.failures
+
+        gate.up(PEER)  # back again: a fresh writer on a fresh stream
+        with trio.fail_after(WAIT_S):
+            while len(gate.streams) < 2:
+                await trio.sleep(0.01)
+        assert links.linked == {PEER}
+        nursery.cancel_scope.cancel()
+
+
+async def test_peers_that_are_not_targets_get_no_writer_until_raft_talks_to_them() -> None:
+    gate = FakeGate()
+    links, _ = make_links(gate)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gate.lifetimes.run)
+        links.follow(lambda: [])
+        gate.up(PEER)
+        assert links.linked == frozenset()
+        links.send(Heartbeat(ME, PEER, 1))  # Raft has something for it: linked now
+        assert links.linked == {PEER}
+        nursery.cancel_scope.cancel()
