@@ -125,6 +125,36 @@ async def test_interrupted_pull_resumes_without_resending_applied_batches(cluste
         c.stop_all(a, b)
 
 
+async def test_a_cut_round_commits_the_batches_it_verified_but_had_not_committed(cluster):
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
+                          boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(100)])
+        check, checked = b.sync.verify_pool, 0
+        with trio.CancelScope() as scope:
+            def cut_after_three(wires):
+                nonlocal checked
+                out = check(wires)
+                checked += 1
+                if checked == 3:
+                    trio.from_thread.run_sync(scope.cancel)  # the link drops here
+                return out
+
+            b.sync.verify_pool = cut_after_three
+            await b.sync.pull(a.peer_id)
+        b.sync.verify_pool = check
+        # Three batches verified and staged (a group of 8 was not due): the cut round
+        # commits them with their checkpoint rather than dropping checked work.
+        assert scope.cancelled_caught and checked == 3
+        assert b.cortex.get_checkpoint(a.peer_id) == 30 and len(c.contents(b)) == 30
+        stats = await b.sync.pull(a.peer_id)
+        assert stats.genes_in == 70 and c.contents(a) == c.contents(b)
+        c.stop_all(a, b)
+
+
 async def test_tampered_gene_is_rejected_and_the_rest_of_the_batch_applies(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
