@@ -362,15 +362,11 @@ class Gene:
         body = self.body()
         body["author"] = key.peer_id
         signing = canonical.encode_plain(body)
-        # Only `author` (the key's own peer id) and the 64-byte signature change, so the
-        # validated body is not checked again (`replace` re-ran `__post_init__`: a third
-        # of building a gene for import); cached encodings of the unsigned gene are dropped.
-        gene = copy.copy(self)
-        for cached in ("_body", "signing_bytes", "wire_bytes", "version_hash"):
+        gene = copy.copy(self)  # not `replace`: only author and signature change, no re-check
+        for cached in ("_body", "wire_bytes", "version_hash"):  # of the unsigned gene
             gene.__dict__.pop(cached, None)
-        object.__setattr__(gene, "author", key.peer_id)
-        object.__setattr__(gene, "signature", key.sign(signing))
-        gene.__dict__["signing_bytes"] = signing  # the bytes just signed, not re-encoded
+        gene.__dict__.update(author=key.peer_id, signature=key.sign(signing),
+                             signing_bytes=signing)  # the bytes just signed, not re-encoded
         return gene
 
     def verify(self) -> None:
