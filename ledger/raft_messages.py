@@ -65,10 +65,10 @@ class RaftMessage:
     def size(self) -> int:
         """Approximate wire size (entries and snapshot data dominate), for the links'
         queue and write-batch bounds."""
-        snapshot = getattr(self, "snapshot", None)
-        return 48 + len(self.frm) + len(self.to) \
-            + sum(e.size for e in getattr(self, "entries", ())) \
-            + (len(snapshot.data) + 64 * len(snapshot.sessions) if snapshot else 0)
+        snapshot: Snapshot | None = getattr(self, "snapshot", None)
+        entries: tuple[Entry, ...] = getattr(self, "entries", ())
+        extra = len(snapshot.data) + 64 * len(snapshot.sessions) if snapshot else 0
+        return 48 + len(self.frm) + len(self.to) + sum(e.size for e in entries) + extra
 
     @classmethod
     def _from_body(cls, frm: str, to: str, term: int, body: Mapping[str, Any]) -> RaftMessage:
