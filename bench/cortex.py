@@ -8,7 +8,7 @@ also reported as CPU time per gene (`time.process_time`: this process alone), wh
 load disturbs far less than wall-clock time.
 
 Signing runs as `genes import` does: a pool of processes, one per core (threads cannot
-overlap the Python half of building a gene; ADR 0028). "sign + ingest end to end" is that
+overlap the Python half of building a gene; ADR 0033). "sign + ingest end to end" is that
 pipeline: the pool signs batch n+1 while this process writes batch n.
 
     python bench/cortex.py [--genes 100000] [--batch 1000] [--repeats 3]
