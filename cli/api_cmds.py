@@ -77,7 +77,8 @@ def tokens_create_cmd(role: str, domains: tuple[str, ...], genes: tuple[str, ...
 def tokens_list_cmd(home: Path | None, as_json: bool) -> None:
     """Tokens with their role, scope and state (never their secrets)."""
     with open_local(resolve_home(home)) as node:  # a read (read-write: makes the table)
-        rows = [t.to_json() for t in TokenStore(node.cortex).list()]
+        store = TokenStore(node.cortex)
+        rows = [t.to_json(store.now_ms()) for t in store.list()]
     print_rows(rows, as_json, f"{len(rows)} token(s)",
                ("id", "role", "domains", "state", "created", "expires", "label"),
                lambda t: (t["id"], t["role"], ",".join(t["domains"]), t["state"],

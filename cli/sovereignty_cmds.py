@@ -49,7 +49,7 @@ from gd.node.local import LocalNode, open_local
 from gd.node.services.recorder import LedgerRecorder
 from gd.node.store.audit import EXPORT_FORMATS, AuditError, AuditLog
 from gd.node.store.policy_store import PolicyStore, rule_from_options
-from gd.protocol.policy_rules import Direction, PeerInfo, ResidencyRule, Subject, SubjectKind
+from gd.protocol.policy_rules import Direction, PeerInfo, ResidencyRule, Subject, receivers
 from gd.protocol.sovereignty import ShareDecision
 from gd.protocol.sovereignty_agreements import ProposalError
 
@@ -196,11 +196,7 @@ def policy_list_cmd(home: Path | None, as_json: bool) -> None:
 def _receivers(store: PolicyStore, target: str, org: str | None, region: str | None
                ) -> list[PeerInfo]:
     subject = Subject.parse(target)
-    if subject.kind is SubjectKind.PEER:
-        known = store.peer(subject.value) or PeerInfo(subject.value)
-        return [PeerInfo(known.peer_id, org if org is not None else known.org,
-                         region if region is not None else known.region)]
-    peers = [p for p in store.peers() if subject.matches(p)]
+    peers = receivers(store, subject, org, region)
     if not peers:
         raise Failure(f"no known peer matches {subject}; name a peer id (with --org and "
                       "--region for one not met yet)")

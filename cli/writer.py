@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from gd.crdt.clock import Clock
 from gd.node.app.adaptation import AdaptationDesk
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.control import ControlError, DaemonNotRunning, call, daemon_listening
 from gd.node.control_methods.admin_ops import SERVICE_OPS, WRITE_OPS
 from gd.node.control_methods.daemon_side import MAX_UPLOAD_CHUNK
@@ -49,6 +51,7 @@ class LocalWriteContext:
 
     def __init__(self, node: LocalNode) -> None:
         self.node = node
+        self.clock: Clock = SYSTEM_CLOCK  # no daemon: this process's own clock
         self._sovereignty: Sovereignty | None = None
 
     def sovereignty(self) -> Sovereignty:

@@ -89,15 +89,25 @@ def decode(data: bytes) -> Any:
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
     if len(data) > MAX_RECORD_BYTES:
         raise DecodeError(f"record of {len(data)} bytes exceeds {MAX_RECORD_BYTES}")
+    return unpack_bounded(bytes(data), max_str_len=MAX_STR_LEN, max_bin_len=MAX_RECORD_BYTES,
+                          max_container_len=MAX_CONTAINER_LEN)
+
+
+def unpack_bounded(data: bytes, *, max_str_len: int, max_bin_len: int,
+                   max_container_len: int) -> Any:
+    """Untrusted msgpack within the given bounds: text keys only, no extension types,
+    containers as lists and dicts. The one bounded decoder: records (`decode`) and wire
+    frames (`gd.protocol.wire`, which reports the DecodeError as the peer's fault) both
+    use it, so a limit or a caught error cannot differ between the two."""
     try:
         return msgpack.unpackb(
-            bytes(data),
+            data,
             raw=False,
             strict_map_key=True,
-            max_str_len=MAX_STR_LEN,
-            max_bin_len=MAX_RECORD_BYTES,
-            max_array_len=MAX_CONTAINER_LEN,
-            max_map_len=MAX_CONTAINER_LEN,
+            max_str_len=max_str_len,
+            max_bin_len=max_bin_len,
+            max_array_len=max_container_len,
+            max_map_len=max_container_len,
             max_ext_len=0,
         )
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gd.genome import checks
 from gd.genome.errors import ValidationError
@@ -129,6 +129,27 @@ class Subject:
     @property
     def specificity(self) -> int:
         return _SPECIFICITY[self.kind]
+
+
+class PeerDirectory(Protocol):
+    """The peers a node has met (the policy store's peer table)."""
+
+    def peer(self, peer_id: str) -> PeerInfo | None: ...
+
+    def peers(self) -> list[PeerInfo]: ...
+
+
+def receivers(directory: PeerDirectory, subject: Subject, org: str | None = None,
+              region: str | None = None) -> list[PeerInfo]:
+    """The peers a policy test is about (`gd-node policy test` and the API's): a peer
+    subject is that peer, as met or not yet met, with `org`/`region` assumed when given;
+    an org or region subject is every known peer it matches. Empty when none matches:
+    each caller says so in its own words (a CLI failure, an HTTP 404)."""
+    if subject.kind is SubjectKind.PEER:
+        known = directory.peer(subject.value) or PeerInfo(subject.value)
+        return [PeerInfo(known.peer_id, org if org is not None else known.org,
+                         region if region is not None else known.region)]
+    return [p for p in directory.peers() if subject.matches(p)]
 
 
 def _domain(value: Any, field_name: str = "domain") -> str:

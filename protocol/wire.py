@@ -32,6 +32,8 @@ from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
+from gd.genome.canonical import unpack_bounded
+from gd.genome.errors import DecodeError
 from gd.protocol.errors import LocalProtocolError, RemoteProtocolError
 
 # The largest frame body we accept or send. Sync ships genes in batches: ~1.5 KB a gene,
@@ -249,20 +251,10 @@ def decode_body(body: bytes, registry: MessageRegistry = REGISTRY) -> Message:
     if len(body) < MIN_BODY_SIZE:
         raise RemoteProtocolError(f"frame body of {len(body)} bytes is too short")
     try:
-        parsed = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=len(body),
-            max_bin_len=len(body),
-            max_array_len=MAX_CONTAINER_LEN,
-            max_map_len=MAX_CONTAINER_LEN,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError, RecursionError) as exc:
-        raise RemoteProtocolError(f"malformed msgpack frame: {exc!s:.200}") from None
+        parsed = unpack_bounded(body, max_str_len=len(body), max_bin_len=len(body),
+                                max_container_len=MAX_CONTAINER_LEN)
+    except DecodeError as exc:
+        raise RemoteProtocolError(f"{exc!s:.200} (in a frame)") from None
     if not isinstance(parsed, list) or len(parsed) != 3:
         raise RemoteProtocolError("frame body is not a [type, version, fields] array")
     tag, version, fields = parsed

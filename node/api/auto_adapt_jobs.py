@@ -29,8 +29,9 @@ class JobStoreQueue:
         self.store = store
 
     def submit_adapt(self, gene: Gene, params: dict[str, Any], actor: str) -> str:
-        job = Job(id=new_job_id(), kind="adapt", gene_id=gene.id, domain=gene.domain,
-                  actor=actor, params=params, total=int(params["generations"]))
+        job = Job(id=new_job_id(self.store.now_ms()), kind="adapt", gene_id=gene.id,
+                  domain=gene.domain, actor=actor, params=params,
+                  total=int(params["generations"]))
         return self.store.add(job).id
 
     def job_state(self, job_id: str) -> tuple[str, dict[str, Any]] | None:

@@ -2,11 +2,13 @@
 
 Kinds: `gene.received` (a peer's gene landed pending), `gene.approved`, `gene.rejected`,
 `decision.made`, `conflict.queued`, `peer.up`, `peer.down`, `ledger.alarm`,
-`job.progress`, `job.finished`. API actions publish theirs directly; the rest come from
-`EventWatcher`, which compares the node's state once per tick with the previous one
-(the change feed, connected peers, the conflict queue, fork alarms) instead of hooking
-into the sync and ledger services: those stay unaware of the API, and an event can never
-slow or fail the work it reports.
+`job.progress`, `job.finished`. API actions publish theirs directly; peers come from the
+gate's connection events (`PeerEvents`, subscribed through `Gate.on_peer`: no polling of
+the peer table); the rest from `EventWatcher`, which compares the node's state once per
+tick with the previous one (the change feed, the conflict queue, fork alarms) instead of
+hooking into the sync and ledger services: those stay unaware of the API, and an event
+can never slow or fail the work it reports. An event's time is the daemon's injected
+clock at publication.
 
 Each subscriber gets a bounded queue; one that falls SUBSCRIBER_BUFFER events behind is
 disconnected (its client reconnects) rather than making the daemon buffer for it
@@ -17,15 +19,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
 import trio
 
+from gd.crdt.clock import Clock
 from gd.genome.gene import GeneStatus
 from gd.node.api.auth import Principal
+from gd.node.net.gate import PeerChange
+from gd.node.net.peers import PeerTable
 
 SUBSCRIBER_BUFFER: Final = 256
 MAX_SUBSCRIBERS: Final = 64
@@ -41,6 +45,7 @@ class Event:
     id: int
     kind: str
     data: dict[str, Any]
+    time_ms: int
     domain: str = ""     # "": node-wide (peers, ledger), visible to every caller
     gene_id: str = ""
 
@@ -52,7 +57,7 @@ class Event:
         return who.sees_domain(self.domain)
 
     def sse(self) -> str:
-        body = json.dumps({"kind": self.kind, "time_ms": int(time.time() * 1000),
+        body = json.dumps({"kind": self.kind, "time_ms": self.time_ms,
                            "domain": self.domain or None, **self.data}, sort_keys=True)
         return f"id: {self.id}\nevent: {self.kind}\ndata: {body}\n\n"
 
@@ -64,7 +69,8 @@ class TooManySubscribers(RuntimeError):
 class EventBus:
     """Fan-out of events to the open `/v1/events` streams."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self._ids = itertools.count(1)
         self._subscribers: dict[int, trio.MemorySendChannel[Event]] = {}
         self._keys = itertools.count()
@@ -76,7 +82,8 @@ class EventBus:
 
     def publish(self, kind: str, data: dict[str, Any], *, domain: str = "",
                 gene_id: str = "") -> Event:
-        event = Event(next(self._ids), kind, data, domain, gene_id)
+        event = Event(next(self._ids), kind, data, int(self.clock.wall() * 1000), domain,
+                      gene_id)
         self.published += 1
         for key, send in list(self._subscribers.items()):
             try:
@@ -121,14 +128,33 @@ class EventBus:
             self.unsubscribe(key)
 
 
+class PeerEvents:
+    """`peer.up` / `peer.down` from the gate's connection events, as they happen.
+
+    Subscribed once per API (`Gate.on_peer`); called on the trio thread, so it publishes
+    directly and never blocks (the bus drops a subscriber that falls behind)."""
+
+    def __init__(self, bus: EventBus, table: PeerTable) -> None:
+        self.bus = bus
+        self.table = table
+
+    def __call__(self, change: PeerChange) -> None:
+        if not change.up:
+            self.bus.publish("peer.down", {"peer": change.peer_id})
+            return
+        rec = self.table.get(change.peer_id)
+        org = (rec.org or "") if rec is not None else ""
+        region = (rec.region or "") if rec is not None else ""
+        self.bus.publish("peer.up", {"peer": change.peer_id, "org": org, "region": region})
+
+
 class EventWatcher:
-    """Turns changes of the node's state into events, once per WATCH_TICK_S."""
+    """Turns changes of the node's stores into events, once per WATCH_TICK_S."""
 
     def __init__(self, api: Any) -> None:
         self.api = api
         self.daemon = api.daemon
         self.bus: EventBus = api.events
-        self._peers: set[str] | None = None
         self._seq: int | None = None
         self._conflicts: set[str] | None = None
         self._alarms: int | None = None
@@ -136,23 +162,11 @@ class EventWatcher:
     async def run(self) -> None:
         while True:
             try:
-                self.tick_peers()
                 await trio.to_thread.run_sync(self.tick_store)
             except Exception as exc:  # events are best effort: never stop the API
                 self.api.log.warning("api.events_tick_failed",
                                      error=f"{type(exc).__name__}: {exc}"[:300])
             await trio.sleep(WATCH_TICK_S)
-
-    def tick_peers(self) -> None:
-        now = {r.peer_id: r for r in self.daemon.table.connected()}
-        if self._peers is not None:
-            for peer in sorted(now.keys() - self._peers):
-                rec = now[peer]
-                self.bus.publish("peer.up", {"peer": peer, "org": rec.org or "",
-                                             "region": rec.region or ""})
-            for peer in sorted(self._peers - now.keys()):
-                self.bus.publish("peer.down", {"peer": peer})
-        self._peers = set(now)
 
     def tick_store(self) -> None:
         """Change feed, conflict queue and fork alarms (runs in a worker thread; the

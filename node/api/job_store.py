@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import builtins
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
+from gd.crdt.clock import Clock
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.store.cortex import Cortex
 
 JOBS_DB: Final = "api_jobs"
@@ -39,13 +40,10 @@ class JobError(ValueError):
     """A job request or transition is refused (unknown job, already finished)."""
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def new_job_id(now_ms: int | None = None) -> str:
-    """16 hex digits of milliseconds then 8 random: sortable by creation time."""
-    return f"{(now_ms if now_ms is not None else _now_ms()):016x}{secrets.token_hex(4)}"
+def new_job_id(now_ms: int) -> str:
+    """16 hex digits of milliseconds then 8 random: sortable by creation time. The random
+    part is `secrets` on purpose: a job id names a job in URLs, it must not be guessed."""
+    return f"{now_ms:016x}{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)
@@ -109,15 +107,20 @@ class Job:
 class JobStore:
     """Jobs in one Cortex; every method is one LMDB transaction."""
 
-    def __init__(self, cortex: Cortex) -> None:
+    def __init__(self, cortex: Cortex, clock: Clock = SYSTEM_CLOCK) -> None:
         self.cortex = cortex
+        # The daemon's injected clock stamps jobs; the system clock in the CLI.
+        self.clock = clock
         self.db = cortex.open_db(JOBS_DB)
+
+    def now_ms(self) -> int:
+        return int(self.clock.wall() * 1000)
 
     def _put(self, txn: Any, job: Job) -> None:
         txn.put(job.id.encode(), canonical.encode(job.to_plain()), db=self.db)
 
     def add(self, job: Job) -> Job:
-        job = replace(job, created_ms=job.created_ms or _now_ms())
+        job = replace(job, created_ms=job.created_ms or self.now_ms())
 
         def run(txn: Any) -> None:
             self._put(txn, job)
@@ -190,7 +193,7 @@ class JobStore:
             if job.finished:
                 raise JobError(f"job {job_id} is already {job.state}")
             if job.state == "queued":
-                return replace(job, state="cancelled", finished_ms=_now_ms(),
+                return replace(job, state="cancelled", finished_ms=self.now_ms(),
                                cancel_requested=True)
             return replace(job, cancel_requested=True)
 

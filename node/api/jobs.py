@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -99,7 +98,7 @@ class JobRunner:
 
     async def _run_one(self, job: Job) -> Job:
         job = await self._update(job.id, state="running", attempts=job.attempts + 1,
-                                 started_ms=job.started_ms or int(time.time() * 1000))
+                                 started_ms=job.started_ms or self.api.now_ms())
         self.api.log.info("api.job_started", job=job.id, kind=job.kind, attempt=job.attempts)
         try:
             if job.kind == "evaluate":
@@ -110,7 +109,7 @@ class JobRunner:
             self.api.log.warning("api.job_failed", job=job.id,
                                  error=f"{type(exc).__name__}: {exc}"[:300])
             job = await self._update(job.id, state="failed", error=str(exc)[:1000],
-                                     finished_ms=int(time.time() * 1000))
+                                     finished_ms=self.api.now_ms())
         self.api.events.publish("job.finished", {"job": job.id, "state": job.state,
                                                  "kind": job.kind, "gene": job.gene_id},
                                 domain=job.domain, gene_id=job.gene_id)
@@ -122,7 +121,7 @@ class JobRunner:
 
     async def _finish_cancelled(self, job: Job) -> Job:
         return await self._update(job.id, state="cancelled",
-                                  finished_ms=int(time.time() * 1000))
+                                  finished_ms=self.api.now_ms())
 
     # -- evaluate ----------------------------------------------------------------------
     async def _evaluate(self, job: Job) -> Job:
@@ -141,7 +140,7 @@ class JobRunner:
             await note_decisions(self.api, made)  # a veto queues adaptation (auto_adapt)
             return await self._update(job.id, state="succeeded", done=len(states),
                                       result=_summary([d.id for d in made], made),
-                                      finished_ms=int(time.time() * 1000))
+                                      finished_ms=self.api.now_ms())
         gene_id, seed, pending = job.gene_id, p["seed"], p.get("allow_pending", False)
         ids: list[str] = list(job.result.get("decisions", []))
         verdicts: Counter[str] = Counter(job.result.get("verdicts", {}))
@@ -179,7 +178,7 @@ class JobRunner:
                                                      "total": len(states)},
                                     domain=job.domain, gene_id=job.gene_id)
         return await self._update(job.id, state="succeeded",
-                                  finished_ms=int(time.time() * 1000))
+                                  finished_ms=self.api.now_ms())
 
     def _already_decided(self, job: Job) -> dict[tuple[Any, ...], tuple[str, str]]:
         """This job's decisions already stored (state key → (decision id, verdict)),
@@ -228,7 +227,7 @@ class JobRunner:
                   "variants": [g.id for g in outcome.genes], "existing": list(outcome.existing),
                   "decisions": [d.id for d in outcome.decisions]}
         return await self._update(job.id, state="succeeded", done=job.total, result=result,
-                                  finished_ms=int(time.time() * 1000))
+                                  finished_ms=self.api.now_ms())
 
     # -- webhooks ----------------------------------------------------------------------
     async def _deliver_pending(self) -> None:
@@ -252,7 +251,7 @@ class JobRunner:
                 if attempts:
                     await trio.sleep(WEBHOOK_BACKOFF_S * 2 ** (attempts - 1))
                 attempts += 1
-                t = int(time.time())
+                t = int(self.api.clock.wall())
                 try:
                     reply = await client.post(job.webhook_url, content=body, headers={
                         "Content-Type": "application/json",

@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,7 +31,9 @@ import httpx
 import jwt
 import trio
 
+from gd.crdt.clock import Clock
 from gd.node.api.oidc_settings import OidcSettings, RoleMap
+from gd.node.clock import SYSTEM_CLOCK
 
 # alg -> (JWK kty, curve or None)
 ALGORITHMS: Final = {
@@ -69,11 +69,11 @@ class OidcIdentity:
 class OidcVerifier:
     """Verifies bearer JWTs of one issuer. One per daemon, used on its trio loop."""
 
-    def __init__(self, settings: OidcSettings, *, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: OidcSettings, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
-        self._clock = clock
-        self._monotonic = monotonic
+        # exp/nbf/iat, the verified-token cache (wall) and key/discovery ages (monotonic):
+        # the daemon's injected clock, so a test expires a token without sleeping.
+        self.clock = clock
         self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at: float | None = None   # monotonic time of the last good fetch
         self._attempted_at: float | None = None  # of the last attempt, good or not
@@ -127,7 +127,7 @@ class OidcVerifier:
 
     async def _refresh(self, *, because_unknown_kid: bool) -> None:
         async with self._lock:
-            now = self._monotonic()
+            now = self.clock.monotonic()
             s = self.settings
             stale = self._fetched_at is None or now - self._fetched_at >= s.jwks_max_age_s
             if not stale and not because_unknown_kid:
@@ -143,7 +143,7 @@ class OidcVerifier:
                 if self._fetched_at is None:
                     raise OidcError(f"the issuer's keys could not be fetched: {exc}") from None
                 return  # keep the keys already known
-            self._keys, self._fetched_at = keys, self._monotonic()
+            self._keys, self._fetched_at = keys, self.clock.monotonic()
             self.fetches += 1
 
     async def key_for(self, kid: str) -> dict[str, Any]:
@@ -163,12 +163,12 @@ class OidcVerifier:
             raise OidcError("the token is too long")
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._verified.get(digest)
-        if hit is not None and self._clock() < min(hit[0], hit[1].expires_at):
+        if hit is not None and self.clock.wall() < min(hit[0], hit[1].expires_at):
             return hit[1]
         identity = await self._verify(token)
         if len(self._verified) >= MAX_CACHED:
             self._verified.clear()
-        self._verified[digest] = (self._clock() + CACHE_S, identity)
+        self._verified[digest] = (self.clock.wall() + CACHE_S, identity)
         return identity
 
     async def verify_id_token(self, token: str, nonce: str) -> OidcIdentity:
@@ -185,7 +185,7 @@ class OidcVerifier:
     async def discovery(self) -> dict[str, Any]:
         """The issuer's discovery document, fetched once per jwks_max_age_s, its
         `issuer` checked; OidcError when it cannot be had."""
-        now = self._monotonic()
+        now = self.clock.monotonic()
         if (self._discovery is not None
                 and now - self._discovery[0] < self.settings.jwks_max_age_s):
             return self._discovery[1]
@@ -225,18 +225,16 @@ class OidcVerifier:
             claims = jwt.decode(
                 token, key=key, algorithms=[alg],
                 audience=audience if audience is not None else self.settings.audience,
-                issuer=self.settings.issuer, leeway=self.settings.leeway_s,
-                options={"require": ["exp", "iss", "aud", "sub"]})
-        except jwt.ExpiredSignatureError:
-            raise OidcError("the JWT has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise OidcError("the JWT is not valid yet (nbf/iat)") from None
+                issuer=self.settings.issuer,
+                options={"require": ["exp", "iss", "aud", "sub"], "verify_exp": False,
+                         "verify_nbf": False, "verify_iat": False})
         except jwt.InvalidAudienceError:
             raise OidcError("the JWT is for another audience") from None
         except jwt.InvalidIssuerError:
             raise OidcError("the JWT is from another issuer") from None
         except jwt.PyJWTError as exc:
             raise OidcError(f"the JWT is invalid: {str(exc)[:120]}") from None
+        check_times(claims, self.clock.wall(), self.settings.leeway_s)
         if nonce is not None and not hmac.compare_digest(
                 str(claims.get("nonce", "")).encode(), nonce.encode()):
             raise OidcError("the ID token's nonce is not this sign-in's (a replayed token?)")
@@ -261,3 +259,17 @@ class OidcVerifier:
 def looks_like_jwt(token: str) -> bool:
     """Three base64url parts: worth handing to the OIDC verifier."""
     return token.count(".") == 2
+
+
+def check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
+    """exp, nbf and iat against `now` (RFC 7519 §4.1.4-4.1.6, with `leeway` seconds of
+    skew), as PyJWT checks them, but on the injected clock instead of PyJWT's own read of
+    the system time."""
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise OidcError(f"the JWT is invalid: its {name} claim is not a number")
+    if claims["exp"] <= now - leeway:
+        raise OidcError("the JWT has expired")
+    if any(name in claims and claims[name] > now + leeway for name in ("nbf", "iat")):
+        raise OidcError("the JWT is not valid yet (nbf/iat)")

@@ -11,10 +11,11 @@ ones are forgotten first, which only ever errs toward letting a request through.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+
+from gd.crdt.clock import Clock
+from gd.node.clock import SYSTEM_CLOCK
 
 # Tokens plus client addresses seen recently; a bucket is 3 floats, so this is < 1 MiB.
 MAX_BUCKETS: Final = 10_000
@@ -30,7 +31,7 @@ class RateLimiter:
     """`check(key)` → 0.0 when allowed, else the seconds until one request is."""
 
     def __init__(self, rate_per_s: float, burst: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         if rate_per_s <= 0 or burst < 1:
             raise ValueError("rate_per_s and burst must be positive")
         self.rate = float(rate_per_s)
@@ -39,7 +40,7 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
 
     def check(self, key: str) -> float:
-        now = self.clock()
+        now = self.clock.monotonic()
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:

@@ -9,12 +9,12 @@ no Cortex) has no API at all.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import trio
 
-from gd.node.api.events import EventBus
+from gd.crdt.clock import Clock
+from gd.node.api.events import EventBus, PeerEvents
 from gd.node.api.job_store import JobStore
 from gd.node.api.oidc import OidcVerifier
 from gd.node.api.ratelimit import RateLimiter
@@ -41,20 +41,28 @@ class ApiServices:
         # The motors' glue (gd.node.app.decisions) takes a LocalNode; this one shares the
         # daemon's open Cortex and is never closed here (the runner closes the Cortex).
         self.node = LocalNode(daemon.home, daemon.cfg, daemon.key, daemon.cortex)
-        self.tokens = TokenStore(self.cortex)
-        self.oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
-        self.jobs = JobStore(self.cortex)
+        # Every time the API reads (token expiry, rate limits, OIDC exp/nbf, job stamps,
+        # event times) is the daemon's injected clock: a test or simulation drives it.
+        self.clock: Clock = daemon.gate.clock
+        self.tokens = TokenStore(self.cortex, self.clock)
+        self.oidc = (OidcVerifier(settings.oidc, clock=self.clock)
+                     if settings.oidc is not None else None)
+        self.jobs = JobStore(self.cortex, self.clock)
         self.audit: AuditLog = daemon.sovereignty.audit
         self.desk = daemon.sovereignty.desk
         self.policies = daemon.sovereignty.store
         self._ledger = Ledger(self.cortex.env)
-        self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst)
-        self.events = EventBus()
+        self.limiter = RateLimiter(settings.rate_per_s, settings.rate_burst, self.clock)
+        self.events = EventBus(self.clock)
+        # Peer events follow the gate's connection events (no polling of the table).
+        daemon.gate.on_peer(PeerEvents(self.events, daemon.gate.table))
         self.write_lock = trio.Lock()
-        self.started = time.time()
         from gd.node.api.jobs import JobRunner  # jobs imports this module's type only
 
         self.runner = JobRunner(self)
+
+    def now_ms(self) -> int:
+        return int(self.clock.wall() * 1000)
 
     def ledger(self) -> Ledger:
         return self._ledger

@@ -18,13 +18,14 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from gd.crdt.clock import Clock
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, ValidationError
 from gd.node.api.roles import ALL_DOMAINS, Role
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.store.cortex import Cortex
 
 TOKENS_DB: Final = "api_tokens"
@@ -104,11 +105,11 @@ class ApiToken:
                 "expires_ms": self.expires_ms, "revoked_ms": self.revoked_ms,
                 "label": self.label}
 
-    def to_json(self, now_ms: int | None = None) -> dict[str, Any]:
-        """What `tokens list` shows: everything but the hash."""
+    def to_json(self, now_ms: int) -> dict[str, Any]:
+        """What `tokens list` shows: everything but the hash, and the state at `now_ms`."""
         data = self.to_plain()
         del data["hash"]
-        data["state"] = self.state(now_ms if now_ms is not None else _now_ms())
+        data["state"] = self.state(now_ms)
         return data
 
     @classmethod
@@ -124,22 +125,24 @@ class ApiToken:
             raise DecodeError(f"unreadable API token record: {exc}") from None
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 class TokenStore:
-    """The `api_tokens` sub-database of one Cortex."""
+    """The `api_tokens` sub-database of one Cortex. Creation, revocation and expiry read
+    `clock` (the daemon's injected clock; the system clock for a CLI without a daemon),
+    so a test can expire a token by advancing a `ManualClock` instead of sleeping."""
 
-    def __init__(self, cortex: Cortex) -> None:
+    def __init__(self, cortex: Cortex, clock: Clock = SYSTEM_CLOCK) -> None:
         self.cortex = cortex
+        self.clock = clock
         self.db = cortex.open_db(TOKENS_DB)
+
+    def now_ms(self) -> int:
+        return int(self.clock.wall() * 1000)
 
     def create(self, role: Role, domains: tuple[str, ...], *, genes: tuple[str, ...] = (),
                expires_in_s: int | None = None, label: str = "",
                now_ms: int | None = None) -> tuple[ApiToken, str]:
         """A new credential and its secret token text (shown once, never stored)."""
-        now = _now_ms() if now_ms is None else now_ms
+        now = self.now_ms() if now_ms is None else now_ms
         token_id = secrets.token_hex(ID_HEX // 2)
         secret = base64.urlsafe_b64encode(secrets.token_bytes(SECRET_BYTES)).decode().rstrip("=")
         try:
@@ -165,7 +168,7 @@ class TokenStore:
 
     def revoke(self, token_id: str, *, now_ms: int | None = None) -> ApiToken:
         """Mark revoked (kept, so audit records naming it stay explainable)."""
-        now = _now_ms() if now_ms is None else now_ms
+        now = self.now_ms() if now_ms is None else now_ms
 
         def run(txn: Any) -> ApiToken:
             raw = txn.get(token_id.encode(), db=self.db)
@@ -188,7 +191,7 @@ class TokenStore:
         record = self.get(match.group(1))
         if record is None or not hmac.compare_digest(record.hash, secret_hash(match.group(2))):
             return None, "unknown token"
-        state = record.state(_now_ms() if now_ms is None else now_ms)
+        state = record.state(self.now_ms() if now_ms is None else now_ms)
         if state != "active":
             return None, f"token {state}"
         return record, ""

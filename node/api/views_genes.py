@@ -17,6 +17,7 @@ from starlette.responses import Response
 from gd.genome import Decision, Gene
 from gd.genome.errors import ValidationError
 from gd.genome.gene import GeneStatus
+from gd.genome.gene_json import gene_json
 from gd.motors.errors import MotorInputError
 from gd.motors.evaluate import EvaluationRequest
 from gd.node.api.auto_adapt_jobs import note_decisions
@@ -32,14 +33,6 @@ from gd.node.store.cortex import CortexError
 SEED_MAX: Final = 2**63 - 1
 UPLOAD_CHUNK: Final = 1 << 16
 _STATUSES: Final = tuple(str(s) for s in GeneStatus)
-
-
-def gene_json(gene: Gene) -> dict[str, Any]:
-    body = gene.body()
-    body.update(status=str(gene.status), successes=gene.successes, failures=gene.failures,
-                version_hash=gene.version_hash.hex(), signature=gene.signature.hex(),
-                condition=gene.condition_text())
-    return body
 
 
 def visible_gene(ctx: Ctx, gene_id: str) -> Gene:
@@ -165,7 +158,7 @@ def evaluation_options(body: dict[str, Any]) -> dict[str, Any]:
     """seed, aggregate, allow_pending and the Monte Carlo plan, checked."""
     seed = body.get("seed")
     if seed is None:
-        seed = secrets.randbits(63)
+        seed = secrets.randbits(63)  # no seed asked for: unpredictable on purpose
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise Problem(422, f"seed must be an integer in [0, {SEED_MAX}]")
     plan = {k: body[k] for k in ("monte_carlo_n", "epsilon", "cap") if k in body}

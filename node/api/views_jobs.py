@@ -65,7 +65,7 @@ async def h_job_create(ctx: Ctx) -> Any:
                   "top": _int(body, "top", search.top, 1, search.retreat_size),
                   "seed": seed, "states": states_to_plain(states)}
         total = params["generations"]
-    job = Job(id=new_job_id(), kind=kind, gene_id=gene.id, domain=gene.domain,
+    job = Job(id=new_job_id(ctx.api.now_ms()), kind=kind, gene_id=gene.id, domain=gene.domain,
               actor=ctx.principal.actor, params=params, total=total,
               webhook_url=url, webhook_secret=secret)
     job = await ctx.write(ctx.api.jobs.add, job)

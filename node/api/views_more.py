@@ -23,7 +23,7 @@ from gd.node.api.views_genes import _brief, visible_decision, visible_gene
 from gd.node.app import decisions as dec
 from gd.node.app.adaptation import AdaptationError
 from gd.node.store.cortex import CortexError
-from gd.protocol.policy_rules import PeerInfo, Subject, SubjectKind
+from gd.protocol.policy_rules import PeerInfo, Subject, receivers
 
 MAX_NOTE: Final = 1000
 # A policy test against `org:X` or `region:R` explains the rule for each known peer of
@@ -63,11 +63,7 @@ def _receivers(ctx: Ctx, target: str, org: str | None, region: str | None
         subject = Subject.parse(target)
     except (ValidationError, ValueError) as exc:
         raise Problem(422, f"with: {exc}") from None
-    if subject.kind is SubjectKind.PEER:
-        known = store.peer(subject.value) or PeerInfo(subject.value)
-        return [PeerInfo(known.peer_id, org if org is not None else known.org,
-                         region if region is not None else known.region)]
-    peers = [p for p in store.peers() if subject.matches(p)]
+    peers = receivers(store, subject, org, region)
     if not peers:
         raise Problem(404, f"no known peer matches {subject}; name a peer id (with org and "
                            "region for one not met yet)")

@@ -11,6 +11,7 @@ from typing import Any, Final
 from starlette.responses import Response
 
 from gd.genome.errors import ValidationError
+from gd.genome.gene_json import gene_json
 from gd.ledger.errors import LedgerError
 from gd.node.api.problems import Problem
 from gd.node.api.roles import Role
@@ -55,8 +56,6 @@ async def h_sync_now(ctx: Ctx) -> Any:
 
 # -- conflicts ---------------------------------------------------------------------------
 def conflict_json(c: Any) -> dict[str, Any]:
-    from gd.node.api.views_genes import gene_json
-
     local, remote = gene_json(c.local), gene_json(c.remote)
     skip = {"version_hash", "signature", "status", "successes", "failures"}
     return {"key": c.key, "gene_id": c.gene_id, "sender": c.sender, "queued_at": c.queued_at,

@@ -32,20 +32,21 @@ def tokens_create(ctx: WriteContext, *, role: str, domains: list[str],
                   genes: list[str] | None = None, expires_in_s: int | None = None,
                   label: str = "") -> dict[str, Any]:
     """The new record and its secret (`token`), which only this answer ever carries."""
-    record, secret = TokenStore(ctx.node.cortex).create(
-        Role.parse(role), tuple(domains), genes=tuple(genes or ()),
-        expires_in_s=expires_in_s, label=label)
-    return {**record.to_json(), "token": secret}
+    store = TokenStore(ctx.node.cortex, ctx.clock)
+    record, secret = store.create(Role.parse(role), tuple(domains), genes=tuple(genes or ()),
+                                  expires_in_s=expires_in_s, label=label)
+    return {**record.to_json(store.now_ms()), "token": secret}
 
 
 def tokens_revoke(ctx: WriteContext, *, token_id: str) -> dict[str, Any]:
     """The API reads the record on every request: refused from its next one on."""
-    return TokenStore(ctx.node.cortex).revoke(token_id).to_json()
+    store = TokenStore(ctx.node.cortex, ctx.clock)
+    return store.revoke(token_id).to_json(store.now_ms())
 
 
 def jobs_cancel(ctx: WriteContext, *, job_id: str) -> dict[str, Any]:
     """A queued job is cancelled now; a running one is flagged for its next step."""
-    return JobStore(ctx.node.cortex).cancel(job_id).to_json()
+    return JobStore(ctx.node.cortex, ctx.clock).cancel(job_id).to_json()
 
 
 def org_trust(ctx: WriteContext, *, org: str, key: str) -> dict[str, Any]:

@@ -17,13 +17,13 @@ import contextlib
 import os
 import secrets
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
+from gd.crdt.clock import Clock
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.ledger.errors import LedgerError
 from gd.motors.errors import CheckpointError, MotorInputError
@@ -77,6 +77,7 @@ class DaemonWriteContext:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
         self.node = LocalNode(daemon.home, daemon.cfg, daemon.key, daemon.cortex)
+        self.clock: Clock = daemon.gate.clock
 
     def sovereignty(self) -> Sovereignty:
         service = self.daemon.sovereignty
@@ -88,8 +89,8 @@ class DaemonWriteContext:
 @dataclass
 class _Upload:
     path: Path
+    touched: float  # the daemon clock's monotonic time of the last chunk
     size: int = 0
-    touched: float = field(default_factory=time.monotonic)
 
 
 class WriteMethods:
@@ -97,6 +98,8 @@ class WriteMethods:
 
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
+        # Upload idle timeouts read the daemon's injected clock (a test advances it).
+        self.clock: Clock = daemon.gate.clock
         self.log = daemon.log.bind(component="control")
         self.lock = trio.Lock()
         self.uploads: dict[str, _Upload] = {}
@@ -169,7 +172,7 @@ class WriteMethods:
     # -- uploads ---------------------------------------------------------------------
 
     async def upload_open(self, suffix: str = ".jsonl") -> str:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for key, up in list(self.uploads.items()):
             if now - up.touched > UPLOAD_IDLE_S:
                 self._drop(key)
@@ -181,8 +184,8 @@ class WriteMethods:
         fd, name = tempfile.mkstemp(prefix=UPLOAD_PREFIX, suffix=suffix,
                                     dir=self.daemon.home.root)  # mkstemp: mode 0600
         os.close(fd)
-        key = secrets.token_hex(16)
-        self.uploads[key] = _Upload(Path(name))
+        key = secrets.token_hex(16)  # a capability: unpredictable on purpose, never seeded
+        self.uploads[key] = _Upload(Path(name), now)
         return key
 
     async def upload_chunk(self, upload: str, data: bytes) -> int:
@@ -201,7 +204,7 @@ class WriteMethods:
 
         await trio.to_thread.run_sync(append)
         up.size += len(data)
-        up.touched = time.monotonic()
+        up.touched = self.clock.monotonic()
         return up.size
 
     def _take(self, upload: Any) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from gd.crdt.clock import Clock
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.state import StateVector
 from gd.genome.synapse import Synapse, SynapseKind
@@ -55,6 +56,9 @@ class WriteContext(Protocol):
     (the daemon's own objects inside the daemon, fresh ones in the CLI)."""
 
     node: LocalNode
+    # Time of the records a write stamps (token creation, job cancels): the daemon's
+    # injected clock inside the daemon, the system clock in the CLI.
+    clock: Clock
 
     def sovereignty(self) -> Sovereignty: ...
 

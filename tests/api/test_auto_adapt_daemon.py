@@ -10,56 +10,19 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import trio
 from api_support import states
+from gd_node_procs import GD_NODE, daemon_status, gd_node, reap, start_daemon
 
 from gd.node.api.job_store import JobStore
 from gd.node.store.cortex import Cortex
 
-GD_NODE = str(Path(sys.executable).with_name("gd-node"))
 TIMEOUT_S = 300.0
 GENE = "overhaul-late-life"   # the demo gene every demo state vetoes
 # Big enough that one generation takes a while and the kill lands mid-search.
 SEARCH = "population = 4096\ngenerations = 40\n"
-
-
-def _cli(*args: str, home: Path) -> str:
-    done = subprocess.run([GD_NODE, *args, "--home", str(home)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _start(home: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([GD_NODE, "run", "--home", str(home), "--log-format", "json"],
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-
-
-def _reap(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
-async def _status(home: Path) -> dict:
-    with trio.fail_after(60):
-        while True:
-            out = await trio.to_thread.run_sync(lambda: subprocess.run(
-                [GD_NODE, "status", "--json", "--home", str(home)], capture_output=True,
-                text=True, timeout=60))
-            if out.returncode == 0:
-                daemon = json.loads(out.stdout)["daemon"]
-                if daemon.get("api_url"):
-                    return daemon
-            await trio.sleep(0.2)
 
 
 async def _auto_jobs(http: httpx.AsyncClient) -> list[dict]:
@@ -73,13 +36,13 @@ async def test_a_veto_queues_a_resumable_adapt_job_whose_winners_wait_for_a_pers
                    check=True, capture_output=True, timeout=120)
     with (home / "config.toml").open("a") as cfg:
         cfg.write(f'\n[api]\nrate_per_s = 1000.0\nrate_burst = 1000\n\n[adaptation]\n{SEARCH}')
-    token = json.loads(_cli("tokens", "create", "--role", "operator", "--domain", "*",
+    token = json.loads(gd_node("tokens", "create", "--role", "operator", "--domain", "*",
                             "--json", home=home))["token"]
     auth = {"Authorization": f"Bearer {token}"}
     log = tmp_root / "daemon.log"
-    proc = _start(home, log)
+    proc = start_daemon(home, log)
     try:
-        url = (await _status(home))["api_url"]
+        url = (await daemon_status(home))["api_url"]
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as http:
             genes = (await http.get("/v1/genes", params={"domain": "turbofan"})).json()
             gene = next(g for g in genes["items"] if g["name"] == GENE)
@@ -99,8 +62,8 @@ async def test_a_veto_queues_a_resumable_adapt_job_whose_winners_wait_for_a_pers
         with Cortex.open(home / "cortex", readonly=True) as cortex:
             mid = JobStore(cortex).require(job_id)
         assert mid.state == "running" and 2 <= mid.done < mid.total, "kill mid-search"
-        proc = _start(home, log)
-        url = (await _status(home))["api_url"]
+        proc = start_daemon(home, log)
+        url = (await daemon_status(home))["api_url"]
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as http:
             with trio.fail_after(TIMEOUT_S):
                 while (job := (await http.get(f"/v1/jobs/{job_id}")).json())["state"] \
@@ -114,13 +77,13 @@ async def test_a_veto_queues_a_resumable_adapt_job_whose_winners_wait_for_a_pers
             await http.post(f"/v1/genes/{gene['id']}/evaluate", json={
                 "states": states("turbofan", 5, 12), "seed": 4})
             assert [j["id"] for j in await _auto_jobs(http)] == [job_id]
-        pending = {g["id"]: g for g in json.loads(_cli("pending", "list", "--json",
+        pending = {g["id"]: g for g in json.loads(gd_node("pending", "list", "--json",
                                                        home=home))}
         for vid in variants:   # pending with lineage: a person still approves
             assert pending[vid]["parents"] == [gene["id"]]
             assert pending[vid]["status"] == "adaptation_pending"
-        adaptation = (await _status(home))["adaptation"]
+        adaptation = (await daemon_status(home))["adaptation"]
         assert adaptation["veto"]["adapted"] == 1 and adaptation["veto"]["improved"] == 1
         assert adaptation["rate"] == 1.0 and adaptation["open_jobs"] == 0
     finally:
-        _reap(proc)
+        reap(proc)

@@ -15,9 +15,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gd_node_procs import GD_NODE, gd_node, reap
 from rich.console import Console
 
 from gd.motors.domains import demo_genes, get_domain
@@ -34,7 +33,6 @@ from gd.testnet.dashboard import console_line, render
 from gd.testnet.observe import NodeView
 from gd.testnet.plan import make_plan
 
-GD_NODE = str(Path(sys.executable).with_name("gd-node"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 INSTALL = "apt-get install -y chromium chromium-driver"
@@ -111,13 +109,6 @@ def _browser_missing() -> str | None:
     return None
 
 
-def _cli(*args: str, home: Path) -> str:
-    done = subprocess.run([GD_NODE, *args, "--home", str(home)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def _api_url(home: Path, proc: subprocess.Popen[bytes]) -> str:
     deadline = time.monotonic() + DAEMON_READY_S
     while time.monotonic() < deadline:
@@ -130,16 +121,6 @@ def _api_url(home: Path, proc: subprocess.Popen[bytes]) -> str:
                 return str(url)
         time.sleep(0.3)
     raise AssertionError(f"no API URL from gd-node status within {DAEMON_READY_S} s")
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
 
 
 @contextlib.contextmanager
@@ -168,8 +149,8 @@ def _pending_genes(home: Path, tmp: Path) -> dict[str, str]:
                 {"feature": "s11", "op": ">", "threshold": 47.9}]}]
     path = tmp / "pending.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    _cli("genes", "import", str(path), "--pending", home=home)
-    listed = json.loads(_cli("genes", "list", "--domain", "turbofan", "--json", home=home))
+    gd_node("genes", "import", str(path), "--pending", home=home)
+    listed = json.loads(gd_node("genes", "list", "--domain", "turbofan", "--json", home=home))
     return {g["name"]: g["id"] for g in listed if g["name"].startswith("console-")}
 
 
@@ -250,7 +231,7 @@ def test_console_in_chromium_approver_approves_viewer_cannot():
             cfg.write('\n[api]\nrate_per_s = 1000.0\nrate_burst = 1000\n')
         genes = _pending_genes(home, tmp)
         approve_id, viewer_id = genes["console-approve-me"], genes["console-viewer-sees"]
-        tokens = {role: json.loads(_cli("tokens", "create", "--role", role, "--domain",
+        tokens = {role: json.loads(gd_node("tokens", "create", "--role", role, "--domain",
                                         "turbofan", "--json", home=home))["token"]
                   for role in ("approver", "viewer")}
         proc = subprocess.Popen([GD_NODE, "run", "--home", str(home), "--log-format", "json"],
@@ -346,7 +327,7 @@ def test_console_in_chromium_approver_approves_viewer_cannot():
         viewer.close()
     finally:
         if proc is not None:
-            _reap(proc)
+            reap(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -434,5 +415,5 @@ def test_console_oidc_login_in_chromium():
                 assert http.get("/v1/status").json()["api"]["caller"]["actor"] == "oidc:carol"
     finally:
         if proc is not None:
-            _reap(proc)
+            reap(proc)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,18 +9,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import trio
 from api_support import states
+from gd_node_procs import GD_NODE, daemon_status, gd_node, reap, start_daemon
 
 from gd.node.api.job_store import JobStore
 from gd.node.api.jobs import SIGNATURE_HEADER
 from gd.node.store.cortex import Cortex
 
-GD_NODE = str(Path(sys.executable).with_name("gd-node"))
 JOB_TIMEOUT_S = 240.0
 
 
@@ -124,53 +122,18 @@ async def test_webhook_host_must_be_allow_listed(api_node):
     assert reply.status_code == 422 and "webhook_hosts" in reply.json()["detail"]
 
 
-def _cli(*args: str, home: Path) -> str:
-    done = subprocess.run([GD_NODE, *args, "--home", str(home)], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def _start(home: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([GD_NODE, "run", "--home", str(home), "--log-format", "json"],
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-
-
-async def _api_url(home: Path) -> str:
-    with trio.fail_after(60):
-        while True:
-            out = await trio.to_thread.run_sync(lambda: subprocess.run(
-                [GD_NODE, "status", "--json", "--home", str(home)], capture_output=True,
-                text=True, timeout=60))
-            if out.returncode == 0:
-                url = json.loads(out.stdout)["daemon"].get("api_url")
-                if url:
-                    return url
-            await trio.sleep(0.2)
-
-
-def _reap(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
 async def test_sigkill_mid_job_then_restart_resumes_it_exactly_once(tmp_root):
     home = tmp_root / "node"
     subprocess.run([GD_NODE, "demo", "--dir", str(home), "--org", "acme", "--region", "eu"],
                    check=True, capture_output=True, timeout=120)
     with (home / "config.toml").open("a") as cfg:
         cfg.write('\n[api]\nrate_per_s = 1000.0\nrate_burst = 1000\n')
-    token = json.loads(_cli("tokens", "create", "--role", "operator", "--domain", "*",
+    token = json.loads(gd_node("tokens", "create", "--role", "operator", "--domain", "*",
                             "--json", home=home))["token"]
     log = tmp_root / "daemon.log"
-    proc = _start(home, log)
+    proc = start_daemon(home, log)
     try:
-        url = await _api_url(home)
+        url = (await daemon_status(home))["api_url"]
         auth = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as http:
             genes = (await http.get("/v1/genes", params={"domain": "turbofan",
@@ -190,8 +153,8 @@ async def test_sigkill_mid_job_then_restart_resumes_it_exactly_once(tmp_root):
         with Cortex.open(home / "cortex", readonly=True) as cortex:
             mid = JobStore(cortex).require(job["id"])
         assert mid.state == "running" and 16 <= mid.done < n, "the kill must land mid-job"
-        proc = _start(home, log)
-        url = await _api_url(home)
+        proc = start_daemon(home, log)
+        url = (await daemon_status(home))["api_url"]
         async with httpx.AsyncClient(base_url=url, headers=auth, timeout=60) as http:
             final = await _wait_job(http, job["id"])
             decisions = (await http.get("/v1/decisions", params={
@@ -202,4 +165,4 @@ async def test_sigkill_mid_job_then_restart_resumes_it_exactly_once(tmp_root):
         ours = [d for d in decisions["items"] if d["seed"] == 9]
         assert len(ours) == n  # exactly one decision per state, across the kill
     finally:
-        _reap(proc)
+        reap(proc)

@@ -73,8 +73,9 @@ async def test_tokens_and_jobs_go_through_the_daemon_and_a_revoked_token_is_refu
             assert json.loads(out)["state"] == "revoked"
             token, why = tokens.verify(created["token"])
             assert token is None and "revoked" in why
-            job = JobStore(a.cortex).add(Job(id=new_job_id(), kind="evaluate", gene_id="g1",
-                                             domain="turbofan", actor="test", params={}))
+            jobs = JobStore(a.cortex)
+            job = jobs.add(Job(id=new_job_id(jobs.now_ms()), kind="evaluate", gene_id="g1",
+                               domain="turbofan", actor="test", params={}))
             code, out = await _run("jobs", "cancel", job.id, "--home", home, "--json")
             assert code == 0, out
             assert json.loads(out)["state"] == "cancelled"
