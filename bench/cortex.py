@@ -17,6 +17,7 @@ pipeline: the pool signs batch n+1 while this process writes batch n.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import random
@@ -68,11 +69,16 @@ def make_genes(key: NodeKey, n: int) -> list[Gene]:
     return build(key, gene_args(n))
 
 
-def sign_range(lo: int, hi: int) -> list[StoredVersion]:
-    """Genes lo..hi-1 built and signed in a pool worker, shipped back as stored bytes."""
-    key = NodeKey.from_seed(KEY_SEED)
+@functools.cache
+def _worker_inputs(n: int) -> tuple[NodeKey, list[tuple[int, str, float, str, float]]]:
+    return NodeKey.from_seed(KEY_SEED), gene_args(n)  # once per worker process
+
+
+def sign_range(lo: int, hi: int, n: int) -> list[StoredVersion]:
+    """Genes lo..hi-1 of n built and signed in a pool worker, shipped back as bytes."""
+    key, args = _worker_inputs(n)
     return [StoredVersion(g.id, g.version, g.domain, g.origin, g.wire_bytes, g.version_hash)
-            for g in build(key, gene_args(hi)[lo:hi])]
+            for g in build(key, args[lo:hi])]
 
 
 def signed_in_pool(n: int, workers: int, batch: int,
@@ -94,7 +100,7 @@ def signed_in_pool(n: int, workers: int, batch: int,
                 ready = ready[batch:]
 
         for lo in range(0, n, SIGN_CHUNK):
-            window.append(pool.submit(sign_range, lo, min(n, lo + SIGN_CHUNK)))
+            window.append(pool.submit(sign_range, lo, min(n, lo + SIGN_CHUNK), n))
             if len(window) > 2 * workers:
                 take_one()
         while window:

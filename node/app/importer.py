@@ -352,10 +352,10 @@ def import_genes(
             lines += 1
             if isinstance(item, str):
                 report.rejected.append((number, item))
-            elif isinstance(result, tuple):
-                report.rejected.append(result)
-            else:
+            elif result is None or isinstance(result, SignedLine):
                 take(number, item, stamp, result)
+            else:  # the worker refused the line (a SignedLine is a tuple too: test it first)
+                report.rejected.append(result)
             if len(in_batch) >= batch_size:
                 flush()
 

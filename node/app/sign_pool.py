@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gd.genome.errors import ValidationError
 from gd.genome.gene import Gene, GeneStatus
@@ -44,9 +44,10 @@ AHEAD_PER_WORKER = 2
 PARENT_CHECK_S = 0.2
 
 
-@dataclass(frozen=True, slots=True)
-class SignedLine:
-    """A line signed as a new gene: what the Cortex stores for it, nothing to re-encode."""
+class SignedLine(NamedTuple):
+    """A line signed as a new gene: what the Cortex stores for it, nothing to re-encode.
+    A named tuple: it crosses the pipe for every line, and unpickles ~4x faster than a
+    frozen dataclass (0.6 against 2.4 µs)."""
 
     line: int
     id: str
@@ -57,10 +58,10 @@ class SignedLine:
     has_synapses: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StoredVersion:
+class StoredVersion(NamedTuple):
     """A signed gene version plus this node's local view, as the Cortex writes it
-    (`gd.node.store.cortex_genes.GeneVersion`), without a `Gene` object."""
+    (`gd.node.store.cortex_genes.GeneVersion`), without a `Gene` object; one per
+    imported line, so as cheap to build as a tuple."""
 
     id: str
     version: int
