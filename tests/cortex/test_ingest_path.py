@@ -81,3 +81,34 @@ def test_parallel_import_stores_what_the_serial_import_stores(tmp_path):
     views = [{gid: (v, strip(b)) for gid, (v, b) in stored[w].items()} for w in (1, 2, 4)]
     assert views[0] == views[1] == views[2]
     assert stored[1][next(iter(stored[1]))][0] in (1, 2)
+
+
+def test_a_sign_pool_worker_produces_the_bytes_gene_create_produces(monkeypatch):
+    """What a worker ships back for a line is exactly what the in-process path would
+    store for it (same stamp), and it refuses what `parse_line` refuses, alike."""
+    from gd.node.app import sign_pool
+    from gd.node.app.importer import parse_line
+
+    monkeypatch.setattr(sign_pool, "_KEY", KEY)  # what a worker's initializer sets
+    texts = [json.dumps(line(i)).encode() for i in range(20)]
+    texts[3] = json.dumps(dict(line(3), action="no-such-action")).encode()
+    texts[7] = b"{not json"
+    with_synapse = dict(line(9), synapses=[{"target": "rule-1"}])
+    texts[9] = json.dumps(with_synapse).encode()
+    jobs = [(n + 1, text, 5000 + n) for n, text in enumerate(texts)]
+    results = sign_pool.sign_lines(jobs)
+    assert len(results) == len(jobs)
+    for (number, text, stamp), result in zip(jobs, results, strict=True):
+        spec = parse_line(number, text)
+        if isinstance(spec, tuple):
+            assert result == spec  # same line number and message
+            continue
+        assert isinstance(result, sign_pool.SignedLine) and result.line == number
+        gene = Gene.create(KEY, domain=spec.domain, name=spec.name, codons=spec.codons,
+                           action=spec.action, params=spec.params, purpose=spec.purpose,
+                           hlc=stamp)
+        assert (result.id, result.domain, result.origin) == (gene.id, gene.domain, gene.origin)
+        assert result.wire_bytes == gene.wire_bytes
+        assert result.version_hash == gene.version_hash
+        assert result.has_synapses == (number == 10)
+    assert [r[0] for r in results if not isinstance(r, sign_pool.SignedLine)] == [4, 8]
