@@ -148,7 +148,7 @@ def _path(name: str) -> Any:
 
 
 def _file_domains(name: str) -> set[str]:
-    from gd.node.app.importer import iter_specs
+    from gd.node.app.import_lines import iter_specs
 
     return {item.domain for item in iter_specs(_path(name)) if not isinstance(item, tuple)}
 

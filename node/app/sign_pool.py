@@ -20,7 +20,6 @@ this one started; it is never written anywhere.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import threading
@@ -98,7 +97,7 @@ def _exit_with_parent(parent: int) -> None:
 
 def sign_lines(jobs: list[LineJob]) -> list[LineResult]:
     """Parse, check and sign each line as a new gene (runs in a worker process)."""
-    from gd.node.app.importer import parse_line  # the worker imports the importer once
+    from gd.node.app.import_lines import parse_line  # the worker imports it once
 
     key = _KEY
     if key is None:
@@ -161,8 +160,3 @@ class SignPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def line_text(mapping: dict[str, object]) -> bytes:
-    """A CSV row's mapping as the JSON text a worker parses (floats round-trip exactly)."""
-    return json.dumps(mapping).encode()

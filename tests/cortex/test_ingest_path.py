@@ -87,7 +87,7 @@ def test_a_sign_pool_worker_produces_the_bytes_gene_create_produces(monkeypatch)
     """What a worker ships back for a line is exactly what the in-process path would
     store for it (same stamp), and it refuses what `parse_line` refuses, alike."""
     from gd.node.app import sign_pool
-    from gd.node.app.importer import parse_line
+    from gd.node.app.import_lines import parse_line
 
     monkeypatch.setattr(sign_pool, "_KEY", KEY)  # what a worker's initializer sets
     texts = [json.dumps(line(i)).encode() for i in range(20)]
