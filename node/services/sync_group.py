@@ -30,6 +30,10 @@ from gd.node.store.sync_store import ApplyStats, SyncStore
 MAX_GROUP_BATCHES: Final = 8
 # ... and about this many payload bytes (what a crash may make us fetch again) ...
 MAX_GROUP_BYTES: Final = 8 << 20
+# ... and this many genes: batches grow with the link (up to ~1 MiB each), and a group
+# must commit well inside the sender's idle timeout (10 s), since the puller sends
+# nothing while it commits (8 batches of ~700 big genes stalled a cold sync for 10 s).
+MAX_GROUP_GENES: Final = 2048
 # ... and waits at most this long after its first batch was staged, so a trickle of
 # small batches on a slow link is still committed promptly.
 MAX_GROUP_AGE_S: Final = 0.5
@@ -50,12 +54,15 @@ class GroupCommit:
 
     def __init__(self, store: SyncStore, monotonic: Callable[[], float], *,
                  max_batches: int = MAX_GROUP_BATCHES, max_bytes: int = MAX_GROUP_BYTES,
-                 max_age_s: float = MAX_GROUP_AGE_S) -> None:
-        if max_batches < 1 or max_bytes < 1 or max_age_s < 0:
+                 max_age_s: float = MAX_GROUP_AGE_S,
+                 max_genes: int = MAX_GROUP_GENES) -> None:
+        if max_batches < 1 or max_bytes < 1 or max_age_s < 0 or max_genes < 1:
             raise ValueError("group bounds must be positive")
         self.store = store
         self._now = monotonic
         self.max_batches, self.max_bytes, self.max_age_s = max_batches, max_bytes, max_age_s
+        self.max_genes = max_genes
+        self._genes = 0
         self._staged: list[StagedBatch] = []
         self._bytes = 0
         self._first_at = 0.0
@@ -72,12 +79,14 @@ class GroupCommit:
             self._first_at = self._now()
         self._staged.append(StagedBatch(sender, tuple(genes), upto, payload))
         self._bytes += payload
+        self._genes += len(genes)
 
     def due(self) -> bool:
         """Whether the staged group reached a bound and must commit now."""
         if not self._staged:
             return False
         return (len(self._staged) >= self.max_batches or self._bytes >= self.max_bytes
+                or self._genes >= self.max_genes
                 or self._now() - self._first_at >= self.max_age_s)
 
     def commit(self) -> list[tuple[StagedBatch, ApplyStats]]:
@@ -90,7 +99,7 @@ class GroupCommit:
         with batch_gc():
             stats = self.store.apply_batches([(b.sender, b.genes, b.upto) for b in group])
         self._staged.clear()
-        self._bytes = 0
+        self._bytes = self._genes = 0
         self.commits += 1
         return list(zip(group, stats, strict=True))
 
@@ -99,5 +108,5 @@ class GroupCommit:
         how many. The checkpoint on disk does not cover them."""
         n = len(self._staged)
         self._staged.clear()
-        self._bytes = 0
+        self._bytes = self._genes = 0
         return n

@@ -93,8 +93,17 @@ def test_a_group_is_due_at_its_batch_byte_or_age_bound(store: SyncStore):
     assert not by_age.due()
     clock.advance(0.1)  # the FIRST batch's age counts
     assert by_age.due()
+    by_genes = GroupCommit(store, clock.monotonic, max_batches=99, max_bytes=10**9,
+                           max_age_s=60, max_genes=3)
+    three = genes(3)
+    by_genes.stage(PEER, three[:2], 1, 1)
+    assert not by_genes.due()
+    by_genes.stage(PEER, three[2:], 2, 1)
+    assert by_genes.due()  # big batches: few of them must not make a long commit
     with pytest.raises(ValueError):
         GroupCommit(store, clock.monotonic, max_batches=0)
+    with pytest.raises(ValueError):
+        GroupCommit(store, clock.monotonic, max_genes=0)
 
 
 def test_a_failure_inside_a_group_commits_none_of_it(store: SyncStore):
