@@ -87,6 +87,22 @@ class AutoAdapter:
         self.clock = clock
         self.db = cortex.open_db(BOOK_DB)
         self._lock = threading.Lock()
+        # domain -> (experience count when read, our states there): every synced batch
+        # asks for its domain's history, and reading it walks every gene of the domain
+        # (100k received genes made a cold sync quadratic). An experience added anywhere
+        # invalidates it; a gene approved with experiences recorded while pending joins
+        # at the next experience.
+        self._domain_history: dict[str, tuple[int, list[StateVector]]] = {}
+
+    def domain_history(self, gene: Gene) -> list[StateVector]:
+        """`domain_states` for the gene's domain, read again only after the Cortex's
+        experiences changed. Called with the lock held."""
+        marker = self.cortex.experience_count()
+        cached = self._domain_history.get(gene.domain)
+        if cached is None or cached[0] != marker:
+            cached = (marker, domain_states(self.cortex, gene))
+            self._domain_history[gene.domain] = cached
+        return cached[1]
 
     # -- the book ----------------------------------------------------------------------
     def _get(self, key: str) -> Any:
@@ -248,7 +264,6 @@ class _Tally:
         self.puts: dict[str, Any] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.open_jobs: int | None = None
-        self._domain_states: dict[str, list[StateVector]] = {}
 
     def add(self, source: str, counter: str) -> None:
         counts = self.counts.setdefault(source, {})
@@ -264,9 +279,7 @@ class _Tally:
         own = history_states(self.adapter.cortex, gene)
         if own:
             return own
-        if gene.domain not in self._domain_states:
-            self._domain_states[gene.domain] = domain_states(self.adapter.cortex, gene)
-        return self._domain_states[gene.domain]
+        return self.adapter.domain_history(gene)
 
     def flush(self) -> dict[str, Any]:
         """The puts, with each touched counter record read and increased."""

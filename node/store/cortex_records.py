@@ -128,6 +128,12 @@ class CortexRecords(CortexGenes):
 
         return self.write(run)
 
+    def experience_count(self) -> int:
+        """How many experiences the Cortex holds (LMDB keeps the count: O(1)); a cheap
+        marker that the record changed, for callers that cache what they read of it."""
+        with self.env.begin() as txn:
+            return int(txn.stat(self._dbs["experiences"])["entries"])
+
     def experiences_for(self, gene_id: str) -> list[Experience]:
         prefix = gene_id.encode() + SEP
         db = self._dbs["experiences"]

@@ -122,6 +122,36 @@ def test_a_received_gene_without_any_history_here_queues_nothing(node):
     assert auto.summary()["received"]["no_history"] == 2
 
 
+def test_the_domain_history_is_read_once_per_change_not_once_per_synced_batch(
+        node, monkeypatch):
+    # Reading a domain's history walks every gene of the domain: doing it for each
+    # synced batch made a 100k-gene cold sync quadratic (found by `make bench`).
+    from gd.node.app import auto_adapt
+
+    reads: list[str] = []
+    real = auto_adapt.domain_states
+
+    def counted(cortex, gene):
+        reads.append(gene.domain)
+        return real(cortex, gene)
+
+    monkeypatch.setattr(auto_adapt, "domain_states", counted)
+    auto, _ = adapter(node)
+    for n in range(4):  # four batches from a peer, no history here
+        batch = received(2, PEER_A, f"batch{n}")
+        node.cortex.put_genes(batch)
+        auto.after_received(PEER_A.peer_id, batch)
+    assert reads == ["turbofan"]
+    own = make_gene(KEY, "ours", "turbofan")
+    node.cortex.put_gene(own)
+    state = get_domain("turbofan").demo_states(1, 3)[0]
+    dec.record_experience(node, own.id, state, success=True)  # the history changed
+    later = received(1, PEER_A, "later")
+    node.cortex.put_genes(later)
+    assert len(auto.after_received(PEER_A.peer_id, later)) == 1
+    assert reads == ["turbofan", "turbofan"]
+
+
 def test_the_rate_counts_vetoed_genes_whose_job_found_an_improving_variant(node):
     auto, jobs = adapter(node)
     _, a = vetoed_gene(node, "inspect-a")
