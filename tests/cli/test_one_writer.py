@@ -13,6 +13,7 @@ import trio
 from click.testing import CliRunner
 from daemon_cluster import DaemonCluster, quiet_libp2p
 from gd_testkit import key_from_int
+from lock_watch import lock_holders_during
 
 from gd.cli import writer
 from gd.cli.main import cli
@@ -92,14 +93,7 @@ def test_with_no_daemon_the_cli_writes_under_the_homes_lock(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = Home(tmp_path / "n1")
     _init(home, 1)
-    holders: list[int | None] = []
-    real = ops.import_genes
-
-    def watched(*args: object, **kwargs: object) -> object:
-        holders.append(holder_pid(home.pid_path))
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ops, "import_genes", watched)
+    holders = lock_holders_during(monkeypatch, ops, "import_genes", home)
     code, out = _cli("genes", "import", _genes_file(tmp_path), "--home", home.root, "--json")
     assert code == 0, out
     assert json.loads(out)["added"] == 3

@@ -14,6 +14,7 @@ import trio
 from click.testing import CliRunner
 from daemon_cluster import DaemonCluster, org_key_for_tests, quiet_libp2p
 from gd_testkit import key_from_int
+from lock_watch import lock_holders_during
 
 from gd.cli import writer
 from gd.cli.main import cli
@@ -118,14 +119,7 @@ def test_org_trust_with_no_daemon_writes_the_pins_under_the_homes_lock(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = Home(tmp_path / "n1")
     _init(home, 1)
-    holders: list[int | None] = []
-    real = admin_ops.trust_org
-
-    def watched(*args: object, **kwargs: object) -> object:
-        holders.append(holder_pid(home.pid_path))
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(admin_ops, "trust_org", watched)
+    holders = lock_holders_during(monkeypatch, admin_ops, "trust_org", home)
     raw = org_key_for_tests("beta").public_key
     code, out = _cli("org", "trust", "beta", org_key_text(raw), "--home", home.root)
     assert code == 0, out
