@@ -45,6 +45,12 @@ def init_node_home(node: NodePlan, plan: TestnetPlan) -> None:
                      bootstrap=str(Path(plan.directory) / BOOTSTRAP_FILE),
                      ledger_voters=voters, trusted_orgs=trust)
     initialise_home(home, cfg, NodeKey.from_seed(bytes.fromhex(node.seed_hex)))
+    # Auto-adaptation off on testnet nodes: a job per received demo gene made the
+    # dashboard's pending counts depend on job timing, and the chaos run's control calls
+    # compete with those searches on 2 cores. tests/api/test_auto_adapt_daemon.py and
+    # tests/adversarial/test_adapt_flood.py run it on real daemons.
+    with home.config_path.open("a", encoding="utf-8") as handle:
+        handle.write("\n[adaptation]\nauto = false\n")
     certify_node(Path(plan.directory), plan.seed, node.org, node.region, node.peer_id,
                  home.root)
 
