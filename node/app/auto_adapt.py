@@ -185,7 +185,9 @@ class AutoAdapter:
                    "parent_version": gene.version,
                    "parent_version_hash": gene.version_hash.hex()}
         params = {"population": self.settings.population,
-                  "generations": self.settings.generations, "top": 5, "seed": None,
+                  "generations": self.settings.generations, "top": 5,
+                  # Seeded by the version it adapts: the job replays bit for bit.
+                  "seed": int.from_bytes(gene.version_hash[:4], "big"),
                   "states": [{"values": dict(s.values), "entity": s.entity, "t": s.t}
                              for s in states], "auto": lineage}
         job_id = self.queue.submit_adapt(gene, params, f"auto-adapt:{source}")

@@ -13,7 +13,7 @@ outbox, so a lost connection re-delivers (harmless: applying twice changes nothi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from libp2p.custom_types import TProtocol
@@ -38,6 +38,7 @@ from gd.protocol.agreement_messages import (
 from gd.protocol.sovereignty_agreements import ProposalError, ProposalKind
 
 if TYPE_CHECKING:
+    from gd.genome.gene import Gene
     from gd.node.services.sovereignty_service import SovereigntyService
 
 # Opening a stream is ~9 ms on loopback; a peer that cannot open one in this long is gone.
@@ -174,11 +175,16 @@ class AgreementDelivery:
             gene = svc.cortex.get_gene(gene_id)
             if gene is None or gene.origin != stone.origin:
                 continue  # not held, or not the signer's to delete
-            svc.cortex.delete_gene(gene_id)
-            svc.audit.append(AuditKind.FORGET, peer=stone.origin, gene_id=gene_id,
-                             version_hash=gene.version_hash, direction="in",
-                             detail={"event": "tombstone_honoured", "hlc": stone.hlc})
-            deleted += 1
+            def audited(txn: Any, gone: Gene, stone: Tombstone = stone) -> object:
+                return svc.audit.append_in(
+                    txn, AuditKind.FORGET, peer=stone.origin, gene_id=gone.id,
+                    version_hash=gone.version_hash, direction="in",
+                    detail={"event": "tombstone_honoured", "hlc": stone.hlc})
+
+            # The deletion and its audit record commit together: nobody ever sees the
+            # gene gone without the record of why.
+            if svc.cortex.delete_gene(gene_id, also=audited) is not None:
+                deleted += 1
         if deleted:
             svc.log.info("sovereignty.forgotten", origin=stone.origin, genes=deleted)
         return deleted

@@ -14,7 +14,7 @@ The invariants (DESIGN.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -344,9 +344,12 @@ class CortexGenes(CortexEnv):
             raw = txn.get(vkey, db=self._dbs["gene_versions"]) if vkey else None
         return Gene.from_stored(canonical.decode(raw), raw=raw) if raw is not None else None
 
-    def delete_gene(self, gene_id: str) -> int | None:
+    def delete_gene(self, gene_id: str,
+                    also: Callable[[Txn, Gene], object] | None = None) -> int | None:
         """Remove a gene, all its stored versions, indexes and synapses; append a
-        tombstone to the change feed. Returns the tombstone's sequence, None if absent."""
+        tombstone to the change feed. Returns the tombstone's sequence, None if absent.
+        `also(txn, gene)` writes more in the same transaction (the audit record of an
+        honoured tombstone: the deletion and its record commit together)."""
 
         def run(txn: Txn) -> int | None:
             d = self._dbs
@@ -368,6 +371,8 @@ class CortexGenes(CortexEnv):
                     _, kind, other = key.split(SEP)
                     txn.delete(key, db=d[fwd])
                     txn.delete(join_key(other, kind, gene_id.encode()), db=d[rev])
+            if also is not None:
+                also(txn, gene)
             return self._append_change(TableWrites(txn, d), "delete", gene)
 
         return self.write(run)
