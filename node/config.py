@@ -8,7 +8,7 @@ a default), and every value is checked here so the daemon never starts half-conf
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,6 +124,18 @@ def parse_trusted_orgs(value: Any, where: str) -> TrustAnchors:
 _TYPED_SECTIONS: dict[str, type[Any]] = {"mesh": MeshSettings, "sync": SyncSettings}
 
 
+def _section_parser(section: str) -> Callable[[Any], Any] | None:
+    """The parser of a section with its own settings type, None for the flat ones."""
+    if section in _TYPED_SECTIONS:
+        return lambda body: parse_section(_TYPED_SECTIONS[section], body, section)
+    if section == "domains":
+        # Imported here: the domain packs cost numpy (~0.1 s) that a read-only CLI
+        # command reading config.toml does not need to pay otherwise.
+        from gd.node.domain_settings import parse_domain_settings
+        return parse_domain_settings
+    return {"adaptation": parse_adaptation_settings, "api": parse_api_settings}.get(section)
+
+
 def load_config(path: Path) -> NodeConfig:
     try:
         data = tomllib.loads(path.read_text())
@@ -139,31 +151,11 @@ def parse_config(data: dict[str, Any], where: str = "config") -> NodeConfig:
     the key of the first problem (unknown sections and keys are problems too)."""
     kwargs: dict[str, Any] = {}
     for section, body in data.items():
-        if section in _TYPED_SECTIONS:
+        parser = _section_parser(section)
+        if parser is not None:
             try:
-                kwargs[section] = parse_section(_TYPED_SECTIONS[section], body, section)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-            continue
-        if section == "domains":
-            # Imported here: the domain packs cost numpy (~0.1 s) that a read-only CLI
-            # command reading config.toml does not need to pay otherwise.
-            from gd.node.domain_settings import parse_domain_settings
-            try:
-                kwargs["domains"] = parse_domain_settings(body)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-            continue
-        if section == "adaptation":
-            try:
-                kwargs["adaptation"] = parse_adaptation_settings(body)
-            except AdaptationSettingsError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-            continue
-        if section == "api":
-            try:
-                kwargs["api"] = parse_api_settings(body)
-            except ApiSettingsError as exc:
+                kwargs[section] = parser(body)
+            except (ConfigError, AdaptationSettingsError, ApiSettingsError) as exc:
                 raise ConfigError(f"{where}: {exc}") from None
             continue
         if section not in _SCHEMA or not isinstance(body, dict):
