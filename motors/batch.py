@@ -161,7 +161,7 @@ def score_genes(genes: Sequence[Gene], X: np.ndarray, *, seed: int,
         ev = (evidence or {}).get(gene.id) or Evidence()
         ev_X, ev_y = ev.arrays(pack)
         mp = praxeological.praxeological(bk, pack, cg, Xb, ev_X, ev_y, ev.prior(),
-                                         req.k_neighbours, ev.domain_arrays(pack))
+                                         req.k_neighbours, ev.domain_arrays(pack), ev.prior_n())
         a = cg.action
         mn = nash.NashOutput(score=s_all[:, a], veto=d_all[:, a], scores_all=s_all,
                              dominated_all=d_all, x=eq_x, y=eq_y, exact=eq_exact)
@@ -188,6 +188,6 @@ def score_genes(genes: Sequence[Gene], X: np.ndarray, *, seed: int,
         vetoed = mp.veto | mn.veto | mc.veto | mm.veto
         cp = np.where(vetoed, 0.0, cp)
         needs = undecided(cp, mp.alpha, mp.beta, w.get("M_P", 1.0), cfg.bands,
-                          cfg.min_evidence)
+                          cfg.min_evidence, mp.prior_n)
         out.append(StateScores(mp, mn, mc, mm, cp, vetoed, needs))
     return out

@@ -119,14 +119,17 @@ def cp_bounds(cp: np.ndarray | float, alpha: np.ndarray | float, beta: np.ndarra
 
 
 def undecided(cp: np.ndarray, alpha: np.ndarray, beta: np.ndarray, w_p: float,
-              bands: Sequence[Sequence[object]], min_evidence: float) -> np.ndarray:
+              bands: Sequence[Sequence[object]], min_evidence: float,
+              prior_n: float = FLAT_PRIOR) -> np.ndarray:
     """Per state: True where the evidence is below `min_evidence` and CP at the two
     bounds of p falls in different bands (module docstring). `cp` must be the CP at the
-    posterior mean (0 where a motor vetoed: those are never undecided)."""
+    posterior mean (0 where a motor vetoed: those are never undecided). `prior_n`: the
+    pseudo-observations in α + β that are prior, not evidence (M_P's `prior_n`: the flat
+    prior's 2 plus the history fallback's), so a prior never passes for evidence."""
     a, b = np.asarray(alpha, dtype=np.float64), np.asarray(beta, dtype=np.float64)
     cp = np.asarray(cp, dtype=np.float64)
     cp_lo, cp_hi = cp_bounds(cp, a, b, w_p)
-    scarce = (a + b - FLAT_PRIOR) < min_evidence
+    scarce = (a + b - prior_n) < min_evidence
     out: np.ndarray = scarce & (cp > 0) & (band_index(cp_lo, bands) != band_index(cp_hi, bands))
     return out
 
@@ -143,25 +146,25 @@ class EvidenceNeed:
 
 
 def evidence_need(cp: float, alpha: float, beta: float, w_p: float,
-                  bands: Sequence[Sequence[object]], min_evidence: float
-                  ) -> EvidenceNeed | None:
+                  bands: Sequence[Sequence[object]], min_evidence: float,
+                  prior_n: float = FLAT_PRIOR) -> EvidenceNeed | None:
     """None when the evidence decides the verdict; otherwise the fewest further
     experiences, succeeding at the current posterior rate, after which either the
     bounds agree on a band or the evidence reaches `min_evidence` (at most that many)."""
     if not bool(undecided(np.array([cp]), np.array([alpha]), np.array([beta]), w_p, bands,
-                          min_evidence)[0]):
+                          min_evidence, prior_n)[0]):
         return None
     mean = alpha / (alpha + beta)
     lo, hi = success_bounds(alpha, beta)
     cp_lo, cp_hi = cp * (float(lo) / mean) ** w_p, min(1.0, cp * (float(hi) / mean) ** w_p)
-    have = alpha + beta - FLAT_PRIOR
+    have = alpha + beta - prior_n
     cap = max(1, math.ceil(min_evidence - have))
     more = cap
     for n in range(1, cap):
         # The motors other than M_P are fixed; CP at the mean stays cp.
         if not bool(undecided(np.array([cp]), np.array([alpha + n * mean]),
                               np.array([beta + n * (1.0 - mean)]), w_p, bands,
-                              min_evidence)[0]):
+                              min_evidence, prior_n)[0]):
             more = n
             break
     return EvidenceNeed(evidence=max(0.0, have), more=more, cp_low=float(cp_lo),

@@ -33,6 +33,7 @@ from gd.motors.backend import BACKENDS, Backend, get_backend
 from gd.motors.condition import CompiledGene, compile_gene
 from gd.motors.craft import (
     BAND_NEEDS_EVIDENCE,
+    FLAT_PRIOR,
     VERDICT_NEEDS_EVIDENCE,
     evidence_need,
     undecided,
@@ -41,7 +42,7 @@ from gd.motors.craft import (
 from gd.motors.domains import get_domain
 from gd.motors.domains.pack import DomainConfig, DomainPack
 from gd.motors.errors import MotorInputError
-from gd.motors.praxeological import RelatedGene, prior_from_related
+from gd.motors.praxeological import RelatedGene, prior_from_history, prior_from_related
 
 VETO_SHARE = 0.5
 MAX_STATES = 100_000           # per decision; a Decision stores every input state
@@ -100,13 +101,27 @@ class Evidence:
     experiences: tuple[Experience, ...] = ()
     related: tuple[RelatedGene, ...] = ()
     domain: tuple[Experience, ...] = ()
+    # Pseudo-observations of the history fallback (praxeological.prior_from_history).
+    history_strength: float = praxeological.HISTORY_STRENGTH
 
     def __post_init__(self) -> None:
         if len(self.experiences) + len(self.domain) > MAX_EXPERIENCES:
             raise MotorInputError(f"more than {MAX_EXPERIENCES} experiences")
 
+    def _full_prior(self) -> tuple[float, float, float]:
+        return prior_from_history(
+            prior_from_related(self.related),
+            np.array([float(e.success) for e in self.experiences]),
+            np.array([float(e.success) for e in self.domain]), self.history_strength)
+
     def prior(self) -> tuple[float, float]:
-        return prior_from_related(self.related)
+        """M_P's prior: related genes, then the gene's and the domain's overall rate."""
+        a0, b0, _ = self._full_prior()
+        return a0, b0
+
+    def prior_n(self) -> float:
+        """Pseudo-observations of the prior that are not evidence (flat 2 + history's)."""
+        return FLAT_PRIOR + self._full_prior()[2]
 
     def ordered(self) -> list[Experience]:
         return sorted(self.experiences, key=lambda e: e.id)
@@ -121,6 +136,8 @@ class Evidence:
         }
         if self.domain:
             out["domain"] = [[e.gene_id, e.id] for e in _by_id(self.domain)]
+        if self.history_strength != praxeological.HISTORY_STRENGTH:
+            out["history_strength"] = self.history_strength
         return out
 
     def digest(self) -> str:
@@ -200,7 +217,7 @@ def score_states(gene: Gene, states: Sequence[StateVector] | np.ndarray, *, seed
     ev_X, ev_y = ev.arrays(pack)
     Xb = bk.asarray(X)
     mp = praxeological.praxeological(bk, pack, cg, Xb, ev_X, ev_y, ev.prior(), req.k_neighbours,
-                                     ev.domain_arrays(pack))
+                                     ev.domain_arrays(pack), ev.prior_n())
     mn = _nash(bk, pack, cg, Xb)
     mc = chaotic.chaotic(bk, pack, cg, Xb, rngs["M_C"], req.plan())
     mm = meristic.scale_coherence(bk, pack, cg, Xb, mc.multiverse, rngs["M_M"])
@@ -210,7 +227,7 @@ def score_states(gene: Gene, states: Sequence[StateVector] | np.ndarray, *, seed
     vetoed = mp.veto | mn.veto | mc.veto | mm.veto
     cp = np.where(vetoed, 0.0, cp)
     needs = undecided(cp, mp.alpha, mp.beta, w.get("M_P", 1.0), pack.config.bands,
-                      pack.config.min_evidence)
+                      pack.config.min_evidence, mp.prior_n)
     return StateScores(mp, mn, mc, mm, cp, vetoed, needs)
 
 
@@ -249,7 +266,7 @@ def evaluate(gene: Gene, states: Sequence[StateVector], *, seed: int,
     results: list[MotorResult] = []
 
     mp = praxeological.praxeological(bk, pack, cg, Xb, ev_X, ev_y, ev.prior(), req.k_neighbours,
-                                     ev.domain_arrays(pack))
+                                     ev.domain_arrays(pack), ev.prior_n())
     score, veto, share = _agg(mp.score, mp.veto)
     applies = int(np.sum(mp.applicability >= cfg.apply_min))
     mean_p = float(np.mean(mp.alpha / (mp.alpha + mp.beta)))
@@ -305,7 +322,8 @@ def evaluate(gene: Gene, states: Sequence[StateVector], *, seed: int,
     cp, band, what = verdict(results, cfg.weights, cfg.bands)
     if not any(r.veto for r in results):
         need = evidence_need(cp, float(np.mean(mp.alpha)), float(np.mean(mp.beta)),
-                             float(cfg.weights.get("M_P", 1.0)), cfg.bands, cfg.min_evidence)
+                             float(cfg.weights.get("M_P", 1.0)), cfg.bands, cfg.min_evidence,
+                             mp.prior_n)
         if need is not None:
             band, what = BAND_NEEDS_EVIDENCE, VERDICT_NEEDS_EVIDENCE
             p_result = results[0]

@@ -15,6 +15,17 @@ action: the outcome of this means in nearby states) adds its kernel weights too,
 counting DOMAIN_WEIGHT of one of the gene's own: a new gene starts from what the domain
 has seen, not from a coin flip. `n_eff` is all the weight, own and domain.
 
+Hierarchical fallback (ADR 0034). Far from every experience the kernel weights vanish and
+the posterior would fall back to the prior alone; the flat Beta(1, 1) says p = 0.5, which
+is no one's experience. So the prior also holds the gene's own success rate over ALL its
+experiences (recorded where its condition held) and the domain's history (at
+DOMAIN_WEIGHT), shrunk towards the related-gene prior, with HISTORY_STRENGTH
+pseudo-observations (`prior_from_history`): near its evidence the local outcomes decide,
+far from it the gene's track record does. Those pseudo-observations are not evidence:
+`prior_n` (what α + β holds that no experience near this state put there) lets the
+needs-evidence verdict and the veto count only the kernel-weighted experiences. A gene with
+no history at all (none of its own, none of the domain's) keeps the related/flat prior.
+
 Score = a · E[p] = a · α / (α + β). Veto where a < apply_min (the gene does not apply) or
 where the evidence is strong enough (Σ w ≥ min_evidence) and the upper one-sided 95 %
 credible bound is below the domain's floor. The bound uses the normal approximation to
@@ -34,7 +45,7 @@ from gd.motors.condition import CompiledGene, applicability
 from gd.motors.domains.pack import DomainPack
 from gd.motors.errors import MotorInputError
 
-VERSION = "2"
+VERSION = "3"
 K_NEIGHBOURS = 32          # experiences consulted per state
 BANDWIDTH = 1.0            # kernel width h, in feature scales (RMS over features)
 Z_UPPER = 1.6448536269514722   # one-sided 95 %
@@ -45,6 +56,10 @@ KNN_CHUNK_ELEMENTS = 4_000_000   # bounds the (states × experiences) distance b
 # Another gene's outcome with the same action in a nearby state is evidence about this
 # means, but the gene's own conditions and parameters differ: it counts half as much.
 DOMAIN_WEIGHT = 0.5
+# Pseudo-observations the gene's (and the domain's) overall success rate adds to the prior.
+# Chosen on FD001 training engines only by nested cross-validated policy cost (ADR 0034,
+# bench/validation_policy.py); 0 turns the fallback off.
+HISTORY_STRENGTH = 8.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,28 @@ def prior_from_related(related: Sequence[RelatedGene]) -> tuple[float, float]:
     return m * strength, (1.0 - m) * strength
 
 
+def prior_from_history(base: tuple[float, float], own_y: np.ndarray,
+                       domain_y: np.ndarray | None = None,
+                       strength: float = HISTORY_STRENGTH) -> tuple[float, float, float]:
+    """(α0, β0, pseudo): `base` (the related-gene prior) plus `strength` pseudo-observations
+    at the overall success rate of the gene's experiences and (at DOMAIN_WEIGHT) the
+    domain's, that rate itself shrunk towards `base`'s mean. `pseudo` is what was added
+    (0 without any history): prior, not evidence (module docstring)."""
+    a0, b0 = base
+    if a0 <= 0 or b0 <= 0:
+        raise MotorInputError(f"prior ({a0}, {b0}) must be positive")
+    if not np.isfinite(strength) or strength < 0:
+        raise MotorInputError(f"history strength must be finite and ≥ 0, got {strength}")
+    own = np.asarray(own_y, dtype=np.float64)
+    dom = np.zeros(0) if domain_y is None else np.asarray(domain_y, dtype=np.float64)
+    n = len(own) + DOMAIN_WEIGHT * len(dom)
+    if n == 0 or strength == 0:
+        return a0, b0, 0.0
+    successes = float(own.sum()) + DOMAIN_WEIGHT * float(dom.sum())
+    rate = (successes + a0) / (n + a0 + b0)
+    return a0 + strength * rate, b0 + strength * (1.0 - rate), float(strength)
+
+
 @dataclass(frozen=True)
 class PraxeologicalOutput:
     score: np.ndarray
@@ -85,6 +122,8 @@ class PraxeologicalOutput:
     beta: np.ndarray
     n_eff: np.ndarray
     upper: np.ndarray
+    # Pseudo-observations in α + β that are prior, not evidence (flat 2 + the history's).
+    prior_n: float = 2.0
 
 
 def kernel_sums(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: np.ndarray,
@@ -139,8 +178,10 @@ def posterior(bk: Backend, pack: DomainPack, X: Array, ev_X: np.ndarray, ev_y: n
 
 def praxeological(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
                   ev_X: np.ndarray, ev_y: np.ndarray, prior: tuple[float, float],
-                  k: int = K_NEIGHBOURS, domain: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> PraxeologicalOutput:
+                  k: int = K_NEIGHBOURS, domain: tuple[np.ndarray, np.ndarray] | None = None,
+                  prior_n: float = PRIOR_BASE) -> PraxeologicalOutput:
+    """M_P per state; `prior` is the full prior (`prior_from_history`), `prior_n` how many
+    of its pseudo-observations are not evidence (recorded for the needs-evidence verdict)."""
     cfg = pack.config
     a = applicability(bk, cg, X)
     alpha, beta, n_eff = posterior(bk, pack, X, ev_X, ev_y, prior, k, domain)
@@ -151,4 +192,5 @@ def praxeological(bk: Backend, pack: DomainPack, cg: CompiledGene, X: Array,
     veto = (a < cfg.apply_min) | ((n_eff >= cfg.min_evidence) & (upper < cfg.floor))
     n = bk.to_numpy
     return PraxeologicalOutput(score=n(a * mean), veto=n(veto), applicability=n(a),
-                               alpha=n(alpha), beta=n(beta), n_eff=n(n_eff), upper=n(upper))
+                               alpha=n(alpha), beta=n(beta), n_eff=n(n_eff), upper=n(upper),
+                               prior_n=float(prior_n))
