@@ -57,6 +57,7 @@ from gd.motors.domains.turbofan import (
 )
 from gd.motors.evaluate import EvaluationRequest, Evidence, evaluate, score_states
 from gd.motors.meristic import SearchConfig
+from gd.motors.praxeological import HISTORY_STRENGTH
 from gd.node.app.decisions import MAX_ADAPT_STATES
 from gd.node.app.history_import import back_test
 
@@ -113,15 +114,19 @@ def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> Scored:
         cp_hi=np.concatenate([cp_bounds(p.cp, p.mp.alpha, p.mp.beta, W_P)[1] for p in parts]))
 
 
-def evidence_from(gene: Gene, rows: np.ndarray, rul: np.ndarray) -> Evidence:
-    """The gene back-tested on run-to-failure `rows` (as `experiences import` does)."""
+def evidence_from(gene: Gene, rows: np.ndarray, rul: np.ndarray,
+                  strength: float = HISTORY_STRENGTH) -> Evidence:
+    """The gene back-tested on run-to-failure `rows` (as `experiences import` does), M_P's
+    history fallback at `strength` pseudo-observations (ADR 0034)."""
     idx, labels = back_test(gene, cmapss_record(rows, rul))
     states = get_domain("turbofan").states(rows[idx])
     return Evidence(tuple(Experience(gene.id, gene.version_hash.hex(), s, bool(y), k + 1, "")
-                          for k, (s, y) in enumerate(zip(states, labels, strict=True))))
+                          for k, (s, y) in enumerate(zip(states, labels, strict=True))),
+                    history_strength=strength)
 
 
-def cross_fitted_cp(gene: Gene, train: np.ndarray, rul: np.ndarray) -> Scored:
+def cross_fitted_cp(gene: Gene, train: np.ndarray, rul: np.ndarray,
+                    strength: float = HISTORY_STRENGTH) -> Scored:
     """CP on every training row with evidence from the other FOLDS' engines only, so a
     band fitted on it has not seen the rows it is scored on."""
     fold = train[:, 0].astype(np.int64) % FOLDS
@@ -129,7 +134,7 @@ def cross_fitted_cp(gene: Gene, train: np.ndarray, rul: np.ndarray) -> Scored:
     p, cp_hi = np.zeros(len(train)), np.zeros(len(train))
     for f in range(FOLDS):
         held, rest = fold == f, fold != f
-        sc = scores(gene, train[held], evidence_from(gene, train[rest], rul[rest]))
+        sc = scores(gene, train[held], evidence_from(gene, train[rest], rul[rest], strength))
         cp[held], needs[held], p[held], cp_hi[held] = sc.cp, sc.needs, sc.p, sc.cp_hi
     return Scored(cp, needs, np.zeros(0, dtype=bool), {}, p, cp_hi)
 
@@ -150,7 +155,8 @@ def _right_share(gene: Gene, rows: np.ndarray, rul: np.ndarray) -> float:
     return float(np.mean(shop == (rul <= HORIZON)))
 
 
-def adaptation(gene: Gene, train: np.ndarray, rul: np.ndarray, tests: dict) -> dict:
+def adaptation(gene: Gene, train: np.ndarray, rul: np.ndarray, tests: dict,
+               strength: float = HISTORY_STRENGTH) -> dict:
     """The gene's verdict on its own history and, if vetoed, M_M's held-out adaptation.
 
     History: the FD001 train rows where the gene fires (an even spread of at most
@@ -167,7 +173,7 @@ def adaptation(gene: Gene, train: np.ndarray, rul: np.ndarray, tests: dict) -> d
     _, held_rows = holdout.split_held_out(states, SEED)
     held_units = {int(states[i].entity) for i in held_rows}
     others = ~np.isin(train[:, 0].astype(int), list(held_units))
-    ev = evidence_from(gene, train[others], rul[others])
+    ev = evidence_from(gene, train[others], rul[others], strength)
     decision = evaluate(gene, states, seed=SEED, evidence=ev, request=REQUEST)
     out: dict = {"fires_on_train": len(idx), "verdict": decision.verdict,
                  "band": decision.band, "cp": decision.cp,
@@ -208,15 +214,34 @@ def main() -> None:
                     "lead_cycles": HORIZON, "genes": {}, "policy": {}}
     curves: dict = {}
     kept: dict = {}
+    # -- M_P's history strength and the acting rule: FD001 train only, before any test --
+    policy_gene = next(Gene.create(key, domain="turbofan", name=g, action=a,
+                                   codons=[Codon.simple(*c) for c in cs])
+                       for g, cs, a in GENES if g == POLICY_GENE)
+    fits = {}
+    for strength in vp.HISTORY_CANDIDATES:
+        cv_s = cross_fitted_cp(policy_gene, train, train_rul, strength)
+        fits[strength] = (cv_s, vp.choose(cv_s.rows(), train[:, 0], train[:, 1], train_rul,
+                                          BAND_GRID, FOLDS))
+    nested = {s: c.table[c.name]["nested_train"]["cost"] for s, (_, c) in fits.items()}
+    strength = vp.choose_strength(nested)
+    report["history_prior"] = {
+        "chosen": strength, "incumbent": vp.HISTORY_INCUMBENT, "margin": vp.MARGIN,
+        "daemon_default": HISTORY_STRENGTH,
+        "candidates": {str(s): {"acting": c.name, "level": c.levels[c.name],
+                                "nested_train": c.table[c.name]["nested_train"]}
+                       for s, (_, c) in fits.items()},
+        "how": "pseudo-observations of M_P's fallback to the gene's overall success rate "
+               "(ADR 0034), chosen with the acting rule by nested cross-validated cost on "
+               "FD001 train engines before any test file is scored"}
+    cv, choice = fits[strength]
     for gname, codons, action in GENES:
         gene = Gene.create(key, domain="turbofan", name=gname, action=action,
                            codons=[Codon.simple(*c) for c in codons])
-        evidence = evidence_from(gene, train, train_rul)
+        evidence = evidence_from(gene, train, train_rul, strength)
         labels = np.array([e.success for e in evidence.experiences])
         entry: dict = {"experiences": len(labels),
                        "experience_success_rate": float(labels.mean()) if len(labels) else None}
-        if gname == POLICY_GENE:
-            policy_gene = gene
         for tname, (rows, rul) in tests.items():
             truth = rul <= HORIZON if action != "continue" else rul > HORIZON
             res = {}
@@ -247,8 +272,6 @@ def main() -> None:
     report["policy"]["tuned_rule"] = {
         "feature": FEATURES[rule.column], "op": ">" if rule.above else "<",
         "threshold": rule.threshold, "train_cost": train_cost.to_plain()}
-    cv = cross_fitted_cp(policy_gene, train, train_rul)
-    choice = vp.choose(cv.rows(), train[:, 0], train[:, 1], train_rul, BAND_GRID, FOLDS)
     level = choice.levels[choice.name]
     bands = fitted_bands(level)
     report["policy"]["fitted_bands"] = {
@@ -294,7 +317,7 @@ def main() -> None:
     for gname, (codons, action) in adapt_genes.items():
         gene = Gene.create(key, domain="turbofan", name=gname, action=action,
                            codons=[Codon.simple(*c) for c in codons])
-        adapted[gname] = adaptation(gene, train, train_rul, tests)
+        adapted[gname] = adaptation(gene, train, train_rul, tests, strength)
     vetoed = [g for g, a in adapted.items() if a["vetoed"]]
     improved = [g for g in vetoed if adapted[g]["winners"]]
     report["adaptation"] = {
@@ -390,6 +413,11 @@ def _html(report: dict) -> str:
         + "".join(f"<td>{c[t]['cost']:.0f} ({c[t]['unplanned_failures']} failures, "
                   f"{c[t]['wasted_inspections']} wasted)</td>" for t in TESTS) + "</tr>"
         for n, c in acting["candidates"].items())
+    hp = report["history_prior"]
+    hrows = "".join(
+        f"<tr><td>{html.escape(k)}{' (chosen)' if float(k) == hp['chosen'] else ''}</td>"
+        f"<td>{html.escape(c['acting'])}</td><td>{c['level']:.2f}</td>"
+        f"<td>{c['nested_train']['cost']:.0f}</td></tr>" for k, c in hp["candidates"].items())
     ad = report["adaptation"]
     arows = []
     for gname, a in ad["genes"].items():
@@ -433,6 +461,10 @@ training cost (seeds {acting['seeds']}). Test costs are shown for every candidat
 chosen one is the report's policy.</p>
 <table border=1 cellpadding=3><tr><th>candidate</th><th>level (train)</th>
 <th>nested train cost</th>{''.join(f'<th>{t} test</th>' for t in TESTS)}</tr>{cand}</table>
+<p>M_P's history fallback: {html.escape(hp['how'])}; incumbent {hp['incumbent']:g} (no
+fallback), a strength must cost {hp['margin']:.0%} less.</p>
+<table border=1 cellpadding=3><tr><th>strength</th><th>acting rule chosen</th><th>level</th>
+<th>nested train cost</th></tr>{hrows}</table>
 <h2>Adaptation</h2><p>Adaptation rate: <b>{rate}</b> ({len(ad['improved'])} of
 {len(ad['vetoed'])} vetoed genes got a variant that beats them on held-out engines).
 {html.escape(ad['how'])}. Last column: share of test rows where the policy is right by the
@@ -456,6 +488,10 @@ def _print(report: dict) -> None:
                   f"{wo['auc_where_applies']:>15.3f}{w['auc_where_applies']:>7.3f}"
                   f"{w['motor_auc']['mp']:>9.3f}{g[tname]['auc_ceiling']:>9.3f}"
                   f"{_share(g[tname]['headroom_gained']):>8}")
+    hp = report["history_prior"]
+    print("history strength (nested train cost): " + ", ".join(
+        f"{k}: {c['acting']} {c['nested_train']['cost']:.0f}"
+        for k, c in hp["candidates"].items()) + f"; chosen {hp['chosen']:g}")
     print(f"approve band fitted on FD001 train: {report['policy']['fitted_bands']['bands']}")
     for n, c in report["policy"]["acting"]["candidates"].items():
         print(f"acting {n:<14} level {c['level']:.2f} nested train {c['nested_train']['cost']:.0f}"

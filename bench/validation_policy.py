@@ -17,6 +17,13 @@ choice: `nested_cv_cost` on the cross-fitted training scores (5 folds of engines
 level fitted on the other folds, truncation seeds 1–3). A challenger replaces the
 incumbent only if it costs at least MARGIN less; between challengers that do, the
 cheaper (then the earlier in CANDIDATES). Every candidate's numbers are reported.
+
+M_P's history fallback (ADR 0034) has one tunable, its strength in pseudo-observations.
+It is chosen the same way, before any test file is scored: for each of
+HISTORY_CANDIDATES the cross-fitted training CP is recomputed and the acting rule chosen
+as above; `choose_strength` keeps the incumbent (HISTORY_INCUMBENT, 0: no fallback, the
+flat prior as before) unless a strength's nested cost is at least MARGIN lower, and then
+takes the cheapest (the smaller strength on a tie).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from gd.motors.domains import maintenance as mt
 INCUMBENT = "mean"
 MARGIN = 0.02          # a challenger must save this share of the incumbent's nested cost
 SEEDS = (1, 2, 3)
+HISTORY_CANDIDATES = (0.0, 2.0, 8.0, 32.0)
+HISTORY_INCUMBENT = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,3 +101,14 @@ def act(name: str, rows: Rows, level: float) -> np.ndarray:
     """Where candidate `name` inspects at `level`."""
     out: np.ndarray = CANDIDATES[name](rows) >= level
     return out
+
+
+def choose_strength(nested: dict[float, float]) -> float:
+    """The history strength by the rule in the module docstring, from each candidate
+    strength's nested cross-validated training cost (its chosen acting rule's)."""
+    if HISTORY_INCUMBENT not in nested:
+        raise ValueError(f"the incumbent strength {HISTORY_INCUMBENT} was not scored")
+    base = nested[HISTORY_INCUMBENT]
+    cheaper = [(cost, s) for s, cost in nested.items()
+               if s != HISTORY_INCUMBENT and cost <= (1.0 - MARGIN) * base]
+    return min(cheaper)[1] if cheaper else HISTORY_INCUMBENT

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gd.motors.domains import maintenance as mt
 from gd.motors.domains.turbofan import demo_cmapss, rul_for_train
@@ -52,3 +53,12 @@ def test_a_clearly_cheaper_challenger_replaces_the_incumbent() -> None:
     assert costs["precautionary"] == costs["upper"] and choice.name == "precautionary"
     assert vp.act("mean", rows, 0.5).sum() == 0
     assert np.array_equal(vp.act("upper", rows, 0.5), oracle > 0)
+
+
+def test_history_strength_keeps_the_incumbent_unless_clearly_cheaper() -> None:
+    inc = vp.HISTORY_INCUMBENT
+    assert vp.choose_strength({inc: 1000.0, 2.0: 990.0, 8.0: 985.0}) == inc   # < 2 % saved
+    assert vp.choose_strength({inc: 1000.0, 2.0: 970.0, 8.0: 960.0, 32.0: 960.0}) == 8.0
+    assert vp.choose_strength({inc: 1000.0}) == inc
+    with pytest.raises(ValueError, match="incumbent"):
+        vp.choose_strength({2.0: 900.0})
