@@ -55,6 +55,9 @@ MAX_U64 = 2**64 - 1
 MIN_I64 = -(2**63)
 
 SummaryValue = str | int | float | bool
+# Cached values that cover an entry's position (its whole encoding): `sequenced` drops
+# them; everything else cached on a statement (its signed bytes and hash) carries over.
+_POSITION_CACHED = frozenset({"encoded", "entry_hash", "leaf_hash"})
 
 _STATEMENT_FIELDS = {"author", "hlc", "key", "kind", "payload_hash", "summary", "v"}
 _ENTRY_FIELDS = _STATEMENT_FIELDS | {"index", "prev", "sig"}
@@ -162,12 +165,23 @@ class LedgerEntry:
         return replace(unsigned, signature=key.sign(unsigned.statement_bytes()))
 
     def sequenced(self, index: int, prev_hash: bytes) -> LedgerEntry:
-        """This statement placed at `index`, linked to the entry before it. The statement
-        is unchanged, so its bytes and hash carry over instead of being encoded again."""
-        placed = replace(self, index=index, prev_hash=prev_hash)
-        for name in ("_statement_bytes", "statement_hash"):
-            if name in self.__dict__:
-                placed.__dict__[name] = self.__dict__[name]
+        """This statement placed at `index`, linked to the entry before it.
+
+        The statement is unchanged and was validated when it was built, so only the
+        position is checked here and the statement's fields, bytes and hash are copied
+        instead of built and checked again (`dataclasses.replace` re-ran the whole
+        validation: ~15 us of the ~60 us a replica spends per applied statement, issue 15).
+        What covers the position (the encoding, entry hash, leaf) is computed anew."""
+        checks.uint("index", index)
+        checks.digest("prev", prev_hash, HASH_SIZE)
+        if index == 0 and prev_hash != GENESIS_PREV:
+            raise ValidationError("prev", "entry 0 must link to the all-zero genesis hash")
+        placed = object.__new__(LedgerEntry)
+        state = placed.__dict__
+        state.update((name, value) for name, value in self.__dict__.items()
+                     if name not in _POSITION_CACHED)
+        state["index"] = index
+        state["prev_hash"] = prev_hash
         return placed
 
     def unsequenced(self) -> LedgerEntry:

@@ -41,6 +41,23 @@ def test_create_signs_the_statement_and_sequencing_keeps_the_signature(key: Node
     assert placed.unsequenced() == entry
 
 
+def test_sequencing_checks_the_position_it_is_given(key: NodeKey) -> None:
+    """`sequenced` copies the validated statement instead of rebuilding it, so the
+    position is the one thing it must still check."""
+    entry = make(key)
+    entry.entry_hash  # noqa: B018 (cached before sequencing: must not carry over)
+    for index, prev, field in ((-1, sha256(b"p"), "index"), (True, sha256(b"p"), "index"),
+                               (2**64, sha256(b"p"), "index"), (3, b"short", "prev"),
+                               (3, None, "prev"), (0, sha256(b"not genesis"), "prev")):
+        with pytest.raises(ValidationError, match=field):
+            entry.sequenced(index, prev)
+    placed = entry.sequenced(3, sha256(b"p"))
+    assert (placed.index, placed.prev_hash) == (3, sha256(b"p"))
+    assert placed.entry_hash == sha256(placed.encode()) != entry.entry_hash
+    assert LedgerEntry.decode(placed.encoded) == placed
+    assert entry.index is None and entry.prev_hash is None  # the statement is untouched
+
+
 def test_encode_decode_round_trip_is_byte_exact(key: NodeKey) -> None:
     for entry in (make(key), make(key, 2).sequenced(7, sha256(b"prev"))):
         raw = entry.encode()
