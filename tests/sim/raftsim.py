@@ -59,6 +59,12 @@ class SimNode:
     applied: dict[int, Entry] = field(default_factory=dict)  # the "state machine"
     applied_to: int = 0
     snapshot_index: int = 0
+    # The log as `check_log_matching` last saw it: (snapshot index, snapshot term, a copy
+    # of the entries). An unchanged log holds no new fact to check.
+    matched: tuple[int, int, list[Entry]] | None = None
+    # (its commit index, the cluster's top committed index) at the last committed-prefix
+    # check of an unchanged log: the same pair on the same log is the same check.
+    prefix_checked: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,19 @@ class SimConfig:
     crash_after_vote_rate: float = 0.15  # crash right after granting a vote (tests its fsync)
     leader_crash_rate: float = 0.004  # extra crashes aimed at the leader
     vary: bool = True  # draw timeouts and flow-control limits from the seed too
+
+
+# The layouts `make sim` sweeps (tests/sim/test_raft_sim.py and sweep.py run each).
+LAYOUTS: dict[str, SimConfig] = {
+    "3-voters": SimConfig(voters=3),
+    "5-voters-1-learner": SimConfig(voters=5, learners=1, conf_change_rate=0.01),
+    # The voter set changes one node at a time under faults: quorums grow and shrink
+    # between 1 and 6 voters, leaders remove themselves, spares join empty.
+    "changing-voters": SimConfig(voters=3, learners=1, spares=2, voter_change_rate=0.02),
+    # Four voters (quorum 3) that never drop below two: 2-of-4 partitions happen.
+    "4-voters-changing": SimConfig(voters=4, spares=1, voter_change_rate=0.01,
+                                   min_voters=2),
+}
 
 
 class Simulation:
@@ -118,9 +137,14 @@ class Simulation:
             self.nodes[node_id] = SimNode(node_id, storage, RaftNode(node_id, storage.load(),
                                                                       self.raft_config))
         self.network: list[RaftMessage] = []
+        # Each distinct message value goes through bytes once per seed; a repeat (the
+        # same heartbeat, a retried append) reuses that round trip's result (messages
+        # are frozen values, and the codec is a pure function of them).
+        self.wire: dict[RaftMessage, RaftMessage] = {}
         self.blocked: set[frozenset[str]] = set()
         self.leaders: dict[int, str] = {}  # term -> the one leader of that term
         self.committed: dict[int, Entry] = {}  # the cluster-wide committed log
+        self.top_committed = 0  # its highest index (indices are applied in order)
         # For each committed index, the highest term any node had when it was first
         # applied: the entry was committed in a term no higher, so every leader of a
         # later term must hold it (leader completeness).
@@ -213,6 +237,7 @@ class Simulation:
             known = self.committed.get(entry.index)
             if known is None:
                 self.committed[entry.index] = entry
+                self.top_committed = max(self.top_committed, entry.index)
                 self.commit_term_bound[entry.index] = self.max_term()
                 if entry.kind is RaftEntryKind.CONF_CHANGE:
                     self.record_conf(entry)
@@ -229,9 +254,15 @@ class Simulation:
         if frozenset((msg.frm, msg.to)) in self.blocked or self.rng.random() < self.cfg.drop_rate:
             return
         copies = 2 if self.rng.random() < self.cfg.duplicate_rate else 1
+        received = self.wire.get(msg)
+        if received is None:
+            # Messages go through bytes, as on the wire, and come back the same.
+            received = RaftMessage.decode(msg.encode())
+            if received != msg:
+                self.fail(f"{msg} came off the wire as {received}")
+            self.wire[msg] = received
         for _ in range(copies):
-            # Messages go through bytes, as on the wire.
-            self.network.append(RaftMessage.decode(msg.encode()))
+            self.network.append(received)
 
     def deliver_some(self) -> None:
         if not self.network:
@@ -371,32 +402,50 @@ class Simulation:
             if raft.conf != expected:
                 self.fail(f"membership: {node.node_id} applied to {node.applied_to} uses "
                           f"{raft.conf}, the committed log defines {expected}")
-            self.check_log_matching(node.node_id, raft)
-            # Committed prefixes agree: whatever this node holds as committed matches.
             log = raft.log
+            key = (log.committed, self.top_committed)
+            if not self.check_log_matching(node.node_id, raft) and node.prefix_checked == key:
+                continue
+            node.prefix_checked = key
+            # Committed prefixes agree: whatever this node holds as committed matches.
             upper = min(log.committed, log.last_index())
             for index in range(max(log.snapshot_index + 1, upper - 8), upper + 1):
                 known = self.committed.get(index)
                 if known is not None and log.entry(index) != known:
                     self.fail(f"{node.node_id} holds {log.entry(index)} as committed at {index}, "
                               f"cluster committed {known}")
-        for index, entry in self.committed.items():
-            if entry.index != index:
-                self.fail(f"committed entry {entry} recorded at {index}")
 
-    def check_log_matching(self, node_id: str, raft: RaftNode) -> None:
+    def check_log_matching(self, node_id: str, raft: RaftNode) -> bool:
+        """Only what changed since this node's last check is checked: every entry when
+        the snapshot point moved or an entry was replaced, only the new tail after an
+        append, nothing when the log is equal (by value) to the one last checked. Returns
+        whether the log changed."""
         log = raft.log
+        node = self.nodes[node_id]
+        entries = log.entries
         prev_term: int | None = log.snapshot_term
-        for entry in log.entries:
+        start = 0
+        if node.matched is not None and node.matched[:2] == (log.snapshot_index,
+                                                             log.snapshot_term):
+            seen_log = node.matched[2]
+            if len(seen_log) <= len(entries) and entries[:len(seen_log)] == seen_log:
+                if len(seen_log) == len(entries):
+                    return False
+                start = len(seen_log)
+                if start:
+                    prev_term = seen_log[-1].term
+        for entry in entries[start:]:
             seen = self.seen_entries.setdefault((entry.index, entry.term), (entry, prev_term))
             if seen != (entry, prev_term):
                 self.fail(f"log matching: {node_id} holds {entry} after term {prev_term}, "
                           f"another log held {seen[0]} after term {seen[1]}")
             prev_term = entry.term
+        node.matched = (log.snapshot_index, log.snapshot_term, list(entries))
+        return True
 
     def check_leader_completeness(self, node_id: str, raft: RaftNode) -> None:
         log = raft.log
-        top = max(self.committed, default=0)
+        top = self.top_committed
         for index in range(max(1, top - 16), top + 1):
             if self.commit_term_bound[index] >= raft.term:
                 continue  # possibly committed in this leader's term or later
@@ -457,6 +506,9 @@ class Simulation:
             if node.applied_to != leader.log.committed:
                 self.fail(f"{node_id} applied {node.applied_to}, leader committed "
                           f"{leader.log.committed}")
+        for index, entry in self.committed.items():
+            if entry.index != index:
+                self.fail(f"committed entry {entry} recorded at {index}")
         # Idempotency: each client request takes effect (is not a duplicate) once.
         firsts: dict[int, int] = {}
         for index in sorted(self.committed):

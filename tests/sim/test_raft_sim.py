@@ -18,17 +18,7 @@ DEFAULT_SEEDS = 100
 SEEDS = int(os.environ.get("SEEDS", DEFAULT_SEEDS))
 SEED_START = int(os.environ.get("SEED_START", 0))
 
-LAYOUTS = {
-    "3-voters": raftsim.SimConfig(voters=3),
-    "5-voters-1-learner": raftsim.SimConfig(voters=5, learners=1, conf_change_rate=0.01),
-    # The voter set changes one node at a time under faults: quorums grow and shrink
-    # between 1 and 6 voters, leaders remove themselves, spares join empty.
-    "changing-voters": raftsim.SimConfig(voters=3, learners=1, spares=2,
-                                         voter_change_rate=0.02),
-    # Four voters (quorum 3) that never drop below two: 2-of-4 partitions happen.
-    "4-voters-changing": raftsim.SimConfig(voters=4, spares=1, voter_change_rate=0.01,
-                                           min_voters=2),
-}
+LAYOUTS = raftsim.LAYOUTS
 MEMBERSHIP = raftsim.SimConfig(voters=3, learners=1, spares=2, voter_change_rate=0.02)
 
 
