@@ -117,7 +117,7 @@ def scores(gene: Gene, X: np.ndarray, evidence: Evidence | None) -> Scored:
 def evidence_from(gene: Gene, rows: np.ndarray, rul: np.ndarray,
                   strength: float = HISTORY_STRENGTH) -> Evidence:
     """The gene back-tested on run-to-failure `rows` (as `experiences import` does), M_P's
-    history fallback at `strength` pseudo-observations (ADR 0034)."""
+    history fallback at `strength` pseudo-observations (ADR 0035)."""
     idx, labels = back_test(gene, cmapss_record(rows, rul))
     states = get_domain("turbofan").states(rows[idx])
     return Evidence(tuple(Experience(gene.id, gene.version_hash.hex(), s, bool(y), k + 1, "")
@@ -232,7 +232,7 @@ def main() -> None:
                                 "nested_train": c.table[c.name]["nested_train"]}
                        for s, (_, c) in fits.items()},
         "how": "pseudo-observations of M_P's fallback to the gene's overall success rate "
-               "(ADR 0034), chosen with the acting rule by nested cross-validated cost on "
+               "(ADR 0035), chosen with the acting rule by nested cross-validated cost on "
                "FD001 train engines before any test file is scored"}
     cv, choice = fits[strength]
     for gname, codons, action in GENES:

@@ -18,7 +18,7 @@ level fitted on the other folds, truncation seeds 1–3). A challenger replaces 
 incumbent only if it costs at least MARGIN less; between challengers that do, the
 cheaper (then the earlier in CANDIDATES). Every candidate's numbers are reported.
 
-M_P's history fallback (ADR 0034) has one tunable, its strength in pseudo-observations.
+M_P's history fallback (ADR 0035) has one tunable, its strength in pseudo-observations.
 It is chosen the same way, before any test file is scored: for each of
 HISTORY_CANDIDATES the cross-fitted training CP is recomputed and the acting rule chosen
 as above; `choose_strength` keeps the incumbent (HISTORY_INCUMBENT, 0: no fallback, the

@@ -15,7 +15,7 @@ action: the outcome of this means in nearby states) adds its kernel weights too,
 counting DOMAIN_WEIGHT of one of the gene's own: a new gene starts from what the domain
 has seen, not from a coin flip. `n_eff` is all the weight, own and domain.
 
-Hierarchical fallback (ADR 0034). Far from every experience the kernel weights vanish and
+Hierarchical fallback (ADR 0035). Far from every experience the kernel weights vanish and
 the posterior would fall back to the prior alone; the flat Beta(1, 1) says p = 0.5, which
 is no one's experience. So the prior also holds the gene's own success rate over ALL its
 experiences (recorded where its condition held) and the domain's history (at
@@ -57,7 +57,7 @@ KNN_CHUNK_ELEMENTS = 4_000_000   # bounds the (states × experiences) distance b
 # means, but the gene's own conditions and parameters differ: it counts half as much.
 DOMAIN_WEIGHT = 0.5
 # Pseudo-observations the gene's (and the domain's) overall success rate adds to the prior.
-# Chosen on FD001 training engines only by nested cross-validated policy cost (ADR 0034,
+# Chosen on FD001 training engines only by nested cross-validated policy cost (ADR 0035,
 # bench/validation_policy.py); 0 turns the fallback off.
 HISTORY_STRENGTH = 8.0
 

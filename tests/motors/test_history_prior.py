@@ -1,4 +1,4 @@
-"""M_P's hierarchical fallback (ADR 0034): far from every experience the posterior falls
+"""M_P's hierarchical fallback (ADR 0035): far from every experience the posterior falls
 back to the gene's (and the domain's) overall success rate, not to the flat 0.5; the
 prior's pseudo-observations never count as the gene's evidence."""
 
