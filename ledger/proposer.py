@@ -31,13 +31,13 @@ Raft sessions' window; skipping ids for refused proposals would only waste that 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
 from gd.ledger.chain import AppendReceipt
-from gd.ledger.entry import LedgerEntry
+from gd.ledger.entry import MAX_ENTRY_BYTES, LedgerEntry
 from gd.ledger.errors import LocalLedgerError, RemoteLedgerError
 from gd.ledger.raft_sessions import RequestState
 
@@ -71,9 +71,19 @@ def encode_batch(statements: Sequence[LedgerEntry]) -> bytes:
     return canonical.encode_plain([s.encoded for s in statements])
 
 
-def decode_batch(data: bytes) -> list[LedgerEntry]:
+# Finds the statement decoded (and checked) here before from these exact bytes, if any.
+KnownStatement = Callable[[bytes], LedgerEntry | None]
+
+
+def decode_batch(data: bytes, known: KnownStatement | None = None) -> list[LedgerEntry]:
     """The statements of a committed entry. Every node decodes the same bytes, so what is
-    dropped here (malformed, sequenced, unsigned) is dropped identically everywhere."""
+    dropped here (malformed, sequenced, unsigned) is dropped identically everywhere.
+
+    `known` hands back a statement this node already holds decoded from the very same
+    bytes (one it checked at submit), so its apply skips decoding it again (~27 us per
+    statement, issue 15). It is taken only where strict decoding would give the same
+    statement: within MAX_ENTRY_BYTES and unsequenced, so every node drops the same ones.
+    """
     try:
         items = canonical.decode(data)
     except DecodeError:
@@ -84,10 +94,12 @@ def decode_batch(data: bytes) -> list[LedgerEntry]:
     for raw in items:
         if not isinstance(raw, bytes):
             continue
-        try:
-            entry = LedgerEntry.decode(raw)
-        except RemoteLedgerError:
-            continue
+        entry = known(raw) if known is not None and len(raw) <= MAX_ENTRY_BYTES else None
+        if entry is None:
+            try:
+                entry = LedgerEntry.decode(raw)
+            except RemoteLedgerError:
+                continue
         if not entry.is_sequenced:
             out.append(entry)
     return out
@@ -330,6 +342,7 @@ __all__ = [
     "MAX_QUEUED_STATEMENTS",
     "RETRY_AFTER_S",
     "Batch",
+    "KnownStatement",
     "LedgerProposer",
     "ProposerFull",
     "ProposerLimits",

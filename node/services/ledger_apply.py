@@ -110,11 +110,19 @@ class Applier:
         checked across cores first; a statement with a bad one (a member proposed
         garbage) is dropped, identically on every node, and the rest appended."""
         statements: list[LedgerEntry] = []
+        checked: set[int] = set()  # ids of the statements checked at submit here
+
+        def known(raw: bytes) -> LedgerEntry | None:
+            statement = self.verified.take(raw)
+            if statement is not None:
+                checked.add(id(statement))
+            return statement
+
         for entry in entries:
             if entry.index in duplicates or not entry.client_id or not entry.data:
                 continue
-            statements.extend(decode_batch(entry.data))
-        unchecked = self.verified.unchecked(statements)  # not checked at submit here
+            statements.extend(decode_batch(entry.data, known))
+        unchecked = [i for i, s in enumerate(statements) if id(s) not in checked]
         bad = {unchecked[i] for i in check_signatures([statements[i] for i in unchecked])}
         for i in sorted(bad):
             self.log.error("ledger.bad_statement", author=statements[i].author,

@@ -82,19 +82,27 @@ def check_signatures(statements: Sequence[LedgerEntry]) -> list[int]:
 class CheckedStatements:
     """Statements whose signature this node has checked, by the SHA-256 of their exact
     bytes (any thread): the apply of a statement checked at submit need not check it
-    again. Bounded (oldest forgotten first); a forgotten one is simply checked twice."""
+    again, nor decode it again (`take` hands back the statement itself). Bounded
+    (oldest forgotten first); a forgotten one is simply decoded and checked twice."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._digests: dict[bytes, None] = {}
+        self._held: dict[bytes, LedgerEntry] = {}
         self._lock = threading.Lock()
 
     def remember(self, statements: Sequence[LedgerEntry]) -> None:
-        digests = [hashlib.sha256(s.encoded).digest() for s in statements]
+        held = {hashlib.sha256(s.encoded).digest(): s for s in statements}
         with self._lock:
-            self._digests.update(dict.fromkeys(digests))
-            while len(self._digests) > self.limit:
-                del self._digests[next(iter(self._digests))]
+            self._held.update(held)
+            while len(self._held) > self.limit:
+                del self._held[next(iter(self._held))]
+
+    def take(self, raw: bytes) -> LedgerEntry | None:
+        """The checked statement whose bytes are exactly `raw`, forgotten as it is
+        handed out (each statement is applied once); None if there is none."""
+        digest = hashlib.sha256(raw).digest()
+        with self._lock:
+            return self._held.pop(digest, None)
 
     def unchecked(self, statements: Sequence[LedgerEntry]) -> list[int]:
         """Positions of the statements not checked here before (the others are
@@ -103,9 +111,7 @@ class CheckedStatements:
         with self._lock:
             for i, statement in enumerate(statements):
                 digest = hashlib.sha256(statement.encoded).digest()
-                if digest in self._digests:
-                    del self._digests[digest]
-                else:
+                if self._held.pop(digest, None) is None:
                     out.append(i)
         return out
 

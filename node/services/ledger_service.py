@@ -41,7 +41,7 @@ import trio
 from prometheus_client import Counter, Gauge
 
 from gd.crdt.hlc import HLC
-from gd.ledger.chain import AppendReceipt
+from gd.ledger.chain import AppendReceipt, AppendStatus
 from gd.ledger.entry import EntryKind, LedgerEntry
 from gd.ledger.errors import LocalLedgerError, RemoteLedgerError
 from gd.ledger.proposer import LedgerProposer, ProposerFull
@@ -266,6 +266,9 @@ class LedgerService:
             self.proposer.release(tickets)
             for ticket in tickets:
                 self._waiting.pop(ticket, None)
+        plain = [r for r in receipts if r is not None and r.status is not AppendStatus.CONFLICT]
+        if len(plain) == len(receipts):
+            return plain  # nothing to look up: no worker-thread hop for the common case
         return await trio.to_thread.run_sync(same_event_is_duplicate, self.ledger, statements,
                                              receipts)
 

@@ -10,7 +10,7 @@ from gd_testkit import key_from_int
 
 from gd.genome import canonical
 from gd.ledger.chain import AppendReceipt, AppendStatus
-from gd.ledger.entry import LedgerEntry
+from gd.ledger.entry import MAX_ENTRY_BYTES, LedgerEntry
 from gd.ledger.errors import LocalLedgerError
 from gd.ledger.proposer import (
     STATEMENT_OVERHEAD_BYTES,
@@ -174,6 +174,30 @@ def test_batch_codec_drops_what_is_not_an_unsequenced_statement() -> None:
     assert decode_batch(b"\xff") == []
     assert decode_batch(canonical.encode_plain({"a": 1})) == []
     assert decode_batch(encode_batch(good)) == good
+
+
+def test_batch_codec_reuses_known_statements_only_where_decoding_agrees() -> None:
+    """A statement this node holds decoded from the same bytes is reused (no second
+    decode), but never one strict decoding would drop on the other nodes: too large
+    (LedgerEntry.create does not bound the size) or sequenced."""
+    good = statements(3)
+    big = LedgerEntry.create(key_from_int(1), "decision", 1, canonical.sha256(b"big"),
+                             {f"f{i}": "\u4e2d" * 256 for i in range(16)})
+    placed = good[2].sequenced(0, bytes(32))
+    assert len(big.encoded) > MAX_ENTRY_BYTES
+    held = {s.encoded: s for s in (good[0], big, placed)}
+    asked: list[bytes] = []
+
+    def known(raw: bytes) -> LedgerEntry | None:
+        asked.append(raw)
+        return held.get(raw)
+
+    data = canonical.encode_plain([good[0].encoded, big.encoded, good[1].encoded,
+                                   placed.encoded])
+    out = decode_batch(data, known)
+    assert out == [good[0], good[1]] == decode_batch(data)
+    assert out[0] is good[0] and out[1] is not good[1]  # reused; decoded
+    assert big.encoded not in asked  # over the bound: decoded (and dropped) as elsewhere
 
 
 def test_limits_must_be_positive() -> None:

@@ -51,6 +51,17 @@ def test_checked_statements_skip_once_and_stay_bounded():
     assert checked.unchecked([forged(batch[0])]) == [0]
 
 
+def test_checked_statements_hand_back_the_statement_for_its_exact_bytes_once():
+    batch = statements(1, "take", 3)
+    checked = CheckedStatements(limit=2)
+    checked.remember(batch)  # the first one is forgotten: over the limit
+    assert checked.take(batch[0].encoded) is None
+    assert checked.take(batch[1].encoded) is batch[1]
+    assert checked.take(batch[1].encoded) is None  # handed out once
+    assert checked.take(forged(batch[2]).encoded) is None  # other bytes, not taken
+    assert checked.unchecked(batch[2:]) == []
+
+
 async def test_concurrent_callers_share_commits_and_a_bad_caller_fails_alone():
     calls: list[list[str]] = []
 
@@ -201,3 +212,58 @@ async def test_a_forged_statement_in_a_committed_entry_is_dropped_on_every_node(
     assert all(d.ledger.book.applied() == d.ledger.applied_index > 0 for d in ds)
     for d in ds:
         d.stop()
+
+
+def test_apply_reuses_statements_checked_at_submit_and_checks_the_rest(tmp_path, monkeypatch):
+    """The applier takes the statements this node checked at submit as they are (no second
+    decode, no second signature check) and decodes and checks every other one: a forged
+    statement from another member is dropped, the rest appended in log order."""
+    import structlog
+
+    from gd.ledger.raft_records import Entry
+    from gd.node.services import ledger_apply
+    from gd.node.store.ledger_outbox import RegionBook
+
+    mine = statements(1, "mine", 3)
+    theirs = statements(2, "theirs", 3)
+    theirs[1] = forged(theirs[1])
+    checked_here: list[LedgerEntry] = []
+    decoded: list[bytes] = []
+    real_check, real_decode = ledger_apply.check_signatures, LedgerEntry.decode
+
+    def spy_check(batch):
+        checked_here.extend(batch)
+        return real_check(batch)
+
+    def spy_decode(raw):
+        decoded.append(raw)
+        return real_decode(raw)
+
+    monkeypatch.setattr(ledger_apply, "check_signatures", spy_check)
+    monkeypatch.setattr(LedgerEntry, "decode", staticmethod(spy_decode))
+    env = lmdb.open(str(tmp_path / "l"), max_dbs=64, map_size=1 << 26)
+    try:
+        ledger = Ledger(env)
+        verified = CheckedStatements(limit=100)
+        verified.remember(mine)
+
+        async def on_applied(result: ledger_apply.ApplyResult) -> None:
+            del result
+
+        applier = ledger_apply.Applier(ledger, RegionBook(env), key_from_int(9), log_id="t",
+                                       wall_ms=lambda: 1, verified=verified,
+                                       on_applied=on_applied, log=structlog.get_logger())
+        entries = [Entry(1, 1, data=encode_batch([mine[0], theirs[0], mine[1]]),
+                         client_id="a", request_id=1),
+                   Entry(1, 2, data=encode_batch([theirs[1], theirs[2], mine[2]]),
+                         client_id="b", request_id=1)]
+        result = applier._apply_sync(entries, frozenset(), sign=True)
+        order = [mine[0], theirs[0], mine[1], theirs[2], mine[2]]
+        assert [s for s, _ in result.receipts] == order
+        assert result.receipts[0][0] is mine[0]  # the very object checked at submit
+        assert result.size == ledger.size == 5 and result.head is not None
+        assert sorted(decoded) == sorted(s.encoded for s in theirs)
+        assert sorted(s.encoded for s in checked_here) == sorted(s.encoded for s in theirs)
+        assert ledger.find(theirs[1].author, theirs[1].idempotency_key) is None
+    finally:
+        env.close()
