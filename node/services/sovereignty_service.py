@@ -110,7 +110,8 @@ class SovereigntyService:
                                  region=gate.cfg.region, audit=self.audit)
         # Approvals and agreements recorded inside the daemon go through the ledger
         # service (`ledger_route`, handed over by the daemon), never our own control socket.
-        self.recorder = LedgerRecorder(self.cortex.env, self.key, route=ledger_route)
+        self.recorder = LedgerRecorder(self.cortex.env, self.key, route=ledger_route,
+                                       clock=gate.clock)
         self.ledger: LedgerSink = _SerialLedger(self.recorder)
         self.desk = AdaptationDesk(self.cortex, self.key, self.ledger, self.audit)
         self.secret = anonymisation_secret(self.key)

@@ -2,7 +2,10 @@
 simulated gate and faulty in-memory streams, with crashes (cancel + reopen the Cortex);
 one seed gives one run, bit for bit (see service_sim.py and docs/simulation.md).
 
-`SERVICE_SEEDS=N` runs N seeds (default 20: a few seconds).
+`SERVICE_SEEDS=N` runs N seeds (default 20: a few seconds). The second half runs
+`service_sim_sov`: the sync and sovereignty services of three organisations that share
+and revoke domains under drops, replays, partitions and crashes (`SERVICE_SOV_SEEDS`,
+default 6; `python tests/sim/service_sim_sov.py FIRST COUNT` sweeps many).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from typing import Any
 
 import pytest
 import service_sim  # tests/sim is on pytest's pythonpath
+import service_sim_sov
 
 from gd.genome.gene import Gene
+from gd.node.store.policy_store import MARKS_DB
+from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 
 SEEDS = int(os.environ.get("SERVICE_SEEDS", 20))
 
@@ -86,3 +92,143 @@ def test_a_peer_scored_for_the_network_s_damage_is_reported(tmp_path: Path) -> N
     with pytest.raises(service_sim.ServiceSimFailure, match="honest"):
         for seed in range(5):
             service_sim.run(seed, tmp_path / str(seed), net_class=CorruptingNet)
+
+
+# -- the sovereign run: sync and sovereignty services of three orgs (service_sim_sov.py) --
+
+SOV_SEEDS = int(os.environ.get("SERVICE_SOV_SEEDS", 6))
+
+
+def _sov_run(seed: int, root: Path, net_class: type[service_sim_sov.SovNet]
+             = service_sim_sov.SovNet) -> service_sim_sov.SovSimResult:
+    return service_sim_sov.run(seed, root, net_class)
+
+
+@pytest.mark.parametrize("seed", range(SOV_SEEDS))
+def test_the_sovereign_services_keep_their_invariants_under_faults(seed: int,
+                                                                   tmp_path: Path) -> None:
+    try:
+        _sov_run(seed, tmp_path)
+    except service_sim.ServiceSimFailure as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def test_a_sovereign_seed_replays_bit_for_bit(tmp_path: Path) -> None:
+    first = _sov_run(4, tmp_path / "a")
+    again = _sov_run(4, tmp_path / "b")
+    other = _sov_run(5, tmp_path / "c")
+    assert first.trace == again.trace and first.trace_hash == again.trace_hash
+    assert other.trace_hash != first.trace_hash
+
+
+def test_the_sovereign_runs_meet_every_fault_and_action(tmp_path: Path) -> None:
+    kinds: Counter[str] = Counter()
+    for seed in range(6):
+        kinds.update(_sov_run(seed, tmp_path / str(seed)).stats)
+    for kind in ("fault drop", "fault replay", "replayed", "fault reset", "fault delay",
+                 "timeout", "partition", "heal", "crash", "crash-mid-round", "restart",
+                 "share", "revoke", "write", "round", "sent", "anonymised_in",
+                 "converged_pairs", "settled"):
+        assert kinds[kind] > 0, kind
+
+
+class DeafToRevokes(service_sim_sov.ObservedPolicyStore):
+    """A node that hears a peer's revoke (the model notes it) but never applies it."""
+
+    def receive_proposal(self, data: bytes, sender: str, **kwargs: Any) -> Any:
+        proposal = Proposal.decode(data)
+        if proposal.kind is ProposalKind.REVOKE:
+            self._net.learned(self._node, sender, proposal)
+            return self._store.receive_proposal(
+                Proposal.create(self._net.by_peer(sender).key, ProposalKind.SHARE,
+                                proposal.peer, proposal.rule, proposal.hlc).encode(),
+                sender, **kwargs)
+        return super().receive_proposal(data, sender, **kwargs)
+
+
+class DeafNet(service_sim_sov.SovNet):
+    policy_store_class = DeafToRevokes
+
+
+class ForgetfulMarks(service_sim_sov.ObservedPolicyStore):
+    """A store that forgets which proposal stamps it applied: a replayed (late) share
+    then undoes the revoke that followed it."""
+
+    def receive_proposal(self, data: bytes, sender: str, **kwargs: Any) -> Any:
+        marks = self._store.dbs[MARKS_DB]
+        self._store.cortex.write(lambda txn: txn.drop(marks, delete=False))
+        return super().receive_proposal(data, sender, **kwargs)
+
+
+class ReplayedNet(service_sim_sov.SovNet):
+    policy_store_class = ForgetfulMarks
+
+    def __init__(self, seed: int, root: Path) -> None:
+        super().__init__(seed, root)
+        self.replay_rate = 1.0
+
+
+class LeakyNet(service_sim_sov.SovNet):
+    """Shares in clear what the organisation asked to anonymise."""
+
+    def share(self, node: Any, pair: Any) -> None:
+        anon = self.anon[pair]
+        self.anon[pair] = False
+        super().share(node, pair)
+        self.anon[pair] = anon
+
+
+class ApprovingNet(service_sim_sov.SovNet):
+    """A receiver that makes every received gene native without a person's approval."""
+
+    def open(self, node: Any) -> None:
+        super().open(node)
+        desk = node.sov.desk
+        node.sync.on_received = lambda sender, genes: [desk.approve(g.id) for g in genes]
+
+
+class UnauditedSender(service_sim_sov.CheckedSender):
+    def finish_batch(self, extra: Sequence[Gene] = ()) -> int:
+        self.view._filter.take_sent()  # the batch is done, and nothing written
+        return 0
+
+
+class UnauditedNet(service_sim_sov.SovNet):
+    sender_class = UnauditedSender
+
+
+class StingySender(service_sim_sov.CheckedSender):
+    """Never sends the loan domain, whatever the agreements say."""
+
+    def policy(self, receiver: str, gene: Gene) -> bool:
+        return gene.domain != "loan" and super().policy(receiver, gene)
+
+    def outgoing(self, gene: Gene) -> Gene | None:
+        return None if gene.domain == "loan" else super().outgoing(gene)
+
+
+class StingyNet(service_sim_sov.SovNet):
+    sender_class = StingySender
+
+
+@pytest.mark.parametrize(("net_class", "message"), [
+    (DeafNet, "newest proposal it knows"),
+    (ReplayedNet, "newest proposal it knows"),
+    (LeakyNet, "is not an original|carries"),
+    (ApprovingNet, "is native"),
+    (UnauditedNet, "no gene_sent record"),
+    (StingyNet, "not converged"),
+])
+def test_each_sovereign_invariant_catches_its_breach(
+        net_class: type[service_sim_sov.SovNet], message: str, tmp_path: Path) -> None:
+    with pytest.raises(service_sim.ServiceSimFailure, match=message):
+        for seed in range(12):
+            _sov_run(seed, tmp_path / str(seed), net_class)
+
+
+def test_a_stream_cut_during_pipelined_repair_fetches_is_a_cut(tmp_path: Path) -> None:
+    """Regression: seeds 0 and 2 cut a reconcile stream while its fetches were in flight;
+    `repair_fetch.fetch_all` raised the nursery's ExceptionGroup, which `guard_round`
+    logged as a local failure (`sync.failed`) instead of a cut stream."""
+    for seed in (0, 2):
+        _sov_run(seed, tmp_path / str(seed))

@@ -1,0 +1,774 @@
+"""The real sync *and sovereignty* services of three organisations, in-process on trio's
+mock clock, over a simulated gate and faulty streams; one seed gives one run, bit for bit.
+
+Why: `service_sim` runs the async sync drivers between two nodes that share everything
+(`share_all`). Sovereignty is where a bug costs an organisation its know-how, so this
+harness runs the daemon's `SovereigntyService` beside each node's `SyncService`, built
+exactly as the daemon builds them (no `share_policy`: enforcement on): agreements travel
+over `/gd/agreements` when a peer is met and whenever the audit log grows, sync batches
+and repair fetches go through the sovereign views, received genes land
+`adaptation_pending`, every gene in or out is audited, agreements and revocations go to
+the node's ledger (the recorder's direct route: a region of one). Organisations share a
+domain with each other (some shares anonymised) and revoke it, while the network drops,
+delays, cuts and replays streams, partitions heal, and nodes crash and restart (a
+restart reopens the node's real LMDB home and rebuilds every service).
+
+Faults, on top of `service_sim`'s (split writes, delays, resets, crashes mid-round):
+
+* **drop**: a write is lost and its stream stalls (what a lost segment does to a TCP
+  stream until a timer gives up): the reader times out (`READ_TIMEOUT_S`);
+* **duplicate / reorder**: an agreements conversation is replayed to the receiver
+  later, after newer ones (the daemon re-delivers an outbox whose ack was lost, so a
+  proposal does arrive twice and late: a late share must never undo a revoke);
+* **partition / heal**: streams across the cut stall and new ones fail; healing meets
+  the peers again (every connection is a new meeting: `PeerChange(up=True)`);
+* **crash / restart**: every task of the node's life is cancelled and its Cortex
+  closed; code of a dead life that still runs (a `finally`) cannot touch the new life.
+
+Invariants (an independent model of each organisation's own rules and of the newest
+proposal each node has received from each peer, not the stores' reading of them):
+
+1. a gene of domain D is sent from A to B only while A's own rule lets B have D and the
+   newest proposal A has received from B for D is a share (never after A knew of B's
+   revoke); it is accepted by B only if B's own rule let A send D at some moment of that
+   conversation; nothing is forwarded (origin is always the sender);
+2. a gene sent under an anonymising rule carries none of the original's identity (id,
+   name, purpose, text parameters); one sent in clear is the original;
+3. every received gene is `adaptation_pending` (or `revoked`, after a revoke of its
+   origin for its domain arrived);
+4. every received gene has a `gene_received` record at the receiver and a `gene_sent`
+   record at the sender, both audit chains verify, and every revoke is on the ledger;
+5. after healing, every domain both sides agree on has converged (the receiver holds
+   each of the origin's genes, or its derived form).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Final
+
+import fedsim_services
+import trio
+import trio.testing
+from libp2p.peer.id import ID
+from service_sim import EPOCH_MS, ServiceSimFailure, SimStream, TrioClock, deterministic_trio
+
+import gd.node.clock
+from gd.crdt import hlc
+from gd.genome.gene import Codon, Gene, GeneStatus, ShareScope
+from gd.genome.identity import NodeKey
+from gd.node.config_sections import SyncSettings
+from gd.node.metrics import NodeMetrics
+from gd.node.net.gate import PeerChange
+from gd.node.net.streams import READ_TIMEOUT_S, FramedStream, PeerTimeout, StreamGone
+from gd.node.services.sovereignty_service import SovereigntyService
+from gd.node.services.sync_repair import REPAIR_READ_TIMEOUT_S
+from gd.node.services.sync_service import SyncService
+from gd.node.services.verify_pool import VerifyPool
+from gd.node.store.audit import AuditKind
+from gd.node.store.cortex import Cortex
+from gd.node.store.ledger_store import Ledger
+from gd.node.store.sync_store import any_content
+from gd.protocol.agreement_messages import AGREEMENTS_PROTOCOL_ID
+from gd.protocol.errors import RemoteProtocolError
+from gd.protocol.policy_rules import ShareRule, Subject, SubjectKind
+from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
+from gd.protocol.sovereignty_anonymise import anonymisation_secret, derive_for
+from gd.protocol.sync import RejectedGene
+
+NODES: Final = 3
+STEPS: Final = 60
+DOMAINS: Final = ("turbofan", "loan")
+REGION: Final = "eu-west"
+# Settling: each round every ordered pair delivers its outbox, pulls and reconciles.
+SETTLE_ROUNDS: Final = 4
+# Markers of an original gene's identity; fixed width, so no serial is a prefix of another.
+SECRET_MARKS: Final = (b"secret-rule-", b"private-purpose-", b"tenant-")
+
+Pair = tuple[int, int, str]  # (from node, to node, domain)
+
+
+@dataclass
+class SovNode:
+    """One organisation's daemon: its key, LMDB home, and the services of this life."""
+
+    index: int
+    key: NodeKey
+    org: str
+    path: Path
+    life: int = 0
+    cortex: Cortex | None = None
+    gate: SovGate | None = None
+    sync: SyncService | None = None
+    sov: SovereigntyService | None = None
+    written: list[Gene] = field(default_factory=list)
+    last_hlc: int = 0
+
+    @property
+    def peer(self) -> str:
+        return self.key.peer_id
+
+    @property
+    def up(self) -> bool:
+        return self.sov is not None
+
+
+class SovStream(SimStream):
+    """`SimStream` plus drops (the stream stalls), partitions, and a recording of what
+    the dialling end wrote (for a replay)."""
+
+    def __init__(self, end: Any, remote: str, net: SovNet, src: int, dst: int) -> None:
+        super().__init__(end, remote, net)  # type: ignore[arg-type]
+        self.sov_net = net
+        self.src, self.dst = src, dst
+        self.stalled = False
+        self.recording: list[bytes] | None = None
+        self.on_close: Callable[[list[bytes]], None] | None = None
+
+    async def write(self, data: bytes) -> None:
+        net = self.sov_net
+        if not self.stalled and (not net.linked(self.src, self.dst) or (
+                net.faults and net.rng.random() < net.drop_rate)):
+            net.log(f"fault drop {self.src}->{self.dst}")
+            self.stalled = True
+        if self.stalled:
+            return  # lost; the reader's timer gives up on the stream
+        await super().write(data)
+        if self.recording is not None:
+            self.recording.append(data)
+        if net.faults and net.rng.random() < net.pause_rate:
+            # the bytes have left and the writer is descheduled: a crash may land here,
+            # before whatever the writer does next (its audit record, its outbox)
+            await trio.sleep(net.rng.uniform(0.0, 0.05))
+
+    async def close(self) -> None:
+        if self.on_close is not None and self.recording:
+            self.on_close(self.recording)
+            self.on_close = None
+        await super().close()
+
+
+class SovGate:
+    """What `SyncService` and `SovereigntyService` read from the daemon's `Gate`."""
+
+    def __init__(self, net: SovNet, node: SovNode) -> None:
+        self.net = net
+        self.node = node
+        self.peer_id = node.peer
+        self.key = node.key
+        self.cfg = SimpleNamespace(domains={}, org=node.org, region=REGION)
+        self.log = fedsim_services.SimLog()
+        self.metrics = NodeMetrics()
+        self.methods = SimpleNamespace(add=lambda name, fn: None)
+        self.handlers: dict[str, Callable[..., Any]] = {}
+        self.host = SimpleNamespace(new_stream=self.new_stream)
+        self.table = SimpleNamespace(connected=self.connected, get=self.record)
+        self.clock = TrioClock()
+        self.listeners: list[Callable[[PeerChange], None]] = []
+
+    def record(self, peer: str) -> Any:
+        """The peer's record: every simulated org key is trusted, so claims are certified."""
+        other = self.net.by_peer(peer)
+        return SimpleNamespace(peer_id=peer, certified_org=other.org, certified_region=REGION)
+
+    def connected(self) -> list[Any]:
+        return [self.record(n.peer) for n in self.net.nodes
+                if n is not self.node and n.up and self.net.linked(n.index, self.node.index)]
+
+    def on_peer(self, listener: Callable[[PeerChange], None]) -> None:
+        self.listeners.append(listener)
+
+    def register_protocol(self, protocol: str, handler: Callable[..., Any]) -> None:
+        self.handlers[str(protocol)] = handler
+
+    def spawn(self, peer: str, fn: Callable[..., Any], *args: Any) -> bool:
+        other = self.net.by_peer(peer)
+        if not other.up or not self.net.linked(other.index, self.node.index):
+            return False
+        self.net.start(self.node, fn, *args)
+        return True
+
+    async def misbehaved(self, peer: str, protocol: str, exc: Exception) -> None:
+        if isinstance(exc, PeerTimeout):  # a stalled stream: the network's doing, and
+            self.net.log(f"timeout {protocol}")  # the gate scores it as a soft failure
+            return
+        self.net.fail(f"node {self.node.index} scored an honest peer on {protocol}: {exc}")
+
+    async def new_stream(self, peer: ID, protocols: list[str]) -> SovStream:
+        net = self.net
+        other = net.by_peer(peer.to_base58())
+        if other.gate is None or not net.linked(self.node.index, other.index):
+            raise ConnectionError("peer unreachable")
+        protocol = str(protocols[0])
+        a, b = trio.testing.memory_stream_pair()
+        mine = SovStream(a, other.peer, net, self.node.index, other.index)
+        theirs = SovStream(b, self.peer_id, net, other.index, self.node.index)
+        mine.other, theirs.other = theirs, mine
+        if protocol == AGREEMENTS_PROTOCOL_ID and net.faults and \
+                net.rng.random() < net.replay_rate:
+            mine.recording = []
+            mine.on_close = lambda data: net.replay_later(self.node, other, protocol, data)
+        net.serve(other, other.gate.handlers[protocol], theirs, self.peer_id)
+        return mine
+
+
+class ObservedPolicyStore:
+    """The node's real `PolicyStore`; each proposal it is handed is noted in the model
+    (the newest stamp from each peer per domain is what the node *knows*)."""
+
+    def __init__(self, store: Any, net: SovNet, node: SovNode) -> None:
+        self._store = store
+        self._net = net
+        self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def receive_proposal(self, data: bytes, sender: str, **kwargs: Any) -> Any:
+        outcome = self._store.receive_proposal(data, sender, **kwargs)
+        self._net.learned(self._node, sender, Proposal.decode(data))
+        return outcome
+
+
+class CheckedSender:
+    """A sovereign sender view whose every cleared gene is checked against the model at
+    the moment it is put in a batch or a repair reply."""
+
+    def __init__(self, view: Any, check: Callable[[Gene], None]) -> None:
+        self.view = view
+        self.check = check
+
+    def read_feed(self, since: int, limit: int) -> Any:
+        return self.view.read_feed(since, limit)
+
+    def policy(self, receiver: str, gene: Gene) -> bool:
+        ok: bool = self.view.policy(receiver, gene)
+        if ok:
+            self.check(gene)
+        return ok
+
+    def outgoing(self, gene: Gene) -> Gene | None:
+        out: Gene | None = self.view.outgoing(gene)
+        if out is not None:
+            self.check(out)
+        return out
+
+    def finish_batch(self, extra: Sequence[Gene] = ()) -> int:
+        return int(self.view.finish_batch(extra))
+
+
+class CheckedReceiver:
+    """A sovereign receiver view whose every accepted gene is checked against the model."""
+
+    def __init__(self, view: Any, check: Callable[[Gene, float], None]) -> None:
+        self.view = view
+        self.check = check
+        self.opened = trio.current_time()
+
+    def accept(self, gene: Gene) -> bool:
+        ok: bool = self.view.accept(gene)
+        if ok:
+            self.check(gene, self.opened)
+        return ok
+
+    def finish_batch(self, refused: Sequence[RejectedGene] = ()) -> int:
+        return int(self.view.finish_batch(refused))
+
+
+class SovNet:
+    """Three organisations, the seeded random, the model, the trace, and the nursery.
+    The teeth tests subclass it with a broken store or view (the class attributes)."""
+
+    policy_store_class: type[ObservedPolicyStore] = ObservedPolicyStore
+    sender_class: type[CheckedSender] = CheckedSender
+
+    def __init__(self, seed: int, root: Path) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.root = root
+        self.trace: list[str] = []
+        self.faults = True
+        self.reset_rate = 0.03
+        self.delay_rate = 0.08
+        self.drop_rate = 0.02
+        self.replay_rate = 0.3
+        self.pause_rate = 0.2
+        self.corrupt_rate = 0.0
+        self.nodes = [SovNode(i, NodeKey.from_seed(hashlib.sha256(
+            f"service-sim-sov/{seed}/{i}".encode()).digest()), f"org{i}", root / f"node{i}")
+            for i in range(NODES)]
+        self.groups: dict[int, int] = {}
+        self.nursery: trio.Nursery | None = None
+        self.scopes: dict[int, list[trio.CancelScope]] = {i: [] for i in range(NODES)}
+        pairs = [(a, b, d) for a in range(NODES) for b in range(NODES) if a != b
+                 for d in DOMAINS]
+        # The model: each org's own allow rules now (and when they changed), fixed per
+        # pair: anonymised or not, by peer id or by org; what each node knows of each peer.
+        self.allow: dict[Pair, bool] = dict.fromkeys(pairs, False)
+        self.history: dict[Pair, list[tuple[float, bool]]] = {p: [] for p in pairs}
+        self.anon = {p: self.rng.random() < 0.4 for p in pairs}
+        self.by_org = {p: self.rng.random() < 0.5 for p in pairs}
+        self.known: dict[Pair, tuple[int, ProposalKind]] = {}
+        self.revoke_heard: set[Pair] = set()
+        self.revokes = [0] * NODES
+        self.stats: Counter[str] = Counter()
+
+    # -- plumbing ----------------------------------------------------------------------
+    def log(self, text: str) -> None:
+        self.trace.append(f"{trio.current_time():.6f} {text}")
+        words = text.split()
+        self.stats[" ".join(words[:2]) if words[0] == "fault" else words[0]] += 1
+
+    def fail(self, text: str) -> None:
+        raise ServiceSimFailure(f"FAILED SEED={self.seed}: {text}")
+
+    def by_peer(self, peer: str) -> SovNode:
+        return next(n for n in self.nodes if n.peer == peer)
+
+    def linked(self, a: int, b: int) -> bool:
+        return self.groups.get(a, 0) == self.groups.get(b, 0)
+
+    def tick(self, node: SovNode) -> int:
+        node.last_hlc = max(node.last_hlc + 1,
+                            hlc.pack(EPOCH_MS + int(trio.current_time() * 1000), 0))
+        return node.last_hlc
+
+    def scope(self, node: SovNode) -> trio.CancelScope:
+        scope = trio.CancelScope()
+        self.scopes[node.index].append(scope)
+        return scope
+
+    def start(self, node: SovNode, fn: Callable[..., Any], *args: Any) -> None:
+        """Run `fn(*args)` in `node`'s current life; a crash cancels it, and whatever a
+        dead life's code still does (its `finally` on a closed Cortex) is not the node's."""
+        scope, life = self.scope(node), node.life
+
+        async def run() -> None:
+            with scope:
+                try:
+                    await fn(*args)
+                except (StreamGone, trio.TooSlowError):
+                    pass
+                except ServiceSimFailure:
+                    raise
+                except Exception as exc:
+                    if node.life == life:
+                        self.fail(f"node {node.index}: a task failed: {exc!r}")
+
+        assert self.nursery is not None
+        self.nursery.start_soon(run)
+
+    def serve(self, node: SovNode, handler: Callable[..., Any], stream: SimStream,
+              remote: str) -> None:
+        async def handle() -> None:
+            try:
+                await handler(FramedStream(stream), SimpleNamespace(peer_id=remote))
+            except PeerTimeout:
+                pass
+            except RemoteProtocolError as exc:
+                self.fail(f"node {node.index} refused an honest stream: {exc}")
+
+        self.start(node, handle)
+
+    def replay_later(self, src: SovNode, dst: SovNode, protocol: str,
+                     data: list[bytes]) -> None:
+        """The network hands `dst` a conversation again, later (duplicate, reordered)."""
+        delay = self.rng.uniform(0.5, 40.0)
+        blob = b"".join(data)
+        self.log(f"fault replay {src.index}->{dst.index} in {delay:.3f}")
+
+        async def replay() -> None:
+            await trio.sleep(delay)
+            if dst.gate is None or not self.linked(src.index, dst.index):
+                return
+            a, b = trio.testing.memory_stream_pair()
+            theirs = SovStream(b, src.peer, self, dst.index, src.index)
+            self.serve(dst, dst.gate.handlers[protocol], theirs, src.peer)
+            self.log(f"replayed {src.index}->{dst.index} bytes={len(blob)}")
+            await a.send_all(blob)
+            with trio.move_on_after(READ_TIMEOUT_S / 2):
+                while await a.receive_some(65536):
+                    pass
+            await a.aclose()
+
+        assert self.nursery is not None
+        self.nursery.start_soon(replay)
+
+    # -- lives -------------------------------------------------------------------------
+    def open(self, node: SovNode) -> None:
+        """Build the node's services over its LMDB home, as the daemon does."""
+        node.life += 1
+        node.cortex = Cortex.open(node.path)
+        node.gate = gate = SovGate(self, node)
+        sync = SyncService(gate, node.cortex,  # type: ignore[arg-type]
+                           settings=SyncSettings(auto=False,
+                                                 compress=self.rng.random() < 0.5,
+                                                 batch_genes=self.rng.randint(1, 8)))
+        sync.store.content_check = any_content  # synthetic genes: no domain pack check
+        sync.verify_pool = VerifyPool(workers=1)
+        sov = SovereigntyService(gate, node.cortex, sync)  # type: ignore[arg-type]
+        sov.store = self.policy_store_class(sov.store, self, node)  # type: ignore[assignment]
+        sync.set_view_factories(
+            lambda peer: self.sender_class(sov.sender_view(peer),
+                                           lambda g: self.check_send(node, peer, g)),
+            lambda peer: CheckedReceiver(sov.receiver_view(peer),
+                                         lambda g, t: self.check_accept(node, peer, g, t)))
+        node.sync, node.sov = sync, sov
+        self.start(node, sov.run)
+
+    def meet(self, a: SovNode, b: SovNode) -> None:
+        """A new connection between `a` and `b`: each gate announces the other."""
+        for x, y in ((a, b), (b, a)):
+            assert x.gate is not None
+            for listener in x.gate.listeners:
+                listener(PeerChange(y.peer, True))
+
+    def crash(self, node: SovNode) -> None:
+        for scope in self.scopes[node.index]:
+            scope.cancel()
+        self.scopes[node.index] = []
+        assert node.cortex is not None
+        node.cortex.close()
+        node.cortex = node.gate = node.sync = node.sov = None
+        self.log(f"crash {node.index}")
+
+    def restart(self, node: SovNode) -> None:
+        self.open(node)
+        self.log(f"restart {node.index}")
+        for other in self.nodes:
+            if other is not node and other.up and self.linked(node.index, other.index):
+                self.meet(node, other)
+
+    # -- the model -----------------------------------------------------------------------
+    def learned(self, node: SovNode, sender: str, proposal: Proposal) -> None:
+        pair = (node.index, self.by_peer(sender).index, proposal.rule.domain)
+        if proposal.kind is ProposalKind.REVOKE:
+            self.revoke_heard.add(pair)
+        if pair not in self.known or self.known[pair][0] < proposal.hlc:
+            self.known[pair] = (proposal.hlc, proposal.kind)
+
+    def allowed_since(self, pair: Pair, since: float) -> bool:
+        """Did the org's own rule allow the pair at `since` or at any moment after?"""
+        if self.allow[pair]:
+            return True
+        before = [ok for t, ok in self.history[pair] if t <= since]
+        return bool(before and before[-1]) or any(
+            ok for t, ok in self.history[pair] if t > since)
+
+    def check_send(self, node: SovNode, peer: str, gene: Gene) -> None:
+        """Invariant 1, the sender's side (and no forwarding)."""
+        to = self.by_peer(peer)
+        pair = (node.index, to.index, gene.domain)
+        if gene.origin != node.peer:
+            self.fail(f"node {node.index} forwarded {gene.id} of {gene.origin} to {to.index}")
+        if not self.allow[pair]:
+            self.fail(f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index} "
+                      "with no rule of its own allowing it")
+        known = self.known.get((node.index, to.index, gene.domain))
+        if known is None or known[1] is not ProposalKind.SHARE:
+            self.fail(f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index} "
+                      f"whose newest proposal it knows is {known}")
+        self.stats["sent"] += 1
+
+    def check_accept(self, node: SovNode, peer: str, gene: Gene, opened: float) -> None:
+        """Invariants 1 (the receiver's side) and 2."""
+        src = self.by_peer(peer)
+        if gene.origin != src.peer:
+            self.fail(f"node {node.index} accepted {gene.id} of {gene.origin} from "
+                      f"{src.index}: forwarded")
+        if not self.allowed_since((node.index, src.index, gene.domain), opened):
+            self.fail(f"node {node.index} accepted {gene.domain} gene {gene.id} from "
+                      f"{src.index}: its own rule never allowed that in this round")
+        blob = gene.encode()
+        originals = {g.id for g in src.written}
+        if self.anon[(src.index, node.index, gene.domain)]:
+            leaked = [m for m in SECRET_MARKS if m in blob]
+            leaked += [i for i in originals if i.encode() in blob]
+            if leaked:
+                self.fail(f"anonymised gene {gene.id} from {src.index} to {node.index} "
+                          f"carries {leaked[0]!r}")
+            self.stats["anonymised_in"] += 1
+        elif gene.id not in originals:
+            self.fail(f"gene {gene.id} from {src.index} to {node.index} is not an original")
+
+    # -- actions ---------------------------------------------------------------------------
+    def subject(self, pair: Pair) -> Subject:
+        to = self.nodes[pair[1]]
+        return Subject(SubjectKind.ORG, to.org) if self.by_org[pair] else \
+            Subject(SubjectKind.PEER, to.peer)
+
+    def share(self, node: SovNode, pair: Pair) -> None:
+        assert node.sov is not None
+        rule = ShareRule(self.subject(pair), pair[2], anonymize=self.anon[pair])
+        self.allow[pair] = True
+        self.history[pair].append((trio.current_time(), True))
+        node.sov.store.share(rule, ledger=node.sov.ledger, hlc=self.tick(node))
+        self.log(f"share {pair} anon={self.anon[pair]}")
+
+    def revoke(self, node: SovNode, pair: Pair) -> None:
+        assert node.sov is not None
+        self.allow[pair] = False
+        self.history[pair].append((trio.current_time(), False))
+        removed = node.sov.store.revoke(self.subject(pair), pair[2], ledger=node.sov.ledger,
+                                        hlc=self.tick(node))
+        if not removed:
+            self.fail(f"node {node.index}: revoking {pair} removed no rule")
+        self.revokes[node.index] += 1
+        self.log(f"revoke {pair}")
+
+    def write(self, node: SovNode) -> None:
+        assert node.cortex is not None
+        serial = f"{node.index}-{len(node.written):05d}"
+        gene = Gene.create(node.key, domain=self.rng.choice(DOMAINS),
+                           name=f"secret-rule-{serial}",
+                           codons=[Codon.simple("s11", ">", self.rng.randint(0, 99))],
+                           action="inspect", purpose=f"private-purpose-{serial}",
+                           params={"note": f"tenant-{serial}"}, hlc=self.tick(node))
+        node.cortex.put_gene(gene)
+        node.written.append(gene)
+        self.log(f"write {node.index} {gene.id[:8]} {gene.domain}")
+
+    async def round(self, node: SovNode, other: SovNode, reconcile: bool) -> None:
+        """One pull (and maybe a reconcile) through `guard_round`, as the peer loop runs."""
+        sync = node.sync
+        assert sync is not None
+        errors: list[str] = []
+        stats = await sync.guard_round(other.peer, "pull", sync.pull(other.peer), errors)
+        if stats is not None and reconcile:
+            stats = await sync.guard_round(other.peer, "reconcile",
+                                           sync.reconcile(other.peer), errors)
+        got = "-" if stats is None else f"{stats.genes_in}/{stats.batches}/{stats.repaired}"
+        self.log(f"round {node.index}<-{other.index} in/batches/repaired={got} "
+                 f"errors={len(errors)}")
+
+    async def step(self) -> None:
+        rng = self.rng
+        await trio.sleep(rng.uniform(0.0, 2.0))
+        up = [n for n in self.nodes if n.up]
+        down = [n for n in self.nodes if not n.up]
+        events = ("write", "sync", "share", "revoke", "crash", "restart", "partition",
+                  "heal")
+        weights = (3, 6, 1.5, 1.0, 0.5 if len(up) > 1 else 0, 3 if down else 0,
+                   0.3, 1 if self.groups else 0)
+        event = rng.choices(events, weights)[0]
+        if event == "restart":
+            self.restart(rng.choice(down))
+            return
+        if event == "partition":
+            self.groups = {i: rng.randrange(2) for i in range(NODES)}
+            self.log(f"partition {sorted(self.groups.items())}")
+            return
+        if event == "heal":
+            cut = [(a, b) for a in self.nodes for b in self.nodes
+                   if a.index < b.index and not self.linked(a.index, b.index)]
+            self.groups = {}
+            self.log("heal")
+            for a, b in cut:
+                if a.up and b.up:
+                    self.meet(a, b)
+            return
+        if not up:
+            return
+        node = rng.choice(up)
+        if event == "crash":
+            self.crash(node)
+        elif event == "write":
+            self.write(node)
+        elif event in ("share", "revoke"):
+            want = event == "revoke"
+            pairs = [p for p in self.allow if p[0] == node.index and self.allow[p] == want]
+            if pairs:
+                pair = rng.choice(pairs)
+                (self.revoke if want else self.share)(node, pair)
+        elif event == "sync":
+            other = rng.choice([n for n in self.nodes if n is not node])
+            reconcile = rng.random() < 0.3
+            if rng.random() < 0.25:  # crash the puller or the server mid-round
+                self.start(node, self.round, node, other, reconcile)
+                await trio.sleep(rng.uniform(0.0, 0.05))
+                victim = rng.choice((node, other))
+                if victim.up:
+                    self.log(f"crash-mid-round {victim.index}")
+                    self.crash(victim)
+            else:
+                self.start(node, self.round, node, other, reconcile)
+                await trio.sleep(rng.uniform(0.0, 1.0))
+        self.check_statuses()
+
+    # -- checks ----------------------------------------------------------------------------
+    def check_statuses(self) -> None:
+        """Invariant 3, and the service logs: no local failure anywhere."""
+        for node in self.nodes:
+            if node.cortex is None or node.gate is None:
+                continue
+            failed = [e for e in node.gate.log.events if e[0] == "error"]
+            if failed:
+                self.fail(f"node {node.index}: {failed[0]}")
+            for gene in node.cortex.genes():
+                if gene.origin == node.peer:
+                    continue
+                origin = self.by_peer(gene.origin).index
+                if gene.status is GeneStatus.ADAPTATION_PENDING:
+                    continue
+                if gene.status is GeneStatus.REVOKED and \
+                        (node.index, origin, gene.domain) in self.revoke_heard:
+                    continue
+                self.fail(f"node {node.index}: received gene {gene.id} is {gene.status}")
+
+    def check_audit_and_ledger(self) -> None:
+        """Invariant 4."""
+        sent: dict[int, set[tuple[str, str, bytes]]] = {}
+        received: dict[int, set[tuple[str, str, bytes]]] = {}
+        for node in self.nodes:
+            assert node.sov is not None and node.cortex is not None
+            report = node.sov.audit.verify()
+            if not report.ok:
+                self.fail(f"node {node.index} audit log: {report.reason}")
+            records = list(node.sov.audit.records())
+            sent[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
+                                if r.kind == AuditKind.GENE_SENT}
+            received[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
+                                    if r.kind == AuditKind.GENE_RECEIVED}
+            ledger = Ledger(node.cortex.env)
+            revocations = sum(1 for e in ledger.entries() if e.kind == "revocation")
+            if revocations != self.revokes[node.index]:
+                self.fail(f"node {node.index}: {self.revokes[node.index]} revokes, "
+                          f"{revocations} on the ledger")
+        for node in self.nodes:
+            assert node.cortex is not None
+            for gene in node.cortex.genes():
+                if gene.origin == node.peer:
+                    continue
+                origin = self.by_peer(gene.origin)
+                if (origin.peer, gene.id, gene.version_hash) not in received[node.index]:
+                    self.fail(f"node {node.index} holds {gene.id} with no gene_received")
+                if (node.peer, gene.id, gene.version_hash) not in sent[origin.index]:
+                    self.fail(f"node {origin.index} sent {gene.id} to {node.index} with no "
+                              "gene_sent record")
+
+    def check_convergence(self) -> None:
+        """Invariant 5: every domain both sides allow has arrived, in the right form."""
+        for (a, b, d), ok in sorted(self.allow.items()):
+            if not ok or not self.allow[(b, a, d)]:
+                continue
+            src, dst = self.nodes[a], self.nodes[b]
+            assert dst.cortex is not None
+            want = {g.id: g.version_hash for g in src.written if g.domain == d}
+            if self.anon[(a, b, d)]:
+                secret = anonymisation_secret(src.key)
+                derived = [derive_for(g, dst.peer, src.key, secret, anonymize=True,
+                                      scope=ShareScope()) for g in src.written if g.domain == d]
+                want = {g.id: g.version_hash for g in derived}
+            held = {g.id: g.version_hash for g in dst.cortex.genes()
+                    if g.origin == src.peer and g.domain == d}
+            if held != want:
+                self.fail(f"not converged: {d} from {a} to {b}: {len(held)} held of "
+                          f"{len(want)}")
+            self.stats["converged_pairs"] += 1
+
+    # -- the run -----------------------------------------------------------------------------
+    async def main(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for node in self.nodes:
+                self.open(node)
+            for pair in self.allow:  # some agreements exist before the peers meet
+                if self.rng.random() < 0.5:
+                    self.share(self.nodes[pair[0]], pair)
+            for a in self.nodes:
+                for b in self.nodes:
+                    if a.index < b.index:
+                        self.meet(a, b)
+            for _ in range(STEPS):
+                await self.step()
+            await self.settle()
+            nursery.cancel_scope.cancel()
+
+    async def settle(self) -> None:
+        self.faults = False
+        self.groups = {}
+        await trio.sleep(REPAIR_READ_TIMEOUT_S + READ_TIMEOUT_S + 45)  # cut streams, replays
+        for node in self.nodes:
+            if not node.up:
+                self.restart(node)
+        self.log("settle")
+        for _ in range(SETTLE_ROUNDS):
+            for a in self.nodes:
+                for b in self.nodes:
+                    if a is not b:
+                        assert a.sov is not None
+                        await a.sov.guard_delivery(b.peer, a.sov.deliver(b.peer))
+                        await self.round(a, b, reconcile=True)
+            await trio.sleep(READ_TIMEOUT_S)  # the backfills deliveries started
+        self.check_statuses()
+        self.check_audit_and_ledger()
+        self.check_convergence()
+        self.log(f"settled {sorted(self.stats.items())}")
+
+
+@dataclass(frozen=True)
+class SovSimResult:
+    seed: int
+    trace_hash: str
+    trace: list[str]
+    stats: Counter[str]
+
+
+def run(seed: int, root: Path, net_class: type[SovNet] = SovNet) -> SovSimResult:
+    """One seeded run under `root`; `ServiceSimFailure` when an invariant breaks."""
+    net = net_class(seed, root)
+    clock = TrioClock()
+    saved = gd.node.clock.SYSTEM_CLOCK
+    gd.node.clock.SYSTEM_CLOCK = clock  # `hlc_now()` of the stores reads the mock clock
+    try:
+        with deterministic_trio(seed):
+            trio.run(net.main, clock=trio.testing.MockClock(autojump_threshold=0))
+    except BaseExceptionGroup as group:
+        failures, _ = group.split(ServiceSimFailure)
+        while isinstance(failures, BaseExceptionGroup):
+            failures = failures.exceptions[0]
+        if failures is not None:
+            raise failures from None
+        raise
+    finally:
+        gd.node.clock.SYSTEM_CLOCK = saved
+        for node in net.nodes:
+            if node.cortex is not None:
+                node.cortex.close()
+    digest = hashlib.sha256("\n".join(net.trace).encode()).hexdigest()
+    return SovSimResult(seed, digest, net.trace, net.stats)
+
+
+def main(argv: list[str]) -> int:
+    """`python tests/sim/service_sim_sov.py [FIRST [COUNT]]`: a sweep of seeds (under
+    /dev/shm when there is one: an LMDB commit's msync is the cost of a seed), one line
+    per failing seed and a summary; exit status 1 if any seed failed."""
+    first = int(argv[0]) if argv else 0
+    count = int(argv[1]) if len(argv) > 1 else 100
+    shm = Path("/dev/shm")
+    failed = 0
+    started = time.monotonic()
+    for seed in range(first, first + count):
+        with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as scratch:
+            try:
+                run(seed, Path(scratch))
+            except ServiceSimFailure as exc:
+                failed += 1
+                print(exc, flush=True)
+    spent = time.monotonic() - started
+    print(f"{count} seeds from {first}: {failed} failed, {spent / count:.3f} s/seed",
+          flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
