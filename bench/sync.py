@@ -6,8 +6,9 @@ measured rounds move anything, and an allow-all share policy passed in-process.
 
 Rows:
 * `local apply (baseline)`: the same genes read from A's feed, verified (across cores,
-  `gd.node.services.verify_pool`) and applied in batches of 256 into a fresh Cortex with no
-  network: the floor a network sync can approach. `vs_local` is each network row's time over this.
+  in processes as the daemon does, `gd.node.services.verify_procs`) and applied in
+  batches of 256 into a fresh Cortex with no network: the floor a network sync can
+  approach. `vs_local` is each network row's time over this.
 * `cold sync zstd` / `cold sync plain`: a fresh node pulls all N genes, with and without
   zstd. Payload = canonical gene bytes; wire = frame bytes on the sync stream;
   overhead % = (wire - payload) / payload (negative when compression wins).
@@ -44,7 +45,7 @@ from gd.node.logging import configure_logging
 from gd.node.net.discovery import BootstrapPeer, render_bootstrap
 from gd.node.net.host import dialable_addrs
 from gd.node.services.sync_service import share_all
-from gd.node.services.verify_pool import VerifyPool
+from gd.node.services.verify_procs import ProcessVerifyPool
 from gd.node.store.cortex import Cortex
 from gd.node.store.sync_store import SyncStore
 from gd.protocol.sync import SyncReceiver, SyncSender
@@ -106,7 +107,7 @@ def local_apply(src: Cortex, dst_path: Path, sender: str) -> float:
     with Cortex.open(dst_path, map_size=4 << 30) as dst:
         store, theirs = SyncStore(dst), SyncStore(src)
         sending = SyncSender("me", theirs.read_feed, lambda r, g: True)
-        pool = VerifyPool()
+        pool = ProcessVerifyPool()
         receiving = SyncReceiver(sender, store.apply_batch, check=pool)
         start = time.perf_counter()
         try:

@@ -39,6 +39,7 @@ from gd.node.gc_tuning import batch_gc
 from gd.node.services import sync_group
 from gd.node.services.sync_group import MAX_GROUP_BATCHES, GroupCommit
 from gd.node.services.verify_pool import VerifyPool
+from gd.node.services.verify_procs import ProcessVerifyPool
 from gd.node.store.cortex import Cortex
 from gd.node.store.sync_store import SyncStore
 from gd.protocol.sync import SyncReceiver, SyncSender
@@ -47,13 +48,15 @@ from gd.protocol.wire import decode_body, encode_body
 
 
 def pull_all(src: Cortex, dst: Cortex, sender_id: str, zstd: bool, *,
-             group: int = MAX_GROUP_BATCHES, tune_gc: bool = True) -> int:
+             group: int = MAX_GROUP_BATCHES, tune_gc: bool = True,
+             threads: bool = False) -> int:
     """One whole pull round from `src` into `dst`, frames encoded and decoded as on a
     stream, verified batches committed `group` at a time (`GroupCommit`, as the
-    daemon's puller does; 1 = one transaction per batch). Returns the genes applied."""
+    daemon's puller does; 1 = one transaction per batch), checked in processes as the
+    daemon does (`threads`: the older thread pool). Returns the genes applied."""
     theirs, ours = SyncStore(src), SyncStore(dst)
     sending = SyncSender("receiver", theirs.read_feed, lambda r, g: True)
-    pool = VerifyPool()
+    pool: VerifyPool | ProcessVerifyPool = VerifyPool() if threads else ProcessVerifyPool()
     committer = GroupCommit(ours, time.monotonic, max_batches=group)
     payload = 0
     gc_ctx = batch_gc if tune_gc else nullcontext
@@ -94,6 +97,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--group", type=int, default=MAX_GROUP_BATCHES,
                         help="batches per LMDB transaction (1: one per batch)")
+    parser.add_argument("--threads", action="store_true",
+                        help="verify on the thread pool (the path before ADR 0034)")
     parser.add_argument("--no-batch-gc", action="store_true",
                         help="keep the collector's default thresholds in batch work")
     args = parser.parse_args()
@@ -119,7 +124,7 @@ def main() -> None:
             if prof is not None:
                 prof.enable()
             n = pull_all(src, dst, key.peer_id, not args.plain, group=args.group,
-                         tune_gc=not args.no_batch_gc)
+                         tune_gc=not args.no_batch_gc, threads=args.threads)
             if prof is not None:
                 prof.disable()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall

@@ -63,7 +63,7 @@ from gd.node.services.sync_views import (
     accept_all,
     share_all,
 )
-from gd.node.services.verify_pool import VerifyPool
+from gd.node.services.verify_procs import ProcessVerifyPool
 from gd.node.store.sync_store import SyncStore
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.sync import FeedReader, SharePolicy, share_nothing
@@ -112,8 +112,9 @@ class SyncService:
         self.peers: dict[str, PeerSyncState] = {}
         # Called with (sender, genes) after each applied batch (auto-adaptation).
         self.on_received: Callable[[str, Sequence[Gene]], object] | None = None
-        # Received genes are checked across cores (closed when `run` ends).
-        self.verify_pool = VerifyPool()
+        # Received genes are checked across cores, in processes (ADR 0034; closed when
+        # `run` ends).
+        self.verify_pool = ProcessVerifyPool()
         self._announced = -1
         self._changed = trio.Event()
         self.puller = FeedPuller(self)
