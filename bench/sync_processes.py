@@ -118,7 +118,8 @@ def check_alive(procs: list[subprocess.Popen[bytes]], homes: list[Path]) -> None
             raise BenchFailed(f"gd-node run on {home.name} exited ({proc.returncode}):\n{log}")
 
 
-def bench(n: int, timeout_s: float, root: Path) -> list[dict[str, Any]]:
+def bench(n: int, timeout_s: float, root: Path,
+          log_level: str = "warning") -> list[dict[str, Any]]:
     ports = [free_port() for _ in range(4)]
     (a, a_id), (b, b_id) = (make_home(root, i + 1, ports[i], ports[i + 2]) for i in range(2))
     for home, other, port in ((a, b_id, ports[1]), (b, a_id, ports[0])):
@@ -138,7 +139,7 @@ def bench(n: int, timeout_s: float, root: Path) -> list[dict[str, Any]]:
             logs.append(log)
             procs.append(subprocess.Popen(
                 [str(GD_NODE), "run", "--home", str(home), "--bootstrap",
-                 str(home / "boot.toml"), "--log-level", "warning"],
+                 str(home / "boot.toml"), "--log-level", log_level],
                 stdout=subprocess.DEVNULL, stderr=log))
         wait_connected([a, b], procs)
         t0 = time.perf_counter()
@@ -171,17 +172,25 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="Seconds from share to all received before giving up.")
+    parser.add_argument("--log-level", default="warning",
+                        choices=("debug", "info", "warning", "error"),
+                        help="The daemons' log level (their logs: <home>/daemon.log).")
+    parser.add_argument("--keep", action="store_true",
+                        help="Keep the two homes (and their logs) and print where.")
     args = parser.parse_args()
     if args.genes < 1 or args.timeout <= 0:
         parser.error("--genes must be at least 1 and --timeout positive")
     # Unix control sockets need short paths: a temporary directory right under /tmp.
     root = Path(tempfile.mkdtemp(prefix="gdsp", dir="/tmp"))
     try:
-        rows = bench(args.genes, args.timeout, root)
+        rows = bench(args.genes, args.timeout, root, args.log_level)
     except BenchFailed as exc:
         raise SystemExit(f"sync_processes: {exc}") from None
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"homes kept in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     report("sync_processes", rows, {"genes": args.genes, "pid": os.getpid(),
                                     "notes": "from the first `gd-node share` until B's "
                                              "/metrics counts every gene received"})

@@ -67,6 +67,7 @@ import enum
 import hashlib
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 from typing import Any, Final
 
 from gd.protocol.reconcile_messages import (
@@ -150,6 +151,34 @@ class ItemSet:
             acc += int.from_bytes(item_id, "little")
             prefix[n] = acc
         self._prefix = prefix
+
+    @classmethod
+    def trusted(cls, items: Iterable[Item]) -> ItemSet:
+        """An ItemSet of items this node built itself from stored heads (u64 stamps,
+        32-byte hashes, each id once): sorted and summed without the per-item checks,
+        so a cached item list becomes a snapshot in a sort and a sum (`RepairItems`)."""
+        self = cls.__new__(cls)
+        self._items = sorted(items)
+        self._ids = [i for _, i in self._items]
+        self._prefix = [0, *accumulate(int.from_bytes(i, "little") for i in self._ids)]
+        return self
+
+    def merged(self, added: Iterable[Item]) -> ItemSet:
+        """A new ItemSet of these items plus `added` (trusted, none already here): the
+        two sorted runs merge in linear time, and the sums before the first new item
+        are reused."""
+        new = sorted(added)
+        if not new:
+            return self
+        out = ItemSet.__new__(ItemSet)
+        out._items = sorted(self._items + new)  # two sorted runs: one linear merge
+        out._ids = [i for _, i in out._items]
+        keep = bisect_left(self._items, new[0])  # every item below the first new one
+        out._prefix = self._prefix[:keep + 1]
+        out._prefix += accumulate((int.from_bytes(i, "little") for i in out._ids[keep:]),
+                                  initial=out._prefix[-1])
+        del out._prefix[keep + 1]  # accumulate repeats its initial value first
+        return out
 
     def __len__(self) -> int:
         return len(self._items)

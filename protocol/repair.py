@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from gd.genome import canonical
 from gd.genome.gene import Gene
 from gd.protocol.errors import LocalProtocolError, RemoteProtocolError
-from gd.protocol.reconcile import Reconciler
+from gd.protocol.reconcile import ItemSet, Reconciler
 from gd.protocol.reconcile_messages import Item, ReconcileProtocolError
+from gd.protocol.repair_items import Outgoing, item_of
 from gd.protocol.sync import RejectedGene, WireChecker, verify_genes
 from gd.protocol.sync_frames import (
     MAX_FETCH_HASHES,
@@ -40,30 +41,24 @@ from gd.protocol.sync_frames import (
 )
 from gd.protocol.wire import Message
 
-# The form of a stored head the peer may have, or None (a sovereignty view's `outgoing`).
-Outgoing = Callable[[Gene], Gene | None]
-
 
 def items_for(peer: str, heads: Iterable[Gene], outgoing: Outgoing) -> list[Item]:
     """(hlc, version hash) of the heads `peer` may see, as it would get them, plus the
-    heads it authored (module docstring)."""
-    items: list[Item] = []
-    for gene in heads:
-        out = outgoing(gene)
-        if out is not None:
-            items.append((out.hlc, out.version_hash))
-        elif gene.author == peer:
-            items.append((gene.hlc, gene.version_hash))
-    return items
+    heads it authored (module docstring). Judges every head: the daemon keeps these
+    per peer instead (`gd.protocol.repair_items.RepairItems`)."""
+    return [item for item in (item_of(peer, g, outgoing) for g in heads) if item is not None]
 
 
 def versions_for(wanted: Sequence[bytes], by_hash: Callable[[bytes], Gene | None],
                  head_of: Callable[[str], Gene | None], heads: Callable[[], Iterable[Gene]],
-                 outgoing: Outgoing) -> list[Gene]:
+                 outgoing: Outgoing,
+                 derived: Callable[[bytes], str | None] | None = None) -> list[Gene]:
     """The requested versions we hold and may share, in request order, in the form
     `outgoing` gives them. The policy judges the head when the version asked for is the
     head (it sees the local status: revoked, retired...). Derived forms exist only per
-    receiver, so hashes not found by lookup are searched among the heads' forms."""
+    receiver: with `derived` (hash of a named form -> its gene id, from the peer's
+    `RepairItems`) a hash not found by lookup costs one head and one decision; without
+    it, the heads' forms are searched (O(all genes): tests and plain policies only)."""
     order = list(dict.fromkeys(wanted))
     found: dict[bytes, Gene] = {}
     for h in order:
@@ -76,7 +71,14 @@ def versions_for(wanted: Sequence[bytes], by_hash: Callable[[bytes], Gene | None
         out = outgoing(gene)
         if out is not None and out.version_hash == h:
             found[h] = out
-    if len(found) < len(order):
+    if len(found) < len(order) and derived is not None:
+        for h in order:
+            gene_id = None if h in found else derived(h)
+            head = head_of(gene_id) if gene_id is not None else None
+            out = outgoing(head) if head is not None else None
+            if out is not None and out.version_hash == h:
+                found[h] = out
+    elif len(found) < len(order):
         missing = set(order) - set(found)
         for g in heads():
             out = outgoing(g)
@@ -120,7 +122,7 @@ def check_versions(reply: Message, asked: Sequence[bytes], accept: Callable[[Gen
 class RepairRound:
     """The initiator's side of one repair: reconcile steps, then fetches, then the end."""
 
-    def __init__(self, items: Iterable[Item], *, zstd: bool = False) -> None:
+    def __init__(self, items: ItemSet | Iterable[Item], *, zstd: bool = False) -> None:
         self.reconciler = Reconciler.initiator(items)
         self.zstd = zstd
         self.round_trips = 0

@@ -181,6 +181,10 @@ class SyncReceiver:
         return BatchOutcome(good, rejected, False, batch.more, batch.upto)
 
 
+# Why a verified gene the receiver's view did not `accept` is rejected.
+POLICY_REFUSAL: Final = "refused by the receiver's own policy"
+
+
 def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool], *,
                  check: WireChecker | None = None
                  ) -> tuple[tuple[Gene, ...], tuple[RejectedGene, ...]]:
@@ -201,7 +205,7 @@ def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool]
         raise SyncUsageError(f"checker returned {len(checked)} results for {len(wires)}")
     for i, (wire, (gene, reason)) in enumerate(zip(wires, checked, strict=True)):
         if gene is not None and not accept(gene):
-            gene, reason = None, "refused by the receiver's own policy"
+            gene, reason = None, POLICY_REFUSAL
         if gene is None:
             rejected.append(RejectedGene(_claimed_id(wire, i), reason))
         else:

@@ -145,6 +145,7 @@ class AgreementDelivery:
                 continue
             if outcome.revoked_domain is not None:
                 revoked = svc.desk.mark_revoked(peer, outcome.revoked_domain)
+                svc.repair_items.invalidate()  # `revoked` is set without a feed entry
                 svc.log.info("sovereignty.revocation_honoured", peer=peer,
                              domain=outcome.revoked_domain, genes=len(revoked))
             elif outcome.proposal.kind is ProposalKind.SHARE and outcome.agreement.flows:

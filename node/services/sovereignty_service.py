@@ -56,6 +56,7 @@ from gd.node.net.streams import StreamGone
 from gd.node.services.recorder import LedgerRecorder, Route
 from gd.node.services.sovereignty_delivery import AgreementDelivery, Delivered
 from gd.node.services.sovereignty_forget import ForgetOutbox
+from gd.node.services.sovereignty_repair import RepairItemCache
 from gd.node.services.sovereignty_views import SovereignReceiverView, SovereignSenderView
 from gd.node.services.sync_service import SyncService
 from gd.node.store import audit_signal
@@ -116,9 +117,12 @@ class SovereigntyService:
         self.desk = AdaptationDesk(self.cortex, self.key, self.ledger, self.audit)
         self.secret = anonymisation_secret(self.key)
         self.forget = ForgetOutbox(self.cortex, self.audit, self.key, self.log)
+        self.repair_items = RepairItemCache(self.cortex)  # per-peer repair items
         self.delivery = AgreementDelivery(self)
         self._changed = trio.Event()
         self._audit_grew = True  # set on every audit append (and policy_changed)
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False  # an audit append's wake-up is scheduled, not run
         self.enforcing = not sync.policy_injected
         if self.enforcing:
             sync.set_view_factories(self.sender_view, self.receiver_view)
@@ -174,6 +178,11 @@ class SovereigntyService:
         self._audit_grew = True
         self._changed.set()
 
+    def _woken(self) -> None:
+        with self._wake_lock:
+            self._wake_pending = False
+        self.policy_changed()
+
     async def _control_policy_changed(self) -> dict[str, Any]:
         self.policy_changed()
         return {"ok": True}
@@ -183,8 +192,14 @@ class SovereigntyService:
         token = trio.lowlevel.current_trio_token()
 
         def appended() -> None:  # in the writer's thread, inside its transaction
+            # One wake-up until it has run: a sync batch appends one record per gene,
+            # and each wake-up costs the trio loop a socket write (issue 15).
+            with self._wake_lock:
+                if self._wake_pending:
+                    return
+                self._wake_pending = True
             with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self.policy_changed)
+                token.run_sync_soon(self._woken)
 
         stop = audit_signal.listen(self.cortex, appended)
         try:

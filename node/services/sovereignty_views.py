@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from gd.genome.gene import Gene, ShareScope
 from gd.protocol.policy_rules import PeerInfo
+from gd.protocol.reconcile import ItemSet
 from gd.protocol.sovereignty import (
     InboundFilter,
     OutboundFilter,
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
     from gd.node.services.sovereignty_service import SovereigntyService
 
 
+# Distinct kinds of gene (`_item_form`) whose decision one view remembers.
+MAX_DECISIONS: Final = 4096
+
+
 class SovereignSenderView:
     """`SenderView` for one receiver: `OutboundFilter` for the feed, the same decision
     (on a policy snapshot) for reconciliation items and fetches; writes `gene_sent`
@@ -41,6 +46,7 @@ class SovereignSenderView:
                                       service.secret, service.sync.read_feed)
         self._snapshot: PolicySet | None = None
         self._cleared: dict[bytes, SentGene] = {}
+        self._decisions: dict[tuple[Any, ...], ShareDecision] = {}  # `_item_form`
 
     def read_feed(self, since: int, limit: int) -> Any:
         return self._filter.read_feed(since, limit)
@@ -62,6 +68,43 @@ class SovereignSenderView:
                              anonymize=decision.anonymize, scope=decision.scope or ShareScope())
         self._cleared[out.version_hash] = SentGene(gene, out, decision)
         return out
+
+    def repair_items(self) -> ItemSet:
+        """The items a repair round names to this receiver, from the service's
+        per-peer cache (`sovereignty_repair`: only genes changed since are judged)."""
+        if self._snapshot is None:
+            self._snapshot = self._service.store.policies()
+        return self._service.repair_items.item_set(self.receiver, self._snapshot,
+                                                   self._item_form)
+
+    def _item_form(self, gene: Gene) -> Gene | None:
+        """`outgoing` for naming items only: nothing is cleared for sending (a fetch
+        judges again), and the decision is reused for every gene that looks the same
+        to the policy (status, author, origin, scope, domain: all `allowed_to_send`
+        reads besides the explanation's wording), so a full pass over many genes
+        evaluates the rules once per kind of gene, not once per gene."""
+        if self._snapshot is None:
+            self._snapshot = self._service.store.policies()
+        key = (gene.status, gene.author, gene.origin, gene.scope, gene.domain)
+        decision = self._decisions.get(key)
+        if decision is None:
+            r = self.receiver
+            decision = self._snapshot.allowed_to_send(gene, r.peer_id, r.org, r.region)
+            if len(self._decisions) < MAX_DECISIONS:
+                self._decisions[key] = decision
+        if not decision.allowed:
+            return None
+        if decision.anonymize or decision.scope != gene.scope:
+            svc = self._service
+            return derive_for(gene, self.receiver.peer_id, svc.key, svc.secret,
+                              anonymize=decision.anonymize,
+                              scope=decision.scope or ShareScope())
+        return gene
+
+    def derived_source(self, version_hash: bytes) -> str | None:
+        """The gene whose form named to this receiver has this hash (a fetch of a
+        derived form finds its source without searching every head)."""
+        return self._service.repair_items.gene_of(self.receiver.peer_id, version_hash)
 
     def finish_batch(self, extra: Sequence[Gene] = ()) -> int:
         sent = self._filter.take_sent()

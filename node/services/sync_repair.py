@@ -9,22 +9,21 @@ the responder lacks, so that side can start a round of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from gd.node.net.peers import PeerRecord
 from gd.node.net.streams import FramedStream
+from gd.node.services.repair_fetch import fetch_all
 from gd.node.services.sync_state import RoundStats
-from gd.node.store.sync_store import ApplyStats
 from gd.protocol.errors import RemoteProtocolError
-from gd.protocol.reconcile import Reconciler
+from gd.protocol.reconcile import ItemSet, Reconciler
 from gd.protocol.reconcile_messages import Item
 from gd.protocol.repair import (
     RepairRound,
     answer_step,
-    check_versions,
     items_for,
     pack_versions,
     versions_for,
@@ -53,9 +52,14 @@ class Repairer:
     def __init__(self, service: SyncService) -> None:
         self.svc = service
 
-    def items(self, peer: str) -> list[Item]:
-        """Worker thread: the items of the heads `peer` may see (`items_for`)."""
+    def items(self, peer: str) -> ItemSet | list[Item]:
+        """Worker thread: the items of the heads `peer` may see (`items_for`); from the
+        view's per-peer cache when it keeps one (sovereignty's `repair_items`: only
+        genes changed since the last round are judged)."""
         view = self.svc.sender_view(peer)
+        cached: Callable[[], ItemSet] | None = getattr(view, "repair_items", None)
+        if cached is not None:
+            return cached()
         return items_for(peer, self.svc.cortex.genes(), view.outgoing)
 
     def versions(self, peer: str, hashes: Sequence[bytes], zstd: bool) -> Versions:
@@ -64,7 +68,8 @@ class Repairer:
         svc = self.svc
         view = svc.sender_view(peer)
         genes = versions_for(hashes, svc.cortex.get_by_version_hash, svc.cortex.get_gene,
-                             svc.cortex.genes, view.outgoing)
+                             svc.cortex.genes, view.outgoing,
+                             getattr(view, "derived_source", None))
         view.finish_batch(genes)
         return pack_versions(genes, zstd and svc.settings.compress)
 
@@ -84,9 +89,8 @@ class Repairer:
                 step: ReconcileStep | None = round_.start()
                 while step is not None:
                     step = round_.receive(await fs.request(step))
-                for fetch in round_.fetches():
-                    await self._fetch(fs, peer, fetch, stats)
-                    round_.round_trips += 1
+                # Pipelined, verified as they come, applied in groups (`repair_fetch`).
+                round_.round_trips += await fetch_all(svc, fs, peer, round_.fetches(), stats)
                 await fs.send(round_.end())
             finally:
                 await fs.close()
@@ -97,36 +101,6 @@ class Repairer:
                      have=len(round_.have), round_trips=stats.repair_round_trips,
                      bytes=stats.repair_wire)
         return stats
-
-    async def _fetch(self, fs: FramedStream, peer: str, fetch: FetchVersions,
-                     stats: RoundStats) -> None:
-        svc = self.svc
-        reply = await fs.request(fetch)
-        view = svc.receiver_view(peer)
-        fetched = await trio.to_thread.run_sync(
-            lambda: check_versions(reply, fetch.hashes, view.accept, check=svc.verify_pool))
-
-        def apply() -> ApplyStats:
-            applied = svc.store.apply_batch(peer, fetched.good, None)
-            if svc.on_received is not None:
-                svc.on_received(peer, fetched.good)
-            view.finish_batch(applied.refused)
-            return applied
-
-        applied = await trio.to_thread.run_sync(apply)
-        if applied.applied:
-            svc.notify_local_change()  # our feed grew: hint our other peers
-        refused = (*fetched.rejected, *applied.refused)
-        stats.repaired += applied.applied
-        stats.genes_in += applied.applied
-        stats.conflicts += applied.queued
-        stats.rejected += len(refused)
-        stats.payload_in += fetched.payload
-        svc.metrics.sync_genes.labels(direction="in").inc(applied.applied)
-        svc.metrics.sync_conflicts.inc(applied.queued)
-        svc.metrics.sync_rejected.inc(len(refused))
-        for bad in refused:
-            svc.log.warning("sync.rejected", peer=peer, gene=bad.gene_id, reason=bad.reason)
 
     async def serve_reconcile(self, fs: FramedStream, rec: PeerRecord) -> None:
         """Inbound /gd/reconcile: answer steps, serve fetches, note the end."""
