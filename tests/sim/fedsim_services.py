@@ -29,6 +29,7 @@ from gd.node.app.adaptation import AdaptationDesk
 from gd.node.config_sections import SyncSettings
 from gd.node.services.sovereignty_delivery import AgreementDelivery
 from gd.node.services.sovereignty_forget import ForgetOutbox
+from gd.node.services.sovereignty_repair import RepairItemCache
 from gd.node.services.sovereignty_views import SovereignReceiverView, SovereignSenderView
 from gd.node.services.sync_repair import Repairer
 from gd.node.services.sync_views import ReceiverView, SenderView
@@ -132,6 +133,7 @@ class SovereigntySide:
         self.ledger = MemoryLedgerSink()
         self.log = SimLog()
         self.forget = ForgetOutbox(cortex, audit, key, self.log)
+        self.repair_items = RepairItemCache(cortex)  # per-peer repair items (ADR 0034)
         self.delivery = AgreementDelivery(self)  # type: ignore[arg-type]
 
     def sender_view(self, info: PeerInfo) -> SovereignSenderView:
