@@ -79,6 +79,13 @@ def check_signatures(statements: Sequence[LedgerEntry]) -> list[int]:
     return [s + i for s, f in zip(starts, futures, strict=True) for i in f.result()]
 
 
+def forged_flags(statements: list[LedgerEntry]) -> list[bool]:
+    """`check_signatures` as one flag per statement (True: its signature does not verify),
+    the shape a `GroupCommitter` of checks hands back to each caller."""
+    bad = set(check_signatures(statements))
+    return [i in bad for i in range(len(statements))]
+
+
 class CheckedStatements:
     """Statements whose signature this node has checked, by the SHA-256 of their exact
     bytes (any thread): the apply of a statement checked at submit need not check it
@@ -206,3 +213,30 @@ class GroupCommitter(Generic[T, R]):
             request.results = results[offset:offset + len(request.items)]
             offset += len(request.items)
             request.done.set()
+
+
+# Statements of concurrent submissions checked in one worker-thread hand-off (issue 15:
+# with one hand-off per submission, waking threads took a third of the loop's time under
+# load). 2,048 Ed25519 checks are ~55 ms on two cores, so no group waits long.
+MAX_CHECK_GROUP: Final = 2048
+
+
+class SubmitChecks:
+    """The signature check of submitted statements: concurrent submissions share one
+    check (a `GroupCommitter` of `forged_flags`) once `run` runs; before, each is
+    checked alone. Checking has no side effect, so a group never needs splitting."""
+
+    def __init__(self, max_items: int = MAX_CHECK_GROUP) -> None:
+        self.group: GroupCommitter[LedgerEntry, bool] = GroupCommitter(forged_flags,
+                                                                       max_items)
+
+    async def forged(self, statements: Sequence[LedgerEntry]) -> list[int]:
+        """Positions of the statements whose signature does not verify."""
+        if not self.group.running:
+            return await trio.to_thread.run_sync(check_signatures, statements)
+        flags = await self.group.submit(statements)
+        return [i for i, forged in enumerate(flags) if forged]
+
+    async def run(self) -> None:
+        """Check groups until cancelled (the service's nursery)."""
+        await self.group.run()
