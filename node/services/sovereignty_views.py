@@ -132,6 +132,13 @@ class SovereignReceiverView:
     def accept(self, gene: Gene) -> bool:
         return self._filter.accept(gene)
 
+    def begin_batch(self) -> None:
+        """A new batch is judged on the policy as it stands now. The puller's group
+        commit audits (`finish_batch`) only once per group of batches, so without this
+        a group's later batches were judged on the snapshot of its first: a consent or
+        a revocation made meanwhile went unseen (tests/sim/fedsim.py, seed 6)."""
+        self._snapshot = None
+
     def finish_batch(self, refused_on_apply: Sequence[RejectedGene] = ()) -> int:
         """Audit the batch: what the store refused after our filter accepted it is
         recorded as refused, with the store's reason (never as received)."""

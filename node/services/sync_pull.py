@@ -82,7 +82,13 @@ class FeedPuller:
                 with batch_gc():
                     return round_.open(reply, link_s)
 
+            # Views that snapshot the policy are told where each batch starts: a group
+            # holds several, each judged on the policy as it is when it arrives.
+            begin_batch: Callable[[], None] | None = getattr(view, "begin_batch", None)
+
             def stage(opened: OpenedBatch) -> PullStep:
+                if begin_batch is not None:
+                    begin_batch()
                 with batch_gc():
                     return round_.apply(opened)
 

@@ -76,12 +76,13 @@ from gd.genome import canonical
 from gd.genome.gene import Codon, Gene, GeneStatus, ShareScope
 from gd.genome.identity import NodeKey
 from gd.node.app.adaptation import AdaptationDesk
+from gd.node.services.sync_group import GroupCommit
 from gd.node.services.sync_serve import feed_policy
 from gd.node.services.sync_views import ReceiverView, SenderView
 from gd.node.store.audit import AUDIT_DB, GENESIS, AuditLog, MemoryLedgerSink, chain_hash
 from gd.node.store.cortex import Cortex
 from gd.node.store.policy_store import PolicyStore
-from gd.node.store.sync_store import SyncStore, any_content, resolve_conflict
+from gd.node.store.sync_store import ApplyStats, SyncStore, any_content, resolve_conflict
 from gd.protocol.agreement_messages import (
     DeliveryAck,
     ForgetDelivery,
@@ -213,7 +214,8 @@ class InitiatorConn(Conn):
     repair: RepairRound | None = None
     fetches: list[FetchVersions] = field(default_factory=list)
     asked: FetchVersions | None = None
-    refused: list[RejectedGene] = field(default_factory=list)  # by the store, this batch
+    refused: list[RejectedGene] = field(default_factory=list)  # by the store, this fetch
+    group: GroupCommit | None = None  # the pull's staged batches (`FeedPuller.pull`)
     phase: str = "hs"  # hs -> pull -> rec -> fetch -> done
 
 
@@ -285,6 +287,19 @@ class SimNode:
         self.conns.clear()
         self.met.clear()
         self.up = False
+
+class ApplyEach:
+    """A store for the pull's `GroupCommit` that applies each staged batch through the
+    simulation's `_apply`: how the sabotage tests put a broken applier on the pull path."""
+
+    def __init__(self, sim: Simulation, node: SimNode, conn: InitiatorConn) -> None:
+        self.sim, self.node, self.conn = sim, node, conn
+
+    def apply_batches(self, batches: Sequence[tuple[str, Sequence[Gene], int | None]]
+                      ) -> list[ApplyStats]:
+        return [ApplyStats(refused=list(self.sim._apply(self.node, self.conn, genes, upto)))
+                for _, genes, upto in batches]
+
 
 @dataclass
 class SimResult:
@@ -666,7 +681,15 @@ class Simulation:
         conn.receiver_view = CheckedReceiverView(node.sync.receiver_view(peer), explain)
 
         def applier(sender: str, genes: Sequence[Gene], upto: int) -> None:
-            conn.refused.extend(self._apply(node, conn, genes, upto) or ())
+            self.check_received(node, conn, genes)
+            assert conn.group is not None
+            conn.group.stage(sender, genes, upto)
+
+        # The daemon's group commit, its bounds varied per connection (without a draw:
+        # the seed's event stream stays as it was) so groups of 1 to 4 batches happen.
+        conn.group = GroupCommit(self.group_store(node, conn),
+                                 lambda: self.clock(node) / 1000,
+                                 max_batches=1 + conn.cid % 4)
 
         receiver = SyncReceiver(peer, applier, checkpoint=node.cortex.get_checkpoint(peer),
                                 accept=conn.receiver_view.accept)
@@ -702,11 +725,12 @@ class Simulation:
             if opened.ahead is not None:
                 self.stats["ahead_pulls"] += 1
                 self.send_frame(node, conn, opened.ahead)
-            conn.refused = []
+            conn.receiver_view.begin_batch()
             step = conn.pull.apply(opened)
         except RemoteProtocolError as exc:
             self.fail(f"honest batch refused by {node.index}: {exc}")
-        conn.receiver_view.finish_batch(conn.refused)
+        if step.done or conn.group.due():
+            self._commit(node, conn)
         self.log(f"batch c{conn.cid} applied={len(step.outcome.applied)} "
                  f"rejected={len(step.outcome.rejected)} cp={step.outcome.checkpoint}")
         if step.rewound:
@@ -719,14 +743,40 @@ class Simulation:
             else:
                 self._finish(node, conn)
 
-    def _apply(self, node: SimNode, conn: InitiatorConn, genes: Sequence[Gene],
-               upto: int | None) -> list[RejectedGene]:
-        """The drivers' applier (`SyncStore.apply_batch`), after the oracle's look."""
+    def check_received(self, node: SimNode, conn: InitiatorConn,
+                       genes: Sequence[Gene]) -> None:
+        """Nothing the receiver's own rules refuse is applied (the oracle's look)."""
         assert conn.info is not None
         for gene in genes:
             why = oracle_receive(node, conn.info, gene)
             if why:
                 self.fail(f"node {node.index} applied gene {gene.id} from {conn.peer}: {why}")
+
+    def group_store(self, node: SimNode, conn: InitiatorConn) -> Any:
+        """What the pull's `GroupCommit` applies through: the node's `SyncStore`
+        (`apply_batches`, one transaction a group; the sabotage tests replace it)."""
+        return node.store
+
+    def _commit(self, node: SimNode, conn: InitiatorConn) -> None:
+        """`FeedPuller.pull`'s `commit`: the staged group in one transaction, then the
+        view's audit records for every gene it judged since the last commit."""
+        assert conn.group is not None and conn.receiver_view is not None
+        done = conn.group.commit()
+        refused: list[RejectedGene] = []
+        for _, stats in done:
+            self.stats["applied"] += stats.applied
+            self.stats["queued"] += stats.queued
+            refused.extend(stats.refused)
+        self.stats["group_commits"] += 1
+        if len(done) > 1:
+            self.stats["multi_batch_groups"] += 1
+        conn.receiver_view.finish_batch(refused)
+
+    def _apply(self, node: SimNode, conn: InitiatorConn, genes: Sequence[Gene],
+               upto: int | None) -> list[RejectedGene]:
+        """The repair fetch's applier (`SyncStore.apply_batch`), after the oracle's look."""
+        assert conn.info is not None
+        self.check_received(node, conn, genes)
         stats = node.store.apply_batch(conn.info.peer_id, genes, upto)
         self.stats["applied"] += stats.applied
         self.stats["queued"] += stats.queued
@@ -1026,6 +1076,12 @@ class Simulation:
                 node.conns.pop(cid)
                 if self.busy(conn):
                     self.stats["conns_timed_out"] += 1
+                if isinstance(conn, InitiatorConn) and conn.group is not None \
+                        and conn.group.staged:
+                    # The round was cut with verified batches staged: the daemon
+                    # commits them (they are sound) before it lets the link go.
+                    self.stats["staged_committed_on_cut"] += 1
+                    self._commit(node, conn)
         self.log(f"nudge {node.index}")
 
     # -- faults ------------------------------------------------------------------------

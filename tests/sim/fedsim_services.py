@@ -163,6 +163,12 @@ class CheckedReceiverView:
             self.explain(gene)
         return ok
 
+    def begin_batch(self) -> None:
+        """Pass the batch boundary on, as `FeedPuller.pull` does for views that keep one."""
+        begin: Callable[[], None] | None = getattr(self.view, "begin_batch", None)
+        if begin is not None:
+            begin()
+
     def finish_batch(self, refused: Any = ()) -> int:
         rejected: list[RejectedGene] = list(refused)
         return self.view.finish_batch(rejected)

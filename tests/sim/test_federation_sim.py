@@ -52,7 +52,8 @@ def test_the_runs_inject_every_fault_and_exercise_every_path() -> None:
                  "listed_own_heads", "reconcile_ends", "checked_batch", "checked_versions",
                  "checked_anonymised", "refused_by_receiver", "proposals",
                  "stale_proposals_skipped", "conns_timed_out", "flows_checked",
-                 "overlapping_rules"):
+                 "overlapping_rules", "group_commits", "multi_batch_groups",
+                 "staged_committed_on_cut"):
         assert stats[path] > 0, path
 
 
@@ -71,6 +72,9 @@ class LeakySimulation(fedsim.Simulation):
 class OverwritingSimulation(fedsim.Simulation):
     """An applier that makes every incoming version the head, concurrent or not."""
 
+    def group_store(self, node: Any, conn: Any) -> Any:
+        return fedsim.ApplyEach(self, node, conn)
+
     def _apply(self, node: Any, conn: Any, genes: Any, upto: int | None) -> list[Any]:
         def run(txn: Any) -> None:
             for gene in genes:
@@ -85,6 +89,9 @@ class OverwritingSimulation(fedsim.Simulation):
 
 class TrustingSimulation(fedsim.Simulation):
     """An applier that lands received genes as native, skipping adaptation."""
+
+    def group_store(self, node: Any, conn: Any) -> Any:
+        return fedsim.ApplyEach(self, node, conn)
 
     def _apply(self, node: Any, conn: Any, genes: Any, upto: int | None) -> list[Any]:
         refused = super()._apply(node, conn, genes, upto)
@@ -157,6 +164,16 @@ def test_an_old_acknowledgement_never_deletes_a_newer_proposal(seed: int) -> Non
     """Outbox numbers once restarted at 1 when the outbox drained, so a late "delivered up
     to n" deleted a newer proposal (often a revoke) that reused a number."""
     fedsim.run(seed)
+
+
+def test_each_batch_of_a_commit_group_is_judged_on_the_policy_it_arrives_under() -> None:
+    """Seed 6, once the simulation pulled through the daemon's `GroupCommit`: the group
+    commit audits once per group, and the sovereign receiver view kept its policy
+    snapshot until then, so a batch arriving seconds after its group's first was refused
+    on a consent the peer had given meanwhile (a revocation would have gone unseen the
+    same way). `FeedPuller.pull` now starts each batch with the view's `begin_batch`."""
+    result = fedsim.run(6)
+    assert result.stats["multi_batch_groups"] > 0
 
 
 def test_a_forwarders_edit_of_a_derived_gene_stays_away_from_its_origin() -> None:
