@@ -9,6 +9,8 @@ daemons, which sign, deliver and countersign the agreement). The clock runs from
 first `share` until B's `/metrics` counts all N genes received; B's metrics are polled
 in a bounded loop. Sovereignty, the audit record and fsync stay on. Both processes are
 stopped and reaped whatever happens; a daemon that dies fails the run with its log.
+`cpu_a_s`/`cpu_b_s`: CPU seconds each daemon spent from `share` to the end (steadier
+than wall time on a machine shared with other work).
 
     .venv/bin/python bench/sync_processes.py [--genes 100000] [--timeout 600]
 """
@@ -111,6 +113,16 @@ def wait_connected(homes: list[Path], procs: list[subprocess.Popen[bytes]]) -> N
     raise BenchFailed(f"the two daemons did not connect within {START_TIMEOUT_S:.0f} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0.0 elsewhere): on a
+    shared machine, CPU spent says more about a change than wall time alone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def check_alive(procs: list[subprocess.Popen[bytes]], homes: list[Path]) -> None:
     for proc, home in zip(procs, homes, strict=True):
         if proc.poll() is not None:
@@ -142,6 +154,7 @@ def bench(n: int, timeout_s: float, root: Path,
                  str(home / "boot.toml"), "--log-level", log_level],
                 stdout=subprocess.DEVNULL, stderr=log))
         wait_connected([a, b], procs)
+        cpu0 = [cpu_seconds(p.pid) for p in procs]
         t0 = time.perf_counter()
         gd("share", "--with", b_id, "--domain", DOMAIN, "--home", str(a))
         gd("share", "--with", a_id, "--domain", DOMAIN, "--home", str(b))
@@ -157,6 +170,7 @@ def bench(n: int, timeout_s: float, root: Path,
             if got and first_s is None:
                 first_s = time.perf_counter() - t0
         seconds = time.perf_counter() - t0
+        cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
     finally:
         terminate_all(procs)
         for log in logs:
@@ -164,7 +178,8 @@ def bench(n: int, timeout_s: float, root: Path,
     return [{"case": "cold sync, gd-node run processes", "genes": n,
              "seconds": round(seconds, 3), "genes_per_s": round(n / seconds),
              "share_s": round(share_s, 3), "first_gene_s": round(first_s or 0.0, 3),
-             "import_s": round(import_s, 3), "goal_s_100k": 10}]
+             "import_s": round(import_s, 3), "cpu_a_s": round(cpu[0], 2),
+             "cpu_b_s": round(cpu[1], 2), "goal_s_100k": 10}]
 
 
 def main() -> None:

@@ -55,13 +55,21 @@ def versions_for(wanted: Sequence[bytes], by_hash: Callable[[bytes], Gene | None
                  derived: Callable[[bytes], str | None] | None = None) -> list[Gene]:
     """The requested versions we hold and may share, in request order, in the form
     `outgoing` gives them. The policy judges the head when the version asked for is the
-    head (it sees the local status: revoked, retired...). Derived forms exist only per
-    receiver: with `derived` (hash of a named form -> its gene id, from the peer's
-    `RepairItems`) a hash not found by lookup costs one head and one decision; without
-    it, the heads' forms are searched (O(all genes): tests and plain policies only)."""
+    head (it sees the local status: revoked, retired...). With `derived` (hash of a
+    named form -> its gene id, from the peer's `RepairItems`) a hash we named costs one
+    head read and one decision, derived forms included, and only other hashes are
+    looked up by hash; without it, forms not found by hash are searched among every
+    head's (O(all genes): tests and plain policies only)."""
     order = list(dict.fromkeys(wanted))
     found: dict[bytes, Gene] = {}
     for h in order:
+        if derived is not None:
+            gene_id = derived(h)
+            named = head_of(gene_id) if gene_id is not None else None
+            out = outgoing(named) if named is not None else None
+            if out is not None and out.version_hash == h:
+                found[h] = out
+                continue
         gene = by_hash(h)
         if gene is None:
             continue
@@ -71,14 +79,7 @@ def versions_for(wanted: Sequence[bytes], by_hash: Callable[[bytes], Gene | None
         out = outgoing(gene)
         if out is not None and out.version_hash == h:
             found[h] = out
-    if len(found) < len(order) and derived is not None:
-        for h in order:
-            gene_id = None if h in found else derived(h)
-            head = head_of(gene_id) if gene_id is not None else None
-            out = outgoing(head) if head is not None else None
-            if out is not None and out.version_hash == h:
-                found[h] = out
-    elif len(found) < len(order):
+    if len(found) < len(order) and derived is None:
         missing = set(order) - set(found)
         for g in heads():
             out = outgoing(g)

@@ -178,11 +178,6 @@ class SovereigntyService:
         self._audit_grew = True
         self._changed.set()
 
-    def _woken(self) -> None:
-        with self._wake_lock:
-            self._wake_pending = False
-        self.policy_changed()
-
     async def _control_policy_changed(self) -> dict[str, Any]:
         self.policy_changed()
         return {"ok": True}
@@ -199,7 +194,7 @@ class SovereigntyService:
                     return
                 self._wake_pending = True
             with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(self._woken)
+                token.run_sync_soon(self.policy_changed)
 
         stop = audit_signal.listen(self.cortex, appended)
         try:
@@ -215,6 +210,10 @@ class SovereigntyService:
         while True:
             await self._changed.wait()
             self._changed = trio.Event()
+            # Appends from now on wake us again; those before are in transactions that
+            # `settled_len` below waits for (so a whole batch's records wake us once).
+            with self._wake_lock:
+                self._wake_pending = False
             if not self._audit_grew:
                 continue
             self._audit_grew = False

@@ -92,6 +92,34 @@ def test_a_fetch_serves_only_versions_held_and_shared():
     assert served == [held[0], held[2]]
 
 
+def test_with_the_named_items_a_fetch_never_scans_the_heads():
+    """A peer asking for hashes we never named (or derived forms) costs a lookup per
+    hash, not a pass over every stored head (`derived`: the peer's `RepairItems`)."""
+    held = genes(ALICE, 4)
+    heads = {g.id: g for g in held}
+    derived_form = genes(BOB, 1, "derived")[0]  # stands in for a per-receiver form
+    source = held[3]
+    named = {g.version_hash: g.id for g in held[:3]} | {derived_form.version_hash: source.id}
+    reads: list[str] = []
+
+    def head_of(gene_id: str) -> Gene | None:
+        reads.append(gene_id)
+        return heads.get(gene_id)
+
+    def policy(gene: Gene) -> Gene | None:
+        return derived_form if gene.id == source.id else gene
+
+    def scan() -> list[Gene]:
+        raise AssertionError("the heads were scanned")
+
+    unknown = [bytes([n]) * 32 for n in range(1, 40)]
+    asked = [held[0].version_hash, derived_form.version_hash, *unknown]
+    served = versions_for(asked, {g.version_hash: g for g in held}.get, head_of, scan,
+                          policy, named.get)
+    assert served == [held[0], derived_form]
+    assert reads == [held[0].id, source.id]
+
+
 def test_an_answer_with_a_version_not_asked_for_is_the_peers_fault():
     asked, extra = genes(ALICE, 2), genes(ALICE, 1, "extra")
     reply = pack_versions([asked[0], extra[0]], zstd=False)
