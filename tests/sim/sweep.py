@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,11 @@ def run_task(task: str) -> dict[str, Any]:
     return out
 
 
+def _worker_init() -> None:
+    """Workers die on SIGTERM (`Pool.terminate`), whatever handler the sweep set."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _group(task: str) -> str:
     parts = task.split(":")
     return "fed" if parts[0] == "fed" else f"raft/{parts[1]}"
@@ -120,11 +126,14 @@ def sweep(sims: list[str], start: int, seeds: int, workers: int, until: str | No
     done = 0
     began = time.time()
     last_print = began
-    cut_off = False
+    cut_off = ""
+    stop: list[str] = []
+    # SIGTERM ends a sweep as `--until` does: the summary still says what ran.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     print(f"sweep: {total} runs ({','.join(sims)}, seeds {start}..{start + seeds - 1}) "
           f"on {workers} workers", flush=True)
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, maxtasksperchild=2000) as pool:
+    with ctx.Pool(workers, _worker_init, maxtasksperchild=2000) as pool:
         for result in pool.imap_unordered(run_task, tasks(sims, start, seeds), CHUNK):
             done += 1
             group = groups.setdefault(_group(result["task"]), {
@@ -147,14 +156,16 @@ def sweep(sims: list[str], start: int, seeds: int, workers: int, until: str | No
                 rate = done / (now - began)
                 print(f"  {done}/{total} runs, {len(failures)} failed, {rate:.1f} runs/s, "
                       f"~{(total - done) / rate / 60:.1f} min left", flush=True)
-            if deadline is not None and now >= deadline:
-                cut_off = True
+            if stop or (deadline is not None and now >= deadline):
+                cut_off = stop[0] if stop else "--until"
                 pool.terminate()
                 break
+    signal.signal(signal.SIGTERM, previous)
     wall = time.time() - began
     summary: dict[str, Any] = {
         "commit": label or _commit(), "workers": workers, "start": start, "seeds": seeds,
         "sims": sims, "runs_planned": total, "runs_done": done, "complete": not cut_off,
+        "cut_off_by": cut_off,
         "failed": len(failures), "failures": failures, "wall_seconds": round(wall, 1),
         "finished_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "groups": {}}
@@ -180,7 +191,7 @@ def sweep(sims: list[str], start: int, seeds: int, workers: int, until: str | No
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"sweep: {done}/{total} runs in {wall:.0f} s, {summary['failed']} failed"
-          f"{' (cut off by --until)' if cut_off else ''}", flush=True)
+          f"{f' (cut off by {cut_off})' if cut_off else ''}", flush=True)
     for name, group in summary["groups"].items():
         print(f"  {name}: {group['passed']}/{group['runs']} passed, "
               f"{group['mean_seconds_per_seed']} s per seed")
