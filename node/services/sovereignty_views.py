@@ -2,7 +2,8 @@
 `gd.node.services.sync_views` that enforce share policies and write the audit trail.
 
 The sender view serves one receiver through an `OutboundFilter` (it may send a derived,
-anonymised gene) and writes one `gene_sent` record per gene once a batch has gone out;
+anonymised gene) and writes one `gene_sent` record per gene once a batch is final, before
+it is sent;
 the receiver view takes genes through an `InboundFilter` and writes `gene_received` /
 `gene_refused` records once its batch is applied.
 """
@@ -37,7 +38,7 @@ MAX_DECISIONS: Final = 4096
 class SovereignSenderView:
     """`SenderView` for one receiver: `OutboundFilter` for the feed, the same decision
     (on a policy snapshot) for reconciliation items and fetches; writes `gene_sent`
-    records once a batch has gone out."""
+    records once a batch is final, before it is sent."""
 
     def __init__(self, service: SovereigntyService, receiver: PeerInfo) -> None:
         self.receiver = receiver

@@ -71,9 +71,10 @@ class FeedServer:
                 raise RemoteProtocolError(f"expected gd.sync.pull, got {msg.TYPE}")
             reply, n, payload = await trio.to_thread.run_sync(
                 answer_pull, sender, msg, head, compress)
-            await fs.send(reply)
-            if n:
+            if n:  # audited before the batch goes: a crash after the send must not
+                # lose the `gene_sent` records (forgetting a gene finds its holders there)
                 await trio.to_thread.run_sync(view.finish_batch)
+            await fs.send(reply)
             self._count(st, reply, n, payload)
             msg = await fs.receive()  # StreamGone when the puller is done
 

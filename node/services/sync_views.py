@@ -39,8 +39,9 @@ class SenderView(Protocol):
     `read_feed` and `policy` feed `SyncSender` (the view may yield a different form of a
     stored gene, and `policy` approves exactly the forms it cleared); `outgoing(gene)` is
     the form of a stored head the receiver may have, or None (reconciliation items and
-    repair fetches). `finish_batch(extra)` is called once a batch has gone out, with the
-    fetched genes it carried beyond the feed's; it returns how many genes went out."""
+    repair fetches). `finish_batch(extra)` is called once a batch is final, just before
+    it is sent (a crash after the send must not lose its audit records), with the
+    fetched genes it carried beyond the feed's; it returns how many genes it holds."""
 
     def read_feed(self, since: int, limit: int) -> Iterable[tuple[int, Gene]]: ...
 

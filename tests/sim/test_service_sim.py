@@ -232,3 +232,23 @@ def test_a_stream_cut_during_pipelined_repair_fetches_is_a_cut(tmp_path: Path) -
     logged as a local failure (`sync.failed`) instead of a cut stream."""
     for seed in (0, 2):
         _sov_run(seed, tmp_path / str(seed))
+
+
+class PausingNet(service_sim_sov.SovNet):
+    """Every writer is descheduled right after its bytes leave (a crash may land there)."""
+
+    def __init__(self, seed: int, root: Path) -> None:
+        super().__init__(seed, root)
+        self.pause_rate = 1.0
+
+
+@pytest.mark.parametrize("seed", [142, 144])
+def test_a_server_crashing_right_after_a_batch_keeps_its_gene_sent_records(
+        seed: int, tmp_path: Path) -> None:
+    """Regression: the feed server audited a batch (`gene_sent`) only after sending it, so
+    a crash in between left the receiver holding genes the sender had no record of giving
+    it (a later `genes forget` would not tombstone them there). It audits first now."""
+    try:
+        _sov_run(seed, tmp_path, PausingNet)
+    except service_sim.ServiceSimFailure as exc:
+        pytest.fail(str(exc), pytrace=False)
