@@ -96,7 +96,10 @@ def test_a_peer_scored_for_the_network_s_damage_is_reported(tmp_path: Path) -> N
 
 # -- the sovereign run: sync and sovereignty services of three orgs (service_sim_sov.py) --
 
-SOV_SEEDS = int(os.environ.get("SERVICE_SOV_SEEDS", 6))
+# `make sim` sets SERVICE_SEEDS: up to 200 seeds of the sovereign run come with it (each
+# costs ~0.35 s on a quiet core; large sweeps belong in tests/sim/sweep.py's pool).
+SOV_SEEDS = int(os.environ.get("SERVICE_SOV_SEEDS", min(SEEDS, 200)
+                               if "SERVICE_SEEDS" in os.environ else 6))
 
 
 def _sov_run(seed: int, root: Path, net_class: type[service_sim_sov.SovNet]
