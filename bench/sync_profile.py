@@ -8,9 +8,10 @@ it (`PullRound.open`: decompress, decode), verifies it (across cores,
 its checkpoint in one LMDB transaction (`SyncStore.apply_batch`). Only libp2p (Noise,
 yamux, the event loop) is missing, so the figure is what the apply path costs a node.
 
-Reports the wall time, the process CPU time per gene, and with `--profile` the top
-functions by cumulative and own time (cProfile sees the caller's thread; the verify
-workers' time shows as the wait on their futures).
+Reports the wall time, the process CPU time per gene and the verify worker processes'
+(on a shared machine wall time says little, CPU time what a quiet one would do), and
+with `--profile` the top functions by cumulative and own time (cProfile sees the
+caller's thread; the verify workers' time shows as the wait on their futures).
 
     .venv/bin/python bench/sync_profile.py [--genes 20000] [--seed 1] [--profile]
 """
@@ -23,6 +24,7 @@ import gc
 import io
 import pstats
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -88,6 +90,12 @@ def pull_all(src: Cortex, dst: Cortex, sender_id: str, zstd: bool, *,
     return applied
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--genes", type=int, default=20_000)
@@ -120,6 +128,7 @@ def main() -> None:
             gc.collect()
             gc.freeze()  # as the daemon does after start-up (gd.node.gc_tuning)
             prof = cProfile.Profile() if args.profile else None
+            kids = _children_cpu()
             cpu, wall = time.process_time(), time.perf_counter()
             if prof is not None:
                 prof.enable()
@@ -128,10 +137,12 @@ def main() -> None:
             if prof is not None:
                 prof.disable()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            kids = _children_cpu() - kids  # the verify workers, reaped by pool.close()
         if n != args.genes:
             raise SystemExit(f"applied {n} of {args.genes} genes")
         print(f"{n} genes: wall {wall:.2f} s ({1e6 * wall / n:.0f} us/gene, "
-              f"{n / wall:.0f} genes/s), process CPU {1e6 * cpu / n:.0f} us/gene")
+              f"{n / wall:.0f} genes/s), process CPU {1e6 * cpu / n:.0f} us/gene, "
+              f"worker processes {1e6 * kids / n:.0f} us/gene")
         if prof is not None:
             for order in ("cumulative", "tottime"):
                 out = io.StringIO()

@@ -49,6 +49,7 @@ from gd.motors.domains.gene_check import PackMismatch, check_gene
 from gd.node.domain_settings import conflict_policies, parse_domain_settings
 from gd.node.store.cortex import Cortex, CortexError
 from gd.node.store.cortex_env import UnknownGene
+from gd.node.store.gathered_puts import GatheredGenePuts
 from gd.node.store.lmdb_tables import Txn
 from gd.protocol.sync import RejectedGene, decide_for, refusal_against, stamp_of
 
@@ -198,8 +199,13 @@ class SyncStore:
         keeps all of them or none. Returns one `ApplyStats` per batch."""
 
         def run_all(txn: Txn) -> list[ApplyStats]:
-            return [self._apply_in(txn, sender, genes, upto)
-                    for sender, genes, upto in batches]
+            # The genes' writes gathered per table (ADR 0034): same records, less B-tree
+            # work; `_apply_in` flushes a gene's writes before it reads that gene again.
+            puts = GatheredGenePuts(self.cortex, txn)
+            out = [self._apply_in(txn, sender, genes, upto, puts)
+                   for sender, genes, upto in batches]
+            puts.close()
+            return out
 
         out = self.cortex.write(run_all)
         for stats in out:
@@ -210,11 +216,12 @@ class SyncStore:
             self.refused_total += len(stats.refused)
         return out
 
-    def _apply_in(self, txn: Txn, sender: str, genes: Sequence[Gene], upto: int | None
-                  ) -> ApplyStats:
+    def _apply_in(self, txn: Txn, sender: str, genes: Sequence[Gene], upto: int | None,
+                  puts: GatheredGenePuts) -> ApplyStats:
         """One batch's decisions and writes inside the caller's transaction."""
         stats = ApplyStats()
         for incoming in genes:
+            puts.before_read(incoming.id)
             local = self.cortex.get_gene_in(txn, incoming.id)
             refusal = (refusal_against(local, incoming, self.local_peer)
                        or self.content_check(incoming))
@@ -241,7 +248,7 @@ class SyncStore:
                 # The decision is authoritative: the incoming version becomes head even
                 # over a higher local version number, and replaces any body stored
                 # under the same (id, version) — that one is a branch LWW discarded.
-                self.cortex.put_gene_in(txn, pending, supersede=True)
+                puts.put(pending)
                 self._settle_conflicts(txn, incoming)
                 stats.applied += 1
             elif decision.resolution is Resolution.QUEUE:

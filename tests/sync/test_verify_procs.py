@@ -5,17 +5,20 @@ when small, closed or broken, and no worker outlives its parent."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import msgpack
 import pytest
 from gd_testkit import key_from_int, make_gene
 
 from gd.genome import canonical
 from gd.node.services.verify_procs import ProcessVerifyPool, check_raw
+from gd.node.services.verify_worker import FRAME, serve
 from gd.protocol.sync import verify_genes, verify_wire
 
 A, B = key_from_int(1), key_from_int(2)
@@ -52,8 +55,7 @@ def test_verdicts_and_genes_match_the_core_gene_for_gene():
     pool = ProcessVerifyPool(2, min_batch=8)
     try:
         parallel = pool(wires)
-        executor = pool._executor
-        assert executor is not None and len(executor._processes) == 2  # really in processes
+        assert len(pool.pids) == 2 and all(_alive(p) for p in pool.pids)  # in processes
     finally:
         pool.close()
     assert [reason for _, reason in parallel] == [reason for _, reason in serial]
@@ -90,11 +92,11 @@ def test_small_batches_and_a_closed_pool_check_inline_and_start_nothing():
     wires = batch(50)
     pool = ProcessVerifyPool(2)  # MIN_BATCH = 64
     assert [r for _, r in pool(wires)] == [verify_wire(w)[1] for w in wires]
-    assert pool._executor is None
+    assert pool.pids == []
     pool.close()
     pool.close()
     assert [r for _, r in pool(batch(100))] == [verify_wire(w)[1] for w in batch(100)]
-    assert pool._executor is None
+    assert pool.pids == []
     with pytest.raises(ValueError, match="at least 1"):
         ProcessVerifyPool(0)
     with pytest.raises(ValueError, match="at least 1"):
@@ -104,31 +106,46 @@ def test_small_batches_and_a_closed_pool_check_inline_and_start_nothing():
 def test_close_reaps_the_workers():
     pool = ProcessVerifyPool(2, min_batch=8)
     pool(batch(30))
-    assert pool._executor is not None
-    procs = list(pool._executor._processes.values())
-    assert len(procs) == 2 and all(p.is_alive() for p in procs)
+    procs = [w.proc for w in pool._procs]
+    assert len(procs) == 2 and all(p.poll() is None for p in procs)
     pool.close()
-    assert not any(p.is_alive() for p in procs)
-    assert all(p.exitcode is not None for p in procs)
+    assert all(p.returncode == 0 for p in procs)  # ended at end of input, reaped
+    assert pool.pids == []
 
 
-def test_a_dead_worker_costs_one_inline_batch_and_the_next_starts_a_new_pool():
+def test_a_dead_worker_costs_one_inline_batch_and_the_next_starts_new_ones():
     wires = batch(60)
     expected = [r for _, r in (verify_wire(w) for w in wires)]
     pool = ProcessVerifyPool(2, min_batch=8)
     try:
         pool(wires)
-        first = pool._executor
-        assert first is not None
-        victim = next(iter(first._processes.values()))
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.join(10)
-        assert [r for _, r in pool(wires)] == expected  # broken pool: checked inline
-        assert pool._executor is not first
+        first = pool.pids
+        assert len(first) == 2
+        victim = pool._procs[1].proc
+        victim.kill()
+        victim.wait(10)
+        assert [r for _, r in pool(wires)] == expected  # dead worker: checked inline
+        assert pool.pids == [] and not any(_alive(p) for p in first)
         assert [r for _, r in pool(wires)] == expected
-        assert pool._executor is not None and pool._executor is not first
+        assert len(pool.pids) == 2 and not set(pool.pids) & set(first)
     finally:
         pool.close()
+
+
+def test_a_worker_answering_nonsense_is_dropped():
+    wires = batch(30)
+    pool = ProcessVerifyPool(1, min_batch=8)
+    try:
+        pool(wires)
+        worker = pool._procs[0]
+        real_out = worker.proc.stdout
+        one = msgpack.packb([""])  # one verdict for 30 genes
+        worker.proc.stdout = io.BytesIO(FRAME.pack(len(one)) + one)
+        assert [r for _, r in pool(wires)] == [verify_wire(w)[1] for w in wires]
+        assert pool.pids == [] and worker.proc.returncode is not None
+    finally:
+        pool.close()
+        real_out.close()
 
 
 def test_check_raw_sends_back_verdicts_not_genes():
@@ -153,7 +170,7 @@ from gd.node.services.verify_procs import ProcessVerifyPool
 if __name__ == "__main__":
     pool = ProcessVerifyPool(2, min_batch=1)
     pool([make_gene(key_from_int(1), f"g{i}").to_wire() for i in range(4)])
-    print(" ".join(str(p) for p in pool._executor._processes), flush=True)
+    print(" ".join(str(p) for p in pool.pids), flush=True)
     sys.stdin.read()
 """
 
@@ -190,3 +207,15 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_serve_answers_each_request_until_end_of_input():
+    good = make_gene(A, "fine")
+    requests = b"".join(FRAME.pack(len(b)) + b for b in (
+        msgpack.packb([good.wire_bytes]), msgpack.packb([good.wire_bytes, b"\xc1"])))
+    out = io.BytesIO()
+    assert serve(io.BytesIO(requests + b"\x00\x00"), out) == 2  # a cut frame ends it
+    raw = out.getvalue()
+    first = FRAME.unpack(raw[:4])[0]
+    assert msgpack.unpackb(raw[4:4 + first]) == [""]
+    assert msgpack.unpackb(raw[8 + first:]) == ["", None]
