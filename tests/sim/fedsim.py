@@ -76,6 +76,7 @@ from gd.genome import canonical
 from gd.genome.gene import Codon, Gene, GeneStatus, ShareScope
 from gd.genome.identity import NodeKey
 from gd.node.app.adaptation import AdaptationDesk
+from gd.node.services.repair_fetch import FETCH_WINDOW
 from gd.node.services.sync_group import GroupCommit
 from gd.node.services.sync_serve import feed_policy
 from gd.node.services.sync_views import ReceiverView, SenderView
@@ -213,8 +214,8 @@ class InitiatorConn(Conn):
     pull: PullRound | None = None
     repair: RepairRound | None = None
     fetches: list[FetchVersions] = field(default_factory=list)
-    asked: FetchVersions | None = None
-    refused: list[RejectedGene] = field(default_factory=list)  # by the store, this fetch
+    in_flight: list[FetchVersions] = field(default_factory=list)  # sent, unanswered
+    repair_view: CheckedReceiverView | None = None  # `fetch_all`'s own view
     group: GroupCommit | None = None  # the pull's staged batches (`FeedPuller.pull`)
     phase: str = "hs"  # hs -> pull -> rec -> fetch -> done
 
@@ -671,14 +672,7 @@ class Simulation:
         assert conn.info is not None
         peer = conn.info.peer_id
 
-        def explain(gene: Gene) -> None:
-            assert conn.info is not None
-            self.stats["refused_by_receiver"] += 1
-            if not self.refusal_explained(node, conn.info, gene):
-                self.fail(f"node {node.index} refused gene {gene.id} ({gene.domain}) from "
-                          f"{conn.peer} that its rules accept")
-
-        conn.receiver_view = CheckedReceiverView(node.sync.receiver_view(peer), explain)
+        conn.receiver_view = self.checked_view(node, conn)
 
         def applier(sender: str, genes: Sequence[Gene], upto: int) -> None:
             self.check_received(node, conn, genes)
@@ -742,6 +736,19 @@ class Simulation:
                 self._start_reconcile(node, conn)
             else:
                 self._finish(node, conn)
+
+    def checked_view(self, node: SimNode, conn: InitiatorConn) -> CheckedReceiverView:
+        """The service's receiver view for the peer, each refusal explained or failed."""
+        assert conn.info is not None
+
+        def explain(gene: Gene) -> None:
+            assert conn.info is not None
+            self.stats["refused_by_receiver"] += 1
+            if not self.refusal_explained(node, conn.info, gene):
+                self.fail(f"node {node.index} refused gene {gene.id} ({gene.domain}) from "
+                          f"{conn.peer} that its rules accept")
+
+        return CheckedReceiverView(node.sync.receiver_view(conn.info.peer_id), explain)
 
     def check_received(self, node: SimNode, conn: InitiatorConn,
                        genes: Sequence[Gene]) -> None:
@@ -824,18 +831,31 @@ class Simulation:
             self._send_step(node, conn, step)
             return
         self.stats["repair_needed"] += len(conn.repair.need)
-        conn.fetches = conn.repair.fetches()
+        # The daemon asks for up to 256 versions a fetch; a simulated repair needs a few,
+        # so each fetch is cut smaller (1 to 3 per connection, no draw) and the window
+        # of fetches in flight fills as it does in a big backfill.
+        size = 1 + conn.cid % 3
+        conn.fetches = [FetchVersions(f.hashes[i:i + size], zstd=f.zstd)
+                        for f in conn.repair.fetches() for i in range(0, len(f.hashes), size)]
+        conn.repair_view = self.checked_view(node, conn)
         self._next_fetch(node, conn)
 
     def _next_fetch(self, node: SimNode, conn: InitiatorConn) -> None:
+        """`repair_fetch.fetch_all`: up to `FETCH_WINDOW` fetches in flight (the stream
+        answers them in order); the end once every answer is applied."""
         assert conn.repair is not None
-        if conn.fetches:
+        self._fill_window(node, conn)
+        if not conn.in_flight:
+            self.send_frame(node, conn, conn.repair.end())
+            self._finish(node, conn)
+
+    def _fill_window(self, node: SimNode, conn: InitiatorConn) -> None:
+        while conn.fetches and len(conn.in_flight) < FETCH_WINDOW:
             conn.phase = "fetch"
-            conn.asked = conn.fetches.pop(0)
-            self.send_frame(node, conn, conn.asked)
-            return
-        self.send_frame(node, conn, conn.repair.end())
-        self._finish(node, conn)
+            conn.in_flight.append(conn.fetches.pop(0))
+            self.send_frame(node, conn, conn.in_flight[-1])
+            if len(conn.in_flight) > 1:
+                self.stats["fetches_pipelined"] += 1
 
     def _serve_fetch(self, node: SimNode, conn: ResponderConn, msg: FetchVersions) -> None:
         assert conn.info is not None
@@ -845,16 +865,22 @@ class Simulation:
         self.send(node, conn, "frame", data)
 
     def _on_versions(self, node: SimNode, conn: InitiatorConn, msg: Versions) -> None:
-        """`Repairer._fetch`: the fetch rules, then the store, then the audit."""
-        if conn.phase != "fetch" or conn.asked is None or conn.receiver_view is None:
+        """`fetch_all`: the next fetch goes out, the answer is checked against the fetch
+        rules (verified only), then `_apply_group`: the view judges each gene, the store
+        applies what it accepted, the view audits (the daemon groups the answers already
+        waiting; here each arrives alone, a group of one)."""
+        if conn.phase != "fetch" or not conn.in_flight or conn.repair_view is None:
             self.fail(f"node {conn.peer} sent versions nobody asked for")
+        asked = conn.in_flight.pop(0)
+        self._fill_window(node, conn)  # keep the window full while this one is checked
         try:
-            fetched = check_versions(msg, conn.asked.hashes, conn.receiver_view.accept)
+            fetched = check_versions(msg, asked.hashes, lambda gene: True)
         except RemoteProtocolError as exc:
             self.fail(f"node {conn.peer}'s fetch answer to {node.index} refused: {exc}")
-        conn.refused = list(self._apply(node, conn, fetched.good, None) or ())
-        conn.receiver_view.finish_batch(conn.refused)
-        self.stats["repaired"] += len(fetched.good)
+        good = [gene for gene in fetched.good if conn.repair_view.accept(gene)]
+        refused = list(self._apply(node, conn, good, None) or ())
+        conn.repair_view.finish_batch(refused)
+        self.stats["repaired"] += len(good)
         self._next_fetch(node, conn)
 
     # -- the leakage checks (at the moment of sending, on the bytes) -----------------------

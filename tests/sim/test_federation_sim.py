@@ -53,7 +53,7 @@ def test_the_runs_inject_every_fault_and_exercise_every_path() -> None:
                  "checked_anonymised", "refused_by_receiver", "proposals",
                  "stale_proposals_skipped", "conns_timed_out", "flows_checked",
                  "overlapping_rules", "group_commits", "multi_batch_groups",
-                 "staged_committed_on_cut"):
+                 "staged_committed_on_cut", "fetches_pipelined"):
         assert stats[path] > 0, path
 
 
