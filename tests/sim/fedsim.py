@@ -7,15 +7,22 @@ hash-chained `AuditLog`, an `AdaptationDesk` and the tombstone `ForgetOutbox`. T
 conversations are the daemon's, not a copy (issue 12 item 6): `Handshake`; the pull
 round (`PullRound` on the dialling side, `answer_pull` through the daemon's
 `SovereignSenderView` and `feed_policy` on the serving side, `SovereignReceiverView`
-behind the receiver); repair (`RepairRound`, `answer_step`, `check_versions`, and the
-daemon's `Repairer.items` / `Repairer.versions`); agreements (`delivery_frames`,
-`check_ack`, `AgreementDelivery.take_proposals` / `take_tombstones`). Each frame is the
-wire message the daemon sends (`encode_frame` / `decode_frame`). `fedsim_services` gives
-those methods the service object they read their stores from. What is simulated is what
-the async drivers, the gate and libp2p supply: the network (frames in flight, delivered
-by a scheduler that draws the next event from one `random.Random(seed)`), each
-connection's stream guarantees (in order, no duplicates: `Simulation.deliver`), the
-clocks, and *when* each conversation starts.
+behind the receiver, batches staged and committed in groups by the daemon's
+`GroupCommit`); repair (`RepairRound`, `answer_step`, `check_versions`, the daemon's
+`Repairer.items` / `Repairer.versions`, fetches pipelined as `repair_fetch.fetch_all`
+does); agreements (`delivery_frames`, `check_ack`, `AgreementDelivery.take_proposals` /
+`take_tombstones`). Each frame is the wire message the daemon sends (`encode_frame` /
+`decode_frame`). `fedsim_services` gives those methods the service object they read
+their stores from. What is simulated is what the async drivers, the gate and libp2p
+supply: the network (frames in flight, delivered by a scheduler that draws the next
+event from one `random.Random(seed)`), each connection's stream guarantees (in order, no
+duplicates: `Simulation.deliver`), the clocks, and *when* each conversation starts. The
+drivers' sequencing itself (`FeedPuller.pull`'s loop, `fetch_all`'s window,
+`AgreementDelivery.deliver`'s one-frame-per-ack, `_meet` and `backfill`) is re-stated
+here, a few lines each, because those drivers are trio code; `service_sim_sov.py` runs
+them for real on trio's mock clock. Two differences remain: agreement deliveries ride
+the simulated sync connection (the daemon opens a /gd/agreements stream), and only the
+dialling end starts a backfill round.
 
 Faults: drop, duplicate, reorder (any in-flight frame may be delivered next), delay
 (a frame held back for a while), partition and heal, crash and restart. On a connection
