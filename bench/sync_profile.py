@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=MAX_GROUP_BATCHES,
                         help="batches per LMDB transaction (1: one per batch)")
     parser.add_argument("--threads", action="store_true",
-                        help="verify on the thread pool (the path before ADR 0034)")
+                        help="verify on the thread pool (the path before ADR 0038)")
     parser.add_argument("--no-batch-gc", action="store_true",
                         help="keep the collector's default thresholds in batch work")
     args = parser.parse_args()

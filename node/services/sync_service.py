@@ -112,7 +112,7 @@ class SyncService:
         self.peers: dict[str, PeerSyncState] = {}
         # Called with (sender, genes) after each applied batch (auto-adaptation).
         self.on_received: Callable[[str, Sequence[Gene]], object] | None = None
-        # Received genes are checked across cores, in processes (ADR 0034; closed when
+        # Received genes are checked across cores, in processes (ADR 0038; closed when
         # `run` ends).
         self.verify_pool = ProcessVerifyPool()
         self._announced = -1

@@ -1,4 +1,4 @@
-"""Received genes checked in worker processes (issue 15, apply path; ADR 0034).
+"""Received genes checked in worker processes (issue 15, apply path; ADR 0038).
 
 The thread pool (`gd.node.services.verify_pool`) overlaps only the Ed25519 call: the
 rest of `verify_wire` (building and validating a `Gene`, re-encoding its body to check

@@ -1,4 +1,4 @@
-"""One verify worker process (`python -m gd.node.services.verify_worker`; ADR 0034).
+"""One verify worker process (`python -m gd.node.services.verify_worker`; ADR 0038).
 
 Started by `gd.node.services.verify_procs.ProcessVerifyPool` as a plain subprocess, not
 through multiprocessing: a spawned multiprocessing child first re-imports its parent's

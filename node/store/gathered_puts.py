@@ -1,5 +1,5 @@
 """Received genes written gathered per table inside the receiver's one write transaction
-(issue 15, apply path; ADR 0034, following ADR 0033's ingest path).
+(issue 15, apply path; ADR 0038, following ADR 0033's ingest path).
 
 `SyncStore.apply_batches` applies a group of received batches in one transaction, gene
 by gene: read the head, decide, write. Written one by one, each gene's seven records go

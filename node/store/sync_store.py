@@ -199,7 +199,7 @@ class SyncStore:
         keeps all of them or none. Returns one `ApplyStats` per batch."""
 
         def run_all(txn: Txn) -> list[ApplyStats]:
-            # The genes' writes gathered per table (ADR 0034): same records, less B-tree
+            # The genes' writes gathered per table (ADR 0038): same records, less B-tree
             # work; `_apply_in` flushes a gene's writes before it reads that gene again.
             puts = GatheredGenePuts(self.cortex, txn)
             out = [self._apply_in(txn, sender, genes, upto, puts)

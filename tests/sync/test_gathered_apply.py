@@ -1,5 +1,5 @@
 """The receiver's group transaction writes received genes gathered per table
-(gd.node.store.gathered_puts, ADR 0034): every table, byte for byte, and every batch's
+(gd.node.store.gathered_puts, ADR 0038): every table, byte for byte, and every batch's
 stats are what applying the same genes one at a time, each in its own transaction,
 gives; including a gene named twice in a group (the second version must see the first
 as head), queued conflicts, late versions, refusals and the checkpoints."""

@@ -1,4 +1,4 @@
-"""Received genes checked in worker processes (gd.node.services.verify_procs, ADR 0034):
+"""Received genes checked in worker processes (gd.node.services.verify_procs, ADR 0038):
 the core's verdicts gene for gene, genes equal to the ones `from_wire` builds, inline
 when small, closed or broken, and no worker outlives its parent."""
 
