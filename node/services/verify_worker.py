@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Sequence
-from typing import BinaryIO, Final
+from typing import IO, Final
 
 import msgpack
 
@@ -47,7 +47,7 @@ def check_raw(raws: Sequence[bytes]) -> list[str | None]:
     return out
 
 
-def read_frame(stream: BinaryIO) -> bytes | None:
+def read_frame(stream: IO[bytes]) -> bytes | None:
     """One length-prefixed frame, or None at end of input (or a cut frame)."""
     head = stream.read(FRAME.size)
     if len(head) < FRAME.size:
@@ -57,12 +57,12 @@ def read_frame(stream: BinaryIO) -> bytes | None:
     return body if len(body) == size else None
 
 
-def write_frame(stream: BinaryIO, body: bytes) -> None:
+def write_frame(stream: IO[bytes], body: bytes) -> None:
     stream.write(FRAME.pack(len(body)) + body)
     stream.flush()
 
 
-def serve(inp: BinaryIO, out: BinaryIO) -> int:
+def serve(inp: IO[bytes], out: IO[bytes]) -> int:
     """Answer requests until end of input; the number answered."""
     answered = 0
     while (body := read_frame(inp)) is not None:
