@@ -37,7 +37,8 @@ proposal each node has received from each peer, not the stores' reading of them)
 3. every received gene is `adaptation_pending` (or `revoked`, after a revoke of its
    origin for its domain arrived);
 4. every received gene has a `gene_received` record at the receiver and a `gene_sent`
-   record at the sender, both audit chains verify, and every revoke is on the ledger;
+   record at the sender, both audit chains verify, every revoke is on the node's ledger,
+   and so is every agreement in force at the end;
 5. after healing, every domain both sides agree on has converged (the receiver holds
    each of the origin's genes, or its derived form).
 """
@@ -638,11 +639,17 @@ class SovNet:
                                 if r.kind == AuditKind.GENE_SENT}
             received[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
                                     if r.kind == AuditKind.GENE_RECEIVED}
-            ledger = Ledger(node.cortex.env)
-            revocations = sum(1 for e in ledger.entries() if e.kind == "revocation")
+            entries = list(Ledger(node.cortex.env).entries())
+            revocations = sum(1 for e in entries if e.kind == "revocation")
             if revocations != self.revokes[node.index]:
                 self.fail(f"node {node.index}: {self.revokes[node.index]} revokes, "
                           f"{revocations} on the ledger")
+            recorded = {(e.summary.get("peer"), e.summary.get("domain")) for e in entries
+                        if e.kind == "agreement"}
+            for (a, b, d), ok in sorted(self.allow.items()):
+                if a == node.index and ok and self.allow[(b, a, d)] and \
+                        (self.nodes[b].peer, d) not in recorded:
+                    self.fail(f"node {a}: the agreement with {b} on {d} is not on its ledger")
         for node in self.nodes:
             assert node.cortex is not None
             for gene in node.cortex.genes():

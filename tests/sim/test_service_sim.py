@@ -221,6 +221,25 @@ class StingyNet(service_sim_sov.SovNet):
     sender_class = StingySender
 
 
+class AgreementsOffTheLedger:
+    """A ledger sink that records revocations and drops agreements."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+
+    def append(self, kind: str, payload_hash: bytes, summary: dict[str, Any],
+               idempotency_key: str) -> object:
+        if kind == "agreement":
+            return None
+        return self.sink.append(kind, payload_hash, summary, idempotency_key)
+
+
+class UnrecordedNet(service_sim_sov.SovNet):
+    def open(self, node: Any) -> None:
+        super().open(node)
+        node.sov.ledger = AgreementsOffTheLedger(node.sov.ledger)
+
+
 @pytest.mark.parametrize(("net_class", "message"), [
     (DeafNet, "newest proposal it knows"),
     (ReplayedNet, "newest proposal it knows"),
@@ -228,6 +247,7 @@ class StingyNet(service_sim_sov.SovNet):
     (ApprovingNet, "is native"),
     (UnauditedNet, "no gene_sent record"),
     (StingyNet, "not converged"),
+    (UnrecordedNet, "not on its ledger"),
 ])
 def test_each_sovereign_invariant_catches_its_breach(
         net_class: type[service_sim_sov.SovNet], message: str, tmp_path: Path) -> None:
