@@ -755,22 +755,28 @@ def run(seed: int, root: Path, net_class: type[SovNet] = SovNet) -> SovSimResult
     return SovSimResult(seed, digest, net.trace, net.stats)
 
 
+def run_seed(seed: int) -> SovSimResult:
+    """`run` in a scratch directory of its own (on /dev/shm when there is one: an LMDB
+    commit's msync is most of a seed's cost on disk): what a sweep runner calls."""
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as scratch:
+        return run(seed, Path(scratch))
+
+
 def main(argv: list[str]) -> int:
     """`python tests/sim/service_sim_sov.py [FIRST [COUNT]]`: a sweep of seeds (under
     /dev/shm when there is one: an LMDB commit's msync is the cost of a seed), one line
     per failing seed and a summary; exit status 1 if any seed failed."""
     first = int(argv[0]) if argv else 0
     count = int(argv[1]) if len(argv) > 1 else 100
-    shm = Path("/dev/shm")
     failed = 0
     started = time.monotonic()
     for seed in range(first, first + count):
-        with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as scratch:
-            try:
-                run(seed, Path(scratch))
-            except ServiceSimFailure as exc:
-                failed += 1
-                print(exc, flush=True)
+        try:
+            run_seed(seed)
+        except ServiceSimFailure as exc:
+            failed += 1
+            print(exc, flush=True)
     spent = time.monotonic() - started
     print(f"{count} seeds from {first}: {failed} failed, {spent / count:.3f} s/seed",
           flush=True)
