@@ -61,10 +61,7 @@ from gd.node.services.ledger_gossip import HeadWatch
 from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, SubmitChecks
 from gd.node.services.ledger_inbound import RaftInbound
 from gd.node.services.ledger_links import PeerLinks
-from gd.node.services.ledger_wire import (
-    RAFT_PROTOCOL_ID,
-    region_log_id,
-)
+from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, region_log_id
 from gd.node.services.recorder import existing_receipt, same_event_is_duplicate
 from gd.node.store.ledger_outbox import RegionBook
 from gd.node.store.ledger_store import MAX_BATCH, Ledger
