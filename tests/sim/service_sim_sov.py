@@ -98,6 +98,12 @@ SECRET_MARKS: Final = (b"secret-rule-", b"private-purpose-", b"tenant-")
 Pair = tuple[int, int, str]  # (from node, to node, domain)
 
 
+class ProcessKilled(BaseException):
+    """Raised inside a synchronous call to stand for the process dying right there (a
+    `kill -9` in a worker thread's call); the harness then crashes the node. A
+    BaseException, so the services' `except Exception` guards do not swallow it."""
+
+
 @dataclass
 class SovNode:
     """One organisation's daemon: its key, LMDB home, and the services of this life."""
@@ -361,6 +367,10 @@ class SovNet:
                     pass
                 except ServiceSimFailure:
                     raise
+                except ProcessKilled:
+                    if node.life == life and node.up:
+                        self.log(f"killed {node.index}")
+                        self.crash(node)
                 except Exception as exc:
                     if node.life == life:
                         self.fail(f"node {node.index}: a task failed: {exc!r}")

@@ -282,3 +282,41 @@ def test_a_server_crashing_right_after_a_batch_keeps_its_gene_sent_records(
         _sov_run(seed, tmp_path, PausingNet)
     except service_sim.ServiceSimFailure as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+class KilledBeforeReceivedRecords:
+    """The node's audit log, except that the process dies (now and then) just before a
+    batch's `gene_received` records are written: after the batch's apply committed."""
+
+    def __init__(self, audit: Any, net: service_sim_sov.SovNet) -> None:
+        self.audit = audit
+        self.net = net
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.audit, name)
+
+    def record_received(self, *args: Any, **kwargs: Any) -> int:
+        if self.net.faults and self.net.rng.random() < 0.3:  # not once settling
+            raise service_sim_sov.ProcessKilled
+        return int(self.audit.record_received(*args, **kwargs))
+
+
+class KilledAfterApplyNet(service_sim_sov.SovNet):
+    def open(self, node: Any) -> None:
+        super().open(node)
+        node.sov.audit = KilledBeforeReceivedRecords(node.sov.audit, self)
+
+
+@pytest.mark.xfail(strict=True, raises=service_sim.ServiceSimFailure,
+                   reason="a received batch is applied in one transaction and audited in "
+                   "the next: a kill between them keeps the genes and loses their "
+                   "gene_received records (docs/adr/0037)")
+def test_a_kill_between_apply_and_audit_keeps_gene_received_records(tmp_path: Path
+                                                                     ) -> None:
+    for seed in range(6):
+        try:
+            _sov_run(seed, tmp_path, KilledAfterApplyNet)
+        except service_sim.ServiceSimFailure as exc:
+            if "no gene_received" not in str(exc):  # another breach: a real failure
+                raise AssertionError(str(exc)) from None
+            raise
