@@ -22,8 +22,12 @@ Faults, on top of `service_sim`'s (split writes, delays, resets, crashes mid-rou
   proposal does arrive twice and late: a late share must never undo a revoke);
 * **partition / heal**: streams across the cut stall and new ones fail; healing meets
   the peers again (every connection is a new meeting: `PeerChange(up=True)`);
+* **pause**: a writer is descheduled right after its bytes leave, so a crash can land
+  between a send and what the sender does next (its audit records, its outbox);
 * **crash / restart**: every task of the node's life is cancelled and its Cortex
   closed; code of a dead life that still runs (a `finally`) cannot touch the new life.
+  `ProcessKilled`, raised inside a worker-thread call by a test's wrapper, is a kill at
+  that exact point (the sweep's crashes land only where the services await).
 
 Invariants (an independent model of each organisation's own rules and of the newest
 proposal each node has received from each peer, not the stores' reading of them):
