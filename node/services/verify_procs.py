@@ -16,7 +16,8 @@ in the same order.
 Batches under `MIN_BATCH` genes are checked inline (a pipe round trip and the start of
 the processes would cost more). The workers start on the first big batch; they exit
 with their parent (their input pipe closes) and are reaped by `close`. If a worker dies
-or answers nonsense, that batch is checked inline and the next starts new workers.
+or answers nonsense, that batch is checked inline and the next starts new workers;
+after `MAX_FAILURES` such batches in a row, every batch is checked inline.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ __all__ = ["MIN_BATCH", "ProcessVerifyPool", "check_raw"]
 MIN_BATCH: Final = 64
 # How long `close` waits for a worker to exit at end of input before killing it.
 STOP_WAIT_S: Final = 5.0
+# After this many failed batches in a row the workers are not started again (a worker
+# that cannot start would otherwise cost a process start per batch): inline for good.
+MAX_FAILURES: Final = 3
+# What a worker runs, after the interpreter.
+WORKER_ARGS: tuple[str, ...] = ("-m", "gd.node.services.verify_worker")
 
 Verdict = tuple[Gene | None, str]
 
@@ -57,7 +63,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gd.node.services.verify_worker"],
+            [sys.executable, *WORKER_ARGS],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def send(self, raws: list[bytes]) -> None:
@@ -108,6 +114,7 @@ class ProcessVerifyPool:
         # One batch at a time goes through the workers (sync and repair may both call).
         self._lock = threading.Lock()
         self._closed = False
+        self.failures = 0  # failed batches in a row
 
     @property
     def pids(self) -> list[int]:
@@ -116,7 +123,7 @@ class ProcessVerifyPool:
 
     def __call__(self, wires: Sequence[dict[str, Any]]) -> list[Verdict]:
         """`verify_wire` of every wire gene, in order."""
-        if len(wires) < self.min_batch or self._closed:
+        if len(wires) < self.min_batch or self._closed or self.failures >= MAX_FAILURES:
             return [verify_wire(w) for w in wires]
         raws: list[bytes | None] = []
         for wire in wires:
@@ -130,8 +137,10 @@ class ProcessVerifyPool:
                 return [verify_wire(w) for w in wires]
             try:
                 verdicts = self._run(sent)
+                self.failures = 0
             except WorkerFailed:
                 self._stop_all()
+                self.failures += 1
                 return [verify_wire(w) for w in wires]
         out: list[Verdict] = []
         it = iter(verdicts)

@@ -17,7 +17,8 @@ import pytest
 from gd_testkit import key_from_int, make_gene
 
 from gd.genome import canonical
-from gd.node.services.verify_procs import ProcessVerifyPool, check_raw
+from gd.node.services import verify_procs
+from gd.node.services.verify_procs import MAX_FAILURES, ProcessVerifyPool, check_raw
 from gd.node.services.verify_worker import FRAME, serve
 from gd.protocol.sync import verify_genes, verify_wire
 
@@ -219,3 +220,25 @@ def test_serve_answers_each_request_until_end_of_input():
     first = FRAME.unpack(raw[:4])[0]
     assert msgpack.unpackb(raw[4:4 + first]) == [""]
     assert msgpack.unpackb(raw[8 + first:]) == ["", None]
+
+
+def test_workers_that_cannot_start_are_given_up_after_a_few_batches(monkeypatch):
+    monkeypatch.setattr(verify_procs, "WORKER_ARGS", ("-c", "import sys; sys.exit(3)"))
+    started = []
+    real = verify_procs._Worker.__init__
+
+    def counting(self):
+        started.append(1)
+        real(self)
+
+    monkeypatch.setattr(verify_procs._Worker, "__init__", counting)
+    wires = batch(20)
+    expected = [verify_wire(w)[1] for w in wires]
+    pool = ProcessVerifyPool(2, min_batch=8)
+    try:
+        for _ in range(MAX_FAILURES + 2):
+            assert [r for _, r in pool(wires)] == expected
+        assert pool.failures == MAX_FAILURES and pool.pids == []
+        assert len(started) == 2 * MAX_FAILURES  # not started again after giving up
+    finally:
+        pool.close()
