@@ -59,17 +59,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import fedsim_services
 import trio
 import trio.testing
 from libp2p.peer.id import ID
 from service_sim import EPOCH_MS, ServiceSimFailure, SimStream, TrioClock, deterministic_trio
+from service_sim_sov_checks import Pair, SovInvariants
 
 import gd.node.clock
 from gd.crdt import hlc
-from gd.genome.gene import Codon, Gene, GeneStatus, ShareScope
+from gd.genome.gene import Codon, Gene
 from gd.genome.identity import NodeKey
 from gd.node.config_sections import SyncSettings
 from gd.node.metrics import NodeMetrics
@@ -79,15 +80,12 @@ from gd.node.services.sovereignty_service import SovereigntyService
 from gd.node.services.sync_repair import REPAIR_READ_TIMEOUT_S
 from gd.node.services.sync_service import SyncService
 from gd.node.services.verify_pool import VerifyPool
-from gd.node.store.audit import AuditKind
 from gd.node.store.cortex import Cortex
-from gd.node.store.ledger_store import Ledger
 from gd.node.store.sync_store import any_content
 from gd.protocol.agreement_messages import AGREEMENTS_PROTOCOL_ID
 from gd.protocol.errors import RemoteProtocolError
 from gd.protocol.policy_rules import ShareRule, Subject, SubjectKind
 from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
-from gd.protocol.sovereignty_anonymise import anonymisation_secret, derive_for
 from gd.protocol.sync import RejectedGene
 
 NODES: Final = 3
@@ -96,10 +94,6 @@ DOMAINS: Final = ("turbofan", "loan")
 REGION: Final = "eu-west"
 # Settling: each round every ordered pair delivers its outbox, pulls and reconciles.
 SETTLE_ROUNDS: Final = 4
-# Markers of an original gene's identity; fixed width, so no serial is a prefix of another.
-SECRET_MARKS: Final = (b"secret-rule-", b"private-purpose-", b"tenant-")
-
-Pair = tuple[int, int, str]  # (from node, to node, domain)
 
 
 class ProcessKilled(BaseException):
@@ -295,7 +289,7 @@ class CheckedReceiver:
         return int(self.view.finish_batch(refused))
 
 
-class SovNet:
+class SovNet(SovInvariants):
     """Three organisations, the seeded random, the model, the trace, and the nursery.
     The teeth tests subclass it with a broken store or view (the class attributes)."""
 
@@ -339,7 +333,7 @@ class SovNet:
         words = text.split()
         self.stats[" ".join(words[:2]) if words[0] == "fault" else words[0]] += 1
 
-    def fail(self, text: str) -> None:
+    def fail(self, text: str) -> NoReturn:
         raise ServiceSimFailure(f"FAILED SEED={self.seed}: {text}")
 
     def by_peer(self, peer: str) -> SovNode:
@@ -463,58 +457,6 @@ class SovNet:
             if other is not node and other.up and self.linked(node.index, other.index):
                 self.meet(node, other)
 
-    # -- the model -----------------------------------------------------------------------
-    def learned(self, node: SovNode, sender: str, proposal: Proposal) -> None:
-        pair = (node.index, self.by_peer(sender).index, proposal.rule.domain)
-        if proposal.kind is ProposalKind.REVOKE:
-            self.revoke_heard.add(pair)
-        if pair not in self.known or self.known[pair][0] < proposal.hlc:
-            self.known[pair] = (proposal.hlc, proposal.kind)
-
-    def allowed_since(self, pair: Pair, since: float) -> bool:
-        """Did the org's own rule allow the pair at `since` or at any moment after?"""
-        if self.allow[pair]:
-            return True
-        before = [ok for t, ok in self.history[pair] if t <= since]
-        return bool(before and before[-1]) or any(
-            ok for t, ok in self.history[pair] if t > since)
-
-    def check_send(self, node: SovNode, peer: str, gene: Gene) -> None:
-        """Invariant 1, the sender's side (and no forwarding)."""
-        to = self.by_peer(peer)
-        pair = (node.index, to.index, gene.domain)
-        if gene.origin != node.peer:
-            self.fail(f"node {node.index} forwarded {gene.id} of {gene.origin} to {to.index}")
-        if not self.allow[pair]:
-            self.fail(f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index} "
-                      "with no rule of its own allowing it")
-        known = self.known.get((node.index, to.index, gene.domain))
-        if known is None or known[1] is not ProposalKind.SHARE:
-            self.fail(f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index} "
-                      f"whose newest proposal it knows is {known}")
-        self.stats["sent"] += 1
-
-    def check_accept(self, node: SovNode, peer: str, gene: Gene, opened: float) -> None:
-        """Invariants 1 (the receiver's side) and 2."""
-        src = self.by_peer(peer)
-        if gene.origin != src.peer:
-            self.fail(f"node {node.index} accepted {gene.id} of {gene.origin} from "
-                      f"{src.index}: forwarded")
-        if not self.allowed_since((node.index, src.index, gene.domain), opened):
-            self.fail(f"node {node.index} accepted {gene.domain} gene {gene.id} from "
-                      f"{src.index}: its own rule never allowed that in this round")
-        blob = gene.encode()
-        originals = {g.id for g in src.written}
-        if self.anon[(src.index, node.index, gene.domain)]:
-            leaked = [m for m in SECRET_MARKS if m in blob]
-            leaked += [i for i in originals if i.encode() in blob]
-            if leaked:
-                self.fail(f"anonymised gene {gene.id} from {src.index} to {node.index} "
-                          f"carries {leaked[0]!r}")
-            self.stats["anonymised_in"] += 1
-        elif gene.id not in originals:
-            self.fail(f"gene {gene.id} from {src.index} to {node.index} is not an original")
-
     # -- actions ---------------------------------------------------------------------------
     def subject(self, pair: Pair) -> Subject:
         to = self.nodes[pair[1]]
@@ -618,83 +560,6 @@ class SovNet:
                 self.start(node, self.round, node, other, reconcile)
                 await trio.sleep(rng.uniform(0.0, 1.0))
         self.check_statuses()
-
-    # -- checks ----------------------------------------------------------------------------
-    def check_statuses(self) -> None:
-        """Invariant 3, and the service logs: no local failure anywhere."""
-        for node in self.nodes:
-            if node.cortex is None or node.gate is None:
-                continue
-            failed = [e for e in node.gate.log.events if e[0] == "error"]
-            if failed:
-                self.fail(f"node {node.index}: {failed[0]}")
-            for gene in node.cortex.genes():
-                if gene.origin == node.peer:
-                    continue
-                origin = self.by_peer(gene.origin).index
-                if gene.status is GeneStatus.ADAPTATION_PENDING:
-                    continue
-                if gene.status is GeneStatus.REVOKED and \
-                        (node.index, origin, gene.domain) in self.revoke_heard:
-                    continue
-                self.fail(f"node {node.index}: received gene {gene.id} is {gene.status}")
-
-    def check_audit_and_ledger(self) -> None:
-        """Invariant 4."""
-        sent: dict[int, set[tuple[str, str, bytes]]] = {}
-        received: dict[int, set[tuple[str, str, bytes]]] = {}
-        for node in self.nodes:
-            assert node.sov is not None and node.cortex is not None
-            report = node.sov.audit.verify()
-            if not report.ok:
-                self.fail(f"node {node.index} audit log: {report.reason}")
-            records = list(node.sov.audit.records())
-            sent[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
-                                if r.kind == AuditKind.GENE_SENT}
-            received[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
-                                    if r.kind == AuditKind.GENE_RECEIVED}
-            entries = list(Ledger(node.cortex.env).entries())
-            revocations = sum(1 for e in entries if e.kind == "revocation")
-            if revocations != self.revokes[node.index]:
-                self.fail(f"node {node.index}: {self.revokes[node.index]} revokes, "
-                          f"{revocations} on the ledger")
-            recorded = {(e.summary.get("peer"), e.summary.get("domain")) for e in entries
-                        if e.kind == "agreement"}
-            for (a, b, d), ok in sorted(self.allow.items()):
-                if a == node.index and ok and self.allow[(b, a, d)] and \
-                        (self.nodes[b].peer, d) not in recorded:
-                    self.fail(f"node {a}: the agreement with {b} on {d} is not on its ledger")
-        for node in self.nodes:
-            assert node.cortex is not None
-            for gene in node.cortex.genes():
-                if gene.origin == node.peer:
-                    continue
-                origin = self.by_peer(gene.origin)
-                if (origin.peer, gene.id, gene.version_hash) not in received[node.index]:
-                    self.fail(f"node {node.index} holds {gene.id} with no gene_received")
-                if (node.peer, gene.id, gene.version_hash) not in sent[origin.index]:
-                    self.fail(f"node {origin.index} sent {gene.id} to {node.index} with no "
-                              "gene_sent record")
-
-    def check_convergence(self) -> None:
-        """Invariant 5: every domain both sides allow has arrived, in the right form."""
-        for (a, b, d), ok in sorted(self.allow.items()):
-            if not ok or not self.allow[(b, a, d)]:
-                continue
-            src, dst = self.nodes[a], self.nodes[b]
-            assert dst.cortex is not None
-            want = {g.id: g.version_hash for g in src.written if g.domain == d}
-            if self.anon[(a, b, d)]:
-                secret = anonymisation_secret(src.key)
-                derived = [derive_for(g, dst.peer, src.key, secret, anonymize=True,
-                                      scope=ShareScope()) for g in src.written if g.domain == d]
-                want = {g.id: g.version_hash for g in derived}
-            held = {g.id: g.version_hash for g in dst.cortex.genes()
-                    if g.origin == src.peer and g.domain == d}
-            if held != want:
-                self.fail(f"not converged: {d} from {a} to {b}: {len(held)} held of "
-                          f"{len(want)}")
-            self.stats["converged_pairs"] += 1
 
     # -- the run -----------------------------------------------------------------------------
     async def main(self) -> None:

@@ -1,0 +1,172 @@
+"""The invariants of the sovereign service simulation (`service_sim_sov.py`), kept
+apart from the harness that drives the services: an independent model of each
+organisation's own rules over time and of the newest proposal each node has received
+from each peer, and the checks made against it while genes flow and after settling.
+The module docstring of `service_sim_sov` lists the invariants.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Final, NoReturn
+
+from gd.genome.gene import Gene, GeneStatus, ShareScope
+from gd.node.store.audit import AuditKind
+from gd.node.store.ledger_store import Ledger
+from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
+from gd.protocol.sovereignty_anonymise import anonymisation_secret, derive_for
+
+# Markers of an original gene's identity; fixed width, so no serial is a prefix of another.
+SECRET_MARKS: Final = (b"secret-rule-", b"private-purpose-", b"tenant-")
+
+Pair = tuple[int, int, str]  # (from node, to node, domain)
+
+
+class SovInvariants:
+    """The model and the checks; `SovNet` fills the model as it acts and observes."""
+
+    nodes: list[Any]
+    allow: dict[Pair, bool]  # each org's own allow rule for (peer, domain), now
+    history: dict[Pair, list[tuple[float, bool]]]  # and when it changed
+    anon: dict[Pair, bool]
+    known: dict[Pair, tuple[int, ProposalKind]]  # newest proposal received, by stamp
+    revoke_heard: set[Pair]
+    revokes: list[int]  # revokes each node made (each must be on its ledger)
+    stats: Counter[str]
+
+    def fail(self, text: str) -> NoReturn:
+        raise NotImplementedError
+
+    def by_peer(self, peer: str) -> Any:
+        raise NotImplementedError
+
+    # -- the model -----------------------------------------------------------------------
+    def learned(self, node: Any, sender: str, proposal: Proposal) -> None:
+        pair = (node.index, self.by_peer(sender).index, proposal.rule.domain)
+        if proposal.kind is ProposalKind.REVOKE:
+            self.revoke_heard.add(pair)
+        if pair not in self.known or self.known[pair][0] < proposal.hlc:
+            self.known[pair] = (proposal.hlc, proposal.kind)
+
+    def allowed_since(self, pair: Pair, since: float) -> bool:
+        """Did the org's own rule allow the pair at `since` or at any moment after?"""
+        if self.allow[pair]:
+            return True
+        before = [ok for t, ok in self.history[pair] if t <= since]
+        return bool(before and before[-1]) or any(
+            ok for t, ok in self.history[pair] if t > since)
+
+    def check_send(self, node: Any, peer: str, gene: Gene) -> None:
+        """Invariant 1, the sender's side (and no forwarding)."""
+        to = self.by_peer(peer)
+        pair = (node.index, to.index, gene.domain)
+        if gene.origin != node.peer:
+            self.fail(f"node {node.index} forwarded {gene.id} of {gene.origin} to {to.index}")
+        if not self.allow[pair]:
+            self.fail(f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index} "
+                      "with no rule of its own allowing it")
+        known = self.known.get((node.index, to.index, gene.domain))
+        if known is None or known[1] is not ProposalKind.SHARE:
+            self.fail(f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index} "
+                      f"whose newest proposal it knows is {known}")
+        self.stats["sent"] += 1
+
+    def check_accept(self, node: Any, peer: str, gene: Gene, opened: float) -> None:
+        """Invariants 1 (the receiver's side) and 2."""
+        src = self.by_peer(peer)
+        if gene.origin != src.peer:
+            self.fail(f"node {node.index} accepted {gene.id} of {gene.origin} from "
+                      f"{src.index}: forwarded")
+        if not self.allowed_since((node.index, src.index, gene.domain), opened):
+            self.fail(f"node {node.index} accepted {gene.domain} gene {gene.id} from "
+                      f"{src.index}: its own rule never allowed that in this round")
+        blob = gene.encode()
+        originals = {g.id for g in src.written}
+        if self.anon[(src.index, node.index, gene.domain)]:
+            leaked = [m for m in SECRET_MARKS if m in blob]
+            leaked += [i for i in originals if i.encode() in blob]
+            if leaked:
+                self.fail(f"anonymised gene {gene.id} from {src.index} to {node.index} "
+                          f"carries {leaked[0]!r}")
+            self.stats["anonymised_in"] += 1
+        elif gene.id not in originals:
+            self.fail(f"gene {gene.id} from {src.index} to {node.index} is not an original")
+
+
+    # -- checks ----------------------------------------------------------------------------
+    def check_statuses(self) -> None:
+        """Invariant 3, and the service logs: no local failure anywhere."""
+        for node in self.nodes:
+            if node.cortex is None or node.gate is None:
+                continue
+            failed = [e for e in node.gate.log.events if e[0] == "error"]
+            if failed:
+                self.fail(f"node {node.index}: {failed[0]}")
+            for gene in node.cortex.genes():
+                if gene.origin == node.peer:
+                    continue
+                origin = self.by_peer(gene.origin).index
+                if gene.status is GeneStatus.ADAPTATION_PENDING:
+                    continue
+                if gene.status is GeneStatus.REVOKED and \
+                        (node.index, origin, gene.domain) in self.revoke_heard:
+                    continue
+                self.fail(f"node {node.index}: received gene {gene.id} is {gene.status}")
+
+    def check_audit_and_ledger(self) -> None:
+        """Invariant 4."""
+        sent: dict[int, set[tuple[str, str, bytes]]] = {}
+        received: dict[int, set[tuple[str, str, bytes]]] = {}
+        for node in self.nodes:
+            assert node.sov is not None and node.cortex is not None
+            report = node.sov.audit.verify()
+            if not report.ok:
+                self.fail(f"node {node.index} audit log: {report.reason}")
+            records = list(node.sov.audit.records())
+            sent[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
+                                if r.kind == AuditKind.GENE_SENT}
+            received[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
+                                    if r.kind == AuditKind.GENE_RECEIVED}
+            entries = list(Ledger(node.cortex.env).entries())
+            revocations = sum(1 for e in entries if e.kind == "revocation")
+            if revocations != self.revokes[node.index]:
+                self.fail(f"node {node.index}: {self.revokes[node.index]} revokes, "
+                          f"{revocations} on the ledger")
+            recorded = {(e.summary.get("peer"), e.summary.get("domain")) for e in entries
+                        if e.kind == "agreement"}
+            for (a, b, d), ok in sorted(self.allow.items()):
+                if a == node.index and ok and self.allow[(b, a, d)] and \
+                        (self.nodes[b].peer, d) not in recorded:
+                    self.fail(f"node {a}: the agreement with {b} on {d} is not on its ledger")
+        for node in self.nodes:
+            assert node.cortex is not None
+            for gene in node.cortex.genes():
+                if gene.origin == node.peer:
+                    continue
+                origin = self.by_peer(gene.origin)
+                if (origin.peer, gene.id, gene.version_hash) not in received[node.index]:
+                    self.fail(f"node {node.index} holds {gene.id} with no gene_received")
+                if (node.peer, gene.id, gene.version_hash) not in sent[origin.index]:
+                    self.fail(f"node {origin.index} sent {gene.id} to {node.index} with no "
+                              "gene_sent record")
+
+    def check_convergence(self) -> None:
+        """Invariant 5: every domain both sides allow has arrived, in the right form."""
+        for (a, b, d), ok in sorted(self.allow.items()):
+            if not ok or not self.allow[(b, a, d)]:
+                continue
+            src, dst = self.nodes[a], self.nodes[b]
+            assert dst.cortex is not None
+            want = {g.id: g.version_hash for g in src.written if g.domain == d}
+            if self.anon[(a, b, d)]:
+                secret = anonymisation_secret(src.key)
+                derived = [derive_for(g, dst.peer, src.key, secret, anonymize=True,
+                                      scope=ShareScope()) for g in src.written if g.domain == d]
+                want = {g.id: g.version_hash for g in derived}
+            held = {g.id: g.version_hash for g in dst.cortex.genes()
+                    if g.origin == src.peer and g.domain == d}
+            if held != want:
+                self.fail(f"not converged: {d} from {a} to {b}: {len(held)} held of "
+                          f"{len(want)}")
+            self.stats["converged_pairs"] += 1
+
