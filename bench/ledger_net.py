@@ -288,9 +288,20 @@ def _wait(predicate: Any, timeout: float, what: str) -> Any:
     raise RuntimeError(f"{what} not reached within {timeout} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], clients: int,
-                 per_submit: int) -> dict[str, Any]:
-    """Client threads submit `per_submit` statements at a time over the control sockets."""
+                 per_submit: int, pids: Sequence[int] = ()) -> dict[str, Any]:
+    """Client threads submit `per_submit` statements at a time over the control sockets.
+    With the nodes' `pids`, also their CPU time per committed entry (all nodes together):
+    on a shared machine it moves far less with other work than entries/s does."""
     work: deque[tuple[int, list[bytes]]] = deque(
         (i, [s.encoded for s in node_statements[j:j + per_submit]])
         for i, node_statements in enumerate(statements)
@@ -318,6 +329,7 @@ def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], cli
 
     total = sum(len(s) for s in statements)
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    cpu_before = sum(cpu_seconds(pid) for pid in pids)
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -326,10 +338,12 @@ def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], cli
     wall = time.perf_counter() - start
     if failures or len(latencies) != total:
         raise RuntimeError(f"{len(failures)} submissions failed: {failures[:3]}")
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
     return {"entries": total, "seconds": round(wall, 3),
             "entries_per_s": round(total / wall),
             "p50_ms": round(percentile(latencies, 50) * 1000, 1),
-            "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            **({"node_cpu_us_per_entry": round(cpu / total * 1e6)} if pids else {})}
 
 
 def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -347,7 +361,7 @@ def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             _wait(lambda: _status(solo_home[0]), PROCESS_START_S, "solo daemon up")
             base = process_load(solo_home, [signed(19, "psolo", per_node * 3)], args.clients,
-                                args.per_submit)
+                                args.per_submit, [p.pid for p in procs])
         finally:
             _stop(procs)
         rows.append({"setup": "region of one, gd-node run process (baseline)", **base,
@@ -359,7 +373,7 @@ def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:
                               for h in homes), PROCESS_START_S, "a leader")
             process_load(homes, [signed(n, "pwarm", 300) for n in (11, 12, 13)], 16, 10)
             raft = process_load(homes, [signed(n, "prun", per_node) for n in (11, 12, 13)],
-                                args.clients, args.per_submit)
+                                args.clients, args.per_submit, [p.pid for p in procs])
             _wait(lambda: len({(_status(h) or {}).get("size") for h in homes}) == 1,
                   60.0, "replicas at one size")
         finally:
