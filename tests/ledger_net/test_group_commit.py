@@ -179,9 +179,10 @@ async def test_concurrent_submissions_on_a_region_of_one_share_commits(region, n
         for i in range(32):
             inner.start_soon(submit, i)
     indices = sorted(r.index for rs in receipts.values() for r in rs)
-    assert indices == list(range(160))
-    assert 0 < d.ledger.solo_group.groups < 32  # shared commits, one fsync each
-    assert 0 < d.ledger.checks.groups < 32  # and shared signature checks
+    assert indices == list(range(160)), indices
+    shared = (d.ledger.solo_group.groups, d.ledger.checks.groups)
+    assert 0 < shared[0] < 32, shared  # shared commits, one fsync each
+    assert 0 < shared[1] < 32, shared  # and shared signature checks
     with pytest.raises(RemoteLedgerError):
         await d.ledger.submit([forged(statements(1, "x", 1)[0])], timeout_s=30)
     assert d.ledger.ledger.size == 160
@@ -199,9 +200,9 @@ async def test_concurrent_submissions_on_a_region_of_one_share_commits(region, n
     async with trio.open_nursery() as inner:
         inner.start_soon(mixed, "good", good)
         inner.start_soon(mixed, "bad", [*statements(1, "h", 2), forged(statements(1, "y", 1)[0])])
-    assert d.ledger.checks.groups == groups + 1  # both in one check
-    assert isinstance(outcomes["bad"], RemoteLedgerError)
-    assert [r.index for r in outcomes["good"]] == [160, 161, 162]
+    assert d.ledger.checks.groups == groups + 1, outcomes  # both in one check
+    assert isinstance(outcomes["bad"], RemoteLedgerError), outcomes
+    assert [r.index for r in outcomes["good"]] == [160, 161, 162], outcomes
     assert d.ledger.ledger.size == 163
     report = d.ledger.ledger.verify()
     assert report.ok, report.reason
