@@ -22,20 +22,16 @@ after `MAX_FAILURES` such batches in a row, every batch is checked inline.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 import threading
 from collections.abc import Sequence
 from typing import Any, Final
-
-import msgpack
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
 from gd.genome.gene import Gene
 from gd.node.services.verify_pool import default_workers
-from gd.node.services.verify_worker import check_raw, read_frame, write_frame
+from gd.node.services.verify_worker import check_raw
+from gd.node.services.worker_procs import WorkerFailed, WorkerProcess
 from gd.protocol.sync import verify_wire
 
 __all__ = ["MIN_BATCH", "ProcessVerifyPool", "check_raw"]
@@ -43,8 +39,6 @@ __all__ = ["MIN_BATCH", "ProcessVerifyPool", "check_raw"]
 # Below this many genes a batch is checked inline: the pipe round trip (~0.2 ms) and
 # the encoding are then a large part of the work.
 MIN_BATCH: Final = 64
-# How long `close` waits for a worker to exit at end of input before killing it.
-STOP_WAIT_S: Final = 5.0
 # After this many failed batches in a row the workers are not started again (a worker
 # that cannot start would otherwise cost a process start per batch): inline for good.
 MAX_FAILURES: Final = 3
@@ -54,50 +48,19 @@ WORKER_ARGS: tuple[str, ...] = ("-m", "gd.node.services.verify_worker")
 Verdict = tuple[Gene | None, str]
 
 
-class WorkerFailed(Exception):
-    """A worker died, or its answer is not one verdict per gene sent."""
-
-
-class _Worker:
-    """One `verify_worker` subprocess and its two pipes."""
+class _Worker(WorkerProcess):
+    """One `verify_worker` subprocess: a request is a list of encoded wire genes, the
+    reply one verdict per gene."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, *WORKER_ARGS],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        super().__init__(WORKER_ARGS)
 
-    def send(self, raws: list[bytes]) -> None:
-        assert self.proc.stdin is not None
-        try:
-            write_frame(self.proc.stdin, msgpack.packb(raws, use_bin_type=True))
-        except (BrokenPipeError, OSError, ValueError) as exc:
-            raise WorkerFailed(f"verify worker {self.proc.pid}: {exc}") from None
-
-    def receive(self, n: int) -> list[str | None]:
-        assert self.proc.stdout is not None
-        body = read_frame(self.proc.stdout)
-        if body is None:
-            raise WorkerFailed(f"verify worker {self.proc.pid} ended")
-        try:
-            out = msgpack.unpackb(body, raw=False)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
-            raise WorkerFailed(f"verify worker {self.proc.pid}: {exc}") from None
+    def receive_verdicts(self, n: int) -> list[str | None]:
+        out = self.receive()
         if not isinstance(out, list) or len(out) != n or not all(
                 v is None or isinstance(v, str) for v in out):
-            raise WorkerFailed(f"verify worker {self.proc.pid}: not {n} verdicts")
+            raise WorkerFailed(f"verify worker {self.pid}: not {n} verdicts")
         return out
-
-    def stop(self) -> None:
-        """End of input, then reap (killed if it does not exit in time)."""
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        try:
-            self.proc.wait(STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class ProcessVerifyPool:
@@ -158,16 +121,21 @@ class ProcessVerifyPool:
         """The workers' verdicts for `sent`, one contiguous chunk per worker (under the
         lock)."""
         if not self._procs:
+            started: list[_Worker] = []
             try:
-                self._procs = [_Worker() for _ in range(self.workers)]
-            except OSError as exc:
-                raise WorkerFailed(f"cannot start verify workers: {exc}") from None
+                for _ in range(self.workers):
+                    started.append(_Worker())
+            except WorkerFailed:
+                for worker in started:
+                    worker.stop()
+                raise
+            self._procs = started
         size = -(-len(sent) // len(self._procs)) or 1
         parts = [sent[i:i + size] for i in range(0, len(sent), size)]
         for worker, part in zip(self._procs, parts, strict=False):
             worker.send(part)
         return [v for worker, part in zip(self._procs, parts, strict=False)
-                for v in worker.receive(len(part))]
+                for v in worker.receive_verdicts(len(part))]
 
     def _stop_all(self) -> None:
         procs, self._procs = self._procs, []

@@ -4,24 +4,26 @@ Started by `gd.node.services.verify_procs.ProcessVerifyPool` as a plain subproce
 through multiprocessing: a spawned multiprocessing child first re-imports its parent's
 main module (the whole daemon, or a benchmark with libp2p and trio: ~1.5 s of CPU per
 worker, measured), this one imports only the checks. It reads requests from stdin and
-answers on stdout, one at a time, each a 4-byte big-endian length and a msgpack body:
-request = array of encoded wire genes, reply = array of verdicts (`check_raw`). It ends
-at end of input: when the pool closes it, or when its parent dies (the pipe closes with
-the parent, so a SIGKILLed daemon leaves no worker behind).
+answers on stdout, one at a time, each a 4-byte big-endian length and a msgpack body
+(`gd.node.services.worker_procs`, shared with the import signer): request = array of
+encoded wire genes, reply = array of verdicts (`check_raw`). It ends at end of input:
+when the pool closes it, or when its parent dies (the pipe closes with the parent, so a
+SIGKILLed daemon leaves no worker behind).
 """
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections.abc import Sequence
-from typing import IO, Final
+from typing import IO
 
 import msgpack
 
+from gd.node.services.worker_procs import FRAME, read_frame, write_frame
+from gd.node.services.worker_procs import serve as serve_frames
 from gd.protocol.sync import verify_wire
 
-FRAME: Final = struct.Struct(">I")
+__all__ = ["FRAME", "check_raw", "read_frame", "serve", "write_frame"]
 
 
 def check_raw(raws: Sequence[bytes]) -> list[str | None]:
@@ -47,29 +49,9 @@ def check_raw(raws: Sequence[bytes]) -> list[str | None]:
     return out
 
 
-def read_frame(stream: IO[bytes]) -> bytes | None:
-    """One length-prefixed frame, or None at end of input (or a cut frame)."""
-    head = stream.read(FRAME.size)
-    if len(head) < FRAME.size:
-        return None
-    (size,) = FRAME.unpack(head)
-    body = stream.read(size)
-    return body if len(body) == size else None
-
-
-def write_frame(stream: IO[bytes], body: bytes) -> None:
-    stream.write(FRAME.pack(len(body)) + body)
-    stream.flush()
-
-
 def serve(inp: IO[bytes], out: IO[bytes]) -> int:
     """Answer requests until end of input; the number answered."""
-    answered = 0
-    while (body := read_frame(inp)) is not None:
-        raws = msgpack.unpackb(body, raw=False)
-        write_frame(out, msgpack.packb(check_raw(raws), use_bin_type=True))
-        answered += 1
-    return answered
+    return serve_frames(inp, out, check_raw)
 
 
 if __name__ == "__main__":
