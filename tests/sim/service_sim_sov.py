@@ -270,6 +270,9 @@ class CheckedSender:
     def finish_batch(self, extra: Sequence[Gene] = ()) -> int:
         return int(self.view.finish_batch(extra))
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.view, name)  # whatever else the services ask the view
+
 
 class CheckedReceiver:
     """A sovereign receiver view whose every accepted gene is checked against the model."""
@@ -285,8 +288,13 @@ class CheckedReceiver:
             self.check(gene, self.opened)
         return ok
 
-    def finish_batch(self, refused: Sequence[RejectedGene] = ()) -> int:
-        return int(self.view.finish_batch(refused))
+    def finish_batch(self, refused: Sequence[RejectedGene] = (), **kwargs: Any) -> int:
+        return int(self.view.finish_batch(refused, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        # `begin_batch`, `audit_in`: the puller looks them up on the view (getattr), so
+        # the wrapper must not hide them, or the simulation runs another code path
+        return getattr(self.view, name)
 
 
 class SovNet(SovInvariants):
