@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,6 @@ DEFAULT_BATCH = 1000
 # Below this file size `genes import` signs in its own process: starting a pool of
 # workers (~0.5 s) costs more than it saves for ~1,000 lines.
 POOL_MIN_BYTES = 256 * 1024
-class ImportInterrupted(CortexError):
-    """The signing workers died (killed, out of memory): whole batches stay stored."""
 
 
 @dataclass
@@ -224,13 +221,10 @@ def import_genes(
                 flush()
 
     if processes > 1:
-        try:
-            with SignPool(key, processes) as pool:
-                run(pool)
-        except BrokenProcessPool:
-            raise ImportInterrupted(
-                f"a signing worker stopped at line {lines}: the lines before the last "
-                "batch are stored; run the import again to continue") from None
+        # A worker lost mid-import (killed, out of memory) costs speed, not lines: the
+        # pool signs the rest here, with the same stamps (`SignPool`).
+        with SignPool(key, processes) as pool:
+            run(pool)
     else:
         run(None)
     flush()

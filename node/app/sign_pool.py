@@ -14,24 +14,31 @@ The writer decides whether the gene is new (then it stores these bytes as they a
 already known (then it builds the edit itself, as before): the workers never read the
 Cortex, so signing batch n+1 while batch n is written cannot see a stale store.
 
-The key's seed goes to the workers once, at start, over the pool's pipe to processes
-this one started; it is never written anywhere.
+The workers are plain subprocesses (`gd.node.app.sign_worker`, speaking msgpack frames
+over stdin/stdout like the sync verifier's, ADR 0038), not multiprocessing `spawn`
+children, which re-imported the parent's main module (`gd.cli.main`: 1.66 s of CPU per
+worker) before signing a line (ADR 0039). The key's seed goes to each worker once, as
+its first frame, over the pipe to a process this one started; it is never written
+anywhere. A worker that dies, hangs or answers nonsense loses nothing: its chunks, and
+every chunk after them, are signed here instead with the same key and stamps, so the
+same bytes are stored (tested by killing a worker mid-import).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
+import queue
+import subprocess
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from gd.genome.errors import ValidationError
-from gd.genome.gene import Gene, GeneStatus
+from gd.genome.gene import GeneStatus
 from gd.genome.identity import NodeKey
+from gd.node.app.sign_worker import LineJob, LineResult, SignedLine, sign_lines
+from gd.node.services.worker_procs import STOP_WAIT_S, WorkerFailed, WorkerProcess
+
+__all__ = ["LineJob", "LineResult", "SignPool", "SignedLine", "StoredVersion", "sign_lines"]
 
 # Lines per task: big enough that the pipe round trip (~100 µs) is small beside the work
 # (~90 µs a line), small enough that the writer is not left waiting at the start.
@@ -39,22 +46,11 @@ CHUNK_LINES = 250
 # Tasks in flight per worker: one being signed, one queued, so no worker idles while the
 # writer collects; bounded so a huge file is never all in memory at once.
 AHEAD_PER_WORKER = 2
-# How often a worker checks that the importing process still lives.
-PARENT_CHECK_S = 0.2
-
-
-class SignedLine(NamedTuple):
-    """A line signed as a new gene: what the Cortex stores for it, nothing to re-encode.
-    A named tuple: it crosses the pipe for every line, and unpickles ~4x faster than a
-    frozen dataclass (0.6 against 2.4 µs)."""
-
-    line: int
-    id: str
-    domain: str
-    origin: str
-    wire_bytes: bytes
-    version_hash: bytes
-    has_synapses: bool
+# How long the writer waits for one chunk before it takes the worker for hung (a chunk
+# is ~25 ms of work; this is generous for a machine loaded many times over).
+CHUNK_WAIT_S = 120.0
+# What a worker runs, after the interpreter.
+WORKER_ARGS: tuple[str, ...] = ("-m", "gd.node.app.sign_worker")
 
 
 class StoredVersion(NamedTuple):
@@ -73,51 +69,68 @@ class StoredVersion(NamedTuple):
     failures: int = 0
 
 
-LineResult = SignedLine | tuple[int, str]
-# (line number, JSON text of the line, HLC stamp the writer assigned to it)
-LineJob = tuple[int, bytes, int]
-
-_KEY: NodeKey | None = None
-
-
-def _start_worker(seed: bytes, parent: int) -> None:
-    global _KEY
-    _KEY = NodeKey.from_seed(seed)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
-                     name="gd-sign-parent-watch").start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    """End this worker once the importing process is gone (SIGKILL, crash): an idle
-    worker blocks on its task pipe and would otherwise outlive it, holding the key."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_S)
-    os._exit(1)
-
-
-def sign_lines(jobs: list[LineJob]) -> list[LineResult]:
-    """Parse, check and sign each line as a new gene (runs in a worker process)."""
-    from gd.node.app.import_lines import parse_line  # the worker imports it once
-
-    key = _KEY
-    if key is None:
-        raise RuntimeError("sign_lines runs in a SignPool worker")
+def _as_results(reply: Any, chunk: list[LineJob]) -> list[LineResult]:
+    """A worker's reply to `chunk` as results; `WorkerFailed` unless it is one result
+    per line, in order, each shaped as `sign_lines` makes it."""
+    if not isinstance(reply, list) or len(reply) != len(chunk):
+        raise WorkerFailed(f"not {len(chunk)} results")
     out: list[LineResult] = []
-    for number, text, stamp in jobs:
-        spec = parse_line(number, text)
-        if isinstance(spec, tuple):
-            out.append(spec)
-            continue
-        try:
-            gene = Gene.create(key, domain=spec.domain, name=spec.name, codons=spec.codons,
-                               action=spec.action, params=spec.params,
-                               purpose=spec.purpose, hlc=stamp, gene_id=spec.gene_id)
-        except ValidationError as exc:
-            out.append((number, str(exc)))
-            continue
-        out.append(SignedLine(number, gene.id, gene.domain, gene.origin, gene.wire_bytes,
-                              gene.version_hash, bool(spec.synapses)))
+    for (number, _, _), item in zip(chunk, reply, strict=True):
+        if not isinstance(item, list) or not item or item[0] != number:
+            raise WorkerFailed(f"no result for line {number}")
+        if len(item) == len(SignedLine._fields):
+            out.append(SignedLine(*item))
+        elif len(item) == 2 and isinstance(item[1], str):
+            out.append((number, item[1]))
+        else:
+            raise WorkerFailed(f"a malformed result for line {number}")
     return out
+
+
+class _Signer:
+    """One worker process and the thread that reads its replies (so the writer never
+    blocks writing a chunk to a worker that is itself blocked writing a reply)."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.proc = WorkerProcess(WORKER_ARGS)
+        self.replies: queue.Queue[Any] = queue.Queue()
+        self.proc.send(seed)
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"gd-sign-reader-{self.proc.pid}")
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                reply = self.proc.receive()
+            except WorkerFailed as exc:
+                self.replies.put(exc)
+                return
+            self.replies.put(reply)
+
+    def take(self, chunk: list[LineJob]) -> list[LineResult]:
+        try:
+            reply = self.replies.get(timeout=CHUNK_WAIT_S)
+        except queue.Empty:
+            raise WorkerFailed(f"sign worker {self.proc.pid} gave no answer in "
+                               f"{CHUNK_WAIT_S:.0f} s") from None
+        if isinstance(reply, WorkerFailed):
+            raise reply
+        return _as_results(reply, chunk)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """End of input (or SIGKILL), reap the worker, then its reader."""
+        proc = self.proc.proc
+        if kill and proc.poll() is None:
+            proc.kill()
+        self.proc.end_input()
+        try:
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._reader.join(timeout=STOP_WAIT_S)  # the worker is gone: its output ends
+        self.proc.stop()  # closes the output pipe; the process is already reaped
 
 
 class SignPool:
@@ -127,33 +140,72 @@ class SignPool:
         if workers < 1:
             raise ValueError("a SignPool needs at least one worker")
         self.workers = workers
-        # spawn, not fork: the daemon that imports has threads (trio, LMDB writers), and
-        # a forked child of a threaded process may inherit a held lock.
-        self._pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker, initargs=(key.seed, os.getpid()))
+        self._key = key
+        self._signers: list[_Signer] = []
+        self.lost = False  # a worker failed: the rest is signed in this process
+        try:
+            for _ in range(workers):
+                self._signers.append(_Signer(key.seed))
+        except WorkerFailed:
+            self._give_up()
+
+    @property
+    def pids(self) -> list[int]:
+        """The running workers' process ids (empty once they are given up)."""
+        return [s.proc.pid for s in self._signers]
+
+    def _give_up(self) -> None:
+        self.lost = True
+        signers, self._signers = self._signers, []
+        for signer in signers:
+            signer.stop(kill=True)
 
     def results(self, jobs: Iterable[LineJob]) -> Iterator[LineResult]:
         """Each job's result, in job order; at most `workers * AHEAD_PER_WORKER` chunks
         are read ahead of what the caller has taken."""
-        window: deque[Future[list[LineResult]]] = deque()
+        window: deque[tuple[_Signer | None, list[LineJob]]] = deque()
         limit = self.workers * AHEAD_PER_WORKER
+        turn = 0
+
+        def submit(chunk: list[LineJob]) -> None:
+            nonlocal turn
+            signer = self._signers[turn % len(self._signers)] if self._signers else None
+            turn += 1
+            if signer is not None:
+                try:
+                    signer.proc.send(chunk)
+                except WorkerFailed:
+                    self._give_up()
+                    signer = None
+            window.append((signer, chunk))
+
+        def take() -> list[LineResult]:
+            signer, chunk = window.popleft()
+            if signer is not None and not self.lost:
+                try:
+                    return signer.take(chunk)
+                except WorkerFailed:
+                    self._give_up()
+            return sign_lines(self._key, chunk)
+
         chunk: list[LineJob] = []
         for job in jobs:
             chunk.append(job)
             if len(chunk) >= CHUNK_LINES:
-                window.append(self._pool.submit(sign_lines, chunk))
+                submit(chunk)
                 chunk = []
                 if len(window) >= limit:
-                    yield from window.popleft().result()
+                    yield from take()
         if chunk:
-            window.append(self._pool.submit(sign_lines, chunk))
+            submit(chunk)
         while window:
-            yield from window.popleft().result()
+            yield from take()
 
     def close(self) -> None:
-        """Stop the workers (queued chunks are dropped) and reap them."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers (chunks in flight are dropped) and reap them."""
+        signers, self._signers = self._signers, []
+        for signer in signers:
+            signer.stop()
 
     def __enter__(self) -> SignPool:
         return self

@@ -96,6 +96,12 @@ class WorkerProcess:
                 msgpack.StackError) as exc:
             raise WorkerFailed(f"worker {self.proc.pid}: {exc}") from None
 
+    def end_input(self) -> None:
+        """Close the worker's input: it finishes what it holds and exits."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
     def stop(self) -> None:
         """End of input, then reap (killed if it does not exit in time)."""
         for pipe in (self.proc.stdin, self.proc.stdout):

@@ -1,6 +1,6 @@
 """`genes import` of a big file with a daemon running: the CLI hands it to the daemon
-(one writer), whose importer signs in a pool of spawned processes (the daemon has
-threads: trio, LMDB writers). Every line is stored, signed by the node's key, the
+(one writer), whose importer signs in a pool of worker subprocesses
+(`python -m gd.node.app.sign_worker`, ADR 0039). Every line is stored, signed by the node's key, the
 progress reaches the CLI, and no signing worker is left behind."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def home() -> Iterator[Home]:
 
 
 def signing_workers(pid: int) -> list[int]:
-    """Children of `pid` started by multiprocessing's spawn (not its resource tracker)."""
+    """Children of `pid` that are signing workers."""
     out = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
@@ -63,7 +63,7 @@ def signing_workers(pid: int) -> list[int]:
                 cmd = Path(f"/proc/{child}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"spawn_main" in cmd:
+            if b"gd.node.app.sign_worker" in cmd:
                 out.append(int(child))
     return out
 
@@ -91,12 +91,24 @@ def test_a_big_import_through_the_daemon_signs_in_a_pool_and_stores_every_line(
                 break
             except (ControlError, OSError):
                 time.sleep(0.1)
-        done = subprocess.run([str(GD_NODE), "genes", "import", str(source), "--batch",
-                               "500", "--home", str(home.root), "--json"],
-                              capture_output=True, text=True, timeout=IMPORT_TIMEOUT_S,
-                              check=False)
-        assert done.returncode == 0, done.stderr[-1000:]
-        report = json.loads(done.stdout)
+        importing = subprocess.Popen([str(GD_NODE), "genes", "import", str(source),
+                                      "--batch", "500", "--home", str(home.root), "--json"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        seen: set[int] = set()  # the daemon's signing workers, while the import runs
+        deadline = time.monotonic() + IMPORT_TIMEOUT_S
+        while importing.poll() is None and time.monotonic() < deadline:
+            seen.update(signing_workers(daemon.pid))
+            time.sleep(0.02)
+        try:
+            stdout, stderr = importing.communicate(timeout=30)
+        finally:
+            if importing.poll() is None:
+                importing.kill()
+                importing.wait()
+        assert importing.returncode == 0, stderr[-1000:]
+        assert seen, "no signing worker ran in the daemon"
+        report = json.loads(stdout)
         assert (report["added"], report["rejected"]) == (LINES, [])
         assert call(home, "writes_served")["writes"] == 1  # the daemon wrote it
         # The pool is shut down with the import: its workers are gone.

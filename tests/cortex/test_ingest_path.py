@@ -83,20 +83,19 @@ def test_parallel_import_stores_what_the_serial_import_stores(tmp_path):
     assert stored[1][next(iter(stored[1]))][0] in (1, 2)
 
 
-def test_a_sign_pool_worker_produces_the_bytes_gene_create_produces(monkeypatch):
+def test_a_sign_pool_worker_produces_the_bytes_gene_create_produces():
     """What a worker ships back for a line is exactly what the in-process path would
     store for it (same stamp), and it refuses what `parse_line` refuses, alike."""
     from gd.node.app import sign_pool
     from gd.node.app.import_lines import parse_line
 
-    monkeypatch.setattr(sign_pool, "_KEY", KEY)  # what a worker's initializer sets
     texts = [json.dumps(line(i)).encode() for i in range(20)]
     texts[3] = json.dumps(dict(line(3), action="no-such-action")).encode()
     texts[7] = b"{not json"
     with_synapse = dict(line(9), synapses=[{"target": "rule-1"}])
     texts[9] = json.dumps(with_synapse).encode()
     jobs = [(n + 1, text, 5000 + n) for n, text in enumerate(texts)]
-    results = sign_pool.sign_lines(jobs)
+    results = sign_pool.sign_lines(KEY, jobs)
     assert len(results) == len(jobs)
     for (number, text, stamp), result in zip(jobs, results, strict=True):
         spec = parse_line(number, text)
