@@ -6,7 +6,7 @@ own fsync'd transaction and audited in another before the next request went out,
 backfill of 100k genes was ~400 strictly sequential round trips, each waiting on both
 sides' disks. Here up to `FETCH_WINDOW` requests are in flight (the responder answers in
 order on the one stream), answers are verified as they come, and the verified answers
-that are waiting are applied together in ONE transaction and audited in one more
+that are waiting are applied together, with their audit records, in ONE transaction
 (at most `APPLY_GROUP` answers a group): the same checks, records and fsyncs per gene
 as before, fewer fsyncs per gene, and the two sides' work overlaps.
 
@@ -24,6 +24,7 @@ import trio
 
 from gd.genome.gene import Gene
 from gd.node.net.streams import FramedStream
+from gd.node.services.sync_group import AuditIn, commit_audited
 from gd.node.services.sync_state import RoundStats
 from gd.node.services.sync_views import ReceiverView
 from gd.node.store.sync_store import ApplyStats
@@ -100,6 +101,14 @@ def _verified_only(gene: Gene) -> bool:
     return True
 
 
+def _apply_fetched(svc: SyncService, peer: str, good: list[Gene], audit: AuditIn | None
+                   ) -> list[ApplyStats]:
+    """Fetched genes are no position in the peer's feed: no checkpoint moves."""
+    if audit is None:  # a view that audits after the apply (and stores that stand in)
+        return [svc.store.apply_batch(peer, good, None)]
+    return svc.store.apply_batches([(peer, good, None)], audit=audit)
+
+
 async def _apply_group(svc: SyncService, view: ReceiverView, peer: str,
                        group: list[FetchedVersions], stats: RoundStats) -> None:
     verified = [g for fetched in group for g in fetched.good]
@@ -112,10 +121,10 @@ async def _apply_group(svc: SyncService, view: ReceiverView, peer: str,
                 good.append(gene)
             else:
                 refused.append(RejectedGene(gene.id, POLICY_REFUSAL))
-        applied = svc.store.apply_batch(peer, good, None)
+        # The genes and their audit records in one transaction (ADR 0040).
+        applied = commit_audited(partial(_apply_fetched, svc, peer, good), view)[0]
         if svc.on_received is not None:
             svc.on_received(peer, good)
-        view.finish_batch(applied.refused)
         return applied
 
     applied = await trio.to_thread.run_sync(apply)

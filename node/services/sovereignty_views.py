@@ -5,7 +5,7 @@ The sender view serves one receiver through an `OutboundFilter` (it may send a d
 anonymised gene) and writes one `gene_sent` record per gene once a batch is final, before
 it is sent;
 the receiver view takes genes through an `InboundFilter` and writes `gene_received` /
-`gene_refused` records once its batch is applied.
+`gene_refused` records in the transaction that applies its batch.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from gd.protocol.sync import RejectedGene
 
 if TYPE_CHECKING:
     from gd.node.services.sovereignty_service import SovereigntyService
+    from gd.node.store.lmdb_tables import Txn
 
 
 # Distinct kinds of gene (`_item_form`) whose decision one view remembers.
@@ -117,7 +118,9 @@ class SovereignSenderView:
 
 class SovereignReceiverView:
     """`ReceiverView` for one sender: `InboundFilter` on a policy snapshot taken once per
-    batch; writes `gene_received` / `gene_refused` records after the batch applies."""
+    batch; writes `gene_received` / `gene_refused` records in the transaction that
+    applies the batch (`audit_in`), or after it (`finish_batch`) for callers that
+    apply without one."""
 
     def __init__(self, service: SovereigntyService, sender: PeerInfo) -> None:
         self.sender = sender
@@ -140,12 +143,14 @@ class SovereignReceiverView:
         a revocation made meanwhile went unseen (tests/sim/fedsim.py, seed 6)."""
         self._snapshot = None
 
-    def finish_batch(self, refused_on_apply: Sequence[RejectedGene] = ()) -> int:
-        """Audit the batch: what the store refused after our filter accepted it is
-        recorded as refused, with the store's reason (never as received)."""
+    def _judged(self, refused_on_apply: Sequence[RejectedGene]
+                ) -> tuple[list[tuple[Gene, ShareDecision]], list[tuple[Gene, ShareDecision]]]:
+        """(accepted, refused) of the genes judged since the last `finish_batch`: what
+        the store refused after our filter accepted it counts as refused, with the
+        store's reason (never as received). Reads the view; changes nothing."""
         why = {r.gene_id: r.reason for r in refused_on_apply}
         accepted: list[tuple[Gene, ShareDecision]] = []
-        refused: list[tuple[Gene, ShareDecision]] = self._filter.refused
+        refused: list[tuple[Gene, ShareDecision]] = list(self._filter.refused)
         for gene, decision in self._filter.accepted:
             if gene.id in why:
                 refused.append((gene, replace(
@@ -153,6 +158,24 @@ class SovereignReceiverView:
                     steps=(*decision.steps, f"refused by the store: {why[gene.id]}"))))
             else:
                 accepted.append((gene, decision))
+        return accepted, refused
+
+    def audit_in(self, txn: Txn, refused_on_apply: Sequence[RejectedGene] = ()) -> int:
+        """Write the records `finish_batch` would, inside the transaction that applies
+        the genes (`SyncStore.apply_batches(audit=...)`): a kill between the apply and
+        a second audit transaction kept stored genes without `gene_received` records
+        (ADR 0037). Changes no view state, since `Cortex.write` may run it twice; the
+        caller then says `finish_batch(refused, audited=True)`."""
+        accepted, refused = self._judged(refused_on_apply)
+        return self._service.audit.received_in(txn, self.sender.peer_id, accepted, refused)
+
+    def finish_batch(self, refused_on_apply: Sequence[RejectedGene] = (), *,
+                     audited: bool = False) -> int:
+        """Audit the batch (unless `audit_in` already did, in the apply's transaction)
+        and start the next; returns how many genes were judged."""
+        accepted, refused = self._judged(refused_on_apply)
         self._filter.accepted, self._filter.refused = [], []
         self._snapshot = None  # the next batch sees a revocation made meanwhile
+        if audited:
+            return len(accepted) + len(refused)
         return self._service.audit.record_received(self.sender.peer_id, accepted, refused)

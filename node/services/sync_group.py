@@ -24,7 +24,13 @@ from typing import Final
 
 from gd.genome.gene import Gene
 from gd.node.gc_tuning import batch_gc
+from gd.node.services.sync_views import ReceiverView
+from gd.node.store.lmdb_tables import Txn
 from gd.node.store.sync_store import ApplyStats, SyncStore
+from gd.protocol.sync import RejectedGene
+
+# Writes a group's audit records inside the transaction that applies it.
+AuditIn = Callable[[Txn, list[ApplyStats]], object]
 
 # A group holds at most this many batches (8 x 256 genes: one fsync per ~2k genes) ...
 MAX_GROUP_BATCHES: Final = 8
@@ -89,15 +95,20 @@ class GroupCommit:
                 or self._genes >= self.max_genes
                 or self._now() - self._first_at >= self.max_age_s)
 
-    def commit(self) -> list[tuple[StagedBatch, ApplyStats]]:
-        """Apply every staged batch, in order, in one transaction; returns each batch
-        with what it did. On an error nothing was committed and the batches stay
-        staged (the caller ends the round; they are fetched again)."""
+    def commit(self, audit: AuditIn | None = None) -> list[tuple[StagedBatch, ApplyStats]]:
+        """Apply every staged batch, in order, in one transaction, with `audit(txn,
+        stats)` writing the group's audit records in it; returns each batch with what
+        it did. On an error nothing was committed and the batches stay staged (the
+        caller ends the round; they are fetched again)."""
         if not self._staged:
             return []
         group = list(self._staged)
+        batches = [(b.sender, b.genes, b.upto) for b in group]
         with batch_gc():
-            stats = self.store.apply_batches([(b.sender, b.genes, b.upto) for b in group])
+            # Only a caller with an audit passes it on: stores that stand in for
+            # `SyncStore` (the simulations' sabotage stores) take the batches alone.
+            stats = (self.store.apply_batches(batches) if audit is None
+                     else self.store.apply_batches(batches, audit=audit))
         self._staged.clear()
         self._bytes = self._genes = 0
         self.commits += 1
@@ -110,3 +121,30 @@ class GroupCommit:
         self._staged.clear()
         self._bytes = self._genes = 0
         return n
+
+
+def commit_audited(apply: Callable[[AuditIn | None], list[ApplyStats]],
+                   view: ReceiverView) -> list[ApplyStats]:
+    """`apply(audit)` a group with the receiver view's records in its transaction, then
+    close the view's batch: the genes and their `gene_received` / `gene_refused`
+    records commit together (ADR 0040). A view without `audit_in` (the plain
+    `AcceptView`, the simulations' wrappers) is told after the commit, as before."""
+    audit_in: Callable[[Txn, list[RejectedGene]], object] | None = getattr(
+        view, "audit_in", None)
+    finish: Callable[..., object] = view.finish_batch
+    if audit_in is None:
+        applied = apply(None)
+        finish(refused_of(applied))
+        return applied
+
+    def audit(txn: Txn, stats: list[ApplyStats]) -> None:
+        audit_in(txn, refused_of(stats))
+
+    applied = apply(audit)
+    finish(refused_of(applied), audited=True)
+    return applied
+
+
+def refused_of(stats: Sequence[ApplyStats]) -> list[RejectedGene]:
+    """The genes the store refused in a group, in order (the view audits them)."""
+    return [r for s in stats for r in s.refused]

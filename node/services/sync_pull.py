@@ -17,7 +17,7 @@ import trio
 
 from gd.genome.gene import Gene
 from gd.node.gc_tuning import batch_gc
-from gd.node.services.sync_group import GroupCommit
+from gd.node.services.sync_group import AuditIn, GroupCommit, StagedBatch, commit_audited
 from gd.node.services.sync_state import PeerSyncState, RoundStats
 from gd.node.store.sync_store import ApplyStats
 from gd.protocol.sync import SyncReceiver
@@ -93,11 +93,15 @@ class FeedPuller:
                     return round_.apply(opened)
 
             def commit() -> list[ApplyStats]:
-                """The staged group in one transaction, then its audit records (the
-                view judged every gene accepted since the last commit)."""
-                done = group.commit()
-                applied = [s for _, s in done]
-                view.finish_batch([r for s in applied for r in s.refused])
+                """The staged group and its audit records (the view judged every gene
+                accepted since the last commit) in one transaction."""
+                done: list[tuple[StagedBatch, ApplyStats]] = []
+
+                def apply(audit: AuditIn | None) -> list[ApplyStats]:
+                    done.extend(group.commit(audit))
+                    return [s for _, s in done]
+
+                applied = commit_audited(apply, view)
                 if svc.on_received is not None:
                     for batch, _ in done:
                         svc.on_received(batch.sender, batch.genes)

@@ -13,8 +13,9 @@ so editing, removing or reordering any stored record breaks the chain at that in
 (the newest records removed): `head()` gives (size, hash) for anchoring on the ledger,
 the way Certificate Transparency logs publish signed tree heads.
 
-A record can be appended inside a caller's LMDB transaction (`append_in`), so a policy
-change and its audit record commit together or not at all.
+A record can be appended inside a caller's LMDB transaction (`append_in`, and
+`append_many_in` for a batch), so a policy change and its audit record, or a received
+gene and its `gene_received` record, commit together or not at all.
 
 Gene names, purposes and parameters are never written here: ids and hashes suffice to
 answer "who got what", and the log must stay clean after a right-to-deletion request.
@@ -26,7 +27,7 @@ import csv
 import io
 import json
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -155,22 +156,45 @@ class AuditLog:
                   rule: str = "", detail: Mapping[str, Any] | None = None,
                   time_ms: int | None = None) -> AuditRecord:
         """Append one record inside `txn` (it commits with the caller's other writes)."""
+        return self.append_many_in(txn, [(kind, dict(
+            peer=peer, gene_id=gene_id, version_hash=version_hash, direction=direction,
+            rule=rule, detail=detail, time_ms=time_ms))])[0]
+
+    def append_many_in(self, txn: Txn, entries: Sequence[tuple[str, Mapping[str, Any]]]
+                       ) -> list[AuditRecord]:
+        """Append `(kind, fields)` records, in order, inside `txn`: the log's tail is
+        read once and (index, hash) carried from each record to the next, so a batch
+        of N records costs one tail read, not N (issue 15). The stored bytes are
+        exactly those of N `append_in` calls. `fields` are `append_in`'s keywords."""
+        if not entries:
+            return []
+        index, prev = self._tail(txn)
+        out = []
+        for kind, fields in entries:
+            record = self._record(index, prev, kind, **fields)
+            txn.put(_U64.pack(index), canonical.encode(
+                {"body": record.body(), "hash": record.hash, "prev": prev}), db=self.db)
+            out.append(record)
+            index, prev = index + 1, record.hash
+        audit_signal.appended(self.cortex)  # the daemon acts on it: no size poll
+        return out
+
+    def _record(self, index: int, prev: bytes, kind: str, *, peer: str = "",
+                gene_id: str = "", version_hash: bytes = b"", direction: str = "",
+                rule: str = "", detail: Mapping[str, Any] | None = None,
+                time_ms: int | None = None) -> AuditRecord:
+        """One checked record at `index`, linked to `prev`, with its hash."""
         checks.slug("kind", kind)
         for name, value in (("peer", peer), ("gene_id", gene_id), ("direction", direction),
                             ("rule", rule)):
             checks.text(name, value, 256)
         if not isinstance(version_hash, bytes) or len(version_hash) not in (0, 32):
             raise ValidationError("version_hash", "expected 32 bytes or none")
-        index, prev = self._tail(txn)
         now_ms = int(self.clock.wall() * 1000)
         record = AuditRecord(index, now_ms if time_ms is None else checks.uint(
             "time_ms", time_ms), kind, peer, gene_id, version_hash, direction, rule,
             MappingProxyType(_detail(detail)), prev)
-        digest = chain_hash(prev, record.body())
-        txn.put(_U64.pack(index), canonical.encode(
-            {"body": record.body(), "hash": digest, "prev": prev}), db=self.db)
-        audit_signal.appended(self.cortex)  # the daemon acts on it: no size poll
-        return replace(record, hash=digest)
+        return replace(record, hash=chain_hash(prev, record.body()))
 
     def append(self, kind: str, **fields: Any) -> AuditRecord:
         """Append one record in its own transaction."""
@@ -187,46 +211,56 @@ class AuditLog:
             raise AuditError(f"the last audit record is unreadable ({exc}): run "
                              "`gd-node audit verify`") from None
 
-    # -- reading ------------------------------------------------------------------------
     def record_sent(self, peer: str, sent: Iterable[SentGene], *,
                     time_ms: int | None = None) -> int:
         """One record per gene a sync batch carried to `peer` (what `OutboundFilter`
         lists), all in one transaction; returns how many."""
         items = list(sent)
+        return self.cortex.write(
+            lambda txn: self.sent_in(txn, peer, items, time_ms=time_ms)) if items else 0
 
-        def run(txn: Txn) -> int:
-            for item in items:
-                detail: dict[str, Any] = {}
-                if item.outgoing is not item.original:
-                    detail = {"source_id": item.original.id,
-                              "source_version": item.original.version,
-                              "anonymized": item.decision.anonymize}
-                self.append_in(txn, AuditKind.GENE_SENT, peer=peer,
-                               gene_id=item.outgoing.id,
-                               version_hash=item.outgoing.version_hash, direction="out",
-                               rule=item.decision.rule_id, detail=detail, time_ms=time_ms)
-            return len(items)
-
-        return self.cortex.write(run) if items else 0
+    def sent_in(self, txn: Txn, peer: str, sent: Sequence[SentGene], *,
+                time_ms: int | None = None) -> int:
+        """`record_sent` inside the caller's transaction."""
+        entries: list[tuple[str, Mapping[str, Any]]] = []
+        for item in sent:
+            detail: dict[str, Any] = {}
+            if item.outgoing is not item.original:
+                detail = {"source_id": item.original.id,
+                          "source_version": item.original.version,
+                          "anonymized": item.decision.anonymize}
+            entries.append((AuditKind.GENE_SENT, dict(
+                peer=peer, gene_id=item.outgoing.id,
+                version_hash=item.outgoing.version_hash, direction="out",
+                rule=item.decision.rule_id, detail=detail, time_ms=time_ms)))
+        return len(self.append_many_in(txn, entries))
 
     def record_received(self, peer: str, accepted: Iterable[tuple[Gene, ShareDecision]],
                         refused: Iterable[tuple[Gene, ShareDecision]] = (), *,
                         time_ms: int | None = None) -> int:
         """One record per gene `InboundFilter` accepted or refused from `peer`."""
+        acc, ref = list(accepted), list(refused)
+        if not acc and not ref:
+            return 0
+        return self.cortex.write(
+            lambda txn: self.received_in(txn, peer, acc, ref, time_ms=time_ms))
+
+    def received_in(self, txn: Txn, peer: str,
+                    accepted: Sequence[tuple[Gene, ShareDecision]],
+                    refused: Sequence[tuple[Gene, ShareDecision]] = (), *,
+                    time_ms: int | None = None) -> int:
+        """`record_received` inside the caller's transaction: the receiver writes a
+        group's records in the transaction that stores its genes, so a crash keeps
+        both or neither (a stored gene always has its `gene_received` record)."""
         items = [(AuditKind.GENE_RECEIVED, g, d) for g, d in accepted]
         items += [(AuditKind.GENE_REFUSED, g, d) for g, d in refused]
+        return len(self.append_many_in(txn, [(kind, dict(
+            peer=peer, gene_id=gene.id, version_hash=gene.version_hash, direction="in",
+            rule=decision.rule_id,
+            detail={} if decision.allowed else {"reason": decision.reason},
+            time_ms=time_ms)) for kind, gene, decision in items]))
 
-        def run(txn: Txn) -> int:
-            for kind, gene, decision in items:
-                self.append_in(txn, kind, peer=peer, gene_id=gene.id,
-                               version_hash=gene.version_hash, direction="in",
-                               rule=decision.rule_id,
-                               detail={} if decision.allowed else {"reason": decision.reason},
-                               time_ms=time_ms)
-            return len(items)
-
-        return self.cortex.write(run) if items else 0
-
+    # -- reading ------------------------------------------------------------------------
     def __len__(self) -> int:
         with self.cortex.env.begin() as txn:
             return int(txn.stat(self.db)["entries"])

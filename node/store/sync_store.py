@@ -190,13 +190,17 @@ class SyncStore:
         not a position in the sender's feed. Returns what this batch did."""
         return self.apply_batches([(sender, genes, upto)])[0]
 
-    def apply_batches(self, batches: Sequence[tuple[str, Sequence[Gene], int | None]]
+    def apply_batches(self, batches: Sequence[tuple[str, Sequence[Gene], int | None]],
+                      audit: Callable[[Txn, list[ApplyStats]], object] | None = None
                       ) -> list[ApplyStats]:
         """`apply_batch` of several batches, in order, in ONE transaction (one fsync):
         the receiver's group commit (`gd.node.services.sync_group`). Each batch sees the
         ones before it, exactly as if applied one by one, and each sender's checkpoint
         ends at its last batch's `upto` in the same commit as the genes, so a crash
-        keeps all of them or none. Returns one `ApplyStats` per batch."""
+        keeps all of them or none. `audit(txn, stats)` then writes the group's audit
+        records in the same transaction (a gene is never stored without its record;
+        an error there stores nothing); it may run twice when the map grows, so it
+        acts only through `txn`. Returns one `ApplyStats` per batch."""
 
         def run_all(txn: Txn) -> list[ApplyStats]:
             # The genes' writes gathered per table (ADR 0038): same records, less B-tree
@@ -205,6 +209,8 @@ class SyncStore:
             out = [self._apply_in(txn, sender, genes, upto, puts)
                    for sender, genes, upto in batches]
             puts.close()
+            if audit is not None:
+                audit(txn, out)
             return out
 
         out = self.cortex.write(run_all)
