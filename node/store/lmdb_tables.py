@@ -128,6 +128,12 @@ class GatheredWrites(TableWrites):
             found = self._puts[table] = []
         return found
 
+    def appended(self, table: str) -> list[tuple[bytes, bytes]]:
+        """`items` of a table whose keys only grow (the change feed): the same as calling
+        `put` with `append=True` for each."""
+        self._appended.add(table)
+        return self.items(table)
+
     def flush(self) -> None:
         for table, key in self._deletes:
             self.txn.delete(key, db=self._dbs[table])
