@@ -79,13 +79,6 @@ def check_signatures(statements: Sequence[LedgerEntry]) -> list[int]:
     return [s + i for s, f in zip(starts, futures, strict=True) for i in f.result()]
 
 
-def forged_flags(statements: list[LedgerEntry]) -> list[bool]:
-    """`check_signatures` as one flag per statement (True: its signature does not verify),
-    the shape a `GroupCommitter` of checks hands back to each caller."""
-    bad = set(check_signatures(statements))
-    return [i in bad for i in range(len(statements))]
-
-
 class CheckedStatements:
     """Statements whose signature this node has checked, by the SHA-256 of their exact
     bytes (any thread): the apply of a statement checked at submit need not check it
@@ -213,80 +206,3 @@ class GroupCommitter(Generic[T, R]):
             request.results = results[offset:offset + len(request.items)]
             offset += len(request.items)
             request.done.set()
-
-
-# Statements of concurrent submissions checked in one worker-thread hand-off (issue 15:
-# with one hand-off per submission, waking threads took a third of the loop's time under
-# load). 2,048 Ed25519 checks are ~55 ms on two cores, so no group waits long.
-MAX_CHECK_GROUP: Final = 2048
-
-
-class SubmitChecks:
-    """The signature check of submitted statements: once `run` runs, the submissions
-    that arrive together are checked together (one hand-off to a worker thread), with
-    one group per core in flight so a submission never waits behind a running group
-    while a core is free. Before `run`, each is checked alone. A check has no side
-    effect, so a forged statement only ever fails its own caller."""
-
-    def __init__(self, max_items: int = MAX_CHECK_GROUP, groups: int | None = None) -> None:
-        self.max_items = max_items
-        self._slots = trio.Semaphore(groups or _workers())
-        self._pending: list[_Request[LedgerEntry, bool]] = []
-        self._wake = trio.Event()
-        self.running = False
-        self.groups = 0  # checks handed to a thread, for tests and metrics
-
-    async def forged(self, statements: Sequence[LedgerEntry]) -> list[int]:
-        """Positions of the statements whose signature does not verify."""
-        if not self.running:
-            return await trio.to_thread.run_sync(check_signatures, statements)
-        request: _Request[LedgerEntry, bool] = _Request(statements)
-        self._pending.append(request)
-        self._wake.set()
-        await request.done.wait()
-        if request.error is not None:
-            raise request.error
-        assert request.results is not None
-        return [i for i, forged in enumerate(request.results) if forged]
-
-    async def run(self) -> None:
-        """Check groups until cancelled (the service's nursery); callers still waiting
-        then get an error."""
-        self.running = True
-        try:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    if not self._pending:
-                        await self._wake.wait()
-                        self._wake = trio.Event()
-                        continue
-                    await self._slots.acquire()
-                    group: list[_Request[LedgerEntry, bool]] = []
-                    count = 0
-                    while self._pending and (not group or count + len(
-                            self._pending[0].items) <= self.max_items):
-                        group.append(self._pending.pop(0))
-                        count += len(group[-1].items)
-                    nursery.start_soon(self._check, group)
-        finally:
-            self.running = False
-            for request in self._pending:
-                request.error = RuntimeError("the ledger stopped before checking")
-                request.done.set()
-            self._pending.clear()
-
-    async def _check(self, group: list[_Request[LedgerEntry, bool]]) -> None:
-        try:
-            items = [item for request in group for item in request.items]
-            flags = await trio.to_thread.run_sync(forged_flags, items)
-            self.groups += 1
-            offset = 0
-            for request in group:
-                request.results = flags[offset:offset + len(request.items)]
-                offset += len(request.items)
-        finally:
-            for request in group:
-                if request.results is None:
-                    request.error = RuntimeError("the ledger stopped before checking")
-                request.done.set()
-            self._slots.release()

@@ -58,7 +58,7 @@ from gd.node.services.ledger_control import (
     register_control,
 )
 from gd.node.services.ledger_gossip import HeadWatch
-from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, SubmitChecks
+from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, check_signatures
 from gd.node.services.ledger_inbound import RaftInbound
 from gd.node.services.ledger_links import PeerLinks
 from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, region_log_id
@@ -109,7 +109,6 @@ class LedgerService:
         self.solo_group: GroupCommitter[LedgerEntry, AppendReceipt] = GroupCommitter(
             self._solo_commit, MAX_BATCH)
         self._verified = CheckedStatements(MAX_VERIFIED_REMEMBERED)
-        self.checks = SubmitChecks()
         self._saved_vote: tuple[int, str | None] = (0, None)
         self._wake = trio.Event()
         self.node: RaftNode | None = None
@@ -236,9 +235,9 @@ class LedgerService:
         for statement in statements:
             if statement.is_sequenced:
                 raise LocalLedgerError("submit unsequenced statements")
-        # Ed25519 across cores in worker threads, concurrent submissions in one check:
-        # the event loop keeps serving the network and other callers meanwhile.
-        bad = await self.checks.forged(statements)
+        # Ed25519 across cores in worker threads: the event loop keeps serving the
+        # network and other callers meanwhile.
+        bad = await trio.to_thread.run_sync(check_signatures, statements)
         if bad:
             statements[bad[0]].verify_signature()  # raises with the reason
         self._verified.remember(statements)
@@ -360,7 +359,6 @@ class LedgerService:
     async def run(self) -> None:
         """Drive the service until cancelled."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.checks.run)
             if self.solo:
                 nursery.start_soon(self.solo_group.run)
                 await self._run_solo()
