@@ -84,7 +84,7 @@ from gd.genome.gene import Codon, Gene, GeneStatus, ShareScope
 from gd.genome.identity import NodeKey
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.services.repair_fetch import FETCH_WINDOW
-from gd.node.services.sync_group import GroupCommit
+from gd.node.services.sync_group import AuditIn, GroupCommit, StagedBatch, commit_audited
 from gd.node.services.sync_serve import feed_policy
 from gd.node.services.sync_views import ReceiverView, SenderView
 from gd.node.store.audit import AUDIT_DB, GENESIS, AuditLog, MemoryLedgerSink, chain_hash
@@ -303,10 +303,14 @@ class ApplyEach:
     def __init__(self, sim: Simulation, node: SimNode, conn: InitiatorConn) -> None:
         self.sim, self.node, self.conn = sim, node, conn
 
-    def apply_batches(self, batches: Sequence[tuple[str, Sequence[Gene], int | None]]
-                      ) -> list[ApplyStats]:
-        return [ApplyStats(refused=list(self.sim._apply(self.node, self.conn, genes, upto)))
-                for _, genes, upto in batches]
+    def apply_batches(self, batches: Sequence[tuple[str, Sequence[Gene], int | None]],
+                      audit: AuditIn | None = None) -> list[ApplyStats]:
+        stats = [ApplyStats(refused=list(self.sim._apply(self.node, self.conn, genes, upto)))
+                 for _, genes, upto in batches]
+        if audit is not None:  # the records, in a transaction of their own
+            assert self.node.cortex is not None
+            self.node.cortex.write(lambda txn: audit(txn, stats))
+        return stats
 
 
 @dataclass
@@ -775,16 +779,20 @@ class Simulation:
         """`FeedPuller.pull`'s `commit`: the staged group in one transaction, then the
         view's audit records for every gene it judged since the last commit."""
         assert conn.group is not None and conn.receiver_view is not None
-        done = conn.group.commit()
-        refused: list[RejectedGene] = []
-        for _, stats in done:
+        group = conn.group
+        done: list[tuple[StagedBatch, ApplyStats]] = []
+
+        def apply(audit: AuditIn | None) -> list[ApplyStats]:
+            done.extend(group.commit(audit))
+            return [s for _, s in done]
+
+        # The genes and their audit records in one transaction (`commit_audited`).
+        for stats in commit_audited(apply, conn.receiver_view):
             self.stats["applied"] += stats.applied
             self.stats["queued"] += stats.queued
-            refused.extend(stats.refused)
         self.stats["group_commits"] += 1
         if len(done) > 1:
             self.stats["multi_batch_groups"] += 1
-        conn.receiver_view.finish_batch(refused)
 
     def _apply(self, node: SimNode, conn: InitiatorConn, genes: Sequence[Gene],
                upto: int | None) -> list[RejectedGene]:
@@ -885,8 +893,18 @@ class Simulation:
         except RemoteProtocolError as exc:
             self.fail(f"node {conn.peer}'s fetch answer to {node.index} refused: {exc}")
         good = [gene for gene in fetched.good if conn.repair_view.accept(gene)]
-        refused = list(self._apply(node, conn, good, None) or ())
-        conn.repair_view.finish_batch(refused)
+        store = self.group_store(node, conn)
+        assert conn.info is not None
+        peer = conn.info.peer_id
+
+        def apply(audit: AuditIn | None) -> list[ApplyStats]:
+            """`_apply_fetched`: no checkpoint moves; the records in the same txn."""
+            self.check_received(node, conn, good)
+            return list(store.apply_batches([(peer, good, None)], audit=audit))
+
+        for stats in commit_audited(apply, conn.repair_view):
+            self.stats["applied"] += stats.applied
+            self.stats["queued"] += stats.queued
         self.stats["repaired"] += len(good)
         self._next_fetch(node, conn)
 
