@@ -8,8 +8,9 @@ also reported as CPU time per gene (`time.process_time`: this process alone), wh
 load disturbs far less than wall-clock time.
 
 Signing runs as `genes import` does: a pool of processes, one per core (threads cannot
-overlap the Python half of building a gene; ADR 0033). "sign + ingest end to end" is that
-pipeline: the pool signs batch n+1 while this process writes batch n.
+overlap the Python half of building a gene; ADR 0033), started as plain subprocesses
+(`cortex_signer.py`, ADR 0041). "sign + ingest end to end" is that pipeline: the pool
+signs batch n+1 while this process writes batch n; the workers' start is included.
 
     python bench/cortex.py [--genes 100000] [--batch 1000] [--repeats 3]
 """
@@ -17,96 +18,69 @@ pipeline: the pool signs batch n+1 while this process writes batch n.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import multiprocessing
 import random
 import sys
 import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import lmdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median, percentile, report
+from cortex_signer import build, gene_args
 
-from gd.genome import Codon, Gene, NodeKey
+from gd.genome import Gene, NodeKey
 from gd.node.app.importer import import_genes
 from gd.node.app.sign_pool import StoredVersion
 from gd.node.services.verify_pool import default_workers
+from gd.node.services.worker_procs import WorkerProcess
 from gd.node.store.cortex import Cortex
 
-KEY_SEED = bytes(32)
 # Genes per task of the signing pool (as `gd.node.app.sign_pool.CHUNK_LINES`).
 SIGN_CHUNK = 250
-
-DOMAINS = ("turbofan", "loan", "supply", "energy")
-
-
-def gene_args(n: int) -> list[tuple[int, str, float, str, float]]:
-    rng = random.Random(7)
-    return [(i, f"s{rng.randint(1, 21)}", rng.uniform(0, 100), f"s{rng.randint(1, 21)}",
-             rng.uniform(0, 100)) for i in range(n)]
-
-
-def build(key: NodeKey, args: list[tuple[int, str, float, str, float]]) -> list[Gene]:
-    """The genes, signed, with the bytes and hash the Cortex stores already computed (a
-    signer hands those over: `gd.node.app.sign_pool`)."""
-    genes = [Gene.create(key, domain=DOMAINS[i % len(DOMAINS)], name=f"rule-{i}",
-                         codons=[Codon.simple(f1, ">", t1), Codon.simple(f2, "<=", t2)],
-                         action="inspect", purpose="benchmark rule", hlc=i << 16)
-             for i, f1, t1, f2, t2 in args]
-    for g in genes:
-        g.wire_bytes, g.version_hash  # noqa: B018 - cached on the gene
-    return genes
+SIGNER = (str(Path(__file__).resolve().parent / "cortex_signer.py"),)
 
 
 def make_genes(key: NodeKey, n: int) -> list[Gene]:
     return build(key, gene_args(n))
 
 
-@functools.cache
-def _worker_inputs(n: int) -> tuple[NodeKey, list[tuple[int, str, float, str, float]]]:
-    return NodeKey.from_seed(KEY_SEED), gene_args(n)  # once per worker process
-
-
-def sign_range(lo: int, hi: int, n: int) -> list[StoredVersion]:
-    """Genes lo..hi-1 of n built and signed in a pool worker, shipped back as bytes."""
-    key, args = _worker_inputs(n)
-    return [StoredVersion(g.id, g.version, g.domain, g.origin, g.wire_bytes, g.version_hash)
-            for g in build(key, args[lo:hi])]
-
-
 def signed_in_pool(n: int, workers: int, batch: int,
                    write: Callable[[list[StoredVersion]], object]) -> float:
     """Sign n genes on `workers` processes, calling `write(batch)` as batches complete, in
-    order, with at most two chunks per worker ahead. Returns wall seconds, pool start
-    included."""
+    order, with at most two chunks per worker ahead. Returns wall seconds, the workers'
+    start included. Requests are a few bytes, so sending never blocks on a worker that is
+    writing a reply; replies are read in the order sent."""
     start = time.perf_counter()
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        window: deque[Future[list[StoredVersion]]] = deque()
+    procs = [WorkerProcess(SIGNER) for _ in range(workers)]
+    try:
+        window: deque[WorkerProcess] = deque()
         ready: list[StoredVersion] = []
 
         def take_one() -> None:
             nonlocal ready
-            ready += window.popleft().result()
+            ready += [StoredVersion(*fields) for fields in window.popleft().receive()]
             while len(ready) >= batch:
                 write(ready[:batch])
                 ready = ready[batch:]
 
-        for lo in range(0, n, SIGN_CHUNK):
-            window.append(pool.submit(sign_range, lo, min(n, lo + SIGN_CHUNK), n))
+        for turn, lo in enumerate(range(0, n, SIGN_CHUNK)):
+            proc = procs[turn % workers]
+            proc.send([lo, min(n, lo + SIGN_CHUNK), n])
+            window.append(proc)
             if len(window) > 2 * workers:
                 take_one()
         while window:
             take_one()
         if ready:
             write(ready)
+    finally:
+        for proc in procs:
+            proc.stop()
     return time.perf_counter() - start
 
 

@@ -17,7 +17,7 @@ Cortex, so signing batch n+1 while batch n is written cannot see a stale store.
 The workers are plain subprocesses (`gd.node.app.sign_worker`, speaking msgpack frames
 over stdin/stdout like the sync verifier's, ADR 0038), not multiprocessing `spawn`
 children, which re-imported the parent's main module (`gd.cli.main`: 1.66 s of CPU per
-worker) before signing a line (ADR 0039). The key's seed goes to each worker once, as
+worker) before signing a line (ADR 0041). The key's seed goes to each worker once, as
 its first frame, over the pipe to a process this one started; it is never written
 anywhere. A worker that dies, hangs or answers nonsense loses nothing: its chunks, and
 every chunk after them, are signed here instead with the same key and stamps, so the

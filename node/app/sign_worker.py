@@ -1,4 +1,4 @@
-"""One import signing worker (`python -m gd.node.app.sign_worker`; issue 15, ADR 0039).
+"""One import signing worker (`python -m gd.node.app.sign_worker`; issue 15, ADR 0041).
 
 Started by `gd.node.app.sign_pool.SignPool` as a plain subprocess speaking
 length-prefixed msgpack on stdin/stdout (`gd.node.services.worker_procs`, the pattern of

@@ -1,6 +1,6 @@
 """`genes import` of a big file with a daemon running: the CLI hands it to the daemon
 (one writer), whose importer signs in a pool of worker subprocesses
-(`python -m gd.node.app.sign_worker`, ADR 0039). Every line is stored, signed by the node's key, the
+(`python -m gd.node.app.sign_worker`, ADR 0041). Every line is stored, signed by the node's key, the
 progress reaches the CLI, and no signing worker is left behind."""
 
 from __future__ import annotations

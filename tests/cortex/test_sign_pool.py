@@ -1,4 +1,4 @@
-"""The import's signing processes (issue 15, ADR 0039): plain subprocesses that give the
+"""The import's signing processes (issue 15, ADR 0041): plain subprocesses that give the
 bytes the inline path gives; a worker lost mid-import costs speed, never a line, and
 leaves the store byte for byte what an import without workers stores."""
 
