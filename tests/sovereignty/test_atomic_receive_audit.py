@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lmdb
 import pytest
 import trio
 from atomic_audit_node import (
@@ -198,3 +199,23 @@ def test_batched_records_are_byte_identical_and_read_the_tail_once(
     assert tails == 1
     assert raw_log(many) == raw_log(one) and len(raw_log(one)) == 44
     assert log_many.verify().ok and log_many.head() == log_one.head()
+
+
+def test_a_map_full_retry_writes_each_record_once(tmp_path: Path) -> None:
+    """`Cortex.write` runs the group again after growing the map: the view's `audit_in`
+    must not have spent its judgements on the aborted try."""
+    cortex, store, view, group = receiver(tmp_path / "c")
+    audit_in, tries = view.audit_in, []
+
+    def full_once(txn: Any, refused: Any) -> int:
+        n = audit_in(txn, refused)
+        tries.append(n)
+        if len(tries) == 1:
+            raise lmdb.MapFullError("the map is full")
+        return n
+
+    view.audit_in = full_once  # type: ignore[method-assign]
+    pull_one_group(store, view, group)
+    audit = view._service.audit  # type: ignore[attr-defined]
+    assert tries == [22, 22] and len(audit) == 22 and audit.verify().ok
+    assert received_ids(audit) == stored(cortex) and len(stored(cortex)) == 20
