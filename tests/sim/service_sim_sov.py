@@ -303,6 +303,7 @@ class SovNet(SovInvariants):
 
     policy_store_class: type[ObservedPolicyStore] = ObservedPolicyStore
     sender_class: type[CheckedSender] = CheckedSender
+    receiver_class: type[CheckedReceiver] = CheckedReceiver
 
     def __init__(self, seed: int, root: Path) -> None:
         self.seed = seed
@@ -437,8 +438,8 @@ class SovNet(SovInvariants):
         sync.set_view_factories(
             lambda peer: self.sender_class(sov.sender_view(peer),
                                            lambda g: self.check_send(node, peer, g)),
-            lambda peer: CheckedReceiver(sov.receiver_view(peer),
-                                         lambda g, t: self.check_accept(node, peer, g, t)))
+            lambda peer: self.receiver_class(
+                sov.receiver_view(peer), lambda g, t: self.check_accept(node, peer, g, t)))
         node.sync, node.sov = sync, sov
         self.start(node, sov.run)
 
