@@ -26,8 +26,8 @@ Faults, on top of `service_sim`'s (split writes, delays, resets, crashes mid-rou
   between a send and what the sender does next (its audit records, its outbox);
 * **crash / restart**: every task of the node's life is cancelled and its Cortex
   closed; code of a dead life that still runs (a `finally`) cannot touch the new life.
-  `ProcessKilled`, raised inside a worker-thread call by a test's wrapper, is a kill at
-  that exact point (the sweep's crashes land only where the services await).
+  `ProcessKilled`, raised right after a received batch's apply commits (inside the
+  worker-thread call), is a kill at that exact point, where no await lets a crash in.
 
 Invariants (an independent model of each organisation's own rules and of the newest
 proposal each node has received from each peer, not the stores' reading of them):
@@ -316,6 +316,7 @@ class SovNet(SovInvariants):
         self.drop_rate = 0.02
         self.replay_rate = 0.3
         self.pause_rate = 0.2
+        self.kill_rate = 0.05
         self.corrupt_rate = 0.0
         self.nodes = [SovNode(i, NodeKey.from_seed(hashlib.sha256(
             f"service-sim-sov/{seed}/{i}".encode()).digest()), f"org{i}", root / f"node{i}")
@@ -433,6 +434,8 @@ class SovNet(SovInvariants):
                                                  batch_genes=self.rng.randint(1, 8)))
         sync.store.content_check = any_content  # synthetic genes: no domain pack check
         sync.verify_pool = VerifyPool(workers=1)
+        sync.store.apply_batches = self.killing(sync.store.apply_batches)
+        sync.store.apply_batch = self.killing(sync.store.apply_batch)
         sov = SovereigntyService(gate, node.cortex, sync)  # type: ignore[arg-type]
         sov.store = self.policy_store_class(sov.store, self, node)  # type: ignore[assignment]
         sync.set_view_factories(
@@ -442,6 +445,17 @@ class SovNet(SovInvariants):
                 sov.receiver_view(peer), lambda g, t: self.check_accept(node, peer, g, t)))
         node.sync, node.sov = sync, sov
         self.start(node, sov.run)
+
+    def killing(self, apply: Callable[..., Any]) -> Callable[..., Any]:
+        """`apply`, after which the process now and then dies (`ProcessKilled`): right
+        after a received batch's transaction committed, before anything else."""
+        def run(*args: Any, **kwargs: Any) -> Any:
+            out = apply(*args, **kwargs)
+            if self.faults and self.rng.random() < self.kill_rate:
+                raise ProcessKilled
+            return out
+
+        return run
 
     def meet(self, a: SovNode, b: SovNode) -> None:
         """A new connection between `a` and `b`: each gate announces the other."""
