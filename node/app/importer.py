@@ -86,6 +86,26 @@ def build_gene(spec: GeneSpec, key: NodeKey, existing: Gene | None, hlc: int,
                            action=spec.action, params=spec.params, purpose=spec.purpose)
 
 
+class _Known:
+    """The Cortex's genes as the import's lines look them up: one read transaction per
+    batch instead of one per line (a new gene is one `get`). Released before each batch
+    is written, so the next batch's look-ups see it."""
+
+    def __init__(self, cortex: Cortex) -> None:
+        self._cortex = cortex
+        self._txn: Any = None
+
+    def get(self, gene_id: str) -> Gene | None:
+        if self._txn is None:
+            self._txn = self._cortex.env.begin()
+        return self._cortex.get_gene_in(self._txn, gene_id)
+
+    def release(self) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+
+
 def _signing_processes(path: Path, workers: int | None) -> int:
     """How many processes sign: `workers` if given; else one per core for a file big
     enough to repay starting them (~0.5 s), and none (sign here) below that."""
@@ -127,7 +147,10 @@ def import_genes(
     in_batch: set[str] = set()
     lines = 0
 
+    known = _Known(cortex)
+
     def flush() -> None:
+        known.release()  # the next look-up sees this batch
         if batch:
             cortex.put_genes([version for version, _, _ in batch])
             for version, is_new, spec in batch:
@@ -154,7 +177,7 @@ def import_genes(
             gene_id = spec.gene_id or gene_id_for(key.peer_id, spec.domain, spec.name)
         if gene_id in in_batch:
             flush()  # a later line edits a gene of this batch: store the earlier first
-        existing = cortex.get_gene(gene_id)
+        existing = known.get(gene_id)
         in_batch.add(gene_id)
         if existing is None and signed is not None:
             wants = parse_line(number, text) if signed.has_synapses else None
@@ -220,14 +243,17 @@ def import_genes(
             if len(in_batch) >= batch_size:
                 flush()
 
-    if processes > 1:
-        # A worker lost mid-import (killed, out of memory) costs speed, not lines: the
-        # pool signs the rest here, with the same stamps (`SignPool`).
-        with SignPool(key, processes) as pool:
-            run(pool)
-    else:
-        run(None)
-    flush()
+    try:
+        if processes > 1:
+            # A worker lost mid-import (killed, out of memory) costs speed, not lines:
+            # the pool signs the rest here, with the same stamps (`SignPool`).
+            with SignPool(key, processes) as pool:
+                run(pool)
+        else:
+            run(None)
+        flush()
+    finally:
+        known.release()
     for spec, gene_id in pending_synapses:
         for i, raw in enumerate(spec.synapses):
             try:

@@ -94,6 +94,7 @@ class _Signer:
     def __init__(self, seed: bytes) -> None:
         self.proc = WorkerProcess(WORKER_ARGS)
         self.replies: queue.Queue[Any] = queue.Queue()
+        self.queued = 0  # chunks sent, not yet taken
         self.proc.send(seed)
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name=f"gd-sign-reader-{self.proc.pid}")
@@ -169,9 +170,15 @@ class SignPool:
 
         def submit(chunk: list[LineJob]) -> None:
             nonlocal turn
-            signer = self._signers[turn % len(self._signers)] if self._signers else None
-            turn += 1
+            signer = None
+            if self._signers:  # the worker with the fewest chunks still to sign (in
+                # turn on a tie): one that the machine's load slows is given fewer
+                n = len(self._signers)
+                signer = min((self._signers[(turn + i) % n] for i in range(n)),
+                             key=lambda s: s.queued - s.replies.qsize())
+                turn += 1
             if signer is not None:
+                signer.queued += 1
                 try:
                     signer.proc.send(chunk)
                 except WorkerFailed:
@@ -181,6 +188,8 @@ class SignPool:
 
         def take() -> list[LineResult]:
             signer, chunk = window.popleft()
+            if signer is not None:
+                signer.queued -= 1
             if signer is not None and not self.lost:
                 try:
                     return signer.take(chunk)
