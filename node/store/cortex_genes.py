@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import msgpack
-
 from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
@@ -40,6 +38,7 @@ from gd.node.store.lmdb_tables import (
     join_key,
     prefix_keys,
 )
+from gd.node.store.new_gene_batch import put_new_genes
 
 CHANGE_SEQ_KEY = b"change_seq"
 
@@ -190,7 +189,7 @@ class CortexGenes(CortexEnv):
                 out = [self._put_gene(txn, g, seq=seq, writes=direct) for g in batch]
             else:
                 gathered = GatheredWrites(txn, self._dbs)
-                out = self._put_unseen_batch(txn, batch, seq, gathered)
+                out = put_new_genes(self, txn, batch, seq, gathered)
                 gathered.flush()
             seq.store()
             return out
@@ -213,46 +212,6 @@ class CortexGenes(CortexEnv):
 
     def set_checkpoint_in(self, txn: Txn, peer_id: str, seq: int) -> None:
         txn.put(peer_id.encode(), U64.pack(seq), db=self._dbs["checkpoints"])
-
-    def _put_unseen_batch(self, txn: Txn, batch: list[GeneVersion], seq: _ChangeSeq,
-                          w: GatheredWrites) -> list[int | None]:
-        """`_put_gene` of each gene of a batch of distinct ids, for what an import batch
-        mostly holds: a gene this Cortex has no head and no such version of. Its seven
-        records are gathered straight into the tables' lists, encoded by one packer
-        (same bytes as `head_record` and `change_record`: `tests/cortex/
-        test_batch_writes.py`); the loop's lookups are bound once per batch, since this
-        is the per-gene cost of ingest. Anything else takes the general path."""
-        d = self._dbs
-        get, genes_db, versions_db = txn.get, d["genes"], d["gene_versions"]
-        versions, by_vhash, heads = (w.items("gene_versions"), w.items("by_vhash"),
-                                     w.items("genes"))
-        by_domain, by_status, by_origin = (w.items("idx_domain"), w.items("idx_status"),
-                                           w.items("idx_origin"))
-        changes = w.appended("changes")
-        pack = msgpack.Packer(use_bin_type=True).pack  # = canonical.encode_plain
-        u64 = U64.pack
-        out: list[int | None] = []
-        for gene in batch:
-            gid = gene.id.encode()
-            version = gene.version
-            vkey = gid + SEP + u64(version)
-            if get(gid, db=genes_db) is not None or get(vkey, db=versions_db) is not None:
-                out.append(self._put_gene(txn, gene, seq=seq, writes=w))
-                continue
-            status, domain, origin = str(gene.status), gene.domain, gene.origin
-            vhash = gene.version_hash
-            versions.append((vkey, gene.wire_bytes))
-            by_vhash.append((vhash, vkey))
-            heads.append((gid, pack([version, status, gene.successes, gene.failures,
-                                     domain, origin])))
-            by_domain.append((domain.encode() + SEP + gid, b""))
-            by_status.append((status.encode() + SEP + gid, b""))
-            by_origin.append((origin.encode() + SEP + gid, b""))
-            number = seq.next()
-            changes.append((u64(number), pack({"id": gene.id, "kind": "gene", "op": "put",
-                                               "version": version, "vhash": vhash})))
-            out.append(number)
-        return out
 
     def _put_gene(self, txn: Txn, gene: GeneVersion, *, supersede: bool = False,
                   seq: _ChangeSeq | None = None,

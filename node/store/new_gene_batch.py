@@ -1,0 +1,58 @@
+"""The ingest loop of a batch of new genes (`CortexGenes.put_genes`; issue 15, ADR 0041).
+
+Kept beside the Cortex's gene module, not in it: this is the per-gene cost of ingest,
+written as one tight loop, and the gene module is at its size limit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgpack
+
+from gd.node.store.lmdb_tables import SEP, U64, GatheredWrites, Txn
+
+if TYPE_CHECKING:
+    from gd.node.store.cortex_genes import CortexGenes, GeneVersion, _ChangeSeq
+
+
+def put_new_genes(cortex: CortexGenes, txn: Txn, batch: list[GeneVersion],
+                  seq: _ChangeSeq, w: GatheredWrites) -> list[int | None]:
+    """`CortexGenes._put_gene` of each gene of a batch of distinct ids, for what an import batch
+    mostly holds: a gene this Cortex has no head and no such version of. Its seven
+    records are gathered straight into the tables' lists, encoded by one packer
+    (same bytes as `head_record` and `change_record`: `tests/cortex/
+    test_batch_writes.py`); the loop's lookups are bound once per batch, since this
+    is the per-gene cost of ingest. Anything else takes the general path."""
+    d = cortex._dbs
+    get, genes_db, versions_db = txn.get, d["genes"], d["gene_versions"]
+    versions, by_vhash, heads = (w.items("gene_versions"), w.items("by_vhash"),
+                                 w.items("genes"))
+    by_domain, by_status, by_origin = (w.items("idx_domain"), w.items("idx_status"),
+                                       w.items("idx_origin"))
+    changes = w.appended("changes")
+    pack = msgpack.Packer(use_bin_type=True).pack  # = canonical.encode_plain
+    u64 = U64.pack
+    out: list[int | None] = []
+    for gene in batch:
+        gid = gene.id.encode()
+        version = gene.version
+        vkey = gid + SEP + u64(version)
+        if get(gid, db=genes_db) is not None or get(vkey, db=versions_db) is not None:
+            out.append(cortex._put_gene(txn, gene, seq=seq, writes=w))
+            continue
+        status, domain, origin = str(gene.status), gene.domain, gene.origin
+        vhash = gene.version_hash
+        versions.append((vkey, gene.wire_bytes))
+        by_vhash.append((vhash, vkey))
+        heads.append((gid, pack([version, status, gene.successes, gene.failures,
+                                 domain, origin])))
+        by_domain.append((domain.encode() + SEP + gid, b""))
+        by_status.append((status.encode() + SEP + gid, b""))
+        by_origin.append((origin.encode() + SEP + gid, b""))
+        number = seq.next()
+        changes.append((u64(number), pack({"id": gene.id, "kind": "gene", "op": "put",
+                                           "version": version, "vhash": vhash})))
+        out.append(number)
+    return out
+
