@@ -165,3 +165,28 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
+
+
+def test_the_worker_reads_the_seed_then_answers_each_chunk_in_order():
+    import io
+
+    import msgpack
+
+    from gd.node.app import sign_worker
+    from gd.node.services.worker_procs import read_frame, write_frame
+
+    work = jobs(700)
+    inp = io.BytesIO()
+    write_frame(inp, msgpack.packb(KEY.seed))
+    for lo in (0, 300):
+        write_frame(inp, msgpack.packb(work[lo:lo + 300] if lo == 0 else work[lo:]))
+    inp.seek(0)
+    out = io.BytesIO()
+    assert sign_worker.run(inp, out) == 2
+    out.seek(0)
+    replies = []
+    while (body := read_frame(out)) is not None:
+        replies.append(sign_pool._as_results(msgpack.unpackb(body), work[:300] if not replies
+                                             else work[300:]))
+    assert replies[0] + replies[1] == sign_lines(KEY, work)
+    assert sign_worker.run(io.BytesIO(), io.BytesIO()) == 0  # no seed: nothing to do
