@@ -95,7 +95,11 @@ class _Signer:
         self.proc = WorkerProcess(WORKER_ARGS)
         self.replies: queue.Queue[Any] = queue.Queue()
         self.queued = 0  # chunks sent, not yet taken
-        self.proc.send(seed)
+        try:
+            self.proc.send(seed)
+        except WorkerFailed:
+            self.proc.stop()  # reaped before the pool hears of it
+            raise
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name=f"gd-sign-reader-{self.proc.pid}")
         self._reader.start()
