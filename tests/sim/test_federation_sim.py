@@ -182,3 +182,14 @@ def test_a_forwarders_edit_of_a_derived_gene_stays_away_from_its_origin() -> Non
     did not author, so the edit never returns. The convergence check counts it."""
     result = fedsim.run(241)
     assert result.stats["derived_edits_not_returned"] > 0
+
+
+@pytest.mark.xfail(strict=True, raises=fedsim.SimFailure,
+                   reason="open: RepairItemCache (node/services/sovereignty_repair.py, "
+                          "4d5b3e4) lists a stale version; passes with the cache bypassed")
+def test_repair_items_never_name_a_version_outside_the_senders_policy() -> None:
+    """Seed 3151 (make sim sweep, 668af58): at settle, node 2's reconcile message to node 1
+    names version 89325447... that node 2's rules no longer let node 1 see. With
+    `SovereignSenderView.repair_items` removed (items rebuilt by `items_for` each round)
+    the seed passes, so the per-peer cache keeps an item a policy change should drop."""
+    fedsim.run(3151)
