@@ -240,7 +240,10 @@ class CortexGenes(CortexEnv):
         old_raw = txn.get(gid, db=d["genes"])
         if old_raw is not None:
             if old_raw == head:
-                return None
+                # The head record names no body: a superseded body under the same
+                # version leaves it equal, but the version changed, and the feed must say
+                # so (peers and the repair items follow the feed; fedsim seed 3151).
+                return self._append_change(w, "put", gene, seq) if new_version else None
             old = _Head.decode(old_raw)
             if old.version > gene.version and not supersede:
                 # An older version arriving late is kept in history, not made head.

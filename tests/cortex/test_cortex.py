@@ -51,6 +51,26 @@ def test_a_different_body_for_an_existing_version_is_a_conflict(cortex: Cortex) 
     assert cortex.get_gene(a.id) == a
 
 
+def test_a_superseded_body_under_the_same_version_is_in_the_feed(cortex: Cortex) -> None:
+    # A decided last-writer-wins replaces the body stored under (id, version). The head
+    # record names no body, so it stays byte-equal; the feed must still carry the change,
+    # or peers following the feed (and the per-peer repair items) keep naming the loser
+    # (fedsim seed 3151).
+    a = make_gene(KEY, "a")
+    other = make_gene(key_from_int(1), "a", threshold=99.0)
+    cortex.put_gene(a)
+    with cortex.env.begin(write=True) as txn:
+        seq = cortex.put_gene_in(txn, other, supersede=True)
+    assert seq == 2 and cortex.last_seq == 2
+    assert [c.id for c in cortex.changes_since(1)] == [a.id]
+    assert cortex.get_gene(a.id).version_hash == other.version_hash
+    assert cortex.get_by_version_hash(a.version_hash) is None
+    # The same body again changes nothing.
+    with cortex.env.begin(write=True) as txn:
+        assert cortex.put_gene_in(txn, other, supersede=True) is None
+    assert cortex.last_seq == 2
+
+
 def test_new_version_becomes_head_and_old_one_is_kept(cortex: Cortex) -> None:
     a = make_gene(KEY, "a")
     a2 = a.edited(KEY, hlc=9 << 16, action="overhaul")

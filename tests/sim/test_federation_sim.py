@@ -184,12 +184,10 @@ def test_a_forwarders_edit_of_a_derived_gene_stays_away_from_its_origin() -> Non
     assert result.stats["derived_edits_not_returned"] > 0
 
 
-@pytest.mark.xfail(strict=True, raises=fedsim.SimFailure,
-                   reason="open: RepairItemCache (node/services/sovereignty_repair.py, "
-                          "4d5b3e4) lists a stale version; passes with the cache bypassed")
-def test_repair_items_never_name_a_version_outside_the_senders_policy() -> None:
-    """Seed 3151 (make sim sweep, 668af58): at settle, node 2's reconcile message to node 1
-    names version 89325447... that node 2's rules no longer let node 1 see. With
-    `SovereignSenderView.repair_items` removed (items rebuilt by `items_for` each round)
-    the seed passes, so the per-peer cache keeps an item a policy change should drop."""
+def test_a_superseded_body_reaches_the_feed_and_the_repair_items() -> None:
+    """Seed 3151 (make sim sweep, 668af58): node 2's reconcile message to node 1 named
+    version 89325447..., a body node 2 no longer held. A decided last-writer-wins had
+    replaced it with another body under the same version number, and the Cortex wrote no
+    feed entry for that (its head record, which names no body, was unchanged), so the
+    per-peer repair items (ADR 0034) never learned of the new body."""
     fedsim.run(3151)
