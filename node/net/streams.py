@@ -8,6 +8,12 @@ RemoteProtocolError) which the mesh scores and acts on.
 `stream.read()` raises `StreamEOF` at the end instead of returning b"": frames are
 length-prefixed (protocol/wire.py), so a reader always knows whether it stopped at a frame
 boundary (the peer closed: `StreamGone`) or inside a frame (truncated: RemoteProtocolError).
+A reset or a lost connection is `StreamGone` wherever it lands: it says the stream broke,
+not that the peer wrote a bad frame. Our side keeps the same promise: a send cut off
+part-way (cancelled, or its write failed) leaves the stream torn, and `close` then
+resets it instead of ending it cleanly, so an honest peer never reads a clean end inside
+one of our frames (the sovereign service simulation, seed 14759, saw a cancelled writer
+close gracefully and the reader score it as a protocol error).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ READ_TIMEOUT_S = 10.0
 HANDSHAKE_TIMEOUT_S = 5.0
 # Bytes asked of the muxer per read: the write batch size that maximised throughput.
 READ_CHUNK = 64 * 1024
+# How long `close` may spend resetting a torn stream, shielded from cancellation.
+RESET_WAIT_S = 1.0
 # Stream errors that mean "the other end is gone", not "the other end misbehaved".
 _GONE = (BaseLibp2pError, trio.BrokenResourceError, trio.ClosedResourceError, OSError,
          EOFError)
@@ -75,6 +83,7 @@ class FramedStream:
         self._now = now  # the gate's monotonic clock: the budget refills on it
         self._count = count_bytes
         self.send_lock = trio.Lock()
+        self.torn = False  # a send stopped part-way: `close` must reset, not end cleanly
 
     async def send(self, *msgs: Message) -> None:
         """Write all `msgs` in one write (batching is what makes streams fast)."""
@@ -83,7 +92,11 @@ class FramedStream:
             try:
                 await self.stream.write(data)
             except _GONE as exc:
+                self.torn = True
                 raise StreamGone(f"write to {self.remote_peer_id} failed: {exc!r}") from None
+            except BaseException:  # cancelled mid-write: part of a frame may be out
+                self.torn = True
+                raise
         if self._count:
             self._count("out", len(data))
 
@@ -92,10 +105,19 @@ class FramedStream:
         while (msg := self._decoder.next_message()) is None:
             data = await self._read()
             if data is None:
+                if self._connection_ended():  # the peer's process or link went
+                    raise StreamGone(f"the connection to {self.remote_peer_id} ended")
                 self._decoder.close()  # raises RemoteProtocolError if inside a frame
                 raise StreamGone(f"{self.remote_peer_id} closed the stream")
             self._decoder.feed(data)
         return msg
+
+    def _connection_ended(self) -> bool:
+        """Whether the whole connection is shutting down (yamux then ends every stream
+        with an EOF, "Connection shut down": a crashed peer, not a truncating one)."""
+        conn = getattr(self.stream, "muxed_conn", None)
+        return any(getattr(getattr(conn, name, None), "is_set", lambda: False)()
+                   for name in ("event_shutting_down", "event_closed"))
 
     async def _read(self) -> bytes | None:
         try:
@@ -104,8 +126,10 @@ class FramedStream:
         except trio.TooSlowError:
             raise PeerTimeout(f"{self.remote_peer_id} sent nothing for {self._timeout} s") \
                 from None
-        except _GONE:
+        except EOFError:  # the peer ended its side: mid-frame, that is its fault
             return None
+        except _GONE as exc:  # reset or connection lost: broken, not malformed
+            raise StreamGone(f"stream from {self.remote_peer_id} broke: {exc!r}") from None
         if not data:
             return None
         if self._count:
@@ -121,6 +145,15 @@ class FramedStream:
         return await self.receive()
 
     async def close(self) -> None:
+        """End the stream cleanly, or reset it if one of our sends was cut off or is
+        still under way in another task (a clean end would cut its frame). The
+        reset is shielded (briefly): the cut is usually a cancellation, which would
+        otherwise cancel the reset too and leave the peer reading a clean end."""
+        if self.torn or self.send_lock.locked():  # a send cut off, or still under way
+            self.torn = True
+            with trio.CancelScope(shield=True), trio.move_on_after(RESET_WAIT_S):
+                await self.reset()
+            return
         try:
             await self.stream.close()
         except _GONE:

@@ -127,9 +127,13 @@ class SimStream:
         await self.end.aclose()
 
     async def reset(self) -> None:
-        await self.end.aclose()
-        if self.other is not None:
-            await self.other.end.aclose()
+        # Both ends close before anything else runs: with a checkpoint in between (two
+        # `aclose`s), the other end read a clean end first, which a reset is not.
+        for stream in (self, self.other):
+            if stream is not None:
+                stream.end.send_stream.close()
+                stream.end.receive_stream.close()
+        await trio.lowlevel.checkpoint()
 
 
 @dataclass

@@ -321,3 +321,17 @@ def test_a_kill_right_after_a_received_apply_keeps_its_gene_received_records(
     with pytest.raises(service_sim.ServiceSimFailure, match="no gene_received"):
         for seed in range(6):
             _sov_run(seed, tmp_path, KilledAfterApplyOldAuditNet)
+
+
+def test_a_node_killed_in_the_middle_of_a_frame_is_not_scored_as_a_protocol_error(
+        tmp_path: Path) -> None:
+    """Regression, seed 14759 (a sweep of 8,800 sovereign seeds): node 2 was killed while
+    a send of its pull was part-way out; its task's `finally` ended the stream cleanly,
+    so node 0 read a clean end inside a frame and scored an honest peer for a protocol
+    error. A FramedStream whose send was cut off (or is still under way) now resets on
+    close (node/net/streams.py), and the reader takes a reset, or a connection shutting
+    down, as a gone stream."""
+    try:
+        service_sim_sov.run(14759, tmp_path)
+    except service_sim.ServiceSimFailure as exc:
+        pytest.fail(str(exc), pytrace=False)
