@@ -94,14 +94,15 @@ bench: venv
 	$(BIN)/python bench/run_all.py
 
 # Up to 200 seeds: pytest runs every simulation. More: tests/sim/sweep.py runs the
-# federation and Raft seeds on a process pool (progress, replay commands, a summary in
-# bench/results/sim_sweep.json), then pytest the service simulation.
+# federation, Raft, sync-service and sovereign-service seeds on a process pool (progress,
+# replay commands, a summary in bench/results/sim_sweep.json), then pytest runs the
+# named regression seeds and the default sweep of each simulation.
 sim: venv
 	@if [ "$(SEEDS)" -le 200 ]; then \
 	  SEEDS=$(SEEDS) SERVICE_SEEDS=$(SEEDS) $(BIN)/pytest tests/sim -q; \
 	else \
 	  nice -n 10 $(BIN)/python tests/sim/sweep.py --seeds $(SEEDS) && \
-	  SERVICE_SEEDS=$(SEEDS) $(BIN)/pytest tests/sim/test_service_sim.py -q; \
+	  $(BIN)/pytest tests/sim -q; \
 	fi
 
 validate: venv

@@ -1,13 +1,15 @@
-"""`make sim SEEDS=N` for large N: the federation and Raft simulations over a bounded
-process pool, with progress, the replay command of every failing seed and a summary.
+"""`make sim SEEDS=N` for large N: the federation, Raft and service simulations over a
+bounded process pool, with progress, the replay command of every failing seed and a summary.
 
 Why not pytest: ten thousand parametrised cases per simulation cost more in collection
 and reporting than in simulating, and pytest runs them on one core. Each seed here is
-one task (`fed:SEED`, or `raft:LAYOUT:SEED` for every layout in `raftsim.LAYOUTS`); a
+one task (`fed:SEED`; `raft:LAYOUT:SEED` for every layout in `raftsim.LAYOUTS`;
+`sync:SEED`, the async sync service, and `sov:SEED`, sync and sovereignty services of
+three organisations, both on trio's mock clock in a scratch directory of their own); a
 seed is independent of every other, so the pool may run them in any order and the
 result of each is still exactly what `--replay` gives.
 
-    python tests/sim/sweep.py --seeds 10000 [--start 0] [--workers 2] [--sims fed,raft]
+    python tests/sim/sweep.py --seeds 10000 [--start 0] [--workers 2] [--sims fed,raft,sync,sov]
         [--until 02:20] [--out bench/results/sim_sweep.json]
     python tests/sim/sweep.py --replay fed:241      # one seed, in-process, with its trace
 
@@ -25,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -32,14 +35,20 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# The service simulations' LMDB homes: tmpfs when there is one (an msync per commit is
+# most of a seed's cost on disk).
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
 ROOT = HERE.parents[1]
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import fedsim  # noqa: E402  (tests/sim on the path first)
 import raftsim  # noqa: E402
+import service_sim  # noqa: E402
+import service_sim_sov  # noqa: E402
 
-SIMS = ("fed", "raft")
+SIMS = ("fed", "raft", "sync", "sov")
+FAILURES = (fedsim.SimFailure, raftsim.SimFailure, service_sim.ServiceSimFailure)
 # Seconds between progress lines.
 PROGRESS_EVERY = 15.0
 # Tasks a worker takes at once: small enough that the deadline and progress stay sharp.
@@ -52,11 +61,21 @@ def tasks(sims: list[str], start: int, seeds: int) -> Iterator[str]:
     (`every_seed_below` in the summary says exactly which)."""
     for seed in range(start, start + seeds):
         for sim in sims:
-            if sim == "fed":
-                yield f"fed:{seed}"
+            if sim != "raft":
+                yield f"{sim}:{seed}"
             else:
                 for layout in raftsim.LAYOUTS:
                     yield f"raft:{layout}:{seed}"
+
+
+def run_service_or_fed(sim: str, seed: int) -> str:
+    """One seed of the federation or a service simulation; returns its trace hash."""
+    if sim == "fed":
+        return fedsim.run(seed).trace_hash
+    with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
+        if sim == "sync":
+            return service_sim.run(seed, Path(scratch)).trace_hash
+        return service_sim_sov.run(seed, Path(scratch)).trace_hash
 
 
 def replay_command(task: str) -> str:
@@ -69,8 +88,8 @@ def run_task(task: str) -> dict[str, Any]:
     began = time.perf_counter()
     out: dict[str, Any] = {"task": task, "ok": True, "error": "", "voter_changes": 0}
     try:
-        if parts[0] == "fed":
-            fedsim.run(int(parts[1]))
+        if parts[0] in ("fed", "sync", "sov"):
+            run_service_or_fed(parts[0], int(parts[1]))
         elif parts[0] == "raft":
             sim = raftsim.run_seed(int(parts[2]), raftsim.LAYOUTS[parts[1]])
             if not sim.committed:
@@ -78,7 +97,7 @@ def run_task(task: str) -> dict[str, Any]:
             out["voter_changes"] = sim.voter_changes
         else:
             raise ValueError(f"unknown simulation {parts[0]!r}")
-    except (fedsim.SimFailure, raftsim.SimFailure) as exc:
+    except FAILURES as exc:
         out.update(ok=False, error=str(exc).splitlines()[0][:2000])
     except Exception as exc:  # an exception in the code under test is a finding too
         last = traceback.format_exception(exc)[-3:]
@@ -94,7 +113,7 @@ def _worker_init() -> None:
 
 def _group(task: str) -> str:
     parts = task.split(":")
-    return "fed" if parts[0] == "fed" else f"raft/{parts[1]}"
+    return f"raft/{parts[1]}" if parts[0] == "raft" else parts[0]
 
 
 def _deadline(until: str | None) -> float | None:
@@ -202,17 +221,17 @@ def replay(task: str) -> int:
     """Run one task in this process and show its failure in full."""
     parts = task.split(":")
     try:
-        if parts[0] == "fed":
-            result = fedsim.run(int(parts[1]))
-            print(f"{task}: passed, trace {result.trace_hash}")
+        if parts[0] in ("fed", "sync", "sov") and len(parts) == 2:
+            print(f"{task}: passed, trace {run_service_or_fed(parts[0], int(parts[1]))}")
         elif parts[0] == "raft" and len(parts) == 3 and parts[1] in raftsim.LAYOUTS:
             sim = raftsim.run_seed(int(parts[2]), raftsim.LAYOUTS[parts[1]])
             print(f"{task}: passed, {len(sim.committed)} entries committed")
         else:
-            print(f"unknown task {task!r}: fed:SEED or raft:LAYOUT:SEED with LAYOUT one of "
+            print(f"unknown task {task!r}: fed:SEED, sync:SEED, sov:SEED or "
+                  f"raft:LAYOUT:SEED with LAYOUT one of "
                   f"{', '.join(raftsim.LAYOUTS)}", file=sys.stderr)
             return 2
-    except (fedsim.SimFailure, raftsim.SimFailure) as exc:
+    except FAILURES as exc:
         print(exc)
         return 1
     return 0
@@ -226,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sims", default=",".join(SIMS))
     parser.add_argument("--until", help="HH:MM UTC: stop handing out seeds then")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/sim_sweep.json")
-    parser.add_argument("--replay", metavar="TASK", help="fed:SEED or raft:LAYOUT:SEED")
+    parser.add_argument("--replay", metavar="TASK",
+                        help="fed:SEED, sync:SEED, sov:SEED or raft:LAYOUT:SEED")
     parser.add_argument("--label", default="", help="the code swept (default: git HEAD)")
     args = parser.parse_args(argv)
     if args.replay:

@@ -48,3 +48,14 @@ def test_bad_arguments_get_a_message_not_a_traceback(
     with pytest.raises(SystemExit):
         sweep.main(["--sims", "fed,chess"])
     assert "--sims" in capsys.readouterr().err
+
+
+def test_the_service_simulations_run_in_the_sweep(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    assert sweep.main(["--seeds", "2", "--start", "14758", "--sims", "sync,sov",
+                       "--workers", "1", "--out", str(out), "--label", "test"]) == 0
+    summary = json.loads(out.read_text())
+    assert set(summary["groups"]) == {"sync", "sov"}
+    assert all(g["passed"] == 2 for g in summary["groups"].values())
+    # A replay gives the run's trace hash: the same seed, the same run.
+    assert sweep.run_service_or_fed("sov", 14759) == sweep.run_service_or_fed("sov", 14759)
