@@ -335,3 +335,17 @@ def test_a_node_killed_in_the_middle_of_a_frame_is_not_scored_as_a_protocol_erro
         service_sim_sov.run(14759, tmp_path)
     except service_sim.ServiceSimFailure as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.mark.parametrize("seed", [435, 483])
+def test_a_crash_during_a_rounds_commit_blames_no_later_life(seed: int, tmp_path: Path
+                                                             ) -> None:
+    """Seeds 435 and 483 (the final sweep): a node crashed while its pull committed; the
+    round's shielded commit of staged batches then met the Cortex the crash had closed
+    and the dead life logged a local failure, which the harness blamed on the node. A
+    killed process logs nothing, and a daemon closes its Cortex only after its tasks end,
+    so only a round of the node's current life may fail the run."""
+    try:
+        service_sim.run(seed, tmp_path)
+    except service_sim.ServiceSimFailure as exc:
+        pytest.fail(str(exc), pytrace=False)
