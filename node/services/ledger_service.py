@@ -32,7 +32,6 @@ Failure model and the reasons behind each limit: docs/ledger.md, "The region's l
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -102,8 +101,9 @@ class LedgerService:
         self.ledger = Ledger(self.env)
         self.book = RegionBook(self.env)
         # (client_id, request_id): the client id carries a per-start nonce, so a restarted
-        # node never reuses a request id the sessions remember as committed.
-        self.proposer = LedgerProposer(f"{self.peer_id}/{os.urandom(8).hex()}")
+        # node never reuses a request id the sessions remember as committed. The nonce comes
+        # from the gate's injected source (os.urandom in the daemon, seeded in a simulation).
+        self.proposer = LedgerProposer(f"{self.peer_id}/{gate.rng_nonce(8).hex()}")
         self.client_id = self.proposer.client_id
         self._waiting: dict[int, trio.Event] = {}  # proposer ticket -> its caller
         self.solo_group: GroupCommitter[LedgerEntry, AppendReceipt] = GroupCommitter(
@@ -142,7 +142,7 @@ class LedgerService:
                 self.storage.bootstrap(self.voters)
                 state = self.storage.load()
             self.node = RaftNode(self.peer_id, state, RaftConfig(
-                seed=seed if seed is not None else int.from_bytes(os.urandom(8), "big")))
+                seed=seed if seed is not None else int.from_bytes(gate.rng_nonce(8), "big")))
             self.inbound = RaftInbound(self.node, region=self.region, voters=self.voters,
                                        ledger=self.ledger, heads=self.heads,
                                        dropped=self.m_dropped, wake=self.wake,
