@@ -25,11 +25,11 @@ settles the conflict there too.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gd.crdt.clock import Clock
 from gd.crdt.conflict import (
     QUEUE_ALL,
     ConflictPolicy,
@@ -46,6 +46,7 @@ from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.genome.identity import NodeKey
 from gd.motors.domains.gene_check import PackMismatch, check_gene
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.domain_settings import conflict_policies, parse_domain_settings
 from gd.node.store.cortex import Cortex, CortexError
 from gd.node.store.cortex_env import UnknownGene
@@ -380,15 +381,17 @@ def replacement_from_plain(conflict: Conflict, data: Any) -> Gene:
 
 
 def resolve_conflict(store: SyncStore, node_key: NodeKey, key: str, keep: str,
-                     content: dict[str, Any] | None, physical_ms: int | None = None) -> Gene:
+                     content: dict[str, Any] | None, physical_ms: int | None = None, *,
+                     clock: Clock = SYSTEM_CLOCK) -> Gene:
     """Settle conflict `key`: keep "local", "remote" or "file" (`content`: the fields of a
     JSON gene file laid over the local version). The new version is stamped by an HLC
-    strictly above both sides' stamps and not behind our clock."""
+    strictly above both sides' stamps and not behind our clock (`physical_ms` when given,
+    else the injected `clock`: the daemon's, or the system's for a CLI without one)."""
     if keep == "file" and content is None:
         raise ValidationError("keep", "--keep FILE needs the file's content")
     conflict = store.conflict(key)
     replacement = replacement_from_plain(conflict, content) if keep == "file" else None
-    now_ms = int(time.time() * 1000) if physical_ms is None else physical_ms
+    now_ms = int(clock.wall() * 1000) if physical_ms is None else physical_ms
     stamp = HLC.from_packed(max(conflict.local.hlc, conflict.remote.hlc)).now(now_ms)
     return store.resolve(conflict.key, node_key, keep=keep, replacement=replacement,
                          hlc=stamp.packed)

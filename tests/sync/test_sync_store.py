@@ -194,3 +194,23 @@ def test_domain_conflict_settings_are_validated(table, message) -> None:
 
     with pytest.raises(ConfigError, match=message):
         domain_conflict_policies(table)
+
+
+def test_resolve_conflict_stamps_by_the_injected_clock(replicas) -> None:
+    """With no `physical_ms`, the resolution's HLC reads the clock it is given (the
+    daemon's), never the system's: a simulation on a manual clock stays deterministic."""
+    from gd.crdt.clock import ManualClock
+    from gd.crdt.hlc import unpack
+    from gd.node.store.sync_store import resolve_conflict
+
+    a, b = replicas(A), replicas(B)
+    g = make_gene(A, "g")
+    a.cortex.put_gene(g)
+    b.pull_from(a)
+    a.cortex.put_gene(g.edited(A, hlc=6 << 16, action="overhaul"))
+    b.cortex.put_gene(b.cortex.get_gene(g.id).edited(B, hlc=7 << 16, action="continue"))
+    a.pull_from(b)
+    (conflict,) = a.store.conflicts()
+    clock = ManualClock(wall=1_234_567.0)
+    resolved = resolve_conflict(a.store, A, conflict.key, "remote", None, clock=clock)
+    assert unpack(resolved.hlc)[0] == 1_234_567_000
