@@ -505,10 +505,11 @@ class SovNet(SovInvariants):
         self.revokes[node.index] += 1
         self.log(f"revoke {pair}")
 
-    def write(self, node: SovNode) -> None:
+    def write(self, node: SovNode, domain: str | None = None) -> Gene:
+        """A new gene of `node`'s own (of `domain`, or one drawn from the seed)."""
         assert node.cortex is not None
         serial = f"{node.index}-{len(node.written):05d}"
-        gene = Gene.create(node.key, domain=self.rng.choice(DOMAINS),
+        gene = Gene.create(node.key, domain=domain or self.rng.choice(DOMAINS),
                            name=f"secret-rule-{serial}",
                            codons=[Codon.simple("s11", ">", self.rng.randint(0, 99))],
                            action="inspect", purpose=f"private-purpose-{serial}",
@@ -516,6 +517,7 @@ class SovNet(SovInvariants):
         node.cortex.put_gene(gene)
         node.written.append(gene)
         self.log(f"write {node.index} {gene.id[:8]} {gene.domain}")
+        return gene
 
     async def round(self, node: SovNode, other: SovNode, reconcile: bool) -> None:
         """One pull (and maybe a reconcile) through `guard_round`, as the peer loop runs."""
