@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from gd.crdt.clock import Clock
+from gd.node.clock import SYSTEM_CLOCK
 
 LogFormat = Literal["json", "console"]
 LOG_FORMATS: tuple[str, ...] = ("json", "console")
@@ -33,7 +35,7 @@ class ThirdPartyRateLimit(logging.Filter):
 
     def __init__(self, prefixes: tuple[str, ...] = THIRD_PARTY_LOGGERS,
                  burst: int = THIRD_PARTY_BURST, window_s: float = THIRD_PARTY_WINDOW_S,
-                 clock: Any = time.monotonic) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__()
         self._prefixes = prefixes
         self._burst = burst
@@ -51,7 +53,7 @@ class ThirdPartyRateLimit(logging.Filter):
         prefix = self._prefix(record.name)
         if prefix is None:
             return True
-        now = self._clock()
+        now = self._clock.monotonic()
         start, seen, dropped = self._state.get(prefix, (now, 0, 0))
         if now - start >= self._window:
             if dropped:

@@ -44,7 +44,8 @@ def attach_auto_adapt(daemon: Any, settings: AdaptationSettings) -> AutoAdapter 
     runner (no Cortex, or the API disabled) or `[adaptation] auto = false`."""
     if daemon.api is None or daemon.cortex is None or not settings.auto:
         return None
-    adapter = AutoAdapter(daemon.cortex, settings, JobStoreQueue(daemon.api.jobs))
+    adapter = AutoAdapter(daemon.cortex, settings, JobStoreQueue(daemon.api.jobs),
+                          clock=daemon.gate.clock)
     if daemon.sync is not None:
         daemon.sync.on_received = adapter.after_received
     return adapter

@@ -27,15 +27,16 @@ such history nothing is queued (counted as `no_history`).
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
+from gd.crdt.clock import Clock
 from gd.genome import Decision, Gene, StateVector, canonical
 from gd.genome.gene import GeneStatus
 from gd.motors.craft import BAND_VETOED
 from gd.node.app.auto_adapt_settings import AdaptationSettings
 from gd.node.app.decisions import ADAPTABLE, MAX_ADAPT_STATES, history_states
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.store.cortex import Cortex
 
 BOOK_DB: Final = "auto_adapt"
@@ -80,7 +81,7 @@ class AutoAdapter:
     the job runner and the sync applier call it from worker threads."""
 
     def __init__(self, cortex: Cortex, settings: AdaptationSettings, queue: JobQueue,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.cortex = cortex
         self.settings = settings
         self.queue = queue
@@ -166,7 +167,7 @@ class AutoAdapter:
         if gene.status not in ADAPTABLE or key in tally.puts or \
                 self._get(f"o/{key}") is not None or self._get(f"d/{key}") is not None:
             return None
-        now_ms = int(self.clock() * 1000)
+        now_ms = int(self.clock.wall() * 1000)
         if peer:
             times = tally.peer_times(peer, now_ms)
             if len(times) >= self.settings.max_per_peer:

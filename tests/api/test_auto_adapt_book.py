@@ -195,3 +195,24 @@ def test_config_toml_refuses_an_unknown_adaptation_key():
     assert parse_config(base).adaptation == AdaptationSettings()
     with pytest.raises(ConfigError, match=r"config: \[adaptation\] max_queue: unknown key"):
         parse_config({**base, "adaptation": {"max_queue": 5}})
+
+
+def test_the_per_peer_day_reads_the_injected_clock(node):
+    """The 24-hour bound per sending peer is measured on the clock the daemon injects
+    (its gate's), so a simulation on a manual clock sees the window roll over."""
+    from gd.crdt.clock import ManualClock
+
+    clock = ManualClock(wall=1_700_000_000.0)
+    auto = AutoAdapter(node.cortex, AdaptationSettings(max_per_peer=2),
+                       JobStoreQueue(JobStore(node.cortex)), clock=clock)
+    own = make_gene(KEY, "ours", "turbofan")
+    node.cortex.put_gene(own)
+    for s in get_domain("turbofan").demo_states(12, 3):
+        dec.record_experience(node, own.id, s, success=s.values["s11"] > 47.6)
+    flood = received(6, PEER_A, "day")
+    node.cortex.put_genes(flood)
+    assert len(auto.after_received(PEER_A.peer_id, flood[:3])) == 2
+    clock.advance(23 * 3600)
+    assert auto.after_received(PEER_A.peer_id, flood[3:4]) == []  # same day on this clock
+    clock.advance(3600 + 1)
+    assert len(auto.after_received(PEER_A.peer_id, flood[4:6])) == 2  # a new day

@@ -8,6 +8,7 @@ import tomllib
 import pytest
 from gd_testkit import key_from_int
 
+from gd.crdt.clock import ManualClock
 from gd.node.config import ConfigError, MeshSettings, NodeConfig
 from gd.node.logging import ThirdPartyRateLimit
 from gd.node.net.discovery import BootstrapError, BootstrapPeer, parse_bootstrap, render_bootstrap
@@ -53,8 +54,8 @@ def test_mesh_section_is_validated():
 
 
 def test_third_party_logs_are_rate_limited_and_ours_are_not():
-    now = [0.0]
-    limit = ThirdPartyRateLimit(burst=3, window_s=10.0, clock=lambda: now[0])
+    clock = ManualClock()
+    limit = ThirdPartyRateLimit(burst=3, window_s=10.0, clock=clock)
 
     def rec(name: str) -> logging.LogRecord:
         return logging.LogRecord(name, logging.WARNING, __file__, 1, "StreamEOF", (), None)
@@ -62,6 +63,6 @@ def test_third_party_logs_are_rate_limited_and_ours_are_not():
     passed = [limit.filter(rec("libp2p.kad_dht")) for _ in range(10)]
     assert passed.count(True) == 3
     assert all(limit.filter(rec("gd.node")) for _ in range(10))
-    now[0] = 11.0
+    clock.advance(11.0)  # the window rolls over on the injected clock's monotonic time
     note = rec("libp2p.kad_dht")
     assert limit.filter(note) and "7 more libp2p lines suppressed" in note.getMessage()
