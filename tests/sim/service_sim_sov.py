@@ -59,7 +59,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Final, NoReturn
+from typing import Any, ClassVar, Final, NoReturn
 
 import fedsim_services
 import trio
@@ -70,7 +70,7 @@ from service_sim_sov_checks import Pair, SovInvariants
 
 import gd.node.clock
 from gd.crdt import hlc
-from gd.genome.gene import Codon, Gene
+from gd.genome.gene import Codon, Gene, ShareScope
 from gd.genome.identity import NodeKey
 from gd.node.config_sections import SyncSettings
 from gd.node.metrics import NodeMetrics
@@ -170,7 +170,7 @@ class SovGate:
         self.node = node
         self.peer_id = node.peer
         self.key = node.key
-        self.cfg = SimpleNamespace(domains={}, org=node.org, region=REGION)
+        self.cfg = SimpleNamespace(domains=net.domain_settings, org=node.org, region=REGION)
         self.log = fedsim_services.SimLog()
         self.metrics = NodeMetrics()
         self.methods = SimpleNamespace(add=lambda name, fn: None)
@@ -304,6 +304,8 @@ class SovNet(SovInvariants):
     policy_store_class: type[ObservedPolicyStore] = ObservedPolicyStore
     sender_class: type[CheckedSender] = CheckedSender
     receiver_class: type[CheckedReceiver] = CheckedReceiver
+    # `[domains.<name>]` of each node's config (`service_sim_fed`: a last-writer-wins one)
+    domain_settings: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, seed: int, root: Path) -> None:
         self.seed = seed
@@ -486,9 +488,14 @@ class SovNet(SovInvariants):
         return Subject(SubjectKind.ORG, to.org) if self.by_org[pair] else \
             Subject(SubjectKind.PEER, to.peer)
 
+    def rule(self, pair: Pair) -> ShareRule:
+        """The allow rule the pair's organisation makes (`service_sim_fed` lets it
+        forward)."""
+        return ShareRule(self.subject(pair), pair[2], anonymize=self.anon[pair])
+
     def share(self, node: SovNode, pair: Pair) -> None:
         assert node.sov is not None
-        rule = ShareRule(self.subject(pair), pair[2], anonymize=self.anon[pair])
+        rule = self.rule(pair)
         self.allow[pair] = True
         self.history[pair].append((trio.current_time(), True))
         node.sov.store.share(rule, ledger=node.sov.ledger, hlc=self.tick(node))
@@ -513,11 +520,16 @@ class SovNet(SovInvariants):
                            name=f"secret-rule-{serial}",
                            codons=[Codon.simple("s11", ">", self.rng.randint(0, 99))],
                            action="inspect", purpose=f"private-purpose-{serial}",
-                           params={"note": f"tenant-{serial}"}, hlc=self.tick(node))
+                           params={"note": f"tenant-{serial}"}, hlc=self.tick(node),
+                           scope=self.new_scope())
         node.cortex.put_gene(gene)
         node.written.append(gene)
         self.log(f"write {node.index} {gene.id[:8]} {gene.domain}")
         return gene
+
+    def new_scope(self) -> ShareScope:
+        """A new gene's scope: never forwardable here (`service_sim_fed` draws one)."""
+        return ShareScope()
 
     async def round(self, node: SovNode, other: SovNode, reconcile: bool) -> None:
         """One pull (and maybe a reconcile) through `guard_round`, as the peer loop runs."""
@@ -613,17 +625,25 @@ class SovNet(SovInvariants):
                 self.restart(node)
         self.log("settle")
         for _ in range(SETTLE_ROUNDS):
-            for a in self.nodes:
-                for b in self.nodes:
-                    if a is not b:
-                        assert a.sov is not None
-                        await a.sov.guard_delivery(b.peer, a.sov.deliver(b.peer))
-                        await self.round(a, b, reconcile=True)
-            await trio.sleep(READ_TIMEOUT_S)  # the backfills deliveries started
+            await self.settle_round()
+        self.final_checks()
+        self.log(f"settled {sorted(self.stats.items())}")
+
+    async def settle_round(self) -> None:
+        """Every ordered pair delivers its outbox, pulls and reconciles, fault-free."""
+        for a in self.nodes:
+            for b in self.nodes:
+                if a is not b:
+                    assert a.sov is not None
+                    await a.sov.guard_delivery(b.peer, a.sov.deliver(b.peer))
+                    await self.round(a, b, reconcile=True)
+        await trio.sleep(READ_TIMEOUT_S)  # the backfills deliveries started
+
+    def final_checks(self) -> None:
+        """The invariants checked once everything has settled."""
         self.check_statuses()
         self.check_audit_and_ledger()
         self.check_convergence()
-        self.log(f"settled {sorted(self.stats.items())}")
 
 
 @dataclass(frozen=True)
