@@ -145,20 +145,20 @@ class DomainPack:
 
     # -- features and states -----------------------------------------------------
     def feature_index(self, name: str) -> int:
-        try:
-            return self.features.index(name)
-        except ValueError:
-            raise MotorInputError(
-                f"feature {name!r} is not in domain {self.name!r} "
-                f"(features: {', '.join(self.features)})") from None
+        return self._index("feature", self.features, name)
 
     def action_index(self, action: str) -> int:
+        return self._index("action", self.actions, action)
+
+    def _index(self, kind: str, names: tuple[str, ...], name: str) -> int:
+        """`name`'s position among this domain's `names`; a MotorInputError naming the
+        ones there are otherwise (a typo in a gene or a request, not a crash)."""
         try:
-            return self.actions.index(action)
+            return names.index(name)
         except ValueError:
             raise MotorInputError(
-                f"action {action!r} is not in domain {self.name!r} "
-                f"(actions: {', '.join(self.actions)})") from None
+                f"{kind} {name!r} is not in domain {self.name!r} "
+                f"({kind}s: {', '.join(names)})") from None
 
     def matrix(self, states: Sequence[StateVector]) -> np.ndarray:
         """States as a float64 matrix (states × features) in this domain's order."""

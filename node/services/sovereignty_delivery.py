@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from libp2p.custom_types import TProtocol
 
-from gd.node.net.host import to_id
+from gd.node.net.open_stream import open_framed_stream
 from gd.node.net.peers import PeerRecord
-from gd.node.net.streams import READ_TIMEOUT_S, FramedStream, StreamGone
+from gd.node.net.streams import FramedStream
 from gd.node.store.audit import AuditKind
 from gd.node.store.policy_store import ProposalOutcome
 from gd.node.store.proposal_bounds import ProposalLimit
@@ -63,21 +62,13 @@ class AgreementDelivery:
 
     async def _open(self, peer: str) -> FramedStream:
         gate = self.svc.gate
-        protocol = TProtocol(AGREEMENTS_PROTOCOL_ID)
-        try:
-            with trio.fail_after(OPEN_TIMEOUT_S):
-                stream = await gate.host.new_stream(to_id(peer), [protocol])
-        except trio.TooSlowError:
-            raise StreamGone(f"could not open {AGREEMENTS_PROTOCOL_ID} to {peer}") from None
-        except Exception as exc:  # libp2p raises many kinds for "no connection"
-            raise StreamGone(f"could not open {AGREEMENTS_PROTOCOL_ID} to {peer}: "
-                             f"{exc!r}") from None
         metric = gate.metrics.bytes
 
         def count(direction: str, n: int) -> None:
             metric.labels(protocol=AGREEMENTS_PROTOCOL_ID, direction=direction).inc(n)
 
-        return FramedStream(stream, read_timeout_s=READ_TIMEOUT_S, count_bytes=count)
+        return await open_framed_stream(gate.host, peer, AGREEMENTS_PROTOCOL_ID,
+                                        timeout_s=OPEN_TIMEOUT_S, count_bytes=count)
 
     async def deliver(self, peer: str) -> Delivered:
         """Send `peer` its outbox (proposals, then tombstones) until acknowledged."""

@@ -155,3 +155,15 @@ def test_loan_game_makes_standard_offer_dominated_for_bad_risks() -> None:
     A, _ = pack.game(bk, X)
     dom = dominated(bk, A)
     assert not dom[0, 0] and dom[1, 0]     # decline beats lending to a likely default
+
+
+@pytest.mark.parametrize("kind", ["feature", "action"])
+def test_an_unknown_feature_or_action_is_a_motor_input_error_naming_the_known_ones(
+        kind: str) -> None:
+    pack = get_domain("turbofan")
+    names = pack.features if kind == "feature" else pack.actions
+    index = pack.feature_index if kind == "feature" else pack.action_index
+    assert index(names[-1]) == len(names) - 1
+    with pytest.raises(MotorInputError, match=rf"{kind} 'nope' is not in domain 'turbofan' "
+                                              rf"\({kind}s: {names[0]}, "):
+        index("nope")
