@@ -15,6 +15,7 @@ holds that size (our root, our leaf). Exit code 1 whenever either check fails.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -103,6 +104,34 @@ def _read_document(handle: IO[str]) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise Failure("proof document must be a JSON object")
     return doc
+
+
+def _or_verify(what: str, verify: Callable[..., None]) -> Callable[[Callable[..., None]],
+                                                                   Callable[..., None]]:
+    """Adds `--verify FILE|-` to a proof command: given it, the command checks that proof
+    document (`verify`, called with the command's arguments, the document, `home` and
+    `as_json`) instead of printing a proof. One option, one meaning, for every proof."""
+    def wrap(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def run(*, check: IO[str] | None, home: Path | None, as_json: bool,
+                **args: Any) -> None:
+            if check is not None:
+                verify(**args, doc=_read_document(check), home=home, as_json=as_json)
+                return
+            command(home=home, as_json=as_json, **args)
+
+        return click.option("--verify", "check", type=click.File("r"), default=None,
+                            metavar="FILE|-",
+                            help=f"Check {what} proof document instead of printing one.")(run)
+    return wrap
+
+
+def _proof_holds(verify: Callable[..., None], *args: Any) -> None:
+    """Run a Merkle proof check; a proof that does not hold is the user's Failure."""
+    try:
+        verify(*args)
+    except ProofError as exc:
+        raise Failure(f"proof does not verify: {exc}") from None
 
 
 @click.group("ledger")
@@ -221,15 +250,10 @@ def verify_cmd(home: Path | None, voters: tuple[str, ...], as_json: bool) -> Non
 @click.argument("index", type=click.IntRange(min=0))
 @click.option("--size", type=click.IntRange(min=1), default=None,
               help="Prove against the tree of this size (default: the whole log).")
-@click.option("--verify", "check", type=click.File("r"), default=None, metavar="FILE|-",
-              help="Check an inclusion proof document instead of printing one.")
 @ledger_command
-def proof_cmd(index: int, size: int | None, check: IO[str] | None, home: Path | None,
-              as_json: bool) -> None:
+@_or_verify("an inclusion", lambda **given: _verify_inclusion_document(**given))
+def proof_cmd(index: int, size: int | None, home: Path | None, as_json: bool) -> None:
     """Inclusion proof (audit path) that entry INDEX is in the log of --size entries."""
-    if check is not None:
-        _verify_inclusion_document(index, size, _read_document(check), home, as_json)
-        return
     with _ledger(home) as ledger:
         proof = ledger.inclusion_proof(index, size)
         doc: dict[str, Any] = {
@@ -258,10 +282,7 @@ def _verify_inclusion_document(index: int, size: int | None, doc: dict[str, Any]
         raise Failure(f"the document proves entry {doc_index}, not {index}")
     if size is not None and size != doc_size:
         raise Failure(f"the document is for size {doc_size}, not {size}")
-    try:
-        verify_inclusion(leaf, index, doc_size, path, root)
-    except ProofError as exc:
-        raise Failure(f"proof does not verify: {exc}") from None
+    _proof_holds(verify_inclusion, leaf, index, doc_size, path, root)
     with _ledger(home) as ledger:
         local_size = ledger.size
         local = (ledger.root(doc_size), ledger.leaf_hash(index)) if doc_size <= local_size \
@@ -289,15 +310,10 @@ def _report_match(matches: bool, beyond: bool, local_size: int, what: dict[str, 
 @ledger_group.command("consistency")
 @click.argument("old_size", metavar="M", type=click.IntRange(min=0))
 @click.argument("new_size", metavar="N", type=click.IntRange(min=0))
-@click.option("--verify", "check", type=click.File("r"), default=None, metavar="FILE|-",
-              help="Check a consistency proof document instead of printing one.")
 @ledger_command
-def consistency_cmd(old_size: int, new_size: int, check: IO[str] | None, home: Path | None,
-                    as_json: bool) -> None:
+@_or_verify("a consistency", lambda **given: _verify_consistency_document(**given))
+def consistency_cmd(old_size: int, new_size: int, home: Path | None, as_json: bool) -> None:
     """Consistency proof that the log of N entries extends the log of M entries."""
-    if check is not None:
-        _verify_consistency_document(old_size, new_size, _read_document(check), home, as_json)
-        return
     with _ledger(home) as ledger:
         proof = ledger.consistency_proof(old_size, new_size)
         doc: dict[str, Any] = {
@@ -315,10 +331,7 @@ def _verify_consistency_document(old_size: int, new_size: int, doc: dict[str, An
     if sizes != (old_size, new_size):
         raise Failure(f"the document is for sizes {sizes[0]} -> {sizes[1]}, "
                       f"not {old_size} -> {new_size}")
-    try:
-        verify_consistency(old_size, new_size, old_root, new_root, path)
-    except ProofError as exc:
-        raise Failure(f"proof does not verify: {exc}") from None
+    _proof_holds(verify_consistency, old_size, new_size, old_root, new_root, path)
     with _ledger(home) as ledger:
         local_size = ledger.size
         beyond = new_size > local_size

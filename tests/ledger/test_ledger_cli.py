@@ -107,8 +107,9 @@ def test_consistency_proof_print_and_verify(home: Path) -> None:
     assert "matches" in run("consistency", "4", str(SIZE), "--verify", "-", "--home",
                             str(home), stdin=json.dumps(doc)).output
     bad = dict(doc, old_root=sha256(b"x").hex())
-    run("consistency", "4", str(SIZE), "--verify", "-", "--home", str(home), code=1,
-        stdin=json.dumps(bad))
+    assert "does not verify" in run("consistency", "4", str(SIZE), "--verify", "-", "--home",
+                                    str(home), code=1, stdin=json.dumps(bad)).stderr
+    assert "Check a consistency proof document" in run("consistency", "--help").output
     run("consistency", "5", str(SIZE), "--verify", "-", "--home", str(home), code=1,
         stdin=json.dumps(doc))
     assert "hashes" in run("consistency", "3", "8", "--home", str(home)).output
