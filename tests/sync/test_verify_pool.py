@@ -4,11 +4,11 @@ the caller's thread."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 import pytest
-from gd_testkit import key_from_int, make_gene
+from gd_testkit import key_from_int
+from wire_batch import mixed_wire_batch
 
 from gd.node.services.verify_pool import MIN_CHUNK, VerifyPool
 from gd.protocol.sync import verify_genes, verify_wire
@@ -17,23 +17,8 @@ A, B = key_from_int(1), key_from_int(2)
 
 
 def batch(n: int) -> list[dict]:
-    """n wire genes, every 7th with a forged name (bad signature), every 11th re-signed
-    by a stranger under A's id (unbound id), one not even a gene."""
-    wires = []
-    for i in range(n):
-        gene = make_gene(A, f"g{i:03d}")
-        if i % 7 == 3:
-            wire = dataclasses.replace(gene, name="evil").to_wire()
-            wire["body"]["name"] = "evil"
-            wire["sig"] = gene.signature
-        elif i % 11 == 5:
-            wire = dataclasses.replace(gene, author="", signature=b"", domain="loan",
-                                       vv={B.peer_id: 1}).signed(B).to_wire()
-        else:
-            wire = gene.to_wire()
-        wires.append(wire)
-    wires[40] = {"body": {"id": "not-a-gene"}}
-    return wires
+    """n wire genes with forged, unbound and non-gene entries (`mixed_wire_batch`)."""
+    return mixed_wire_batch(n, A, B)
 
 
 @pytest.mark.parametrize("workers", [2, 3, 4])

@@ -4,7 +4,6 @@ when small, closed or broken, and no worker outlives its parent."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 import signal
@@ -15,6 +14,7 @@ import time
 import msgpack
 import pytest
 from gd_testkit import key_from_int, make_gene
+from wire_batch import mixed_wire_batch
 
 from gd.genome import canonical
 from gd.node.services import verify_procs
@@ -26,28 +26,8 @@ A, B = key_from_int(1), key_from_int(2)
 
 
 def batch(n: int) -> list[dict]:
-    """n wire genes as a receiver decodes them: every 7th with a forged name (bad
-    signature), every 11th re-signed by a stranger under A's id (unbound id), every
-    13th valid but not in canonical form (an integer threshold: the signature covers
-    the float the gene encodes to), one not even a gene."""
-    wires = []
-    for i in range(n):
-        gene = make_gene(A, f"g{i:03d}", threshold=47.0)
-        if i % 7 == 3:
-            wire = dataclasses.replace(gene, name="evil").to_wire()
-            wire["body"]["name"] = "evil"
-            wire["sig"] = gene.signature
-        elif i % 11 == 5:
-            wire = dataclasses.replace(gene, author="", signature=b"", domain="loan",
-                                       vv={B.peer_id: 1}).signed(B).to_wire()
-        else:
-            wire = gene.to_wire()
-            if i % 13 == 6:
-                wire["body"]["codons"][0]["threshold"] = 47
-        wires.append(canonical.decode(canonical.encode_plain(wire)))
-    if n > 40:
-        wires[40] = {"body": {"id": "not-a-gene"}}
-    return wires
+    """n wire genes with forged, unbound, non-canonical and non-gene entries."""
+    return mixed_wire_batch(n, A, B, non_canonical=True)
 
 
 def test_verdicts_and_genes_match_the_core_gene_for_gene():
@@ -167,6 +147,7 @@ def test_check_raw_sends_back_verdicts_not_genes():
 CHILD = """
 import os, sys
 from gd_testkit import key_from_int, make_gene
+from wire_batch import mixed_wire_batch
 from gd.node.services.verify_procs import ProcessVerifyPool
 if __name__ == "__main__":
     pool = ProcessVerifyPool(2, min_batch=1)
