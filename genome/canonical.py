@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any, overload
 
@@ -64,9 +65,23 @@ def normalize(value: Any, path: str = "$") -> Canonical:
     raise TypeError(f"{path}: {type(value).__name__} has no canonical encoding")
 
 
+class _Packers(threading.local):
+    """One reused msgpack Packer per thread. `msgpack.packb` builds a Packer (and
+    allocates its buffer) on every call, half the cost of encoding a gene body (issue
+    15); a Packer resets its buffer after each `pack`, also when packing raises. Per
+    thread, not shared: packing a dict subclass calls back into Python, where another
+    thread could start packing into the same buffer."""
+
+    def __init__(self) -> None:
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+
+
+_PACKERS = _Packers()
+
+
 def encode(value: Any) -> bytes:
     """Canonical msgpack bytes of `value` (see module docstring for the rules)."""
-    packed: bytes = msgpack.packb(normalize(value), use_bin_type=True)
+    packed: bytes = _PACKERS.pack(normalize(value))
     return packed
 
 
@@ -74,9 +89,20 @@ def encode_plain(value: Canonical) -> bytes:
     """Encode data that is already canonical (sorted keys, finite floats).
 
     The hot path for records that build their own sorted dicts; `encode` re-checks.
+    Same bytes as `msgpack.packb(value, use_bin_type=True)`.
     """
-    packed: bytes = msgpack.packb(value, use_bin_type=True)  # msgpack is untyped
+    packed: bytes = _PACKERS.pack(value)  # msgpack is untyped
     return packed
+
+
+def encode_texts(parts: list[str]) -> bytes:
+    """`encode(parts)` of a list of text (ids are derived from one, `gene_id_for`),
+    without `normalize`'s walk: a list of `str` is already canonical. Anything else
+    takes `encode`, with its checks and errors."""
+    for part in parts:
+        if type(part) is not str:
+            return encode(parts)
+    return encode_plain(parts)  # type: ignore[arg-type]  # list[str] is canonical
 
 
 def decode(data: bytes) -> Any:

@@ -20,20 +20,25 @@ import copy
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from gd.genome import canonical, checks
+
+# Re-exported: Codon and ShareScope lived here before issue 15 split the module.
+from gd.genome.codon import OPERATORS as OPERATORS
+from gd.genome.codon import Codon as Codon
+from gd.genome.codon import ShareScope as ShareScope
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.genome.identity import NodeKey, is_peer_id, verify
+from gd.genome.memo import memo
 
-OPERATORS = ("<", "<=", ">", ">=", "==", "!=")
 # Canonical msgpack of a gene's wire map around its body: a 2-entry map, key "body", the
 # body's own bytes, key "sig", the signature (keys in sorted order).
 _WIRE_BODY = b"\x82\xa4body"
 _WIRE_SIG = b"\xa3sig"
 SIGNATURE_LEN = 64
+_ID_MATCH = checks.ID_RE.match
 
 
 class GeneStatus(enum.StrEnum):
@@ -42,130 +47,6 @@ class GeneStatus(enum.StrEnum):
     REJECTED = "rejected"
     RETIRED = "retired"
     REVOKED = "revoked"
-
-
-@dataclass(frozen=True, slots=True)
-class Codon:
-    """One term of a condition: `sum(weight * state[feature]) <op> threshold`.
-
-    A plain codon (`s11 > 47.6`) is the one-term case with weight 1; a weighted linear
-    term (`0.5*s11 - s12 > 3`) has several. Terms are kept sorted by feature so that the
-    same condition has one encoding.
-    """
-
-    op: str
-    threshold: float
-    terms: tuple[tuple[str, float], ...]
-
-    def __post_init__(self) -> None:
-        if self.op not in OPERATORS:
-            raise ValidationError("op", f"unknown operator {self.op!r}; use one of {OPERATORS}")
-        object.__setattr__(self, "threshold", checks.finite("threshold", self.threshold))
-        raw = checks.nonempty_tuple("terms", self.terms, checks.MAX_TERMS)
-        terms: dict[str, float] = {}
-        for i, term in enumerate(raw):
-            if not isinstance(term, list | tuple) or len(term) != 2:
-                raise ValidationError(f"terms[{i}]", "expected [feature, weight]")
-            name = checks.feature(f"terms[{i}].feature", term[0])
-            weight = checks.finite(f"terms[{i}].weight", term[1])
-            if weight == 0.0:
-                raise ValidationError(f"terms[{i}].weight", "a zero weight is not a term")
-            if name in terms:
-                raise ValidationError(f"terms[{i}].feature", f"{name!r} appears twice")
-            terms[name] = weight
-        object.__setattr__(self, "terms", tuple(sorted(terms.items())))
-
-    @classmethod
-    def simple(cls, feature: str, op: str, threshold: float) -> Codon:
-        return cls(op=op, threshold=threshold, terms=((feature, 1.0),))
-
-    @property
-    def feature(self) -> str | None:
-        """The feature of a plain one-term codon, else None."""
-        if len(self.terms) == 1 and self.terms[0][1] == 1.0:
-            return self.terms[0][0]
-        return None
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.terms)
-
-    def holds(self, state: Mapping[str, float]) -> bool:
-        """Boolean test on one state (motors use the graded, vectorised form)."""
-        lhs = sum(weight * state[name] for name, weight in self.terms)
-        return _compare(lhs, self.op, self.threshold)
-
-    def to_plain(self) -> dict[str, Any]:
-        return {
-            "op": self.op,
-            "terms": [[name, weight] for name, weight in self.terms],
-            "threshold": self.threshold,
-        }
-
-    @classmethod
-    def from_plain(cls, data: Any, where: str = "codon") -> Codon:
-        """Accept the canonical form or the import shorthand `{feature, op, threshold}`."""
-        data = checks.require_map(where, data)
-        simple = "feature" in data
-        checks.known_keys(where, data, {"feature", "op", "threshold"} if simple
-                          else {"op", "terms", "threshold"})
-        try:
-            if simple:
-                return cls.simple(data["feature"], data["op"], data["threshold"])
-            terms = data["terms"]
-            if isinstance(terms, Mapping):
-                terms = list(terms.items())
-            return cls(op=data["op"], threshold=data["threshold"], terms=terms)
-        except KeyError as exc:
-            raise ValidationError(f"{where}.{exc.args[0]}", "is required") from None
-        except ValidationError as exc:
-            raise ValidationError(f"{where}.{exc.field}", exc.message) from None
-
-    def __str__(self) -> str:
-        if self.feature is not None:
-            return f"{self.feature} {self.op} {self.threshold:g}"
-        lhs = " + ".join(f"{w:g}*{n}" for n, w in self.terms)
-        return f"{lhs} {self.op} {self.threshold:g}"
-
-
-def _compare(lhs: float, op: str, rhs: float) -> bool:
-    if op == "<":
-        return lhs < rhs
-    if op == "<=":
-        return lhs <= rhs
-    if op == ">":
-        return lhs > rhs
-    if op == ">=":
-        return lhs >= rhs
-    if op == "==":
-        return lhs == rhs
-    return lhs != rhs
-
-
-@dataclass(frozen=True, slots=True)
-class ShareScope:
-    """What the origin allows receivers to do with this gene (enforced by honest nodes).
-
-    `forward`: may a receiver pass it on to a third organisation.
-    `residency`: if set, the gene must never leave that region.
-    """
-
-    forward: bool = False
-    residency: str = ""
-
-    def __post_init__(self) -> None:
-        checks.boolean("scope.forward", self.forward)
-        if self.residency:
-            checks.slug("scope.residency", self.residency)
-
-    def to_plain(self) -> dict[str, Any]:
-        return {"forward": self.forward, "residency": self.residency}
-
-    @classmethod
-    def from_plain(cls, data: Any) -> ShareScope:
-        data = checks.require_map("scope", data)
-        checks.known_keys("scope", data, {"forward", "residency"})
-        return cls(forward=data.get("forward", False), residency=data.get("residency", ""))
 
 
 BODY_FIELDS = (
@@ -184,7 +65,7 @@ def gene_id_for(origin: str, domain: str, name: str, derived_from: str = "") -> 
     `derived_from` is a derived gene's first parent (protocol/sovereignty.py,
     `derive_for`): one original yields one derived gene per receiver."""
     parts = [origin, domain, name, derived_from] if derived_from else [origin, domain, name]
-    return canonical.sha256(canonical.encode(parts))[:16].hex()
+    return canonical.sha256(canonical.encode_texts(parts))[:16].hex()
 
 
 def id_is_bound(gene: Gene) -> bool:
@@ -239,9 +120,13 @@ class Gene:
         vv = checks.require_map("vv", self.vv)
         if len(vv) > checks.MAX_VV_ENTRIES:
             raise ValidationError("vv", f"has {len(vv)} entries, limit {checks.MAX_VV_ENTRIES}")
-        set_(self, "vv", MappingProxyType(
-            {checks.text("vv.key", k, checks.MAX_ID_LEN, required=True):
-             checks.uint(f"vv.{k}", vv[k], minimum=1) for k in sorted(vv)}))
+        vv_out: dict[str, int] = {}
+        for k in sorted(vv):
+            count = vv[k]
+            vv_out[checks.text("vv.key", k, checks.MAX_ID_LEN, required=True)] = (
+                count if type(count) is int and 1 <= count <= checks.MAX_U64
+                else checks.uint(f"vv.{k}", count, minimum=1))  # raises, named
+        set_(self, "vv", MappingProxyType(vv_out))
         checks.uint("hlc", self.hlc)
         if self.author and not is_peer_id(self.author):
             raise ValidationError("author", f"{self.author!r} is not an Ed25519 peer id")
@@ -249,13 +134,15 @@ class Gene:
         if len(parents) > checks.MAX_PARENTS:
             raise ValidationError("parents", f"more than {checks.MAX_PARENTS} parents")
         for i, parent in enumerate(parents):
-            checks.ident(f"parents[{i}]", parent)
+            if type(parent) is not str or not _ID_MATCH(parent):
+                checks.ident(f"parents[{i}]", parent)  # raises, named
         set_(self, "parents", parents)
         if not isinstance(self.scope, ShareScope):
             raise ValidationError("scope", "expected a ShareScope")
         if not isinstance(self.signature, bytes) or len(self.signature) not in (0, SIGNATURE_LEN):
             raise ValidationError("signature", "expected 64 bytes (or none before signing)")
-        set_(self, "status", GeneStatus(self.status))
+        if type(self.status) is not GeneStatus:
+            set_(self, "status", GeneStatus(self.status))
         checks.uint("successes", self.successes)
         checks.uint("failures", self.failures)
 
@@ -277,20 +164,22 @@ class Gene:
         status: GeneStatus = GeneStatus.NATIVE,
         gene_id: str | None = None,
     ) -> Gene:
-        """A new gene, version 1, authored and signed by `key`'s node."""
+        """A new gene, version 1, authored and signed by `key`'s node (in place, with
+        its author set: as `signed` would, without a copy; issue 15)."""
         origin = key.peer_id
         gene = cls(
             id=gene_id or gene_id_for(origin, domain, name),
             domain=domain, name=name, codons=tuple(codons), action=action,
             purpose=purpose, origin=origin, params=params or {}, version=1,
             vv={origin: 1}, hlc=hlc, parents=tuple(parents), scope=scope or ShareScope(),
-            status=status,
+            author=origin, status=status,
         )
-        if not id_is_bound(gene):
+        # An id computed just above is bound by construction; a caller's is checked.
+        if gene_id and not id_is_bound(gene):
             raise ValidationError("id", f"{gene.id} is not the id of this origin, domain and "
                                   f"name ({gene_id_for(origin, domain, name)}): peers would "
                                   "refuse it")
-        return gene.signed(key)
+        return gene._sign_new(key)
 
     def edited(self, key: NodeKey, *, hlc: int, version: int | None = None,
                **changes: Any) -> Gene:
@@ -314,10 +203,10 @@ class Gene:
         vv = dict(self.vv)
         vv[key.peer_id] = vv.get(key.peer_id, 0) + 1
         return replace(self, version=number, vv=vv, hlc=hlc, signature=b"",
-                       author="", **changes).signed(key)
+                       author=key.peer_id, **changes)._sign_new(key)
 
     # -- content, hash, signature -------------------------------------------------
-    @cached_property
+    @memo
     def _body(self) -> dict[str, Any]:
         return {
             "action": self.action,
@@ -340,11 +229,11 @@ class Gene:
         """The signed part, as canonical plain data (keys sorted). A fresh copy."""
         return dict(self._body)
 
-    @cached_property
+    @memo
     def signing_bytes(self) -> bytes:
         return canonical.encode_plain(self._body)
 
-    @cached_property
+    @memo
     def wire_bytes(self) -> bytes:
         """Canonical bytes of `to_wire()`: what peers and the version store hold.
 
@@ -353,7 +242,7 @@ class Gene:
         return (_WIRE_BODY + self.signing_bytes + _WIRE_SIG
                 + canonical.encode_plain(self.signature))
 
-    @cached_property
+    @memo
     def version_hash(self) -> bytes:
         """SHA-256 of the canonical body: names this exact version everywhere."""
         return canonical.sha256(self.signing_bytes)
@@ -369,6 +258,14 @@ class Gene:
                              signing_bytes=signing)  # the bytes just signed, not re-encoded
         return gene
 
+    def _sign_new(self, key: NodeKey) -> Gene:
+        """Sign in place a gene just built with `author` = `key.peer_id`, which no
+        other code holds yet (the bytes signed are cached, as `signed` does)."""
+        signing = canonical.encode_plain(self._body)
+        object.__setattr__(self, "signature", key.sign(signing))
+        self.__dict__["signing_bytes"] = signing
+        return self
+
     def verify(self) -> None:
         """Raise SignatureError unless `author` signed exactly this body."""
         if not self.signature or not self.author:
@@ -381,7 +278,7 @@ class Gene:
         if bad:
             raise ValidationError(",".join(sorted(bad)), "is not a local field")
         # The signed body is untouched, so skip re-validating it and keep its cached
-        # encodings and hash (a shallow copy carries the cached_property values): this
+        # encodings and hash (a shallow copy carries the cached values): this
         # runs once per gene on every sync apply and status change.
         if "status" in changes:
             changes["status"] = GeneStatus(changes["status"])
