@@ -203,6 +203,12 @@ PING_PROTOCOL_ID = TProtocol("/gd/ping/1.0.0")
 PING_NONCE_BYTES = 8
 
 
+def _check_ping_nonce(nonce: bytes) -> None:
+    """A ping and its pong carry the same nonce: one size, checked the same way."""
+    if len(nonce) != PING_NONCE_BYTES:
+        raise ValueError(f"nonce: expected {PING_NONCE_BYTES} bytes")
+
+
 @message
 @dataclass(frozen=True)
 class Ping(Message):
@@ -212,8 +218,7 @@ class Ping(Message):
     nonce: bytes
 
     def __post_init__(self) -> None:
-        if len(self.nonce) != PING_NONCE_BYTES:
-            raise ValueError(f"nonce: expected {PING_NONCE_BYTES} bytes")
+        _check_ping_nonce(self.nonce)
 
 
 @message
@@ -223,5 +228,4 @@ class Pong(Message):
     nonce: bytes
 
     def __post_init__(self) -> None:
-        if len(self.nonce) != PING_NONCE_BYTES:
-            raise ValueError(f"nonce: expected {PING_NONCE_BYTES} bytes")
+        _check_ping_nonce(self.nonce)

@@ -10,7 +10,7 @@ import trio
 from gd_testkit import key_from_int
 
 from gd.node.net.open_stream import open_framed_stream
-from gd.node.net.streams import FramedStream, Ping, StreamGone
+from gd.node.net.streams import PING_NONCE_BYTES, FramedStream, Ping, Pong, StreamGone
 
 PEER = key_from_int(7).peer_id
 
@@ -64,3 +64,11 @@ async def test_a_host_that_never_answers_is_a_gone_stream_after_the_timeout(
 async def test_any_libp2p_failure_to_open_is_a_gone_stream_not_a_crash() -> None:
     with pytest.raises(StreamGone, match="no connection to that peer"):
         await open_framed_stream(Host("refuse"), PEER, "/gd/test/1", timeout_s=1.0)
+
+
+@pytest.mark.parametrize("frame", [Ping, Pong])
+def test_ping_and_pong_refuse_a_nonce_of_the_wrong_size(frame: type) -> None:
+    assert frame(nonce=b"n" * PING_NONCE_BYTES).nonce == b"n" * PING_NONCE_BYTES
+    for size in (0, PING_NONCE_BYTES - 1, PING_NONCE_BYTES + 1):
+        with pytest.raises(ValueError, match="nonce: expected"):
+            frame(nonce=b"n" * size)
