@@ -28,13 +28,13 @@ import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.genome.identity import NodeKey, is_peer_id, verify
 from gd.ledger import merkle
+from gd.ledger.entry_cache import once, placed_encoding
 from gd.ledger.errors import RemoteLedgerError
 
 FORMAT_VERSION = 1
@@ -171,17 +171,24 @@ class LedgerEntry:
         position is checked here and the statement's fields, bytes and hash are copied
         instead of built and checked again (`dataclasses.replace` re-ran the whole
         validation: ~15 us of the ~60 us a replica spends per applied statement, issue 15).
-        What covers the position (the encoding, entry hash, leaf) is computed anew."""
+        What covers the position (the encoding, entry hash, leaf) is computed anew; the
+        encoding is spliced from the statement's own (`entry_cache.placed_encoding`)."""
         checks.uint("index", index)
         checks.digest("prev", prev_hash, HASH_SIZE)
         if index == 0 and prev_hash != GENESIS_PREV:
             raise ValidationError("prev", "entry 0 must link to the all-zero genesis hash")
         placed = object.__new__(LedgerEntry)
         state = placed.__dict__
-        state.update((name, value) for name, value in self.__dict__.items()
-                     if name not in _POSITION_CACHED)
+        state.update(self.__dict__)
+        for name in _POSITION_CACHED:
+            state.pop(name, None)
         state["index"] = index
         state["prev_hash"] = prev_hash
+        if self.index is None:
+            encoded = placed_encoding(self.encoded, self.author, self.hlc,
+                                      self.idempotency_key, self.kind.value, index, prev_hash)
+            if encoded is not None:
+                state["encoded"] = encoded
         return placed
 
     def unsequenced(self) -> LedgerEntry:
@@ -260,24 +267,24 @@ class LedgerEntry:
         entry.__dict__["encoded"] = bytes(raw)
         return entry
 
-    @cached_property
+    @once
     def encoded(self) -> bytes:
         """`encode()`, computed once (hashes and the store all need it)."""
         return self.encode()
 
     # -- hashes and checks --------------------------------------------------------------
 
-    @cached_property
+    @once
     def entry_hash(self) -> bytes:
         """SHA-256 of the whole encoding; the next entry's `prev_hash`."""
         return canonical.sha256(self.encoded)
 
-    @cached_property
+    @once
     def leaf_hash(self) -> bytes:
         """This entry's RFC 9162 leaf in the ledger's Merkle tree."""
         return merkle.leaf_hash(self.encoded)
 
-    @cached_property
+    @once
     def statement_hash(self) -> bytes:
         """Identifies the signed statement regardless of its position (idempotency)."""
         return canonical.sha256(self.statement_bytes() + self.signature)
