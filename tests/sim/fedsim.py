@@ -1478,8 +1478,8 @@ def scratch_root() -> Iterator[Path]:
     """A directory for the run's Cortexes: tmpfs when there is one (fsync is free and
     the run is ~10x faster; a crash here is a process crash, which loses no committed
     LMDB transaction either way)."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) \
-        else None
+    base = os.environ.get("GD_SIM_SCRATCH") or (  # a sweep's own parent (sweep.py)
+        "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None)
     path = Path(tempfile.mkdtemp(prefix="fedsim-", dir=base))
     try:
         yield path

@@ -4,17 +4,22 @@ bounded process pool, with progress, the replay command of every failing seed an
 Why not pytest: ten thousand parametrised cases per simulation cost more in collection
 and reporting than in simulating, and pytest runs them on one core. Each seed here is
 one task (`fed:SEED`; `raft:LAYOUT:SEED` for every layout in `raftsim.LAYOUTS`;
-`sync:SEED`, the async sync service, and `sov:SEED`, sync and sovereignty services of
-three organisations, both on trio's mock clock in a scratch directory of their own); a
+`sync:SEED`, the async sync service, `sov:SEED`, sync and sovereignty services of
+three organisations, and `ledger:SEED`, the Raft ledger service of three voters, each on
+trio's mock clock in a scratch directory of their own); a
 seed is independent of every other, so the pool may run them in any order and the
 result of each is still exactly what `--replay` gives.
 
-    python tests/sim/sweep.py --seeds 10000 [--start 0] [--workers 2] [--sims fed,raft,sync,sov]
+    python tests/sim/sweep.py --seeds 10000 [--start 0] [--workers 2]
+        [--sims fed,raft,sync,sov,ledger]
         [--until 02:20] [--out bench/results/sim_sweep.json]
     python tests/sim/sweep.py --replay fed:241      # one seed, in-process, with its trace
 
 `--until HH:MM` (UTC) stops handing out seeds at that time and records exactly how many
-ran. The exit status is 1 when any seed failed (or nothing ran), else 0.
+ran. The exit status is 1 when any seed failed (or nothing ran), else 0. Every scratch
+directory of a sweep lives under one parent the sweep makes (`GD_SIM_SCRATCH`, inherited
+by the workers, fedsim's too) and removes however it ends: a cut-off or a Ctrl-C kills
+workers mid-seed, and their own clean-up never runs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,9 +51,13 @@ if str(HERE) not in sys.path:
 import fedsim  # noqa: E402  (tests/sim on the path first)
 import raftsim  # noqa: E402
 import service_sim  # noqa: E402
+import service_sim_ledger  # noqa: E402
 import service_sim_sov  # noqa: E402
 
-SIMS = ("fed", "raft", "sync", "sov")
+SIMS = ("fed", "raft", "sync", "sov", "ledger")
+SERVICE_SIMS = ("fed", "sync", "sov", "ledger")
+# The per-sweep parent of every scratch directory (read by fedsim.scratch_root too).
+SCRATCH_ENV = "GD_SIM_SCRATCH"
 FAILURES = (fedsim.SimFailure, raftsim.SimFailure, service_sim.ServiceSimFailure)
 # Seconds between progress lines.
 PROGRESS_EVERY = 15.0
@@ -72,9 +82,11 @@ def run_service_or_fed(sim: str, seed: int) -> str:
     """One seed of the federation or a service simulation; returns its trace hash."""
     if sim == "fed":
         return fedsim.run(seed).trace_hash
-    with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
+    with tempfile.TemporaryDirectory(dir=os.environ.get(SCRATCH_ENV) or SCRATCH) as scratch:
         if sim == "sync":
             return service_sim.run(seed, Path(scratch)).trace_hash
+        if sim == "ledger":
+            return service_sim_ledger.run(seed, Path(scratch)).trace_hash
         return service_sim_sov.run(seed, Path(scratch)).trace_hash
 
 
@@ -88,7 +100,7 @@ def run_task(task: str) -> dict[str, Any]:
     began = time.perf_counter()
     out: dict[str, Any] = {"task": task, "ok": True, "error": "", "voter_changes": 0}
     try:
-        if parts[0] in ("fed", "sync", "sov"):
+        if parts[0] in SERVICE_SIMS:
             run_service_or_fed(parts[0], int(parts[1]))
         elif parts[0] == "raft":
             sim = raftsim.run_seed(int(parts[2]), raftsim.LAYOUTS[parts[1]])
@@ -151,35 +163,48 @@ def sweep(sims: list[str], start: int, seeds: int, workers: int, until: str | No
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     print(f"sweep: {total} runs ({','.join(sims)}, seeds {start}..{start + seeds - 1}) "
           f"on {workers} workers", flush=True)
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, _worker_init, maxtasksperchild=2000) as pool:
-        for result in pool.imap_unordered(run_task, tasks(sims, start, seeds), CHUNK):
-            done += 1
-            group = groups.setdefault(_group(result["task"]), {
-                "runs": 0, "passed": 0, "failed": 0, "task_seconds": 0.0,
-                "voter_changes": 0, "seeds": []})
-            group["runs"] += 1
-            group["passed" if result["ok"] else "failed"] += 1
-            group["task_seconds"] += result["seconds"]
-            group["voter_changes"] += result["voter_changes"]
-            group["seeds"].append(int(result["task"].rsplit(":", 1)[1]))
-            if not result["ok"]:
-                failure = {"task": result["task"], "error": result["error"],
-                           "replay": replay_command(result["task"])}
-                failures.append(failure)
-                print(f"FAILED {result['task']}: {result['error']}\n  replay: "
-                      f"{failure['replay']}", flush=True)
-            now = time.time()
-            if now - last_print >= PROGRESS_EVERY:
-                last_print = now
-                rate = done / (now - began)
-                print(f"  {done}/{total} runs, {len(failures)} failed, {rate:.1f} runs/s, "
-                      f"~{(total - done) / rate / 60:.1f} min left", flush=True)
-            if stop or (deadline is not None and now >= deadline):
-                cut_off = stop[0] if stop else "--until"
-                pool.terminate()
-                break
-    signal.signal(signal.SIGTERM, previous)
+    # Every scratch directory of this sweep, the workers' and fedsim's, lives under one
+    # parent that this process removes however the sweep ends (workers killed mid-seed
+    # by a cut-off or Ctrl-C never run their own clean-up).
+    parent = tempfile.mkdtemp(prefix="gd-sweep-", dir=SCRATCH)
+    saved_env = os.environ.get(SCRATCH_ENV)
+    os.environ[SCRATCH_ENV] = parent
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(workers, _worker_init, maxtasksperchild=2000) as pool:
+            for result in pool.imap_unordered(run_task, tasks(sims, start, seeds), CHUNK):
+                done += 1
+                group = groups.setdefault(_group(result["task"]), {
+                    "runs": 0, "passed": 0, "failed": 0, "task_seconds": 0.0,
+                    "voter_changes": 0, "seeds": []})
+                group["runs"] += 1
+                group["passed" if result["ok"] else "failed"] += 1
+                group["task_seconds"] += result["seconds"]
+                group["voter_changes"] += result["voter_changes"]
+                group["seeds"].append(int(result["task"].rsplit(":", 1)[1]))
+                if not result["ok"]:
+                    failure = {"task": result["task"], "error": result["error"],
+                               "replay": replay_command(result["task"])}
+                    failures.append(failure)
+                    print(f"FAILED {result['task']}: {result['error']}\n  replay: "
+                          f"{failure['replay']}", flush=True)
+                now = time.time()
+                if now - last_print >= PROGRESS_EVERY:
+                    last_print = now
+                    rate = done / (now - began)
+                    print(f"  {done}/{total} runs, {len(failures)} failed, {rate:.1f} runs/s, "
+                          f"~{(total - done) / rate / 60:.1f} min left", flush=True)
+                if stop or (deadline is not None and now >= deadline):
+                    cut_off = stop[0] if stop else "--until"
+                    pool.terminate()
+                    break
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if saved_env is None:
+            os.environ.pop(SCRATCH_ENV, None)
+        else:
+            os.environ[SCRATCH_ENV] = saved_env
+        shutil.rmtree(parent, ignore_errors=True)
     wall = time.time() - began
     summary: dict[str, Any] = {
         "commit": label or _commit(), "workers": workers, "start": start, "seeds": seeds,
@@ -221,13 +246,13 @@ def replay(task: str) -> int:
     """Run one task in this process and show its failure in full."""
     parts = task.split(":")
     try:
-        if parts[0] in ("fed", "sync", "sov") and len(parts) == 2:
+        if parts[0] in SERVICE_SIMS and len(parts) == 2:
             print(f"{task}: passed, trace {run_service_or_fed(parts[0], int(parts[1]))}")
         elif parts[0] == "raft" and len(parts) == 3 and parts[1] in raftsim.LAYOUTS:
             sim = raftsim.run_seed(int(parts[2]), raftsim.LAYOUTS[parts[1]])
             print(f"{task}: passed, {len(sim.committed)} entries committed")
         else:
-            print(f"unknown task {task!r}: fed:SEED, sync:SEED, sov:SEED or "
+            print(f"unknown task {task!r}: fed:SEED, sync:SEED, sov:SEED, ledger:SEED or "
                   f"raft:LAYOUT:SEED with LAYOUT one of "
                   f"{', '.join(raftsim.LAYOUTS)}", file=sys.stderr)
             return 2
@@ -246,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", help="HH:MM UTC: stop handing out seeds then")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/sim_sweep.json")
     parser.add_argument("--replay", metavar="TASK",
-                        help="fed:SEED, sync:SEED, sov:SEED or raft:LAYOUT:SEED")
+                        help="fed:SEED, sync:SEED, sov:SEED, ledger:SEED or "
+                             "raft:LAYOUT:SEED")
     parser.add_argument("--label", default="", help="the code swept (default: git HEAD)")
     args = parser.parse_args(argv)
     if args.replay:

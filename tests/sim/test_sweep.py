@@ -5,8 +5,11 @@ seed (and the replay fails the same way), and writes a summary that says which s
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
+import fedsim
 import pytest
 import raftsim
 import sweep
@@ -59,3 +62,46 @@ def test_the_service_simulations_run_in_the_sweep(tmp_path: Path) -> None:
     assert all(g["passed"] == 2 for g in summary["groups"].values())
     # A replay gives the run's trace hash: the same seed, the same run.
     assert sweep.run_service_or_fed("sov", 14759) == sweep.run_service_or_fed("sov", 14759)
+
+
+def test_the_ledger_service_simulation_runs_in_the_sweep(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sweep.json"
+    assert sweep.main(["--seeds", "2", "--start", "7", "--sims", "ledger", "--workers", "1",
+                       "--out", str(out), "--label", "test"]) == 0
+    summary = json.loads(out.read_text())
+    assert set(summary["groups"]) == {"ledger"}
+    assert summary["groups"]["ledger"]["passed"] == 2
+    assert sweep.run_task("ledger:8")["ok"]
+    # A replay gives the run's trace hash: the same seed, the same run.
+    first = sweep.run_service_or_fed("ledger", 8)
+    assert first == sweep.run_service_or_fed("ledger", 8)
+    capsys.readouterr()
+    assert sweep.main(["--replay", "ledger:8"]) == 0
+    assert capsys.readouterr().out.strip() == f"ledger:8: passed, trace {first}"
+
+
+def test_a_cut_off_sweep_leaves_no_scratch_directory_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers killed mid-seed by `--until` never clean up after themselves: the sweep's
+    own parent directory goes, with whatever they left in it."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(sweep, "SCRATCH", str(shm))
+    monkeypatch.setattr(sweep, "_deadline", lambda until: time.time() - 1.0)
+    out = tmp_path / "sweep.json"
+    sweep.main(["--seeds", "40", "--sims", "sov,ledger", "--workers", "2",
+                "--out", str(out), "--label", "test"])
+    summary = json.loads(out.read_text())
+    assert summary["cut_off_by"] == "--until" and not summary["complete"]
+    assert summary["runs_done"] < summary["runs_planned"]
+    assert list(shm.iterdir()) == []
+    assert sweep.SCRATCH_ENV not in os.environ
+
+
+def test_fedsim_puts_its_scratch_directories_where_the_sweep_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(sweep.SCRATCH_ENV, str(tmp_path))
+    with fedsim.scratch_root() as root:
+        assert root.parent == tmp_path and root.is_dir()
+    assert list(tmp_path.iterdir()) == []
