@@ -51,6 +51,17 @@ class Replica:
         self.cortex.close()
 
 
+def edit_on_both(a: Replica, b: Replica, hlc_a: int, hlc_b: int) -> Gene:
+    """A gene of A's, pulled by b, then edited on both sides (a: "overhaul" at `hlc_a`,
+    b: "continue" at `hlc_b`) before either pulls again: the original gene."""
+    g = make_gene(A, "g")
+    a.cortex.put_gene(g)
+    b.pull_from(a)
+    a.cortex.put_gene(g.edited(A, hlc=hlc_a << 16, action="overhaul"))
+    b.cortex.put_gene(b.cortex.get_gene(g.id).edited(B, hlc=hlc_b << 16, action="continue"))
+    return g
+
+
 @pytest.fixture
 def replicas(tmp_path: Path):
     made: list[Replica] = []
@@ -91,11 +102,7 @@ def test_descendant_edit_applies_and_older_is_ignored(replicas) -> None:
 
 def test_concurrent_edits_queue_then_resolution_converges(replicas) -> None:
     a, b = replicas(A), replicas(B)
-    g = make_gene(A, "g")
-    a.cortex.put_gene(g)
-    b.pull_from(a)
-    a.cortex.put_gene(g.edited(A, hlc=6 << 16, action="overhaul"))
-    b.cortex.put_gene(b.cortex.get_gene(g.id).edited(B, hlc=7 << 16, action="continue"))
+    g = edit_on_both(a, b, 6, 7)
     b.pull_from(a)
     a.pull_from(b)
     for replica in (a, b):
@@ -119,11 +126,7 @@ def test_concurrent_edits_queue_then_resolution_converges(replicas) -> None:
 def test_lww_domain_keeps_the_later_writer_everywhere(replicas) -> None:
     lww = lambda domain: ConflictPolicy(lww=True)  # noqa: E731
     a, b = replicas(A, lww), replicas(B, lww)
-    g = make_gene(A, "g")
-    a.cortex.put_gene(g)
-    b.pull_from(a)
-    a.cortex.put_gene(g.edited(A, hlc=20 << 16, action="overhaul"))
-    b.cortex.put_gene(b.cortex.get_gene(g.id).edited(B, hlc=10 << 16, action="continue"))
+    g = edit_on_both(a, b, 20, 10)
     b.pull_from(a)
     a.pull_from(b)
     assert a.contents() == b.contents()
@@ -204,11 +207,7 @@ def test_resolve_conflict_stamps_by_the_injected_clock(replicas) -> None:
     from gd.node.store.sync_store import resolve_conflict
 
     a, b = replicas(A), replicas(B)
-    g = make_gene(A, "g")
-    a.cortex.put_gene(g)
-    b.pull_from(a)
-    a.cortex.put_gene(g.edited(A, hlc=6 << 16, action="overhaul"))
-    b.cortex.put_gene(b.cortex.get_gene(g.id).edited(B, hlc=7 << 16, action="continue"))
+    edit_on_both(a, b, 6, 7)
     a.pull_from(b)
     (conflict,) = a.store.conflicts()
     clock = ManualClock(wall=1_234_567.0)
