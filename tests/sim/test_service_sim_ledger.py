@@ -3,8 +3,8 @@ over a simulated gate and faulty streams, with partitions, crashes (the leader's
 kills right after a write; one seed gives one run, bit for bit (service_sim_ledger.py,
 docs/simulation.md). Each invariant has a test that breaks what it guards and sees it fire.
 
-`SERVICE_LEDGER_SEEDS=N` runs N seeds (default 12); `python tests/sim/sweep.py --sims
-ledger --seeds N` sweeps many over a process pool.
+`SERVICE_LEDGER_SEEDS=N` runs N seeds (default 12, or `SERVICE_SEEDS` up to 200);
+`python tests/sim/sweep.py --sims ledger --seeds N` sweeps many over a process pool.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from gd.ledger.entry import LedgerEntry
 from gd.node.services.ledger_gossip import HeadWatch
 from gd.node.services.ledger_service import LedgerService
 
-SEEDS = int(os.environ.get("SERVICE_LEDGER_SEEDS", 12))
+# `make sim` sets SERVICE_SEEDS: up to 200 seeds of this run come with it (~0.35 CPU s
+# each); large sweeps belong in tests/sim/sweep.py's pool.
+SEEDS = int(os.environ.get("SERVICE_LEDGER_SEEDS", min(int(os.environ["SERVICE_SEEDS"]), 200)
+                           if "SERVICE_SEEDS" in os.environ else 12))
 
 
 def _run(seed: int, net_class: type[sim.LedgerNet] = sim.LedgerNet) -> sim.LedgerSimResult:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -105,3 +107,17 @@ def test_fedsim_puts_its_scratch_directories_where_the_sweep_says(
     with fedsim.scratch_root() as root:
         assert root.parent == tmp_path and root.is_dir()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_replay_in_a_new_process_is_the_run_whatever_the_hash_seed() -> None:
+    """Runs follow the string-hash seed (sets of peer ids); the sweep fixes it, so a
+    replay in a fresh process is the run a forked worker saw."""
+    outputs = []
+    for hash_seed in ("1", "2"):
+        done = subprocess.run(
+            [sys.executable, str(Path(sweep.__file__)), "--replay", "ledger:11"],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True,
+            text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout.strip())
+    assert outputs[0] == outputs[1] and outputs[0].startswith("ledger:11: passed, trace ")
