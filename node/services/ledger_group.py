@@ -16,7 +16,6 @@ is set by how many statements share one. Two pieces:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -80,10 +79,13 @@ def check_signatures(statements: Sequence[LedgerEntry]) -> list[int]:
 
 
 class CheckedStatements:
-    """Statements whose signature this node has checked, by the SHA-256 of their exact
-    bytes (any thread): the apply of a statement checked at submit need not check it
-    again, nor decode it again (`take` hands back the statement itself). Bounded
-    (oldest forgotten first); a forgotten one is simply decoded and checked twice."""
+    """Statements whose signature this node has checked, by their exact bytes (any
+    thread): the apply of a statement checked at submit need not check it again, nor
+    decode it again (`take` hands back the statement itself). Keyed by the bytes
+    themselves, not a digest of them: the statement holds those bytes anyway, and a dict
+    lookup hashes and compares them in C (two SHA-256 per statement less, issue 15).
+    Bounded (oldest forgotten first); a forgotten one is simply decoded and checked
+    twice."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -91,7 +93,7 @@ class CheckedStatements:
         self._lock = threading.Lock()
 
     def remember(self, statements: Sequence[LedgerEntry]) -> None:
-        held = {hashlib.sha256(s.encoded).digest(): s for s in statements}
+        held = {s.encoded: s for s in statements}
         with self._lock:
             self._held.update(held)
             while len(self._held) > self.limit:
@@ -100,9 +102,8 @@ class CheckedStatements:
     def take(self, raw: bytes) -> LedgerEntry | None:
         """The checked statement whose bytes are exactly `raw`, forgotten as it is
         handed out (each statement is applied once); None if there is none."""
-        digest = hashlib.sha256(raw).digest()
         with self._lock:
-            return self._held.pop(digest, None)
+            return self._held.pop(bytes(raw), None)
 
     def unchecked(self, statements: Sequence[LedgerEntry]) -> list[int]:
         """Positions of the statements not checked here before (the others are
@@ -110,10 +111,26 @@ class CheckedStatements:
         out = []
         with self._lock:
             for i, statement in enumerate(statements):
-                digest = hashlib.sha256(statement.encoded).digest()
-                if self._held.pop(digest, None) is None:
+                if self._held.pop(statement.encoded, None) is None:
                     out.append(i)
         return out
+
+
+class SubmissionWaiter:
+    """One submission's callers wait on one event, set when its last statement is
+    applied: one wake-up per submission, not a scheduler round per statement (issue 15).
+    The proposer resolves each ticket once, so counting down is exact."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, tickets: int) -> None:
+        self.left = tickets
+        self.done = trio.Event()
+
+    def resolved(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.done.set()
 
 
 @dataclass

@@ -57,7 +57,12 @@ from gd.node.services.ledger_control import (
     register_control,
 )
 from gd.node.services.ledger_gossip import HeadWatch
-from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, check_signatures
+from gd.node.services.ledger_group import (
+    CheckedStatements,
+    GroupCommitter,
+    SubmissionWaiter,
+    check_signatures,
+)
 from gd.node.services.ledger_inbound import RaftInbound
 from gd.node.services.ledger_links import PeerLinks
 from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, region_log_id
@@ -105,7 +110,7 @@ class LedgerService:
         # from the gate's injected source (os.urandom in the daemon, seeded in a simulation).
         self.proposer = LedgerProposer(f"{self.peer_id}/{gate.rng_nonce(8).hex()}")
         self.client_id = self.proposer.client_id
-        self._waiting: dict[int, trio.Event] = {}  # proposer ticket -> its caller
+        self._waiting: dict[int, SubmissionWaiter] = {}  # proposer ticket -> its caller
         self.solo_group: GroupCommitter[LedgerEntry, AppendReceipt] = GroupCommitter(
             self._solo_commit, MAX_BATCH)
         self._verified = CheckedStatements(MAX_VERIFIED_REMEMBERED)
@@ -247,12 +252,14 @@ class LedgerService:
             tickets = self.proposer.submit(statements)
         except ProposerFull as exc:
             raise LedgerServiceError(str(exc)) from None
-        events = [self._waiting.setdefault(t, trio.Event()) for t in tickets]
+        waiter = SubmissionWaiter(len(tickets))
+        for ticket in tickets:
+            self._waiting[ticket] = waiter
         self._wake.set()
         try:
             with trio.fail_after(timeout_s):
-                for event in events:
-                    await event.wait()
+                if waiter.left:
+                    await waiter.done.wait()
             receipts = [self.proposer.receipt(t) for t in tickets]
         except trio.TooSlowError:
             raise LedgerServiceError(
@@ -481,9 +488,9 @@ class LedgerService:
     async def _applied(self, result: ApplyResult) -> None:
         """The applier appended a group: wake its callers, count, check heads."""
         for ticket, _receipt in self.proposer.applied(r for _, r in result.receipts):
-            event = self._waiting.get(ticket)
-            if event is not None:
-                event.set()
+            waiter = self._waiting.get(ticket)
+            if waiter is not None:
+                waiter.resolved()
         if result.receipts:
             self.m_committed.inc(len(result.receipts))
         self.m_height.set(result.size)
