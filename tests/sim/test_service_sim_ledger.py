@@ -90,6 +90,29 @@ def test_a_node_whose_ledger_forks_is_caught() -> None:
     _fails(ForkingNet, "fork: node 2 holds another entry")
 
 
+class _LastEntryLost:
+    """A node's ledger without its last entry (what a lost committed apply looks like)."""
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+        self.size = max(ledger.size - 1, 0)
+
+    def entries(self, start: int, stop: int) -> Any:
+        return self.ledger.entries(start, min(stop, self.size))
+
+
+class AmnesiacNet(sim.LedgerNet):
+    """Each restarted node comes back without the last entry it had applied."""
+
+    def ledger_of(self, node: sim.LedgerNode) -> Any:
+        ledger = super().ledger_of(node)
+        return _LastEntryLost(ledger) if node.life > 1 else ledger
+
+
+def test_a_restart_that_loses_a_committed_entry_is_caught() -> None:
+    _fails(AmnesiacNet, "ledger shrank")
+
+
 class FalseAckNet(sim.LedgerNet):
     """Node 0 acknowledges its appends without proposing them."""
 
