@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from gd.genome import canonical, checks
+from gd.genome.content_record import ContentRecord
 from gd.genome.errors import ValidationError
 from gd.genome.state import StateVector
 
@@ -58,7 +58,7 @@ class MotorResult:
 
 
 @dataclass(frozen=True)
-class Decision:
+class Decision(ContentRecord):
     gene_id: str
     gene_version: str
     domain: str
@@ -114,18 +114,6 @@ class Decision:
             cp=data["cp"], band=data["band"], verdict=data["verdict"],
             decided_at=data["decided_at"], node=data.get("node", ""),
         )
-
-    def encode(self) -> bytes:
-        return canonical.encode(self.to_plain())
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Decision:
-        return cls.from_plain(canonical.decode(raw))
-
-    @cached_property
-    def id(self) -> str:
-        """Content address of the whole decision (inputs and outputs)."""
-        return canonical.sha256(self.encode())[:16].hex()
 
     def result(self, motor: str) -> MotorResult | None:
         return next((r for r in self.results if r.motor == motor), None)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from gd.genome import canonical, checks
+from gd.genome import checks
+from gd.genome.content_record import ContentRecord
 from gd.genome.state import StateVector
 
 
 @dataclass(frozen=True)
-class Experience:
+class Experience(ContentRecord):
     """`success` is the binary outcome; `reward` an optional graded one. `observed_at`
     is an HLC stamp (or epoch ms) of the observation; `recorder` the observing node."""
 
@@ -57,15 +57,3 @@ class Experience:
             observed_at=data["observed_at"], recorder=data.get("recorder", ""),
             reward=data.get("reward"), note=data.get("note", ""),
         )
-
-    def encode(self) -> bytes:
-        return canonical.encode(self.to_plain())
-
-    @classmethod
-    def decode(cls, raw: bytes) -> Experience:
-        return cls.from_plain(canonical.decode(raw))
-
-    @cached_property
-    def id(self) -> str:
-        """Content address: recording the same observation twice is idempotent."""
-        return canonical.sha256(self.encode())[:16].hex()
