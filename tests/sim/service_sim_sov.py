@@ -306,6 +306,7 @@ class SovNet(SovInvariants):
     receiver_class: type[CheckedReceiver] = CheckedReceiver
     # `[domains.<name>]` of each node's config (`service_sim_fed`: a last-writer-wins one)
     domain_settings: ClassVar[dict[str, Any]] = {}
+    steps: int = STEPS
 
     def __init__(self, seed: int, root: Path) -> None:
         self.seed = seed
@@ -611,7 +612,7 @@ class SovNet(SovInvariants):
                 for b in self.nodes:
                     if a.index < b.index:
                         self.meet(a, b)
-            for _ in range(STEPS):
+            for _ in range(self.steps):
                 await self.step()
             await self.settle()
             nursery.cancel_scope.cancel()

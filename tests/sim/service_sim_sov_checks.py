@@ -60,8 +60,7 @@ class SovInvariants:
         """Invariant 1, the sender's side (and no forwarding)."""
         to = self.by_peer(peer)
         pair = (node.index, to.index, gene.domain)
-        if gene.origin != node.peer:
-            self.fail(f"node {node.index} forwarded {gene.id} of {gene.origin} to {to.index}")
+        self.check_forward(node, to, gene)
         if not self.allow[pair]:
             self.fail(f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index} "
                       "with no rule of its own allowing it")
@@ -71,15 +70,28 @@ class SovInvariants:
                       f"whose newest proposal it knows is {known}")
         self.stats["sent"] += 1
 
+    def check_forward(self, node: Any, to: Any, gene: Gene) -> None:
+        """Nothing is forwarded: a node sends only genes of its own origin."""
+        if gene.origin != node.peer:
+            self.fail(f"node {node.index} forwarded {gene.id} of {gene.origin} to {to.index}")
+
     def check_accept(self, node: Any, peer: str, gene: Gene, opened: float) -> None:
         """Invariants 1 (the receiver's side) and 2."""
         src = self.by_peer(peer)
-        if gene.origin != src.peer:
-            self.fail(f"node {node.index} accepted {gene.id} of {gene.origin} from "
-                      f"{src.index}: forwarded")
+        self.check_forwarded_in(node, src, gene)
         if not self.allowed_since((node.index, src.index, gene.domain), opened):
             self.fail(f"node {node.index} accepted {gene.domain} gene {gene.id} from "
                       f"{src.index}: its own rule never allowed that in this round")
+        self.check_form(node, src, gene)
+
+    def check_forwarded_in(self, node: Any, src: Any, gene: Gene) -> None:
+        """Nothing forwarded is accepted: every gene comes from its origin."""
+        if gene.origin != src.peer:
+            self.fail(f"node {node.index} accepted {gene.id} of {gene.origin} from "
+                      f"{src.index}: forwarded")
+
+    def check_form(self, node: Any, src: Any, gene: Gene) -> None:
+        """Invariant 2: anonymised forms carry no identity; clear ones are originals."""
         blob = gene.encode()
         originals = {g.id for g in src.written}
         if self.anon[(src.index, node.index, gene.domain)]:
@@ -138,6 +150,11 @@ class SovInvariants:
                 if a == node.index and ok and self.allow[(b, a, d)] and \
                         (self.nodes[b].peer, d) not in recorded:
                     self.fail(f"node {a}: the agreement with {b} on {d} is not on its ledger")
+        self.check_provenance(sent, received)
+
+    def check_provenance(self, sent: dict[int, set[tuple[str, str, bytes]]],
+                         received: dict[int, set[tuple[str, str, bytes]]]) -> None:
+        """Every received gene held has its `gene_received` and its origin's `gene_sent`."""
         for node in self.nodes:
             assert node.cortex is not None
             for gene in node.cortex.genes():

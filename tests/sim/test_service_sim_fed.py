@@ -6,17 +6,25 @@ them) regress.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import pytest
+import service_sim_fed
 import service_sim_sov
 import trio
+from service_sim import ServiceSimFailure
 
 from gd.genome.gene import Gene
 from gd.node.config_sections import SyncSettings
+from gd.node.domain_settings import parse_domain_settings
 from gd.node.net.streams import READ_TIMEOUT_S
 from gd.node.store.cortex import Cortex
+from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 
 DOMAIN = service_sim_sov.DOMAINS[0]
 
@@ -84,3 +92,123 @@ def test_each_pulled_batch_is_judged_on_the_policy_it_arrives_under(tmp_path: Pa
     finally:
         cortex.close()
     assert len(held) == 1, [g.id for g in held]
+
+
+# -- fedsim's conflict workload and invariants on the real services ---------------------
+
+FED_SEEDS = int(os.environ.get("SERVICE_FED_SEEDS", 6))
+
+
+def _fed_run(seed: int, root: Path, net_class: type[service_sim_fed.FedNet]
+             = service_sim_fed.FedNet) -> service_sim_sov.SovSimResult:
+    """One run, its LMDB homes on /dev/shm when there is one (else under `root`)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return service_sim_fed.run(seed, root, net_class)
+    with tempfile.TemporaryDirectory(dir=shm) as scratch:
+        return service_sim_fed.run(seed, Path(scratch), net_class)
+
+
+@pytest.mark.parametrize("seed", range(FED_SEEDS))
+def test_concurrent_edits_keep_fedsims_invariants_on_the_real_services(
+        seed: int, tmp_path: Path) -> None:
+    try:
+        _fed_run(seed, tmp_path)
+    except ServiceSimFailure as exc:
+        pytest.fail(f"{exc}\nreplay: python tests/sim/service_sim_fed.py {seed} 1",
+                    pytrace=False)
+
+
+def test_a_fed_seed_replays_bit_for_bit(tmp_path: Path) -> None:
+    first = _fed_run(3, tmp_path / "a")
+    again = _fed_run(3, tmp_path / "b")
+    other = _fed_run(4, tmp_path / "c")
+    assert first.trace == again.trace and first.trace_hash == again.trace_hash
+    assert other.trace_hash != first.trace_hash
+
+
+def test_the_fed_runs_meet_every_action_and_outcome(tmp_path: Path) -> None:
+    kinds: Counter[str] = Counter()
+    for seed in range(16):  # conflicts that outlive a run are rarer than the rest
+        kinds.update(_fed_run(seed, tmp_path / str(seed)).stats)
+    for kind in ("approve", "edit", "resolve", "forwarded", "write", "share", "revoke",
+                 "crash", "fault drop", "fault replay", "fault reset", "fault delay",
+                 "partition", "heal", "killed", "lww_losses", "queued_accounted",
+                 "settlements_checked", "consent_checked",
+                 "flows_checked", "anonymised_in"):
+        assert kinds[kind] > 0, kind
+
+
+class AllLwwNet(service_sim_fed.FedNet):
+    """Every domain configured last-writer-wins while the people expect `turbofan` to
+    queue: a concurrent edit silently overwrites an acknowledged local write."""
+
+    domain_settings: ClassVar[dict[str, Any]] = parse_domain_settings(
+        {"loan": {"conflict": "lww"}, "turbofan": {"conflict": "lww"}})
+
+
+class AutoApprovingNet(service_sim_fed.FedNet):
+    """A receiver that makes every received gene native without a person's approval."""
+
+    def open(self, node: Any) -> None:
+        super().open(node)
+        desk = node.sov.desk
+        node.sync.on_received = lambda sender, genes: [desk.approve(g.id) for g in genes]
+
+
+class ForgetfulQueueNet(service_sim_fed.FedNet):
+    """A conflict queue that loses what it queued once the batch is applied."""
+
+    def open(self, node: Any) -> None:
+        super().open(node)
+        store = node.sync.store
+        apply = store.apply_batches
+
+        def forgetting(*args: Any, **kwargs: Any) -> Any:
+            out = apply(*args, **kwargs)
+            db = store._conflicts
+            store.cortex.write(lambda txn: txn.drop(db, delete=False))
+            return out
+
+        store.apply_batches = forgetting
+
+
+class UnsettledNet(service_sim_fed.FedNet):
+    """A store that keeps a queued conflict after a version settling it arrived."""
+
+    def open(self, node: Any) -> None:
+        super().open(node)
+        node.sync.store._settle_conflicts = lambda txn, incoming: None
+
+
+class DeafToShares(service_sim_sov.ObservedPolicyStore):
+    """Node 0 hears a peer's share (the model notes it) but records it as a revoke, so
+    it believes the peer refuses (and only ever sends it less)."""
+
+    def receive_proposal(self, data: bytes, sender: str, **kwargs: Any) -> Any:
+        proposal = Proposal.decode(data)
+        if proposal.kind is ProposalKind.SHARE and self._node.index == 0:
+            self._net.learned(self._node, sender, proposal)
+            return self._store.receive_proposal(
+                Proposal.create(self._net.by_peer(sender).key, ProposalKind.REVOKE,
+                                proposal.peer, proposal.rule, proposal.hlc).encode(),
+                sender, **kwargs)
+        return super().receive_proposal(data, sender, **kwargs)
+
+
+class DeafNet(service_sim_fed.FedNet):
+    policy_store_class = DeafToShares
+
+
+@pytest.mark.parametrize(("net_class", "message"), [
+    (AllLwwNet, "lost its acknowledged write|does not descend"),
+    (AutoApprovingNet, "without this node's approval"),
+    (ForgetfulQueueNet, "in no conflict queue"),
+    (UnsettledNet, "still queues conflict"),
+    (DeafNet, "node 0 believes node . refuses"),
+])
+def test_each_fed_invariant_catches_its_breach(
+        net_class: type[service_sim_fed.FedNet], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ServiceSimFailure, match=message):
+        for seed in range(16):
+            _fed_run(seed, tmp_path / str(seed), net_class)
