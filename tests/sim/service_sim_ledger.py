@@ -482,13 +482,16 @@ class LedgerNet(LedgerInvariants):
                 self.restart(node)
         self.log("settle")
         deadline = trio.current_time() + SETTLE_BOUND_S
+        resend = trio.current_time()
         while trio.current_time() < deadline:
-            waiting = [r for r in self.requests if r.receipt is None]
-            for request in waiting:
-                self.send(request)
-            await trio.sleep(CLIENT_TIMEOUT_S + 0.5)
+            if trio.current_time() >= resend:  # each client retries once its try ended
+                for request in self.requests:
+                    if request.receipt is None:
+                        self.send(request)
+                resend = trio.current_time() + CLIENT_TIMEOUT_S + 0.5
+            await trio.sleep(0.5)
             self.check_prefix()
-            if not waiting and self.converged():
+            if all(r.receipt is not None for r in self.requests) and self.converged():
                 break
         self.check_final()
         self.log(f"settled {sorted(self.stats.items())}")
