@@ -30,6 +30,9 @@ FEATURE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 ParamValue = str | int | float | bool
+# Built once: `list | tuple` written inside a check builds a new union on every call, and
+# these checks run several times per gene created or received (issue 15).
+_LIST_OR_TUPLE = list | tuple
 
 
 def slug(field: str, value: Any) -> str:
@@ -92,7 +95,7 @@ def digest(field: str, value: Any, size: int = 32) -> bytes:
 
 
 def params(field: str, value: Any) -> dict[str, ParamValue]:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise ValidationError(field, f"expected a map, got {type(value).__name__}")
     if len(value) > MAX_PARAMS:
         raise ValidationError(field, f"has {len(value)} entries, the limit is {MAX_PARAMS}")
@@ -120,7 +123,7 @@ def _small_int(field: str, key: str, item: int) -> int:
 
 
 def nonempty_tuple(field: str, value: Any, max_len: int) -> tuple[Any, ...]:
-    if not isinstance(value, list | tuple):
+    if not isinstance(value, _LIST_OR_TUPLE):
         raise ValidationError(field, f"expected a list, got {type(value).__name__}")
     if not value:
         raise ValidationError(field, "must not be empty")
@@ -130,7 +133,8 @@ def nonempty_tuple(field: str, value: Any, max_len: int) -> tuple[Any, ...]:
 
 
 def require_map(field: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
+    # A plain dict first: the ABC's isinstance is several times slower.
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise ValidationError(field, f"expected a map, got {type(value).__name__}")
     return value
 

@@ -13,6 +13,7 @@ from gd.genome.errors import ValidationError
 
 OPERATORS = ("<", "<=", ">", ">=", "==", "!=")
 _FEATURE_MATCH = checks.FEATURE_RE.match
+_LIST_OR_TUPLE = list | tuple  # built once (`checks._LIST_OR_TUPLE`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class Codon:
         raw = checks.nonempty_tuple("terms", self.terms, checks.MAX_TERMS)
         terms: dict[str, float] = {}
         for i, term in enumerate(raw):
-            if not isinstance(term, list | tuple) or len(term) != 2:
+            if not isinstance(term, _LIST_OR_TUPLE) or len(term) != 2:
                 raise ValidationError(f"terms[{i}]", "expected [feature, weight]")
             # `checks.feature`/`finite` inline for the common case (issue 15); they
             # raise, with the field's name, on anything else.
