@@ -261,6 +261,9 @@ class SyncStore:
             elif decision.resolution is Resolution.QUEUE:
                 assert local is not None
                 conflict = Conflict(incoming.id, local, incoming, sender, self.clock())
+                # A queued version settles what it descends too (a resolution made
+                # elsewhere that meets a newer local edit here): its pair replaces them.
+                self._settle_conflicts(txn, incoming)
                 txn.put(conflict.key.encode(), canonical.encode(conflict.to_plain()),
                         db=self._conflicts)
                 stats.queued += 1

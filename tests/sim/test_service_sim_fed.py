@@ -19,11 +19,13 @@ import service_sim_sov
 import trio
 from service_sim import ServiceSimFailure
 
-from gd.genome.gene import Gene
+from gd.genome.gene import Codon, Gene, ShareScope
+from gd.genome.identity import NodeKey
 from gd.node.config_sections import SyncSettings
 from gd.node.domain_settings import parse_domain_settings
 from gd.node.net.streams import READ_TIMEOUT_S
 from gd.node.store.cortex import Cortex
+from gd.node.store.sync_store import SyncStore, any_content, resolve_conflict
 from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 
 DOMAIN = service_sim_sov.DOMAINS[0]
@@ -212,3 +214,38 @@ def test_each_fed_invariant_catches_its_breach(
     with pytest.raises(ServiceSimFailure, match=message):
         for seed in range(16):
             _fed_run(seed, tmp_path / str(seed), net_class)
+
+
+def test_a_queued_version_settles_the_conflicts_it_descends(tmp_path: Path) -> None:
+    """service_sim_fed seed 34: node B queued (b2, a2); B edited on (b3); A resolved
+    its own (a2, b2) into r, which reached B concurrent with b3 and was queued, while
+    (b2, a2), both of whose sides r descends, stayed queued: one gene piled up a
+    conflict per version A sent. Queuing r settles what r descends, as storing it does."""
+    key_a, key_b = (NodeKey.from_seed(bytes([i]) * 32) for i in (1, 2))
+    stores = []
+    for name, key in (("a", key_a), ("b", key_b)):
+        cortex = Cortex.open(tmp_path / name)
+        stores.append(SyncStore(cortex, local_peer=key.peer_id, content_check=any_content))
+    at_a, at_b = stores
+    try:
+        g1 = Gene.create(key_a, domain=DOMAIN, name="rule", action="inspect", hlc=1,
+                         codons=[Codon.simple("s11", ">", 1)], scope=ShareScope(forward=True))
+        at_a.cortex.put_gene(g1)
+        at_b.apply_batch(key_a.peer_id, [g1], None)
+        b2 = g1.edited(key_b, hlc=2, codons=(Codon.simple("s11", ">", 2),))
+        a2 = g1.edited(key_a, hlc=3, codons=(Codon.simple("s11", ">", 3),))
+        at_b.cortex.put_gene(b2)
+        at_a.cortex.put_gene(a2)
+        assert at_b.apply_batch(key_a.peer_id, [a2], None).queued == 1
+        assert at_a.apply_batch(key_b.peer_id, [b2], None).queued == 1
+        b3 = b2.edited(key_b, hlc=4, version=at_b.cortex.next_version(g1.id),
+                       codons=(Codon.simple("s11", ">", 4),))
+        at_b.cortex.put_gene(b3)
+        r = resolve_conflict(at_a, key_a, at_a.conflicts()[0].key, "local", None,
+                             physical_ms=5)
+        assert at_b.apply_batch(key_a.peer_id, [r], None).queued == 1
+        left = [(c.local.version_hash, c.remote.version_hash) for c in at_b.conflicts()]
+        assert left == [(b3.version_hash, r.version_hash)]
+    finally:
+        for store in stores:
+            store.cortex.close()
