@@ -51,11 +51,12 @@ from gd.protocol.wire import decode_body, encode_body
 
 def pull_all(src: Cortex, dst: Cortex, sender_id: str, zstd: bool, *,
              group: int = MAX_GROUP_BATCHES, tune_gc: bool = True,
-             threads: bool = False) -> int:
+             threads: bool = False, serve_cpu: list[float] | None = None) -> int:
     """One whole pull round from `src` into `dst`, frames encoded and decoded as on a
     stream, verified batches committed `group` at a time (`GroupCommit`, as the
     daemon's puller does; 1 = one transaction per batch), checked in processes as the
-    daemon does (`threads`: the older thread pool). Returns the genes applied."""
+    daemon does (`threads`: the older thread pool). Returns the genes applied; adds the
+    CPU seconds the serving side took (`answer_pull`) to `serve_cpu[0]`."""
     theirs, ours = SyncStore(src), SyncStore(dst)
     sending = SyncSender("receiver", theirs.read_feed, lambda r, g: True)
     pool: VerifyPool | ProcessVerifyPool = VerifyPool() if threads else ProcessVerifyPool()
@@ -73,7 +74,11 @@ def pull_all(src: Cortex, dst: Cortex, sender_id: str, zstd: bool, *,
         pending = [round_.start()]
         while pending:
             pull = decode_body(encode_body(pending.pop(0)))
-            frame, _, _ = answer_pull(sending, pull, lambda: src.last_seq, zstd)
+            served = time.process_time()
+            with gc_ctx():  # as the daemon's sender does (`sync_serve.answer_batch`)
+                frame, _, _ = answer_pull(sending, pull, lambda: src.last_seq, zstd)
+            if serve_cpu is not None:
+                serve_cpu[0] += time.process_time() - served
             with gc_ctx():
                 opened = round_.open(decode_body(encode_body(frame)))
             if opened.ahead is not None:
@@ -132,8 +137,10 @@ def main() -> None:
             cpu, wall = time.process_time(), time.perf_counter()
             if prof is not None:
                 prof.enable()
+            serve_cpu = [0.0]
             n = pull_all(src, dst, key.peer_id, not args.plain, group=args.group,
-                         tune_gc=not args.no_batch_gc, threads=args.threads)
+                         tune_gc=not args.no_batch_gc, threads=args.threads,
+                         serve_cpu=serve_cpu)
             if prof is not None:
                 prof.disable()
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -141,7 +148,9 @@ def main() -> None:
         if n != args.genes:
             raise SystemExit(f"applied {n} of {args.genes} genes")
         print(f"{n} genes: wall {wall:.2f} s ({1e6 * wall / n:.0f} us/gene, "
-              f"{n / wall:.0f} genes/s), process CPU {1e6 * cpu / n:.0f} us/gene, "
+              f"{n / wall:.0f} genes/s), process CPU {1e6 * cpu / n:.0f} us/gene "
+              f"(serving {1e6 * serve_cpu[0] / n:.0f}, receiving "
+              f"{1e6 * (cpu - serve_cpu[0]) / n:.0f}), "
               f"worker processes {1e6 * kids / n:.0f} us/gene")
         if prof is not None:
             for order in ("cumulative", "tottime"):

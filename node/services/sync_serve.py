@@ -9,11 +9,13 @@ pull loop, or with `wait` pulls at once and answers how it went (`sync now`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
 
 from gd.genome.gene import Gene
+from gd.node.gc_tuning import batch_gc
 from gd.node.net.peers import PeerRecord
 from gd.node.net.streams import FramedStream
 from gd.node.services.sync_state import PeerSyncState, RoundStats
@@ -44,6 +46,15 @@ def feed_policy(view: SenderView) -> SharePolicy:
     return policy
 
 
+def answer_batch(sender: SyncSender, pull: SyncPull, head: Callable[[], int],
+                 compress: bool) -> tuple[SyncBatch, int, int]:
+    """`answer_pull` with the collector out of the way (`batch_gc`): reading a batch off
+    the feed decodes every gene into short-lived acyclic objects, and at the default
+    threshold their young collections were ~1/5 of the sender's CPU (issue 15)."""
+    with batch_gc():
+        return answer_pull(sender, pull, head, compress)
+
+
 class FeedServer:
     """Serves inbound `/gd/sync` streams for one `SyncService`."""
 
@@ -70,7 +81,7 @@ class FeedServer:
             if not isinstance(msg, SyncPull):
                 raise RemoteProtocolError(f"expected gd.sync.pull, got {msg.TYPE}")
             reply, n, payload = await trio.to_thread.run_sync(
-                answer_pull, sender, msg, head, compress)
+                answer_batch, sender, msg, head, compress)
             if n:  # audited before the batch goes: a crash after the send must not
                 # lose the `gene_sent` records (forgetting a gene finds its holders there)
                 await trio.to_thread.run_sync(view.finish_batch)

@@ -28,7 +28,7 @@ import io
 import json
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -103,6 +103,38 @@ def chain_hash(prev: bytes, body: Mapping[str, Any]) -> bytes:
     return canonical.sha256(AUDIT_TAG + prev + canonical.encode(body))
 
 
+def body_hash(prev: bytes, body: Mapping[str, Any], encoded: bytes) -> bytes:
+    """`chain_hash(prev, body)` of a body whose canonical bytes are `encoded` (what an
+    append computes once, `body_bytes`); the one place an append hashes a record."""
+    return canonical.sha256(AUDIT_TAG + prev + encoded)
+
+
+# A stored record is the canonical map {"body": ..., "hash": ..., "prev": ...}: msgpack
+# is compositional and these keys are already in canonical (sorted) order, so its bytes
+# are this header, the body's canonical bytes, and the two hashes' entries.
+_STORED_HEAD: Final = b"\x83" + canonical.encode_plain("body")  # a map of 3, "body"
+_HASH_KEY: Final = canonical.encode_plain("hash")
+_PREV_KEY: Final = canonical.encode_plain("prev")
+
+
+def body_bytes(body: dict[str, Any]) -> bytes:
+    """`canonical.encode(body)` of a record body `_record` built (its keys in sorted
+    order, `_detail`'s checked scalars), without the recursive normalisation that was
+    most of an append's CPU (issue 15): the same bytes whenever `encode` accepts the
+    body. An integer msgpack cannot hold goes through `encode`, which raises as before."""
+    try:
+        return canonical.encode_plain(body)
+    except OverflowError:
+        return canonical.encode(body)
+
+
+def stored_bytes(body: bytes, digest: bytes, prev: bytes) -> bytes:
+    """`canonical.encode({"body": <body>, "hash": digest, "prev": prev})` from the
+    body's canonical bytes (see `_STORED_HEAD`)."""
+    return (_STORED_HEAD + body + _HASH_KEY + canonical.encode_plain(digest) + _PREV_KEY
+            + canonical.encode_plain(prev))
+
+
 def _detail(detail: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in sorted((detail or {}).items()):
@@ -171,9 +203,8 @@ class AuditLog:
         index, prev = self._tail(txn)
         out = []
         for kind, fields in entries:
-            record = self._record(index, prev, kind, **fields)
-            txn.put(_U64.pack(index), canonical.encode(
-                {"body": record.body(), "hash": record.hash, "prev": prev}), db=self.db)
+            record, body = self._record(index, prev, kind, **fields)
+            txn.put(_U64.pack(index), stored_bytes(body, record.hash, prev), db=self.db)
             out.append(record)
             index, prev = index + 1, record.hash
         audit_signal.appended(self.cortex)  # the daemon acts on it: no size poll
@@ -182,8 +213,9 @@ class AuditLog:
     def _record(self, index: int, prev: bytes, kind: str, *, peer: str = "",
                 gene_id: str = "", version_hash: bytes = b"", direction: str = "",
                 rule: str = "", detail: Mapping[str, Any] | None = None,
-                time_ms: int | None = None) -> AuditRecord:
-        """One checked record at `index`, linked to `prev`, with its hash."""
+                time_ms: int | None = None) -> tuple[AuditRecord, bytes]:
+        """One checked record at `index`, linked to `prev`, with its hash; and its
+        body's canonical bytes (what the hash covers and the stored record holds)."""
         checks.slug("kind", kind)
         for name, value in (("peer", peer), ("gene_id", gene_id), ("direction", direction),
                             ("rule", rule)):
@@ -191,10 +223,15 @@ class AuditLog:
         if not isinstance(version_hash, bytes) or len(version_hash) not in (0, 32):
             raise ValidationError("version_hash", "expected 32 bytes or none")
         now_ms = int(self.clock.wall() * 1000)
-        record = AuditRecord(index, now_ms if time_ms is None else checks.uint(
-            "time_ms", time_ms), kind, peer, gene_id, version_hash, direction, rule,
-            MappingProxyType(_detail(detail)), prev)
-        return replace(record, hash=chain_hash(prev, record.body()))
+        stamp = now_ms if time_ms is None else checks.uint("time_ms", time_ms)
+        details = _detail(detail)
+        plain = {"detail": details, "direction": direction, "gene_id": gene_id,
+                 "index": index, "kind": kind, "peer": peer, "rule": rule,
+                 "time_ms": stamp, "version_hash": version_hash}
+        body = body_bytes(plain)
+        digest = body_hash(prev, plain, body)
+        return AuditRecord(index, stamp, kind, peer, gene_id, version_hash, direction, rule,
+                           MappingProxyType(details), prev, digest), body
 
     def append(self, kind: str, **fields: Any) -> AuditRecord:
         """Append one record in its own transaction."""

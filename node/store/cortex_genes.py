@@ -305,8 +305,23 @@ class CortexGenes(CortexEnv):
         with self.env.begin() as txn:
             raw = txn.get(_version_key(gene_id, version), db=self._dbs["gene_versions"])
             head = txn.get(gene_id.encode(), db=self._dbs["genes"])
-        if raw is None:
-            return None
+        return None if raw is None else self.version_of(raw, head)
+
+    def feed_page(self, seq: int, limit: int) -> list[tuple[Change, bytes | None, bytes | None]]:
+        """`changes_since`, each entry with its stored version's bytes and the gene's head
+        record (None where absent), all read in ONE transaction: a sync sender reads its
+        feed this way (one snapshot per page, not two transactions per gene) and decodes
+        a version only when it gets to it (`version_of`)."""
+        with self.env.begin() as txn:
+            versions, heads = self._dbs["gene_versions"], self._dbs["genes"]
+            return [(c, txn.get(_version_key(c.id, c.version), db=versions),
+                     txn.get(c.id.encode(), db=heads)) if c.op == "put" else (c, None, None)
+                    for c in self._changes_in(txn, seq, limit)]
+
+    @staticmethod
+    def version_of(raw: bytes, head: bytes | None) -> Gene:
+        """A version's stored bytes as `get_gene_version` returns them (the gene's status,
+        counters at zero)."""
         status = _Head.decode(head).status if head is not None else GeneStatus.NATIVE
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=status)
 
@@ -414,17 +429,20 @@ class CortexGenes(CortexEnv):
     # -- change feed -------------------------------------------------------------
     def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
         """Feed entries with sequence > `seq`, oldest first, at most `limit`."""
-        out: list[Change] = []
         with self.env.begin() as txn:
-            cur = txn.cursor(db=self._dbs["changes"])
-            if not cur.set_range(U64.pack(seq + 1)):
-                return out
-            for key, raw in cur:
-                data = canonical.decode(raw)
-                out.append(Change(U64.unpack(key)[0], data["kind"], data["op"], data["id"],
-                                  data["version"], data["vhash"]))
-                if len(out) >= limit:
-                    break
+            return self._changes_in(txn, seq, limit)
+
+    def _changes_in(self, txn: Txn, seq: int, limit: int) -> list[Change]:
+        out: list[Change] = []
+        cur = txn.cursor(db=self._dbs["changes"])
+        if not cur.set_range(U64.pack(seq + 1)):
+            return out
+        for key, raw in cur:
+            data = canonical.decode(raw)
+            out.append(Change(U64.unpack(key)[0], data["kind"], data["op"], data["id"],
+                              data["version"], data["vhash"]))
+            if len(out) >= limit:
+                break
         return out
 
     @property

@@ -168,16 +168,19 @@ class SyncStore:
         Lazy: a gene is decoded only when the caller gets to it. The sender scans up to
         8x more entries than it sends (for filtered feeds) and stops at a full batch, so
         decoding eagerly would cost 8x the work on an unfiltered feed — so the feed itself
-        is read in pages of FEED_PAGE entries too, not `limit` at once."""
+        is read in pages of FEED_PAGE entries too, not `limit` at once. A page's entries,
+        versions and heads come from one read transaction (`CortexGenes.feed_page`: a
+        consistent snapshot, and no two transactions per gene)."""
         remaining = limit
+        version_of = self.cortex.version_of
         while remaining > 0:
-            page = self.cortex.changes_since(since, min(FEED_PAGE, remaining))
-            for change in page:
+            page = self.cortex.feed_page(since, min(FEED_PAGE, remaining))
+            for change, raw, head in page:
                 since = change.seq
-                if change.op != "put":
+                if raw is None:  # a deletion, or a version no longer held
                     continue
-                gene = self.cortex.get_gene_version(change.id, change.version)
-                if gene is not None and gene.version_hash == change.vhash:
+                gene = version_of(raw, head)
+                if gene.version_hash == change.vhash:
                     yield change.seq, gene
             if len(page) < min(FEED_PAGE, remaining):
                 return
