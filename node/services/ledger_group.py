@@ -99,6 +99,9 @@ class CheckedStatements:
             while len(self._held) > self.limit:
                 del self._held[next(iter(self._held))]
 
+    def __len__(self) -> int:
+        return len(self._held)
+
     def take(self, raw: bytes) -> LedgerEntry | None:
         """The checked statement whose bytes are exactly `raw`, forgotten as it is
         handed out (each statement is applied once); None if there is none."""

@@ -245,9 +245,9 @@ class LedgerService:
         bad = await trio.to_thread.run_sync(check_signatures, statements)
         if bad:
             statements[bad[0]].verify_signature()  # raises with the reason
-        self._verified.remember(statements)
-        if self.solo:
+        if self.solo:  # appended directly: nothing would ever take them from `_verified`
             return await self._append_solo(statements, checked=True)
+        self._verified.remember(statements)
         try:
             tickets = self.proposer.submit(statements)
         except ProposerFull as exc:

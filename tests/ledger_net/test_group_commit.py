@@ -181,6 +181,7 @@ async def test_concurrent_submissions_on_a_region_of_one_share_commits(region, n
     indices = sorted(r.index for rs in receipts.values() for r in rs)
     assert indices == list(range(160)), indices
     assert 0 < d.ledger.solo_group.groups < 32  # shared commits, one fsync each
+    assert len(d.ledger._verified) == 0  # a region of one holds no checked statements
     with pytest.raises(RemoteLedgerError):
         await d.ledger.submit([forged(statements(1, "x", 1)[0])], timeout_s=30)
     assert d.ledger.ledger.size == 160
