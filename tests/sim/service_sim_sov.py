@@ -277,15 +277,19 @@ class CheckedSender:
 class CheckedReceiver:
     """A sovereign receiver view whose every accepted gene is checked against the model."""
 
-    def __init__(self, view: Any, check: Callable[[Gene, float], None]) -> None:
+    def __init__(self, view: Any, check: Callable[[Gene, float], None],
+                 refused: Callable[[Gene, float], None] | None = None) -> None:
         self.view = view
         self.check = check
+        self.refused = refused  # and every refused one: it must have a reason
         self.opened = trio.current_time()
 
     def accept(self, gene: Gene) -> bool:
         ok: bool = self.view.accept(gene)
         if ok:
             self.check(gene, self.opened)
+        elif self.refused is not None:
+            self.refused(gene, self.opened)
         return ok
 
     def finish_batch(self, refused: Sequence[RejectedGene] = (), **kwargs: Any) -> int:
@@ -336,6 +340,7 @@ class SovNet(SovInvariants):
         self.anon = {p: self.rng.random() < 0.4 for p in pairs}
         self.by_org = {p: self.rng.random() < 0.5 for p in pairs}
         self.known: dict[Pair, tuple[int, ProposalKind]] = {}
+        self.learned_at: dict[Pair, float] = {}
         self.revoke_heard: set[Pair] = set()
         self.revokes = [0] * NODES
         self.stats: Counter[str] = Counter()
@@ -445,7 +450,8 @@ class SovNet(SovInvariants):
             lambda peer: self.sender_class(sov.sender_view(peer),
                                            lambda g: self.check_send(node, peer, g)),
             lambda peer: self.receiver_class(
-                sov.receiver_view(peer), lambda g, t: self.check_accept(node, peer, g, t)))
+                sov.receiver_view(peer), lambda g, t: self.check_accept(node, peer, g, t),
+                lambda g, t: self.check_refused(node, peer, g, t)))
         node.sync, node.sov = sync, sov
         self.start(node, sov.run)
 

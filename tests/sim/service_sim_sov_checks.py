@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Final, NoReturn
 
+import trio
+
 from gd.genome.gene import Gene, GeneStatus, ShareScope
 from gd.node.store.audit import AuditKind
 from gd.node.store.ledger_store import Ledger
@@ -30,6 +32,7 @@ class SovInvariants:
     history: dict[Pair, list[tuple[float, bool]]]  # and when it changed
     anon: dict[Pair, bool]
     known: dict[Pair, tuple[int, ProposalKind]]  # newest proposal received, by stamp
+    learned_at: dict[Pair, float]  # when a proposal for the pair last arrived
     revoke_heard: set[Pair]
     revokes: list[int]  # revokes each node made (each must be on its ledger)
     stats: Counter[str]
@@ -47,6 +50,7 @@ class SovInvariants:
             self.revoke_heard.add(pair)
         if pair not in self.known or self.known[pair][0] < proposal.hlc:
             self.known[pair] = (proposal.hlc, proposal.kind)
+        self.learned_at[pair] = trio.current_time()
 
     def allowed_since(self, pair: Pair, since: float) -> bool:
         """Did the org's own rule allow the pair at `since` or at any moment after?"""
@@ -83,6 +87,24 @@ class SovInvariants:
             self.fail(f"node {node.index} accepted {gene.domain} gene {gene.id} from "
                       f"{src.index}: its own rule never allowed that in this round")
         self.check_form(node, src, gene)
+
+    def check_refused(self, node: Any, peer: str, gene: Gene, opened: float) -> None:
+        """Nothing is refused without a reason the model can name: the gene was
+        forwarded against its scope, the receiver's own rule did not allow it at some
+        moment of the round, or the sender's consent was not known to be in force
+        (never, or a proposal arrived during the round)."""
+        src = self.by_peer(peer)
+        pair = (node.index, src.index, gene.domain)
+        known = self.known.get(pair)
+        if (gene.origin != src.peer and not gene.scope.forward) or not self.allow[pair] \
+                or any(t >= opened for t, _ in self.history[pair]) \
+                or known is None or known[1] is not ProposalKind.SHARE \
+                or self.learned_at.get(pair, -1.0) >= opened:
+            self.stats["refusals_explained"] += 1
+            return
+        self.fail(f"node {node.index} refused {gene.domain} gene {gene.id} from "
+                  f"{src.index} without a reason: its rule and the sender's consent held "
+                  "all round")
 
     def check_forwarded_in(self, node: Any, src: Any, gene: Gene) -> None:
         """Nothing forwarded is accepted: every gene comes from its origin."""

@@ -37,8 +37,8 @@ class RevokingReceiver(service_sim_sov.CheckedReceiver):
     the pull's group of batches is still being staged)."""
 
     def __init__(self, view: Any, check: Callable[[Gene, float], None],
-                 net: MidPullRevokeNet) -> None:
-        super().__init__(view, check)
+                 refused: Callable[[Gene, float], None], net: MidPullRevokeNet) -> None:
+        super().__init__(view, check, refused)
         self.net = net
 
     def accept(self, gene: Gene) -> bool:
@@ -57,7 +57,7 @@ class MidPullRevokeNet(service_sim_sov.SovNet):
         super().__init__(seed, root)
         self.revoked = False
         self.receiver_class = (  # type: ignore[assignment]
-            lambda view, check: RevokingReceiver(view, check, self))
+            lambda view, check, refused: RevokingReceiver(view, check, refused, self))
 
     async def main(self) -> None:
         self.faults = False
@@ -202,7 +202,23 @@ class DeafNet(service_sim_fed.FedNet):
     policy_store_class = DeafToShares
 
 
+class RefusingReceiver(service_sim_sov.CheckedReceiver):
+    """An inbound filter that refuses about a quarter of the genes for no reason."""
+
+    def accept(self, gene: Gene) -> bool:
+        if gene.id[0] in "0123":
+            if self.refused is not None:
+                self.refused(gene, self.opened)
+            return False
+        return super().accept(gene)
+
+
+class RefusingNet(service_sim_fed.FedNet):
+    receiver_class = RefusingReceiver
+
+
 @pytest.mark.parametrize(("net_class", "message"), [
+    (RefusingNet, "without a reason"),
     (AllLwwNet, "lost its acknowledged write|does not descend"),
     (AutoApprovingNet, "without this node's approval"),
     (ForgetfulQueueNet, "in no conflict queue"),
