@@ -485,6 +485,10 @@ class SovNet(SovInvariants):
     def restart(self, node: SovNode) -> None:
         self.open(node)
         self.log(f"restart {node.index}")
+        assert node.sov is not None
+        report = node.sov.audit.verify()  # what the crash left must still chain
+        if not report.ok:
+            self.fail(f"node {node.index} audit log after a crash: {report.reason}")
         for other in self.nodes:
             if other is not node and other.up and self.linked(node.index, other.index):
                 self.meet(node, other)

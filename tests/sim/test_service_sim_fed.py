@@ -24,6 +24,7 @@ from gd.genome.identity import NodeKey
 from gd.node.config_sections import SyncSettings
 from gd.node.domain_settings import parse_domain_settings
 from gd.node.net.streams import READ_TIMEOUT_S
+from gd.node.store.audit import AUDIT_DB
 from gd.node.store.cortex import Cortex
 from gd.node.store.sync_store import SyncStore, any_content, resolve_conflict
 from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
@@ -217,8 +218,24 @@ class RefusingNet(service_sim_fed.FedNet):
     receiver_class = RefusingReceiver
 
 
+class TornAuditNet(service_sim_fed.FedNet):
+    """A crash that leaves the audit log with a hole (a record written past its end)."""
+
+    def crash(self, node: Any) -> None:
+        if node.cortex is not None:
+            db = node.cortex.open_db(AUDIT_DB)
+
+            def tear(txn: Any) -> None:
+                past = txn.stat(db)["entries"] + 1
+                txn.put(past.to_bytes(8, "big"), b"torn", db=db)
+
+            node.cortex.write(tear)
+        super().crash(node)
+
+
 @pytest.mark.parametrize(("net_class", "message"), [
     (RefusingNet, "without a reason"),
+    (TornAuditNet, "audit log after a crash"),
     (AllLwwNet, "lost its acknowledged write|does not descend"),
     (AutoApprovingNet, "without this node's approval"),
     (ForgetfulQueueNet, "in no conflict queue"),
