@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from gd.genome import Codon, Gene, NodeKey
+from gd.node.gc_tuning import batch_gc
 from gd.node.services.worker_procs import serve
 
 KEY_SEED = bytes(32)
@@ -54,8 +55,9 @@ def sign_range(request: Any) -> list[tuple[str, int, str, str, bytes, bytes]]:
     """Genes lo..hi-1 of n built and signed, as bytes and the fields stored beside."""
     lo, hi, n = request
     key, args = _inputs(n)
-    return [(g.id, g.version, g.domain, g.origin, g.wire_bytes, g.version_hash)
-            for g in build(key, args[lo:hi])]
+    with batch_gc():  # as `gd.node.app.sign_worker.sign_lines` signs a chunk
+        return [(g.id, g.version, g.domain, g.origin, g.wire_bytes, g.version_hash)
+                for g in build(key, args[lo:hi])]
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from gd.genome.errors import ValidationError
 from gd.genome.gene import Gene
 from gd.genome.identity import NodeKey
 from gd.node.app.import_lines import parse_line
+from gd.node.gc_tuning import batch_gc
 from gd.node.services.worker_procs import read_frame, serve
 
 
@@ -49,20 +50,23 @@ def sign_lines(key: NodeKey, jobs: list[LineJob]) -> list[LineResult]:
     """Parse, check and sign each line as a new gene (the workers' work, and the pool's
     own when a worker is lost: same key and stamp, so the same bytes)."""
     out: list[LineResult] = []
-    for number, text, stamp in jobs:
-        spec = parse_line(number, text)
-        if isinstance(spec, tuple):
-            out.append(spec)
-            continue
-        try:
-            gene = Gene.create(key, domain=spec.domain, name=spec.name, codons=spec.codons,
-                               action=spec.action, params=spec.params,
-                               purpose=spec.purpose, hlc=stamp, gene_id=spec.gene_id)
-        except ValidationError as exc:
-            out.append((number, str(exc)))
-            continue
-        out.append(SignedLine(number, gene.id, gene.domain, gene.origin, gene.wire_bytes,
-                              gene.version_hash, bool(spec.synapses)))
+    # A chunk's parsed lines and genes are acyclic and dropped with the chunk: no
+    # young-generation collections while it is signed (`batch_gc`, issue 15).
+    with batch_gc():
+        for number, text, stamp in jobs:
+            spec = parse_line(number, text)
+            if isinstance(spec, tuple):
+                out.append(spec)
+                continue
+            try:
+                gene = Gene.create(key, domain=spec.domain, name=spec.name, codons=spec.codons,
+                                   action=spec.action, params=spec.params,
+                                   purpose=spec.purpose, hlc=stamp, gene_id=spec.gene_id)
+            except ValidationError as exc:
+                out.append((number, str(exc)))
+                continue
+            out.append(SignedLine(number, gene.id, gene.domain, gene.origin, gene.wire_bytes,
+                                  gene.version_hash, bool(spec.synapses)))
     return out
 
 
