@@ -32,7 +32,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 ParamValue = str | int | float | bool
 # Built once: `list | tuple` written inside a check builds a new union on every call, and
 # these checks run several times per gene created or received (issue 15).
-_LIST_OR_TUPLE = list | tuple
+_LIST_OR_TUPLE = (list, tuple)
 
 
 def slug(field: str, value: Any) -> str:

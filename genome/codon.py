@@ -13,7 +13,7 @@ from gd.genome.errors import ValidationError
 
 OPERATORS = ("<", "<=", ">", ">=", "==", "!=")
 _FEATURE_MATCH = checks.FEATURE_RE.match
-_LIST_OR_TUPLE = list | tuple  # built once (`checks._LIST_OR_TUPLE`)
+_LIST_OR_TUPLE = (list, tuple)  # built once (`checks._LIST_OR_TUPLE`)
 
 
 @dataclass(frozen=True, slots=True)
