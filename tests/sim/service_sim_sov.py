@@ -248,9 +248,17 @@ class CheckedSender:
     """A sovereign sender view whose every cleared gene is checked against the model at
     the moment it is put in a batch or a repair reply."""
 
-    def __init__(self, view: Any, check: Callable[[Gene], None]) -> None:
+    def __init__(self, view: Any, check: Callable[[Gene], None],
+                 check_items: Callable[[Any], None] | None = None) -> None:
         self.view = view
         self.check = check
+        self.check_items = check_items  # what a repair round names to the receiver
+
+    def repair_items(self) -> Any:
+        items = self.view.repair_items()
+        if self.check_items is not None:
+            self.check_items(items)
+        return items
 
     def read_feed(self, since: int, limit: int) -> Any:
         return self.view.read_feed(since, limit)
@@ -341,6 +349,7 @@ class SovNet(SovInvariants):
         self.by_org = {p: self.rng.random() < 0.5 for p in pairs}
         self.known: dict[Pair, tuple[int, ProposalKind]] = {}
         self.learned_at: dict[Pair, float] = {}
+        self.derived: dict[tuple[int, bytes], tuple[bytes, Gene]] = {}
         self.revoke_heard: set[Pair] = set()
         self.revokes = [0] * NODES
         self.stats: Counter[str] = Counter()
@@ -448,7 +457,8 @@ class SovNet(SovInvariants):
         sov.store = self.policy_store_class(sov.store, self, node)  # type: ignore[assignment]
         sync.set_view_factories(
             lambda peer: self.sender_class(sov.sender_view(peer),
-                                           lambda g: self.check_send(node, peer, g)),
+                                           lambda g: self.check_send(node, peer, g),
+                                           lambda items: self.check_items(node, peer, items)),
             lambda peer: self.receiver_class(
                 sov.receiver_view(peer), lambda g, t: self.check_accept(node, peer, g, t),
                 lambda g, t: self.check_refused(node, peer, g, t)))

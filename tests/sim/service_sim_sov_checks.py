@@ -33,6 +33,7 @@ class SovInvariants:
     anon: dict[Pair, bool]
     known: dict[Pair, tuple[int, ProposalKind]]  # newest proposal received, by stamp
     learned_at: dict[Pair, float]  # when a proposal for the pair last arrived
+    derived: dict[tuple[int, bytes], tuple[bytes, Gene]]  # (to, head hash) -> its form
     revoke_heard: set[Pair]
     revokes: list[int]  # revokes each node made (each must be on its ledger)
     stats: Counter[str]
@@ -87,6 +88,43 @@ class SovInvariants:
             self.fail(f"node {node.index} accepted {gene.domain} gene {gene.id} from "
                       f"{src.index}: its own rule never allowed that in this round")
         self.check_form(node, src, gene)
+
+    def check_items(self, node: Any, peer: str, items: Any) -> None:
+        """A repair round names to a peer only versions it may be sent now (checked as
+        a send: the sender's rule and the peer's newest proposal), or heads the peer
+        authored (naming those tells it nothing it does not hold). fedsim's
+        `check_reconcile`; the per-peer item cache is where this once went wrong."""
+        to = self.by_peer(peer)
+        forms: dict[bytes, Gene] | None = None
+        for vhash in items.ids(0, len(items)):
+            gene = node.cortex.get_by_version_hash(vhash)
+            if gene is None:  # a derived form: which of our heads is it of?
+                forms = forms if forms is not None else self.derived_forms(node, to)
+                gene = forms.get(vhash)
+                if gene is None:
+                    self.fail(f"node {node.index} names to {to.index} a version "
+                              f"{vhash.hex()[:16]} it holds no head for")
+            if gene.author == to.peer:
+                self.stats["listed_own_heads"] += 1
+                continue
+            self.check_send(node, peer, gene)
+            self.stats["listed_items"] += 1
+
+    def derived_forms(self, node: Any, to: Any) -> dict[bytes, Gene]:
+        """Derived (anonymised) form's hash -> that form, for `node`'s own heads."""
+        secret = anonymisation_secret(node.key)
+        out: dict[bytes, Gene] = {}
+        for head in node.cortex.genes():
+            if head.origin != node.peer or head.author != node.peer:
+                continue
+            cached = self.derived.get((to.index, head.version_hash))
+            if cached is None:
+                form = derive_for(head, to.peer, node.key, secret, anonymize=True,
+                                  scope=ShareScope())
+                cached = self.derived[(to.index, head.version_hash)] = (form.version_hash,
+                                                                        form)
+            out[cached[0]] = cached[1]
+        return out
 
     def check_refused(self, node: Any, peer: str, gene: Gene, opened: float) -> None:
         """Nothing is refused without a reason the model can name: the gene was

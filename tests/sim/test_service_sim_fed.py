@@ -27,6 +27,7 @@ from gd.node.net.streams import READ_TIMEOUT_S
 from gd.node.store.audit import AUDIT_DB
 from gd.node.store.cortex import Cortex
 from gd.node.store.sync_store import SyncStore, any_content, resolve_conflict
+from gd.protocol.reconcile import ItemSet
 from gd.protocol.sovereignty_agreements import Proposal, ProposalKind
 
 DOMAIN = service_sim_sov.DOMAINS[0]
@@ -138,7 +139,7 @@ def test_the_fed_runs_meet_every_action_and_outcome(tmp_path: Path) -> None:
                  "crash", "fault drop", "fault replay", "fault reset", "fault delay",
                  "partition", "heal", "killed", "lww_losses", "queued_accounted",
                  "settlements_checked", "consent_checked",
-                 "flows_checked", "anonymised_in"):
+                 "flows_checked", "anonymised_in", "listed_items", "listed_own_heads"):
         assert kinds[kind] > 0, kind
 
 
@@ -233,7 +234,24 @@ class TornAuditNet(service_sim_fed.FedNet):
         super().crash(node)
 
 
+class NamingAllSender(service_sim_sov.CheckedSender):
+    """A repair responder that names every version it holds, whatever the policy."""
+
+    def repair_items(self) -> Any:
+        items = self.view.repair_items()
+        heads = [(g.hlc, g.version_hash) for g in self.view._service.cortex.genes()]
+        padded = ItemSet.trusted({*(items[i] for i in range(len(items))), *heads})
+        if self.check_items is not None:
+            self.check_items(padded)
+        return padded
+
+
+class NamingAllNet(service_sim_fed.FedNet):
+    sender_class = NamingAllSender
+
+
 @pytest.mark.parametrize(("net_class", "message"), [
+    (NamingAllNet, "no rule of its own|newest proposal it knows|against its scope"),
     (RefusingNet, "without a reason"),
     (TornAuditNet, "audit log after a crash"),
     (AllLwwNet, "lost its acknowledged write|does not descend"),
