@@ -15,7 +15,7 @@ from gd.ledger.chain import AppendStatus
 from gd.ledger.entry import LedgerEntry
 
 if TYPE_CHECKING:
-    from service_sim_ledger import LedgerNode
+    from service_sim_ledger_gate import LedgerNode
 
 
 @dataclass
