@@ -13,8 +13,11 @@ Two layouts, both measured in the same run:
   same clients, is a region of one (no Raft; concurrent submissions share a commit).
 
 A statement's latency runs from submit until it is committed *and applied* on the
-submitting node. Failover: the leader is stopped and the time until one of the others leads
-a higher term is measured (repeated, restarting the stopped node in between).
+submitting node. CPU per committed entry (the main figure on a shared machine): of the
+nodes' processes in the process layout (`node_cpu_us_per_entry`), of this whole process,
+nodes and clients together, in-process (`process_cpu_us_per_entry`). Failover: the
+leader is stopped and the time until one of the others leads a higher term is measured
+(repeated, restarting the stopped node in between).
 
     python bench/ledger_net.py [--statements 20000] [--clients 256] [--trials 3]
                                [--skip-processes]
@@ -156,15 +159,19 @@ async def load(ds: Sequence[Daemon], statements: list[list[LedgerEntry]], client
             latencies.extend([elapsed] * len(chunk))
 
     total = sum(len(s) for s in statements)
+    cpu = time.process_time()
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for _ in range(clients):
             nursery.start_soon(client)
     wall = time.perf_counter() - start
+    # All threads of this process: the nodes and the clients together (in-process).
+    cpu = time.process_time() - cpu
     return {"entries": total, "seconds": round(wall, 3),
             "entries_per_s": round(total / wall),
             "p50_ms": round(percentile(latencies, 50) * 1000, 1),
-            "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+            "p99_ms": round(percentile(latencies, 99) * 1000, 1),
+            "process_cpu_us_per_entry": round(cpu / total * 1e6)}
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
