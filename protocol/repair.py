@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from gd.genome import canonical
 from gd.genome.gene import Gene
 from gd.protocol.errors import LocalProtocolError, RemoteProtocolError
 from gd.protocol.reconcile import ItemSet, Reconciler
@@ -38,6 +37,7 @@ from gd.protocol.sync_frames import (
     compress,
     decode_wire_genes,
     decompress,
+    wire_array,
 )
 from gd.protocol.wire import Message
 
@@ -90,7 +90,7 @@ def versions_for(wanted: Sequence[bytes], by_hash: Callable[[bytes], Gene | None
 
 def pack_versions(genes: Sequence[Gene], zstd: bool) -> Versions:
     """The `Versions` frame of the genes a fetch found."""
-    data, packed = compress(canonical.encode_plain([g.to_wire() for g in genes]), zstd)
+    data, packed = compress(wire_array([g.wire_bytes for g in genes]), zstd)
     return Versions(genes=data, zstd=packed)
 
 

@@ -23,6 +23,8 @@ from gd.node.store.audit import (
 )
 from gd.node.store.cortex import Cortex
 from gd.node.store.sync_store import SyncStore
+from gd.protocol.repair import pack_versions
+from gd.protocol.sync_frames import decompress
 
 AUTHOR = key_from_int(41)
 DETAILS = [
@@ -100,3 +102,17 @@ def test_the_feed_read_by_pages_gives_every_version_with_its_stored_bytes(cortex
     first = list(SyncStore(cortex).read_feed(0, 10))
     rest = list(SyncStore(cortex).read_feed(first[-1][0], 10_000))
     assert [s for s, _ in first + rest] == seqs
+
+
+@pytest.mark.parametrize("zstd", [False, True])
+def test_a_fetch_answer_carries_the_genes_stored_bytes_as_the_canonical_list(
+        cortex, zstd: bool) -> None:
+    fresh = [make_gene(AUTHOR, name=f"fetch-{i:02d}") for i in range(40)]
+    cortex.put_genes(fresh)
+    stored = [cortex.get_gene(g.id) for g in fresh[:20]]  # wire_bytes: the stored record
+    genes = [g for g in stored if g is not None] + fresh[20:]
+    frame = pack_versions(genes, zstd)
+    assert frame.zstd is zstd
+    raw = decompress(frame.genes, frame.zstd)
+    assert raw == canonical.encode_plain([g.to_wire() for g in genes])
+    assert pack_versions([], zstd).genes == canonical.encode_plain([])
