@@ -17,20 +17,23 @@ and ends the round, with the groups already committed kept (each was applied who
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
 
 from gd.genome.gene import Gene
+from gd.node.gc_tuning import batch_gc
 from gd.node.net.streams import FramedStream
 from gd.node.services.sync_group import AuditIn, commit_audited
 from gd.node.services.sync_state import RoundStats
 from gd.node.services.sync_views import ReceiverView
 from gd.node.store.sync_store import ApplyStats
 from gd.protocol.repair import FetchedVersions, check_versions
-from gd.protocol.sync import POLICY_REFUSAL, RejectedGene
+from gd.protocol.sync import POLICY_REFUSAL, RejectedGene, WireChecker
 from gd.protocol.sync_frames import FetchVersions
+from gd.protocol.wire import Message
 
 if TYPE_CHECKING:
     from gd.node.services.sync_service import SyncService
@@ -67,8 +70,7 @@ async def fetch_all(svc: SyncService, fs: FramedStream, peer: str,
                 # Verified here; the view judges in the applier's thread (it collects
                 # what it judged for the group's audit records: one thread at a time).
                 checked = await trio.to_thread.run_sync(
-                    partial(check_versions, check=svc.verify_pool),
-                    reply, fetch.hashes, _verified_only)
+                    _check, reply, fetch.hashes, svc.verify_pool)
                 await send.send((fetch, checked))
 
     async def apply() -> None:
@@ -101,6 +103,15 @@ def _verified_only(gene: Gene) -> bool:
     return True
 
 
+def _check(reply: Message, hashes: Sequence[bytes], pool: WireChecker | None
+           ) -> FetchedVersions:
+    """`check_versions` with the collector out of the way, as the feed's `open` runs
+    (`batch_gc`: decoding and rebuilding an answer's genes makes short-lived acyclic
+    objects by the ten thousand)."""
+    with batch_gc():
+        return check_versions(reply, hashes, _verified_only, check=pool)
+
+
 def _apply_fetched(svc: SyncService, peer: str, good: list[Gene], audit: AuditIn | None
                    ) -> list[ApplyStats]:
     """Fetched genes are no position in the peer's feed: no checkpoint moves."""
@@ -115,6 +126,10 @@ async def _apply_group(svc: SyncService, view: ReceiverView, peer: str,
     refused: list[RejectedGene] = [r for fetched in group for r in fetched.rejected]
 
     def apply() -> ApplyStats:
+        with batch_gc():  # as the feed's group commit (`sync_group`)
+            return judge_and_commit()
+
+    def judge_and_commit() -> ApplyStats:
         good = []
         for gene in verified:  # the receiver's policy, in order (as `verify_genes`)
             if view.accept(gene):

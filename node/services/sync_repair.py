@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+from gd.node.gc_tuning import batch_gc
 from gd.node.net.peers import PeerRecord
 from gd.node.net.streams import FramedStream
 from gd.node.services.repair_fetch import fetch_all
@@ -67,11 +68,12 @@ class Repairer:
         view hears what went, via `finish_batch`)."""
         svc = self.svc
         view = svc.sender_view(peer)
-        genes = versions_for(hashes, svc.cortex.get_by_version_hash, svc.cortex.get_gene,
-                             svc.cortex.genes, view.outgoing,
-                             getattr(view, "derived_source", None))
-        view.finish_batch(genes)
-        return pack_versions(genes, zstd and svc.settings.compress)
+        with batch_gc():  # reading and judging heads: short-lived genes (`sync_serve`)
+            genes = versions_for(hashes, svc.cortex.get_by_version_hash,
+                                 svc.cortex.get_gene, svc.cortex.genes, view.outgoing,
+                                 getattr(view, "derived_source", None))
+            view.finish_batch(genes)
+            return pack_versions(genes, zstd and svc.settings.compress)
 
     async def reconcile(self, peer: str, stats: RoundStats | None = None) -> RoundStats:
         """Initiate one anti-entropy round with `peer`; fetch the versions we lack."""

@@ -56,3 +56,30 @@ def test_batch_gc_raises_gen0_while_active_and_the_last_one_out_restores():
     else:
         raise AssertionError("a gen0 threshold of 0 must be refused")
     assert gc.get_threshold() == before
+
+
+def test_the_sender_and_the_repair_paths_run_with_the_collector_held_back(monkeypatch):
+    """The feed's sender (`answer_batch`), the repair responder's answer and the repair
+    fetch's check each run inside `batch_gc` (issue 15), like the feed's receiver."""
+    import gc
+
+    from gd.node.gc_tuning import BATCH_GEN0_THRESHOLD
+    from gd.node.services import repair_fetch, sync_serve
+
+    seen: list[int] = []
+
+    def recording(*args, **kwargs):
+        seen.append(gc.get_threshold()[0])
+        return "answer"
+
+    monkeypatch.setattr(sync_serve, "answer_pull", recording)
+    monkeypatch.setattr(repair_fetch, "check_versions", recording)
+    saved = gc.get_threshold()
+    gc.set_threshold(700, *saved[1:])
+    try:
+        assert sync_serve.answer_batch(None, None, lambda: 0, False) == "answer"
+        assert repair_fetch._check(None, [], None) == "answer"
+        assert gc.get_threshold()[0] == 700  # restored on the way out
+    finally:
+        gc.set_threshold(*saved)
+    assert seen == [BATCH_GEN0_THRESHOLD, BATCH_GEN0_THRESHOLD]
