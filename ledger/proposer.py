@@ -323,6 +323,23 @@ class LedgerProposer:
                     resolved.append((ticket, receipt))
         return resolved
 
+    def pending(self) -> list[LedgerEntry]:
+        """The statements whose slots are queued or in flight (not yet applied here)."""
+        inflight = (s for batch in self._inflight.values() for s in batch.statements)
+        out: dict[Slot, LedgerEntry] = {}
+        for statement in (*self._queue, *inflight):
+            if slot_of(statement) in self._queued:
+                out.setdefault(slot_of(statement), statement)
+        return list(out.values())
+
+    def settled(self, receipts: Sequence[AppendReceipt]) -> list[tuple[int, AppendReceipt]]:
+        """Slots the ledger came to hold without an apply of ours (a snapshot restore
+        brought their entries): like `applied`, and the queue forgets their statements,
+        so none waits for an apply that will never come (nor is proposed again)."""
+        slots = {(r.author, r.idempotency_key) for r in receipts}
+        self._queue = deque(s for s in self._queue if slot_of(s) not in slots)
+        return self.applied(receipts)
+
     def drain(self) -> list[LedgerEntry]:
         """Take every queued statement (a region of one appends them itself)."""
         statements = list(self._queue)

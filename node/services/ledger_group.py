@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
@@ -134,6 +134,30 @@ class SubmissionWaiter:
         self.left -= 1
         if self.left == 0:
             self.done.set()
+
+
+class Waiters:
+    """The callers waiting on proposer tickets: one SubmissionWaiter per submission."""
+
+    def __init__(self) -> None:
+        self._by_ticket: dict[int, SubmissionWaiter] = {}
+
+    def add(self, tickets: Sequence[int]) -> SubmissionWaiter:
+        waiter = SubmissionWaiter(len(tickets))
+        for ticket in tickets:
+            self._by_ticket[ticket] = waiter
+        return waiter
+
+    def resolve(self, resolved: Iterable[tuple[int, object]]) -> None:
+        """Tickets the proposer resolved (with their receipts): count their callers down."""
+        for ticket, _receipt in resolved:
+            waiter = self._by_ticket.get(ticket)
+            if waiter is not None:
+                waiter.resolved()
+
+    def forget(self, tickets: Iterable[int]) -> None:
+        for ticket in tickets:
+            self._by_ticket.pop(ticket, None)
 
 
 @dataclass

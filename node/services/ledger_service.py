@@ -60,7 +60,7 @@ from gd.node.services.ledger_gossip import HeadWatch
 from gd.node.services.ledger_group import (
     CheckedStatements,
     GroupCommitter,
-    SubmissionWaiter,
+    Waiters,
     check_signatures,
 )
 from gd.node.services.ledger_inbound import RaftInbound
@@ -110,7 +110,7 @@ class LedgerService:
         # from the gate's injected source (os.urandom in the daemon, seeded in a simulation).
         self.proposer = LedgerProposer(f"{self.peer_id}/{gate.rng_nonce(8).hex()}")
         self.client_id = self.proposer.client_id
-        self._waiting: dict[int, SubmissionWaiter] = {}  # proposer ticket -> its caller
+        self._waiting = Waiters()  # proposer tickets -> their callers
         self.solo_group: GroupCommitter[LedgerEntry, AppendReceipt] = GroupCommitter(
             self._solo_commit, MAX_BATCH)
         self._verified = CheckedStatements(MAX_VERIFIED_REMEMBERED)
@@ -252,9 +252,7 @@ class LedgerService:
             tickets = self.proposer.submit(statements)
         except ProposerFull as exc:
             raise LedgerServiceError(str(exc)) from None
-        waiter = SubmissionWaiter(len(tickets))
-        for ticket in tickets:
-            self._waiting[ticket] = waiter
+        waiter = self._waiting.add(tickets)
         self._wake.set()
         try:
             with trio.fail_after(timeout_s):
@@ -268,8 +266,7 @@ class LedgerService:
                 "ask ledger_lookup") from None
         finally:
             self.proposer.release(tickets)
-            for ticket in tickets:
-                self._waiting.pop(ticket, None)
+            self._waiting.forget(tickets)
         plain = [r for r in receipts if r is not None and r.status is not AppendStatus.CONFLICT]
         if len(plain) == len(receipts):
             return plain  # nothing to look up: no worker-thread hop for the common case
@@ -392,6 +389,7 @@ class LedgerService:
         snap = self.node.snapshot
         if snap.index > self.applied_index and snap.data:
             await self.catchup.restore(snap, None)
+            self._waiting.resolve(await self.catchup.settle(self.proposer))
 
     async def _loop(self) -> None:
         node = self.node
@@ -469,6 +467,7 @@ class LedgerService:
         if rd.snapshot is not None:
             await self.applier.wait_applied(0)
             await self.catchup.restore(rd.snapshot, rd.leader)
+            self._waiting.resolve(await self.catchup.settle(self.proposer))
         if rd.committed_entries:
             self.proposer.committed(e.request_id for e in rd.committed_entries
                                     if e.client_id == self.client_id)
@@ -487,10 +486,7 @@ class LedgerService:
 
     async def _applied(self, result: ApplyResult) -> None:
         """The applier appended a group: wake its callers, count, check heads."""
-        for ticket, _receipt in self.proposer.applied(r for _, r in result.receipts):
-            waiter = self._waiting.get(ticket)
-            if waiter is not None:
-                waiter.resolved()
+        self._waiting.resolve(self.proposer.applied(r for _, r in result.receipts))
         if result.receipts:
             self.m_committed.inc(len(result.receipts))
         self.m_height.set(result.size)
