@@ -71,7 +71,7 @@ class FedNet(FedInvariants, SovNet):
         anon = self.anon[pair]
         return ShareRule(self.subject(pair), pair[2], anonymize=anon, allow_forward=not anon)
 
-    def new_scope(self) -> ShareScope:
+    def new_scope(self, node: SovNode) -> ShareScope:
         return ShareScope(forward=self.rng.random() < 0.8)
 
     def ack(self, node: SovNode, gene: Gene) -> None:

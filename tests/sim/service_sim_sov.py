@@ -117,6 +117,8 @@ class SovNode:
     sov: SovereigntyService | None = None
     written: list[Gene] = field(default_factory=list)
     last_hlc: int = 0
+    region: str = REGION
+    skew_ms: int = 0  # this node's clock runs this far ahead of the network's
 
     @property
     def peer(self) -> str:
@@ -125,6 +127,17 @@ class SovNode:
     @property
     def up(self) -> bool:
         return self.sov is not None
+
+
+class SkewedClock(TrioClock):
+    """A node's injected clock: the mock clock's wall time, `skew_ms` ahead (or behind);
+    its monotonic clock is the network's (a skew is a wall-clock offset)."""
+
+    def __init__(self, skew_ms: int = 0) -> None:
+        self.skew_s = skew_ms / 1000
+
+    def wall(self) -> float:
+        return super().wall() + self.skew_s
 
 
 class SovStream(SimStream):
@@ -170,20 +183,22 @@ class SovGate:
         self.node = node
         self.peer_id = node.peer
         self.key = node.key
-        self.cfg = SimpleNamespace(domains=net.domain_settings, org=node.org, region=REGION)
+        self.cfg = SimpleNamespace(domains=net.domain_settings, org=node.org,
+                                   region=node.region)
         self.log = fedsim_services.SimLog()
         self.metrics = NodeMetrics()
         self.methods = SimpleNamespace(add=lambda name, fn: None)
         self.handlers: dict[str, Callable[..., Any]] = {}
         self.host = SimpleNamespace(new_stream=self.new_stream)
         self.table = SimpleNamespace(connected=self.connected, get=self.record)
-        self.clock = TrioClock()
+        self.clock = SkewedClock(node.skew_ms)
         self.listeners: list[Callable[[PeerChange], None]] = []
 
     def record(self, peer: str) -> Any:
         """The peer's record: every simulated org key is trusted, so claims are certified."""
         other = self.net.by_peer(peer)
-        return SimpleNamespace(peer_id=peer, certified_org=other.org, certified_region=REGION)
+        return SimpleNamespace(peer_id=peer, certified_org=other.org,
+                               certified_region=other.region)
 
     def connected(self) -> list[Any]:
         return [self.record(n.peer) for n in self.net.nodes
@@ -333,13 +348,12 @@ class SovNet(SovInvariants):
         self.pause_rate = 0.2
         self.kill_rate = 0.05
         self.corrupt_rate = 0.0
-        self.nodes = [SovNode(i, NodeKey.from_seed(hashlib.sha256(
-            f"service-sim-sov/{seed}/{i}".encode()).digest()), f"org{i}", root / f"node{i}")
-            for i in range(NODES)]
+        self.nodes = self.make_nodes()
+        count = len(self.nodes)
         self.groups: dict[int, int] = {}
         self.nursery: trio.Nursery | None = None
-        self.scopes: dict[int, list[trio.CancelScope]] = {i: [] for i in range(NODES)}
-        pairs = [(a, b, d) for a in range(NODES) for b in range(NODES) if a != b
+        self.scopes: dict[int, list[trio.CancelScope]] = {i: [] for i in range(count)}
+        pairs = [(a, b, d) for a in range(count) for b in range(count) if a != b
                  for d in DOMAINS]
         # The model: each org's own allow rules now (and when they changed), fixed per
         # pair: anonymised or not, by peer id or by org; what each node knows of each peer.
@@ -351,8 +365,15 @@ class SovNet(SovInvariants):
         self.learned_at: dict[Pair, float] = {}
         self.derived: dict[tuple[int, bytes], tuple[bytes, Gene]] = {}
         self.revoke_heard: set[Pair] = set()
-        self.revokes = [0] * NODES
+        self.revokes = [0] * count
         self.stats: Counter[str] = Counter()
+
+    def make_nodes(self) -> list[SovNode]:
+        """Three organisations of one region, in step with the clock (the fed sim's
+        `service_sim_fed_rules` draws regions, a shared org and clock skew)."""
+        return [SovNode(i, NodeKey.from_seed(hashlib.sha256(
+            f"service-sim-sov/{self.seed}/{i}".encode()).digest()), f"org{i}",
+            self.root / f"node{i}") for i in range(NODES)]
 
     # -- plumbing ----------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -370,8 +391,8 @@ class SovNet(SovInvariants):
         return self.groups.get(a, 0) == self.groups.get(b, 0)
 
     def tick(self, node: SovNode) -> int:
-        node.last_hlc = max(node.last_hlc + 1,
-                            hlc.pack(EPOCH_MS + int(trio.current_time() * 1000), 0))
+        node.last_hlc = max(node.last_hlc + 1, hlc.pack(
+            EPOCH_MS + node.skew_ms + int(trio.current_time() * 1000), 0))
         return node.last_hlc
 
     def scope(self, node: SovNode) -> trio.CancelScope:
@@ -542,13 +563,13 @@ class SovNet(SovInvariants):
                            codons=[Codon.simple("s11", ">", self.rng.randint(0, 99))],
                            action="inspect", purpose=f"private-purpose-{serial}",
                            params={"note": f"tenant-{serial}"}, hlc=self.tick(node),
-                           scope=self.new_scope())
+                           scope=self.new_scope(node))
         node.cortex.put_gene(gene)
         node.written.append(gene)
         self.log(f"write {node.index} {gene.id[:8]} {gene.domain}")
         return gene
 
-    def new_scope(self) -> ShareScope:
+    def new_scope(self, node: SovNode) -> ShareScope:
         """A new gene's scope: never forwardable here (`service_sim_fed` draws one)."""
         return ShareScope()
 
@@ -579,7 +600,7 @@ class SovNet(SovInvariants):
             self.restart(rng.choice(down))
             return
         if event == "partition":
-            self.groups = {i: rng.randrange(2) for i in range(NODES)}
+            self.groups = {n.index: rng.randrange(2) for n in self.nodes}
             self.log(f"partition {sorted(self.groups.items())}")
             return
         if event == "heal":
