@@ -90,7 +90,8 @@ def wire_array(wires: Sequence[bytes]) -> bytes:
     (`Gene.wire_bytes`): msgpack is compositional, so it is the array's header followed
     by the genes' bytes as they are, with no gene decoded into a dict or re-encoded
     (issue 15: 1 µs a gene where `encode_plain([g.to_wire() ...])` took 20)."""
-    return msgpack.Packer().pack_array_header(len(wires)) + b"".join(wires)
+    header: bytes = msgpack.Packer().pack_array_header(len(wires))  # msgpack is untyped
+    return header + b"".join(wires)
 
 
 def decode_wire_genes(raw: bytes, most: int) -> list[dict[str, Any]]:
