@@ -5,13 +5,15 @@ Why not pytest: ten thousand parametrised cases per simulation cost more in coll
 and reporting than in simulating, and pytest runs them on one core. Each seed here is
 one task (`fed:SEED`; `raft:LAYOUT:SEED` for every layout in `raftsim.LAYOUTS`;
 `sync:SEED`, the async sync service, `sov:SEED`, sync and sovereignty services of
-three organisations, and `ledger:SEED`, the Raft ledger service of three voters, each on
+three organisations, `fedsvc:SEED`, the same services under fedsim's conflict workload
+(edits on two nodes, approvals, resolutions), and `ledger:SEED`, the Raft ledger service
+of three voters, each on
 trio's mock clock in a scratch directory of their own); a
 seed is independent of every other, so the pool may run them in any order and the
 result of each is still exactly what `--replay` gives.
 
     python tests/sim/sweep.py --seeds 10000 [--start 0] [--workers 2]
-        [--sims fed,raft,sync,sov,ledger]
+        [--sims fed,raft,sync,sov,fedsvc,ledger]
         [--until 02:20] [--out bench/results/sim_sweep.json]
     python tests/sim/sweep.py --replay fed:241      # one seed, in-process, with its trace
 
@@ -51,11 +53,12 @@ if str(HERE) not in sys.path:
 import fedsim  # noqa: E402  (tests/sim on the path first)
 import raftsim  # noqa: E402
 import service_sim  # noqa: E402
+import service_sim_fed  # noqa: E402
 import service_sim_ledger  # noqa: E402
 import service_sim_sov  # noqa: E402
 
-SIMS = ("fed", "raft", "sync", "sov", "ledger")
-SERVICE_SIMS = ("fed", "sync", "sov", "ledger")
+SIMS = ("fed", "raft", "sync", "sov", "fedsvc", "ledger")
+SERVICE_SIMS = ("fed", "sync", "sov", "fedsvc", "ledger")
 # The per-sweep parent of every scratch directory (read by fedsim.scratch_root too).
 SCRATCH_ENV = "GD_SIM_SCRATCH"
 # Every sweep and replay runs under this string-hash seed (`fixed_hash_seed`).
@@ -89,6 +92,8 @@ def run_service_or_fed(sim: str, seed: int) -> str:
             return service_sim.run(seed, Path(scratch)).trace_hash
         if sim == "ledger":
             return service_sim_ledger.run(seed, Path(scratch)).trace_hash
+        if sim == "fedsvc":
+            return service_sim_fed.run(seed, Path(scratch)).trace_hash
         return service_sim_sov.run(seed, Path(scratch)).trace_hash
 
 
@@ -254,7 +259,8 @@ def replay(task: str) -> int:
             sim = raftsim.run_seed(int(parts[2]), raftsim.LAYOUTS[parts[1]])
             print(f"{task}: passed, {len(sim.committed)} entries committed")
         else:
-            print(f"unknown task {task!r}: fed:SEED, sync:SEED, sov:SEED, ledger:SEED or "
+            print(f"unknown task {task!r}: fed:SEED, sync:SEED, sov:SEED, fedsvc:SEED, "
+                  f"ledger:SEED or "
                   f"raft:LAYOUT:SEED with LAYOUT one of "
                   f"{', '.join(raftsim.LAYOUTS)}", file=sys.stderr)
             return 2
@@ -273,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", help="HH:MM UTC: stop handing out seeds then")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/sim_sweep.json")
     parser.add_argument("--replay", metavar="TASK",
-                        help="fed:SEED, sync:SEED, sov:SEED, ledger:SEED or "
+                        help="fed:SEED, sync:SEED, sov:SEED, fedsvc:SEED, ledger:SEED or "
                              "raft:LAYOUT:SEED")
     parser.add_argument("--label", default="", help="the code swept (default: git HEAD)")
     args = parser.parse_args(argv)

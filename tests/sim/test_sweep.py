@@ -121,3 +121,10 @@ def test_a_replay_in_a_new_process_is_the_run_whatever_the_hash_seed() -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(done.stdout.strip())
     assert outputs[0] == outputs[1] and outputs[0].startswith("ledger:11: passed, trace ")
+
+
+def test_the_conflict_workload_on_the_real_services_runs_in_the_sweep() -> None:
+    """`fedsvc:SEED` is the service_sim_fed run, and a replay gives the same trace."""
+    first = sweep.run_service_or_fed("fedsvc", 3)
+    assert first == sweep.run_service_or_fed("fedsvc", 3)
+    assert first != sweep.run_service_or_fed("sov", 3)
