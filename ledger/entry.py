@@ -33,8 +33,9 @@ from typing import Any
 from gd.genome import canonical, checks
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.genome.identity import NodeKey, is_peer_id, verify
+from gd.genome.memo import memo
 from gd.ledger import merkle
-from gd.ledger.entry_cache import once, placed_encoding
+from gd.ledger.entry_cache import placed_encoding
 from gd.ledger.errors import RemoteLedgerError
 
 FORMAT_VERSION = 1
@@ -267,24 +268,24 @@ class LedgerEntry:
         entry.__dict__["encoded"] = bytes(raw)
         return entry
 
-    @once
+    @memo
     def encoded(self) -> bytes:
         """`encode()`, computed once (hashes and the store all need it)."""
         return self.encode()
 
     # -- hashes and checks --------------------------------------------------------------
 
-    @once
+    @memo
     def entry_hash(self) -> bytes:
         """SHA-256 of the whole encoding; the next entry's `prev_hash`."""
         return canonical.sha256(self.encoded)
 
-    @once
+    @memo
     def leaf_hash(self) -> bytes:
         """This entry's RFC 9162 leaf in the ledger's Merkle tree."""
         return merkle.leaf_hash(self.encoded)
 
-    @once
+    @memo
     def statement_hash(self) -> bytes:
         """Identifies the signed statement regardless of its position (idempotency)."""
         return canonical.sha256(self.statement_bytes() + self.signature)

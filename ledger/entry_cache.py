@@ -1,13 +1,10 @@
 """Per-entry work a replica does for every statement it applies, made cheaper (issue 15).
 
-Two helpers for `gd.ledger.entry.LedgerEntry`, kept apart so the entry module stays a
-plain description of the format:
+A helper for `gd.ledger.entry.LedgerEntry`, kept apart so the entry module stays a
+plain description of the format (its cached values use the gene's lock-free
+`gd.genome.memo.memo`: on Python 3.11 every first access of a `cached_property` takes a
+per-class RLock, four per applied statement):
 
-* `once`: a cached attribute without `functools.cached_property`'s lock. On Python 3.11
-  every first access of a `cached_property` takes a per-class RLock (~1 us each, four of
-  them per applied statement: the encoding and three hashes). The cached values here are
-  pure functions of a frozen entry, so two threads racing compute the same bytes and
-  either may win; no lock is needed.
 * `placed_encoding`: the canonical encoding of a statement placed at (index, prev), made
   from the statement's own canonical encoding by putting the two values where it holds
   `nil`, instead of building the ten-field map and packing it again. A statement's map
@@ -20,11 +17,6 @@ plain description of the format:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar, overload
-
-T = TypeVar("T")
-
 _INDEX_NIL = b"\xa5index\xc0"  # fixstr "index", then nil
 _PREV_NIL = b"\xa4prev\xc0"  # fixstr "prev", then nil
 # Bytes before the author's value: the fixmap header of 10 fields and fixstr "author".
@@ -34,31 +26,6 @@ _KEY_KEY = 4  # fixstr "key"
 _KIND_KEY = 5  # fixstr "kind"
 # fixstr "payload_hash" (13), then its value: bin8 header (2) and 32 bytes.
 _PAYLOAD_HASH_FIELD = 13 + 2 + 32
-
-
-class once(Generic[T]):
-    """A lock-free cached attribute of a frozen object (see the module docstring)."""
-
-    def __init__(self, compute: Callable[[Any], T]) -> None:
-        self.compute = compute
-        self.name = compute.__name__
-        self.__doc__ = compute.__doc__
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> once[T]: ...
-
-    @overload
-    def __get__(self, obj: object, owner: type | None = None) -> T: ...
-
-    def __get__(self, obj: object | None, owner: type | None = None) -> once[T] | T:
-        if obj is None:
-            return self
-        value = self.compute(obj)
-        obj.__dict__[self.name] = value
-        return value
 
 
 def _str_size(text: str) -> int:
@@ -103,4 +70,4 @@ def placed_encoding(encoded: bytes, author: str, hlc: int, key: str, kind: str,
                      _BIN32, prev_hash, encoded[prev_value + 1:]))
 
 
-__all__ = ["once", "placed_encoding"]
+__all__ = ["placed_encoding"]

@@ -9,9 +9,10 @@ import random
 from gd_testkit import key_from_int
 
 from gd.genome import canonical
+from gd.genome.memo import memo
 from gd.ledger import merkle
 from gd.ledger.entry import GENESIS_PREV, LedgerEntry
-from gd.ledger.entry_cache import once, placed_encoding
+from gd.ledger.entry_cache import placed_encoding
 
 KIND_NAMES = ("experience", "decision", "agreement", "promotion", "revocation", "checkpoint")
 KEY_CHARS = "abcXYZ019._:-"
@@ -78,7 +79,7 @@ def test_once_computes_once_per_object() -> None:
         def __init__(self, n: int) -> None:
             self.n = n
 
-        @once
+        @memo
         def doubled(self) -> int:
             """Twice n."""
             calls.append(self.n)
@@ -87,5 +88,5 @@ def test_once_computes_once_per_object() -> None:
     a, b = Thing(2), Thing(5)
     assert (a.doubled, a.doubled, b.doubled, b.doubled) == (4, 4, 10, 10)
     assert calls == [2, 5]
-    assert isinstance(Thing.__dict__["doubled"], once)
+    assert isinstance(Thing.__dict__["doubled"], memo)
     assert Thing.doubled.__doc__ == "Twice n."
