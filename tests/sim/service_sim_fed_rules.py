@@ -98,6 +98,7 @@ class RulesNet(FedNet):
     residency_start = 0.25
     scope_residency_rate = 0.15
     shared_org_rate = 0.3
+    max_skew_ms = MAX_SKEW_MS
 
     def __init__(self, seed: int, root: Path) -> None:
         super().__init__(seed, root)
@@ -128,7 +129,7 @@ class RulesNet(FedNet):
         return [SovNode(i, NodeKey.from_seed(hashlib.sha256(
             f"service-sim-fed-rules/{self.seed}/{i}".encode()).digest()), orgs[i],
             self.root / f"node{i}", region=rng.choice(REGIONS),
-            skew_ms=rng.randint(-MAX_SKEW_MS, MAX_SKEW_MS)) for i in range(count)]
+            skew_ms=rng.randint(-self.max_skew_ms, self.max_skew_ms)) for i in range(count)]
 
     def open(self, node: SovNode) -> None:
         super().open(node)
