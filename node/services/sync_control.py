@@ -104,7 +104,8 @@ class SyncControl:
         svc = self.svc
 
         def run() -> Gene:
-            return resolve_conflict(svc.store, svc.gate.key, key, keep, content)
+            return resolve_conflict(svc.store, svc.gate.key, key, keep, content,
+                                    clock=svc.gate.clock)
 
         try:
             gene = await trio.to_thread.run_sync(run)
