@@ -181,6 +181,8 @@ class RulesNet(FedNet):
         rule = proposal.rule
         if rule.rule_id not in heard or heard[rule.rule_id][0] < proposal.hlc:
             heard[rule.rule_id] = (proposal.hlc, proposal.kind, rule)
+        else:
+            self.stats["stale_proposals"] += 1  # a duplicate, or overtaken: no change
         if proposal.kind is ProposalKind.REVOKE:
             for domain in service_sim_sov.DOMAINS:
                 if rule.domain in ("*", domain):
@@ -192,12 +194,26 @@ class RulesNet(FedNet):
         assert node.sov is not None
         rule = self.random_rule(self.nodes[pair[1]], pair[2])
         self.allow[pair] = True  # the step's bookkeeping of which pairs to act on
+        if self.overlaps(node, rule):
+            self.stats["overlapping_rules"] += 1
         node.sov.store.share(rule, ledger=node.sov.ledger, hlc=self.tick(node))
         self.book[node.index][rule.rule_id] = rule
         self.changed(node)
         self.stats[f"rule_{rule.effect}_{rule.direction}_{rule.subject.kind}"] += 1
         self.stats["rule_any_domain"] += rule.domain == "*"
         self.log(f"share {node.index} {rule.describe()[:90]}")
+
+    def overlaps(self, node: SovNode, rule: ShareRule) -> bool:
+        """Would `rule` and another allow rule of `node` match one peer and domain?
+        (Each is proposed and revoked on its own: fedsim seeds 0 and 2.)"""
+        if rule.effect is not Effect.ALLOW:
+            return False
+        return any(other.effect is Effect.ALLOW and other.rule_id != rule.rule_id
+                   and ("*" in (rule.domain, other.domain) or rule.domain == other.domain)
+                   and subject_matches(rule, self.info(peer))
+                   and subject_matches(other, self.info(peer))
+                   for other in self.book[node.index].values()
+                   for peer in self.nodes if peer is not node)
 
     def revoke(self, node: SovNode, pair: service_sim_sov.Pair) -> None:
         assert node.sov is not None
@@ -310,6 +326,11 @@ class RulesNet(FedNet):
         self.stats["sent"] += 1
         if not form:
             return
+        if gene.author == to.peer:
+            self.fail(f"echo: {where} offers the receiver a version it authored")
+        if sent.version_hash != gene.version_hash and gene.origin != node.peer:
+            self.fail(f"loop: {where} sends a derived form of a gene of origin "
+                      f"{self.by_peer(gene.origin).index}, not the sender")
         if verdict.anonymize:
             leaked = [m for m in SECRET_MARKS if m in sent.encode()]
             if leaked:

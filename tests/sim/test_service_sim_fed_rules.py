@@ -206,3 +206,21 @@ def test_an_audit_record_rewritten_mid_run_is_caught_at_the_next_step() -> None:
     with pytest.raises(ServiceSimFailure, match=r"audit record \d+ changed"):
         _run(0, TamperNet)
     _run(0)
+
+
+# -- fedsim's findings, kept on the real drivers ------------------------------------------
+# fedsim named these paths by seed (test_federation_sim.py, gone with fedsim); their unit
+# regressions are in tests/sovereignty/test_sim_regressions.py (overlapping rules, late
+# shares, outbox numbers, nothing back to its author), tests/cortex (seed 3151) and
+# test_service_sim_fed.py (seed 6). Here each path runs on the real services by name.
+
+
+@pytest.mark.parametrize(("seed", "path"), [
+    (3, "overlapping_rules"),  # fedsim 0, 2: each overlapping rule proposed and revoked
+    (3, "stale_proposals"),  # fedsim 15, 11: a late duplicate share cannot undo a revoke
+    (12, "forwarded"),  # fedsim 12, 13: forwarders never derive, nothing echoes back
+    (14, "derived_edits_not_returned"),  # fedsim 241: an edit of a derived form
+    (5, "shared_org"),  # two nodes of one organisation
+])
+def test_fedsims_findings_run_on_the_real_services(seed: int, path: str) -> None:
+    assert _run(seed).stats[path] > 0
