@@ -42,10 +42,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import fedsim_services
 import trio
 import trio.testing
 from libp2p.peer.id import ID
+from service_sim_log import SimLog
 
 from gd.crdt import hlc
 from gd.genome.gene import Codon, Gene
@@ -176,7 +176,7 @@ class SimGate:
         self.peer_id = node.peer
         self.key = node.key
         self.cfg = SimpleNamespace(domains={})
-        self.log = fedsim_services.SimLog()
+        self.log = SimLog()
         self.metrics = NodeMetrics()
         self.methods = SimpleNamespace(add=lambda name, fn: None)
         self.handlers: dict[str, Callable[..., Any]] = {}

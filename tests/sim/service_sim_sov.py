@@ -61,11 +61,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar, Final, NoReturn
 
-import fedsim_services
 import trio
 import trio.testing
 from libp2p.peer.id import ID
 from service_sim import EPOCH_MS, ServiceSimFailure, SimStream, TrioClock, deterministic_trio
+from service_sim_log import SimLog
 from service_sim_sov_checks import Pair, SovInvariants
 
 import gd.node.clock
@@ -185,7 +185,7 @@ class SovGate:
         self.key = node.key
         self.cfg = SimpleNamespace(domains=net.domain_settings, org=node.org,
                                    region=node.region)
-        self.log = fedsim_services.SimLog()
+        self.log = SimLog()
         self.metrics = NodeMetrics()
         self.methods = SimpleNamespace(add=lambda name, fn: None)
         self.handlers: dict[str, Callable[..., Any]] = {}
