@@ -37,7 +37,10 @@ from gd.protocol.policy_rules import (
 )
 from gd.protocol.sovereignty import PolicySet, ShareDecision
 
-SEEDS = int(os.environ.get("SERVICE_FED_RULES_SEEDS", 4))
+# `make sim SEEDS=N` (N <= 200) runs N federation seeds here, from SEED_START; the
+# sweep (tests/sim/sweep.py, `fed:SEED`) runs more.
+SEEDS = min(int(os.environ.get("SEEDS", 12)), 200)
+SEED_START = int(os.environ.get("SEED_START", 0))
 
 
 def _run(seed: int, net_class: type[RulesNet] = RulesNet) -> SovSimResult:
@@ -46,7 +49,7 @@ def _run(seed: int, net_class: type[RulesNet] = RulesNet) -> SovSimResult:
         return service_sim_fed_rules.run(seed, Path(scratch), net_class)
 
 
-@pytest.mark.parametrize("seed", range(SEEDS))
+@pytest.mark.parametrize("seed", range(SEED_START, SEED_START + SEEDS))
 def test_every_rule_kind_keeps_the_invariants_on_the_real_services(seed: int) -> None:
     try:
         _run(seed)
