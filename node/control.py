@@ -1,7 +1,7 @@
 """The control socket: how the CLI talks to a running daemon.
 
 A Unix stream socket at `HOME/control.sock`, mode 0600 (only the node's user may drive
-it). One request per connection turn, each way a length-prefixed msgpack map:
+it). Each way a length-prefixed msgpack map, one request answered before the next is read:
 
     request  {"method": str, "params": {str: value}}
     response {"ok": true, "result": value} | {"ok": false, "error": str}
@@ -13,6 +13,11 @@ hands each to `f`. Clients that pass no callback still read past them.
 Methods live in a `ControlMethods` registry so each feature (sync, ledger, genes) adds
 its own; the daemon registers `status` and `peers`. `call(home, method, **params)` is the
 synchronous client the CLI uses; it raises `DaemonNotRunning` when nobody listens.
+
+A connection stays open for further requests (keep-alive, ADR 0047): `call` closes it
+after one, `gd.node.control_client.ControlConnection` keeps it for many (the ledger
+benchmark's clients: no connect, accept and task per call). The server drops a
+connection idle for `SERVER_READ_TIMEOUT_S` and serves at most `MAX_CONNECTIONS` at once.
 """
 
 from __future__ import annotations
@@ -35,8 +40,12 @@ from gd.node.home import Home
 MAX_CONTROL_MESSAGE = 64 * 1024 * 1024
 # A CLI call waits this long for the daemon; status and peers answer in milliseconds.
 DEFAULT_CALL_TIMEOUT_S = 30.0
-# A connected client that sends nothing is dropped after this long.
+# A connected client that sends nothing is dropped after this long (also between
+# requests on a kept-alive connection).
 SERVER_READ_TIMEOUT_S = 30.0
+# Connections served at once; one more is told so and closed. Each holds at most one
+# request of MAX_CONTROL_MESSAGE, so this bounds what local callers can pin.
+MAX_CONNECTIONS = 1024
 _LEN = struct.Struct(">I")
 
 Handler = Callable[..., Awaitable[Any]]
@@ -135,6 +144,7 @@ class ControlServer:
         self.path = path
         self.methods = methods
         self.log = log
+        self._connections = 0
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         if len(str(self.path).encode()) >= 104:  # sun_path is 104-108 bytes by platform
@@ -162,42 +172,57 @@ class ControlServer:
 
     async def _client(self, stream: trio.SocketStream) -> None:
         async with stream:
-            while True:
-                with trio.move_on_after(SERVER_READ_TIMEOUT_S):
-                    header = await _recv_exact(stream, _LEN.size)
-                    if header is None:
-                        return
-                    (length,) = _LEN.unpack(header)
-                    if length > MAX_CONTROL_MESSAGE:
-                        await stream.send_all(_pack({"ok": False, "error": "request too large"}))
-                        return
-                    body = await _recv_exact(stream, length)
-                    if body is None:
-                        return
-                    break
-            else:
-                return
-            try:
-                request = _unpack(body)
-            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-                    msgpack.StackError):
-                await stream.send_all(_pack({"ok": False, "error": "request is not msgpack"}))
-                return
-            async def progress(value: Any) -> None:
+            if self._connections >= MAX_CONNECTIONS:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await stream.send_all(_pack({"progress": value}))
-
-            response = await self.methods.dispatch(request, progress)
-            try:
-                data = _pack(response)
-            except (TypeError, ValueError) as exc:
-                self.log.error("control.unencodable_result", method=request.get("method"),
-                               error=str(exc))
-                data = _pack({"ok": False, "error": "result could not be encoded"})
-            try:
-                await stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send_all(_pack({
+                        "ok": False, "error": f"too many control connections (at most "
+                                              f"{MAX_CONNECTIONS}); retry shortly"}))
                 return
+            self._connections += 1
+            try:
+                while await self._serve_one(stream):
+                    pass
+            finally:
+                self._connections -= 1
+
+    async def _serve_one(self, stream: trio.SocketStream) -> bool:
+        """Read, dispatch and answer one request; False when the connection is done
+        (the client closed it, went idle, or sent something that ends it)."""
+        body: bytes | None = None
+        with trio.move_on_after(SERVER_READ_TIMEOUT_S):
+            header = await _recv_exact(stream, _LEN.size)
+            if header is None:
+                return False
+            (length,) = _LEN.unpack(header)
+            if length > MAX_CONTROL_MESSAGE:
+                await stream.send_all(_pack({"ok": False, "error": "request too large"}))
+                return False
+            body = await _recv_exact(stream, length)
+        if body is None:
+            return False  # closed mid-request, idle or too slow: dropped
+        try:
+            request = _unpack(body)
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+                msgpack.StackError):
+            await stream.send_all(_pack({"ok": False, "error": "request is not msgpack"}))
+            return False
+
+        async def progress(value: Any) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(_pack({"progress": value}))
+
+        response = await self.methods.dispatch(request, progress)
+        try:
+            data = _pack(response)
+        except (TypeError, ValueError) as exc:
+            self.log.error("control.unencodable_result", method=request.get("method"),
+                           error=str(exc))
+            data = _pack({"ok": False, "error": "result could not be encoded"})
+        try:
+            await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
 
 
 def daemon_listening(home: Home) -> bool:
@@ -213,6 +238,64 @@ def daemon_listening(home: Home) -> bool:
     return True
 
 
+def connect(home: Home | Path | str, timeout: float = DEFAULT_CALL_TIMEOUT_S
+            ) -> socket.socket:
+    """A connected socket to `home`'s daemon (its reads and writes time out after
+    `timeout`); DaemonNotRunning when nobody listens there."""
+    home = home if isinstance(home, Home) else Home.resolve(home)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(home.control_socket))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        raise DaemonNotRunning(
+            f"no gd-node daemon is running on {home.root} (start one with "
+            f"`gd-node run --home {home.root}`)") from None
+    except OSError as exc:  # a full backlog (EAGAIN), a timeout, no permission
+        sock.close()
+        raise ControlError(f"cannot reach the daemon on {home.root}: {exc}") from None
+    return sock
+
+
+class ConnectionSpoiled(ControlError):
+    """The call failed in transport (timeout, reset, cut or unreadable reply): the
+    connection can carry no further request and must be closed."""
+
+
+def exchange(sock: socket.socket, method: str, params: dict[str, Any], *,
+             timeout: float = DEFAULT_CALL_TIMEOUT_S,
+             on_progress: Callable[[Any], None] | None = None) -> Any:
+    """One request and its reply on a connected socket (see `call`). ControlError for
+    the daemon's error reply (the connection stays usable), ConnectionSpoiled when the
+    transport failed (it does not)."""
+    try:
+        sock.sendall(_pack({"method": method, "params": params}))
+        while True:
+            header = _recv_all(sock, _LEN.size)
+            (length,) = _LEN.unpack(header)
+            if length > MAX_CONTROL_MESSAGE:
+                raise ConnectionSpoiled(f"daemon reply of {length} bytes is over the limit")
+            reply = _unpack(_recv_all(sock, length))
+            if not (isinstance(reply, dict) and "progress" in reply and "ok" not in reply):
+                break
+            if on_progress is not None:
+                on_progress(reply["progress"])
+    except TimeoutError:
+        raise ConnectionSpoiled(f"the daemon did not answer {method!r} within {timeout} s"
+                                ) from None
+    except OSError as exc:  # reset or broken pipe: the daemon died during the call
+        raise ConnectionSpoiled(f"the daemon closed the connection during {method!r}: {exc}"
+                                ) from None
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        raise ConnectionSpoiled(f"unreadable reply from the daemon: {exc}") from None
+    if not isinstance(reply, dict) or "ok" not in reply:
+        raise ConnectionSpoiled("malformed reply from the daemon")
+    if not reply["ok"]:
+        raise ControlError(str(reply.get("error")))
+    return reply.get("result")
+
+
 def call(home: Home | Path | str, method: str, *, timeout: float = DEFAULT_CALL_TIMEOUT_S,
          on_progress: Callable[[Any], None] | None = None, **params: Any) -> Any:
     """Call `method` on the daemon running on `home` and return its result.
@@ -221,43 +304,13 @@ def call(home: Home | Path | str, method: str, *, timeout: float = DEFAULT_CALL_
     wait for the next frame, so a long import that keeps reporting is not cut off.
     Raises DaemonNotRunning (no socket, or nobody listening: a crashed daemon's leftover)
     and ControlError (the daemon reported an error, or the reply was cut short).
+    One connection per call; `control_client.ControlConnection` keeps one for many.
     """
-    home = home if isinstance(home, Home) else Home.resolve(home)
-    path = home.control_socket
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
+    sock = connect(home, timeout)
     try:
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            raise DaemonNotRunning(
-                f"no gd-node daemon is running on {home.root} (start one with "
-                f"`gd-node run --home {home.root}`)") from None
-        sock.sendall(_pack({"method": method, "params": params}))
-        while True:
-            header = _recv_all(sock, _LEN.size)
-            (length,) = _LEN.unpack(header)
-            if length > MAX_CONTROL_MESSAGE:
-                raise ControlError(f"daemon reply of {length} bytes is over the limit")
-            reply = _unpack(_recv_all(sock, length))
-            if not (isinstance(reply, dict) and "progress" in reply and "ok" not in reply):
-                break
-            if on_progress is not None:
-                on_progress(reply["progress"])
-    except TimeoutError:
-        raise ControlError(f"the daemon did not answer {method!r} within {timeout} s") from None
-    except OSError as exc:  # reset or broken pipe: the daemon died during the call
-        raise ControlError(f"the daemon closed the connection during {method!r}: {exc}"
-                           ) from None
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError) as exc:
-        raise ControlError(f"unreadable reply from the daemon: {exc}") from None
+        return exchange(sock, method, params, timeout=timeout, on_progress=on_progress)
     finally:
         sock.close()
-    if not isinstance(reply, dict) or "ok" not in reply:
-        raise ControlError("malformed reply from the daemon")
-    if not reply["ok"]:
-        raise ControlError(str(reply.get("error")))
-    return reply.get("result")
 
 
 def _recv_all(sock: socket.socket, n: int) -> bytes:
@@ -265,6 +318,6 @@ def _recv_all(sock: socket.socket, n: int) -> bytes:
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
-            raise ControlError("the daemon closed the connection mid-reply")
+            raise ConnectionSpoiled("the daemon closed the connection mid-reply")
         buf += chunk
     return bytes(buf)
