@@ -288,7 +288,7 @@ class PolicySet:
 
 # -- filters for the sync core ---------------------------------------------------------------
 
-FeedReader = Callable[[int, int], Iterable[tuple[int, Gene]]]
+FeedReader = Callable[[int, int], Iterable[tuple[int, Gene | None]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,13 +327,18 @@ class OutboundFilter:
         self.sent: list[SentGene] = []
         self.withheld: list[tuple[Gene, ShareDecision]] = []
 
-    def read_feed(self, since: int, limit: int) -> Iterator[tuple[int, Gene]]:
+    def read_feed(self, since: int, limit: int) -> Iterator[tuple[int, Gene | None]]:
         """Lazily: the sync core stops iterating once its batch is full, and entries it
-        never reaches are neither evaluated nor derived (it scans up to 8x a batch)."""
+        never reaches are neither evaluated nor derived (it scans up to 8x a batch).
+        An entry the reader passed as None (the receiver's own version, not decoded)
+        passes as None: there is nothing to judge, and nothing of it is sent."""
         policy = self._policies()
         self._cleared.clear()
         self.withheld.clear()
         for seq, gene in self._read_feed(since, limit):
+            if gene is None:
+                yield seq, None
+                continue
             decision = policy.allowed_to_send(gene, self.receiver.peer_id, self.receiver.org,
                                               self.receiver.region)
             outgoing = gene

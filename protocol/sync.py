@@ -48,7 +48,9 @@ MAX_SCAN_PER_BATCH: Final = 8 * MAX_BATCH_GENES
 
 # (since, limit) -> the feed entries with since < seq, in ascending seq order, at most
 # `limit` of them: (seq, gene). May be lazy: the sender stops iterating at a full batch.
-FeedReader = Callable[[int, int], Iterable[tuple[int, Gene]]]
+# (seq, None): an entry the reader knows, without decoding it, this receiver never gets
+# (its own version, ADR 0047): not sent, but counted and passed like a withheld one.
+FeedReader = Callable[[int, int], Iterable[tuple[int, Gene | None]]]
 # (receiver peer id, gene) -> may this receiver have this gene?
 SharePolicy = Callable[[str, Gene], bool]
 # (sender peer id, verified genes, new checkpoint): store both in one transaction. What
@@ -114,7 +116,7 @@ class SyncSender:
                 more = True
                 break
             upto = seq
-            if self.policy(self.receiver, gene):
+            if gene is not None and self.policy(self.receiver, gene):
                 genes.append(gene)
         self.genes_sent += len(genes)
         return upto, more, genes

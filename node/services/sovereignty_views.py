@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from gd.genome.gene import Gene, ShareScope
@@ -25,7 +26,7 @@ from gd.protocol.sovereignty import (
     ShareDecision,
 )
 from gd.protocol.sovereignty_anonymise import derive_for
-from gd.protocol.sync import RejectedGene
+from gd.protocol.sync import FeedReader, RejectedGene
 
 if TYPE_CHECKING:
     from gd.node.services.sovereignty_service import SovereigntyService
@@ -34,6 +35,19 @@ if TYPE_CHECKING:
 
 # Distinct kinds of gene (`_item_form`) whose decision one view remembers.
 MAX_DECISIONS: Final = 4096
+
+
+def echo_free_feed(service: SovereigntyService, receiver: PeerInfo) -> FeedReader:
+    """The feed reader this receiver's view reads: the store's own, passing the versions
+    the receiver authored as None, undecoded and unjudged (`SyncStore.read_feed`'s
+    `skip_author`). They are what `sync_serve.feed_policy` drops as echoes anyway, so the
+    batch is the same; a receiver that had just pulled 100k genes from us no longer
+    makes us decode and judge each of them again (issue 15, ADR 0047). A reader wrapped
+    around the store's (tests inject faults that way) is read as it is."""
+    sync = service.sync
+    if sync.read_feed == sync.store.read_feed:
+        return partial(sync.store.read_feed, skip_author=receiver.peer_id)
+    return sync.read_feed
 
 
 class SovereignSenderView:
@@ -45,7 +59,7 @@ class SovereignSenderView:
         self.receiver = receiver
         self._service = service
         self._filter = OutboundFilter(service.store.policies, receiver, service.key,
-                                      service.secret, service.sync.read_feed)
+                                      service.secret, echo_free_feed(service, receiver))
         self._snapshot: PolicySet | None = None
         self._cleared: dict[bytes, SentGene] = {}
         self._decisions: dict[tuple[Any, ...], ShareDecision] = {}  # `_item_form`

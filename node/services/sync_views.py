@@ -43,7 +43,7 @@ class SenderView(Protocol):
     it is sent (a crash after the send must not lose its audit records), with the
     fetched genes it carried beyond the feed's; it returns how many genes it holds."""
 
-    def read_feed(self, since: int, limit: int) -> Iterable[tuple[int, Gene]]: ...
+    def read_feed(self, since: int, limit: int) -> Iterable[tuple[int, Gene | None]]: ...
 
     def policy(self, receiver: str, gene: Gene) -> bool: ...
 
@@ -76,7 +76,7 @@ class PolicyView:
         self._share = share
         self._sent = 0
 
-    def read_feed(self, since: int, limit: int) -> Iterable[tuple[int, Gene]]:
+    def read_feed(self, since: int, limit: int) -> Iterable[tuple[int, Gene | None]]:
         return self._read_feed(since, limit)
 
     def policy(self, receiver: str, gene: Gene) -> bool:

@@ -91,6 +91,18 @@ class Conflict:
                    sender=data["sender"], queued_at=data["queued_at"])
 
 
+def authored_by(raw: bytes, author: str, needle: bytes) -> bool:
+    """Did `author` sign this stored version? Without building the gene: a version whose
+    bytes do not hold `needle` (the author's id as msgpack encodes it) cannot name it as
+    author; one that does (it may name it only in its version vector or parents: an
+    edit of that peer's gene, which is ours to send) is decoded as plain msgpack and
+    its body's `author` compared. Stored bytes were validated before they were stored."""
+    if needle not in raw:
+        return False
+    record = canonical.decode(raw)
+    return bool(record["body"]["author"] == author)
+
+
 @dataclass
 class ApplyStats:
     applied: int = 0
@@ -160,7 +172,8 @@ class SyncStore:
         self.refused_total = 0
 
     # -- sender side ------------------------------------------------------------------
-    def read_feed(self, since: int, limit: int) -> Iterator[tuple[int, Gene]]:
+    def read_feed(self, since: int, limit: int, skip_author: str = ""
+                  ) -> Iterator[tuple[int, Gene | None]]:
         """Feed entries after `since` as (seq, gene version). Deletions and versions that
         no longer exist locally (forgotten genes) are skipped but still advance the
         sequence the caller sees, so the receiver's checkpoint moves past them.
@@ -170,14 +183,24 @@ class SyncStore:
         decoding eagerly would cost 8x the work on an unfiltered feed — so the feed itself
         is read in pages of FEED_PAGE entries too, not `limit` at once. A page's entries,
         versions and heads come from one read transaction (`CortexGenes.feed_page`: a
-        consistent snapshot, and no two transactions per gene)."""
+        consistent snapshot, and no two transactions per gene).
+
+        `skip_author`: a version that peer authored comes as (seq, None), undecoded: the
+        feed's echo suppression (`sync_serve.feed_policy`) never sends a peer its own
+        version, and a receiver that pulled our copy of its feed spent ~176 us a gene
+        decoding and judging each one only to drop it (issue 15, ADR 0047). The entry
+        still counts, so the sender's `upto` and scan budget are what they were."""
         remaining = limit
         version_of = self.cortex.version_of
+        needle = canonical.encode_plain(skip_author) if skip_author else b""
         while remaining > 0:
             page = self.cortex.feed_page(since, min(FEED_PAGE, remaining))
             for change, raw, head in page:
                 since = change.seq
                 if raw is None:  # a deletion, or a version no longer held
+                    continue
+                if needle and authored_by(raw, skip_author, needle):
+                    yield change.seq, None
                     continue
                 gene = version_of(raw, head)
                 if gene.version_hash == change.vhash:
