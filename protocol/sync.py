@@ -49,7 +49,7 @@ MAX_SCAN_PER_BATCH: Final = 8 * MAX_BATCH_GENES
 # (since, limit) -> the feed entries with since < seq, in ascending seq order, at most
 # `limit` of them: (seq, gene). May be lazy: the sender stops iterating at a full batch.
 # (seq, None): an entry the reader knows, without decoding it, this receiver never gets
-# (its own version, ADR 0047): not sent, but counted and passed like a withheld one.
+# (its own version, ADR 0048): not sent, but counted and passed like a withheld one.
 FeedReader = Callable[[int, int], Iterable[tuple[int, Gene | None]]]
 # (receiver peer id, gene) -> may this receiver have this gene?
 SharePolicy = Callable[[str, Gene], bool]

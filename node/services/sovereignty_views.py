@@ -42,7 +42,7 @@ def echo_free_feed(service: SovereigntyService, receiver: PeerInfo) -> FeedReade
     the receiver authored as None, undecoded and unjudged (`SyncStore.read_feed`'s
     `skip_author`). They are what `sync_serve.feed_policy` drops as echoes anyway, so the
     batch is the same; a receiver that had just pulled 100k genes from us no longer
-    makes us decode and judge each of them again (issue 15, ADR 0047). A reader wrapped
+    makes us decode and judge each of them again (issue 15, ADR 0048). A reader wrapped
     around the store's (tests inject faults that way) is read as it is."""
     sync = service.sync
     if sync.read_feed == sync.store.read_feed:

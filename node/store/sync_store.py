@@ -188,7 +188,7 @@ class SyncStore:
         `skip_author`: a version that peer authored comes as (seq, None), undecoded: the
         feed's echo suppression (`sync_serve.feed_policy`) never sends a peer its own
         version, and a receiver that pulled our copy of its feed spent ~176 us a gene
-        decoding and judging each one only to drop it (issue 15, ADR 0047). The entry
+        decoding and judging each one only to drop it (issue 15, ADR 0048). The entry
         still counts, so the sender's `upto` and scan budget are what they were."""
         remaining = limit
         version_of = self.cortex.version_of

@@ -1,4 +1,4 @@
-"""Echo skip on the feed (issue 15, ADR 0047): a version the receiver itself authored is
+"""Echo skip on the feed (issue 15, ADR 0048): a version the receiver itself authored is
 passed by the store's reader as (seq, None), undecoded and unjudged, and the batch the
 receiver gets is exactly what the old path (decode, judge, drop in `feed_policy`) sent:
 the same `upto`, `more` and genes, the checkpoint past trailing echoes, and a peer's gene
