@@ -4,8 +4,10 @@ Two layouts, both measured in the same run:
 
 * **processes** (as deployed): each voter is its own `gd-node run` process on 127.0.0.1,
   made with `gd-node init`; client threads in this process submit pre-signed statements
-  through each node's control socket (`ledger_submit`), round-robin over the nodes. Its
-  baseline is a region of one, also a `gd-node run` process, driven the same way.
+  through each node's control socket (`ledger_submit`), round-robin over the nodes, each
+  client keeping one connection per node (`--client-mode keepalive`, as etcd's clients
+  keep theirs; `call`: a connection per submission, as the CLI does). Its baseline is a
+  region of one, also a `gd-node run` process, driven the same way.
 * **in-process**: three voter daemons run in this process on 127.0.0.1 (real libp2p
   hosts: Noise, yamux, the `/gd/raft/1.0.0` streams, LMDB with fsync on). Clients submit
   pre-signed statements through the ledger services of all three nodes (followers
@@ -20,7 +22,8 @@ leader is stopped and the time until one of the others leads a higher term is me
 (repeated, restarting the stopped node in between).
 
     python bench/ledger_net.py [--statements 20000] [--clients 256] [--trials 3]
-                               [--skip-processes]
+                               [--skip-processes | --only-processes]
+                               [--client-mode keepalive|call]
 """
 
 from __future__ import annotations
@@ -304,11 +307,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def submitter(homes: Sequence[Home], mode: str) -> tuple[Any, Any]:
+    """(submit(i, chunk), close()) for one client thread: `call` connects per
+    submission; `keepalive` keeps one connection per node (ADR 0047)."""
+    if mode == "call":
+        def once(i: int, chunk: list[bytes]) -> None:
+            call(homes[i % len(homes)], "ledger_submit", timeout=150.0, statements=chunk,
+                 timeout_s=120.0)
+        return once, lambda: None
+    from gd.node.control_client import ControlConnection  # absent before ADR 0047
+
+    conns = [ControlConnection(h, timeout=150.0) for h in homes]
+
+    def kept(i: int, chunk: list[bytes]) -> None:
+        conns[i % len(conns)].call("ledger_submit", statements=chunk, timeout_s=120.0)
+
+    def close() -> None:
+        for conn in conns:
+            conn.close()
+    return kept, close
+
+
 def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], clients: int,
-                 per_submit: int, pids: Sequence[int] = ()) -> dict[str, Any]:
-    """Client threads submit `per_submit` statements at a time over the control sockets.
-    With the nodes' `pids`, also their CPU time per committed entry (all nodes together):
-    on a shared machine it moves far less with other work than entries/s does."""
+                 per_submit: int, pids: Sequence[int] = (), mode: str = "keepalive"
+                 ) -> dict[str, Any]:
+    """Client threads submit `per_submit` statements at a time over the control sockets
+    (`mode`: see `submitter`). With the nodes' `pids`, also their CPU time per committed
+    entry (all nodes together): on a shared machine it moves far less with other work
+    than entries/s does."""
     work: deque[tuple[int, list[bytes]]] = deque(
         (i, [s.encoded for s in node_statements[j:j + per_submit]])
         for i, node_statements in enumerate(statements)
@@ -317,22 +343,25 @@ def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], cli
     failures: list[str] = []
 
     def client() -> None:
-        while True:
-            try:
-                i, chunk = work.popleft()
-            except IndexError:
-                return
-            start = time.perf_counter()
-            for attempt in range(SUBMIT_ATTEMPTS):
+        submit, close = submitter(homes, mode)
+        try:
+            while True:
                 try:
-                    call(homes[i % len(homes)], "ledger_submit", timeout=150.0,
-                         statements=chunk, timeout_s=120.0)
-                    break
-                except ControlError as exc:  # retried with the same statements
-                    if attempt == SUBMIT_ATTEMPTS - 1:
-                        failures.append(str(exc)[:200])
-                        return
-            latencies.extend([time.perf_counter() - start] * len(chunk))
+                    i, chunk = work.popleft()
+                except IndexError:
+                    return
+                start = time.perf_counter()
+                for attempt in range(SUBMIT_ATTEMPTS):
+                    try:
+                        submit(i, chunk)
+                        break
+                    except ControlError as exc:  # retried with the same statements
+                        if attempt == SUBMIT_ATTEMPTS - 1:
+                            failures.append(str(exc)[:200])
+                            return
+                latencies.extend([time.perf_counter() - start] * len(chunk))
+        finally:
+            close()
 
     total = sum(len(s) for s in statements)
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
@@ -350,7 +379,8 @@ def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], cli
             "entries_per_s": round(total / wall),
             "p50_ms": round(percentile(latencies, 50) * 1000, 1),
             "p99_ms": round(percentile(latencies, 99) * 1000, 1),
-            **({"node_cpu_us_per_entry": round(cpu / total * 1e6)} if pids else {})}
+            **({"node_cpu_us_per_entry": round(cpu / total * 1e6)} if pids else {}),
+            "client_mode": mode}
 
 
 def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
@@ -368,7 +398,7 @@ def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             _wait(lambda: _status(solo_home[0]), PROCESS_START_S, "solo daemon up")
             base = process_load(solo_home, [signed(19, "psolo", per_node * 3)], args.clients,
-                                args.per_submit, [p.pid for p in procs])
+                                args.per_submit, [p.pid for p in procs], args.client_mode)
         finally:
             _stop(procs)
         rows.append({"setup": "region of one, gd-node run process (baseline)", **base,
@@ -378,9 +408,11 @@ def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:
         try:
             _wait(lambda: any((st := _status(h)) and st.get("role") == "leader"
                               for h in homes), PROCESS_START_S, "a leader")
-            process_load(homes, [signed(n, "pwarm", 300) for n in (11, 12, 13)], 16, 10)
+            process_load(homes, [signed(n, "pwarm", 300) for n in (11, 12, 13)], 16, 10,
+                         mode=args.client_mode)
             raft = process_load(homes, [signed(n, "prun", per_node) for n in (11, 12, 13)],
-                                args.clients, args.per_submit, [p.pid for p in procs])
+                                args.clients, args.per_submit, [p.pid for p in procs],
+                                args.client_mode)
             _wait(lambda: len({(_status(h) or {}).get("size") for h in homes}) == 1,
                   60.0, "replicas at one size")
         finally:
@@ -402,12 +434,18 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print roles during failover")
     parser.add_argument("--skip-processes", action="store_true",
                         help="only the in-process layout")
+    parser.add_argument("--only-processes", action="store_true",
+                        help="only the process layout (no in-process rows, no failover)")
+    parser.add_argument("--client-mode", choices=("keepalive", "call"), default="keepalive",
+                        help="process layout: a kept connection per client and node, or a "
+                             "connection per submission (the CLI's way)")
     args = parser.parse_args()
     configure_logging("console", "error")
     for name in ("libp2p", "multiaddr", "async_service"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     process_rows = [] if args.skip_processes else bench_processes(args)
-    result = trio.run(bench, args)
+    result = {"rows": [], "failover_s": [], "failover_median_s": None} \
+        if args.only_processes else trio.run(bench, args)
     rows = process_rows + result.pop("rows")
     for row in rows:
         row["failover_median_s"] = result["failover_median_s"] if "Raft" in row["setup"] \

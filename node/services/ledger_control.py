@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 # How long `ledger_append` / `ledger_submit` wait for the commit by default.
 APPEND_TIMEOUT_S = 10.0
+# `ledger_submit_many` bounds (ADR 0047): submissions, statements and statement bytes per
+# call. A call over any of them is refused whole, before anything is submitted.
+MAX_SUBMISSIONS_PER_CALL = 256
+MAX_STATEMENTS_PER_CALL = 4096
+MAX_SUBMIT_BYTES_PER_CALL = 8 * 1024 * 1024
 
 
 class LedgerServiceError(RuntimeError):
@@ -40,8 +45,29 @@ class _Methods(Protocol):
             streaming: bool = False) -> None: ...
 
 
+def check_many_bounds(submissions: object) -> list[object]:
+    """`ledger_submit_many`'s submissions as a list, or ValueError saying which bound the
+    call breaks (count, statements or bytes); the items themselves are checked one by
+    one later, each as `ledger_submit` checks its statements."""
+    if not isinstance(submissions, list):
+        raise ValueError("submissions must be a list of lists of encoded ledger entries")
+    if len(submissions) > MAX_SUBMISSIONS_PER_CALL:
+        raise ValueError(f"{len(submissions)} submissions in one call; at most "
+                         f"{MAX_SUBMISSIONS_PER_CALL}")
+    lists = [item for item in submissions if isinstance(item, list)]
+    count = sum(len(item) for item in lists)
+    if count > MAX_STATEMENTS_PER_CALL:
+        raise ValueError(f"{count} statements in one call; at most {MAX_STATEMENTS_PER_CALL}")
+    size = sum(len(s) for item in lists for s in item if isinstance(s, bytes))
+    if size > MAX_SUBMIT_BYTES_PER_CALL:
+        raise ValueError(f"{size} bytes of statements in one call; at most "
+                         f"{MAX_SUBMIT_BYTES_PER_CALL}")
+    return submissions
+
+
 def register_control(methods: _Methods, service: LedgerService) -> None:
-    """Add `ledger_append`, `ledger_submit`, `ledger_lookup` and `ledger_status`."""
+    """Add `ledger_append`, `ledger_submit`, `ledger_submit_many`, `ledger_lookup` and
+    `ledger_status`."""
 
     async def ledger_append(kind: str, payload_hash: bytes,
                             summary: dict[str, Any] | None = None,
@@ -68,6 +94,27 @@ def register_control(methods: _Methods, service: LedgerService) -> None:
             raise ValueError(str(exc)) from None
         return [receipt_to_plain(r) for r in receipts]
 
+    async def ledger_submit_many(submissions: list[list[bytes]],
+                                 timeout_s: float = APPEND_TIMEOUT_S
+                                 ) -> list[dict[str, Any]]:
+        """Many submissions in one call, each checked and ordered exactly as one
+        `ledger_submit` call (concurrently: they share signature checks and commits);
+        one answer per submission, in order: {ok, receipts} or {ok: false, error}."""
+        items = check_many_bounds(submissions)
+        wait = float(timeout_s)
+        answers: list[dict[str, Any]] = [{} for _ in items]
+
+        async def one(i: int, statements: Any) -> None:
+            try:
+                answers[i] = {"ok": True, "receipts": await ledger_submit(statements, wait)}
+            except (ValueError, RuntimeError) as exc:  # incl. LedgerServiceError
+                answers[i] = {"ok": False, "error": str(exc)}
+
+        async with trio.open_nursery() as nursery:
+            for i, statements in enumerate(items):
+                nursery.start_soon(one, i, statements)
+        return answers
+
     async def ledger_lookup(idempotency_key: str, author: str | None = None
                             ) -> dict[str, Any]:
         return service.lookup(author or service.peer_id, idempotency_key)
@@ -77,6 +124,7 @@ def register_control(methods: _Methods, service: LedgerService) -> None:
 
     methods.add("ledger_append", ledger_append)
     methods.add("ledger_submit", ledger_submit)
+    methods.add("ledger_submit_many", ledger_submit_many)
     methods.add("ledger_lookup", ledger_lookup)
     methods.add("ledger_status", ledger_status)
 
@@ -119,4 +167,6 @@ class ServiceRoute:
             return list(queued)
 
 
-__all__ = ["APPEND_TIMEOUT_S", "LedgerServiceError", "ServiceRoute", "register_control"]
+__all__ = ["APPEND_TIMEOUT_S", "MAX_STATEMENTS_PER_CALL", "MAX_SUBMISSIONS_PER_CALL",
+           "MAX_SUBMIT_BYTES_PER_CALL", "LedgerServiceError", "ServiceRoute",
+           "check_many_bounds", "register_control"]
