@@ -309,13 +309,13 @@ def cpu_seconds(pid: int) -> float:
 
 def submitter(homes: Sequence[Home], mode: str) -> tuple[Any, Any]:
     """(submit(i, chunk), close()) for one client thread: `call` connects per
-    submission; `keepalive` keeps one connection per node (ADR 0047)."""
+    submission; `keepalive` keeps one connection per node (ADR 0049)."""
     if mode == "call":
         def once(i: int, chunk: list[bytes]) -> None:
             call(homes[i % len(homes)], "ledger_submit", timeout=150.0, statements=chunk,
                  timeout_s=120.0)
         return once, lambda: None
-    from gd.node.control_client import ControlConnection  # absent before ADR 0047
+    from gd.node.control_client import ControlConnection  # absent before ADR 0049
 
     conns = [ControlConnection(h, timeout=150.0) for h in homes]
 

@@ -14,7 +14,7 @@ Methods live in a `ControlMethods` registry so each feature (sync, ledger, genes
 its own; the daemon registers `status` and `peers`. `call(home, method, **params)` is the
 synchronous client the CLI uses; it raises `DaemonNotRunning` when nobody listens.
 
-A connection stays open for further requests (keep-alive, ADR 0047): `call` closes it
+A connection stays open for further requests (keep-alive, ADR 0049): `call` closes it
 after one, `gd.node.control_client.ControlConnection` keeps it for many (the ledger
 benchmark's clients: no connect, accept and task per call). The server drops a
 connection idle for `SERVER_READ_TIMEOUT_S` and serves at most `MAX_CONNECTIONS` at once.

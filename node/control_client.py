@@ -1,4 +1,4 @@
-"""A control-socket client that keeps its connection for many calls (ADR 0047).
+"""A control-socket client that keeps its connection for many calls (ADR 0049).
 
 `gd.node.control.call` connects, asks once and closes: right for a CLI command, costly
 for a caller that submits thousands of times (the ledger benchmark's clients, a script

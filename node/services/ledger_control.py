@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # How long `ledger_append` / `ledger_submit` wait for the commit by default.
 APPEND_TIMEOUT_S = 10.0
-# `ledger_submit_many` bounds (ADR 0047): submissions, statements and statement bytes per
+# `ledger_submit_many` bounds (ADR 0049): submissions, statements and statement bytes per
 # call. A call over any of them is refused whole, before anything is submitted.
 MAX_SUBMISSIONS_PER_CALL = 256
 MAX_STATEMENTS_PER_CALL = 4096

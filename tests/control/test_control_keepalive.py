@@ -1,4 +1,4 @@
-"""The control socket keeps a connection for many calls (ADR 0047): one connect for a
+"""The control socket keeps a connection for many calls (ADR 0049): one connect for a
 persistent client, errors that leave the connection usable, and the server's bounds
 (oversize request, connections at once, idle cut-off) with a clear error each."""
 

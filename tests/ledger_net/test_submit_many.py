@@ -1,4 +1,4 @@
-"""Batched submissions (ADR 0047): `ledger_submit_many` checks each submission exactly as
+"""Batched submissions (ADR 0049): `ledger_submit_many` checks each submission exactly as
 `ledger_submit` does, answers each on its own, and refuses a call over its bounds whole,
 before anything is submitted; concurrent submissions share signature-check hand-offs
 (`GroupChecker`); a kept-alive control connection carries many submissions."""
