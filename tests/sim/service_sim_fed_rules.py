@@ -314,10 +314,15 @@ class RulesNet(FedNet):
         is the one those rules ask for: anonymised or not, forwardable or not, with
         the residency it must keep."""
         to = self.by_peer(peer)
-        self.check_forward(node, to, gene)
         sent, gene = gene, self.original_of(node, to, gene) if form else gene
         verdict = self.verdict(node, to, gene)
         where = f"node {node.index} sent {gene.domain} gene {gene.id} to {to.index}"
+        if form and gene.author == to.peer:
+            self.fail(f"echo: {where} offers the receiver a version it authored")
+        if form and sent.version_hash != gene.version_hash and gene.origin != node.peer:
+            self.fail(f"loop: {where} sends a derived form of a gene of origin "
+                      f"{self.by_peer(gene.origin).index}, not the sender")
+        self.check_forward(node, to, sent)
         if not verdict.allowed:
             self.fail(f"{where} with no rule of its own allowing it ({verdict.reason})")
         if not consents(self.believed(node, to), self.info(node), gene.domain,
@@ -326,11 +331,6 @@ class RulesNet(FedNet):
         self.stats["sent"] += 1
         if not form:
             return
-        if gene.author == to.peer:
-            self.fail(f"echo: {where} offers the receiver a version it authored")
-        if sent.version_hash != gene.version_hash and gene.origin != node.peer:
-            self.fail(f"loop: {where} sends a derived form of a gene of origin "
-                      f"{self.by_peer(gene.origin).index}, not the sender")
         if verdict.anonymize:
             leaked = [m for m in SECRET_MARKS if m in sent.encode()]
             if leaked:

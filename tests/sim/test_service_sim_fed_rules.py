@@ -168,6 +168,21 @@ class SkewNet(RulesNet):
     max_skew_ms = 30_000
 
 
+def _echoing(self: PolicySet, gene: Gene, *args: Any) -> ShareDecision:
+    decision = _send(self, gene, *args)
+    if not decision.allowed and "authored this version" in decision.reason:
+        return ShareDecision(True, "broken", None, False, gene.scope.forward, gene.scope)
+    return decision
+
+
+def test_a_version_offered_back_to_its_author_is_caught(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """fedsim's "echo" check (seeds 12, 13), on the real sender views."""
+    monkeypatch.setattr(PolicySet, "allowed_to_send", _echoing)
+    failure = _first_failure(RulesNet, monkeypatch)
+    assert failure.startswith("FAILED SEED=") and "echo:" in failure, failure
+
+
 class _StampOfTheClock:
     """An HLC that forgets the sides' stamps: a resolution stamped by the wall clock."""
 
