@@ -164,8 +164,7 @@ class AutoAdapter:
         into `tally`, written once per call (a synced batch costs one write, not one a
         gene)."""
         key = _key(gene)
-        if gene.status not in ADAPTABLE or key in tally.puts or \
-                self._get(f"o/{key}") is not None or self._get(f"d/{key}") is not None:
+        if gene.status not in ADAPTABLE or key in tally.puts or tally.booked(key):
             return None
         now_ms = int(self.clock.wall() * 1000)
         if peer:
@@ -227,11 +226,16 @@ class AutoAdapter:
         made = []
         with self._lock:
             tally = _Tally(self)
-            for incoming in genes:
-                stored = self.cortex.get_gene(incoming.id)
-                if (stored is None or stored.version_hash != incoming.version_hash
-                        or stored.status is not GeneStatus.ADAPTATION_PENDING):
-                    continue
+            # The heads' statuses and the book's entries for the whole batch, each in one
+            # read; no gene is read back (issue 15: a `get_gene` and two book reads a
+            # gene in the sync commit's thread). What is queued is the version received,
+            # with the status it is stored under.
+            statuses = self.cortex.head_statuses([(g.id, g.version_hash) for g in genes])
+            pending = [g.with_local(status=GeneStatus.ADAPTATION_PENDING)
+                       for g, status in zip(genes, statuses, strict=True)
+                       if status == GeneStatus.ADAPTATION_PENDING]
+            tally.read_book([_key(g) for g in pending])
+            for stored in pending:
                 job = self._queue(stored, "received", tally, sender)
                 if job is not None:
                     made.append(job)
@@ -267,6 +271,26 @@ class _Tally:
         self.puts: dict[str, Any] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.open_jobs: int | None = None
+        self._booked: dict[str, bool] = {}  # `read_book`
+        self._peer_times: dict[str, list[int]] = {}  # the book's `p/<peer>` as read
+
+    def read_book(self, keys: Sequence[str]) -> None:
+        """Read whether each version key has an open or done entry, in one transaction
+        (`booked` then answers from this); the caller holds the adapter's lock, so the
+        book does not change meanwhile except through this tally's puts."""
+        db = self.adapter.db
+        with self.adapter.cortex.env.begin() as txn:
+            for k in keys:
+                self._booked[k] = (txn.get(f"o/{k}".encode(), db=db) is not None
+                                   or txn.get(f"d/{k}".encode(), db=db) is not None)
+
+    def booked(self, key: str) -> bool:
+        """Has this version an open or done entry in the book?"""
+        found = self._booked.get(key)
+        if found is None:
+            found = (self.adapter._get(f"o/{key}") is not None
+                     or self.adapter._get(f"d/{key}") is not None)
+        return found
 
     def add(self, source: str, counter: str) -> None:
         counts = self.counts.setdefault(source, {})
@@ -275,7 +299,9 @@ class _Tally:
     def peer_times(self, peer: str, now_ms: int) -> list[int]:
         stored = self.puts.get(f"p/{peer}")
         if stored is None:
-            stored = self.adapter._get(f"p/{peer}") or []
+            if peer not in self._peer_times:  # once per call, not once per gene
+                self._peer_times[peer] = self.adapter._get(f"p/{peer}") or []
+            stored = self._peer_times[peer]
         return [t for t in stored if now_ms - t < DAY_MS]
 
     def states(self, gene: Gene) -> list[StateVector]:

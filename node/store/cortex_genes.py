@@ -14,7 +14,7 @@ The invariants (DESIGN.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -291,6 +291,19 @@ class CortexGenes(CortexEnv):
         with self.env.begin() as txn:
             raw = txn.get(gid, db=self._dbs["genes"])
             return self._load(txn, gid, raw) if raw is not None else None
+
+    def head_statuses(self, versions: Sequence[tuple[str, bytes]]) -> list[str | None]:
+        """Per (gene id, version hash): the status if that version is the head, else
+        None; one read, no gene built (auto-adapt on receive, issue 15)."""
+        out: list[str | None] = []
+        with self.env.begin() as txn:
+            for gene_id, vhash in versions:
+                raw = txn.get(gene_id.encode(), db=self._dbs["genes"])
+                head = _Head.decode(raw) if raw is not None else None
+                out.append(head.status if head is not None and txn.get(
+                    vhash, db=self._dbs["by_vhash"]) == _version_key(gene_id, head.version)
+                    else None)
+        return out
 
     def require_gene(self, gene_id: str) -> Gene:
         gene = self.get_gene(gene_id)
