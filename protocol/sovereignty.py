@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from gd.genome.errors import ValidationError
 from gd.genome.gene import Gene, GeneStatus, ShareScope
@@ -146,6 +146,10 @@ def _no_derived_forward(gene: Gene, anonymize: bool, scope: ShareScope) -> str:
             "author signed it or not at all")
 
 
+# Rule verdicts one `PolicySet` remembers (distinct peers x domains x directions).
+MAX_VERDICTS: Final = 4096
+
+
 @dataclass(frozen=True)
 class PolicySet:
     """Everything a send or receive decision depends on, as one immutable value.
@@ -160,6 +164,9 @@ class PolicySet:
     rules: tuple[ShareRule, ...] = ()
     residency: tuple[ResidencyRule, ...] = ()
     remote: Mapping[str, tuple[ShareRule, ...]] = field(default_factory=dict)
+    # (ours?, peer, domain, direction) -> `evaluate_rules`' verdict (`_verdict`).
+    _verdicts: dict[tuple[bool, PeerInfo, str, Direction], _RuleVerdict] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.rules) > MAX_RULES:
@@ -195,15 +202,31 @@ class PolicySet:
         return replace(self, remote=remote)
 
     # -- decisions ------------------------------------------------------------------------
+    def _verdict(self, ours: bool, peer: PeerInfo, domain: str, direction: Direction
+                 ) -> _RuleVerdict:
+        """`evaluate_rules` of our rules for `peer` (ours) or of the rules `peer` sent us
+        for us, remembered for this set's life: the set is immutable, so the verdict
+        for (peer, domain, direction) cannot change, and a sync batch asks it of every
+        gene (~40 us a gene on a repair responder, issue 15). At most MAX_VERDICTS kept.
+        Threads may race on an entry; they compute the same value."""
+        memo = self._verdicts
+        key = (ours, peer, domain, direction)
+        found = memo.get(key)
+        if found is None:
+            found = evaluate_rules(self.rules, peer, domain, direction) if ours else \
+                evaluate_rules(self.remote.get(peer.peer_id, ()), self.me, domain, direction)
+            if len(memo) < MAX_VERDICTS:
+                memo[key] = found
+        return found
+
     def _consent(self, peer: PeerInfo, domain: str, direction: Direction,
                  steps: list[str]) -> tuple[_RuleVerdict, ShareDecision | None]:
         """Our rule and the peer's known rule for `direction` (ours), or a refusal."""
-        local = evaluate_rules(self.rules, peer, domain, direction)
+        local = self._verdict(True, peer, domain, direction)
         steps.append(f"our rules, {direction} {domain} with {peer.peer_id}: {local.reason}")
         if not local.allowed:
             return local, _refuse(local.reason, steps, local.rule)
-        theirs = evaluate_rules(self.remote.get(peer.peer_id, ()), self.me, domain,
-                                direction.opposite)
+        theirs = self._verdict(False, peer, domain, direction.opposite)
         if not theirs.allowed:
             reason = (f"{peer.peer_id} has not agreed to {direction.opposite} {domain} "
                       f"with us (no mutual consent)")
