@@ -30,6 +30,7 @@ from gd.genome.codon import OPERATORS as OPERATORS
 from gd.genome.codon import Codon as Codon
 from gd.genome.codon import ShareScope as ShareScope
 from gd.genome.errors import DecodeError, SignatureError, ValidationError
+from gd.genome.gene_decode import stored_fields, wire_fields
 from gd.genome.identity import NodeKey, is_peer_id, verify
 from gd.genome.memo import memo
 
@@ -39,6 +40,7 @@ _WIRE_BODY = b"\x82\xa4body"
 _WIRE_SIG = b"\xa3sig"
 SIGNATURE_LEN = 64
 _ID_MATCH = checks.ID_RE.match
+_LOCAL_FIELDS = frozenset(("status", "successes", "failures"))
 
 
 class GeneStatus(enum.StrEnum):
@@ -312,6 +314,26 @@ class Gene:
 
     @classmethod
     def from_wire(cls, data: Any, **local: Any) -> Gene:
+        """A gene from untrusted plain data (a peer's, an import's): every field checked,
+        ValidationError naming the field at fault. The common canonical form takes
+        `gene_decode.wire_fields`, which accepts only what the checks below accept and
+        builds the same gene without them (ADR 0047); anything else, bad input
+        included, takes the full path and its errors."""
+        fields = wire_fields(data)
+        if fields is not None and local.keys() <= _LOCAL_FIELDS:
+            status = local.get("status", GeneStatus.NATIVE)
+            successes, failures = local.get("successes", 0), local.get("failures", 0)
+            if (type(status) is GeneStatus and type(successes) is int
+                    and type(failures) is int and 0 <= successes <= checks.MAX_U64
+                    and 0 <= failures <= checks.MAX_U64):
+                fields.update(status=status, successes=successes, failures=failures)
+                gene = object.__new__(cls)
+                gene.__dict__.update(fields)  # what __init__ would set; no __post_init__
+                return gene
+        return cls._from_wire_checked(data, **local)
+
+    @classmethod
+    def _from_wire_checked(cls, data: Any, **local: Any) -> Gene:
         data = checks.require_map("gene", data)
         body = checks.require_map("body", data.get("body"))
         checks.known_keys("body", body, set(BODY_FIELDS))
@@ -342,34 +364,13 @@ class Gene:
         Anything that comes from outside the node goes through `from_wire`; the Cortex's
         integrity check (`check_indexes`) also re-validates with `from_wire`.
         A record of the wrong shape raises DecodeError."""
-        set_ = object.__setattr__
         try:
-            body = data["body"]
-            codons = []
-            for c in body["codons"]:
-                codon = object.__new__(Codon)
-                set_(codon, "op", c["op"])
-                set_(codon, "threshold", float(c["threshold"]))
-                set_(codon, "terms", tuple((name, float(w)) for name, w in c["terms"]))
-                codons.append(codon)
-            scope = object.__new__(ShareScope)
-            set_(scope, "forward", body["scope"]["forward"])
-            set_(scope, "residency", body["scope"]["residency"])
-            gene = object.__new__(cls)
-            for name in ("id", "domain", "name", "action", "purpose", "origin", "version",
-                         "hlc", "author"):
-                set_(gene, name, body[name])
-            set_(gene, "codons", tuple(codons))
-            set_(gene, "params", MappingProxyType(dict(body["params"])))
-            set_(gene, "vv", MappingProxyType(dict(body["vv"])))
-            set_(gene, "parents", tuple(body["parents"]))
-            set_(gene, "scope", scope)
-            set_(gene, "signature", bytes(data["sig"]))
-            set_(gene, "status", GeneStatus(status))
-            set_(gene, "successes", successes)
-            set_(gene, "failures", failures)
+            fields = stored_fields(data)
+            fields.update(status=GeneStatus(status), successes=successes, failures=failures)
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"stored gene record has the wrong shape: {exc!r}") from None
+        gene = object.__new__(cls)
+        gene.__dict__.update(fields)
         if raw is not None:
             raw = bytes(raw)
             gene.__dict__["wire_bytes"] = raw

@@ -23,8 +23,18 @@ from typing import Any
 
 import pytest
 
-from gd.genome import Codon, DecodeError, Gene, GeneStatus, NodeKey, canonical, checks
+from gd.genome import (
+    Codon,
+    DecodeError,
+    Gene,
+    GeneStatus,
+    NodeKey,
+    ValidationError,
+    canonical,
+    checks,
+)
 from gd.genome.gene import BODY_FIELDS, ShareScope
+from gd.genome.gene_decode import wire_fields
 
 # Computed with the code of commit 6a86e28 (before ADR 0047), by `_decode_digest` and
 # `_fuzz_digest` below.
@@ -45,7 +55,6 @@ def _old_from_wire(data: Any, **local: Any) -> Gene:
     checks.known_keys("body", body, set(BODY_FIELDS))
     missing = [f for f in BODY_FIELDS if f not in body]
     if missing:
-        from gd.genome import ValidationError
         raise ValidationError(f"body.{missing[0]}", "is required")
     codons = checks.nonempty_tuple("codons", body["codons"], checks.MAX_CODONS)
     return Gene(
@@ -265,6 +274,83 @@ def test_fuzzed_wire_genes_decode_or_fail_as_the_old_decoder() -> None:
     assert _fuzz_digest(new) == FUZZ_GOLDEN
     accepted = sum(o.startswith("ok|") for o in new)
     assert 100 < accepted < FUZZ_CASES - 1000  # both sides of every check were reached
+
+
+def _bad(path: str, value: Any) -> dict[str, Any]:
+    """A valid wire gene with the value at dotted `path` set to `value`."""
+    wire = canonical.decode(seeded_genes(1)[0].wire_bytes)
+    *parents, last = path.split(".")
+    node: Any = wire
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    node[int(last) if isinstance(node, list) else last] = value
+    return wire
+
+
+_TERM = "body.codons.0.terms"
+_MANY = {f"k{i}": 1 for i in range(65)}
+
+
+@pytest.mark.parametrize(("path", "value", "field"), [
+    ("body.id", "bad id!", "id"), ("body.domain", "Loan", "domain"),
+    ("body.name", " ", "name"), ("body.name", "a\x01", "name"), ("body.name", "x" * 201, "name"),
+    ("body.action", "", "action"), ("body.purpose", "p\x00", "purpose"),
+    ("body.purpose", "x" * 2001, "purpose"), ("body.origin", "12D3KooWnot", "origin"),
+    ("body.version", 0, "version"), ("body.version", True, "version"),
+    ("body.hlc", -1, "hlc"), ("body.hlc", 2**64, "hlc"), ("body.author", "nope", "author"),
+    ("body.parents", ["ok", "bad id!"], "parents[1]"), ("body.parents", ["p"] * 17, "parents"),
+    ("body.params", {"bad key!": 1}, "params.bad key!"), ("body.params", {"k": 2**64}, "params.k"),
+    ("body.params", {"k": -(2**63) - 1}, "params.k"), ("body.params", {"k": math.nan}, "params.k"),
+    ("body.params", {"k": "a\x00"}, "params.k"), ("body.params", {"k": "x" * 1025}, "params.k"),
+    ("body.params", {"k": None}, "params.k"), ("body.params", _MANY, "params"),
+    ("body.vv", {PEER: 0}, f"vv.{PEER}"), ("body.vv", {" ": 1}, "vv.key"),
+    ("body.vv", {"a\x00": 1}, "vv.key"), ("body.vv", {"x" * 129: 1}, "vv.key"),
+    ("body.vv", {f"k{i}": 1 for i in range(257)}, "vv"),
+    ("body.scope", {"forward": 1}, "scope.forward"),
+    ("body.scope", {"residency": "EU"}, "scope.residency"), ("body.scope", {"x": 1}, "scope"),
+    ("sig", b"\x00" * 63, "signature"), ("body.codons", [], "codons"),
+    ("body.codons", [{"feature": "s1", "op": ">", "threshold": 1.0}] * 65, "codons"),
+    ("body.codons.0.op", "=<", "codons[0].op"),
+    ("body.codons.0.threshold", math.inf, "codons[0].threshold"),
+    (_TERM, [], "codons[0].terms"), (_TERM, [["s1", 0.0]], "codons[0].terms[0].weight"),
+    (_TERM, [["s1", -0.0]], "codons[0].terms[0].weight"),
+    (_TERM, [["1s", 1.0]], "codons[0].terms[0].feature"),
+    (_TERM, [["s1", 1.0], ["s1", 2.0]], "codons[0].terms[1].feature"),
+    (_TERM, [["s1", 1.0, 2.0]], "codons[0].terms[0]"),
+    (_TERM, [[f"f{i:02d}", 1.0] for i in range(17)], "codons[0].terms"),
+    ("body.hlcx", 1, "body"),
+])
+def test_each_malformed_field_is_refused_as_before_naming_it(path: str, value: Any,
+                                                             field: str) -> None:
+    """Every body field, one bad value at a time: the same ValidationError (field and
+    message) from the new decoder as from the old one."""
+    errors = []
+    for decode in (Gene.from_wire, _old_from_wire):
+        with pytest.raises(ValidationError) as caught:
+            decode(_bad(path, value))
+        errors.append((caught.value.field, caught.value.message))
+    assert errors[0] == errors[1]
+    assert errors[0][0] == field
+
+
+def test_a_missing_body_field_and_a_bad_local_field_are_named() -> None:
+    wire = canonical.decode(seeded_genes(1)[0].wire_bytes)
+    del wire["body"]["hlc"]
+    with pytest.raises(ValidationError, match=r"body\.hlc: is required"):
+        Gene.from_wire(wire)
+    wire = canonical.decode(seeded_genes(1)[0].wire_bytes)
+    with pytest.raises(ValidationError, match="successes"):
+        Gene.from_wire(wire, successes=-1)
+    with pytest.raises(ValueError, match="not a valid GeneStatus"):
+        Gene.from_wire(wire, status="nope")
+
+
+def test_every_canonical_gene_takes_the_cheap_path() -> None:
+    """What peers send (canonical wire genes) never falls back to the slow decoder."""
+    for gene in seeded_genes():
+        wire = canonical.decode(gene.wire_bytes)
+        assert wire_fields(wire) is not None, gene.id
+        assert wire_fields(gene.to_wire()) is not None, gene.id
 
 
 @pytest.mark.parametrize("mangle", [
