@@ -106,7 +106,7 @@ def _both_ways(rules: Sequence[ShareRule], *args: Any) -> Any:
 
 
 class DenyNet(RulesNet):
-    deny_rate = 0.5
+    deny_rate = 0.3
 
 
 class OneWayNet(RulesNet):
