@@ -94,12 +94,14 @@ bench: venv
 	$(BIN)/python bench/run_all.py
 
 # Up to 200 seeds: pytest runs every simulation. More: tests/sim/sweep.py runs the
-# federation, Raft, sync-service and sovereign-service seeds on a process pool (progress,
-# replay commands, a summary in bench/results/sim_sweep.json), then pytest runs the
-# named regression seeds and the default sweep of each simulation.
+# federation (the real services under every kind of rule), Raft, sync-, sovereign-,
+# fed- and ledger-service seeds on a process pool (progress, replay commands, a summary
+# in bench/results/sim_sweep.json), then pytest runs the named regression seeds and the
+# default sweep of each simulation.
 sim: venv
 	@if [ "$(SEEDS)" -le 200 ]; then \
-	  SEEDS=$(SEEDS) SERVICE_SEEDS=$(SEEDS) $(BIN)/pytest tests/sim -q; \
+	  SEEDS=$(SEEDS) SERVICE_SEEDS=$(SEEDS) SERVICE_FED_SEEDS=$(SEEDS) \
+	    $(BIN)/pytest tests/sim -q; \
 	else \
 	  nice -n 10 $(BIN)/python tests/sim/sweep.py --seeds $(SEEDS) && \
 	  $(BIN)/pytest tests/sim -q; \
