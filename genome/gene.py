@@ -230,13 +230,36 @@ class Gene:
             "vv": dict(self.vv),
         }
 
+    def _packed_body(self) -> dict[str, Any]:
+        """`_plain_body` for the packer only: codon terms and parents stay tuples, which
+        msgpack writes as the arrays their lists would be (same bytes, pinned by
+        tests/genome/test_gene_golden.py), so no list is built per term (ADR 0047)."""
+        scope = self.scope
+        return {
+            "action": self.action,
+            "author": self.author,
+            "codons": [{"op": c.op, "terms": c.terms, "threshold": c.threshold}
+                       for c in self.codons],
+            "domain": self.domain,
+            "hlc": self.hlc,
+            "id": self.id,
+            "name": self.name,
+            "origin": self.origin,
+            "params": dict(self.params),
+            "parents": self.parents,
+            "purpose": self.purpose,
+            "scope": {"forward": scope.forward, "residency": scope.residency},
+            "version": self.version,
+            "vv": dict(self.vv),
+        }
+
     def body(self) -> dict[str, Any]:
         """The signed part, as canonical plain data (keys sorted). A fresh copy."""
         return dict(self._body)
 
     @memo
     def signing_bytes(self) -> bytes:
-        return canonical.encode_plain(self._body)
+        return canonical.encode_plain(self._packed_body())
 
     @memo
     def wire_bytes(self) -> bytes:
@@ -268,7 +291,7 @@ class Gene:
         other code holds yet (the bytes signed are cached, as `signed` does)."""
         # Not the cached `_body`: kept on every gene, it made the collector's full
         # passes over an import's genes measurably slower.
-        signing = canonical.encode_plain(self._plain_body())
+        signing = canonical.encode_plain(self._packed_body())
         object.__setattr__(self, "signature", key.sign(signing))
         self.__dict__["signing_bytes"] = signing
         return self
@@ -366,7 +389,8 @@ class Gene:
         A record of the wrong shape raises DecodeError."""
         try:
             fields = stored_fields(data)
-            fields.update(status=GeneStatus(status), successes=successes, failures=failures)
+            fields.update(status=status if type(status) is GeneStatus else GeneStatus(status),
+                          successes=successes, failures=failures)
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"stored gene record has the wrong shape: {exc!r}") from None
         gene = object.__new__(cls)

@@ -25,7 +25,13 @@ from gd.genome.codon import OPERATORS, Codon, ShareScope
 from gd.genome.identity import is_peer_id
 
 _new = object.__new__
-_set = object.__setattr__
+# The slots' own setters: a third cheaper than `object.__setattr__` by name, which looks
+# the name up first (3 per codon, 12 codons a sync-sized gene).
+_SET_OP = Codon.__dict__["op"].__set__
+_SET_THRESHOLD = Codon.__dict__["threshold"].__set__
+_SET_TERMS = Codon.__dict__["terms"].__set__
+_SET_FORWARD = ShareScope.__dict__["forward"].__set__
+_SET_RESIDENCY = ShareScope.__dict__["residency"].__set__
 _INF = math.inf
 _NINF = -math.inf
 _U64 = checks.MAX_U64
@@ -68,9 +74,9 @@ def _codons(raw: Any) -> tuple[Codon, ...] | None:
             built.append((name, weight))
             last = name
         codon = _new(Codon)
-        _set(codon, "op", op)
-        _set(codon, "threshold", threshold)
-        _set(codon, "terms", tuple(built))
+        _SET_OP(codon, op)
+        _SET_THRESHOLD(codon, threshold)
+        _SET_TERMS(codon, tuple(built))
         out.append(codon)
     return tuple(out)
 
@@ -118,8 +124,8 @@ def _scope(raw: Any) -> ShareScope | None:
             residency and not _SLUG(residency)):
         return None
     scope = _new(ShareScope)
-    _set(scope, "forward", forward)
-    _set(scope, "residency", residency)
+    _SET_FORWARD(scope, forward)
+    _SET_RESIDENCY(scope, residency)
     return scope
 
 
@@ -171,19 +177,19 @@ def stored_fields(data: Any) -> dict[str, Any]:
     codons = []
     for c in body["codons"]:
         codon = _new(Codon)
-        _set(codon, "op", c["op"])
-        _set(codon, "threshold", float(c["threshold"]))
+        _SET_OP(codon, c["op"])
+        _SET_THRESHOLD(codon, float(c["threshold"]))
         terms = c["terms"]
         if len(terms) == 1:  # the common, one-term codon: no generator
             ((name, weight),) = terms
-            _set(codon, "terms", ((name, float(weight)),))
+            _SET_TERMS(codon, ((name, float(weight)),))
         else:
-            _set(codon, "terms", tuple([(name, float(weight)) for name, weight in terms]))
+            _SET_TERMS(codon, tuple([(name, float(weight)) for name, weight in terms]))
         codons.append(codon)
     raw_scope = body["scope"]
     scope = _new(ShareScope)
-    _set(scope, "forward", raw_scope["forward"])
-    _set(scope, "residency", raw_scope["residency"])
+    _SET_FORWARD(scope, raw_scope["forward"])
+    _SET_RESIDENCY(scope, raw_scope["residency"])
     # Read in the order the decoder before ADR 0047 read them: a record with two faults
     # names the same one.
     return {"id": body["id"], "domain": body["domain"], "name": body["name"],
