@@ -233,7 +233,7 @@ class Gene:
     def _packed_body(self) -> dict[str, Any]:
         """`_plain_body` for the packer only: codon terms and parents stay tuples, which
         msgpack writes as the arrays their lists would be (same bytes, pinned by
-        tests/genome/test_gene_golden.py), so no list is built per term (ADR 0047)."""
+        tests/genome/test_gene_golden.py), so no list is built per term (ADR 0050)."""
         scope = self.scope
         return {
             "action": self.action,
@@ -340,7 +340,7 @@ class Gene:
         """A gene from untrusted plain data (a peer's, an import's): every field checked,
         ValidationError naming the field at fault. The common canonical form takes
         `gene_decode.wire_fields`, which accepts only what the checks below accept and
-        builds the same gene without them (ADR 0047); anything else, bad input
+        builds the same gene without them (ADR 0050); anything else, bad input
         included, takes the full path and its errors."""
         fields = wire_fields(data)
         if fields is not None and local.keys() <= _LOCAL_FIELDS:

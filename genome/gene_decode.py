@@ -1,4 +1,4 @@
-"""The cheap paths of `Gene.from_wire` and `Gene.from_stored` (issue 15, ADR 0047).
+"""The cheap paths of `Gene.from_wire` and `Gene.from_stored` (issue 15, ADR 0050).
 
 `wire_fields` is an *acceptor*, not a second validator: it returns a received body's
 fields only when every check `Gene.from_wire` makes (`checks`, `Codon.__post_init__`,
@@ -43,7 +43,6 @@ _FEATURE = checks.FEATURE_RE.match
 _CONTROL = checks._CONTROL_RE.search
 _BODY_KEYS = frozenset(("id", "domain", "name", "codons", "action", "params", "purpose",
                         "version", "vv", "hlc", "origin", "author", "parents", "scope"))
-_CODON_KEYS = frozenset(("op", "terms", "threshold"))
 _SCOPE_KEYS = frozenset(("forward", "residency"))
 
 
@@ -54,29 +53,44 @@ def _codons(raw: Any) -> tuple[Codon, ...] | None:
         return None
     out = []
     for c in raw:
-        if type(c) is not dict or c.keys() != _CODON_KEYS:
+        # Three entries, and these three keys (a KeyError otherwise): nothing unknown.
+        if type(c) is not dict or len(c) != 3:
             return None
-        op, threshold, terms = c["op"], c["threshold"], c["terms"]
+        try:
+            op, threshold, terms = c["op"], c["threshold"], c["terms"]
+        except KeyError:
+            return None
         if (type(op) is not str or op not in _OPS or type(threshold) is not float
                 or not _NINF < threshold < _INF  # excludes NaN too
                 or type(terms) is not list or not 0 < len(terms) <= checks.MAX_TERMS):
             return None
-        built = []
-        last = ""  # every feature name is longer: ascending order also means no duplicate
-        for term in terms:
+        if len(terms) == 1:  # the common one-term codon: no list, no loop
+            term = terms[0]
             if type(term) is not list or len(term) != 2:
                 return None
             name, weight = term
-            if (type(name) is not str or name <= last or not _FEATURE(name)
-                    or type(weight) is not float or not _NINF < weight < _INF
-                    or weight == 0.0):
+            if (type(name) is not str or not _FEATURE(name) or type(weight) is not float
+                    or not _NINF < weight < _INF or weight == 0.0):
                 return None
-            built.append((name, weight))
-            last = name
+            pairs: tuple[tuple[str, float], ...] = ((name, weight),)
+        else:
+            built = []
+            last = ""  # every feature name is longer: ascending also means no duplicate
+            for term in terms:
+                if type(term) is not list or len(term) != 2:
+                    return None
+                name, weight = term
+                if (type(name) is not str or name <= last or not _FEATURE(name)
+                        or type(weight) is not float or not _NINF < weight < _INF
+                        or weight == 0.0):
+                    return None
+                built.append((name, weight))
+                last = name
+            pairs = tuple(built)
         codon = _new(Codon)
         _SET_OP(codon, op)
         _SET_THRESHOLD(codon, threshold)
-        _SET_TERMS(codon, tuple(built))
+        _SET_TERMS(codon, pairs)
         out.append(codon)
     return tuple(out)
 
@@ -171,7 +185,7 @@ def wire_fields(data: Any) -> dict[str, Any] | None:
 def stored_fields(data: Any) -> dict[str, Any]:
     """A stored gene's body and signature fields, with the structure checked (maps where
     maps are read, codon terms as pairs, numbers as floats) and the values trusted (the
-    node validated them before it wrote them; ADR 0047). Raises KeyError, TypeError or
+    node validated them before it wrote them; ADR 0050). Raises KeyError, TypeError or
     ValueError on a record of the wrong shape."""
     body = data["body"]
     codons = []
@@ -190,7 +204,7 @@ def stored_fields(data: Any) -> dict[str, Any]:
     scope = _new(ShareScope)
     _SET_FORWARD(scope, raw_scope["forward"])
     _SET_RESIDENCY(scope, raw_scope["residency"])
-    # Read in the order the decoder before ADR 0047 read them: a record with two faults
+    # Read in the order the decoder before ADR 0050 read them: a record with two faults
     # names the same one.
     return {"id": body["id"], "domain": body["domain"], "name": body["name"],
             "action": body["action"], "purpose": body["purpose"], "origin": body["origin"],

@@ -1,4 +1,4 @@
-"""Decoding genes cheaper must not change what is decoded (issue 15, ADR 0047).
+"""Decoding genes cheaper must not change what is decoded (issue 15, ADR 0050).
 
 `Gene.from_wire` (every gene a peer sends, in the verify workers) and `Gene.from_stored`
 (every gene read back from the Cortex) got fast paths. Three guards:
@@ -36,7 +36,7 @@ from gd.genome import (
 from gd.genome.gene import BODY_FIELDS, ShareScope
 from gd.genome.gene_decode import wire_fields
 
-# Computed with the code of commit 6a86e28 (before ADR 0047), by `_decode_digest` and
+# Computed with the code of commit 6a86e28 (before ADR 0050), by `_decode_digest` and
 # `_fuzz_digest` below.
 DECODE_GOLDEN = "7e3fe06e13042b1c5282874971e9e67da15205e6ea7a1edee9a7a208d78364c0"
 STORED_GOLDEN = "9703dcdeccd67f5c75e1bef2c493589ace45dc1f571e362a8ba73077869c735d"
@@ -49,7 +49,7 @@ PEER = KEYS[0].peer_id
 
 
 def _old_from_wire(data: Any, **local: Any) -> Gene:
-    """`Gene.from_wire` as it was before ADR 0047 (commit 6a86e28), verbatim."""
+    """`Gene.from_wire` as it was before ADR 0050 (commit 6a86e28), verbatim."""
     data = checks.require_map("gene", data)
     body = checks.require_map("body", data.get("body"))
     checks.known_keys("body", body, set(BODY_FIELDS))
