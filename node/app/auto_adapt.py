@@ -158,15 +158,20 @@ class AutoAdapter:
         return open_now
 
     # -- queueing ----------------------------------------------------------------------
-    def _queue(self, gene: Gene, source: str, tally: _Tally, peer: str = "") -> str | None:
+    def _queue(self, gene: Gene, source: str, tally: _Tally, peer: str = "",
+               stored_as: GeneStatus | None = None) -> str | None:
         """Queue one adapt job for this gene version unless the book or a bound says no;
         the job id, or None. Called with the lock held; counters and the book entry go
         into `tally`, written once per call (a synced batch costs one write, not one a
-        gene)."""
+        gene). `stored_as`: the status the version is stored under, when `gene` is the
+        received form (the job gets the gene with it; most are refused first)."""
         key = _key(gene)
-        if gene.status not in ADAPTABLE or key in tally.puts or tally.booked(key):
+        if (stored_as or gene.status) not in ADAPTABLE or key in tally.puts or \
+                tally.booked(key):
             return None
-        now_ms = int(self.clock.wall() * 1000)
+        if tally.now_ms is None:  # one reading of the clock per call
+            tally.now_ms = int(self.clock.wall() * 1000)
+        now_ms = tally.now_ms
         if peer:
             times = tally.peer_times(peer, now_ms)
             if len(times) >= self.settings.max_per_peer:
@@ -177,6 +182,8 @@ class AutoAdapter:
         if tally.open_jobs >= self.settings.max_queued:
             tally.add(source, "skipped_cap")
             return None
+        if stored_as is not None:
+            gene = gene.with_local(status=stored_as)
         states = tally.states(gene)
         if not states:
             tally.add(source, "no_history")
@@ -231,12 +238,12 @@ class AutoAdapter:
             # gene in the sync commit's thread). What is queued is the version received,
             # with the status it is stored under.
             statuses = self.cortex.head_statuses([(g.id, g.version_hash) for g in genes])
-            pending = [g.with_local(status=GeneStatus.ADAPTATION_PENDING)
-                       for g, status in zip(genes, statuses, strict=True)
+            pending = [g for g, status in zip(genes, statuses, strict=True)
                        if status == GeneStatus.ADAPTATION_PENDING]
             tally.read_book([_key(g) for g in pending])
-            for stored in pending:
-                job = self._queue(stored, "received", tally, sender)
+            for incoming in pending:
+                job = self._queue(incoming, "received", tally, sender,
+                                  GeneStatus.ADAPTATION_PENDING)
                 if job is not None:
                     made.append(job)
             self._write(tally.flush())
@@ -271,6 +278,7 @@ class _Tally:
         self.puts: dict[str, Any] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.open_jobs: int | None = None
+        self.now_ms: int | None = None
         self._booked: dict[str, bool] = {}  # `read_book`
         self._peer_times: dict[str, list[int]] = {}  # the book's `p/<peer>` as read
 
