@@ -143,8 +143,8 @@ def _scope(raw: Any) -> ShareScope | None:
     return scope
 
 
-def wire_fields(data: Any) -> dict[str, Any] | None:
-    """A received gene's body and signature fields, as `Gene.__init__` would set them,
+def wire_fields(data: Any) -> tuple[Any, ...] | None:
+    """A received gene's body and signature values, as `Gene.__init__` would set them,
     when every check passes on the common form; None sends the caller to the original
     decoder (to accept an odd form, or to raise the original error)."""
     if type(data) is not dict:
@@ -176,17 +176,17 @@ def wire_fields(data: Any) -> dict[str, Any] | None:
     scope = _scope(body["scope"])
     if codons is None or params is None or vv is None or scope is None:
         return None
-    return {"id": id_, "domain": domain, "name": name, "codons": codons, "action": action,
-            "purpose": body["purpose"], "origin": origin, "params": MappingProxyType(params),
-            "version": version, "vv": MappingProxyType(vv), "hlc": hlc, "author": author,
-            "parents": tuple(parents), "scope": scope, "signature": signature}
+    # In `Gene`'s field order (`Gene._built`).
+    return (id_, domain, name, codons, action, body["purpose"], origin,
+            MappingProxyType(params), version, MappingProxyType(vv), hlc, author,
+            tuple(parents), scope, signature)
 
 
-def stored_fields(data: Any) -> dict[str, Any]:
-    """A stored gene's body and signature fields, with the structure checked (maps where
-    maps are read, codon terms as pairs, numbers as floats) and the values trusted (the
-    node validated them before it wrote them; ADR 0050). Raises KeyError, TypeError or
-    ValueError on a record of the wrong shape."""
+def stored_fields(data: Any) -> tuple[Any, ...]:
+    """A stored gene's body and signature values (in `Gene`'s field order), with the
+    structure checked (maps where maps are read, codon terms as pairs, numbers as floats)
+    and the values trusted (the node validated them before it wrote them; ADR 0050).
+    Raises KeyError, TypeError or ValueError on a record of the wrong shape."""
     body = data["body"]
     codons = []
     for c in body["codons"]:
@@ -204,11 +204,12 @@ def stored_fields(data: Any) -> dict[str, Any]:
     scope = _new(ShareScope)
     _SET_FORWARD(scope, raw_scope["forward"])
     _SET_RESIDENCY(scope, raw_scope["residency"])
-    # Read in the order the decoder before ADR 0050 read them: a record with two faults
-    # names the same one.
-    return {"id": body["id"], "domain": body["domain"], "name": body["name"],
-            "action": body["action"], "purpose": body["purpose"], "origin": body["origin"],
-            "version": body["version"], "hlc": body["hlc"], "author": body["author"],
-            "codons": tuple(codons), "params": MappingProxyType(dict(body["params"])),
-            "vv": MappingProxyType(dict(body["vv"])), "parents": tuple(body["parents"]),
-            "scope": scope, "signature": bytes(data["sig"])}
+    # Read in the order the decoder before ADR 0050 read them (a record with two faults
+    # names the same one), returned in `Gene`'s field order.
+    id_, domain, name, action = body["id"], body["domain"], body["name"], body["action"]
+    purpose, origin, version = body["purpose"], body["origin"], body["version"]
+    hlc, author = body["hlc"], body["author"]
+    params, vv = MappingProxyType(dict(body["params"])), MappingProxyType(dict(body["vv"]))
+    parents = tuple(body["parents"])
+    return (id_, domain, name, tuple(codons), action, purpose, origin, params, version, vv,
+            hlc, author, parents, scope, bytes(data["sig"]))
