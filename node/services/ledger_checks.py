@@ -21,8 +21,14 @@ from gd.ledger.entry import LedgerEntry
 from gd.node.services.ledger_group import check_signatures
 
 # Statements checked in one hand-off at most (a submission larger than this is checked
-# alone): bounds the time a group holds the worker and the latency it adds.
-MAX_CHECK_GROUP: Final = 4096
+# alone), and groups checked at once. One large group at a time made closed-loop callers
+# move in lock-step waves (all wait for the whole check, then all for the commit), so
+# checks stopped overlapping commits: a region of one lost ~30 % of its entries/s
+# in-process (64 clients, 10 statements each). Groups of <= 128 statements, four at a
+# time, keep that overlap (entries/s within the run's noise of one hand-off per
+# submission) with ~7-10x fewer hand-offs.
+MAX_CHECK_GROUP: Final = 128
+MAX_CHECKS_IN_FLIGHT: Final = 4
 
 
 class _Pending:
@@ -44,13 +50,16 @@ class GroupChecker:
     """
 
     def __init__(self, max_items: int = MAX_CHECK_GROUP,
-                 check: Callable[[Sequence[LedgerEntry]], list[int]] = check_signatures
-                 ) -> None:
-        if max_items < 1:
-            raise ValueError(f"max_items must be at least 1, got {max_items}")
+                 check: Callable[[Sequence[LedgerEntry]], list[int]] = check_signatures,
+                 in_flight: int = MAX_CHECKS_IN_FLIGHT) -> None:
+        if max_items < 1 or in_flight < 1:
+            raise ValueError(f"max_items and in_flight must be at least 1, got "
+                             f"{max_items} and {in_flight}")
         self.max_items = max_items
+        self.max_in_flight = in_flight
         self._check = check
         self._pending: list[_Pending] = []
+        self._checking: list[list[_Pending]] = []  # groups in worker threads now
         self._wake = trio.Event()
         self.running = False
         self.handoffs = 0  # worker-thread hand-offs made, for tests and metrics
@@ -84,25 +93,37 @@ class GroupChecker:
     async def run(self) -> None:
         """Check groups until cancelled; callers still waiting then get an error."""
         self.running = True
-        group: list[_Pending] = []
         try:
-            while True:
-                if not self._pending:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    continue
-                group = self._take()
-                await self._check_group(group)
-                group = []
+            async with trio.open_nursery() as nursery:
+                while True:
+                    if not self._pending or len(self._checking) >= self.max_in_flight:
+                        await self._wake.wait()
+                        self._wake = trio.Event()
+                        continue
+                    group = self._take()
+                    self._checking.append(group)
+                    nursery.start_soon(self._check_group, group)
         finally:
             self.running = False
-            for pending in group + self._pending:
+            for pending in [p for group in self._checking for p in group] + self._pending:
                 if not pending.done.is_set():
                     pending.error = RuntimeError("the ledger stopped before checking")
                     pending.done.set()
             self._pending.clear()
+            self._checking.clear()
 
     async def _check_group(self, group: list[_Pending]) -> None:
+        try:
+            await self._check_and_answer(group)
+        finally:
+            self._checking.remove(group)
+            self._wake.set()
+            for pending in group:  # cancelled mid-check: the ledger is stopping
+                if not pending.done.is_set():
+                    pending.error = RuntimeError("the ledger stopped before checking")
+                    pending.done.set()
+
+    async def _check_and_answer(self, group: list[_Pending]) -> None:
         statements = [s for pending in group for s in pending.statements]
         self.handoffs += 1
         try:

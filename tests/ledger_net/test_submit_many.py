@@ -160,3 +160,41 @@ async def test_a_kept_alive_connection_submits_many_times(region, nursery):
     assert "signature" in refusal
     assert connects == 1
     assert all(a["ok"] for a in answers) and d.ledger.ledger.size == 80
+
+
+async def test_group_checker_runs_groups_side_by_side_and_fails_them_on_stop():
+    import threading
+
+    release = threading.Event()
+    started: list[int] = []
+
+    def slow(batch):
+        started.append(len(batch))
+        release.wait(10)
+        return []
+
+    checker = GroupChecker(max_items=4, check=slow, in_flight=2)
+    errors: list[str] = []
+
+    async def one(tag: str) -> None:
+        try:
+            await checker.check(statements(1, tag, 3))
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    async with trio.open_nursery() as callers, trio.open_nursery() as service:
+        service.start_soon(checker.run)
+        await trio.testing.wait_all_tasks_blocked()
+        for tag in "abcd":
+            callers.start_soon(one, tag)
+        with trio.fail_after(10):
+            while len(started) < 2:
+                await trio.sleep(0.01)
+        await trio.sleep(0.1)
+        assert started == [3, 3]  # two groups at once, the others wait for a slot
+        service.cancel_scope.cancel()  # the ledger stops mid-check
+        release.set()
+    # The two groups in worker threads finish (a thread is not abandoned); the two
+    # waiting for a slot are told the ledger stopped, never left waiting.
+    assert errors == ["the ledger stopped before checking"] * 2
+    assert not checker.running
