@@ -10,7 +10,7 @@ first `share` until B's `/metrics` counts all N genes received; B's metrics are 
 in a bounded loop. Sovereignty, the audit record and fsync stay on. Both processes are
 stopped and reaped whatever happens; a daemon that dies fails the run with its log.
 `cpu_a_s`/`cpu_b_s`: CPU seconds each daemon spent from `share` to the end (steadier
-than wall time on a machine shared with other work).
+than wall time on a machine shared with other work), and the same per gene moved.
 
     .venv/bin/python bench/sync_processes.py [--genes 100000] [--timeout 600]
 """
@@ -188,7 +188,10 @@ def bench(n: int, timeout_s: float, root: Path,
              "seconds": round(seconds, 3), "genes_per_s": round(n / seconds),
              "share_s": round(share_s, 3), "first_gene_s": round(first_s or 0.0, 3),
              "import_s": round(import_s, 3), "cpu_a_s": round(cpu[0], 2),
-             "cpu_b_s": round(cpu[1], 2), "goal_s_100k": 10}]
+             "cpu_b_s": round(cpu[1], 2),
+             # Per gene moved: what a change is compared by on a loaded machine.
+             "cpu_a_us_per_gene": round(cpu[0] / n * 1e6),
+             "cpu_b_us_per_gene": round(cpu[1] / n * 1e6), "goal_s_100k": 10}]
 
 
 def main() -> None:
