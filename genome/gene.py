@@ -398,7 +398,8 @@ class Gene:
         cached `wire_bytes`, so what is hashed and sent is exactly what was stored.
         Anything that comes from outside the node goes through `from_wire`; the Cortex's
         integrity check (`check_indexes`) also re-validates with `from_wire`.
-        A record of the wrong shape raises DecodeError."""
+        Structure is checked, values trusted (exactly which: ADR 0050); a record of the
+        wrong shape raises DecodeError."""
         try:
             fields = stored_fields(data)
             if type(status) is not GeneStatus:
