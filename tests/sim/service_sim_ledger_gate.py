@@ -12,11 +12,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final
 
-import fedsim_services
 import trio
 import trio.testing
 from libp2p.peer.id import ID
 from service_sim import SimStream, TrioClock
+from service_sim_log import SimLog
 
 from gd.genome.identity import NodeKey
 from gd.node.metrics import NodeMetrics
@@ -53,7 +53,7 @@ class LedgerNode:
         return self.svc is not None
 
 
-class LedgerLog(fedsim_services.SimLog):
+class LedgerLog(SimLog):
     """`SimLog` plus `debug`, which the ledger's links use (not kept: it is chatty)."""
 
     def debug(self, event: str, **fields: Any) -> None:

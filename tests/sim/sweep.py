@@ -3,7 +3,9 @@ bounded process pool, with progress, the replay command of every failing seed an
 
 Why not pytest: ten thousand parametrised cases per simulation cost more in collection
 and reporting than in simulating, and pytest runs them on one core. Each seed here is
-one task (`fed:SEED`; `raft:LAYOUT:SEED` for every layout in `raftsim.LAYOUTS`;
+one task (`fed:SEED`, the federation's real sync and sovereignty services under every
+kind of rule, 3-5 nodes, two regions and clock skew (`service_sim_fed_rules`, which
+replaced fedsim); `raft:LAYOUT:SEED` for every layout in `raftsim.LAYOUTS`;
 `sync:SEED`, the async sync service, `sov:SEED`, sync and sovereignty services of
 three organisations, `fedsvc:SEED`, the same services under fedsim's conflict workload
 (edits on two nodes, approvals, resolutions), and `ledger:SEED`, the Raft ledger service
@@ -20,7 +22,7 @@ result of each is still exactly what `--replay` gives.
 `--until HH:MM` (UTC) stops handing out seeds at that time and records exactly how many
 ran. The exit status is 1 when any seed failed (or nothing ran), else 0. Every scratch
 directory of a sweep lives under one parent the sweep makes (`GD_SIM_SCRATCH`, inherited
-by the workers, fedsim's too) and removes however it ends: a cut-off or a Ctrl-C kills
+by the workers) and removes however it ends: a cut-off or a Ctrl-C kills
 workers mid-seed, and their own clean-up never runs.
 """
 
@@ -50,20 +52,20 @@ ROOT = HERE.parents[1]
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import fedsim  # noqa: E402  (tests/sim on the path first)
-import raftsim  # noqa: E402
+import raftsim  # noqa: E402  (tests/sim on the path first)
 import service_sim  # noqa: E402
 import service_sim_fed  # noqa: E402
+import service_sim_fed_rules  # noqa: E402
 import service_sim_ledger  # noqa: E402
 import service_sim_sov  # noqa: E402
 
 SIMS = ("fed", "raft", "sync", "sov", "fedsvc", "ledger")
 SERVICE_SIMS = ("fed", "sync", "sov", "fedsvc", "ledger")
-# The per-sweep parent of every scratch directory (read by fedsim.scratch_root too).
+# The per-sweep parent of every scratch directory (the workers' temporary homes).
 SCRATCH_ENV = "GD_SIM_SCRATCH"
 # Every sweep and replay runs under this string-hash seed (`fixed_hash_seed`).
 HASH_SEED = "0"
-FAILURES = (fedsim.SimFailure, raftsim.SimFailure, service_sim.ServiceSimFailure)
+FAILURES = (raftsim.SimFailure, service_sim.ServiceSimFailure)
 # Seconds between progress lines.
 PROGRESS_EVERY = 15.0
 # Tasks a worker takes at once: small enough that the deadline and progress stay sharp.
@@ -85,9 +87,9 @@ def tasks(sims: list[str], start: int, seeds: int) -> Iterator[str]:
 
 def run_service_or_fed(sim: str, seed: int) -> str:
     """One seed of the federation or a service simulation; returns its trace hash."""
-    if sim == "fed":
-        return fedsim.run(seed).trace_hash
     with tempfile.TemporaryDirectory(dir=os.environ.get(SCRATCH_ENV) or SCRATCH) as scratch:
+        if sim == "fed":
+            return service_sim_fed_rules.run(seed, Path(scratch)).trace_hash
         if sim == "sync":
             return service_sim.run(seed, Path(scratch)).trace_hash
         if sim == "ledger":
@@ -170,7 +172,7 @@ def sweep(sims: list[str], start: int, seeds: int, workers: int, until: str | No
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.append("SIGTERM"))
     print(f"sweep: {total} runs ({','.join(sims)}, seeds {start}..{start + seeds - 1}) "
           f"on {workers} workers", flush=True)
-    # Every scratch directory of this sweep, the workers' and fedsim's, lives under one
+    # Every scratch directory of this sweep, the workers', lives under one
     # parent that this process removes however the sweep ends (workers killed mid-seed
     # by a cut-off or Ctrl-C never run their own clean-up).
     parent = tempfile.mkdtemp(prefix="gd-sweep-", dir=SCRATCH)

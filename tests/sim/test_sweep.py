@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import fedsim
 import pytest
 import raftsim
+import service_sim_fed_rules
 import sweep
 
 from gd.ledger import raft_log
@@ -101,12 +101,15 @@ def test_a_cut_off_sweep_leaves_no_scratch_directory_behind(
     assert sweep.SCRATCH_ENV not in os.environ
 
 
-def test_fedsim_puts_its_scratch_directories_where_the_sweep_says(
+def test_fed_is_the_federation_on_the_real_services_and_replays(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fed:SEED` runs `service_sim_fed_rules` (fedsim is gone), its scratch home under
+    the sweep's parent, and a replay gives the run's trace hash."""
     monkeypatch.setenv(sweep.SCRATCH_ENV, str(tmp_path))
-    with fedsim.scratch_root() as root:
-        assert root.parent == tmp_path and root.is_dir()
-    assert list(tmp_path.iterdir()) == []
+    first = sweep.run_service_or_fed("fed", 5)
+    assert first == service_sim_fed_rules.run(5, tmp_path / "again").trace_hash
+    assert sweep.run_task("fed:5")["ok"]
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # the sweep's homes went
 
 
 def test_a_replay_in_a_new_process_is_the_run_whatever_the_hash_seed() -> None:
