@@ -406,6 +406,9 @@ def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:
         homes = init_homes(root, [11, 12, 13], voters=True)
         procs = [start_process(h) for h in homes]
         try:
+            # Every node answering (a slow starter's socket may not exist yet when two
+            # others have elected a leader), and a leader among them.
+            _wait(lambda: all(_status(h) for h in homes), PROCESS_START_S, "all nodes up")
             _wait(lambda: any((st := _status(h)) and st.get("role") == "leader"
                               for h in homes), PROCESS_START_S, "a leader")
             process_load(homes, [signed(n, "pwarm", 300) for n in (11, 12, 13)], 16, 10,

@@ -1,7 +1,6 @@
 """Batched submissions (ADR 0049): `ledger_submit_many` checks each submission exactly as
 `ledger_submit` does, answers each on its own, and refuses a call over its bounds whole,
-before anything is submitted; concurrent submissions share signature-check hand-offs
-(`GroupChecker`); a kept-alive control connection carries many submissions."""
+before anything is submitted; a kept-alive control connection carries many submissions."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from gd.ledger.entry import LedgerEntry
 from gd.node.control import ControlError
 from gd.node.control_client import ControlConnection
 from gd.node.services import ledger_control
-from gd.node.services.ledger_checks import GroupChecker
-from gd.node.services.ledger_group import check_signatures
 
 
 def statements(n: int, tag: str, count: int) -> list[LedgerEntry]:
@@ -83,62 +80,6 @@ async def test_a_call_over_a_bound_is_refused_whole_and_changes_nothing(region, 
     assert ok["ok"] and ok["result"][0]["ok"] and d.ledger.ledger.size == 3
 
 
-async def test_group_checker_shares_hand_offs_and_gives_each_caller_its_own(nursery):
-    checker = GroupChecker(max_items=64)
-    nursery.start_soon(checker.run)
-    await trio.testing.wait_all_tasks_blocked()
-    batches = [statements(1, f"g{i}", 5) for i in range(40)]
-    for i in (3, 17, 39):
-        batches[i][i % 5] = forged(batches[i][i % 5])
-    found: dict[int, list[int]] = {}
-
-    async def one(i: int) -> None:
-        found[i] = await checker.check(batches[i])
-
-    async with trio.open_nursery() as inner:
-        for i in range(40):
-            inner.start_soon(one, i)
-    assert found == {i: check_signatures(batches[i]) for i in range(40)}
-    assert found[3] == [3] and found[17] == [2] and found[39] == [4]
-    assert sum(1 for v in found.values() if v) == 3
-    assert checker.handoffs <= 8  # 200 statements in groups of <= 64, not 40 hand-offs
-
-
-async def test_group_checker_fails_its_callers_not_the_loop_and_checks_when_stopped():
-    calls = []
-
-    def broken(batch):
-        calls.append(len(batch))
-        raise OSError("worker broke")
-
-    checker = GroupChecker(check=broken)
-    with pytest.raises(OSError):
-        await checker.check(statements(1, "x", 2))  # not running: checked alone
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(checker.run)
-        await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(OSError):
-            await checker.check(statements(1, "y", 2))
-        assert checker.running  # the loop survived
-        nursery.cancel_scope.cancel()
-    assert calls == [2, 2] and not checker.running
-
-
-async def test_concurrent_region_submissions_share_signature_hand_offs(region, nursery):
-    ds, _leader = await region.start_region(nursery)
-    before = [d.ledger.checker.handoffs for d in ds]
-
-    async def submit(i: int) -> None:
-        await ds[i % 3].ledger.submit(statements(1 + i % 3, f"r{i}", 4), timeout_s=60)
-
-    async with trio.open_nursery() as inner:
-        for i in range(48):
-            inner.start_soon(submit, i)
-    await region.until(lambda: region.sizes(ds) == [192] * 3)
-    handoffs = sum(d.ledger.checker.handoffs for d in ds) - sum(before)
-    assert 0 < handoffs < 48  # fewer hand-offs than submissions
-
-
 async def test_a_kept_alive_connection_submits_many_times(region, nursery):
     d = await region.start(nursery, 1, ())
     home = region.home(1)
@@ -160,41 +101,3 @@ async def test_a_kept_alive_connection_submits_many_times(region, nursery):
     assert "signature" in refusal
     assert connects == 1
     assert all(a["ok"] for a in answers) and d.ledger.ledger.size == 80
-
-
-async def test_group_checker_runs_groups_side_by_side_and_fails_them_on_stop():
-    import threading
-
-    release = threading.Event()
-    started: list[int] = []
-
-    def slow(batch):
-        started.append(len(batch))
-        release.wait(10)
-        return []
-
-    checker = GroupChecker(max_items=4, check=slow, in_flight=2)
-    errors: list[str] = []
-
-    async def one(tag: str) -> None:
-        try:
-            await checker.check(statements(1, tag, 3))
-        except RuntimeError as exc:
-            errors.append(str(exc))
-
-    async with trio.open_nursery() as callers, trio.open_nursery() as service:
-        service.start_soon(checker.run)
-        await trio.testing.wait_all_tasks_blocked()
-        for tag in "abcd":
-            callers.start_soon(one, tag)
-        with trio.fail_after(10):
-            while len(started) < 2:
-                await trio.sleep(0.01)
-        await trio.sleep(0.1)
-        assert started == [3, 3]  # two groups at once, the others wait for a slot
-        service.cancel_scope.cancel()  # the ledger stops mid-check
-        release.set()
-    # The two groups in worker threads finish (a thread is not abandoned); the two
-    # waiting for a slot are told the ledger stopped, never left waiting.
-    assert errors == ["the ledger stopped before checking"] * 2
-    assert not checker.running
