@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
+from gd.node.clock import SYSTEM_CLOCK
 from gd.node.control import (
     DEFAULT_CALL_TIMEOUT_S,
     SERVER_READ_TIMEOUT_S,
@@ -40,7 +40,7 @@ class ControlConnection:
 
     def __init__(self, home: Home | Path | str, *,
                  timeout: float = DEFAULT_CALL_TIMEOUT_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = SYSTEM_CLOCK.monotonic) -> None:
         self.home = home if isinstance(home, Home) else Home.resolve(home)
         self.timeout = timeout
         self._clock = clock
