@@ -38,7 +38,7 @@ from gd.ledger.link_core import (
 )
 from gd.ledger.raft_messages import RaftMessage
 from gd.node.net.gate import PeerChange, PeerListener
-from gd.node.net.host import to_id
+from gd.node.net.open_stream import open_framed_stream
 from gd.node.net.peers import PeerTable
 from gd.node.net.streams import FramedStream, StreamGone
 from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID
@@ -140,20 +140,13 @@ class PeerLinks:
 
     async def open(self, peer: str) -> FramedStream:
         """A new `/gd/raft` stream to `peer`; StreamGone when it cannot be had in time."""
-        try:
-            with trio.fail_after(OPEN_TIMEOUT_S):
-                stream = await self.host.new_stream(to_id(peer), [RAFT_PROTOCOL_ID])
-        except trio.TooSlowError:
-            raise StreamGone(f"could not open {RAFT_PROTOCOL_ID} to {peer} in time") from None
-        except Exception as exc:  # libp2p raises many kinds for "no connection"
-            raise StreamGone(f"could not open {RAFT_PROTOCOL_ID} to {peer}: {exc!r}") \
-                from None
         metric = self.byte_counter
 
         def count(direction: str, n: int) -> None:
             metric.labels(protocol=RAFT_PROTOCOL_ID, direction=direction).inc(n)
 
-        return FramedStream(stream, count_bytes=count)
+        return await open_framed_stream(self.host, peer, RAFT_PROTOCOL_ID,
+                                        timeout_s=OPEN_TIMEOUT_S, count_bytes=count)
 
     async def _writer(self, peer: str, link: _Link) -> None:
         """Carry our messages to `peer` on one long-lived stream; gossip when idle.

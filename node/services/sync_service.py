@@ -40,12 +40,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from libp2p.custom_types import TProtocol
 
 from gd.node.config import NodeConfig, SyncSettings
 from gd.node.domain_settings import conflict_policies
 from gd.node.gc_tuning import freeze_startup_heap
-from gd.node.net.host import to_id
+from gd.node.net.open_stream import open_framed_stream
 from gd.node.net.streams import READ_TIMEOUT_S, FramedStream, StreamGone
 from gd.node.services.sync_control import SyncControl
 from gd.node.services.sync_pull import FeedPuller
@@ -295,13 +294,6 @@ class SyncService:
                           read_timeout_s: float = READ_TIMEOUT_S) -> FramedStream:
         """A framed stream of `protocol` to `peer` whose bytes count in the metrics (and
         in `stats`); `StreamGone` when the peer cannot be reached in time."""
-        try:
-            with trio.fail_after(OPEN_TIMEOUT_S):
-                stream = await self.gate.host.new_stream(to_id(peer), [TProtocol(protocol)])
-        except trio.TooSlowError:
-            raise StreamGone(f"could not open {protocol} to {peer} in time") from None
-        except Exception as exc:  # libp2p raises many kinds for "no connection"
-            raise StreamGone(f"could not open {protocol} to {peer}: {exc!r}") from None
         metric = self.metrics.bytes
 
         def count(direction: str, n: int) -> None:
@@ -313,7 +305,8 @@ class SyncService:
                 else:
                     stats.wire_out += n
 
-        return FramedStream(stream, read_timeout_s=read_timeout_s, count_bytes=count)
+        return await open_framed_stream(self.gate.host, peer, protocol, timeout_s=OPEN_TIMEOUT_S,
+                                        count_bytes=count, read_timeout_s=read_timeout_s)
 
     async def _send_hint(self, peer: str, head: int) -> None:
         async def hint() -> None:
