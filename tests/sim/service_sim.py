@@ -47,6 +47,7 @@ import trio.testing
 from libp2p.peer.id import ID
 from service_sim_log import SimLog
 
+import gd.node.clock
 from gd.crdt import hlc
 from gd.genome.gene import Codon, Gene
 from gd.genome.identity import NodeKey
@@ -378,9 +379,14 @@ class ServiceSimResult:
     kinds: Counter[str]  # trace events by kind (fault, round, crash, ...)
 
 
-def run(seed: int, root: Path, net_class: type[Net] = Net) -> ServiceSimResult:
-    """One seeded run under `root`; `ServiceSimFailure` when an invariant breaks."""
-    net = net_class(seed, root)
+def drive(net: Any, seed: int, *, stores_on_mock_clock: bool = False) -> None:
+    """Run `net.main` on trio's mock clock under `deterministic_trio(seed)`: a failure
+    inside the nursery is raised plainly, and every node's Cortex is closed however the
+    run ends. `stores_on_mock_clock`: the stores' module-level `hlc_now()` (which reads
+    `gd.node.clock.SYSTEM_CLOCK`) follows the mock clock too, for the run only."""
+    saved = gd.node.clock.SYSTEM_CLOCK
+    if stores_on_mock_clock:
+        gd.node.clock.SYSTEM_CLOCK = TrioClock()
     try:
         with deterministic_trio(seed):
             trio.run(net.main, clock=trio.testing.MockClock(autojump_threshold=0))
@@ -392,9 +398,16 @@ def run(seed: int, root: Path, net_class: type[Net] = Net) -> ServiceSimResult:
             raise failures from None
         raise
     finally:
+        gd.node.clock.SYSTEM_CLOCK = saved
         for node in net.nodes:
             if node.cortex is not None:
                 node.cortex.close()
+
+
+def run(seed: int, root: Path, net_class: type[Net] = Net) -> ServiceSimResult:
+    """One seeded run under `root`; `ServiceSimFailure` when an invariant breaks."""
+    net = net_class(seed, root)
+    drive(net, seed)
     digest = hashlib.sha256("\n".join(net.trace).encode()).hexdigest()
     genes = sum(len(n.written) for n in net.nodes)
     kinds = Counter(line.split()[1] for line in net.trace)

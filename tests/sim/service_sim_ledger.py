@@ -49,12 +49,11 @@ from typing import Any, Final, NoReturn
 
 import trio
 import trio.testing
-from service_sim import ServiceSimFailure, TrioClock, deterministic_trio
+from service_sim import ServiceSimFailure, drive
 from service_sim_ledger_checks import LedgerInvariants, Request
 from service_sim_ledger_gate import LedgerGate, LedgerNode, LedgerStream
 from service_sim_sov import ProcessKilled
 
-import gd.node.clock
 from gd.genome.identity import NodeKey
 from gd.ledger.entry import EntryKind, LedgerEntry
 from gd.node.net.gate import PeerChange
@@ -410,23 +409,7 @@ class LedgerSimResult:
 def run(seed: int, root: Path, net_class: type[LedgerNet] = LedgerNet) -> LedgerSimResult:
     """One seeded run under `root`; `ServiceSimFailure` when an invariant breaks."""
     net = net_class(seed, root)
-    saved = gd.node.clock.SYSTEM_CLOCK
-    gd.node.clock.SYSTEM_CLOCK = TrioClock()
-    try:
-        with deterministic_trio(seed):
-            trio.run(net.main, clock=trio.testing.MockClock(autojump_threshold=0))
-    except BaseExceptionGroup as group:
-        failures, _ = group.split(ServiceSimFailure)
-        while isinstance(failures, BaseExceptionGroup):
-            failures = failures.exceptions[0]
-        if failures is not None:
-            raise failures from None
-        raise
-    finally:
-        gd.node.clock.SYSTEM_CLOCK = saved
-        for node in net.nodes:
-            if node.cortex is not None:
-                node.cortex.close()
+    drive(net, seed, stores_on_mock_clock=True)
     digest = hashlib.sha256("\n".join(net.trace).encode()).hexdigest()
     return LedgerSimResult(seed, digest, net.trace, net.stats, len(net.common))
 

@@ -64,11 +64,10 @@ from typing import Any, ClassVar, Final, NoReturn
 import trio
 import trio.testing
 from libp2p.peer.id import ID
-from service_sim import EPOCH_MS, ServiceSimFailure, SimStream, TrioClock, deterministic_trio
+from service_sim import EPOCH_MS, ServiceSimFailure, SimStream, TrioClock, drive
 from service_sim_log import SimLog
 from service_sim_sov_checks import Pair, SovInvariants
 
-import gd.node.clock
 from gd.crdt import hlc
 from gd.genome.gene import Codon, Gene, ShareScope
 from gd.genome.identity import NodeKey
@@ -699,24 +698,7 @@ class SovSimResult:
 def run(seed: int, root: Path, net_class: type[SovNet] = SovNet) -> SovSimResult:
     """One seeded run under `root`; `ServiceSimFailure` when an invariant breaks."""
     net = net_class(seed, root)
-    clock = TrioClock()
-    saved = gd.node.clock.SYSTEM_CLOCK
-    gd.node.clock.SYSTEM_CLOCK = clock  # `hlc_now()` of the stores reads the mock clock
-    try:
-        with deterministic_trio(seed):
-            trio.run(net.main, clock=trio.testing.MockClock(autojump_threshold=0))
-    except BaseExceptionGroup as group:
-        failures, _ = group.split(ServiceSimFailure)
-        while isinstance(failures, BaseExceptionGroup):
-            failures = failures.exceptions[0]
-        if failures is not None:
-            raise failures from None
-        raise
-    finally:
-        gd.node.clock.SYSTEM_CLOCK = saved
-        for node in net.nodes:
-            if node.cortex is not None:
-                node.cortex.close()
+    drive(net, seed, stores_on_mock_clock=True)
     digest = hashlib.sha256("\n".join(net.trace).encode()).hexdigest()
     return SovSimResult(seed, digest, net.trace, net.stats)
 
