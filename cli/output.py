@@ -107,6 +107,10 @@ class GuardedGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Abort,
                 click.exceptions.Exit, SystemExit, KeyboardInterrupt, EOFError):
             raise
+        except BrokenPipeError:
+            # The reader went away (`gd-node genes list | head`): not a bug. click's
+            # main() quiets stdout and exits 1 on EPIPE, as `ls | head` would end.
+            raise
         except Exception as exc:
             if debug_wanted(ctx):
                 raise

@@ -164,6 +164,28 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_it(
     assert isinstance(env.exception, ZeroDivisionError)
 
 
+@pytest.mark.parametrize("args", [("--help",), ("init", "--help"), ("genes", "list")])
+def test_a_reader_that_goes_away_is_not_reported_as_a_bug(tmp_path: Path,
+                                                          args: tuple[str, ...]) -> None:
+    """`gd-node ... | head -c 0`: stdout's reader is gone before the command writes. Like
+    `ls | head`, the command ends quietly; it used to print "unexpected BrokenPipeError
+    ... (a bug ...)" on stderr."""
+    init = invoke("init", "--home", str(tmp_path / "n"), "--org", "acme", "--region", "eu",
+                  "--seed", "02" * 32)
+    assert init.exit_code == 0, init.output
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: the first write fails with EPIPE
+    extra = ("--home", str(tmp_path / "n"), "--json") if args == ("genes", "list") else ()
+    try:
+        done = subprocess.run([str(GD_NODE), *args, *extra], stdout=write,
+                              stderr=subprocess.PIPE, timeout=60, text=True)
+    finally:
+        os.close(write)
+    assert done.returncode == 1
+    assert "BrokenPipe" not in done.stderr and "a bug" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # -- a daemon whose region has no quorum ------------------------------------------------
 
 
