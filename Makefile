@@ -67,7 +67,7 @@ test: venv lint measure
 	$(BIN)/python tools/coverage_floor.py $(GD_COVERAGE_DIR)/coverage.json
 
 check: venv lint
-	$(BIN)/pytest -q $(addprefix --ignore=,$(SLOW_SUITES)) -m "not slow"
+	$(BIN)/pytest -q $(PARALLEL) $(addprefix --ignore=,$(SLOW_SUITES)) -m "not slow"
 
 coverage: venv measure
 	$(BIN)/coverage html -q
@@ -77,10 +77,14 @@ coverage: venv measure
 # The Raft simulation (hundreds of seeded clusters, pure CPU) runs outside coverage: the
 # tracer made it 4x slower and the Raft core is covered by tests/ledger's scenarios.
 UNTRACED := tests/sim/test_raft_sim.py
+# pytest-xdist workers (ADR 0051): one per core, at most 4 (each real-process test starts
+# daemons of its own); a test file stays on one worker, so module fixtures start once.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(min(4, len(os.sched_getaffinity(0))))')
+PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 measure: venv
 	rm -rf $(GD_COVERAGE_DIR) && mkdir -p $(GD_COVERAGE_DIR)
-	$(BIN)/coverage run -m pytest $(addprefix --ignore=,$(UNTRACED))
-	$(BIN)/pytest -q -p no:cacheprovider $(UNTRACED)
+	$(BIN)/coverage run -m pytest $(PARALLEL) $(addprefix --ignore=,$(UNTRACED))
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(UNTRACED)
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage json -q -o $(GD_COVERAGE_DIR)/coverage.json
 
