@@ -31,12 +31,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gd.genome import canonical, checks
-from gd.genome.errors import DecodeError, SignatureError, ValidationError
+from gd.genome.errors import SignatureError, ValidationError
 from gd.genome.identity import NodeKey, is_peer_id, verify
 from gd.genome.memo import memo
 from gd.ledger import merkle
 from gd.ledger.entry_cache import placed_encoding
 from gd.ledger.errors import RemoteLedgerError
+from gd.ledger.strict_decode import decode_canonical
 
 FORMAT_VERSION = 1
 # Domain separation tag in front of every signed statement (see module docstring).
@@ -257,14 +258,8 @@ class LedgerEntry:
         The signature is *not* checked here (a replica decodes many entries it then
         verifies in bulk); call `verify_signature`.
         """
-        if len(raw) > MAX_ENTRY_BYTES:
-            raise RemoteLedgerError(f"entry of {len(raw)} bytes exceeds {MAX_ENTRY_BYTES}")
-        try:
-            entry = cls.from_plain(canonical.decode(raw))
-        except (DecodeError, ValidationError) as exc:
-            raise RemoteLedgerError(f"malformed entry: {exc}") from None
-        if entry.encode() != bytes(raw):
-            raise RemoteLedgerError("entry bytes are not in canonical form")
+        entry = decode_canonical(raw, limit=MAX_ENTRY_BYTES, what="entry",
+                                 parse=cls.from_plain)
         entry.__dict__["encoded"] = bytes(raw)
         return entry
 

@@ -19,9 +19,10 @@ from functools import cached_property
 from typing import Any
 
 from gd.genome import canonical, checks
-from gd.genome.errors import DecodeError, SignatureError, ValidationError
+from gd.genome.errors import SignatureError, ValidationError
 from gd.genome.identity import NodeKey, is_peer_id, verify
 from gd.ledger.errors import RemoteLedgerError
+from gd.ledger.strict_decode import decode_canonical
 
 FORMAT_VERSION = 1
 HEAD_TAG = b"gd-ledger-sth/1\x00"
@@ -103,15 +104,8 @@ class SignedTreeHead:
     @classmethod
     def decode(cls, raw: bytes) -> SignedTreeHead:
         """Strictly decode untrusted bytes (signature not checked: call `verify`)."""
-        if len(raw) > MAX_HEAD_BYTES:
-            raise RemoteLedgerError(f"tree head of {len(raw)} bytes exceeds {MAX_HEAD_BYTES}")
-        try:
-            head = cls.from_plain(canonical.decode(raw))
-        except (DecodeError, ValidationError) as exc:
-            raise RemoteLedgerError(f"malformed tree head: {exc}") from None
-        if head.encode() != bytes(raw):
-            raise RemoteLedgerError("tree head bytes are not in canonical form")
-        return head
+        return decode_canonical(raw, limit=MAX_HEAD_BYTES, what="tree head",
+                                parse=cls.from_plain)
 
     def to_json(self) -> dict[str, Any]:
         return {"log_id": self.log_id, "size": self.size, "root": self.root.hex(),

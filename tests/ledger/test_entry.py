@@ -20,7 +20,7 @@ from gd.ledger.entry import (
 )
 from gd.ledger.errors import RemoteLedgerError
 from gd.ledger.merkle import leaf_hash
-from gd.ledger.sth import SignedTreeHead
+from gd.ledger.sth import MAX_HEAD_BYTES, SignedTreeHead
 
 
 def make(key: NodeKey, n: int = 1, **summary: object) -> LedgerEntry:
@@ -170,5 +170,8 @@ def test_tree_head_strict_decode(key: NodeKey) -> None:
     unsorted = msgpack.packb(dict(reversed(sorted(plain.items()))), use_bin_type=True)
     with pytest.raises(RemoteLedgerError, match="canonical"):
         SignedTreeHead.decode(unsorted)
+    # The size bound comes before any parsing: an outsider's blob is not decoded at all.
+    with pytest.raises(RemoteLedgerError, match=f"exceeds {MAX_HEAD_BYTES}"):
+        SignedTreeHead.decode(b"\xc0" * (MAX_HEAD_BYTES + 1))
     with pytest.raises(RemoteLedgerError):
         SignedTreeHead.from_json({"size": 1})
