@@ -190,3 +190,15 @@ def test_the_worker_reads_the_seed_then_answers_each_chunk_in_order():
                                              else work[300:]))
     assert replies[0] + replies[1] == sign_lines(KEY, work)
     assert sign_worker.run(io.BytesIO(), io.BytesIO()) == 0  # no seed: nothing to do
+
+
+def test_signing_workers_run_below_the_writers_priority():
+    """The writer is the import's critical path; workers take what it leaves (ADR 0052)."""
+    from gd.node.services.worker_procs import WORKER_NICENESS
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    with SignPool(KEY, 2) as pool:
+        levels = [os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.pids]
+        assert os.getpriority(os.PRIO_PROCESS, 0) == ours  # the writer is left as it was
+    assert levels == [min(19, ours + WORKER_NICENESS)] * 2
+    assert ours < 19 and levels[0] > ours

@@ -223,3 +223,20 @@ def test_workers_that_cannot_start_are_given_up_after_a_few_batches(monkeypatch)
         assert len(started) == 2 * MAX_FAILURES  # not started again after giving up
     finally:
         pool.close()
+
+
+def test_verify_workers_run_below_the_receivers_priority():
+    """The receiver's apply is sync's critical path; workers take what it leaves (ADR
+    0052). The receiver itself keeps its priority."""
+    from gd.node.services.worker_procs import WORKER_NICENESS
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    pool = ProcessVerifyPool(2, min_batch=8)
+    try:
+        pool(batch(40))
+        levels = [os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.pids]
+    finally:
+        pool.close()
+    assert len(levels) == 2
+    assert levels == [min(19, ours + WORKER_NICENESS)] * 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours
