@@ -182,12 +182,12 @@ class AutoAdapter:
         if tally.open_jobs >= self.settings.max_queued:
             tally.add(source, "skipped_cap")
             return None
-        if stored_as is not None:
-            gene = gene.with_local(status=stored_as)
         states = tally.states(gene)
         if not states:
             tally.add(source, "no_history")
             return None
+        if stored_as is not None:  # after the history: most received genes stop there
+            gene = gene.with_local(status=stored_as)
         lineage = {"source": source, "peer": peer, "parent": gene.id,
                    "parent_version": gene.version,
                    "parent_version_hash": gene.version_hash.hex()}
@@ -241,6 +241,7 @@ class AutoAdapter:
             pending = [g for g, status in zip(genes, statuses, strict=True)
                        if status == GeneStatus.ADAPTATION_PENDING]
             tally.read_book([_key(g) for g in pending])
+            tally.read_history([g.id for g in pending])
             for incoming in pending:
                 job = self._queue(incoming, "received", tally, sender,
                                   GeneStatus.ADAPTATION_PENDING)
@@ -281,6 +282,7 @@ class _Tally:
         self.now_ms: int | None = None
         self._booked: dict[str, bool] = {}  # `read_book`
         self._peer_times: dict[str, list[int]] = {}  # the book's `p/<peer>` as read
+        self._with_history: set[str] | None = None  # `read_history`
 
     def read_book(self, keys: Sequence[str]) -> None:
         """Read whether each version key has an open or done entry, in one transaction
@@ -312,7 +314,16 @@ class _Tally:
             stored = self._peer_times[peer]
         return [t for t in stored if now_ms - t < DAY_MS]
 
+    def read_history(self, gene_ids: Sequence[str]) -> None:
+        """Read which genes have decisions or experiences here, in one transaction
+        (`states` then reads only those genes' own history); the caller holds the lock,
+        and a sync batch records neither decisions nor experiences."""
+        self._with_history = self.adapter.cortex.genes_with_history(gene_ids)
+
     def states(self, gene: Gene) -> list[StateVector]:
+        """The gene's own decided and experienced states, or else our domain's."""
+        if self._with_history is not None and gene.id not in self._with_history:
+            return self.adapter.domain_history(gene)
         own = history_states(self.adapter.cortex, gene)
         if own:
             return own

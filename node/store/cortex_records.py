@@ -134,6 +134,22 @@ class CortexRecords(CortexGenes):
         with self.env.begin() as txn:
             return int(txn.stat(self._dbs["experiences"])["entries"])
 
+    def genes_with_history(self, gene_ids: Iterable[str]) -> set[str]:
+        """Which of `gene_ids` have at least one decision or experience here, in one read
+        transaction: a received batch asks this once, instead of reading each gene's
+        decisions and experiences (most received genes have none; issue 15)."""
+        found: set[str] = set()
+        with self.env.begin() as txn:
+            decided = txn.cursor(db=self._dbs["idx_decision_gene"])
+            experienced = txn.cursor(db=self._dbs["experiences"])
+            for gene_id in gene_ids:
+                prefix = gene_id.encode() + SEP
+                for cur in (decided, experienced):
+                    if cur.set_range(prefix) and cur.key().startswith(prefix):
+                        found.add(gene_id)
+                        break
+        return found
+
     def experiences_for(self, gene_id: str) -> list[Experience]:
         prefix = gene_id.encode() + SEP
         db = self._dbs["experiences"]

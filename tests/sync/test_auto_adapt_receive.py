@@ -93,3 +93,49 @@ def test_head_statuses_tell_the_head_from_other_versions(node):
     assert node.cortex.head_statuses(asked) == ["adaptation_pending", None, None]
     node.cortex.put_gene(later.with_local(status=GeneStatus.REJECTED))
     assert node.cortex.head_statuses(asked) == [None, "rejected", None]
+
+
+def test_a_received_gene_adapts_on_its_own_history_else_on_the_domains(node, monkeypatch):
+    """The batch asks once which genes have decisions or experiences here (issue 15): a
+    gene with its own history is adapted on it, the others on our domain's history,
+    without reading each one's decisions and experiences."""
+    from gd.node.app import auto_adapt
+
+    pending = GeneStatus.ADAPTATION_PENDING
+    experienced, decided = wire("experienced", 41.0), wire("decided", 42.0)
+    strangers = [wire(f"stranger-{i}", 50.0 + i) for i in range(4)]
+    node.cortex.put_genes([g.with_local(status=GeneStatus.NATIVE)
+                           for g in (experienced, decided)])
+    own_states = get_domain("turbofan").demo_states(2, 9)
+    for s in own_states:
+        dec.record_experience(node, experienced.id, s, success=True)
+    dec.evaluate_gene(node, decided.id, own_states[:1], seed=3)
+    assert node.cortex.genes_with_history(
+        [experienced.id, decided.id, *(g.id for g in strangers), "no-such-gene"]) \
+        == {experienced.id, decided.id}
+    # Both come back as new pending versions; the strangers arrive for the first time.
+    again = [g.edited(PEER, hlc=(9 + i) << 16, action="overhaul")
+             for i, g in enumerate((experienced, decided))]
+    node.cortex.put_genes([g.with_local(status=pending) for g in (*again, *strangers)])
+    read_own: list[str] = []
+    real = auto_adapt.history_states
+
+    def counted(cortex, gene):
+        read_own.append(gene.id)
+        return real(cortex, gene)
+
+    monkeypatch.setattr(auto_adapt, "history_states", counted)
+    jobs = JobStore(node.cortex)
+    auto = AutoAdapter(node.cortex, AdaptationSettings(max_per_peer=10), JobStoreQueue(jobs))
+    assert len(auto.after_received(PEER.peer_id, [*again, *strangers])) == 6
+    assert sorted(read_own) == sorted([experienced.id, decided.id])
+    states = {j.params["auto"]["parent"]: j.params["states"] for j in jobs.list()}
+    def values(found: list[dict]) -> list[float]:  # each state by its cycle, sorted
+        return sorted(s["values"]["cycle"] for s in found)
+
+    mine = sorted(s.values["cycle"] for s in own_states)
+    assert values(states[experienced.id]) == mine
+    assert values(states[decided.id]) == [own_states[0].values["cycle"]]
+    domain = values(states[strangers[0].id])
+    assert len(domain) == 12 and domain != mine
+    assert all(states[g.id] == states[strangers[0].id] for g in strangers)
