@@ -56,7 +56,7 @@ from gd.node.control import ControlError, call
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
 from gd.node.logging import configure_logging
-from gd.node.net.discovery import BootstrapPeer, render_bootstrap
+from gd.node.net.bootstrap_file import BootstrapPeer, render_bootstrap
 from gd.node.net.host import dialable_addrs
 from gd.node.store.cortex import Cortex
 from gd.testnet.procs import terminate_all

@@ -42,7 +42,7 @@ from gd.node.config import MeshSettings, NodeConfig, SyncSettings
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
 from gd.node.logging import configure_logging
-from gd.node.net.discovery import BootstrapPeer, render_bootstrap
+from gd.node.net.bootstrap_file import BootstrapPeer, render_bootstrap
 from gd.node.net.host import dialable_addrs
 from gd.node.services.sync_service import share_all
 from gd.node.services.verify_procs import ProcessVerifyPool

@@ -19,9 +19,14 @@ from typing import Any, Final, TypeVar
 from gd.crdt.clock import Clock
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.clock import SYSTEM_CLOCK
-from gd.node.control import ControlError, DaemonNotRunning, call, daemon_listening
+from gd.node.control import (
+    MAX_UPLOAD_CHUNK,
+    ControlError,
+    DaemonNotRunning,
+    call,
+    daemon_listening,
+)
 from gd.node.control_methods.admin_ops import SERVICE_OPS, WRITE_OPS
-from gd.node.control_methods.daemon_side import MAX_UPLOAD_CHUNK
 from gd.node.control_methods.ops import STREAMING, Sovereignty
 from gd.node.home import Home
 from gd.node.local import LocalNode, load_identity, open_local

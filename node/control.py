@@ -10,6 +10,9 @@ A method registered with `streaming=True` may send progress frames `{"progress":
 before its response (a long gene import reports lines done); `call(..., on_progress=f)`
 hands each to `f`. Clients that pass no callback still read past them.
 
+This module is the protocol, the method registry and the client; the daemon's server is
+`gd.node.control_server` (trio), so a CLI command does not import trio to make a call.
+
 Methods live in a `ControlMethods` registry so each feature (sync, ledger, genes) adds
 its own; the daemon registers `status` and `peers`. `call(home, method, **params)` is the
 synchronous client the CLI uses; it raises `DaemonNotRunning` when nobody listens.
@@ -22,8 +25,6 @@ connection idle for `SERVER_READ_TIMEOUT_S` and serves at most `MAX_CONNECTIONS`
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -31,13 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import trio
 
 from gd.node.home import Home
 
 # Control messages stay on this machine; the largest are listings (genes, peers). 64 MiB
 # bounds what a confused client can make the daemon buffer.
 MAX_CONTROL_MESSAGE = 64 * 1024 * 1024
+# One chunk of an uploaded file per control message (`upload_*`, the CLI's gene import
+# through the daemon): 4 MiB is a few thousand genes, well under the message limit, and
+# keeps the progress bar moving while the file goes over.
+MAX_UPLOAD_CHUNK = 4 * 1024 * 1024
 # A CLI call waits this long for the daemon; status and peers answer in milliseconds.
 DEFAULT_CALL_TIMEOUT_S = 30.0
 # A connected client that sends nothing is dropped after this long (also between
@@ -46,7 +50,7 @@ SERVER_READ_TIMEOUT_S = 30.0
 # Connections served at once; one more is told so and closed. Each holds at most one
 # request of MAX_CONTROL_MESSAGE, so this bounds what local callers can pin.
 MAX_CONNECTIONS = 1024
-_LEN = struct.Struct(">I")
+FRAME_LEN = struct.Struct(">I")
 
 Handler = Callable[..., Awaitable[Any]]
 # What a streaming handler receives as `progress`: sends one progress frame.
@@ -118,111 +122,14 @@ async def _no_progress(value: Any) -> None:
     del value
 
 
-def _pack(obj: Any) -> bytes:
+def pack_frame(obj: Any) -> bytes:
+    """One frame: the 4-byte length, then the msgpack body."""
     body = msgpack.packb(obj, use_bin_type=True)
-    return _LEN.pack(len(body)) + body
+    return FRAME_LEN.pack(len(body)) + body
 
 
-def _unpack(body: bytes) -> Any:
+def unpack_body(body: bytes) -> Any:
     return msgpack.unpackb(body, raw=False, strict_map_key=False)
-
-
-async def _recv_exact(stream: trio.SocketStream, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await stream.receive_some(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-class ControlServer:
-    """Serves `methods` on `path` until cancelled; removes the socket file on exit."""
-
-    def __init__(self, path: Path, methods: ControlMethods, log: Any) -> None:
-        self.path = path
-        self.methods = methods
-        self.log = log
-        self._connections = 0
-
-    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        if len(str(self.path).encode()) >= 104:  # sun_path is 104-108 bytes by platform
-            raise OSError(f"control socket path too long for a Unix socket: {self.path}")
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # a stale socket from a crash; the pid lock says we own it
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)  # the socket is born 0600: no window for others
-        try:
-            await sock.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        os.chmod(self.path, 0o600)
-        # Room for many concurrent callers (scripts, the ledger benchmark's 64-256
-        # clients): a full backlog makes connect() fail with EAGAIN on a Unix socket.
-        sock.listen(256)
-        listener = trio.SocketListener(sock)
-        try:
-            task_status.started()
-            await trio.serve_listeners(self._client, [listener])
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            await listener.aclose()
-
-    async def _client(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            if self._connections >= MAX_CONNECTIONS:
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await stream.send_all(_pack({
-                        "ok": False, "error": f"too many control connections (at most "
-                                              f"{MAX_CONNECTIONS}); retry shortly"}))
-                return
-            self._connections += 1
-            try:
-                while await self._serve_one(stream):
-                    pass
-            finally:
-                self._connections -= 1
-
-    async def _serve_one(self, stream: trio.SocketStream) -> bool:
-        """Read, dispatch and answer one request; False when the connection is done
-        (the client closed it, went idle, or sent something that ends it)."""
-        body: bytes | None = None
-        with trio.move_on_after(SERVER_READ_TIMEOUT_S):
-            header = await _recv_exact(stream, _LEN.size)
-            if header is None:
-                return False
-            (length,) = _LEN.unpack(header)
-            if length > MAX_CONTROL_MESSAGE:
-                await stream.send_all(_pack({"ok": False, "error": "request too large"}))
-                return False
-            body = await _recv_exact(stream, length)
-        if body is None:
-            return False  # closed mid-request, idle or too slow: dropped
-        try:
-            request = _unpack(body)
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-                msgpack.StackError):
-            await stream.send_all(_pack({"ok": False, "error": "request is not msgpack"}))
-            return False
-
-        async def progress(value: Any) -> None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(_pack({"progress": value}))
-
-        response = await self.methods.dispatch(request, progress)
-        try:
-            data = _pack(response)
-        except (TypeError, ValueError) as exc:
-            self.log.error("control.unencodable_result", method=request.get("method"),
-                           error=str(exc))
-            data = _pack({"ok": False, "error": "result could not be encoded"})
-        try:
-            await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
 
 
 def daemon_listening(home: Home) -> bool:
@@ -270,13 +177,13 @@ def exchange(sock: socket.socket, method: str, params: dict[str, Any], *,
     the daemon's error reply (the connection stays usable), ConnectionSpoiled when the
     transport failed (it does not)."""
     try:
-        sock.sendall(_pack({"method": method, "params": params}))
+        sock.sendall(pack_frame({"method": method, "params": params}))
         while True:
-            header = _recv_all(sock, _LEN.size)
-            (length,) = _LEN.unpack(header)
+            header = _recv_all(sock, FRAME_LEN.size)
+            (length,) = FRAME_LEN.unpack(header)
             if length > MAX_CONTROL_MESSAGE:
                 raise ConnectionSpoiled(f"daemon reply of {length} bytes is over the limit")
-            reply = _unpack(_recv_all(sock, length))
+            reply = unpack_body(_recv_all(sock, length))
             if not (isinstance(reply, dict) and "progress" in reply and "ok" not in reply):
                 break
             if on_progress is not None:

@@ -37,7 +37,7 @@ from gd.node.clock import SYSTEM_CLOCK
 from gd.node.config import ConfigError, NodeConfig, parse_trusted_orgs
 from gd.node.errors import BootstrapError
 from gd.node.home import private_dir, write_private_text
-from gd.node.net.discovery import load_bootstrap_orgs
+from gd.node.net.bootstrap_file import load_bootstrap_orgs
 
 CERT_FILE = "node.cert"
 TRUSTED_ORGS_FILE = "trusted-orgs.toml"

@@ -39,8 +39,9 @@ from gd.node.api.auto_adapt_jobs import attach_auto_adapt
 from gd.node.api.server import check_api_config, start_api
 from gd.node.clock import SYSTEM_CLOCK
 from gd.node.config import NodeConfig
-from gd.node.control import ControlMethods, ControlServer
+from gd.node.control import ControlMethods
 from gd.node.control_methods.daemon_side import register_write_methods
+from gd.node.control_server import ControlServer
 from gd.node.credentials import NodeCredentials, load_credentials
 from gd.node.daemon_loops import discovery_loop, liveness_loop, mesh_loop
 from gd.node.daemon_status import health, register_status_methods
@@ -48,8 +49,9 @@ from gd.node.home import Home
 from gd.node.lock import PidLock
 from gd.node.logging import get_logger
 from gd.node.metrics import MetricsServer, NodeMetrics
+from gd.node.net.bootstrap_file import BootstrapPeer, load_bootstrap
 from gd.node.net.denylist import load_deny_list
-from gd.node.net.discovery import BootstrapPeer, Discovery, load_bootstrap, new_dht
+from gd.node.net.discovery import Discovery, new_dht
 from gd.node.net.gate import Gate
 from gd.node.net.host import dialable_addrs, running_host
 from gd.node.net.mdns import MdnsService

@@ -28,13 +28,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gd.genome.errors import ValidationError
 from gd.genome.gene import Gene, GeneStatus, gene_id_for
 from gd.genome.identity import NodeKey
 from gd.genome.synapse import Synapse
-from gd.node.app.import_lines import GeneSpec, iter_raw, parse_line
 from gd.node.app.sign_pool import (
     LineJob,
     LineResult,
@@ -45,6 +44,9 @@ from gd.node.app.sign_pool import (
 from gd.node.clock import hlc_now
 from gd.node.store.cortex import Cortex, CortexError
 from gd.node.store.cortex_genes import GeneVersion
+
+if TYPE_CHECKING:
+    from gd.node.app.import_lines import GeneSpec
 
 DEFAULT_BATCH = 1000
 # Below this file size `genes import` signs in its own process: starting a pool of
@@ -138,6 +140,11 @@ def import_genes(
     and signed as new genes by a `SignPool` of processes a window ahead of this thread,
     which decides new or known in line order and writes each batch in one transaction
     while the workers sign the next. A known gene's edit is built and signed here."""
+    # Here, not at the top: the line checks load the domain packs (numpy), which a CLI
+    # command that only names `DEFAULT_BATCH` or hands the import to the daemon never
+    # needs (~0.1 s of every command's start).
+    from gd.node.app.import_lines import GeneSpec, iter_raw, parse_line
+
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     processes = _signing_processes(path, workers)

@@ -28,7 +28,7 @@ from gd.genome.errors import DecodeError, SignatureError, ValidationError
 from gd.ledger.errors import LedgerError
 from gd.motors.errors import CheckpointError, MotorInputError
 from gd.node.app.adaptation import AdaptationDesk
-from gd.node.control import MethodFailed, Progress
+from gd.node.control import MAX_UPLOAD_CHUNK, MethodFailed, Progress
 from gd.node.control_methods.admin_ops import TRUST, WRITE_OPS
 from gd.node.control_methods.ops import FEED, POLICY, STREAMING, Sovereignty, WriteOp
 from gd.node.control_methods.trust_reload import reload_trust
@@ -41,9 +41,6 @@ from gd.protocol.sovereignty_agreements import ProposalError
 # Uploads open at once: a CLI holds one for the length of an import; four lets a few
 # scripts import side by side, and a confused client cannot fill the disk with many.
 MAX_UPLOADS: Final = 4
-# One chunk per control message: 4 MiB is a few thousand genes, well under the 64 MiB
-# message limit, and keeps the progress bar moving while the file goes over.
-MAX_UPLOAD_CHUNK: Final = 4 * 1024 * 1024
 # An upload is a gene file; 2 GiB is millions of genes, far past any real import.
 MAX_UPLOAD_BYTES: Final = 2 * 1024 * 1024 * 1024
 # An upload nobody writes to for this long is abandoned (the CLI died): removed.

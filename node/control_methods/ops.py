@@ -20,9 +20,6 @@ from gd.genome.gene import Gene, GeneStatus
 from gd.genome.state import StateVector
 from gd.genome.synapse import Synapse, SynapseKind
 from gd.ledger.chain import AppendReceipt
-from gd.motors.evaluate import EvaluationRequest
-from gd.node.app import decisions as dec
-from gd.node.app import history_import
 from gd.node.app.adaptation import AdaptationDesk
 from gd.node.app.importer import DEFAULT_BATCH, import_genes
 from gd.node.local import LocalNode
@@ -166,6 +163,9 @@ def evaluate(ctx: WriteContext, *, gene_id: str, states: list[dict[str, Any]], s
              aggregate: bool = False, allow_pending: bool = False,
              request: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Stored decisions, as `Decision.to_plain` gives them."""
+    from gd.motors.evaluate import EvaluationRequest  # the motors load on first use
+    from gd.node.app import decisions as dec
+
     found = dec.evaluate_gene(ctx.node, gene_id, [StateVector.from_plain(s) for s in states],
                               seed=seed, aggregate=aggregate,
                               request=EvaluationRequest(**(request or {})),
@@ -176,6 +176,8 @@ def evaluate(ctx: WriteContext, *, gene_id: str, states: list[dict[str, Any]], s
 def experiences_add(ctx: WriteContext, *, gene_id: str, states: list[dict[str, Any]],
                     success: bool, reward: float | None = None, note: str = ""
                     ) -> dict[str, Any]:
+    from gd.node.app import decisions as dec  # the motors load on first use
+
     recorded = [dec.record_experience(ctx.node, gene_id, StateVector.from_plain(s), success,
                                       reward, note) for s in states]
     gene = ctx.node.cortex.require_gene(gene_id)
@@ -184,10 +186,15 @@ def experiences_add(ctx: WriteContext, *, gene_id: str, states: list[dict[str, A
 
 
 def experiences_import(ctx: WriteContext, *, path: str, gene_id: str | None = None,
-                       domain: str | None = None, limit: int = history_import.MAX_PER_GENE
+                       domain: str | None = None, limit: int | None = None
                        ) -> dict[str, Any]:
     """`path` is read by the writer: the CLI's absolute path (the daemon runs as the same
-    user on the same machine: its control socket is 0600)."""
+    user on the same machine: its control socket is 0600). `limit`: records kept per
+    gene, `history_import.MAX_PER_GENE` when None."""
+    from gd.node.app import history_import  # numpy and the motors load on first use
+
+    if limit is None:
+        limit = history_import.MAX_PER_GENE
     return history_import.import_history(ctx.node, Path(path), gene_id=gene_id,
                                          domain=domain, limit=limit).to_plain()
 

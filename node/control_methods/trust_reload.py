@@ -15,7 +15,7 @@ from typing import Any
 
 from gd.genome.certificate import TrustAnchors
 from gd.node.credentials import load_trusted_orgs
-from gd.node.net.discovery import load_bootstrap_orgs
+from gd.node.net.bootstrap_file import load_bootstrap_orgs
 
 
 def current_anchors(daemon: Any) -> TrustAnchors:

@@ -15,16 +15,16 @@ import pytest
 import structlog
 import trio
 
-from gd.node import control
+from gd.node import control, control_server
 from gd.node.control import (
     ConnectionSpoiled,
     ControlError,
     ControlMethods,
-    ControlServer,
     DaemonNotRunning,
     call,
 )
 from gd.node.control_client import IDLE_RECONNECT_S, ControlConnection
+from gd.node.control_server import ControlServer
 from gd.node.home import Home
 
 
@@ -150,7 +150,7 @@ async def test_garbage_after_a_good_call_gets_a_clear_error_and_closes(home, nur
 
 async def test_connections_at_once_are_bounded_with_a_clear_error(home, nursery,
                                                                   monkeypatch):
-    monkeypatch.setattr(control, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(control_server, "MAX_CONNECTIONS", 2)
     served = await serve(nursery, home)
 
     def client() -> tuple[str, object]:
@@ -182,7 +182,7 @@ async def test_connections_at_once_are_bounded_with_a_clear_error(home, nursery,
 
 
 async def test_server_drops_a_connection_idle_past_its_timeout(home, nursery, monkeypatch):
-    monkeypatch.setattr(control, "SERVER_READ_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(control_server, "SERVER_READ_TIMEOUT_S", 0.2)
     await serve(nursery, home)
 
     def client() -> bool:

@@ -11,7 +11,12 @@ from gd_testkit import key_from_int
 from gd.crdt.clock import ManualClock
 from gd.node.config import ConfigError, MeshSettings, NodeConfig
 from gd.node.logging import ThirdPartyRateLimit
-from gd.node.net.discovery import BootstrapError, BootstrapPeer, parse_bootstrap, render_bootstrap
+from gd.node.net.bootstrap_file import (
+    BootstrapError,
+    BootstrapPeer,
+    parse_bootstrap,
+    render_bootstrap,
+)
 
 PID = key_from_int(1).peer_id
 

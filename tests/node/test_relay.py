@@ -22,7 +22,8 @@ from gd.node.config import (
 )
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
-from gd.node.net.discovery import BootstrapPeer, region_key, render_bootstrap
+from gd.node.net.bootstrap_file import BootstrapPeer, render_bootstrap
+from gd.node.net.discovery import region_key
 from gd.node.net.host import dialable_addrs, to_id
 from gd.node.net.relay import (
     MAX_RELAY_ADDRS,

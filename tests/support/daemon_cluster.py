@@ -26,7 +26,7 @@ from gd.node.config import MeshSettings, NodeConfig, SyncSettings
 from gd.node.credentials import CERT_FILE, save_trusted_orgs, write_certificate
 from gd.node.daemon import Daemon, run_daemon
 from gd.node.home import Home
-from gd.node.net.discovery import BootstrapPeer, render_bootstrap
+from gd.node.net.bootstrap_file import BootstrapPeer, render_bootstrap
 from gd.node.net.host import dialable_addrs
 from gd.node.store.cortex import Cortex
 from gd.protocol.sync import SharePolicy
