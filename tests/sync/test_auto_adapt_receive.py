@@ -127,8 +127,17 @@ def test_a_received_gene_adapts_on_its_own_history_else_on_the_domains(node, mon
     monkeypatch.setattr(auto_adapt, "history_states", counted)
     jobs = JobStore(node.cortex)
     auto = AutoAdapter(node.cortex, AdaptationSettings(max_per_peer=10), JobStoreQueue(jobs))
+    counts: list[int] = []
+    real_count = node.cortex.experience_count
+
+    def count_read() -> int:
+        counts.append(1)
+        return real_count()
+
+    monkeypatch.setattr(node.cortex, "experience_count", count_read)
     assert len(auto.after_received(PEER.peer_id, [*again, *strangers])) == 6
     assert sorted(read_own) == sorted([experienced.id, decided.id])
+    assert len(counts) == 1  # the experience count is read once for the batch, not a gene
     states = {j.params["auto"]["parent"]: j.params["states"] for j in jobs.list()}
     def values(found: list[dict]) -> list[float]:  # each state by its cycle, sorted
         return sorted(s["values"]["cycle"] for s in found)
