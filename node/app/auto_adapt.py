@@ -95,12 +95,10 @@ class AutoAdapter:
         # at the next experience.
         self._domain_history: dict[str, tuple[int, list[StateVector]]] = {}
 
-    def domain_history(self, gene: Gene, marker: int | None = None) -> list[StateVector]:
+    def domain_history(self, gene: Gene, marker: int) -> list[StateVector]:
         """`domain_states` for the gene's domain, read again only after the Cortex's
-        experiences changed (`marker`: their count, when the caller read it already).
-        Called with the lock held."""
-        if marker is None:
-            marker = self.cortex.experience_count()
+        experiences changed (`marker`: their count, `Cortex.experience_count`, which the
+        caller reads once per call). Called with the lock held."""
         cached = self._domain_history.get(gene.domain)
         if cached is None or cached[0] != marker:
             cached = (marker, domain_states(self.cortex, gene))

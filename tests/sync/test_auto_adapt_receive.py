@@ -139,6 +139,7 @@ def test_a_received_gene_adapts_on_its_own_history_else_on_the_domains(node, mon
     assert sorted(read_own) == sorted([experienced.id, decided.id])
     assert len(counts) == 1  # the experience count is read once for the batch, not a gene
     states = {j.params["auto"]["parent"]: j.params["states"] for j in jobs.list()}
+
     def values(found: list[dict]) -> list[float]:  # each state by its cycle, sorted
         return sorted(s["values"]["cycle"] for s in found)
 
