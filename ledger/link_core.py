@@ -2,11 +2,12 @@
 
 What goes on a ledger member's long-lived stream to one peer, and when: Raft messages
 queued in a bounded queue, our signed tree head as gossip every GOSSIP_INTERVAL_S (it
-doubles as the keepalive for the peer's reader), and the back-off after a stream could
-not be opened or written. The core takes time as a value; the driver
-(`gd.node.services.ledger_links`) opens, writes and resets the streams. Raft tolerates
-loss, so a full queue, a missing stream or a failed write just drops messages (each
-call says how many, for `gd_raft_dropped`).
+doubles as the keepalive for the peer's reader), the back-off after a stream could not
+be opened or written, and whether the peer has gone silent on us. The core takes time
+as a value; the driver (`gd.node.services.ledger_links`) opens, writes and resets the
+streams, and has the gate probe a silent peer. Raft tolerates loss, so a full queue, a
+missing stream or a failed write just drops messages (each call says how many, for
+`gd_raft_dropped`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ GOSSIP_INTERVAL_S: Final = 1.0
 # After a failed open, wait this long (doubling up to the max) before trying again.
 REOPEN_BACKOFF_S: Final = 0.2
 REOPEN_BACKOFF_MAX_S: Final = 5.0
+# A peer that should be talking to us (its own link gossips every GOSSIP_INTERVAL_S) and
+# has said nothing for this long is suspected: the driver has the gate ping it, and a
+# connection that delivers nothing is dropped and dialled again (docs/ledger.md, the
+# failover tail). Each suspicion that changes nothing doubles the wait, up to the max: a
+# region peer that runs no ledger is pinged rarely, not every few seconds.
+SILENT_S: Final = 2.5 * GOSSIP_INTERVAL_S
+SILENT_MAX_S: Final = 60.0
 # Messages queued per peer before we drop (Raft re-sends what matters). 4096 appends
 # of 1 MiB would be 4 GiB: the byte bound below is what really limits memory.
 PEER_QUEUE_MESSAGES: Final = 4096
@@ -48,6 +56,8 @@ class OutboundLink:
         self.retry_at = 0.0
         self.backoff = REOPEN_BACKOFF_S
         self._last_gossip: float | None = None
+        self._last_heard: float | None = None
+        self._silent_limit = SILENT_S
 
     def offer(self, msg: RaftMessage) -> bool:
         """Queue one Raft message (counted at its `size`); False (dropped) when the
@@ -105,10 +115,29 @@ class OutboundLink:
         """Messages wait beyond the last batch: write again without waiting."""
         return bool(self.queue)
 
+    def heard(self, now: float) -> None:
+        """The peer sent us something (any frame, on its own stream to us)."""
+        self._last_heard = now
+        self._silent_limit = SILENT_S
+
+    def silent(self, now: float) -> bool:
+        """True once per silent spell: nothing heard from the peer for the limit (the
+        first call starts the count). The next spell waits twice as long, until the
+        peer is heard again."""
+        if self._last_heard is None:
+            self._last_heard = now
+            return False
+        if now - self._last_heard < self._silent_limit:
+            return False
+        self._last_heard = now
+        self._silent_limit = min(self._silent_limit * 2, SILENT_MAX_S)
+        return True
+
     def write_failed(self, now: float) -> None:
         """The write failed (the stream is reset): wait out the back-off before reopening."""
         self.retry_at = now + self.backoff
 
 
 __all__ = ["GOSSIP_INTERVAL_S", "PEER_QUEUE_BYTES", "PEER_QUEUE_MESSAGES",
-           "REOPEN_BACKOFF_MAX_S", "REOPEN_BACKOFF_S", "WRITE_BATCH_BYTES", "OutboundLink"]
+           "REOPEN_BACKOFF_MAX_S", "REOPEN_BACKOFF_S", "SILENT_MAX_S", "SILENT_S",
+           "WRITE_BATCH_BYTES", "OutboundLink"]

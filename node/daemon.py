@@ -4,8 +4,9 @@
     ├── pid lock on HOME/gd-node.pid (a second daemon on the same home refuses)
     ├── libp2p host (node/net/host.py: node key, Noise only, yamux) + Kademlia DHT
     ├── the gate (node/net/gate.py): handshakes, protocols, budgets, scores, lifetimes,
-    │   and its handshake watchdog (no handshake after a deadline: closed)
-    ├── mesh, discovery and liveness loops (node/daemon_loops.py) over the gate
+    │   its handshake watchdog (no handshake after a deadline: closed) and its pings
+    │   (node/net/liveness.py: timed, and at once for a peer a service finds silent)
+    ├── mesh and discovery loops (node/daemon_loops.py) over the gate
     ├── services (sync, sovereignty, ledger): each gets the gate and the Cortex
     ├── circuit relay v2 (node/net/relay.py): hop for the region, reservations when private
     ├── mDNS (node/net/mdns.py) when `mdns = true`: announce, and dial the peers heard
@@ -43,7 +44,7 @@ from gd.node.control import ControlMethods
 from gd.node.control_methods.daemon_side import register_write_methods
 from gd.node.control_server import ControlServer
 from gd.node.credentials import NodeCredentials, load_credentials
-from gd.node.daemon_loops import discovery_loop, liveness_loop, mesh_loop
+from gd.node.daemon_loops import discovery_loop, mesh_loop
 from gd.node.daemon_status import health, register_status_methods
 from gd.node.home import Home
 from gd.node.lock import PidLock
@@ -201,7 +202,7 @@ async def run_daemon(home: Home, cfg: NodeConfig, key: NodeKey, *, cortex: Any,
                                              tuple[Any, ...]]] = [
                             ("mesh", mesh_loop, (daemon.gate, nursery)),
                             ("discovery", discovery_loop, (daemon.gate,)),
-                            ("liveness", liveness_loop, (daemon.gate,)),
+                            ("liveness", daemon.gate.liveness.run, ()),
                             ("handshake-watchdog", daemon.gate.handshake_watchdog, ()),
                             ("relay", daemon.relay.run, ()),
                         ]

@@ -1,9 +1,10 @@
-"""The daemon's network loops: the mesh, discovery and liveness.
+"""The daemon's network loops: the mesh and discovery.
 
 Why apart from the daemon: they are plain policies over the gate (plan → dial or drop,
-ask the DHT, ping each peer) and read time only from the gate's clock, so the daemon
+ask the DHT) and read time only from the gate's clock, so the daemon
 module stays the shell that wires rooms together (issue 12: no module over 500 lines).
-The handshake watchdog is the gate's own (`Gate.handshake_watchdog`).
+The handshake watchdog and the pings are the gate's own (`Gate.handshake_watchdog`,
+`node/net/liveness.py`).
 """
 
 from __future__ import annotations
@@ -60,27 +61,3 @@ async def discovery_loop(gate: Gate) -> None:
             if peer.peer_id != gate.peer_id:
                 gate.table.learn(peer.peer_id, peer.addrs, cfg.region)
         gate.log.debug("discovery.round", found=len(found))
-
-
-async def liveness_loop(gate: Gate) -> None:
-    """Ping every connected peer each `[mesh] ping_interval_s`: RTT feeds its score, no
-    answer drops it (without a ban: it may be slow, not hostile). Each probe runs in
-    the peer's lifetime (`Gate.spawn`): a peer that goes takes its probe with it."""
-    async def probe(peer_id: str) -> None:
-        rec = gate.table.get(peer_id)
-        try:
-            rtt = await gate.ping(peer_id)
-        except Exception as exc:  # timeout, reset, garbage: all mean no answer
-            if rec is not None and rec.connected:
-                rec.score.failure(gate.clock.monotonic())
-                gate.log.info("peer.ping_failed", peer=peer_id, error=repr(exc)[:200])
-                await gate.drop(peer_id, "no answer to ping", ban=False)
-            return
-        if rec is not None:
-            rec.score.rtt(rtt)
-
-    interval = gate.cfg.mesh.ping_interval_s
-    while True:
-        await trio.sleep(interval)
-        for rec in gate.table.connected():
-            gate.spawn(rec.peer_id, probe, rec.peer_id)

@@ -38,17 +38,14 @@ from gd.node.net.denylist import save_deny_list
 from gd.node.net.discovery import Discovery
 from gd.node.net.host import peer_info, to_id
 from gd.node.net.lifetimes import PeerLifetimes
+from gd.node.net.liveness import Liveness
 from gd.node.net.mesh import MeshPlanner
 from gd.node.net.peers import LimitExceeded, PeerBudget, PeerRecord, PeerTable
 from gd.node.net.relay import RELAY_CAPABILITY, RelayService, is_circuit_addr
 from gd.node.net.streams import (
     HANDSHAKE_TIMEOUT_S,
-    PING_NONCE_BYTES,
-    PING_PROTOCOL_ID,
     FramedStream,
     PeerTimeout,
-    Ping,
-    Pong,
     StreamGone,
     drive_handshake,
 )
@@ -64,7 +61,6 @@ from gd.protocol.handshake import (
     Rejected,
 )
 
-PING_TIMEOUT_S = 5.0
 DIAL_TIMEOUT_S = 10.0
 # How often the handshake watchdog looks at unverified connections (at most).
 WATCHDOG_TICK_S = 1.0
@@ -142,7 +138,7 @@ class Gate:
         self._discover_now = trio.Event()
         self._new_addresses = True
         host.set_stream_handler(HANDSHAKE_PROTOCOL_ID, self._inbound_handshake)
-        self.register_protocol(PING_PROTOCOL_ID, self._serve_ping)
+        self.liveness = Liveness(self)  # serves /gd/ping; the daemon runs its timer
         host.get_network().register_notifee(_ConnectionWatcher(self))
         self.relay = RelayService(self)
 
@@ -470,30 +466,4 @@ class Gate:
         finally:
             budget.close_stream()
             self.metrics.streams.dec()
-            await fs.close()
-
-    # ---- ping ------------------------------------------------------------------------
-
-    async def _serve_ping(self, fs: FramedStream, rec: PeerRecord) -> None:
-        while True:
-            msg = await fs.receive()
-            if not isinstance(msg, Ping):
-                raise RemoteProtocolError(f"expected gd.ping, got {msg.TYPE}")
-            await fs.send(Pong(nonce=msg.nonce))
-
-    async def ping(self, peer_id: str) -> float:
-        """Round trip in ms over a fresh stream; PeerTimeout / StreamGone on failure."""
-        with trio.fail_after(PING_TIMEOUT_S):
-            stream = await self.host.new_stream(to_id(peer_id), [PING_PROTOCOL_ID])
-        fs = FramedStream(stream, read_timeout_s=PING_TIMEOUT_S,
-                          count_bytes=self.count_bytes(PING_PROTOCOL_ID))
-        try:
-            nonce = self.rng_nonce(PING_NONCE_BYTES)
-            start = self.clock.monotonic()
-            reply = await fs.request(Ping(nonce=nonce))
-            rtt_ms = (self.clock.monotonic() - start) * 1000
-            if not isinstance(reply, Pong) or reply.nonce != nonce:
-                raise RemoteProtocolError("ping answered with the wrong message")
-            return rtt_ms
-        finally:
             await fs.close()

@@ -145,7 +145,7 @@ class ServiceRoute:
 
     def submit(self, statements: Sequence[LedgerEntry]) -> list[Receipt]:
         if self.service.solo:
-            return [*self.service.ledger_append_direct(statements)]
+            return [*self.service.alone.append_now(statements)]
         queued = self.outbox.submit(statements)
         if not self.service.leader_known():
             # No quorum to wait for: hand them to the proposer and say why they wait

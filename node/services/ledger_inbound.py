@@ -48,7 +48,8 @@ class RaftInbound:
 
     def __init__(self, node: RaftNode, *, region: str, voters: frozenset[str],
                  ledger: Ledger, heads: HeadWatch, dropped: Counter,
-                 wake: Callable[[], None], clock: Clock, log: Any) -> None:
+                 wake: Callable[[], None], heard: Callable[[str], None], clock: Clock,
+                 log: Any) -> None:
         self.node = node
         self.region = region
         self.voters = voters
@@ -56,6 +57,7 @@ class RaftInbound:
         self.heads = heads
         self.dropped = dropped
         self.wake = wake
+        self.heard = heard  # the links' silence watch: anything from `peer` counts
         self.clock = clock
         self.log = log
         self.core = InboundCore(node.id, region=region, voters=voters,
@@ -80,6 +82,7 @@ class RaftInbound:
         peer = rec.peer_id
         while True:
             msg = await fs.receive()  # StreamGone when the peer closes
+            self.heard(peer)
             actions = self.core.receive(self.node, peer, self.member(rec), msg,
                                         self.clock.monotonic())
             for action in actions:

@@ -10,7 +10,10 @@ Each writer runs in its peer's lifetime (`Gate.spawn`, node/net/lifetimes.py): t
 tells us of peers (`Gate.on_peer`), a target that comes up gets its writer at once (it
 hears our gossip), and a peer that goes takes its writer, stream and queue with it. No
 service nursery, no polling of who is connected; a message for a peer that is not
-connected is dropped (`no_stream`), as Raft expects of a lossy network.
+connected is dropped (`no_stream`), as Raft expects of a lossy network. A linked peer
+that says nothing on its own stream to us for `link_core.SILENT_S` is handed to the
+gate's liveness probe: py-libp2p can keep a connection that delivers nothing one way,
+and only a dropped connection ends that (docs/ledger.md, the failover tail).
 
 Errors keep h11's split: a write that fails because the peer vanished or stalled is
 `StreamGone` / a timeout (dropped, reopened with back-off); a frame *we* built over the
@@ -74,8 +77,11 @@ class PeerLinks:
     """The writers to every peer the ledger talks to, and the streams it opens."""
 
     def __init__(self, gate: LinkGate, *, byte_counter: Counter, dropped: Counter,
-                 gossip: Callable[[], LedgerGossip], clock: Clock, log: Any) -> None:
+                 gossip: Callable[[], LedgerGossip], clock: Clock, log: Any,
+                 suspect: Callable[[str, str], bool]) -> None:
         self.gate = gate
+        # The gate's `Liveness.suspect`: probe a peer that has gone silent on us.
+        self.suspect = suspect
         self.host = gate.host
         self.clock = clock
         self.table = gate.table
@@ -134,6 +140,12 @@ class PeerLinks:
             return
         link.wake.set()
 
+    def heard(self, peer: str) -> None:
+        """`peer` sent us a frame on its own stream (`RaftInbound.serve`'s callback)."""
+        link = self._links.get(peer)
+        if link is not None:
+            link.core.heard(self.clock.monotonic())
+
     def _connected(self, peer: str) -> bool:
         rec = self.table.get(peer)
         return rec is not None and rec.connected
@@ -166,6 +178,8 @@ class PeerLinks:
                 await link.wake.wait()
             link.wake = trio.Event()
             now = self.clock.monotonic()
+            if core.silent(now):  # it gossips every second: is its connection alive?
+                self.suspect(peer, "silent on /gd/raft")
             dropped = core.blocked(now, self._connected(peer))
             if dropped is not None:
                 if dropped:

@@ -9,7 +9,7 @@ their bytes, the way `node/services/sync_service.py` carries sync's. Its rooms:
   the same voters is a *learner*: it announces itself in its gossip, and the leader adds
   it with `ConfChange ADD_LEARNER` when it hears it. With no voters configured the node
   is a *region of one*: no Raft, statements go straight to the local ledger
-  (`gd.node.services.recorder`), concurrent callers sharing a group commit.
+  (`ledger_solo.SoloAppender`), concurrent callers sharing a group commit.
 * **the loop** (here) — one task owns the `RaftNode`: it ticks every `TICK_S`, steps
   inbound messages, proposes queued statements in batches, and handles each `Ready` in
   the order docs/raft.md requires: persist (`LmdbRaftStorage`, fsync'd, in a worker
@@ -20,7 +20,8 @@ their bytes, the way `node/services/sync_service.py` carries sync's. Its rooms:
   applied order *is* the ledger order. The leader signs a tree head after each group.
 * **links** — `ledger_links.PeerLinks` (core `gd.ledger.link_core`): one long-lived
   outbound stream per peer; inbound streams are `ledger_inbound.RaftInbound`'s (core
-  `gd.ledger.inbound_core`: each message's `frm` must be the stream's peer).
+  `gd.ledger.inbound_core`: each message's `frm` must be the stream's peer). A peer
+  whose frames stop arriving is handed to the gate's liveness probe.
 * **gossip** — `ledger_gossip.HeadWatch` (core `gd.ledger.gossip_core`): signed heads
   cross-checked, fork alarms.
 * **snapshots** — `ledger_catchup.Catchup` (core `gd.ledger.catchup_core`): compaction,
@@ -59,16 +60,16 @@ from gd.node.services.ledger_control import (
 from gd.node.services.ledger_gossip import HeadWatch
 from gd.node.services.ledger_group import (
     CheckedStatements,
-    GroupCommitter,
     Waiters,
     check_signatures,
 )
 from gd.node.services.ledger_inbound import RaftInbound
 from gd.node.services.ledger_links import PeerLinks
+from gd.node.services.ledger_solo import SoloAppender
 from gd.node.services.ledger_wire import RAFT_PROTOCOL_ID, region_log_id
 from gd.node.services.recorder import existing_receipt, same_event_is_duplicate
 from gd.node.store.ledger_outbox import RegionBook
-from gd.node.store.ledger_store import MAX_BATCH, Ledger
+from gd.node.store.ledger_store import Ledger
 from gd.node.store.raft_lmdb import LmdbRaftStorage
 
 if TYPE_CHECKING:
@@ -111,8 +112,8 @@ class LedgerService:
         self.proposer = LedgerProposer(f"{self.peer_id}/{gate.rng_nonce(8).hex()}")
         self.client_id = self.proposer.client_id
         self._waiting = Waiters()  # proposer tickets -> their callers
-        self.solo_group: GroupCommitter[LedgerEntry, AppendReceipt] = GroupCommitter(
-            self._solo_commit, MAX_BATCH)
+        self.alone = SoloAppender(self.ledger, self.book, self.key, self._wall_ms)
+        self.solo_group = self.alone.group
         self._verified = CheckedStatements(MAX_VERIFIED_REMEMBERED)
         self._saved_vote: tuple[int, str | None] = (0, None)
         self._wake = trio.Event()
@@ -135,7 +136,8 @@ class LedgerService:
                                wall_ms=self._wall_ms, alarms=self.m_alarms, log=self.log)
         self.links = PeerLinks(gate, byte_counter=gate.metrics.bytes,
                                dropped=self.m_dropped, gossip=self.heads.gossip,
-                               clock=self.clock, log=self.log)
+                               clock=self.clock, log=self.log,
+                               suspect=gate.liveness.suspect)
         self.applier = Applier(self.ledger, self.book, self.key, log_id=self.log_id,
                                wall_ms=self._wall_ms, verified=self._verified,
                                on_applied=self._applied, log=self.log)
@@ -151,7 +153,8 @@ class LedgerService:
             self.inbound = RaftInbound(self.node, region=self.region, voters=self.voters,
                                        ledger=self.ledger, heads=self.heads,
                                        dropped=self.m_dropped, wake=self.wake,
-                                       clock=self.clock, log=self.log)
+                                       heard=self.links.heard, clock=self.clock,
+                                       log=self.log)
             self.catchup = Catchup(self.ledger, self.storage, self.applier,
                                    peer_id=self.peer_id, voters=self.voters,
                                    log_id=self.log_id, open_stream=self.links.open,
@@ -247,7 +250,7 @@ class LedgerService:
         if bad:
             statements[bad[0]].verify_signature()  # raises with the reason
         if self.solo:  # appended directly: nothing would ever take them from `_verified`
-            return await self._append_solo(statements, checked=True)
+            return await self.alone.append(statements, checked=True)
         self._verified.remember(statements)
         try:
             tickets = self.proposer.submit(statements)
@@ -273,34 +276,6 @@ class LedgerService:
             return plain  # nothing to look up: no worker-thread hop for the common case
         return await trio.to_thread.run_sync(same_event_is_duplicate, self.ledger, statements,
                                              receipts)
-
-    async def _append_solo(self, statements: Sequence[LedgerEntry], *,
-                           checked: bool = False) -> list[AppendReceipt]:
-        """A region of one: concurrent callers share one transaction and one fsync
-        (group commit) once the service runs; before that, a direct append."""
-        if checked and self.solo_group.running:
-            return await self.solo_group.submit(statements)
-        return await trio.to_thread.run_sync(self.ledger_append_direct, statements)
-
-    def _solo_commit(self, statements: list[LedgerEntry]) -> list[AppendReceipt]:
-        return self.ledger_append_direct(statements, signatures_checked=True)
-
-    def ledger_append_direct(self, statements: Sequence[LedgerEntry], *,
-                             signatures_checked: bool = False) -> list[AppendReceipt]:
-        """A region of one (any thread): append and sign a head, as before regions. The
-        outbox slots are cleared in the append's own transaction (one fsync)."""
-        receipts: list[AppendReceipt] = []
-        for start in range(0, len(statements), MAX_BATCH):
-            chunk = statements[start:start + MAX_BATCH]
-
-            def also(txn: lmdb.Transaction, chunk: Sequence[LedgerEntry] = chunk) -> None:
-                self.book.forget_in(txn, chunk)
-
-            result = self.ledger.append_batch(
-                chunk, head_key=self.key, timestamp=self._wall_ms(),
-                signatures_checked=signatures_checked, also=also)
-            receipts.extend(result.receipts)
-        return same_event_is_duplicate(self.ledger, statements, receipts)
 
     def enqueue_many(self, statements: Sequence[LedgerEntry]) -> None:
         """Queue statements for proposing without waiting (trio thread)."""
@@ -379,7 +354,7 @@ class LedgerService:
         """A region of one: flush whatever the outbox holds, then nothing to drive."""
         statements = self.proposer.drain()
         if statements:
-            await self._append_solo(statements)
+            await self.alone.append(statements)
         self.started.set()
         await trio.sleep_forever()
 

@@ -1,5 +1,6 @@
 """One outbound ledger link's core (gd.ledger.link_core): the queue's bounds, what one
-write carries, the gossip timer and the back-off — with explicit times, no streams."""
+write carries, the gossip timer, the back-off and the silence watch — with explicit
+times, no streams."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from gd.ledger.link_core import (
     GOSSIP_INTERVAL_S,
     REOPEN_BACKOFF_MAX_S,
     REOPEN_BACKOFF_S,
+    SILENT_MAX_S,
+    SILENT_S,
     OutboundLink,
 )
 from gd.ledger.raft_messages import Heartbeat
@@ -84,3 +87,31 @@ def test_a_disconnected_peer_drops_the_queue_and_is_retried_at_once_on_reconnect
     assert link.blocked(0.3, False) == 1
     assert link.blocked(0.3, True) is None  # no back-off left from before
     assert link.backoff == REOPEN_BACKOFF_S
+
+
+def test_a_peer_silent_for_the_limit_is_reported_once_per_spell_with_a_doubling_wait() -> None:
+    link = OutboundLink()
+    assert SILENT_S > 2 * GOSSIP_INTERVAL_S  # two lost gossips are not yet silence
+    assert not link.silent(100.0)  # the first look starts the count
+    assert not link.silent(100.0 + SILENT_S - 0.01)
+    assert link.silent(100.0 + SILENT_S)
+    # Reported: the next spell is twice as long, counted from the report.
+    t = 100.0 + SILENT_S
+    assert not link.silent(t + 2 * SILENT_S - 0.01)
+    assert link.silent(t + 2 * SILENT_S)
+    t += 2 * SILENT_S
+    for _ in range(20):  # it never waits longer than the max
+        t += SILENT_MAX_S
+        assert link.silent(t)
+
+
+def test_hearing_from_the_peer_resets_the_count_and_the_wait() -> None:
+    link = OutboundLink()
+    link.silent(0.0)
+    assert link.silent(SILENT_S)  # the wait is now doubled
+    link.heard(SILENT_S + 1.0)
+    assert not link.silent(2 * SILENT_S + 0.5)  # counted from what was heard
+    assert link.silent(2 * SILENT_S + 1.0)  # and back to the first limit
+    for t in range(100):  # a peer heard every second is never silent
+        link.heard(1000.0 + t)
+        assert not link.silent(1000.0 + t + GOSSIP_INTERVAL_S * 0.99)

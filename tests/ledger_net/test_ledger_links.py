@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gd.crdt.clock import ManualClock
 from gd.ledger.ledger_frames import LedgerGossip, RaftFrame
+from gd.ledger.link_core import SILENT_S
 from gd.ledger.raft_messages import Heartbeat
 from gd.node.net.gate import PeerChange, PeerListener
 from gd.node.net.host import to_id
@@ -71,6 +72,11 @@ class FakeGate:
         self.streams: list[MemoryStream] = []
         self.host = SimpleNamespace(new_stream=self._new_stream)
         self.failures: list[BaseException] = []
+        self.suspected: list[tuple[str, str]] = []  # what the links asked liveness to probe
+
+    def suspect(self, peer: str, reason: str) -> bool:
+        self.suspected.append((peer, reason))
+        return True
 
     async def _failed(self, peer: str, exc: BaseException) -> None:
         self.failures.append(exc)
@@ -99,12 +105,14 @@ class FakeGate:
             listener(PeerChange(peer, up=False))
 
 
-def make_links(gate: FakeGate) -> tuple[PeerLinks, Counter]:
+def make_links(gate: FakeGate, clock: ManualClock | None = None
+               ) -> tuple[PeerLinks, Counter]:
     registry = CollectorRegistry()
     dropped = Counter("gd_raft_dropped", "", ["reason"], registry=registry)
     links = PeerLinks(gate, byte_counter=Counter("gd_bytes", "", ["protocol", "direction"],
                                                  registry=registry),
-                      dropped=dropped, gossip=lambda: GOSSIP, clock=ManualClock(), log=_Log())
+                      dropped=dropped, gossip=lambda: GOSSIP, clock=clock or ManualClock(),
+                      log=_Log(), suspect=gate.suspect)
     return links, dropped
 
 
@@ -161,4 +169,38 @@ async def test_peers_that_are_not_targets_get_no_writer_until_raft_talks_to_them
         assert links.linked == frozenset()
         links.send(Heartbeat(ME, PEER, 1))  # Raft has something for it: linked now
         assert links.linked == {PEER}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_linked_peer_that_says_nothing_is_handed_to_the_liveness_probe() -> None:
+    """A connection can deliver nothing one way while every write succeeds (the failover
+    tail, docs/ledger.md): a target that has not been heard for SILENT_S is suspected,
+    one whose frames arrive (`heard`, from `RaftInbound.serve`) is not."""
+    gate = FakeGate()
+    clock = ManualClock()
+    links, _ = make_links(gate, clock)
+    other = key_from_int(3).peer_id
+
+    async def writes(peer_count: int) -> None:  # wake both writers and let them run
+        links.send(Heartbeat(ME, PEER, 1))
+        links.send(Heartbeat(ME, other, 1))
+        with trio.fail_after(WAIT_S):
+            while sum(len(s.frames()) for s in gate.streams) < peer_count:
+                await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gate.lifetimes.run)
+        links.follow(lambda: [PEER, other])
+        gate.up(PEER)
+        gate.up(other)
+        await writes(2)  # both writers have looked once: the count starts
+        written = sum(len(s.frames()) for s in gate.streams)
+        clock.advance(SILENT_S / 2)
+        links.heard(other)  # `other` talks; PEER does not
+        await writes(written + 2)
+        assert gate.suspected == []
+        written = sum(len(s.frames()) for s in gate.streams)
+        clock.advance(SILENT_S / 2)
+        await writes(written + 2)
+        assert gate.suspected == [(PEER, "silent on /gd/raft")]
         nursery.cancel_scope.cancel()

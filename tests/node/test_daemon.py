@@ -203,7 +203,7 @@ async def test_flooding_peer_is_throttled_then_dropped_while_others_keep_working
         assert sum(errors.labels(protocol=p)._value.get()
                    for p in ("/gd/test/sink/1", PING_PROTOCOL_ID)) >= 1
         assert victim.metrics.dropped.labels(reason="misbehaviour")._value.get() == 1
-        rtt = await victim.gate.ping(good.peer_id)
+        rtt = await victim.gate.liveness.ping(good.peer_id)
         assert rtt > 0 and good.peer_id in connected_ids(victim)
         for d in (victim, flooder, good):
             d.stop()

@@ -172,7 +172,7 @@ async def relay_scenario(home_a: Home, cortex_a: Cortex, home_b: Home, cortex_b:
         # The handshake over the circuit bound A's and B's own ids, not R's.
         assert a.table.get(B).org == "org3" and b.table.get(A).org == "org2"
         # Guarded gd streams work over the circuit, both ways.
-        assert await b.gate.ping(A) > 0 and await a.gate.ping(B) > 0
+        assert await b.gate.liveness.ping(A) > 0 and await a.gate.liveness.ping(B) > 0
         await until(lambda: len(list(cortex_b.genes())) == 20)  # sync pulled A's genes
         assert a.sync.state(B).served.genes == 20
         for d in (a, r, b):

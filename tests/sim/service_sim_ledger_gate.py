@@ -78,7 +78,9 @@ class LedgerStream(SimStream):
 class LedgerGate:
     """What `LedgerService` reads from the daemon's `Gate`: config, key, clock, metrics,
     control methods, protocol registration, streams, the peer table, per-peer lifetimes,
-    connection events, misbehaviour."""
+    connection events, misbehaviour, and the liveness probe a silent link asks for (the
+    sim's cuts are the black holes it is for: here it is only counted, connections are
+    the sim's to make and break)."""
 
     def __init__(self, net: LedgerNet, node: LedgerNode) -> None:
         self.net = net
@@ -96,9 +98,15 @@ class LedgerGate:
         self.clock = TrioClock()
         self.listeners: list[Callable[[PeerChange], None]] = []
         self.rng_nonce = net.rng.randbytes  # the daemon's os.urandom, seeded
+        self.suspicions: list[str] = []
+        self.liveness = SimpleNamespace(suspect=self.suspect)
 
     def add_method(self, name: str, fn: Callable[..., Any], **_: Any) -> None:
         self.node.methods[name] = fn
+
+    def suspect(self, peer: str, reason: str) -> bool:
+        self.suspicions.append(peer)
+        return True
 
     def record(self, peer: str) -> Any:
         other = self.net.by_peer(peer)

@@ -142,10 +142,13 @@ class DaemonCluster:
                            sync: dict[str, Any] | None = None, voters: Sequence[str] = (),
                            boot: Sequence[Daemon] = (),
                            on_ready: Callable[[Daemon], None] | None = None,
-                           share_policy: SharePolicy | None = None) -> Daemon:
-        """Node `n` (key `key_from_int(n)`, org `org<n>`), ready to serve."""
+                           share_policy: SharePolicy | None = None,
+                           mesh: dict[str, Any] | None = None) -> Daemon:
+        """Node `n` (key `key_from_int(n)`, org `org<n>`), ready to serve; `mesh`
+        overrides FAST_MESH's settings."""
         cfg = NodeConfig(org=f"org{n}", region=region, ledger_voters=tuple(voters),
-                         mesh=MeshSettings(**FAST_MESH), sync=SyncSettings(**(sync or {})))
+                         mesh=MeshSettings(**{**FAST_MESH, **(mesh or {})}),
+                         sync=SyncSettings(**(sync or {})))
         certify(self.home(n), cfg.org, region, key_from_int(n).peer_id)
         return await launch(nursery, self.home(n), cfg, key_from_int(n), cortex=self.cortex(n),
                             boot=boot, on_ready=on_ready, share_policy=share_policy)
