@@ -43,7 +43,7 @@ from gd.node.app.sign_pool import (
 )
 from gd.node.clock import hlc_now
 from gd.node.store.cortex import Cortex, CortexError
-from gd.node.store.cortex_genes import GeneVersion
+from gd.node.store.gene_records import GeneVersion
 
 if TYPE_CHECKING:
     from gd.node.app.import_lines import GeneSpec

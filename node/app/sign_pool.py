@@ -55,7 +55,7 @@ WORKER_ARGS: tuple[str, ...] = ("-m", "gd.node.app.sign_worker")
 
 class StoredVersion(NamedTuple):
     """A signed gene version plus this node's local view, as the Cortex writes it
-    (`gd.node.store.cortex_genes.GeneVersion`), without a `Gene` object; one per
+    (`gd.node.store.gene_records.GeneVersion`), without a `Gene` object; one per
     imported line, so as cheap to build as a tuple."""
 
     id: str

@@ -3,9 +3,9 @@
 One LMDB environment, named sub-databases (DESIGN.md), in four modules:
 `cortex_env.py` opens the environment, checks its schema and runs write transactions;
 `cortex_genes.py` holds genes, their indexes and the change feed (with the Cortex's
-invariants); `cortex_records.py` synapses, experiences and decisions; this module puts
-them together as `Cortex`, with its statistics and backup restore. Keys are built by
-`lmdb_tables.py`.
+invariants; the layout of their records is `gene_records.py`); `cortex_records.py`
+synapses, experiences and decisions; this module puts them together as `Cortex`, with
+its statistics and backup restore. Keys are built by `lmdb_tables.py`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from gd.node.home import make_private, private_dir
 from gd.node.store.cortex_env import CortexError
-from gd.node.store.cortex_genes import CHANGE_SEQ_KEY
 from gd.node.store.cortex_records import CortexRecords
+from gd.node.store.gene_records import CHANGE_SEQ_KEY
 from gd.node.store.lmdb_tables import SEP, get_u64
 
 

@@ -15,8 +15,6 @@ The invariants (DESIGN.md):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
@@ -27,6 +25,18 @@ from gd.node.store.cortex_env import (
     UnknownGene,
     VersionConflict,
     must_get,
+)
+from gd.node.store.gene_records import (
+    CHANGE_SEQ_KEY,
+    Change,
+    ChangeSeq,
+    GeneVersion,
+    Head,
+    change_record,
+    head_record,
+    index_gene,
+    unindex_gene,
+    version_key,
 )
 from gd.node.store.lmdb_tables import (
     SEP,
@@ -39,126 +49,6 @@ from gd.node.store.lmdb_tables import (
     prefix_keys,
 )
 from gd.node.store.new_gene_batch import put_new_genes
-
-CHANGE_SEQ_KEY = b"change_seq"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One entry of the local change feed."""
-
-    seq: int
-    kind: str  # "gene"
-    op: str  # "put" | "delete"
-    id: str
-    version: int
-    vhash: bytes
-
-    def to_plain(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "op": self.op, "version": self.version,
-                "vhash": self.vhash}
-
-
-class GeneVersion(Protocol):
-    """What the Cortex writes of a gene version: a `Gene`, or the bytes a signer already
-    produced with the fields the head and indexes repeat (`gd.node.app.sign_pool`), so
-    an import stores them without rebuilding or re-encoding a gene."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def domain(self) -> str: ...
-    @property
-    def origin(self) -> str: ...
-    @property
-    def status(self) -> GeneStatus: ...
-    @property
-    def successes(self) -> int: ...
-    @property
-    def failures(self) -> int: ...
-    @property
-    def wire_bytes(self) -> bytes: ...
-    @property
-    def version_hash(self) -> bytes: ...
-
-
-def head_record(gene: GeneVersion) -> bytes:
-    """The head record: which version is current plus this node's local view of the gene.
-    The signed body lives once, in `gene_versions`; domain and origin are repeated here
-    so re-indexing on an update needs no decode of the old body."""
-    return canonical.encode_plain(
-        [gene.version, str(gene.status), gene.successes, gene.failures, gene.domain,
-         gene.origin])
-
-
-@dataclass(frozen=True)
-class _Head:
-    version: int
-    status: str
-    successes: int
-    failures: int
-    domain: str
-    origin: str
-
-    @classmethod
-    def decode(cls, raw: bytes) -> _Head:
-        try:
-            version, status, successes, failures, domain, origin = canonical.decode(raw)
-        except (TypeError, ValueError) as exc:
-            raise DecodeError(f"corrupt gene head record: {exc}") from None
-        return cls(version, status, successes, failures, domain, origin)
-
-
-def _version_key(gene_id: str, version: int) -> bytes:
-    return gene_id.encode() + SEP + U64.pack(version)
-
-
-class _ChangeSeq:
-    """The change-feed counter of one write transaction: read once, stored once."""
-
-    __slots__ = ("_db", "_first", "_txn", "value")
-
-    def __init__(self, txn: Txn, meta_db: Any) -> None:
-        self._txn, self._db = txn, meta_db
-        self.value = self._first = get_u64(txn, meta_db, CHANGE_SEQ_KEY)
-
-    def next(self) -> int:
-        self.value += 1
-        return self.value
-
-    def store(self) -> None:
-        if self.value != self._first:
-            self._txn.put(CHANGE_SEQ_KEY, U64.pack(self.value), db=self._db)
-
-
-def change_record(op: str, gene: GeneVersion) -> bytes:
-    """The stored value of a feed entry (`Change.to_plain` without the seq, which is the
-    key), encoded straight from the gene's fields."""
-    return canonical.encode_plain({"id": gene.id, "kind": "gene", "op": op,
-                                   "version": gene.version, "vhash": gene.version_hash})
-
-
-def _index_keys(gene_id: bytes, domain: str, status: str,
-                origin: str) -> tuple[tuple[str, bytes], ...]:
-    # `join_key(value, gene_id)` for each index, spelled out: this runs three times per
-    # stored gene.
-    return (("idx_domain", domain.encode() + SEP + gene_id),
-            ("idx_status", status.encode() + SEP + gene_id),
-            ("idx_origin", origin.encode() + SEP + gene_id))
-
-
-def _index(w: TableWrites, gene_id: bytes, domain: str, status: str,
-           origin: str) -> None:
-    for table, key in _index_keys(gene_id, domain, status, origin):
-        w.put(table, key, b"")
-
-
-def _unindex(w: TableWrites, gene_id: bytes, domain: str, status: str,
-             origin: str) -> None:
-    for table, key in _index_keys(gene_id, domain, status, origin):
-        w.delete(table, key)
 
 
 class CortexGenes(CortexEnv):
@@ -183,7 +73,7 @@ class CortexGenes(CortexEnv):
         def run(txn: Txn) -> list[int | None]:
             # The change counter is read once and written once per batch, and the feed's
             # keys only grow, so they are appended (no B-tree search per gene).
-            seq = _ChangeSeq(txn, self._dbs["meta"])
+            seq = ChangeSeq(txn, self._dbs["meta"])
             if not distinct:
                 direct = TableWrites(txn, self._dbs)
                 out = [self._put_gene(txn, g, seq=seq, writes=direct) for g in batch]
@@ -214,7 +104,7 @@ class CortexGenes(CortexEnv):
         txn.put(peer_id.encode(), U64.pack(seq), db=self._dbs["checkpoints"])
 
     def _put_gene(self, txn: Txn, gene: GeneVersion, *, supersede: bool = False,
-                  seq: _ChangeSeq | None = None,
+                  seq: ChangeSeq | None = None,
                   writes: TableWrites | None = None) -> int | None:
         # Reads go to `txn`; writes through `writes` (straight to `txn` unless a batch
         # gathers them). Only this gene's own keys are read, so a gathered batch of
@@ -222,7 +112,7 @@ class CortexGenes(CortexEnv):
         d = self._dbs
         w = writes if writes is not None else TableWrites(txn, d)
         gid = gene.id.encode()
-        vkey = _version_key(gene.id, gene.version)
+        vkey = version_key(gene.id, gene.version)
         wire = gene.wire_bytes
         existing = txn.get(vkey, db=d["gene_versions"])
         if existing is not None and existing != wire:
@@ -244,18 +134,18 @@ class CortexGenes(CortexEnv):
                 # version leaves it equal, but the version changed, and the feed must say
                 # so (peers and the repair items follow the feed; fedsim seed 3151).
                 return self._append_change(w, "put", gene, seq) if new_version else None
-            old = _Head.decode(old_raw)
+            old = Head.decode(old_raw)
             if old.version > gene.version and not supersede:
                 # An older version arriving late is kept in history, not made head.
                 return self._append_change(w, "put", gene, seq) if new_version else None
-            _unindex(w, gid, old.domain, old.status, old.origin)
+            unindex_gene(w, gid, old.domain, old.status, old.origin)
         w.put("genes", gid, head)
-        _index(w, gid, gene.domain, str(gene.status), gene.origin)
+        index_gene(w, gid, gene.domain, str(gene.status), gene.origin)
         if not new_version:
             # Only local state changed: nothing to sync, except a gene that became native
             # (a person approved it): only native genes are shared, so peers that skipped
             # it while it was pending must see it in the feed again.
-            approved = (old_raw is not None and _Head.decode(old_raw).status != "native"
+            approved = (old_raw is not None and Head.decode(old_raw).status != "native"
                         and gene.status is GeneStatus.NATIVE)
             return self._append_change(w, "put", gene, seq) if approved else None
         return self._append_change(w, "put", gene, seq)
@@ -264,7 +154,7 @@ class CortexGenes(CortexEnv):
               validate: bool = False) -> Gene:
         """The full Gene for a head record (signed body joined with local state). Our own
         records are rebuilt without re-validation (`Gene.from_stored`) unless `validate`."""
-        head = _Head.decode(head_raw)
+        head = Head.decode(head_raw)
         raw = txn.get(gene_id + SEP + U64.pack(head.version), db=self._dbs["gene_versions"])
         if raw is None:
             raise CortexError(f"gene {gene_id.decode()}: head version {head.version} missing")
@@ -275,10 +165,10 @@ class CortexGenes(CortexEnv):
                                 successes=head.successes, failures=head.failures)
 
     def _append_change(self, w: TableWrites, op: str, gene: GeneVersion,
-                       batch_seq: _ChangeSeq | None = None) -> int:
+                       batch_seq: ChangeSeq | None = None) -> int:
         # A batch's counter appends (its keys only grow); a lone change reads and stores
         # the counter itself and puts without `append`, as it always did.
-        counter = batch_seq if batch_seq is not None else _ChangeSeq(w.txn, self._dbs["meta"])
+        counter = batch_seq if batch_seq is not None else ChangeSeq(w.txn, self._dbs["meta"])
         seq = counter.next()
         w.put("changes", U64.pack(seq), change_record(op, gene),
               append=batch_seq is not None)
@@ -299,9 +189,9 @@ class CortexGenes(CortexEnv):
         with self.env.begin() as txn:
             for gene_id, vhash in versions:
                 raw = txn.get(gene_id.encode(), db=self._dbs["genes"])
-                head = _Head.decode(raw) if raw is not None else None
+                head = Head.decode(raw) if raw is not None else None
                 out.append(head.status if head is not None and txn.get(
-                    vhash, db=self._dbs["by_vhash"]) == _version_key(gene_id, head.version)
+                    vhash, db=self._dbs["by_vhash"]) == version_key(gene_id, head.version)
                     else None)
         return out
 
@@ -316,7 +206,7 @@ class CortexGenes(CortexEnv):
         the gene's, not the version's: what a sender's policy must judge) and counters
         at zero."""
         with self.env.begin() as txn:
-            raw = txn.get(_version_key(gene_id, version), db=self._dbs["gene_versions"])
+            raw = txn.get(version_key(gene_id, version), db=self._dbs["gene_versions"])
             head = txn.get(gene_id.encode(), db=self._dbs["genes"])
         return None if raw is None else self.version_of(raw, head)
 
@@ -327,7 +217,7 @@ class CortexGenes(CortexEnv):
         a version only when it gets to it (`version_of`)."""
         with self.env.begin() as txn:
             versions, heads = self._dbs["gene_versions"], self._dbs["genes"]
-            return [(c, txn.get(_version_key(c.id, c.version), db=versions),
+            return [(c, txn.get(version_key(c.id, c.version), db=versions),
                      txn.get(c.id.encode(), db=heads)) if c.op == "put" else (c, None, None)
                     for c in self._changes_in(txn, seq, limit)]
 
@@ -335,7 +225,7 @@ class CortexGenes(CortexEnv):
     def version_of(raw: bytes, head: bytes | None) -> Gene:
         """A version's stored bytes as `get_gene_version` returns them (the gene's status,
         counters at zero)."""
-        status = _Head.decode(head).status if head is not None else GeneStatus.NATIVE
+        status = Head.decode(head).status if head is not None else GeneStatus.NATIVE
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=status)
 
     def gene_versions(self, gene_id: str) -> list[int]:
@@ -369,7 +259,7 @@ class CortexGenes(CortexEnv):
             if raw is None:
                 return None
             gene = self._load(txn, gene_id.encode(), raw)
-            _unindex(TableWrites(txn, d), gene_id.encode(), gene.domain, str(gene.status),
+            unindex_gene(TableWrites(txn, d), gene_id.encode(), gene.domain, str(gene.status),
                      gene.origin)
             txn.delete(gene_id.encode(), db=d["genes"])
             prefix = gene_id.encode() + SEP
@@ -401,9 +291,9 @@ class CortexGenes(CortexEnv):
             new = old.with_local(status=status)
             w = TableWrites(txn, self._dbs)
             gid = gene_id.encode()
-            _unindex(w, gid, old.domain, str(old.status), old.origin)
+            unindex_gene(w, gid, old.domain, str(old.status), old.origin)
             w.put("genes", gid, head_record(new))
-            _index(w, gid, new.domain, str(new.status), new.origin)
+            index_gene(w, gid, new.domain, str(new.status), new.origin)
             return new
 
         return self.write(run)
@@ -487,7 +377,7 @@ class CortexGenes(CortexEnv):
                 expected["idx_domain"].add(join_key(gene.domain, gene.id))
                 expected["idx_status"].add(join_key(str(gene.status), gene.id))
                 expected["idx_origin"].add(join_key(gene.origin, gene.id))
-                if txn.get(_version_key(gene.id, gene.version), db=d["gene_versions"]) is None:
+                if txn.get(version_key(gene.id, gene.version), db=d["gene_versions"]) is None:
                     problems.append(f"gene {gene.id}: head version {gene.version} not stored")
                 if txn.get(gene.version_hash, db=d["by_vhash"]) is None:
                     problems.append(f"gene {gene.id}: version hash not indexed")

@@ -15,7 +15,8 @@ from gd.genome.experience import Experience
 from gd.genome.gene import Gene
 from gd.genome.synapse import Synapse, SynapseKind
 from gd.node.store.cortex_env import UnknownGene, must_get
-from gd.node.store.cortex_genes import CortexGenes, head_record
+from gd.node.store.cortex_genes import CortexGenes
+from gd.node.store.gene_records import head_record
 from gd.node.store.lmdb_tables import SEP, U64, Txn, join_key, prefix_keys
 
 # A k-hop query stops after visiting this many genes: a hub gene must not make one query

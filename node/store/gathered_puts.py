@@ -18,7 +18,8 @@ distinct ids never read each other's gathered writes.
 from __future__ import annotations
 
 from gd.genome.gene import Gene
-from gd.node.store.cortex_genes import CortexGenes, _ChangeSeq
+from gd.node.store.cortex_genes import CortexGenes
+from gd.node.store.gene_records import ChangeSeq
 from gd.node.store.lmdb_tables import GatheredWrites, Txn
 
 
@@ -30,7 +31,7 @@ class GatheredGenePuts:
     def __init__(self, cortex: CortexGenes, txn: Txn) -> None:
         self._cortex, self._txn = cortex, txn
         dbs = cortex._dbs
-        self._seq = _ChangeSeq(txn, dbs["meta"])
+        self._seq = ChangeSeq(txn, dbs["meta"])
         self._writes = GatheredWrites(txn, dbs)
         self._touched: set[str] = set()
 

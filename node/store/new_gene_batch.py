@@ -1,7 +1,8 @@
 """The ingest loop of a batch of new genes (`CortexGenes.put_genes`; issue 15, ADR 0041).
 
 Kept beside the Cortex's gene module, not in it: this is the per-gene cost of ingest,
-written as one tight loop, and the gene module is at its size limit.
+written as one tight loop, and the gene module holds the store's operations (the record format is
+`gene_records.py`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from gd.node.gc_tuning import batch_gc
 from gd.node.store.lmdb_tables import SEP, U64, GatheredWrites, Txn
 
 if TYPE_CHECKING:
-    from gd.node.store.cortex_genes import CortexGenes, GeneVersion, _ChangeSeq
+    from gd.node.store.cortex_genes import CortexGenes
+    from gd.node.store.gene_records import ChangeSeq, GeneVersion
 
 
 def put_new_genes(cortex: CortexGenes, txn: Txn, batch: list[GeneVersion],
-                  seq: _ChangeSeq, w: GatheredWrites) -> list[int | None]:
+                  seq: ChangeSeq, w: GatheredWrites) -> list[int | None]:
     """`CortexGenes._put_gene` of each gene of a batch of distinct ids, for what an import batch
     mostly holds: a gene this Cortex has no head and no such version of. Its seven
     records are gathered straight into the tables' lists, encoded by one packer
