@@ -7,7 +7,13 @@ delivers nothing one way: our writes succeed, nothing arrives, no error is raise
 connection tells it is alive. An unanswered one drops the peer without a ban (it may be
 slow, not hostile); the mesh then dials it again on a fresh connection.
 
-* `serve`: the `/gd/ping` handler (one Pong per Ping, nonce echoed).
+* `serve`: the `/gd/ping` handler (one Pong per Ping, nonce echoed). A ping that
+  arrives on a connection we do not list for its peer shows a *split*: the peer writes
+  to us on one connection while our streams to it go on another, which it may no longer
+  read (py-libp2p trims a peer's surplus connections on each side independently; the
+  failover tail in docs/ledger.md). Every connection to that peer is closed, and both
+  sides dial afresh. The peer's suspicion probe is such a ping, so a split heals 2.5 s
+  after the silence it causes begins.
 * `ping`: one round trip on a fresh stream of the peer's connection.
 * `suspect`: a service heard nothing from a peer that should be talking (the ledger's
   links gossip every second): probe it now, with a shorter timeout than the timer's, at
@@ -22,12 +28,15 @@ probe with it. Time comes from the gate's injected clock.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
+from libp2p.network.swarm import Swarm
 
 from gd.node.net.host import to_id
+from gd.node.net.open_stream import open_framed_stream
 from gd.node.net.peers import PeerRecord
 from gd.node.net.streams import (
     PING_NONCE_BYTES,
@@ -56,23 +65,46 @@ class Liveness:
         self._probing: set[str] = set()
         self.suspected: Counter[str] = Counter()  # per peer: probes a suspicion started
         self.dropped = 0  # peers dropped for an unanswered probe
+        self.splits = 0  # peers whose pings came on a connection we do not list
         gate.register_protocol(PING_PROTOCOL_ID, self.serve)
 
     async def serve(self, fs: FramedStream, rec: PeerRecord) -> None:
         """Answer each Ping with its nonce until the peer closes the stream."""
+        if self._split(fs.stream, rec.peer_id):
+            await self._heal_split(fs.stream, rec.peer_id)
+            return
         while True:
             msg = await fs.receive()
             if not isinstance(msg, Ping):
                 raise RemoteProtocolError(f"expected gd.ping, got {msg.TYPE}")
             await fs.send(Pong(nonce=msg.nonce))
 
+    def _split(self, stream: Any, peer_id: str) -> bool:
+        """Did `stream` come on a connection we do not list for `peer_id` (while we
+        list others)?"""
+        swarm = self.gate.host.get_network()
+        conn = getattr(stream, "muxed_conn", None)
+        if not isinstance(swarm, Swarm) or conn is None:  # py-libp2p's only network
+            return False
+        listed = swarm.get_connections(to_id(peer_id))
+        return bool(listed) and all(c.muxed_conn is not conn for c in listed)
+
+    async def _heal_split(self, stream: Any, peer_id: str) -> None:
+        """Close the connection the ping came on and every one we list for the peer."""
+        self.splits += 1
+        self.gate.log.warning("peer.split_connection", peer=peer_id,
+                              note="closing every connection to it; both sides redial")
+        with trio.CancelScope(shield=True), trio.move_on_after(SUSPECT_TIMEOUT_S), \
+                contextlib.suppress(Exception):
+            await stream.muxed_conn.close()
+        await self.gate.drop(peer_id, "split connection", ban=False)
+
     async def ping(self, peer_id: str, timeout_s: float = PING_TIMEOUT_S) -> float:
         """Round trip in ms over a fresh stream; PeerTimeout / StreamGone on failure."""
         gate = self.gate
-        with trio.fail_after(timeout_s):
-            stream = await gate.host.new_stream(to_id(peer_id), [PING_PROTOCOL_ID])
-        fs = FramedStream(stream, read_timeout_s=timeout_s,
-                          count_bytes=gate.count_bytes(PING_PROTOCOL_ID))
+        fs = await open_framed_stream(gate.host, peer_id, PING_PROTOCOL_ID,
+                                      timeout_s=timeout_s, read_timeout_s=timeout_s,
+                                      count_bytes=gate.count_bytes(PING_PROTOCOL_ID))
         try:
             nonce = gate.rng_nonce(PING_NONCE_BYTES)
             start = gate.clock.monotonic()

@@ -11,14 +11,16 @@ The timed ping is set to a minute here, so only the suspicion can drop the peer.
 
 from __future__ import annotations
 
+import pytest
 import trio
 from daemon_cluster import DaemonCluster
 from gd_testkit import key_from_int
 from hostile import _sink, hostile_peer
 
 from gd.ledger.link_core import SILENT_S
+from gd.node.net.host import dialable_addrs, parse_multiaddrs, to_id
 from gd.node.net.liveness import SUSPECT_TIMEOUT_S
-from gd.node.net.streams import PING_PROTOCOL_ID
+from gd.node.net.streams import PING_PROTOCOL_ID, PeerTimeout, StreamGone
 
 SLOW_TIMER = {"ping_interval_s": 60}
 
@@ -77,3 +79,52 @@ async def test_a_silent_peer_that_answers_the_probe_stays():
                 # The next suspicion waits twice as long: one more at most by now.
                 assert liveness.suspected[quiet.peer_id] <= 2
             fed.stop_all(node)
+
+
+def ports(muxed) -> tuple[int, int]:
+    """(local, remote) TCP ports under a libp2p connection (Noise over TCP)."""
+    raw = muxed.secured_conn.conn.read_writer.read_write_closer  # RawConnection
+    sock = raw.stream.stream.socket
+    return sock.getsockname()[1], sock.getpeername()[1]
+
+
+async def test_a_ping_on_a_connection_we_do_not_list_closes_the_split_and_both_redial():
+    """Two connections between a pair, each side listing a different one: the peer
+    writes to us on one, our streams to it go on the other. The peer's ping arrives on
+    the one we do not list; every connection to it is closed and both sides dial afresh,
+    ending with one connection both list."""
+    with DaemonCluster.in_tmp("gd-split-") as fed:
+        async with trio.open_nursery() as nursery:
+            a = await fed.start_daemon(nursery, 1, mesh=SLOW_TIMER)
+            b = await fed.start_daemon(nursery, 2, boot=[a], mesh=SLOW_TIMER)
+            await fed.connected(a, b)
+            assert await b.gate.liveness.ping(a.peer_id) > 0  # one connection: no split
+            assert a.gate.liveness.splits == 0
+            swarm_a, swarm_b = a.host.get_network(), b.host.get_network()
+            a_id, b_id = to_id(a.peer_id), to_id(b.peer_id)
+            first_b = swarm_b.get_connections(a_id)[0]
+            second_b = await swarm_b.dial_addr(parse_multiaddrs(dialable_addrs(a.host))[0],
+                                               a_id)
+            await fed.until(lambda: len(swarm_a.get_connections(b_id)) == 2)
+            second_a = next(c for c in swarm_a.get_connections(b_id)
+                            if ports(c.muxed_conn)[1] == ports(second_b.muxed_conn)[0])
+            # The split: A lists only the first connection, B only the second.
+            swarm_a.connections[b_id].remove(second_a)
+            swarm_b.connections[a_id].remove(first_b)
+            with pytest.raises((StreamGone, PeerTimeout)):  # closed under the ping
+                await b.gate.liveness.ping(a.peer_id, 2.0)
+            assert a.gate.liveness.splits == 1
+            await fed.until(lambda: first_b.is_closed and second_b.is_closed)
+            await fed.connected(a, b)  # redialled
+
+            def one_shared_connection() -> bool:
+                listed_a = swarm_a.get_connections(b_id)
+                listed_b = swarm_b.get_connections(a_id)
+                return (len(listed_a) == len(listed_b) == 1
+                        and ports(listed_a[0].muxed_conn)
+                        == ports(listed_b[0].muxed_conn)[::-1])
+
+            await fed.until(one_shared_connection)
+            assert await b.gate.liveness.ping(a.peer_id) > 0
+            assert a.gate.liveness.splits == 1
+            fed.stop_all(a, b)
