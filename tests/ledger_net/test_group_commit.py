@@ -16,6 +16,7 @@ from gd.ledger.entry import LedgerEntry
 from gd.ledger.errors import RemoteLedgerError
 from gd.ledger.proposer import encode_batch
 from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, check_signatures
+from gd.node.services.ledger_service import INLINE_CHECK_MAX
 from gd.node.store.ledger_store import Ledger
 
 
@@ -284,3 +285,29 @@ def test_apply_reuses_statements_checked_at_submit_and_checks_the_rest(tmp_path,
         assert ledger.find(theirs[1].author, theirs[1].idempotency_key) is None
     finally:
         env.close()
+
+
+async def test_small_submissions_are_checked_on_the_loop_and_large_ones_in_a_thread(
+        region, nursery, monkeypatch):
+    """ADR 0055: the hop to a worker thread cost more than checking a few signatures; a
+    large submission still goes to the threads. Both refuse a forgery."""
+    d = await region.start(nursery, 1, ())
+    hops: list[str] = []
+    real = trio.to_thread.run_sync
+
+    async def counting(fn, *args, **kwargs):
+        hops.append(getattr(fn, "__name__", ""))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+    small, large = INLINE_CHECK_MAX, INLINE_CHECK_MAX + 1
+    await d.ledger.submit(statements(1, "small", small), timeout_s=30)
+    assert hops.count("check_signatures") == 0
+    await d.ledger.submit(statements(1, "large", large), timeout_s=30)
+    assert hops.count("check_signatures") == 1
+    for n in (small, large):
+        batch = statements(1, f"forged{n}", n)
+        batch[-1] = forged(batch[-1])
+        with pytest.raises(RemoteLedgerError):
+            await d.ledger.submit(batch, timeout_s=30)
+    assert d.ledger.ledger.size == small + large
