@@ -98,7 +98,13 @@ class _ConnectionWatcher(INotifee):
         await self.gate.connection_opened(conn.muxed_conn.peer_id.to_base58())
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self.gate.connection_closed(conn.muxed_conn.peer_id.to_base58())
+        peer = conn.muxed_conn.peer_id
+        # A peer reached on two connections (a simultaneous dial; py-libp2p trims the
+        # surplus one after its grace period) is still connected when one of them
+        # closes: ending its lifetime then cancelled its work mid-flight for nothing.
+        if any(c is not conn and not c.is_closed for c in network.get_connections(peer)):
+            return
+        self.gate.connection_closed(peer.to_base58())
 
     async def listen(self, network: INetwork, multiaddr: Any) -> None:
         return

@@ -7,6 +7,7 @@ import trio
 from daemon_cluster import DaemonCluster, quiet_libp2p
 from gd_testkit import key_from_int, make_gene
 
+from gd.node.net.host import dialable_addrs, parse_multiaddrs, to_id
 from gd.node.net.lifetimes import PeerLifetimes
 from gd.node.services.sync_service import share_all
 
@@ -140,3 +141,39 @@ async def test_a_new_peer_is_pulled_from_and_met_at_once_with_hour_long_timers()
             await c.until(lambda: a.sovereignty.store.peer(b.peer_id) is not None
                           and b.sovereignty.store.peer(a.peer_id) is not None, timeout=15)
             c.stop_all(a, b)
+
+
+async def test_a_peer_on_two_connections_stays_when_one_closes_and_goes_with_the_last():
+    """A simultaneous dial leaves a pair on two connections until py-libp2p trims one.
+    That close is not the peer going: its lifetime (and the work in it) goes on."""
+    with DaemonCluster.in_tmp("gd-twoconn-") as fed:
+        async with trio.open_nursery() as nursery:
+            a = await fed.start_daemon(nursery, 1, mesh={"ping_interval_s": 60})
+            b = await fed.start_daemon(nursery, 2, boot=[a], mesh={"ping_interval_s": 60})
+            await fed.connected(a, b)
+            swarm_b, a_id = b.host.get_network(), to_id(a.peer_id)
+            first = swarm_b.get_connections(a_id)[0]
+            second = await swarm_b.dial_addr(parse_multiaddrs(dialable_addrs(a.host))[0],
+                                             a_id)
+            await fed.until(lambda: len(a.host.get_network().get_connections(
+                to_id(b.peer_id))) == 2)
+            running: set[str] = set()
+            cancelled: list[str] = []
+            downs: list[str] = []
+            a.gate.on_peer(lambda change: downs.append(change.peer_id) if not change.up
+                           else None)
+            assert a.gate.spawn(b.peer_id, _forever, b.peer_id, running, cancelled)
+            await fed.until(lambda: b.peer_id in running)
+
+            await first.close()
+            await fed.until(lambda: len(a.host.get_network().get_connections(
+                to_id(b.peer_id))) == 1)
+            await trio.sleep(0.3)  # the disconnect notice has come and gone
+            assert downs == [] and cancelled == [] and b.peer_id in running
+            assert b.peer_id in {r.peer_id for r in a.table.connected()}
+            assert await a.gate.liveness.ping(b.peer_id) > 0  # on the one left
+
+            await second.close()
+            await fed.until(lambda: cancelled == [b.peer_id])
+            assert downs == [b.peer_id]
+            fed.stop_all(a, b)
