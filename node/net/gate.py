@@ -12,7 +12,9 @@ a peer's protocol errors through `misbehaved`, and follow peers through `on_peer
     stream for a registered protocol ──► budget ──► handler ──► misbehaved / drop
     disconnected ──► table.disconnected, budget forgotten, PeerChange(up=False)
 
-Time comes from the injected clock (`gd.crdt.clock.Clock`), never from `time`.
+Whether a connected peer still answers is `node/net/liveness.py`'s (`gate.liveness`: the
+timed pings, and a probe at once for a peer a service finds silent). Time comes from the
+injected clock (`gd.crdt.clock.Clock`), never from `time`.
 """
 
 from __future__ import annotations
