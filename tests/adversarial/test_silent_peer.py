@@ -138,15 +138,8 @@ async def test_a_ping_on_a_connection_we_do_not_list_closes_the_split_and_both_r
                         and ports(listed_a[0].muxed_conn)
                         == ports(listed_b[0].muxed_conn)[::-1])
 
-            # Each side closes its own surplus when the other's ping comes (the daemons'
-            # timers do it; here the test pings both ways until they agree).
-            for _ in range(50):
-                if one_shared_connection():
-                    break
-                await ping_until_answered(b, a)
-                await ping_until_answered(a, b)
-                await trio.sleep(0.1)
-            assert one_shared_connection()
+            await fed.until(one_shared_connection)
+            await ping_until_answered(b, a)
             fed.stop_all(a, b)
 
 
