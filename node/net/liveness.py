@@ -7,15 +7,13 @@ delivers nothing one way: our writes succeed, nothing arrives, no error is raise
 connection tells it is alive. An unanswered one drops the peer without a ban (it may be
 slow, not hostile); the mesh then dials it again on a fresh connection.
 
-* `serve`: the `/gd/ping` handler (one Pong per Ping, nonce echoed). The connection a
-  ping arrives on is one the peer reads; every other connection we hold to that peer is
-  surplus, and py-libp2p opens our streams on the one with the most streams, which may
-  be one the peer no longer reads (caught in the failover tail: we listed the old and
-  the new connection, the peer only the new; docs/ledger.md). So the others are closed
-  and our streams move to the ping's. A ping on a connection we do not list at all is
-  a *split*: every connection to the peer is closed and both sides dial afresh. The
-  peer's suspicion probe is such a ping, so either heals 2.5 s after the silence
-  begins.
+* `serve`: the `/gd/ping` handler (one Pong per Ping, nonce echoed). A ping that
+  arrives on a connection we do not list for its peer shows a *split*: the peer writes
+  to us on one connection while our streams to it go on another, which it may no longer
+  read (py-libp2p trims a peer's surplus connections on each side independently; the
+  failover tail in docs/ledger.md). Every connection to that peer is closed, and both
+  sides dial afresh. The peer's suspicion probe is such a ping, so a split heals 2.5 s
+  after the silence it causes begins.
 * `ping`: one round trip on a fresh stream of the peer's connection.
 * `suspect`: a service heard nothing from a peer that should be talking (the ledger's
   links gossip every second): probe it now, with a shorter timeout than the timer's, at
@@ -68,43 +66,28 @@ class Liveness:
         self.suspected: Counter[str] = Counter()  # per peer: probes a suspicion started
         self.dropped = 0  # peers dropped for an unanswered probe
         self.splits = 0  # peers whose pings came on a connection we do not list
-        self.surplus_closed = 0  # connections closed beside the one a ping came on
         gate.register_protocol(PING_PROTOCOL_ID, self.serve)
 
     async def serve(self, fs: FramedStream, rec: PeerRecord) -> None:
         """Answer each Ping with its nonce until the peer closes the stream."""
-        listed, others = self._connections_beside(fs.stream, rec.peer_id)
-        if listed is False:
+        if self._split(fs.stream, rec.peer_id):
             await self._heal_split(fs.stream, rec.peer_id)
             return
-        if others:
-            await self._close_surplus(others, rec.peer_id)
         while True:
             msg = await fs.receive()
             if not isinstance(msg, Ping):
                 raise RemoteProtocolError(f"expected gd.ping, got {msg.TYPE}")
             await fs.send(Pong(nonce=msg.nonce))
 
-    def _connections_beside(self, stream: Any, peer_id: str) -> tuple[bool | None, list[Any]]:
-        """(whether we list the connection `stream` came on, the other connections we
-        list for `peer_id`); (None, []) when it cannot be told (not py-libp2p's swarm)."""
+    def _split(self, stream: Any, peer_id: str) -> bool:
+        """Did `stream` come on a connection we do not list for `peer_id` (while we
+        list others)?"""
         swarm = self.gate.host.get_network()
         conn = getattr(stream, "muxed_conn", None)
         if not isinstance(swarm, Swarm) or conn is None:  # py-libp2p's only network
-            return None, []
+            return False
         listed = swarm.get_connections(to_id(peer_id))
-        others = [c for c in listed if c.muxed_conn is not conn]
-        return len(others) < len(listed) or not listed, others
-
-    async def _close_surplus(self, others: list[Any], peer_id: str) -> None:
-        """Close the connections the peer's ping did not come on (the peer stays: the
-        gate ends its lifetime only with its last connection)."""
-        self.surplus_closed += len(others)
-        self.gate.log.info("peer.surplus_connections", peer=peer_id, closed=len(others))
-        for conn in others:
-            with trio.CancelScope(shield=True), trio.move_on_after(SUSPECT_TIMEOUT_S), \
-                    contextlib.suppress(Exception):
-                await conn.close()
+        return bool(listed) and all(c.muxed_conn is not conn for c in listed)
 
     async def _heal_split(self, stream: Any, peer_id: str) -> None:
         """Close the connection the ping came on and every one we list for the peer."""
