@@ -119,11 +119,8 @@ class Liveness:
     def suspect(self, peer_id: str, reason: str) -> bool:
         """Probe `peer_id` now (a service found it silent); False when it is not
         connected or a probe of it is already under way."""
-        if peer_id in self._probing:
+        if not self._start_probe(peer_id, SUSPECT_TIMEOUT_S, reason):
             return False
-        if not self.gate.spawn(peer_id, self._probe, peer_id, SUSPECT_TIMEOUT_S, reason):
-            return False
-        self._probing.add(peer_id)
         self.suspected[peer_id] += 1
         self.gate.log.info("peer.suspected", peer=peer_id, reason=reason)
         return True
@@ -154,9 +151,16 @@ class Liveness:
         while True:
             await trio.sleep(interval)
             for rec in gate.table.connected():
-                if rec.peer_id not in self._probing and gate.spawn(
-                        rec.peer_id, self._probe, rec.peer_id, PING_TIMEOUT_S, "timer"):
-                    self._probing.add(rec.peer_id)
+                self._start_probe(rec.peer_id, PING_TIMEOUT_S, "timer")
+
+    def _start_probe(self, peer_id: str, timeout_s: float, reason: str) -> bool:
+        """Probe `peer_id` in its lifetime unless a probe of it is under way; False
+        when one is, or the peer is not connected."""
+        if peer_id in self._probing or not self.gate.spawn(
+                peer_id, self._probe, peer_id, timeout_s, reason):
+            return False
+        self._probing.add(peer_id)
+        return True
 
 
 __all__ = ["PING_TIMEOUT_S", "SUSPECT_TIMEOUT_S", "Liveness"]
