@@ -207,10 +207,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                          "vs_baseline": round(raft["entries_per_s"] / base["entries_per_s"],
                                               2)})
             sizes = {d.ledger.ledger.size for d in ds}
+            moved = 0  # Raft links that followed a peer to a newer connection (ADR 0056)
             for trial in range(args.trials):
                 current = await leader(ds)
                 term = current.ledger.node.term
                 n = ds.index(current) + 1
+                moved += current.ledger.links.moved
                 current.stop()
                 stopped = time.perf_counter()
                 others = [d for d in ds if d is not current]
@@ -227,6 +229,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await until(lambda: len({d.ledger.ledger.size for d in ds}) == 1)
                 del trial
             for d in ds:
+                moved += d.ledger.links.moved
                 d.stop()
     finally:
         nodes.close()
@@ -234,7 +237,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     failovers.sort()
     return {"rows": rows, "failover_s": [round(f, 3) for f in failovers],
             "failover_median_s": round(failovers[len(failovers) // 2], 3) if failovers else None,
-            "replica_sizes_after_load": sorted(sizes)}
+            "replica_sizes_after_load": sorted(sizes), "raft_links_moved": moved}
 
 
 # ---- voters as their own processes ----------------------------------------------------
@@ -454,7 +457,8 @@ def main() -> None:
         row["failover_median_s"] = result["failover_median_s"] if "Raft" in row["setup"] \
             else ""
     report("ledger_net", rows, {"params": vars(args), **result})
-    print(f"leader failover (stop -> new leader): {result['failover_s']} s")
+    print(f"leader failover (stop -> new leader): {result['failover_s']} s; Raft links "
+          f"moved to a newer connection: {result.get('raft_links_moved', 0)}")
 
 
 if __name__ == "__main__":

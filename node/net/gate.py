@@ -36,6 +36,7 @@ from gd.genome.identity import NodeKey
 from gd.node.config import NodeConfig
 from gd.node.credentials import NodeCredentials
 from gd.node.metrics import NodeMetrics
+from gd.node.net.conn_order import ConnectionOrder
 from gd.node.net.denylist import save_deny_list
 from gd.node.net.discovery import Discovery
 from gd.node.net.host import peer_info, to_id
@@ -97,6 +98,7 @@ class _ConnectionWatcher(INotifee):
         return
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.gate.conn_order.opened(conn.muxed_conn)
         await self.gate.connection_opened(conn.muxed_conn.peer_id.to_base58())
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
@@ -147,6 +149,9 @@ class Gate:
         self._new_addresses = True
         host.set_stream_handler(HANDSHAKE_PROTOCOL_ID, self._inbound_handshake)
         self.liveness = Liveness(self)  # serves /gd/ping; the daemon runs its timer
+        # Streams go on a peer's newest connection (ADR 0056), numbered as they open.
+        self.conn_order = ConnectionOrder()
+        self.conn_order.install(host.get_network())
         host.get_network().register_notifee(_ConnectionWatcher(self))
         self.relay = RelayService(self)
 

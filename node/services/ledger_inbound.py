@@ -48,7 +48,8 @@ class RaftInbound:
 
     def __init__(self, node: RaftNode, *, region: str, voters: frozenset[str],
                  ledger: Ledger, heads: HeadWatch, dropped: Counter,
-                 wake: Callable[[], None], heard: Callable[[str], None], clock: Clock,
+                 wake: Callable[[], None], heard: Callable[[str], None],
+                 arrived: Callable[[str, FramedStream], None], clock: Clock,
                  log: Any) -> None:
         self.node = node
         self.region = region
@@ -58,6 +59,7 @@ class RaftInbound:
         self.dropped = dropped
         self.wake = wake
         self.heard = heard  # the links' silence watch: anything from `peer` counts
+        self.arrived = arrived  # the links follow the peer to a newer connection
         self.clock = clock
         self.log = log
         self.core = InboundCore(node.id, region=region, voters=voters,
@@ -80,6 +82,7 @@ class RaftInbound:
     async def serve(self, fs: FramedStream, rec: PeerRecord) -> None:
         """Inbound /gd/raft: Raft messages and gossip from a peer, or a fetch."""
         peer = rec.peer_id
+        self.arrived(peer, fs)
         while True:
             msg = await fs.receive()  # StreamGone when the peer closes
             self.heard(peer)

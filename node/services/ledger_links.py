@@ -71,6 +71,8 @@ class _Link:
     core: OutboundLink = field(default_factory=OutboundLink)
     wake: trio.Event = field(default_factory=trio.Event)
     fs: FramedStream | None = None
+    # The peer writes to us on a newer connection than `fs` uses: reopen `fs`.
+    moved: bool = False
 
 
 class PeerLinks:
@@ -78,10 +80,15 @@ class PeerLinks:
 
     def __init__(self, gate: LinkGate, *, byte_counter: Counter, dropped: Counter,
                  gossip: Callable[[], LedgerGossip], clock: Clock, log: Any,
-                 suspect: Callable[[str, str], bool]) -> None:
+                 suspect: Callable[[str, str], bool],
+                 newer_connection: Callable[[Any, Any], bool]) -> None:
         self.gate = gate
         # The gate's `Liveness.suspect`: probe a peer that has gone silent on us.
         self.suspect = suspect
+        # The gate's `ConnectionOrder.newer`: did this stream come on a newer
+        # connection than that one uses (ADR 0056)?
+        self.newer_connection = newer_connection
+        self.moved = 0  # streams reopened because the peer wrote on a newer connection
         self.host = gate.host
         self.clock = clock
         self.table = gate.table
@@ -146,6 +153,18 @@ class PeerLinks:
         if link is not None:
             link.core.heard(self.clock.monotonic())
 
+    def arrived(self, peer: str, fs: FramedStream) -> None:
+        """`peer` opened a stream to us (`RaftInbound.serve`'s callback). If it came on
+        a newer connection than our stream to it uses, ours moves there: the peer may
+        no longer read the old one (py-libp2p kept it listed on our side only; the
+        failover tail, docs/ledger.md), and the swarm opens the new stream on the
+        newest connection (`gd.node.net.conn_order`)."""
+        link = self._links.get(peer)
+        if link is not None and link.fs is not None and self.newer_connection(
+                fs.stream, link.fs.stream):
+            link.moved = True
+            link.wake.set()
+
     def _connected(self, peer: str) -> bool:
         rec = self.table.get(peer)
         return rec is not None and rec.connected
@@ -186,6 +205,13 @@ class PeerLinks:
                     self.dropped.labels(reason="no_stream").inc(dropped)
                 await self._close(link)
                 continue
+            if link.moved:
+                link.moved = False
+                if link.fs is not None:
+                    self.moved += 1
+                    self.log.info("raft.link_moved", peer=peer,
+                                  note="the peer writes on a newer connection")
+                    await self._close(link)  # reopened at once, on the newest one
             if link.fs is None:
                 try:
                     link.fs = await self.open(peer)

@@ -141,7 +141,8 @@ class LedgerService:
         self.links = PeerLinks(gate, byte_counter=gate.metrics.bytes,
                                dropped=self.m_dropped, gossip=self.heads.gossip,
                                clock=self.clock, log=self.log,
-                               suspect=gate.liveness.suspect)
+                               suspect=gate.liveness.suspect,
+                               newer_connection=gate.conn_order.newer)
         self.applier = Applier(self.ledger, self.book, self.key, log_id=self.log_id,
                                wall_ms=self._wall_ms, verified=self._verified,
                                on_applied=self._applied, log=self.log)
@@ -157,7 +158,8 @@ class LedgerService:
             self.inbound = RaftInbound(self.node, region=self.region, voters=self.voters,
                                        ledger=self.ledger, heads=self.heads,
                                        dropped=self.m_dropped, wake=self.wake,
-                                       heard=self.links.heard, clock=self.clock,
+                                       heard=self.links.heard,
+                                       arrived=self.links.arrived, clock=self.clock,
                                        log=self.log)
             self.catchup = Catchup(self.ledger, self.storage, self.applier,
                                    peer_id=self.peer_id, voters=self.voters,

@@ -130,3 +130,51 @@ async def test_a_ping_on_a_connection_we_do_not_list_closes_the_split_and_both_r
             await ping_until_answered(b, a)
             await ping_until_answered(a, b)
             fed.stop_all(a, b)
+
+
+def link_stream(daemon, peer_id: str):
+    """The muxed connection under `daemon`'s `/gd/raft` stream to `peer_id`, or None."""
+    link = daemon.ledger.links._links.get(peer_id)
+    return None if link is None or link.fs is None else link.fs.stream.muxed_conn
+
+
+async def test_a_peer_writing_on_a_newer_connection_takes_our_streams_there():
+    """As caught in the failover tail: we list the old and the new connection to a
+    peer, the peer only the new one. py-libp2p opened our streams on the old one (it
+    had more streams), which the peer no longer read. Now the swarm opens streams on
+    the newest connection, and our Raft stream moves as soon as the peer's own
+    `/gd/raft` stream arrives on the newer one (ADR 0056); no connection is closed."""
+    voters = [key_from_int(1).peer_id, key_from_int(2).peer_id]
+    with DaemonCluster.in_tmp("gd-newer-") as fed:
+        async with trio.open_nursery() as nursery:
+            a = await fed.start_daemon(nursery, 1, voters=voters, mesh=SLOW_TIMER)
+            b = await fed.start_daemon(nursery, 2, voters=voters, boot=[a], mesh=SLOW_TIMER)
+            await fed.connected(a, b)
+            swarm_a, swarm_b = a.host.get_network(), b.host.get_network()
+            a_id, b_id = to_id(a.peer_id), to_id(b.peer_id)
+            await fed.until(lambda: link_stream(a, b.peer_id) is not None
+                            and link_stream(b, a.peer_id) is not None)
+            old_a = swarm_a.get_connections(b_id)[0]
+            assert link_stream(a, b.peer_id) is old_a.muxed_conn
+            old_b = swarm_b.get_connections(a_id)[0]
+            new_b = await swarm_b.dial_addr(parse_multiaddrs(dialable_addrs(a.host))[0],
+                                            a_id)
+            await fed.until(lambda: len(swarm_a.get_connections(b_id)) == 2)
+            new_a = next(c for c in swarm_a.get_connections(b_id) if c is not old_a)
+            assert ports(new_a.muxed_conn) == ports(new_b.muxed_conn)[::-1]
+            # New streams go on the newest connection (py-libp2p's own choice is the
+            # one with more streams: the old one, which carries both Raft streams).
+            probe = await a.host.new_stream(b_id, [PING_PROTOCOL_ID])
+            assert probe.muxed_conn is new_a.muxed_conn
+            await probe.reset()
+            # B forgets the old connection (A keeps it) and its Raft stream to A
+            # breaks: B reopens it on the only one it lists, the new one.
+            swarm_b.connections[a_id].remove(old_b)
+            await b.ledger.links._links[a.peer_id].fs.reset()
+            await fed.until(lambda: link_stream(b, a.peer_id) is new_b.muxed_conn)
+            # A's stream follows B there, though A's old connection still works.
+            await fed.until(lambda: link_stream(a, b.peer_id) is new_a.muxed_conn)
+            assert a.ledger.links.moved >= 1
+            assert not old_a.is_closed and len(swarm_a.get_connections(b_id)) == 2
+            assert connected(a, b.peer_id) and connected(b, a.peer_id)
+            fed.stop_all(a, b)

@@ -21,6 +21,7 @@ from gd.ledger.raft_messages import Heartbeat
 from gd.node.net.gate import PeerChange, PeerListener
 from gd.node.net.host import to_id
 from gd.node.net.lifetimes import PeerLifetimes
+from gd.node.net.streams import FramedStream
 from gd.node.services.ledger_links import PeerLinks
 from gd.protocol.wire import FrameDecoder
 
@@ -38,8 +39,9 @@ class _Log:
 class MemoryStream:
     """What `FramedStream` needs of a libp2p stream: writes are kept, reads never end."""
 
-    def __init__(self, peer: str) -> None:
-        self.muxed_conn = SimpleNamespace(peer_id=to_id(peer))
+    def __init__(self, peer: str, conn_rank: int = 0) -> None:
+        # `rank`: where its connection stands in the gate's `ConnectionOrder`.
+        self.muxed_conn = SimpleNamespace(peer_id=to_id(peer), rank=conn_rank)
         self.written = bytearray()
         self.wrote = trio.Event()
         self.was_reset = trio.Event()
@@ -73,6 +75,11 @@ class FakeGate:
         self.host = SimpleNamespace(new_stream=self._new_stream)
         self.failures: list[BaseException] = []
         self.suspected: list[tuple[str, str]] = []  # what the links asked liveness to probe
+        self.newest = 0  # the rank of the newest connection, where new streams go
+
+    @staticmethod
+    def newer_connection(stream: Any, than: Any) -> bool:
+        return bool(stream.muxed_conn.rank > than.muxed_conn.rank)
 
     def suspect(self, peer: str, reason: str) -> bool:
         self.suspected.append((peer, reason))
@@ -82,7 +89,7 @@ class FakeGate:
         self.failures.append(exc)
 
     async def _new_stream(self, peer_id: Any, protocols: list[str]) -> MemoryStream:
-        stream = MemoryStream(peer_id.to_base58())
+        stream = MemoryStream(peer_id.to_base58(), self.newest)
         self.streams.append(stream)
         return stream
 
@@ -112,7 +119,8 @@ def make_links(gate: FakeGate, clock: ManualClock | None = None
     links = PeerLinks(gate, byte_counter=Counter("gd_bytes", "", ["protocol", "direction"],
                                                  registry=registry),
                       dropped=dropped, gossip=lambda: GOSSIP, clock=clock or ManualClock(),
-                      log=_Log(), suspect=gate.suspect)
+                      log=_Log(), suspect=gate.suspect,
+                      newer_connection=gate.newer_connection)
     return links, dropped
 
 
@@ -203,4 +211,48 @@ async def test_a_linked_peer_that_says_nothing_is_handed_to_the_liveness_probe()
         clock.advance(SILENT_S / 2)
         await writes(written + 2)
         assert gate.suspected == [(PEER, "silent on /gd/raft")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_writing_on_a_newer_connection_moves_our_stream_there() -> None:
+    """Caught in the failover tail: we held the old and the new connection to a peer,
+    the peer only the new one, and our long-lived stream stayed on the old one, where
+    nothing read it. A stream the peer opens on a newer connection than ours uses
+    (`RaftInbound.serve` calls `arrived`) makes our writer reopen at once, on the
+    newest connection (the swarm's choice, `gd.node.net.conn_order`); one on the same
+    connection moves nothing."""
+    gate = FakeGate()
+    links, dropped = make_links(gate)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gate.lifetimes.run)
+        links.follow(lambda: [PEER])
+        gate.up(PEER)
+        with trio.fail_after(WAIT_S):
+            while not gate.streams:
+                await trio.sleep(0.01)
+            await gate.streams[0].wrote.wait()
+        old = gate.streams[0]
+        links.arrived(PEER, FramedStream(MemoryStream(PEER, conn_rank=0)))  # same one
+        await trio.sleep(0.05)
+        assert links.moved == 0 and not old.was_reset.is_set() and len(gate.streams) == 1
+
+        gate.newest = 1  # a second connection opened; the peer writes to us on it
+        links.arrived(PEER, FramedStream(MemoryStream(PEER, conn_rank=1)))
+        with trio.fail_after(WAIT_S):
+            await old.was_reset.wait()
+            while len(gate.streams) < 2:
+                await trio.sleep(0.01)
+            await gate.streams[1].wrote.wait()
+        new = gate.streams[1]
+        assert new.muxed_conn.rank == 1 and new.frames() == [GOSSIP]  # at once, no back-off
+        assert links.moved == 1 and no_stream(dropped) == 0
+
+        links.send(Heartbeat(ME, PEER, 4))  # Raft's frames follow it there
+        with trio.fail_after(WAIT_S):
+            while len(new.frames()) < 2:
+                await trio.sleep(0.01)
+        links.arrived(PEER, FramedStream(MemoryStream(PEER, conn_rank=1)))  # not newer
+        links.arrived(PEER, FramedStream(MemoryStream(PEER, conn_rank=0)))  # older
+        await trio.sleep(0.05)
+        assert links.moved == 1 and len(gate.streams) == 2 and not new.was_reset.is_set()
         nursery.cancel_scope.cancel()

@@ -20,6 +20,7 @@ from service_sim_log import SimLog
 
 from gd.genome.identity import NodeKey
 from gd.node.metrics import NodeMetrics
+from gd.node.net.conn_order import ConnectionOrder
 from gd.node.net.gate import PeerChange
 from gd.node.net.streams import PeerTimeout
 from gd.node.services.ledger_service import LedgerService
@@ -100,6 +101,8 @@ class LedgerGate:
         self.rng_nonce = net.rng.randbytes  # the daemon's os.urandom, seeded
         self.suspicions: list[str] = []
         self.liveness = SimpleNamespace(suspect=self.suspect)
+        # The daemon's: the sim's streams name no connection, so none is ever newer.
+        self.conn_order = ConnectionOrder()
 
     def add_method(self, name: str, fn: Callable[..., Any], **_: Any) -> None:
         self.node.methods[name] = fn
