@@ -28,6 +28,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from libp2p.abc import INetConn
+from libp2p.connection_types import ConnectionType
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 
@@ -62,8 +63,10 @@ class ConnectionOrder:
                 > self.rank(getattr(than, "muxed_conn", None)))
 
     def select(self, connections: list[INetConn], peer_id: ID) -> INetConn:
-        """The newest of `connections` (the library's choice if we numbered none)."""
-        best = max(connections, key=lambda c: self.rank(c.muxed_conn))
+        """The newest of `connections`, a direct one before any relayed one (a circuit
+        costs the relay's bandwidth and a hop: the library prefers direct too); the
+        library's choice if we numbered none."""
+        best = max(connections, key=lambda c: (_direct(c), self.rank(c.muxed_conn)))
         if self.rank(best.muxed_conn) == 0 and self._fallback is not None:
             return self._fallback(connections, peer_id)
         return best
@@ -75,6 +78,15 @@ class ConnectionOrder:
             return False
         self._fallback = network._select_connection
         setattr(network, "_select_connection", self.select)  # noqa: B010 (a method)
+        return True
+
+
+def _direct(conn: INetConn) -> bool:
+    """Is `conn` a direct connection (not through a relay)? Unknown counts as direct,
+    as py-libp2p's own choice counts it."""
+    try:
+        return bool(conn.get_connection_type() != ConnectionType.RELAYED)
+    except Exception:  # a connection that cannot say: the library assumes direct
         return True
 
 

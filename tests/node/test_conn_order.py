@@ -6,6 +6,7 @@ import gc
 from types import SimpleNamespace
 
 from gd_testkit import key_from_int
+from libp2p.connection_types import ConnectionType
 
 from gd.node.net.conn_order import ConnectionOrder
 from gd.node.net.host import to_id
@@ -31,6 +32,22 @@ def test_the_newest_opened_connection_is_chosen_whatever_the_list_order() -> Non
     assert order.select(listed, PEER).muxed_conn is third  # type: ignore[arg-type]
     assert order.select(listed[::-1], PEER).muxed_conn is third  # type: ignore[arg-type]
     assert order.rank(first) < order.rank(second) < order.rank(third)
+
+
+def test_a_direct_connection_is_chosen_before_a_newer_relayed_one() -> None:
+    order = ConnectionOrder()
+    direct, relayed, newest_direct = Muxed(), Muxed(), Muxed()
+    order.opened(direct)
+    order.opened(relayed)
+
+    def typed(muxed: Muxed, kind: ConnectionType) -> SimpleNamespace:
+        return SimpleNamespace(muxed_conn=muxed, get_connection_type=lambda: kind)
+
+    listed = [typed(direct, ConnectionType.DIRECT), typed(relayed, ConnectionType.RELAYED)]
+    assert order.select(listed, PEER).muxed_conn is direct  # type: ignore[arg-type]
+    order.opened(newest_direct)
+    listed.append(conn(newest_direct))  # cannot say its type: counted as direct
+    assert order.select(listed, PEER).muxed_conn is newest_direct  # type: ignore[arg-type]
 
 
 def test_newer_compares_the_connections_streams_came_on() -> None:
