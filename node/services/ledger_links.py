@@ -72,7 +72,7 @@ class _Link:
     wake: trio.Event = field(default_factory=trio.Event)
     fs: FramedStream | None = None
     # The peer writes to us on a newer connection than `fs` uses: reopen `fs`.
-    moved: bool = False
+    reopen: bool = False
 
 
 class PeerLinks:
@@ -162,7 +162,7 @@ class PeerLinks:
         link = self._links.get(peer)
         if link is not None and link.fs is not None and self.newer_connection(
                 fs.stream, link.fs.stream):
-            link.moved = True
+            link.reopen = True
             link.wake.set()
 
     def _connected(self, peer: str) -> bool:
@@ -205,8 +205,8 @@ class PeerLinks:
                     self.dropped.labels(reason="no_stream").inc(dropped)
                 await self._close(link)
                 continue
-            if link.moved:
-                link.moved = False
+            if link.reopen:
+                link.reopen = False
                 if link.fs is not None:
                     self.moved += 1
                     self.log.info("raft.link_moved", peer=peer,
