@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import chaos_checks as cc  # what a run checks at its end
 import chaosnet as cn  # tests/chaos is put on sys.path by this folder's conftest.py
 import pytest
 from click.testing import CliRunner
@@ -121,7 +122,7 @@ def converge(plan: TestnetPlan, log: cn.WriteLog) -> tuple[float, list[str]]:
     started = time.monotonic()
     outstanding: list[str] = []
     while time.monotonic() - started < CONVERGE_TIMEOUT_S:
-        outstanding = cn.converged(plan, log)
+        outstanding = cc.converged(plan, log)
         if not outstanding:
             break
         time.sleep(CONVERGE_POLL_S)
@@ -148,15 +149,15 @@ def test_acknowledged_writes_survive_sigkills_and_partitions() -> None:
         converge_s, outstanding = converge(plan, log)
         faults.pids |= {pid for n in plan.nodes if (pid := procs.node_pid(n)) is not None}
         problems += log.violations
-        problems += cn.acked_without_quorum(log, faults.no_quorum_windows)
+        problems += cc.acked_without_quorum(log, faults.no_quorum_windows)
         problems += [f"not converged after {CONVERGE_TIMEOUT_S:.0f} s: {o}"
                      for o in outstanding[:20]]
         run("testnet", "down", "--dir", str(directory))
         # The data at rest, every node stopped cleanly.
-        problems += cn.gene_problems(plan, log)
-        problems += cn.ledger_problems(plan, log)
-        problems += cn.verify_problems(plan)
-        sizes = cn.ledger_sizes(plan)
+        problems += cc.gene_problems(plan, log)
+        problems += cc.ledger_problems(plan, log)
+        problems += cc.verify_problems(plan)
+        sizes = cc.ledger_sizes(plan)
         print(f"\nchaos seed {seed}: {len(faults.injected)} faults in "
               f"{CHAOS_SECONDS:.0f} s of load")
         for line in faults.injected:
@@ -176,11 +177,11 @@ def test_acknowledged_writes_survive_sigkills_and_partitions() -> None:
         if plan is not None:
             stopped = json.loads(run("testnet", "down", "--dir", str(directory), "--json"))
             assert isinstance(stopped["stopped"], list)
-            problems += cn.leftover_processes(plan, faults.pids)
+            problems += cc.leftover_processes(plan, faults.pids)
     if crashed is not None or problems:
         detail = (f"{crashed!r}\n" if crashed is not None else "") + "\n".join(
             f"  - {p}" for p in problems[:40])
-        logs = cn.log_tails(plan) if plan is not None else ""
+        logs = cc.log_tails(plan) if plan is not None else ""
         pytest.fail(f"CHAOS_SEED={seed}: the chaos run failed (data and daemon logs kept "
                     f"in {root})\n{detail}\n{logs}", pytrace=crashed is not None)
     shutil.rmtree(root, ignore_errors=True)
