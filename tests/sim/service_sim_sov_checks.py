@@ -247,3 +247,8 @@ class SovInvariants:
                           f"{len(want)}")
             self.stats["converged_pairs"] += 1
 
+    def final_checks(self) -> None:
+        """The invariants checked once everything has settled."""
+        self.check_statuses()
+        self.check_audit_and_ledger()
+        self.check_convergence()
