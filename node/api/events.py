@@ -175,14 +175,20 @@ class EventWatcher:
         events: list[tuple[str, dict[str, Any], str, str]] = []
         last = cortex.last_seq
         if self._seq is not None and last > self._seq:
-            for change in cortex.changes_since(self._seq, limit=MAX_CHANGES_PER_TICK):
-                self._seq = max(self._seq, change.seq)
-                gene = cortex.get_gene(change.id) if change.op == "put" else None
-                if (gene is not None and gene.status is GeneStatus.ADAPTATION_PENDING
-                        and gene.origin != self.daemon.key.peer_id):
-                    events.append(("gene.received", {"gene": gene.id, "origin": gene.origin,
-                                                     "version": gene.version, "status":
-                                                     str(gene.status)}, gene.domain, gene.id))
+            changes = cortex.changes_since(self._seq, limit=MAX_CHANGES_PER_TICK)
+            # The gene's head says all an event tells (version, status, origin, domain):
+            # read in one transaction, no gene decoded. A cold sync writes 100k changes,
+            # and decoding each was a tenth of the receiver's CPU while it ran.
+            puts = [c for c in changes if c.op == "put"]
+            for change, head in zip(puts, cortex.heads([c.id for c in puts]), strict=True):
+                if (head is not None and head.status == GeneStatus.ADAPTATION_PENDING
+                        and head.origin != self.daemon.key.peer_id):
+                    events.append(("gene.received", {"gene": change.id, "origin": head.origin,
+                                                     "version": head.version,
+                                                     "status": head.status},
+                                   head.domain, change.id))
+            if changes:
+                self._seq = max(self._seq, changes[-1].seq)
         else:
             self._seq = last
         sync = self.daemon.sync
@@ -202,6 +208,9 @@ class EventWatcher:
                 events.append(("ledger.alarm", {"alarm": data.get("kind"),
                                                 "detail": str(data.get("detail"))}, "", ""))
         self._alarms = len(alarms)
+        if events:  # one hand-off to the event loop per tick, not one per event
+            trio.from_thread.run_sync(self._publish_all, events)
+
+    def _publish_all(self, events: list[tuple[str, dict[str, Any], str, str]]) -> None:
         for kind, data, domain, gene_id in events:
-            trio.from_thread.run_sync(lambda k=kind, d=data, dm=domain, g=gene_id:
-                                      self.bus.publish(k, d, domain=dm, gene_id=g))
+            self.bus.publish(kind, data, domain=domain, gene_id=gene_id)

@@ -256,7 +256,12 @@ class SovereigntyService:
 
     def backfill(self, peer: str) -> None:
         """One anti-entropy round with `peer` (module docstring: why not a checkpoint
-        reset). Started in the background: the caller is answering a stream."""
+        reset): right after the peer loop's next pull, which brings the genes after our
+        checkpoint (`SyncService.repair_after_pull`), or, with no loop for the peer, at
+        once in the background (the caller is answering a stream)."""
+        if self.sync.repair_after_pull(peer):
+            return
+
         async def round_() -> None:
             await self.sync.guard_round(peer, RECONCILE_PROTOCOL_ID, self.sync.reconcile(peer))
 

@@ -172,6 +172,25 @@ class SyncService:
     def state(self, peer: str) -> PeerSyncState:
         return self.peers.setdefault(peer, PeerSyncState())
 
+    def repair_after_pull(self, peer: str) -> bool:
+        """Have `peer`'s loop pull now and run one anti-entropy round right after that
+        pull; False when no loop runs for it (`auto` off, or the peer not up), and the
+        caller runs the round itself.
+
+        Why after the pull (sovereignty's backfill when an agreement becomes
+        effective): genes behind our checkpoint on the peer's feed only a repair round
+        brings, but those after it the pull brings anyway. Run side by side, as the
+        backfill did, both fetched those: a cold sync of 100k genes right after
+        `share` verified and applied most of them twice (the pull was still scanning
+        the feed the agreement had just opened). Pulling first leaves the repair round
+        only the genes the feed had passed."""
+        st = self.peers.get(peer)
+        if not self.settings.auto or st is None or st.scope is None:
+            return False
+        st.repair_due = True
+        st.wake.set()
+        return True
+
     # -- the conversations (drivers in sync_pull, sync_repair, sync_control) -----------
 
     async def pull(self, peer: str, stats: RoundStats | None = None) -> RoundStats:

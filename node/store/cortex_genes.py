@@ -195,6 +195,15 @@ class CortexGenes(CortexEnv):
                     else None)
         return out
 
+    def heads(self, gene_ids: Sequence[str]) -> list[Head | None]:
+        """Each gene's head record (version, status, domain, origin; None where absent),
+        all in one read and no gene built: what a watcher of the feed needs to know of
+        each change (the API's event stream, issue 15)."""
+        genes = self._dbs["genes"]
+        with self.env.begin() as txn:
+            raws = [txn.get(gene_id.encode(), db=genes) for gene_id in gene_ids]
+        return [Head.decode(raw) if raw is not None else None for raw in raws]
+
     def require_gene(self, gene_id: str) -> Gene:
         gene = self.get_gene(gene_id)
         if gene is None:
