@@ -59,6 +59,8 @@ BatchApplier = Callable[[str, Sequence[Gene], int], object]
 # Wire genes -> `verify_wire` of each, in order. The default runs them one by one; a
 # node may run them across cores (`gd.node.services.verify_pool`): the checks are pure.
 WireChecker = Callable[[Sequence[dict[str, Any]]], Sequence[tuple[Gene | None, str]]]
+# One gene's verdict from a `WireChecker`: (the gene, "") or (None, why it is refused).
+Verdict = tuple[Gene | None, str]
 
 
 class SyncUsageError(LocalProtocolError, ValueError):
@@ -168,15 +170,19 @@ class SyncReceiver:
         """
         return self.receive_batch(ChangeBatch.decode(data))
 
-    def receive_batch(self, batch: ChangeBatch) -> BatchOutcome:
+    def receive_batch(self, batch: ChangeBatch,
+                      checked: Sequence[Verdict] | None = None) -> BatchOutcome:
         """`receive` of an already decoded batch (a pipelining caller decodes first to
-        ask for the next batch while this one is verified and applied)."""
+        ask for the next batch while this one is verified and applied). `checked`: the
+        batch's verdicts when the caller already ran `check` over `batch.genes` (a
+        pipelining caller checks the next batch while the previous one commits)."""
         if batch.since != self.checkpoint:
             return BatchOutcome(stale=True, checkpoint=self.checkpoint)
         if len(batch.genes) > self.max_genes:
             raise SyncProtocolError(f"batch of {len(batch.genes)} genes, we asked for at "
                                     f"most {self.max_genes}")
-        good, rejected = verify_genes(batch.genes, self.accept, check=self.check)
+        good, rejected = verify_genes(batch.genes, self.accept, check=self.check,
+                                      checked=checked)
         self.apply_batch(self.sender, tuple(good), batch.upto)
         self.checkpoint = batch.upto
         self.genes_received += len(good)
@@ -188,7 +194,7 @@ POLICY_REFUSAL: Final = "refused by the receiver's own policy"
 
 
 def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool], *,
-                 check: WireChecker | None = None
+                 check: WireChecker | None = None, checked: Sequence[Verdict] | None = None
                  ) -> tuple[tuple[Gene, ...], tuple[RejectedGene, ...]]:
     """Decode, check and `accept`-filter wire genes one by one: a bad gene is rejected on
     its own and the others pass (used by the feed and by repair fetches).
@@ -199,10 +205,13 @@ def verify_genes(wires: Sequence[dict[str, Any]], accept: Callable[[Gene], bool]
     domain that can no longer lie.
 
     `check` runs `verify_wire` over all of them (possibly in parallel, same results in
-    the same order); `accept` then runs here, in order, in the caller's thread."""
+    the same order); `accept` then runs here, in order, in the caller's thread.
+    `checked`: those verdicts, when the caller already has them (then `check` is not
+    called); one per wire gene, or SyncUsageError."""
     good: list[Gene] = []
     rejected: list[RejectedGene] = []
-    checked = check(wires) if check is not None else [verify_wire(w) for w in wires]
+    if checked is None:
+        checked = check(wires) if check is not None else [verify_wire(w) for w in wires]
     if len(checked) != len(wires):
         raise SyncUsageError(f"checker returned {len(checked)} results for {len(wires)}")
     for i, (wire, (gene, reason)) in enumerate(zip(wires, checked, strict=True)):

@@ -15,12 +15,12 @@ the driver's one guard scores it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from gd.protocol.errors import RemoteProtocolError
-from gd.protocol.sync import BatchOutcome, SyncReceiver, SyncSender
+from gd.protocol.sync import BatchOutcome, SyncReceiver, SyncSender, Verdict
 from gd.protocol.sync_frames import SyncBatch, SyncPull
 from gd.protocol.sync_messages import MAX_BATCH_GENES, ChangeBatch, SyncProtocolError
 from gd.protocol.wire import Message
@@ -82,7 +82,8 @@ class OpenedBatch:
     batch: ChangeBatch
     head: int  # the sender's feed head when it answered
     payload: int  # the genes' canonical bytes (before compression)
-    since: int  # our checkpoint when the batch arrived
+    since: int  # where the request it answers started (our checkpoint once the batches
+    # opened before it are applied)
     ahead: SyncPull | None
     asked: int = MAX_BATCH_GENES  # the genes the request it answers allowed
 
@@ -113,10 +114,11 @@ class PullRound:
         self.sizer = BatchSizer(cap, first_genes)
         receiver.max_genes = self.sizer.size
         self.asked = self.sizer.size  # the size of the request outstanding
+        self.asked_since = receiver.checkpoint  # and where it starts
         self.done = False
 
     def _pull(self, since: int) -> SyncPull:
-        self.asked = self.sizer.size
+        self.asked, self.asked_since = self.sizer.size, since
         return SyncPull(since, self.asked, self.zstd)
 
     def start(self) -> SyncPull:
@@ -134,7 +136,11 @@ class PullRound:
             raise ValueError("the round is over")
         if not isinstance(msg, SyncBatch):
             raise RemoteProtocolError(f"expected gd.sync.batch, got {msg.TYPE}")
-        since, asked = self.receiver.checkpoint, self.asked
+        # The request this answers started at `asked_since`: our checkpoint, or where
+        # the batch opened before it ends when the driver opens batches ahead of
+        # applying them (it applies them in order; `apply` refuses one that does not
+        # start at the checkpoint).
+        since, asked = self.asked_since, self.asked
         batch, payload = msg.open()
         if len(batch.genes) > asked:
             raise SyncProtocolError(f"batch of {len(batch.genes)} genes, we asked for at "
@@ -145,14 +151,17 @@ class PullRound:
             ahead = self._pull(batch.upto)
         return OpenedBatch(batch, msg.head, payload, since, ahead, asked)
 
-    def apply(self, opened: OpenedBatch) -> PullStep:
+    def apply(self, opened: OpenedBatch, checked: Sequence[Verdict] | None = None
+              ) -> PullStep:
         """Verify and apply the batch through the receiver (its applier stores genes and
         checkpoint in one transaction). A batch that does not start at our checkpoint
-        is the peer's fault here: we asked for exactly one position."""
+        is the peer's fault here: we asked for exactly one position. `checked`: the
+        genes' verdicts when the driver already checked them (`SyncReceiver.check`,
+        run ahead while the previous group commits)."""
         # The receiver's own bound is the request this batch answers (the next one,
         # already sent, may ask for fewer).
         self.receiver.max_genes = opened.asked
-        outcome = self.receiver.receive_batch(opened.batch)
+        outcome = self.receiver.receive_batch(opened.batch, checked)
         if outcome.stale:
             raise RemoteProtocolError("sync batch does not start at our checkpoint")
         rewound = opened.head < self.receiver.checkpoint

@@ -10,6 +10,7 @@ checkpoint lives with the receiver.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -17,11 +18,12 @@ import trio
 
 from gd.genome.gene import Gene
 from gd.node.gc_tuning import batch_gc
+from gd.node.services.sync_ahead import ThreadJob, check_job
 from gd.node.services.sync_group import AuditIn, GroupCommit, StagedBatch, commit_audited
 from gd.node.services.sync_state import PeerSyncState, RoundStats
 from gd.node.store.sync_store import ApplyStats
-from gd.protocol.sync import SyncReceiver
-from gd.protocol.sync_frames import SYNC_PROTOCOL_ID
+from gd.protocol.sync import SyncReceiver, Verdict
+from gd.protocol.sync_frames import SYNC_PROTOCOL_ID, SyncPull
 from gd.protocol.sync_round import OpenedBatch, PullRound, PullStep
 from gd.protocol.wire import Message
 
@@ -86,11 +88,11 @@ class FeedPuller:
             # holds several, each judged on the policy as it is when it arrives.
             begin_batch: Callable[[], None] | None = getattr(view, "begin_batch", None)
 
-            def stage(opened: OpenedBatch) -> PullStep:
+            def stage(opened: OpenedBatch, checked: Sequence[Verdict]) -> PullStep:
                 if begin_batch is not None:
                     begin_batch()
                 with batch_gc():
-                    return round_.apply(opened)
+                    return round_.apply(opened, checked)
 
             def commit() -> list[ApplyStats]:
                 """The staged group and its audit records (the view judged every gene
@@ -110,37 +112,78 @@ class FeedPuller:
             fs = await svc.open_stream(peer, SYNC_PROTOCOL_ID, stats)
             link = LinkTimer(svc.gate.clock.monotonic)
             committing = False
-            try:
-                await fs.send(round_.start())
+            # Batches read and opened, their checks started, not staged yet (in order).
+            ahead: deque[tuple[OpenedBatch, ThreadJob[Sequence[Verdict]]]] = deque()
+            outstanding = False  # a request is out whose reply we have not read
+
+            async def send(pull: SyncPull) -> None:
+                nonlocal outstanding
+                await fs.send(pull)
                 link.sent()
-                while not round_.done:
-                    reply = await fs.receive()
-                    opened = await trio.to_thread.run_sync(open_batch, reply,
-                                                           link.arrived())
-                    if opened.ahead is not None:
-                        await fs.send(opened.ahead)
-                        link.sent()
-                    payload = opened.payload
-                    link.busy_from()
-                    step = await trio.to_thread.run_sync(stage, opened)
-                    applied: list[ApplyStats] = []
-                    if step.done or group.due():
-                        committing = True
-                        applied = await trio.to_thread.run_sync(commit)
+                outstanding = True
+
+            async def read_one() -> None:
+                """The sender's next reply opened, the request ahead of it sent, and
+                its genes' check started."""
+                nonlocal outstanding
+                reply = await fs.receive()
+                outstanding = False
+                opened = await trio.to_thread.run_sync(open_batch, reply, link.arrived())
+                if opened.ahead is not None:
+                    await send(opened.ahead)
+                ahead.append((opened, check_job(receiver.check, opened.batch.genes)))
+
+            async def commit_reading_ahead() -> list[ApplyStats]:
+                """Commit the staged group in a worker thread; meanwhile read, open and
+                check the batches after it (up to a group's worth)."""
+                nonlocal committing
+                committing = True
+                job = ThreadJob.start(commit)
+                try:
+                    while (outstanding and not round_.done and not job.done
+                           and len(ahead) < group.max_batches):
+                        await read_one()
+                finally:
+                    # The commit cannot be interrupted: the round ends only after it.
+                    with trio.CancelScope(shield=True):
+                        await job.wait()
+                    if job.ok:
                         committing = False
                         st.checkpoint = receiver.checkpoint
+                    else:  # the commit's own error goes first, over a read's
+                        job.result()  # raises; `committing` stays set
+                return job.result()
+
+            try:
+                await send(round_.start())
+                while True:
+                    # Staging is shielded and batches read ahead need no read: a cut
+                    # round must still notice it was cancelled before the next one.
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    if not ahead:
+                        await read_one()
+                    opened, check = ahead.popleft()
+                    payload = opened.payload
+                    link.busy_from()
+                    # A batch whose check has begun is staged even if the round is cut
+                    # meanwhile: the cut round then commits it with the rest (below).
+                    with trio.CancelScope(shield=True):
+                        await check.wait()
+                        step = await trio.to_thread.run_sync(stage, opened, check.result())
+                    applied = await commit_reading_ahead() if step.done else []
                     link.busy_until()
-                    if any(a.applied for a in applied):
-                        svc.notify_local_change()  # our feed grew: hint our other peers
                     st.head = opened.head
-                    self._count_batch(stats, step, applied)
+                    self._count_step(stats, step)
+                    self._count_applied(stats, applied)
                     if step.rewound:
                         await self._feed_went_back(peer, st, opened.head)
+                    if step.done:
                         break
                     svc.set_lag(peer, st)
                     if step.send is not None:
-                        await fs.send(step.send)
-                        link.sent()
+                        await send(step.send)
+                    if group.due():
+                        self._count_applied(stats, await commit_reading_ahead())
             except BaseException:
                 # The link failed or the round was cancelled with verified batches
                 # staged: they are sound, so commit them (shielded: a cancelled round
@@ -156,12 +199,21 @@ class FeedPuller:
         svc.metrics.sync_rounds.labels(kind=SYNC_PROTOCOL_ID, outcome="ok").inc()
         return stats
 
-    def _count_batch(self, stats: RoundStats, step: PullStep, applied: list[ApplyStats]
-                     ) -> None:
+    def _count_step(self, stats: RoundStats, step: PullStep) -> None:
+        """A staged batch: its payload and the genes its checks rejected."""
         svc, outcome, payload = self.svc, step.outcome, step.opened.payload
         stats.batches += 1
         stats.payload_in += payload
         stats.rejected += len(outcome.rejected)
+        svc.metrics.sync_bytes.labels(direction="in", kind="payload").inc(payload)
+        svc.metrics.sync_rejected.inc(len(outcome.rejected))
+        for bad in outcome.rejected:
+            svc.log.warning("sync.rejected", peer=stats.peer, gene=bad.gene_id,
+                            reason=bad.reason)
+
+    def _count_applied(self, stats: RoundStats, applied: list[ApplyStats]) -> None:
+        """A committed group: what its batches did in the store."""
+        svc = self.svc
         for s in applied:
             stats.rejected += len(s.refused)
             svc.metrics.sync_rejected.inc(len(s.refused))
@@ -173,11 +225,8 @@ class FeedPuller:
             stats.ignored += s.ignored
             svc.metrics.sync_genes.labels(direction="in").inc(s.applied)
             svc.metrics.sync_conflicts.inc(s.queued)
-        svc.metrics.sync_bytes.labels(direction="in", kind="payload").inc(payload)
-        svc.metrics.sync_rejected.inc(len(outcome.rejected))
-        for bad in outcome.rejected:
-            svc.log.warning("sync.rejected", peer=stats.peer, gene=bad.gene_id,
-                            reason=bad.reason)
+        if any(a.applied for a in applied):
+            svc.notify_local_change()  # our feed grew: hint our other peers
 
     async def _feed_went_back(self, peer: str, st: PeerSyncState, head: int) -> None:
         """The peer's feed head is below our checkpoint: it was restored from a backup.

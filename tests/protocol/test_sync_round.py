@@ -10,7 +10,7 @@ from gd_testkit import key_from_int, make_gene
 
 from gd.genome.gene import Gene
 from gd.protocol.errors import LocalProtocolError, RemoteProtocolError
-from gd.protocol.sync import SyncReceiver, SyncSender, SyncUsageError
+from gd.protocol.sync import SyncReceiver, SyncSender, SyncUsageError, verify_wire
 from gd.protocol.sync_frames import SyncBatch, SyncHint, SyncPull
 from gd.protocol.sync_messages import MAX_SEQ, ChangeBatch, SyncProtocolError
 from gd.protocol.sync_round import FIRST_BATCH_GENES, PullRound, answer_pull
@@ -107,6 +107,91 @@ def test_a_batch_that_does_not_start_at_our_checkpoint_is_the_peers_fault():
     frame, _ = SyncBatch.pack(ChangeBatch(2, 6, False), head=6, zstd=False)
     with pytest.raises(RemoteProtocolError, match="checkpoint"):
         round_.apply(round_.open(frame))
+
+
+def _two_replies(feed: list[Gene]) -> tuple[Store, PullRound, SyncSender, object, object]:
+    """A round whose first reply was opened and its ahead request answered too."""
+    store = Store()
+
+    def read_feed(since: int, limit: int) -> list[tuple[int, Gene]]:
+        return [(i + 1, g) for i, g in enumerate(feed)][since:since + limit]
+
+    sender = SyncSender(RECEIVER.peer_id, read_feed, lambda r, g: True)
+    round_ = PullRound(SyncReceiver(SENDER.peer_id, store.apply), cap=32)
+    first_frame, _, _ = answer_pull(sender, on_the_wire(round_.start()), lambda: len(feed),
+                                    zstd=False)
+    first = round_.open(on_the_wire(first_frame))
+    assert first.ahead is not None
+    second_frame, _, _ = answer_pull(sender, on_the_wire(first.ahead), lambda: len(feed),
+                                     zstd=False)
+    return store, round_, sender, first, second_frame
+
+
+def test_a_driver_may_open_the_next_batches_before_applying_one():
+    """While a group commits the driver opens the replies after it (ADR 0058): each asks
+    for the next one from where the batch before it ends, and they apply in order."""
+    feed = feed_of(96)
+    store, round_, sender, first, second_frame = _two_replies(feed)
+    second = round_.open(on_the_wire(second_frame))
+    assert second.since == 32 and second.ahead is not None and second.ahead.since == 64
+    third_frame, _, _ = answer_pull(sender, on_the_wire(second.ahead), lambda: len(feed),
+                                    zstd=False)
+    third = round_.open(on_the_wire(third_frame))
+    assert third.since == 64 and third.ahead is None  # the last: nothing more behind it
+    for opened in (first, second, third):
+        step = round_.apply(opened)
+    assert step.done and store.checkpoint == 96 and len(store.genes) == 96
+
+
+def test_batches_opened_ahead_still_apply_only_in_order():
+    store, round_, _, first, second_frame = _two_replies(feed_of(100))
+    second = round_.open(on_the_wire(second_frame))
+    with pytest.raises(RemoteProtocolError, match="checkpoint"):
+        round_.apply(second)  # before the batch it follows
+    assert store.checkpoint == 0 and not store.genes
+    round_.apply(first)
+    round_.apply(second)  # in order, both apply
+    assert store.checkpoint == 64 and len(store.genes) == 64
+
+
+def test_a_reply_that_does_not_start_where_we_asked_gets_no_request_ahead():
+    feed = feed_of(100)
+    _, round_, sender, _, _ = _two_replies(feed)
+    # An answer to a request we never made (it starts where the first batch started).
+    replayed, _, _ = answer_pull(sender, SyncPull(0, 32, False), lambda: len(feed), zstd=False)
+    opened = round_.open(on_the_wire(replayed))
+    assert opened.ahead is None
+
+
+def test_verdicts_checked_ahead_are_used_instead_of_checking_again():
+    feed = feed_of(30)
+    store = Store()
+    calls = []
+
+    def check(wires):
+        calls.append(len(wires))
+        return [verify_wire(w) for w in wires]
+
+    receiver = SyncReceiver(SENDER.peer_id, store.apply, check=check)
+    round_ = PullRound(receiver)
+    batch = ChangeBatch(0, 30, False, tuple(g.to_wire() for g in feed))
+    frame, _ = SyncBatch.pack(batch, head=30, zstd=False)
+    opened = round_.open(frame)
+    verdicts = [verify_wire(w) for w in opened.batch.genes]
+    verdicts[3] = (None, "refused by the test")
+    step = round_.apply(opened, verdicts)
+    assert calls == []  # the checker was not asked again
+    assert [r.reason for r in step.outcome.rejected] == ["refused by the test"]
+    assert len(store.genes) == 29
+
+
+def test_too_few_verdicts_checked_ahead_are_a_usage_error():
+    feed = feed_of(4)
+    round_ = PullRound(SyncReceiver(SENDER.peer_id, Store().apply))
+    frame, _ = SyncBatch.pack(ChangeBatch(0, 4, False, tuple(g.to_wire() for g in feed)),
+                              head=4, zstd=False)
+    with pytest.raises(SyncUsageError, match="3 results for 4"):
+        round_.apply(round_.open(frame), [verify_wire(w) for w in feed[:3]])
 
 
 def test_a_reply_that_is_not_a_batch_is_the_peers_fault():
