@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import trio
 
@@ -174,15 +174,23 @@ class GroupCommitter(Generic[T, R]):
     `commit(items)` runs in a worker thread and returns one result per item, in order;
     it must be all-or-nothing. When a group's commit raises, each request of the group
     is committed alone, so one caller's bad input fails only that caller.
+
+    `check(items)`, when given, runs in a worker thread before the commit and raises on
+    bad input (a forged signature): a two-stage pipeline, the next group checked while
+    the one before it commits (issue 15; ADR 0059). A group whose check raises is
+    checked request by request; a request that fails its own check gets that error and
+    the others go on to the commit.
     """
 
-    def __init__(self, commit: Callable[[list[T]], list[R]], max_items: int) -> None:
+    def __init__(self, commit: Callable[[list[T]], list[R]], max_items: int, *,
+                 check: Callable[[list[T]], object] | None = None) -> None:
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {max_items}")
         self._commit = commit
+        self._check = check
         self.max_items = max_items
         self._pending: list[_Request[T, R]] = []
-        self._current: list[_Request[T, R]] = []
+        self._inflight: list[_Request[T, R]] = []  # taken, not answered yet
         self._wake = trio.Event()
         self.running = False
         self.groups = 0  # commits made, for tests and metrics
@@ -211,26 +219,70 @@ class GroupCommitter(Generic[T, R]):
             count += len(request.items)
         return taken
 
-    async def run(self) -> None:
-        """Commit groups until cancelled; callers still waiting then get an error."""
+    async def _next_group(self) -> list[_Request[T, R]]:
+        while not self._pending:
+            await self._wake.wait()
+            self._wake = trio.Event()
+        group = self._take()
+        self._inflight.extend(group)
+        return group
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Commit groups until cancelled; callers still waiting then get an error.
+        Started with `nursery.start`, it takes submissions once that returns."""
         self.running = True
+        task_status.started()
         try:
-            while True:
-                if not self._pending:
-                    await self._wake.wait()
-                    self._wake = trio.Event()
-                    continue
-                self._current = self._take()
-                await self._commit_group(self._current)
-                self._current = []
+            if self._check is None:
+                while True:
+                    await self._commit_group(await self._next_group())
+            else:
+                # One group checked while the one before it commits; the channel holds
+                # none, so at most one checked group waits for the committer.
+                send, receive = trio.open_memory_channel[list[_Request[T, R]]](0)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._commit_checked, receive)
+                    while True:
+                        passed = await self._check_group(await self._next_group())
+                        if passed:
+                            await send.send(passed)
         finally:
             self.running = False
-            for request in self._current + self._pending:
+            for request in self._inflight + self._pending:
                 if request.done.is_set():
                     continue
                 request.error = RuntimeError("the ledger stopped before committing")
                 request.done.set()
+            self._inflight.clear()
             self._pending.clear()
+
+    async def _commit_checked(self, receive: trio.MemoryReceiveChannel[
+            list[_Request[T, R]]]) -> None:
+        async for group in receive:
+            await self._commit_group(group)
+
+    def _answer(self, request: _Request[T, R], results: list[R] | None = None,
+                error: BaseException | None = None) -> None:
+        request.results, request.error = results, error
+        request.done.set()
+        self._inflight.remove(request)
+
+    async def _check_group(self, group: list[_Request[T, R]]) -> list[_Request[T, R]]:
+        """The group's requests whose items pass `check` (the others are answered with
+        the error their own check raised)."""
+        assert self._check is not None
+        items = [item for request in group for item in request.items]
+        try:
+            await trio.to_thread.run_sync(self._check, items)
+            return group
+        except Exception as exc:
+            if len(group) == 1:
+                self._answer(group[0], error=exc)
+                return []
+        passed = []
+        for request in group:  # find whose: each alone
+            passed += await self._check_group([request])
+        return passed
 
     async def _commit_group(self, group: list[_Request[T, R]]) -> None:
         items = [item for request in group for item in request.items]
@@ -239,14 +291,12 @@ class GroupCommitter(Generic[T, R]):
             self.groups += 1
         except Exception as exc:
             if len(group) == 1:  # this caller's own bad input (nothing was written)
-                group[0].error = exc
-                group[0].done.set()
+                self._answer(group[0], error=exc)
                 return
             for request in group:  # find whose: each alone, in order
                 await self._commit_group([request])
             return
         offset = 0
         for request in group:
-            request.results = results[offset:offset + len(request.items)]
+            self._answer(request, results[offset:offset + len(request.items)])
             offset += len(request.items)
-            request.done.set()

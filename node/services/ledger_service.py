@@ -253,6 +253,9 @@ class LedgerService:
         # more than the check (ADR 0055). Many go across cores in worker threads, the
         # event loop serving the network and other callers meanwhile (one hand-off per
         # submission: grouping them was measured slower, ADR 0049).
+        if self.solo and self.alone.group.running:
+            # A region of one checks them a group at a time, off the loop (ADR 0059).
+            return await self.alone.append(statements)
         if len(statements) <= INLINE_CHECK_MAX:
             bad = check_signatures(statements)
         else:
@@ -260,7 +263,7 @@ class LedgerService:
         if bad:
             statements[bad[0]].verify_signature()  # raises with the reason
         if self.solo:  # appended directly: nothing would ever take them from `_verified`
-            return await self.alone.append(statements, checked=True)
+            return await self.alone.append(statements)
         self._verified.remember(statements)
         try:
             tickets = self.proposer.submit(statements)
@@ -350,7 +353,7 @@ class LedgerService:
         """Drive the service until cancelled."""
         async with trio.open_nursery() as nursery:
             if self.solo:
-                nursery.start_soon(self.solo_group.run)
+                await nursery.start(self.solo_group.run)
                 await self._run_solo()
                 return
             await self._catch_up_on_start()

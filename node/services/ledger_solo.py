@@ -18,7 +18,7 @@ import trio
 from gd.genome.identity import NodeKey
 from gd.ledger.chain import AppendReceipt
 from gd.ledger.entry import LedgerEntry
-from gd.node.services.ledger_group import GroupCommitter
+from gd.node.services.ledger_group import GroupCommitter, check_signatures
 from gd.node.services.recorder import same_event_is_duplicate
 from gd.node.store.ledger_outbox import RegionBook
 from gd.node.store.ledger_store import MAX_BATCH, Ledger
@@ -33,14 +33,15 @@ class SoloAppender:
         self.book = book
         self.key = key
         self.wall_ms = wall_ms
+        # Signatures are checked a group at a time, across cores, while the group before
+        # commits (ADR 0059), not on the event loop as each submission arrives.
         self.group: GroupCommitter[LedgerEntry, AppendReceipt] = GroupCommitter(
-            self._commit, MAX_BATCH)
+            self._commit, MAX_BATCH, check=_check)
 
-    async def append(self, statements: Sequence[LedgerEntry], *,
-                     checked: bool = False) -> list[AppendReceipt]:
-        """Shared with concurrent callers once the group runs and the signatures are
-        `checked`; otherwise a direct append in a worker thread."""
-        if checked and self.group.running:
+    async def append(self, statements: Sequence[LedgerEntry]) -> list[AppendReceipt]:
+        """Checked and shared with concurrent callers once the group runs; before that
+        a direct append (which checks them) in a worker thread."""
+        if self.group.running:
             return await self.group.submit(statements)
         return await trio.to_thread.run_sync(self.append_now, statements)
 
@@ -62,6 +63,13 @@ class SoloAppender:
                 signatures_checked=signatures_checked, also=also)
             receipts.extend(result.receipts)
         return same_event_is_duplicate(self.ledger, statements, receipts)
+
+
+def _check(statements: list[LedgerEntry]) -> None:
+    """Raise RemoteLedgerError (with the reason) unless every signature verifies."""
+    bad = check_signatures(statements)
+    if bad:
+        statements[bad[0]].verify_signature()
 
 
 __all__ = ["SoloAppender"]

@@ -15,6 +15,7 @@ from gd.genome import canonical
 from gd.ledger.entry import LedgerEntry
 from gd.ledger.errors import RemoteLedgerError
 from gd.ledger.proposer import encode_batch
+from gd.node.services import ledger_service, ledger_solo
 from gd.node.services.ledger_group import CheckedStatements, GroupCommitter, check_signatures
 from gd.node.services.ledger_service import INLINE_CHECK_MAX
 from gd.node.store.ledger_store import Ledger
@@ -96,6 +97,56 @@ async def test_concurrent_callers_share_commits_and_a_bad_caller_fails_alone():
     # it; the group holding the bad caller is retried caller by caller.
     assert group.groups < 20
     assert max(len(c) for c in calls) > 2
+
+
+async def test_with_a_check_the_next_group_is_checked_while_one_commits():
+    """ADR 0059: the check of group k+1 runs while group k commits; a request whose own
+    check fails gets that error and the others of its group commit."""
+    committing, checked_meanwhile = threading.Event(), threading.Event()
+    seen: list[bool] = []
+    committed: list[list[str]] = []
+
+    def check(items: list[str]) -> None:
+        if committing.is_set():
+            checked_meanwhile.set()
+        if any(item.startswith("forged") for item in items):
+            raise ValueError("forged item")
+
+    def commit(items: list[str]) -> list[str]:
+        if not committed:  # the first group waits for a check to start meanwhile
+            committing.set()
+            seen.append(checked_meanwhile.wait(10))
+            committing.clear()
+        committed.append(list(items))
+        return [f"ok:{item}" for item in items]
+
+    group: GroupCommitter[str, str] = GroupCommitter(commit, max_items=1000, check=check)
+    results: dict[str, object] = {}
+
+    async def caller(name: str, items: list[str]) -> None:
+        try:
+            results[name] = await group.submit(items)
+        except ValueError as exc:
+            results[name] = str(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(group.run)
+        await trio.sleep(0)
+        async with trio.open_nursery() as callers:
+            callers.start_soon(caller, "first", ["a"])
+            with trio.fail_after(10):
+                while not committing.is_set():
+                    await trio.sleep(0.005)
+            callers.start_soon(caller, "second", ["b", "c"])
+            callers.start_soon(caller, "forger", ["forged"])
+            callers.start_soon(caller, "third", ["d"])
+        nursery.cancel_scope.cancel()
+    assert seen == [True]
+    assert results == {"first": ["ok:a"], "second": ["ok:b", "ok:c"],
+                       "forger": "forged item", "third": ["ok:d"]}
+    # The forger's items never reach a commit; the others of its group share one.
+    assert committed[0] == ["a"] and len(committed) == 2
+    assert sorted(committed[1]) == ["b", "c", "d"]
 
 
 async def test_callers_waiting_when_the_committer_stops_get_an_error():
@@ -289,9 +340,11 @@ def test_apply_reuses_statements_checked_at_submit_and_checks_the_rest(tmp_path,
 
 async def test_small_submissions_are_checked_on_the_loop_and_large_ones_in_a_thread(
         region, nursery, monkeypatch):
-    """ADR 0055: the hop to a worker thread cost more than checking a few signatures; a
-    large submission still goes to the threads. Both refuse a forgery."""
-    d = await region.start(nursery, 1, ())
+    """ADR 0055 (a Raft region, here of one voter): the hop to a worker thread cost more
+    than checking a few signatures; a large submission still goes to the threads. Both
+    refuse a forgery."""
+    d = await region.start(nursery, 1, region.voter_ids(1))
+    await region.leader([d])
     hops: list[str] = []
     real = trio.to_thread.run_sync
 
@@ -311,3 +364,41 @@ async def test_small_submissions_are_checked_on_the_loop_and_large_ones_in_a_thr
         with pytest.raises(RemoteLedgerError):
             await d.ledger.submit(batch, timeout_s=30)
     assert d.ledger.ledger.size == small + large
+
+
+async def test_a_region_of_one_checks_signatures_a_group_at_a_time_off_the_loop(
+        region, nursery, monkeypatch):
+    """ADR 0059: a region of one checks a group's signatures in a worker thread (while
+    the group before it commits), never on the event loop; a forged submission among
+    honest ones fails alone, and nothing of it is written."""
+    d = await region.start(nursery, 1, ())
+    await region.until(lambda: d.ledger.solo_group.running)
+    threads: list[bool] = []  # whether each check ran on the event loop's thread
+    real = ledger_solo.check_signatures
+
+    def watched(batch):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(batch)
+
+    monkeypatch.setattr(ledger_solo, "check_signatures", watched)
+    monkeypatch.setattr(ledger_service, "check_signatures", watched)
+    honest = [statements(1, f"honest{i}", 5) for i in range(6)]
+    bad = statements(1, "bad", 5)
+    bad[2] = forged(bad[2])
+    outcomes: dict[str, object] = {}
+
+    async def submit(name: str, batch: list[LedgerEntry]) -> None:
+        try:
+            outcomes[name] = await d.ledger.submit(batch, timeout_s=30)
+        except RemoteLedgerError as exc:
+            outcomes[name] = exc
+
+    async with trio.open_nursery() as callers:
+        for i, batch in enumerate(honest):
+            callers.start_soon(submit, f"h{i}", batch)
+        callers.start_soon(submit, "bad", bad)
+    assert isinstance(outcomes.pop("bad"), RemoteLedgerError)
+    assert all(len(receipts) == 5 for receipts in outcomes.values())  # type: ignore[arg-type]
+    assert threads and not any(threads)
+    assert d.ledger.ledger.size == 30
+    assert d.ledger.ledger.find(bad[0].author, bad[0].idempotency_key) is None
