@@ -58,10 +58,15 @@ def measured(results: Path) -> list[tuple[str, str]]:
     if ours and theirs and three:
         inproc = (f"; in-process {three_in['entries_per_s']:,} entries/s"
                   if three_in and three_in is not three else "")
+        txn = next((r for r in etcd if "a txn" in str(r.get("setup", ""))), None)
+        like = (f"; etcd at {txn['setup'].split(', ')[2].split(' (')[0]} (our entries a "
+                f"request): {txn['puts_per_s']:,} puts/s, p99 {txn['p99_ms']} ms, ours "
+                f"{ours['throughput_vs_etcd_txn']} x and {ours['p99_vs_etcd_txn']} x"
+                if txn and "p99_vs_etcd_txn" in ours else "")
         out.append((f"{ours['puts_per_s']:,} entries/s, p50 {ours['p50_ms']} ms, p99 "
                     f"{ours['p99_ms']} ms ({_layout(three)}{inproc})",
                     f"{ours['throughput_vs_etcd']} x etcd's {theirs['puts_per_s']:,} puts/s; "
-                    f"p99 {ours['p99_vs_etcd']} x etcd's {theirs['p99_ms']} ms"))
+                    f"p99 {ours['p99_vs_etcd']} x etcd's {theirs['p99_ms']} ms{like}"))
     elif three:
         out.append((f"{three['entries_per_s']:,} entries/s (no etcd in this run)", ""))
     else:

@@ -10,7 +10,11 @@ quorum and applied). Our figures come from `bench/results/ledger_net.json` of th
 `make bench` run (ledger_net runs just before this script) and are printed as ratios to
 etcd's. Every etcd process is stopped and reaped, and its data directory removed.
 
-    python bench/ledger_vs_etcd.py [--puts 20000] [--clients 64]
+    python bench/ledger_vs_etcd.py [--puts 20000] [--clients 64] [--per-txn 10]
+
+A second etcd run puts as many keys a request as our clients submit statements (a
+`kv/txn` of 10 puts: one Raft entry), so its latency counts the same entries in flight
+as ours; both ratios are reported.
 """
 
 from __future__ import annotations
@@ -139,10 +143,18 @@ async def wait_ready(cluster: Cluster) -> None:
                 await trio.sleep(0.2)
 
 
-async def drive(cluster: Cluster, puts: int, clients: int, size: int) -> dict[str, Any]:
+async def drive(cluster: Cluster, puts: int, clients: int, size: int,
+                per_request: int = 1) -> dict[str, Any]:
+    """`clients` keep-alive clients put `puts` keys of `size` bytes: one `kv/put` a
+    request, or `per_request` puts in one unconditional `kv/txn` (one Raft entry, as
+    our submission of that many statements is one proposal). Each put's latency is its
+    request's."""
     latencies: list[float] = []
     value = base64.b64encode(bytes(size)).decode()
     remaining = [puts]
+
+    def key(i: int, n: int) -> str:
+        return base64.b64encode(f"k{i}-{n}".encode()).decode()
 
     async def client(i: int) -> None:
         port = cluster.client_ports[i % 3]
@@ -150,14 +162,21 @@ async def drive(cluster: Cluster, puts: int, clients: int, size: int) -> dict[st
         buf = bytearray()
         try:
             while remaining[0] > 0:
-                remaining[0] -= 1
-                body = json.dumps({"key": base64.b64encode(f"k{i}-{remaining[0]}".encode())
-                                   .decode(), "value": value}).encode()
+                n = min(per_request, remaining[0])
+                remaining[0] -= n
+                keys = [key(i, remaining[0] + j) for j in range(n)]
+                body: dict[str, Any]
+                if per_request == 1:
+                    path, body = "/v3/kv/put", {"key": keys[0], "value": value}
+                else:
+                    path, body = "/v3/kv/txn", {"success": [
+                        {"request_put": {"key": k, "value": value}} for k in keys]}
                 start = time.perf_counter()
-                status, reply = await http_post(stream, port, "/v3/kv/put", body, buf)
+                status, reply = await http_post(stream, port, path,
+                                                json.dumps(body).encode(), buf)
                 if status != 200:
                     raise RuntimeError(f"etcd answered {status}: {reply[:200]!r}")
-                latencies.append(time.perf_counter() - start)
+                latencies.extend([time.perf_counter() - start] * n)
         finally:
             await stream.aclose()
 
@@ -170,6 +189,14 @@ async def drive(cluster: Cluster, puts: int, clients: int, size: int) -> dict[st
             "puts_per_s": round(len(latencies) / wall),
             "p50_ms": round(percentile(latencies, 50) * 1000, 1),
             "p99_ms": round(percentile(latencies, 99) * 1000, 1)}
+
+
+def _our_per_submit() -> int:
+    """Statements per submission in ledger_net.json's run (its default, 10, if absent)."""
+    path = RESULTS / "ledger_net.json"
+    if path.exists():
+        return int(json.loads(path.read_text()).get("params", {}).get("per_submit", 10))
+    return 10
 
 
 def ours() -> dict[str, Any] | None:
@@ -189,6 +216,9 @@ def main() -> int:
     parser.add_argument("--puts", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=64,
                         help="concurrent clients (ledger_net.py's default)")
+    parser.add_argument("--per-txn", type=int, default=None,
+                        help="puts a txn in the second etcd run (default: ledger_net.json's "
+                             "statements per submission; 1 skips that run)")
     args = parser.parse_args()
     binary = shutil.which("etcd")
     if binary is None:
@@ -199,9 +229,12 @@ def main() -> int:
     size = entry_size()
     root = Path(tempfile.mkdtemp(prefix="gdetcd", dir="/tmp"))
     cluster = Cluster(binary, root)
+    per_txn = args.per_txn if args.per_txn is not None else _our_per_submit()
     try:
         trio.run(wait_ready, cluster)
         etcd = trio.run(drive, cluster, args.puts, args.clients, size)
+        batched = (trio.run(drive, cluster, args.puts, args.clients, size, per_txn)
+                   if per_txn > 1 else None)
     finally:
         cluster.close()
         shutil.rmtree(root, ignore_errors=True)
@@ -209,6 +242,10 @@ def main() -> int:
                              timeout=10).stdout.split("\n")[0]
     rows: list[dict[str, Any]] = [{"setup": f"etcd 3 members, fsync ({version})",
                                    "clients": args.clients, "payload_bytes": size, **etcd}]
+    if batched is not None:
+        rows.append({"setup": f"etcd 3 members, fsync, {per_txn} puts a txn (as many a "
+                              "request as our submissions)", "clients": args.clients,
+                     "payload_bytes": size, **batched})
     mine = ours()
     if mine is not None:
         rows.append({
@@ -219,6 +256,11 @@ def main() -> int:
             "throughput_vs_etcd": round(mine["entries_per_s"] / etcd["puts_per_s"], 3),
             "p50_vs_etcd": round(mine["p50_ms"] / etcd["p50_ms"], 2),
             "p99_vs_etcd": round(mine["p99_ms"] / etcd["p99_ms"], 2)})
+        if batched is not None:
+            rows[-1].update({
+                "throughput_vs_etcd_txn": round(mine["entries_per_s"] / batched["puts_per_s"],
+                                                3),
+                "p99_vs_etcd_txn": round(mine["p99_ms"] / batched["p99_ms"], 2)})
     report("ledger_vs_etcd", rows, {"params": vars(args)})
     return 0
 
