@@ -26,6 +26,16 @@ from gd.protocol.sync_messages import ChangeBatch
 K1, K2, K3 = (key_from_int(n) for n in (1, 2, 3))
 
 
+async def small_batch_pair(c, nursery: trio.Nursery):
+    """Nodes 1 and 2 sharing everything, syncing when a test says, B pulling batches of
+    10 genes (a round of 100 genes is 10 batches, a group 8 of them), connected."""
+    a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
+    b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
+                      boot=[a])
+    await c.connected(a, b)
+    return a, b
+
+
 async def test_two_daemons_converge_on_connect_and_on_local_change(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
@@ -94,10 +104,7 @@ async def test_concurrent_edits_queue_on_both_sides_and_a_resolution_settles_bot
 async def test_interrupted_pull_resumes_without_resending_applied_batches(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
-                          boot=[a])
-        await c.connected(a, b)
+        a, b = await small_batch_pair(c, nursery)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(100)])
         original = b.sync.store.apply_batches
         committed = 0
@@ -132,10 +139,7 @@ async def test_interrupted_pull_resumes_without_resending_applied_batches(cluste
 async def test_a_cut_round_commits_the_batches_it_verified_but_had_not_committed(cluster):
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
-                          boot=[a])
-        await c.connected(a, b)
+        a, b = await small_batch_pair(c, nursery)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(100)])
         check, checked = b.sync.verify_pool, 0
         with trio.CancelScope() as scope:
@@ -307,10 +311,7 @@ async def test_the_batches_after_a_group_are_read_and_checked_while_it_commits(c
     reads the next replies and checks their genes; staging them waits for the commit."""
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.MANUAL, share_all=True)
-        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
-                          boot=[a])
-        await c.connected(a, b)
+        a, b = await small_batch_pair(c, nursery)
         a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(120)])
         committing, checked_meanwhile = threading.Event(), threading.Event()
         seen: list[bool] = []
