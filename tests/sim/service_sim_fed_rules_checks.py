@@ -22,8 +22,7 @@ from service_sim_sov_checks import SECRET_MARKS
 
 from gd.genome import canonical
 from gd.genome.gene import Gene, GeneStatus
-from gd.node.store.audit import AUDIT_DB, AuditKind, chain_hash
-from gd.node.store.ledger_store import Ledger
+from gd.node.store.audit import AUDIT_DB, chain_hash
 from gd.protocol.policy_rules import (
     Direction,
     Effect,
@@ -225,22 +224,8 @@ class RulesInvariants:
         sent: dict[int, set[tuple[str, str, bytes]]] = {}
         received: dict[int, set[tuple[str, str, bytes]]] = {}
         for node in self.nodes:
-            assert node.sov is not None and node.cortex is not None
-            report = node.sov.audit.verify()
-            if not report.ok:
-                self.fail(f"node {node.index} audit log: {report.reason}")
-            records = list(node.sov.audit.records())
-            sent[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
-                                if r.kind == AuditKind.GENE_SENT}
-            received[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
-                                    if r.kind == AuditKind.GENE_RECEIVED}
-            entries = list(Ledger(node.cortex.env).entries())
-            revocations = sum(1 for e in entries if e.kind == "revocation")
-            if revocations != self.revokes[node.index]:
-                self.fail(f"node {node.index}: {self.revokes[node.index]} allow rules "
-                          f"revoked, {revocations} on the ledger")
-            recorded = {(e.summary.get("peer"), e.summary.get("domain")) for e in entries
-                        if e.kind == "agreement"}
+            sent[node.index], received[node.index], recorded = self.audited(
+                node, "allow rules revoked")
             for other in self.nodes:
                 if other is node:
                     continue

@@ -185,27 +185,36 @@ class SovInvariants:
                     continue
                 self.fail(f"node {node.index}: received gene {gene.id} is {gene.status}")
 
+    def audited(self, node: Any, revoked: str
+                ) -> tuple[set[tuple[str, str, bytes]], set[tuple[str, str, bytes]],
+                           set[tuple[Any, Any]]]:
+        """One node's audit chain verified and its ledger's revocations counted against
+        the model's (`revoked` names what the model counts); returns its `gene_sent` and
+        `gene_received` records and the (peer, domain) agreements on its ledger."""
+        assert node.sov is not None and node.cortex is not None
+        report = node.sov.audit.verify()
+        if not report.ok:
+            self.fail(f"node {node.index} audit log: {report.reason}")
+        records = list(node.sov.audit.records())
+        sent = {(r.peer, r.gene_id, r.version_hash) for r in records
+                if r.kind == AuditKind.GENE_SENT}
+        received = {(r.peer, r.gene_id, r.version_hash) for r in records
+                    if r.kind == AuditKind.GENE_RECEIVED}
+        entries = list(Ledger(node.cortex.env).entries())
+        revocations = sum(1 for e in entries if e.kind == "revocation")
+        if revocations != self.revokes[node.index]:
+            self.fail(f"node {node.index}: {self.revokes[node.index]} {revoked}, "
+                      f"{revocations} on the ledger")
+        recorded = {(e.summary.get("peer"), e.summary.get("domain")) for e in entries
+                    if e.kind == "agreement"}
+        return sent, received, recorded
+
     def check_audit_and_ledger(self) -> None:
         """Invariant 4."""
         sent: dict[int, set[tuple[str, str, bytes]]] = {}
         received: dict[int, set[tuple[str, str, bytes]]] = {}
         for node in self.nodes:
-            assert node.sov is not None and node.cortex is not None
-            report = node.sov.audit.verify()
-            if not report.ok:
-                self.fail(f"node {node.index} audit log: {report.reason}")
-            records = list(node.sov.audit.records())
-            sent[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
-                                if r.kind == AuditKind.GENE_SENT}
-            received[node.index] = {(r.peer, r.gene_id, r.version_hash) for r in records
-                                    if r.kind == AuditKind.GENE_RECEIVED}
-            entries = list(Ledger(node.cortex.env).entries())
-            revocations = sum(1 for e in entries if e.kind == "revocation")
-            if revocations != self.revokes[node.index]:
-                self.fail(f"node {node.index}: {self.revokes[node.index]} revokes, "
-                          f"{revocations} on the ledger")
-            recorded = {(e.summary.get("peer"), e.summary.get("domain")) for e in entries
-                        if e.kind == "agreement"}
+            sent[node.index], received[node.index], recorded = self.audited(node, "revokes")
             for (a, b, d), ok in sorted(self.allow.items()):
                 if a == node.index and ok and self.allow[(b, a, d)] and \
                         (self.nodes[b].peer, d) not in recorded:
