@@ -8,16 +8,20 @@ survives power loss; a full map doubles and the transaction runs again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import lmdb
 
+from gd.genome.errors import DecodeError
 from gd.node.home import PRIVATE_FILE_MODE, make_private, private_dir
 from gd.node.store.lmdb_tables import U64, Txn, open_named_db
 
-SCHEMA_VERSION = 1
+# 2: gene indexes keyed by index number (ADR 0060); a schema-1 Cortex is upgraded on its
+# first read-write open and still read by a read-only one.
+SCHEMA_VERSION = 2
 # Sub-databases. Other modules (ledger, sync, sovereignty) open their own through
 # `open_db`; LMDB needs the total up front, 64 leaves ample room.
 MAX_DBS = 64
@@ -33,6 +37,7 @@ _CORE_DBS = (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("gd.store")
 
 
 class CortexError(RuntimeError):
@@ -139,6 +144,27 @@ class CortexEnv:
             raise CortexError(
                 f"Cortex at {self.path} has schema {version}, newer than this gd-node "
                 f"understands ({SCHEMA_VERSION}): upgrade gd-node")
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._upgrade(version)
+
+    def _upgrade(self, version: int) -> None:
+        # Imported here: only an older Cortex needs it, once.
+        from gd.node.store.schema_upgrade import upgrade_indexes
+
+        def run(txn: Txn) -> int:
+            # Read again inside the write lock: another process may have upgraded it.
+            raw = txn.get(b"schema", db=self._dbs["meta"])
+            if raw is not None and U64.unpack(raw)[0] >= SCHEMA_VERSION:
+                return 0
+            return upgrade_indexes(txn, self._dbs)
+
+        try:
+            count = self.write(run)
+        except DecodeError as exc:
+            raise CortexError(f"Cortex at {self.path} cannot be upgraded from schema "
+                              f"{version}: {exc}") from None
+        log.info("cortex at %s upgraded from schema %d to %d (%d genes re-indexed)",
+                 self.path, version, SCHEMA_VERSION, count)
 
     @property
     def schema_version(self) -> int:

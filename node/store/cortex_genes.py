@@ -28,6 +28,8 @@ from gd.node.store.cortex_env import (
 )
 from gd.node.store.gene_records import (
     CHANGE_SEQ_KEY,
+    INDEX_SEQ_KEY,
+    INDEX_TABLES,
     Change,
     ChangeSeq,
     GeneVersion,
@@ -35,6 +37,9 @@ from gd.node.store.gene_records import (
     change_record,
     head_record,
     index_gene,
+    index_keys,
+    indexed_by_number,
+    indexed_ids,
     unindex_gene,
     version_key,
 )
@@ -108,7 +113,18 @@ class CortexGenes(CortexEnv):
                   writes: TableWrites | None = None) -> int | None:
         # Reads go to `txn`; writes through `writes` (straight to `txn` unless a batch
         # gathers them). Only this gene's own keys are read, so a gathered batch of
-        # distinct ids reads what a gene-by-gene batch would.
+        # distinct ids reads what a gene-by-gene batch would. A batch passes its counters
+        # (`seq`) and stores them once; a lone gene reads and stores its own.
+        if seq is not None:
+            return self._put_gene_counted(txn, gene, supersede, seq, writes, batch=True)
+        counters = ChangeSeq(txn, self._dbs["meta"])
+        out = self._put_gene_counted(txn, gene, supersede, counters, writes, batch=False)
+        counters.store()
+        return out
+
+    def _put_gene_counted(self, txn: Txn, gene: GeneVersion, supersede: bool,
+                          seq: ChangeSeq, writes: TableWrites | None, *,
+                          batch: bool) -> int | None:
         d = self._dbs
         w = writes if writes is not None else TableWrites(txn, d)
         gid = gene.id.encode()
@@ -126,29 +142,36 @@ class CortexGenes(CortexEnv):
         if new_version:
             w.put("gene_versions", vkey, wire)
             w.put("by_vhash", gene.version_hash, vkey)
-        head = head_record(gene)
+        values = (gene.domain, str(gene.status), gene.origin)
         old_raw = txn.get(gid, db=d["genes"])
-        if old_raw is not None:
-            if old_raw == head:
-                # The head record names no body: a superseded body under the same
-                # version leaves it equal, but the version changed, and the feed must say
-                # so (peers and the repair items follow the feed; fedsim seed 3151).
-                return self._append_change(w, "put", gene, seq) if new_version else None
-            old = Head.decode(old_raw)
-            if old.version > gene.version and not supersede:
-                # An older version arriving late is kept in history, not made head.
-                return self._append_change(w, "put", gene, seq) if new_version else None
-            unindex_gene(w, gid, old.domain, old.status, old.origin)
+        if old_raw is None:
+            iseq = seq.next_index()
+            w.put("genes", gid, head_record(gene, iseq))
+            index_gene(w, gid, iseq, *values)
+            if not new_version:
+                return None  # a version without a head: only a damaged store has one
+            return self._append_change(w, "put", gene, seq, append=batch)
+        old = Head.decode(old_raw)
+        head = head_record(gene, old.iseq)
+        if old_raw == head:
+            # The head record names no body: a superseded body under the same
+            # version leaves it equal, but the version changed, and the feed must say
+            # so (peers and the repair items follow the feed; fedsim seed 3151).
+            return self._append_change(w, "put", gene, seq, append=batch) if new_version else None
+        if old.version > gene.version and not supersede:
+            # An older version arriving late is kept in history, not made head.
+            return self._append_change(w, "put", gene, seq, append=batch) if new_version else None
         w.put("genes", gid, head)
-        index_gene(w, gid, gene.domain, str(gene.status), gene.origin)
+        if old.index_values() != values:
+            unindex_gene(w, old.iseq, *old.index_values())
+            index_gene(w, gid, old.iseq, *values)
         if not new_version:
             # Only local state changed: nothing to sync, except a gene that became native
             # (a person approved it): only native genes are shared, so peers that skipped
             # it while it was pending must see it in the feed again.
-            approved = (old_raw is not None and Head.decode(old_raw).status != "native"
-                        and gene.status is GeneStatus.NATIVE)
-            return self._append_change(w, "put", gene, seq) if approved else None
-        return self._append_change(w, "put", gene, seq)
+            approved = old.status != "native" and gene.status is GeneStatus.NATIVE
+            return self._append_change(w, "put", gene, seq, append=batch) if approved else None
+        return self._append_change(w, "put", gene, seq, append=batch)
 
     def _load(self, txn: Txn, gene_id: bytes, head_raw: bytes, *,
               validate: bool = False) -> Gene:
@@ -164,17 +187,13 @@ class CortexGenes(CortexEnv):
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=head.status,
                                 successes=head.successes, failures=head.failures)
 
-    def _append_change(self, w: TableWrites, op: str, gene: GeneVersion,
-                       batch_seq: ChangeSeq | None = None) -> int:
-        # A batch's counter appends (its keys only grow); a lone change reads and stores
-        # the counter itself and puts without `append`, as it always did.
-        counter = batch_seq if batch_seq is not None else ChangeSeq(w.txn, self._dbs["meta"])
-        seq = counter.next()
-        w.put("changes", U64.pack(seq), change_record(op, gene),
-              append=batch_seq is not None)
-        if batch_seq is None:
-            counter.store()
-        return seq
+    def _append_change(self, w: TableWrites, op: str, gene: GeneVersion, seq: ChangeSeq,
+                       *, append: bool) -> int:
+        # A batch's feed keys only grow, so they are appended; a lone change puts without
+        # `append`, as it always did.
+        number = seq.next()
+        w.put("changes", U64.pack(number), change_record(op, gene), append=append)
+        return number
 
     def get_gene(self, gene_id: str) -> Gene | None:
         gid = gene_id.encode()
@@ -268,8 +287,7 @@ class CortexGenes(CortexEnv):
             if raw is None:
                 return None
             gene = self._load(txn, gene_id.encode(), raw)
-            unindex_gene(TableWrites(txn, d), gene_id.encode(), gene.domain, str(gene.status),
-                     gene.origin)
+            unindex_gene(TableWrites(txn, d), *self._index_of(raw))
             txn.delete(gene_id.encode(), db=d["genes"])
             prefix = gene_id.encode() + SEP
             for key in list(prefix_keys(txn, d["gene_versions"], prefix)):
@@ -284,7 +302,11 @@ class CortexGenes(CortexEnv):
                     txn.delete(join_key(other, kind, gene_id.encode()), db=d[rev])
             if also is not None:
                 also(txn, gene)
-            return self._append_change(TableWrites(txn, d), "delete", gene)
+            counters = ChangeSeq(txn, d["meta"])
+            number = self._append_change(TableWrites(txn, d), "delete", gene, counters,
+                                         append=False)
+            counters.store()
+            return number
 
         return self.write(run)
 
@@ -300,9 +322,10 @@ class CortexGenes(CortexEnv):
             new = old.with_local(status=status)
             w = TableWrites(txn, self._dbs)
             gid = gene_id.encode()
-            unindex_gene(w, gid, old.domain, str(old.status), old.origin)
-            w.put("genes", gid, head_record(new))
-            index_gene(w, gid, new.domain, str(new.status), new.origin)
+            iseq = Head.decode(raw).iseq
+            unindex_gene(w, *self._index_of(raw))
+            w.put("genes", gid, head_record(new, iseq))
+            index_gene(w, gid, iseq, new.domain, str(new.status), new.origin)
             return new
 
         return self.write(run)
@@ -321,9 +344,8 @@ class CortexGenes(CortexEnv):
                     yield self._load(txn, gid, raw)
                 return
             db, value = chosen[0]
-            prefix = value.encode() + SEP
-            for key in prefix_keys(txn, self._dbs[db], prefix):
-                gid = key[len(prefix):]
+            by_number = indexed_by_number(txn, self._dbs["meta"])
+            for gid in indexed_ids(txn, self._dbs[db], value.encode() + SEP, by_number):
                 gene = self._load(txn, gid, must_get(txn, genes_db, gid, "gene"))
                 if ((domain is None or gene.domain == domain)
                         and (status is None or gene.status == status)
@@ -334,9 +356,9 @@ class CortexGenes(CortexEnv):
         with self.env.begin() as txn:
             if domain is None:
                 return [k.decode() for k, _ in txn.cursor(db=self._dbs["genes"])]
-            prefix = domain.encode() + SEP
-            return [k[len(prefix):].decode()
-                    for k in prefix_keys(txn, self._dbs["idx_domain"], prefix)]
+            by_number = indexed_by_number(txn, self._dbs["meta"])
+            return [gid.decode() for gid in indexed_ids(
+                txn, self._dbs["idx_domain"], domain.encode() + SEP, by_number)]
 
     # -- change feed -------------------------------------------------------------
     def changes_since(self, seq: int, limit: int = 1000) -> list[Change]:
@@ -375,25 +397,50 @@ class CortexGenes(CortexEnv):
         d = self._dbs
         problems: list[str] = []
         with self.env.begin() as txn:
-            expected: dict[str, set[bytes]] = {"idx_domain": set(), "idx_status": set(),
-                                               "idx_origin": set()}
+            by_number = indexed_by_number(txn, d["meta"])
+            expected: dict[str, dict[bytes, bytes]] = {name: {} for name in INDEX_TABLES}
+            numbers: dict[int, bytes] = {}
             for key, raw in txn.cursor(db=d["genes"]):
                 try:
                     gene = self._load(txn, key, raw, validate=True)
+                    iseq = Head.decode(raw).iseq
                 except (DecodeError, ValidationError, CortexError) as exc:
                     problems.append(f"gene {key!r}: undecodable head: {exc}")
                     continue
-                expected["idx_domain"].add(join_key(gene.domain, gene.id))
-                expected["idx_status"].add(join_key(str(gene.status), gene.id))
-                expected["idx_origin"].add(join_key(gene.origin, gene.id))
+                if by_number:
+                    if iseq < 1:
+                        problems.append(f"gene {gene.id}: head has no index number")
+                    elif iseq in numbers:
+                        problems.append(f"gene {gene.id}: index number {iseq} is also "
+                                        f"{numbers[iseq].decode()}'s")
+                    numbers[iseq] = key
+                    for name, ikey in index_keys(iseq, gene.domain, str(gene.status),
+                                                 gene.origin):
+                        expected[name][ikey] = key
+                else:
+                    for name, value in zip(INDEX_TABLES, (gene.domain, str(gene.status),
+                                                          gene.origin), strict=True):
+                        expected[name][join_key(value, gene.id)] = b""
                 if txn.get(version_key(gene.id, gene.version), db=d["gene_versions"]) is None:
                     problems.append(f"gene {gene.id}: head version {gene.version} not stored")
                 if txn.get(gene.version_hash, db=d["by_vhash"]) is None:
                     problems.append(f"gene {gene.id}: version hash not indexed")
-            for name, keys in expected.items():
-                actual = {k for k, _ in txn.cursor(db=d[name])}
-                for missing in sorted(keys - actual):
+            if by_number and numbers and max(numbers) > get_u64(txn, d["meta"], INDEX_SEQ_KEY):
+                problems.append(f"meta: index_seq is below index number {max(numbers)}")
+            for name, records in expected.items():
+                actual = dict(txn.cursor(db=d[name]))
+                for missing in sorted(records.keys() - actual.keys()):
                     problems.append(f"{name}: missing {missing!r}")
-                for extra in sorted(actual - keys):
+                for extra in sorted(actual.keys() - records.keys()):
                     problems.append(f"{name}: stale {extra!r}")
+                for key in sorted(records.keys() & actual.keys()):
+                    if records[key] != actual[key]:
+                        problems.append(f"{name}: {key!r} names {actual[key]!r}, "
+                                        f"not {records[key]!r}")
         return problems
+
+    @staticmethod
+    def _index_of(head_raw: bytes) -> tuple[int, str, str, str]:
+        """`unindex_gene`'s arguments for a stored head."""
+        head = Head.decode(head_raw)
+        return (head.iseq, *head.index_values())

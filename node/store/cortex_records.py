@@ -16,7 +16,7 @@ from gd.genome.gene import Gene
 from gd.genome.synapse import Synapse, SynapseKind
 from gd.node.store.cortex_env import UnknownGene, must_get
 from gd.node.store.cortex_genes import CortexGenes
-from gd.node.store.gene_records import head_record
+from gd.node.store.gene_records import Head, head_record
 from gd.node.store.lmdb_tables import SEP, U64, Txn, join_key, prefix_keys
 
 # A k-hop query stops after visiting this many genes: a hub gene must not make one query
@@ -107,6 +107,7 @@ class CortexRecords(CortexGenes):
 
         def run(txn: Txn) -> int:
             genes: dict[str, Gene] = {}
+            numbers: dict[str, int] = {}  # each gene's index number, kept in its head
             added = 0
             for exp in batch:
                 key = join_key(exp.gene_id, exp.id)
@@ -118,13 +119,15 @@ class CortexRecords(CortexGenes):
                     if raw is None:
                         raise UnknownGene(f"no gene {exp.gene_id!r} in this Cortex")
                     gene = self._load(txn, exp.gene_id.encode(), raw)
+                    numbers[exp.gene_id] = Head.decode(raw).iseq
                 txn.put(key, exp.encode(), db=self._dbs["experiences"])
                 genes[exp.gene_id] = gene.with_local(
                     successes=gene.successes + int(exp.success),
                     failures=gene.failures + int(not exp.success))
                 added += 1
             for gene_id, gene in genes.items():
-                txn.put(gene_id.encode(), head_record(gene), db=self._dbs["genes"])
+                txn.put(gene_id.encode(), head_record(gene, numbers[gene_id]),
+                        db=self._dbs["genes"])
             return added
 
         return self.write(run)

@@ -7,9 +7,18 @@ three writers (a gene at a time, an import batch gathered table by table in
 
 * `gene_versions[id SEP u64(version)]` = the signed body (wire bytes), once;
 * `by_vhash[version hash]` = that version key;
-* `genes[id]` = the head record (`head_record`): current version and the local view;
-* `idx_domain`, `idx_status`, `idx_origin[value SEP id]` = empty (`index_keys`);
+* `genes[id]` = the head record (`head_record`): current version, the local view and
+  the gene's index number;
+* `idx_domain`, `idx_status`, `idx_origin[value SEP u64(index number)]` = the id
+  (`index_keys`);
 * `changes[u64(seq)]` = the feed entry (`change_record`); `meta[change_seq]` the counter.
+
+Index number (schema 2, ADR 0060): a gene gets the next `meta[index_seq]` when its first
+head is written and keeps it; its index keys sort by it, so a batch of new genes appends
+to the end of each value's range instead of dirtying a random page per gene per index
+(ids are hashes). Schema 1 keyed the indexes `value SEP id`; `schema_upgrade.py` rewrites
+a schema-1 Cortex on its first read-write open, and a read-only open still reads one
+(`indexed_ids`).
 """
 
 from __future__ import annotations
@@ -20,9 +29,21 @@ from typing import Any, Protocol
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
 from gd.genome.gene import GeneStatus
-from gd.node.store.lmdb_tables import SEP, U64, TableWrites, Txn, get_u64
+from gd.node.store.lmdb_tables import (
+    SEP,
+    U64,
+    TableWrites,
+    Txn,
+    get_u64,
+    prefix_keys,
+    scan_prefix,
+)
 
 CHANGE_SEQ_KEY = b"change_seq"
+INDEX_SEQ_KEY = b"index_seq"
+INDEX_TABLES = ("idx_domain", "idx_status", "idx_origin")
+# The first schema whose indexes are keyed by index number (see the module docstring).
+INDEXED_BY_NUMBER_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -66,13 +87,13 @@ class GeneVersion(Protocol):
     def version_hash(self) -> bytes: ...
 
 
-def head_record(gene: GeneVersion) -> bytes:
-    """The head record: which version is current plus this node's local view of the gene.
-    The signed body lives once, in `gene_versions`; domain and origin are repeated here
-    so re-indexing on an update needs no decode of the old body."""
+def head_record(gene: GeneVersion, iseq: int) -> bytes:
+    """The head record: which version is current, this node's local view of the gene and
+    its index number `iseq`. The signed body lives once, in `gene_versions`; domain and
+    origin are repeated here so re-indexing on an update needs no decode of the old body."""
     return canonical.encode_plain(
         [gene.version, str(gene.status), gene.successes, gene.failures, gene.domain,
-         gene.origin])
+         gene.origin, iseq])
 
 
 @dataclass(frozen=True)
@@ -83,14 +104,23 @@ class Head:
     failures: int
     domain: str
     origin: str
+    iseq: int
 
     @classmethod
     def decode(cls, raw: bytes) -> Head:
+        """A head record; a schema-1 one (six fields, read by a read-only open of a Cortex
+        not yet upgraded) has index number 0, which no schema-2 gene has."""
         try:
-            version, status, successes, failures, domain, origin = canonical.decode(raw)
+            fields = canonical.decode(raw)
+            if isinstance(fields, list) and len(fields) == 6:
+                fields = [*fields, 0]
+            version, status, successes, failures, domain, origin, iseq = fields
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"corrupt gene head record: {exc}") from None
-        return cls(version, status, successes, failures, domain, origin)
+        return cls(version, status, successes, failures, domain, origin, iseq)
+
+    def index_values(self) -> tuple[str, str, str]:
+        return self.domain, self.status, self.origin
 
 
 def version_key(gene_id: str, version: int) -> bytes:
@@ -98,21 +128,32 @@ def version_key(gene_id: str, version: int) -> bytes:
 
 
 class ChangeSeq:
-    """The change-feed counter of one write transaction: read once, stored once."""
+    """The change-feed counter of one write transaction, and the index-number counter
+    beside it: each read once (the index counter when first needed), stored once."""
 
-    __slots__ = ("_db", "_first", "_txn", "value")
+    __slots__ = ("_db", "_first", "_index", "_index_first", "_txn", "value")
 
     def __init__(self, txn: Txn, meta_db: Any) -> None:
         self._txn, self._db = txn, meta_db
         self.value = self._first = get_u64(txn, meta_db, CHANGE_SEQ_KEY)
+        self._index = self._index_first = -1  # not read yet
 
     def next(self) -> int:
         self.value += 1
         return self.value
 
+    def next_index(self) -> int:
+        """The index number of a gene whose first head this transaction writes."""
+        if self._index < 0:
+            self._index = self._index_first = get_u64(self._txn, self._db, INDEX_SEQ_KEY)
+        self._index += 1
+        return self._index
+
     def store(self) -> None:
         if self.value != self._first:
             self._txn.put(CHANGE_SEQ_KEY, U64.pack(self.value), db=self._db)
+        if self._index != self._index_first:
+            self._txn.put(INDEX_SEQ_KEY, U64.pack(self._index), db=self._db)
 
 
 def change_record(op: str, gene: GeneVersion) -> bytes:
@@ -122,26 +163,42 @@ def change_record(op: str, gene: GeneVersion) -> bytes:
                                    "version": gene.version, "vhash": gene.version_hash})
 
 
-def index_keys(gene_id: bytes, domain: str, status: str,
-                origin: str) -> tuple[tuple[str, bytes], ...]:
-    # `join_key(value, gene_id)` for each index, spelled out: this runs three times per
-    # stored gene.
-    return (("idx_domain", domain.encode() + SEP + gene_id),
-            ("idx_status", status.encode() + SEP + gene_id),
-            ("idx_origin", origin.encode() + SEP + gene_id))
+def index_keys(iseq: int, domain: str, status: str,
+               origin: str) -> tuple[tuple[str, bytes], ...]:
+    """The three index keys of a gene with index number `iseq` (schema 2)."""
+    number = U64.pack(iseq)
+    return (("idx_domain", domain.encode() + SEP + number),
+            ("idx_status", status.encode() + SEP + number),
+            ("idx_origin", origin.encode() + SEP + number))
 
 
-def index_gene(w: TableWrites, gene_id: bytes, domain: str, status: str,
-           origin: str) -> None:
-    for table, key in index_keys(gene_id, domain, status, origin):
-        w.put(table, key, b"")
+def index_gene(w: TableWrites, gene_id: bytes, iseq: int, domain: str, status: str,
+               origin: str) -> None:
+    for table, key in index_keys(iseq, domain, status, origin):
+        w.put(table, key, gene_id)
 
 
-def unindex_gene(w: TableWrites, gene_id: bytes, domain: str, status: str,
-             origin: str) -> None:
-    for table, key in index_keys(gene_id, domain, status, origin):
+def unindex_gene(w: TableWrites, iseq: int, domain: str, status: str, origin: str) -> None:
+    for table, key in index_keys(iseq, domain, status, origin):
         w.delete(table, key)
 
 
-__all__ = ["CHANGE_SEQ_KEY", "Change", "ChangeSeq", "GeneVersion", "Head", "change_record",
-           "head_record", "index_gene", "index_keys", "unindex_gene", "version_key"]
+def indexed_by_number(txn: Txn, meta_db: Any) -> bool:
+    """Whether this snapshot's indexes are keyed by index number (schema >= 2). Asked per
+    read transaction: a read-only open may see a daemon upgrade the Cortex under it."""
+    raw = txn.get(b"schema", db=meta_db)
+    return raw is None or U64.unpack(raw)[0] >= INDEXED_BY_NUMBER_SCHEMA
+
+
+def indexed_ids(txn: Txn, db: Any, prefix: bytes, by_number: bool) -> list[bytes]:
+    """The gene ids under `prefix` (an index value and SEP) of one index, in id order
+    (the order these reads have always had, whatever the layout)."""
+    if by_number:
+        return sorted(value for _, value in scan_prefix(txn, db, prefix))
+    return [key[len(prefix):] for key in prefix_keys(txn, db, prefix)]
+
+
+__all__ = ["CHANGE_SEQ_KEY", "INDEXED_BY_NUMBER_SCHEMA", "INDEX_SEQ_KEY", "INDEX_TABLES",
+           "Change", "ChangeSeq", "GeneVersion", "Head", "change_record", "head_record",
+           "index_gene", "index_keys", "indexed_by_number", "indexed_ids", "unindex_gene",
+           "version_key"]

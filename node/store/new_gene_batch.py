@@ -23,8 +23,8 @@ def put_new_genes(cortex: CortexGenes, txn: Txn, batch: list[GeneVersion],
                   seq: ChangeSeq, w: GatheredWrites) -> list[int | None]:
     """`CortexGenes._put_gene` of each gene of a batch of distinct ids, for what an import batch
     mostly holds: a gene this Cortex has no head and no such version of. Its seven
-    records are gathered straight into the tables' lists, encoded by one packer
-    (same bytes as `head_record` and `change_record`: `tests/cortex/
+    records (and its new index number) are gathered straight into the tables' lists,
+    encoded by one packer (same bytes as `head_record` and `change_record`: `tests/cortex/
     test_batch_writes.py`); the loop's lookups are bound once per batch, since this
     is the per-gene cost of ingest. Anything else takes the general path."""
     d = cortex._dbs
@@ -51,11 +51,15 @@ def put_new_genes(cortex: CortexGenes, txn: Txn, batch: list[GeneVersion],
             vhash = gene.version_hash
             versions.append((vkey, gene.wire_bytes))
             by_vhash.append((vhash, vkey))
+            iseq = seq.next_index()
             heads.append((gid, pack([version, status, gene.successes, gene.failures,
-                                     domain, origin])))
-            by_domain.append((domain.encode() + SEP + gid, b""))
-            by_status.append((status.encode() + SEP + gid, b""))
-            by_origin.append((origin.encode() + SEP + gid, b""))
+                                     domain, origin, iseq])))
+            # Index numbers grow, so each index's new keys land at the end of their
+            # value's range (ADR 0060).
+            inumber = u64(iseq)
+            by_domain.append((domain.encode() + SEP + inumber, gid))
+            by_status.append((status.encode() + SEP + inumber, gid))
+            by_origin.append((origin.encode() + SEP + inumber, gid))
             number = seq.next()
             changes.append((u64(number), pack({"id": gene.id, "kind": "gene", "op": "put",
                                                "version": version, "vhash": vhash})))
