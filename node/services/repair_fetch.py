@@ -144,7 +144,7 @@ async def _apply_group(svc: SyncService, view: ReceiverView, peer: str,
 
     applied = await trio.to_thread.run_sync(apply)
     if applied.applied:
-        svc.notify_local_change()  # our feed grew: hint our other peers
+        svc.notify_local_change(peer)  # our feed grew: hint our other peers
     refused += applied.refused
     stats.repaired += applied.applied
     stats.genes_in += applied.applied

@@ -226,7 +226,7 @@ class FeedPuller:
             svc.metrics.sync_genes.labels(direction="in").inc(s.applied)
             svc.metrics.sync_conflicts.inc(s.queued)
         if any(a.applied for a in applied):
-            svc.notify_local_change()  # our feed grew: hint our other peers
+            svc.notify_local_change(stats.peer)  # our feed grew: hint our other peers
 
     async def _feed_went_back(self, peer: str, st: PeerSyncState, head: int) -> None:
         """The peer's feed head is below our checkpoint: it was restored from a backup.

@@ -87,6 +87,10 @@ class FeedServer:
                 await trio.to_thread.run_sync(view.finish_batch)
             await fs.send(reply)
             self._count(st, reply, n, payload)
+            # Whether the peer is still catching up on our feed (a repair round with
+            # it waits for that: `PeerSyncState.hold_repair`).
+            behind = reply.more or reply.upto < reply.head
+            st.served_behind_at = trio.current_time() if behind else None
             msg = await fs.receive()  # StreamGone when the puller is done
 
     def _count(self, st: PeerSyncState, reply: SyncBatch, n: int, payload: int) -> None:

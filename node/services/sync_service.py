@@ -50,7 +50,7 @@ from gd.node.services.sync_control import SyncControl
 from gd.node.services.sync_pull import FeedPuller
 from gd.node.services.sync_repair import Repairer
 from gd.node.services.sync_serve import FeedServer
-from gd.node.services.sync_state import PeerSyncState, RoundStats
+from gd.node.services.sync_state import REPAIR_HOLD_POLL_S, PeerSyncState, RoundStats
 from gd.node.services.sync_views import (
     AcceptPolicy,
     AcceptView,
@@ -116,6 +116,9 @@ class SyncService:
         self.verify_pool = ProcessVerifyPool()
         self._announced = -1
         self._changed = trio.Event()
+        # Who made the changes since the last hint: peers (their genes applied) or None
+        # (anything else); see `notify_local_change`.
+        self._changed_by: set[str | None] = set()
         self.puller = FeedPuller(self)
         self.server = FeedServer(self)
         self.repairer = Repairer(self)
@@ -164,9 +167,16 @@ class SyncService:
     def receiver_view(self, peer: str) -> ReceiverView:
         return self._receiver_views(peer)
 
-    def notify_local_change(self) -> None:
+    def notify_local_change(self, source: str | None = None) -> None:
         """Every writer inside the daemon calls this after changing the feed (the control
-        socket's writes, the API, sync apply): peers are hinted after the debounce."""
+        socket's writes, the API, sync apply): peers are hinted after the debounce.
+
+        `source`: the peer whose genes alone made this change (a sync apply, a repair
+        fetch). A peer is not hinted for changes that are all its own genes: it holds
+        them, so the hint would only have it pull and skip them, while it may still be
+        sending us more (a cold sync: the receiver's copy of each group woke the sender
+        to pull its own genes back). It reads them at its next pull (ADR 0061)."""
+        self._changed_by.add(source)
         self._changed.set()
 
     def state(self, peer: str) -> PeerSyncState:
@@ -239,14 +249,18 @@ class SyncService:
                 changed_at = trio.current_time()  # each change restarts the debounce
             if not self.settings.auto:
                 changed_at = None
+                self._changed_by.clear()
                 continue
             if changed_at is None or trio.current_time() - changed_at < self.settings.debounce_s:
                 continue
             changed_at = None
             head = await trio.to_thread.run_sync(lambda: self.cortex.last_seq)
+            changed_by, self._changed_by = self._changed_by, set()
             if head != self._announced:
                 self._announced = head
                 for rec in self.gate.table.connected():
+                    if changed_by <= {rec.peer_id}:
+                        continue  # only its own genes came in: nothing new for it
                     self.gate.spawn(rec.peer_id, self._send_hint, rec.peer_id, head)
 
     def _peer_changed(self, change: PeerChange) -> None:
@@ -270,16 +284,26 @@ class SyncService:
         with scope:
             next_pull = trio.current_time() + s.interval_s
             next_repair = trio.current_time() + s.repair_interval_s
+            held = False  # the last turn held a due repair round back
             while True:
                 with trio.move_on_at(min(next_pull, next_repair)):
                     await st.wake.wait()
-                if st.wake.is_set():
+                woken = st.wake.is_set()
+                if woken:
                     await trio.sleep(s.debounce_s)  # coalesce a burst of hints
                     st.wake = trio.Event()
-                await self.guard_round(peer, SYNC_PROTOCOL_ID, self.pull(peer))
+                # A turn that only looks at a held repair round pulls nothing.
+                if woken or not held or trio.current_time() >= next_pull:
+                    await self.guard_round(peer, SYNC_PROTOCOL_ID, self.pull(peer))
+                    next_pull = trio.current_time() + s.interval_s
                 now = trio.current_time()
-                next_pull = now + s.interval_s
                 if st.repair_due or now >= next_repair:
+                    # The peer still pulling our feed: a round now would name (and
+                    # build items for) every gene it is about to pull anyway.
+                    held = st.hold_repair(now)
+                    if held:
+                        next_repair = now + REPAIR_HOLD_POLL_S
+                        continue
                     st.repair_due = False
                     await self.guard_round(peer, RECONCILE_PROTOCOL_ID, self.reconcile(peer))
                     next_repair = trio.current_time() + s.repair_interval_s

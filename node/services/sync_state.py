@@ -4,9 +4,17 @@ metrics, and the locks, wake-up event and cancel scope of each peer's loop."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import trio
+
+# A peer served no batch for this long is not catching up on our feed any more.
+CATCH_UP_IDLE_S: Final = 3.0
+# A due repair round waits for a peer catching up on our feed at most this long in a row
+# (a peer pulling a feed that keeps growing would otherwise hold it forever).
+MAX_REPAIR_HOLD_S: Final = 120.0
+# How often a held repair round looks again.
+REPAIR_HOLD_POLL_S: Final = 1.0
 
 
 @dataclass
@@ -55,3 +63,28 @@ class PeerSyncState:
     checkpoint: int = 0
     served: ServedCounters = field(default_factory=ServedCounters)
     scope: trio.CancelScope | None = None
+    # When we last served this peer a batch that left it behind our feed's head (None:
+    # the last one reached it), and since when a repair round with it waits for that
+    # (ADR 0061).
+    served_behind_at: float | None = None
+    repair_held_since: float | None = None
+
+    def catching_up(self, now: float) -> bool:
+        """Whether the peer is still pulling our feed towards its head: it was served a
+        batch short of the head within `CATCH_UP_IDLE_S` (a peer that stopped pulling
+        is not waited for)."""
+        return (self.served_behind_at is not None
+                and now - self.served_behind_at < CATCH_UP_IDLE_S)
+
+    def hold_repair(self, now: float) -> bool:
+        """Whether a due repair round with this peer waits (ADR 0061): while it catches
+        up on our feed, for at most `MAX_REPAIR_HOLD_S` in a row."""
+        if not self.catching_up(now):
+            self.repair_held_since = None
+            return False
+        if self.repair_held_since is None:
+            self.repair_held_since = now
+        if now - self.repair_held_since >= MAX_REPAIR_HOLD_S:
+            self.repair_held_since = None
+            return False
+        return True

@@ -124,7 +124,7 @@ class RepairService:
         self.metrics = type("M", (), {"sync_genes": Metric(), "sync_conflicts": Metric(),
                                       "sync_rejected": Metric()})()
 
-    def notify_local_change(self) -> None:
+    def notify_local_change(self, source: str | None = None) -> None:
         pass
 
     def warning(self, event: str, **kw: Any) -> None:

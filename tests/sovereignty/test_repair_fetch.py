@@ -88,7 +88,7 @@ class Service:
         self.store = Store()
         self.verify_pool = None
         self.on_received = None
-        self.changes = 0
+        self.changed_by: list[str | None] = []
         self.log = self
         self.warnings: list[str] = []
         self.metrics = type("M", (), {"sync_genes": Counter(), "sync_conflicts": Counter(),
@@ -97,8 +97,8 @@ class Service:
     def receiver_view(self, peer: str) -> View:
         return self.view
 
-    def notify_local_change(self) -> None:
-        self.changes += 1
+    def notify_local_change(self, source: str | None = None) -> None:
+        self.changed_by.append(source)
 
     def warning(self, event: str, **kw: Any) -> None:
         self.warnings.append(kw["reason"])
@@ -125,6 +125,8 @@ async def test_fetches_overlap_and_waiting_answers_are_applied_together():
     assert svc.view.judged == [g.id for g in genes]
     assert len(svc.view.finished) == len(svc.store.batches)
     assert stats.repaired == stats.genes_in == len(genes) - 1
+    # Genes fetched from "p" are p's: the hint after them skips p (ADR 0061).
+    assert svc.changed_by and set(svc.changed_by) == {"p"}
     assert stats.rejected == 1 and svc.warnings == [POLICY_REFUSAL]
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ async def test_two_daemons_converge_on_connect_and_on_local_change(cluster):
         b = await c.start(nursery, 2, sync=c.SHARE_ALL, share_all=True, boot=[a])
         await c.connected(a, b)
         await c.until(lambda: len(c.contents(b)) == 40)  # pulled on connect
-        b.cortex.put_genes([make_gene(K2, f"b{i}") for i in range(5)])  # hint -> a pulls
+        b.cortex.put_genes([make_gene(K2, f"b{i}") for i in range(5)])
+        b.sync.notify_local_change()  # as the daemon's writers do: hint -> a pulls
         await c.until(lambda: c.contents(a) == c.contents(b) and len(c.contents(a)) == 45)
         assert {g.status for g in b.cortex.genes(origin=K1.peer_id)} == {
             GeneStatus.ADAPTATION_PENDING}
@@ -336,4 +338,72 @@ async def test_the_batches_after_a_group_are_read_and_checked_while_it_commits(c
         assert seen == [True]
         assert stats.genes_in == 120 and c.contents(a) == c.contents(b)
         assert b.cortex.get_checkpoint(a.peer_id) == 120
+        c.stop_all(a, b)
+
+
+async def test_a_change_made_of_one_peers_genes_hints_the_others_but_not_that_peer(cluster):
+    # ADR 0061: b applied genes that came from a; a holds them, so b's hint would only
+    # have a pull them back and skip them (during a cold sync, once per group). d is
+    # hinted; a reads them at its next pull, or at once when b changes anything else.
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
+        b = await c.start(nursery, 2, sync=c.SHARE_ALL, share_all=True, boot=[a])
+        d = await c.start(nursery, 3, sync=c.SHARE_ALL, share_all=True, boot=[b])
+        await c.connected(a, b, d)
+        hinted: list[str] = []
+        send_hint = b.sync._send_hint
+
+        async def recorded(peer: str, head: int) -> None:
+            hinted.append(peer)
+            await send_hint(peer, head)
+
+        b.sync._send_hint = recorded
+        gene = make_gene(K2, "from-a")
+        b.cortex.put_genes([gene])
+        b.sync.notify_local_change(a.peer_id)  # as if b had applied it from a
+        await c.until(lambda: d.cortex.get_gene(gene.id) is not None)
+        await trio.sleep(20 * c.SHARE_ALL["debounce_s"])  # b's hints have all gone
+        assert hinted == [d.peer_id]
+        # (a may hold the gene by now: d, which got it from b, hints a.)
+        own = make_gene(K2, "b's own")
+        b.cortex.put_genes([own])
+        b.sync.notify_local_change()  # anything else changed: every peer is hinted
+        await c.until(lambda: a.peer_id in hinted)
+        await c.until(lambda: a.cortex.get_gene(own.id) is not None)
+        c.stop_all(a, b, d)
+
+
+async def test_a_due_repair_round_waits_while_the_peer_catches_up_on_our_feed(cluster):
+    # ADR 0061: a round now would build items for (and name) every gene b is about to
+    # pull anyway; it runs once b's pull has reached our feed's head.
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
+        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
+                          boot=[a])
+        await c.connected(a, b)
+        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(100)])
+        original = b.sync.store.apply_batches
+
+        def slow_commit(*args, **kwargs):
+            time.sleep(0.2)  # b's worker thread: each group commits slowly
+            return original(*args, **kwargs)
+
+        b.sync.store.apply_batches = slow_commit
+        st = a.sync.state(b.peer_id)
+        seen: list[tuple[bool, int]] = []
+        reconcile = a.sync.reconcile
+
+        async def recorded(peer, stats=None):
+            seen.append((st.served_behind_at is not None, st.served.genes))
+            return await reconcile(peer, stats)
+
+        a.sync.reconcile = recorded
+        nursery.start_soon(b.sync.pull, a.peer_id)
+        await c.until(lambda: st.served_behind_at is not None)  # b is behind our head
+        assert a.sync.repair_after_pull(b.peer_id)
+        await c.until(lambda: len(seen) == 1)
+        behind, served = seen[0]
+        assert not behind and served == 100  # b's pull reached our head first
         c.stop_all(a, b)
