@@ -77,21 +77,23 @@ class FeedServer:
         def head() -> int:
             return svc.cortex.last_seq
 
-        while True:
-            if not isinstance(msg, SyncPull):
-                raise RemoteProtocolError(f"expected gd.sync.pull, got {msg.TYPE}")
-            reply, n, payload = await trio.to_thread.run_sync(
-                answer_batch, sender, msg, head, compress)
-            if n:  # audited before the batch goes: a crash after the send must not
-                # lose the `gene_sent` records (forgetting a gene finds its holders there)
-                await trio.to_thread.run_sync(view.finish_batch)
-            await fs.send(reply)
-            self._count(st, reply, n, payload)
-            # Whether the peer is still catching up on our feed (a repair round with
-            # it waits for that: `PeerSyncState.hold_repair`).
-            behind = reply.more or reply.upto < reply.head
-            st.served_behind_at = trio.current_time() if behind else None
-            msg = await fs.receive()  # StreamGone when the puller is done
+        st.pulls_open += 1  # a repair round with the peer waits meanwhile (`hold_repair`)
+        try:
+            while True:
+                if not isinstance(msg, SyncPull):
+                    raise RemoteProtocolError(f"expected gd.sync.pull, got {msg.TYPE}")
+                reply, n, payload = await trio.to_thread.run_sync(
+                    answer_batch, sender, msg, head, compress)
+                if n:  # audited before the batch goes: a crash after the send must not
+                    # lose the `gene_sent` records (forgetting a gene finds its holders)
+                    await trio.to_thread.run_sync(view.finish_batch)
+                await fs.send(reply)
+                self._count(st, reply, n, payload)
+                behind = reply.more or reply.upto < reply.head
+                st.served_behind_at = trio.current_time() if behind else None
+                msg = await fs.receive()  # StreamGone when the puller is done
+        finally:
+            st.pulls_open -= 1
 
     def _count(self, st: PeerSyncState, reply: SyncBatch, n: int, payload: int) -> None:
         metrics = self.svc.metrics

@@ -68,13 +68,17 @@ class PeerSyncState:
     # (ADR 0061).
     served_behind_at: float | None = None
     repair_held_since: float | None = None
+    # Pull conversations of this peer's that we are serving: one stays open until the
+    # puller has committed what it read (it closes the stream after its last commit).
+    pulls_open: int = 0
 
     def catching_up(self, now: float) -> bool:
-        """Whether the peer is still pulling our feed towards its head: it was served a
-        batch short of the head within `CATCH_UP_IDLE_S` (a peer that stopped pulling
-        is not waited for)."""
-        return (self.served_behind_at is not None
-                and now - self.served_behind_at < CATCH_UP_IDLE_S)
+        """Whether the peer is still pulling our feed: a pull of its is open (it may
+        have read up to our head and still be committing), or it was served a batch
+        short of our head within `CATCH_UP_IDLE_S` (a peer that stopped pulling is not
+        waited for)."""
+        return self.pulls_open > 0 or (self.served_behind_at is not None
+                                       and now - self.served_behind_at < CATCH_UP_IDLE_S)
 
     def hold_repair(self, now: float) -> bool:
         """Whether a due repair round with this peer waits (ADR 0061): while it catches

@@ -102,6 +102,7 @@ async def test_mutual_share_flows_the_shared_domain_only_and_is_audited_both_sid
         # New genes follow the feed; the other domain never moves.
         late = genes_of(K1, "turbofan", 1, "late") + genes_of(K1, "loan", 1, "late")
         a.cortex.put_genes(late)
+        a.sync.notify_local_change()  # as the daemon's writers do
         await fed.until(lambda: late[0].id in fed.from_peer(b, a))
         for _ in range(2):
             [stats] = await a.sync.sync_now(b.peer_id, repair=True)

@@ -34,3 +34,12 @@ def test_a_peer_pulling_forever_holds_the_round_at_most_the_bound() -> None:
     # The round ran; the next one due may be held again, for at most as long.
     st.served_behind_at = now
     assert st.hold_repair(now) and st.repair_held_since == now
+
+
+def test_a_peer_with_a_pull_open_is_waited_for_even_once_served_to_our_head() -> None:
+    # It closes the pull only after committing what it read: until then a round would
+    # name genes it holds in memory but not yet in its store.
+    st = PeerSyncState(served_behind_at=None, pulls_open=1)
+    assert st.hold_repair(10.0) and st.hold_repair(10.0 + 10 * CATCH_UP_IDLE_S)
+    st.pulls_open = 0
+    assert not st.hold_repair(10.0 + 10 * CATCH_UP_IDLE_S)

@@ -376,7 +376,7 @@ async def test_a_change_made_of_one_peers_genes_hints_the_others_but_not_that_pe
 
 async def test_a_due_repair_round_waits_while_the_peer_catches_up_on_our_feed(cluster):
     # ADR 0061: a round now would build items for (and name) every gene b is about to
-    # pull anyway; it runs once b's pull has reached our feed's head.
+    # pull anyway; it runs once b has pulled and committed up to our feed's head.
     c = cluster
     async with trio.open_nursery() as nursery:
         a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
@@ -392,11 +392,12 @@ async def test_a_due_repair_round_waits_while_the_peer_catches_up_on_our_feed(cl
 
         b.sync.store.apply_batches = slow_commit
         st = a.sync.state(b.peer_id)
-        seen: list[tuple[bool, int]] = []
+        seen: list[tuple[bool, int, int]] = []
         reconcile = a.sync.reconcile
 
         async def recorded(peer, stats=None):
-            seen.append((st.served_behind_at is not None, st.served.genes))
+            seen.append((st.catching_up(trio.current_time()), st.served.genes,
+                         len(c.contents(b))))
             return await reconcile(peer, stats)
 
         a.sync.reconcile = recorded
@@ -404,6 +405,7 @@ async def test_a_due_repair_round_waits_while_the_peer_catches_up_on_our_feed(cl
         await c.until(lambda: st.served_behind_at is not None)  # b is behind our head
         assert a.sync.repair_after_pull(b.peer_id)
         await c.until(lambda: len(seen) == 1)
-        behind, served = seen[0]
-        assert not behind and served == 100  # b's pull reached our head first
+        catching_up, served, b_holds = seen[0]
+        # b's pull reached our head, and b committed it all and closed the pull.
+        assert not catching_up and served == 100 and b_holds == 100
         c.stop_all(a, b)
