@@ -322,10 +322,10 @@ class CortexGenes(CortexEnv):
             new = old.with_local(status=status)
             w = TableWrites(txn, self._dbs)
             gid = gene_id.encode()
-            iseq = Head.decode(raw).iseq
-            unindex_gene(w, *self._index_of(raw))
-            w.put("genes", gid, head_record(new, iseq))
-            index_gene(w, gid, iseq, new.domain, str(new.status), new.origin)
+            head = Head.decode(raw)
+            unindex_gene(w, head.iseq, *head.index_values())
+            w.put("genes", gid, head_record(new, head.iseq))
+            index_gene(w, gid, head.iseq, new.domain, str(new.status), new.origin)
             return new
 
         return self.write(run)
