@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def testnet_group() -> None:
 @click.option("--seed", type=click.IntRange(0), default=1, show_default=True,
               help="Seed of keys, names and gene spread (same seed, same federation).")
 @click.option("--dashboard/--no-dashboard", default=False,
-              help="Show the live dashboard until Ctrl-C, then stop the testnet.")
+              help="Show the live dashboard until Ctrl-C (or SIGTERM), then stop the "
+                   "testnet.")
 @click.option("--watch-seconds", type=click.FloatRange(0), default=None,
               help="With --dashboard: stop after this many seconds (for demos and tests).")
 @testnet_command()
@@ -77,8 +79,29 @@ def up_cmd(orgs: int, regions: int, seed: int, dashboard: bool, watch_seconds: f
         owner.release()
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM on a dashboard (`kill`, a service manager, a CI job ending) stops the
+    testnet the way Ctrl-C does; its default would end this process and leave every
+    node it started running."""
+    raise KeyboardInterrupt
+
+
 def _up_owned(directory: Path, *, orgs: int, regions: int, seed: int, dashboard: bool,
               watch_seconds: float | None, as_json: bool) -> None:
+    if not dashboard:
+        _up_started(directory, orgs=orgs, regions=regions, seed=seed, dashboard=False,
+                    watch_seconds=watch_seconds, as_json=as_json)
+        return
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _up_started(directory, orgs=orgs, regions=regions, seed=seed, dashboard=True,
+                    watch_seconds=watch_seconds, as_json=as_json)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _up_started(directory: Path, *, orgs: int, regions: int, seed: int, dashboard: bool,
+                watch_seconds: float | None, as_json: bool) -> None:
     try:
         plan = testnet_up(directory, orgs=orgs, regions=regions, seed=seed,
                           progress=None if as_json else lambda m: err_console.print(m))

@@ -125,6 +125,34 @@ def test_join_second_up_and_ctrl_c_on_a_running_dashboard(tmp_path: Path) -> Non
         _stop_everything(directory, owner)
 
 
+def test_sigterm_on_a_running_dashboard_stops_every_node_like_ctrl_c(tmp_path: Path) -> None:
+    # `kill <pid>`, a service manager or a CI job ending: SIGTERM's default would end
+    # the dashboard and leave every node it started running.
+    directory = tmp_path / "net"
+    out = open(tmp_path / "dashboard.out", "wb")  # noqa: SIM115 (closed below)
+    owner = subprocess.Popen(
+        [*GD, "testnet", "up", "--dir", str(directory), "--orgs", "2", "--regions", "1",
+         "--seed", "7", "--dashboard"], stdout=out, stderr=subprocess.STDOUT,
+        env=dict(os.environ, COLUMNS="140"))
+    try:
+        wait_for("2 nodes up under the dashboard", lambda: (directory / "testnet.json")
+                 .exists() and owner_pid(directory) == owner.pid
+                 and all(v.live for v in views_of(directory)), 180)
+        plan = TestnetPlan.load(directory)
+        pids = [procs.node_pid(n) for n in plan.nodes]
+        assert len(pids) == 2 and all(pids)
+        owner.send_signal(signal.SIGTERM)
+        assert owner.wait(timeout=90) == 0
+        assert not any(procs.is_running(n) for n in plan.nodes)
+        assert not any(in_process_table(pid) for pid in pids if pid is not None)
+        assert owner_pid(directory) is None
+        out.close()
+        assert "stopped 2 node(s)" in (tmp_path / "dashboard.out").read_text()
+    finally:
+        out.close()
+        _stop_everything(directory, owner)
+
+
 def test_default_testnet_keeps_its_ledger_after_losing_a_voter(tmp_path: Path) -> None:
     directory = tmp_path / "net"
     try:
