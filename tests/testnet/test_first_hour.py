@@ -142,7 +142,9 @@ def test_sigterm_on_a_running_dashboard_stops_every_node_like_ctrl_c(tmp_path: P
         pids = [procs.node_pid(n) for n in plan.nodes]
         assert len(pids) == 2 and all(pids)
         owner.send_signal(signal.SIGTERM)
-        assert owner.wait(timeout=90) == 0
+        # 0 once the dashboard shows; 1 ("Aborted!") if `up` was still finishing its
+        # start (under load it may be): SIGTERM's default would give -15.
+        assert owner.wait(timeout=90) in (0, 1)
         assert not any(procs.is_running(n) for n in plan.nodes)
         assert not any(in_process_table(pid) for pid in pids if pid is not None)
         assert owner_pid(directory) is None
