@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from click.testing import CliRunner
@@ -66,13 +66,21 @@ def _stop_everything(directory: Path, owner: subprocess.Popen[bytes] | None) -> 
         time.sleep(0.2)
 
 
+def start_dashboard(tmp_path: Path, directory: Path, *, orgs: int, regions: int,
+                    seed: int) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """`gd-node testnet up --dashboard` (`make run`) as its own process, its screen
+    written to `dashboard.out` (the caller closes it, and stops the process)."""
+    out = open(tmp_path / "dashboard.out", "wb")  # noqa: SIM115 (the caller closes it)
+    owner = subprocess.Popen(
+        [*GD, "testnet", "up", "--dir", str(directory), "--orgs", str(orgs), "--regions",
+         str(regions), "--seed", str(seed), "--dashboard"], stdout=out,
+        stderr=subprocess.STDOUT, env=dict(os.environ, COLUMNS="140"))
+    return owner, out
+
+
 def test_join_second_up_and_ctrl_c_on_a_running_dashboard(tmp_path: Path) -> None:
     directory = tmp_path / "net"
-    out = open(tmp_path / "dashboard.out", "wb")  # noqa: SIM115 (closed below)
-    owner = subprocess.Popen(
-        [*GD, "testnet", "up", "--dir", str(directory), "--orgs", "3", "--regions", "2",
-         "--seed", "6", "--dashboard"], stdout=out, stderr=subprocess.STDOUT,
-        env=dict(os.environ, COLUMNS="140"))
+    owner, out = start_dashboard(tmp_path, directory, orgs=3, regions=2, seed=6)
     try:
         wait_for("3 nodes up under the dashboard", lambda: (directory / "testnet.json")
                  .exists() and owner_pid(directory) == owner.pid
@@ -129,11 +137,7 @@ def test_sigterm_on_a_running_dashboard_stops_every_node_like_ctrl_c(tmp_path: P
     # `kill <pid>`, a service manager or a CI job ending: SIGTERM's default would end
     # the dashboard and leave every node it started running.
     directory = tmp_path / "net"
-    out = open(tmp_path / "dashboard.out", "wb")  # noqa: SIM115 (closed below)
-    owner = subprocess.Popen(
-        [*GD, "testnet", "up", "--dir", str(directory), "--orgs", "2", "--regions", "1",
-         "--seed", "7", "--dashboard"], stdout=out, stderr=subprocess.STDOUT,
-        env=dict(os.environ, COLUMNS="140"))
+    owner, out = start_dashboard(tmp_path, directory, orgs=2, regions=1, seed=7)
     try:
         wait_for("2 nodes up under the dashboard", lambda: (directory / "testnet.json")
                  .exists() and owner_pid(directory) == owner.pid
