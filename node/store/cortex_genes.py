@@ -287,7 +287,8 @@ class CortexGenes(CortexEnv):
             if raw is None:
                 return None
             gene = self._load(txn, gene_id.encode(), raw)
-            unindex_gene(TableWrites(txn, d), *self._index_of(raw))
+            head = Head.decode(raw)
+            unindex_gene(TableWrites(txn, d), head.iseq, *head.index_values())
             txn.delete(gene_id.encode(), db=d["genes"])
             prefix = gene_id.encode() + SEP
             for key in list(prefix_keys(txn, d["gene_versions"], prefix)):
@@ -438,9 +439,3 @@ class CortexGenes(CortexEnv):
                         problems.append(f"{name}: {key!r} names {actual[key]!r}, "
                                         f"not {records[key]!r}")
         return problems
-
-    @staticmethod
-    def _index_of(head_raw: bytes) -> tuple[int, str, str, str]:
-        """`unindex_gene`'s arguments for a stored head."""
-        head = Head.decode(head_raw)
-        return (head.iseq, *head.index_values())
