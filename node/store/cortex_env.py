@@ -19,9 +19,10 @@ from gd.genome.errors import DecodeError
 from gd.node.home import PRIVATE_FILE_MODE, make_private, private_dir
 from gd.node.store.lmdb_tables import U64, Txn, open_named_db
 
-# 2: gene indexes keyed by index number (ADR 0060); a schema-1 Cortex is upgraded on its
-# first read-write open and still read by a read-only one.
-SCHEMA_VERSION = 2
+# 2: gene indexes keyed by index number (ADR 0060); 3: gene bodies keyed by it too (ADR
+# 0062). An older Cortex is upgraded on its first read-write open and still read by a
+# read-only one.
+SCHEMA_VERSION = 3
 # Sub-databases. Other modules (ledger, sync, sovereignty) open their own through
 # `open_db`; LMDB needs the total up front, 64 leaves ample room.
 MAX_DBS = 64
@@ -149,21 +150,24 @@ class CortexEnv:
 
     def _upgrade(self, version: int) -> None:
         # Imported here: only an older Cortex needs it, once.
-        from gd.node.store.schema_upgrade import upgrade_indexes
+        from gd.node.store.schema_upgrade import upgrade_bodies, upgrade_indexes
 
         def run(txn: Txn) -> int:
             # Read again inside the write lock: another process may have upgraded it.
             raw = txn.get(b"schema", db=self._dbs["meta"])
-            if raw is not None and U64.unpack(raw)[0] >= SCHEMA_VERSION:
+            found = SCHEMA_VERSION if raw is None else U64.unpack(raw)[0]
+            if found >= SCHEMA_VERSION:
                 return 0
-            return upgrade_indexes(txn, self._dbs)
+            if found < 2:
+                upgrade_indexes(txn, self._dbs)
+            return upgrade_bodies(txn, self._dbs)
 
         try:
             count = self.write(run)
         except DecodeError as exc:
             raise CortexError(f"Cortex at {self.path} cannot be upgraded from schema "
                               f"{version}: {exc}") from None
-        log.info("cortex at %s upgraded from schema %d to %d (%d genes re-indexed)",
+        log.info("cortex at %s upgraded from schema %d to %d (%d gene bodies rekeyed)",
                  self.path, version, SCHEMA_VERSION, count)
 
     @property

@@ -20,6 +20,7 @@ from gd.genome import canonical
 from gd.genome.errors import DecodeError, ValidationError
 from gd.genome.gene import Gene, GeneStatus
 from gd.node.store.cortex_env import (
+    SCHEMA_VERSION,
     CortexEnv,
     CortexError,
     UnknownGene,
@@ -27,6 +28,7 @@ from gd.node.store.cortex_env import (
     must_get,
 )
 from gd.node.store.gene_records import (
+    BODY_KEY,
     CHANGE_SEQ_KEY,
     INDEX_SEQ_KEY,
     INDEX_TABLES,
@@ -34,14 +36,14 @@ from gd.node.store.gene_records import (
     ChangeSeq,
     GeneVersion,
     Head,
+    Layout,
+    body_key,
     change_record,
     head_record,
     index_gene,
     index_keys,
-    indexed_by_number,
     indexed_ids,
     unindex_gene,
-    version_key,
 )
 from gd.node.store.lmdb_tables import (
     SEP,
@@ -58,6 +60,12 @@ from gd.node.store.new_gene_batch import put_new_genes
 
 class CortexGenes(CortexEnv):
     """Genes and their change feed (the part of `Cortex` that sync reads and writes)."""
+
+    _CURRENT = Layout(SCHEMA_VERSION)
+
+    def _layout(self, txn: Txn) -> Layout:
+        """The layout `txn` reads (`Layout`): a writer has upgraded, so the current one."""
+        return Layout.of(txn, self._dbs["meta"]) if self.readonly else self._CURRENT
 
     # -- genes ------------------------------------------------------------------
     def put_gene(self, gene: Gene) -> int | None:
@@ -128,9 +136,13 @@ class CortexGenes(CortexEnv):
         d = self._dbs
         w = writes if writes is not None else TableWrites(txn, d)
         gid = gene.id.encode()
-        vkey = version_key(gene.id, gene.version)
+        old_raw = txn.get(gid, db=d["genes"])
+        old = Head.decode(old_raw) if old_raw is not None else None
+        # A gene's number comes with its first head and keys its bodies (ADR 0062).
+        iseq = old.iseq if old is not None else seq.next_index()
+        vkey = body_key(iseq, gene.version)
         wire = gene.wire_bytes
-        existing = txn.get(vkey, db=d["gene_versions"])
+        existing = txn.get(vkey, db=d["gene_versions"]) if old is not None else None
         if existing is not None and existing != wire:
             if not supersede:
                 raise VersionConflict(
@@ -140,19 +152,15 @@ class CortexGenes(CortexEnv):
             existing = None
         new_version = existing is None
         if new_version:
-            w.put("gene_versions", vkey, wire)
+            # A new gene's number is above every stored one: a batch appends its body.
+            w.put("gene_versions", vkey, wire, append=batch and old is None)
             w.put("by_vhash", gene.version_hash, vkey)
         values = (gene.domain, str(gene.status), gene.origin)
-        old_raw = txn.get(gid, db=d["genes"])
-        if old_raw is None:
-            iseq = seq.next_index()
+        if old is None:
             w.put("genes", gid, head_record(gene, iseq))
             index_gene(w, gid, iseq, *values)
-            if not new_version:
-                return None  # a version without a head: only a damaged store has one
             return self._append_change(w, "put", gene, seq, append=batch)
-        old = Head.decode(old_raw)
-        head = head_record(gene, old.iseq)
+        head = head_record(gene, iseq)
         if old_raw == head:
             # The head record names no body: a superseded body under the same
             # version leaves it equal, but the version changed, and the feed must say
@@ -178,7 +186,8 @@ class CortexGenes(CortexEnv):
         """The full Gene for a head record (signed body joined with local state). Our own
         records are rebuilt without re-validation (`Gene.from_stored`) unless `validate`."""
         head = Head.decode(head_raw)
-        raw = txn.get(gene_id + SEP + U64.pack(head.version), db=self._dbs["gene_versions"])
+        raw = txn.get(self._layout(txn).body_key(gene_id, head.iseq, head.version),
+                      db=self._dbs["gene_versions"])
         if raw is None:
             raise CortexError(f"gene {gene_id.decode()}: head version {head.version} missing")
         if validate:
@@ -206,12 +215,14 @@ class CortexGenes(CortexEnv):
         None; one read, no gene built (auto-adapt on receive, issue 15)."""
         out: list[str | None] = []
         with self.env.begin() as txn:
+            layout = self._layout(txn)
             for gene_id, vhash in versions:
-                raw = txn.get(gene_id.encode(), db=self._dbs["genes"])
+                gid = gene_id.encode()
+                raw = txn.get(gid, db=self._dbs["genes"])
                 head = Head.decode(raw) if raw is not None else None
                 out.append(head.status if head is not None and txn.get(
-                    vhash, db=self._dbs["by_vhash"]) == version_key(gene_id, head.version)
-                    else None)
+                    vhash, db=self._dbs["by_vhash"]) == layout.body_key(
+                        gid, head.iseq, head.version) else None)
         return out
 
     def heads(self, gene_ids: Sequence[str]) -> list[Head | None]:
@@ -233,9 +244,13 @@ class CortexGenes(CortexEnv):
         """A stored version's signed body, with the gene's current status (the status is
         the gene's, not the version's: what a sender's policy must judge) and counters
         at zero."""
+        gid = gene_id.encode()
         with self.env.begin() as txn:
-            raw = txn.get(version_key(gene_id, version), db=self._dbs["gene_versions"])
-            head = txn.get(gene_id.encode(), db=self._dbs["genes"])
+            head = txn.get(gid, db=self._dbs["genes"])
+            if head is None:
+                return None  # every body is a headed gene's (`delete_gene` takes both)
+            raw = txn.get(self._layout(txn).body_key(gid, Head.decode(head).iseq, version),
+                          db=self._dbs["gene_versions"])
         return None if raw is None else self.version_of(raw, head)
 
     def feed_page(self, seq: int, limit: int) -> list[tuple[Change, bytes | None, bytes | None]]:
@@ -244,10 +259,17 @@ class CortexGenes(CortexEnv):
         feed this way (one snapshot per page, not two transactions per gene) and decodes
         a version only when it gets to it (`version_of`)."""
         with self.env.begin() as txn:
+            layout = self._layout(txn)
             versions, heads = self._dbs["gene_versions"], self._dbs["genes"]
-            return [(c, txn.get(version_key(c.id, c.version), db=versions),
-                     txn.get(c.id.encode(), db=heads)) if c.op == "put" else (c, None, None)
-                    for c in self._changes_in(txn, seq, limit)]
+            out: list[tuple[Change, bytes | None, bytes | None]] = []
+            for c in self._changes_in(txn, seq, limit):
+                head = txn.get(c.id.encode(), db=heads) if c.op == "put" else None
+                if head is None:
+                    out.append((c, None, None))  # a tombstone, or a gene since deleted
+                    continue
+                key = layout.body_key(c.id.encode(), Head.decode(head).iseq, c.version)
+                out.append((c, txn.get(key, db=versions), head))
+            return out
 
     @staticmethod
     def version_of(raw: bytes, head: bytes | None) -> Gene:
@@ -257,8 +279,12 @@ class CortexGenes(CortexEnv):
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=status)
 
     def gene_versions(self, gene_id: str) -> list[int]:
-        prefix = gene_id.encode() + SEP
+        gid = gene_id.encode()
         with self.env.begin() as txn:
+            head = txn.get(gid, db=self._dbs["genes"])
+            if head is None:
+                return []
+            prefix = self._layout(txn).body_prefix(gid, Head.decode(head).iseq)
             return [U64.unpack(k[len(prefix):])[0]
                     for k in prefix_keys(txn, self._dbs["gene_versions"], prefix)]
 
@@ -290,12 +316,12 @@ class CortexGenes(CortexEnv):
             head = Head.decode(raw)
             unindex_gene(TableWrites(txn, d), head.iseq, *head.index_values())
             txn.delete(gene_id.encode(), db=d["genes"])
-            prefix = gene_id.encode() + SEP
-            for key in list(prefix_keys(txn, d["gene_versions"], prefix)):
+            for key in list(prefix_keys(txn, d["gene_versions"], U64.pack(head.iseq))):
                 stored = must_get(txn, d["gene_versions"], key, "gene version")
                 body = Gene.from_stored(canonical.decode(stored), raw=stored)
                 txn.delete(body.version_hash, db=d["by_vhash"])
                 txn.delete(key, db=d["gene_versions"])
+            prefix = gene_id.encode() + SEP
             for fwd, rev in (("synapses", "synapses_rev"), ("synapses_rev", "synapses")):
                 for key in list(prefix_keys(txn, d[fwd], prefix)):
                     _, kind, other = key.split(SEP)
@@ -345,7 +371,7 @@ class CortexGenes(CortexEnv):
                     yield self._load(txn, gid, raw)
                 return
             db, value = chosen[0]
-            by_number = indexed_by_number(txn, self._dbs["meta"])
+            by_number = self._layout(txn).indexes_by_number
             for gid in indexed_ids(txn, self._dbs[db], value.encode() + SEP, by_number):
                 gene = self._load(txn, gid, must_get(txn, genes_db, gid, "gene"))
                 if ((domain is None or gene.domain == domain)
@@ -357,7 +383,7 @@ class CortexGenes(CortexEnv):
         with self.env.begin() as txn:
             if domain is None:
                 return [k.decode() for k, _ in txn.cursor(db=self._dbs["genes"])]
-            by_number = indexed_by_number(txn, self._dbs["meta"])
+            by_number = self._layout(txn).indexes_by_number
             return [gid.decode() for gid in indexed_ids(
                 txn, self._dbs["idx_domain"], domain.encode() + SEP, by_number)]
 
@@ -398,7 +424,8 @@ class CortexGenes(CortexEnv):
         d = self._dbs
         problems: list[str] = []
         with self.env.begin() as txn:
-            by_number = indexed_by_number(txn, d["meta"])
+            layout = self._layout(txn)
+            by_number = layout.indexes_by_number
             expected: dict[str, dict[bytes, bytes]] = {name: {} for name in INDEX_TABLES}
             numbers: dict[int, bytes] = {}
             for key, raw in txn.cursor(db=d["genes"]):
@@ -422,10 +449,13 @@ class CortexGenes(CortexEnv):
                     for name, value in zip(INDEX_TABLES, (gene.domain, str(gene.status),
                                                           gene.origin), strict=True):
                         expected[name][join_key(value, gene.id)] = b""
-                if txn.get(version_key(gene.id, gene.version), db=d["gene_versions"]) is None:
-                    problems.append(f"gene {gene.id}: head version {gene.version} not stored")
-                if txn.get(gene.version_hash, db=d["by_vhash"]) is None:
-                    problems.append(f"gene {gene.id}: version hash not indexed")
+                if txn.get(gene.version_hash, db=d["by_vhash"]) != layout.body_key(
+                        key, iseq, gene.version):
+                    problems.append(f"gene {gene.id}: version hash does not name its body")
+            if layout.bodies_by_number:
+                for bkey in txn.cursor(db=d["gene_versions"]).iternext(values=False):
+                    if len(bkey) != BODY_KEY.size or U64.unpack(bkey[:8])[0] not in numbers:
+                        problems.append(f"gene_versions: body {bkey!r} belongs to no gene")
             if by_number and numbers and max(numbers) > get_u64(txn, d["meta"], INDEX_SEQ_KEY):
                 problems.append(f"meta: index_seq is below index number {max(numbers)}")
             for name, records in expected.items():

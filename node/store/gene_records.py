@@ -5,8 +5,9 @@ three writers (a gene at a time, an import batch gathered table by table in
 `new_gene_batch.py`, and `gathered_puts.py`) and read by the record views in
 `cortex_records.py`; each needs the format, none needs the others. Per gene version:
 
-* `gene_versions[id SEP u64(version)]` = the signed body (wire bytes), once;
-* `by_vhash[version hash]` = that version key;
+* `gene_versions[u64(index number) u64(version)]` = the signed body (wire bytes), once
+  (`body_key`);
+* `by_vhash[version hash]` = that body key;
 * `genes[id]` = the head record (`head_record`): current version, the local view and
   the gene's index number;
 * `idx_domain`, `idx_status`, `idx_origin[value SEP u64(index number)]` = the id
@@ -16,15 +17,18 @@ three writers (a gene at a time, an import batch gathered table by table in
 Index number (schema 2, ADR 0060): a gene gets the next `meta[index_seq]` when its first
 head is written and keeps it; its index keys sort by it, so a batch of new genes appends
 to the end of each value's range instead of dirtying a random page per gene per index
-(ids are hashes). Schema 1 keyed the indexes `value SEP id`; `schema_upgrade.py` rewrites
-a schema-1 Cortex on its first read-write open, and a read-only open still reads one
-(`indexed_ids`).
+(ids are hashes). Schema 3 (ADR 0062) keys the bodies by it too: a batch of new genes
+appends its bodies, the largest records, at the end of the table instead of splitting a
+random leaf page per gene. Schema 1 keyed the indexes `value SEP id` and schemas 1 and 2
+the bodies `id SEP u64(version)`; `schema_upgrade.py` rewrites an older Cortex on its
+first read-write open, and a read-only open still reads one (`Layout`).
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
@@ -42,8 +46,14 @@ from gd.node.store.lmdb_tables import (
 CHANGE_SEQ_KEY = b"change_seq"
 INDEX_SEQ_KEY = b"index_seq"
 INDEX_TABLES = ("idx_domain", "idx_status", "idx_origin")
-# The first schema whose indexes are keyed by index number (see the module docstring).
+# The first schema whose indexes, then whose bodies, are keyed by index number (see the
+# module docstring).
 INDEXED_BY_NUMBER_SCHEMA = 2
+BODIES_BY_NUMBER_SCHEMA = 3
+# A body key: index number, version. Its first byte is 0 (no Cortex reaches 2**56 genes)
+# and an older key's is an id's first character, never 0: the upgrade rewrites the
+# bodies in place without a collision (`gd.genome.checks.ID_RE`).
+BODY_KEY: Final = struct.Struct(">QQ")
 
 
 @dataclass(frozen=True)
@@ -123,8 +133,43 @@ class Head:
         return self.domain, self.status, self.origin
 
 
-def version_key(gene_id: str, version: int) -> bytes:
-    return gene_id.encode() + SEP + U64.pack(version)
+def body_key(iseq: int, version: int) -> bytes:
+    """Where the signed body of version `version` of the gene numbered `iseq` is stored."""
+    return BODY_KEY.pack(iseq, version)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How one snapshot keys the records whose keys changed between schemas. A
+    read-write open upgrades first, so it always reads the current layout; a read-only
+    open (`status`, `backup`) asks per read transaction, as a daemon may upgrade the
+    Cortex under it."""
+
+    schema: int
+
+    @classmethod
+    def of(cls, txn: Txn, meta_db: Any) -> Layout:
+        raw = txn.get(b"schema", db=meta_db)
+        return cls(BODIES_BY_NUMBER_SCHEMA if raw is None else U64.unpack(raw)[0])
+
+    @property
+    def indexes_by_number(self) -> bool:
+        return self.schema >= INDEXED_BY_NUMBER_SCHEMA
+
+    @property
+    def bodies_by_number(self) -> bool:
+        return self.schema >= BODIES_BY_NUMBER_SCHEMA
+
+    def body_key(self, gene_id: bytes, iseq: int, version: int) -> bytes:
+        if self.bodies_by_number:
+            return BODY_KEY.pack(iseq, version)
+        return gene_id + SEP + U64.pack(version)
+
+    def body_prefix(self, gene_id: bytes, iseq: int) -> bytes:
+        """The prefix of every body key of a gene; a key's last 8 bytes are its version."""
+        if self.bodies_by_number:
+            return U64.pack(iseq)
+        return gene_id + SEP
 
 
 class ChangeSeq:
@@ -183,13 +228,6 @@ def unindex_gene(w: TableWrites, iseq: int, domain: str, status: str, origin: st
         w.delete(table, key)
 
 
-def indexed_by_number(txn: Txn, meta_db: Any) -> bool:
-    """Whether this snapshot's indexes are keyed by index number (schema >= 2). Asked per
-    read transaction: a read-only open may see a daemon upgrade the Cortex under it."""
-    raw = txn.get(b"schema", db=meta_db)
-    return raw is None or U64.unpack(raw)[0] >= INDEXED_BY_NUMBER_SCHEMA
-
-
 def indexed_ids(txn: Txn, db: Any, prefix: bytes, by_number: bool) -> list[bytes]:
     """The gene ids under `prefix` (an index value and SEP) of one index, in id order
     (the order these reads have always had, whatever the layout)."""
@@ -198,7 +236,7 @@ def indexed_ids(txn: Txn, db: Any, prefix: bytes, by_number: bool) -> list[bytes
     return [key[len(prefix):] for key in prefix_keys(txn, db, prefix)]
 
 
-__all__ = ["CHANGE_SEQ_KEY", "INDEXED_BY_NUMBER_SCHEMA", "INDEX_SEQ_KEY", "INDEX_TABLES",
-           "Change", "ChangeSeq", "GeneVersion", "Head", "change_record", "head_record",
-           "index_gene", "index_keys", "indexed_by_number", "indexed_ids", "unindex_gene",
-           "version_key"]
+__all__ = ["BODIES_BY_NUMBER_SCHEMA", "BODY_KEY", "CHANGE_SEQ_KEY", "INDEXED_BY_NUMBER_SCHEMA",
+           "INDEX_SEQ_KEY", "INDEX_TABLES", "Change", "ChangeSeq", "GeneVersion", "Head",
+           "Layout", "body_key", "change_record", "head_record", "index_gene", "index_keys",
+           "indexed_ids", "unindex_gene"]

@@ -84,7 +84,10 @@ class TableWrites:
         self.txn, self._dbs = txn, dbs
 
     def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
-        self.txn.put(key, value, db=self._dbs[table], append=append)
+        if not self.txn.put(key, value, db=self._dbs[table], append=append):
+            # Only an append below the table's last key fails, and lmdb says so only
+            # by returning False: raise rather than lose the write.
+            raise ValueError(f"{table}: appended key {key!r} is not above the last key")
 
     def delete(self, table: str, key: bytes) -> None:
         self.txn.delete(key, db=self._dbs[table])
@@ -95,27 +98,29 @@ class TableWrites:
 
 class GatheredWrites(TableWrites):
     """Puts and deletes gathered, then written table by table at `flush`: deletions
-    first, then each table's puts in key order with one `putmulti` (neighbouring keys land
-    on the same pages, and one C call replaces a Python call per record); puts made with
-    `append=True` keep their order and append.
+    first, then the puts made with `append=True`, in call order, appended (each key above
+    every key in the table: a counter's next value; appending fills each page before
+    starting the next and searches nothing), then each table's other puts in key order
+    with one `putmulti` (neighbouring keys land on the same pages, and one C call
+    replaces a Python call per record). Appends first: an append only has to be above
+    what the table held, not above the batch's other puts, and ingest measured 0.92-0.96
+    of raw puts this way against 0.62-0.74 with the sorted puts first (ADR 0062).
 
     Same records as `TableWrites` only when no key is put and then deleted, and nothing
     reads through the transaction what was gathered: the caller's
     promise (`CortexGenes.put_genes` gathers only batches of distinct gene ids, each of
     which deletes and puts only its own keys)."""
 
-    __slots__ = ("_appended", "_deletes", "_puts")
+    __slots__ = ("_appends", "_deletes", "_puts")
 
     def __init__(self, txn: Txn, dbs: dict[str, Any]) -> None:
         super().__init__(txn, dbs)
         self._puts: dict[str, list[tuple[bytes, bytes]]] = {}
+        self._appends: dict[str, list[tuple[bytes, bytes]]] = {}
         self._deletes: list[tuple[str, bytes]] = []
-        self._appended: set[str] = set()
 
     def put(self, table: str, key: bytes, value: bytes, *, append: bool = False) -> None:
-        if append:
-            self._appended.add(table)
-        self._puts.setdefault(table, []).append((key, value))
+        (self.appended(table) if append else self.items(table)).append((key, value))
 
     def delete(self, table: str, key: bytes) -> None:
         self._deletes.append((table, key))
@@ -129,21 +134,25 @@ class GatheredWrites(TableWrites):
         return found
 
     def appended(self, table: str) -> list[tuple[bytes, bytes]]:
-        """`items` of a table whose keys only grow (the change feed): the same as calling
-        `put` with `append=True` for each."""
-        self._appended.add(table)
-        return self.items(table)
+        """The gathered appends of `table` (keys that only grow: the change feed, a new
+        gene's bodies): the same as calling `put` with `append=True` for each."""
+        found = self._appends.get(table)
+        if found is None:
+            found = self._appends[table] = []
+        return found
 
     def flush(self) -> None:
         for table, key in self._deletes:
             self.txn.delete(key, db=self._dbs[table])
+        for table, items in self._appends.items():
+            _, added = self.txn.cursor(db=self._dbs[table]).putmulti(items, append=True)
+            if added != len(items):
+                # lmdb skips an append below the table's last key without an error.
+                raise ValueError(f"{table}: {len(items) - added} appended keys were not "
+                                 "above the table's last key")
         for table, items in self._puts.items():
-            cursor = self.txn.cursor(db=self._dbs[table])
-            if table in self._appended:
-                cursor.putmulti(items, append=True)
-            else:
-                items.sort(key=itemgetter(0))  # stable: a key put twice keeps its last
-                cursor.putmulti(items)
+            items.sort(key=itemgetter(0))  # stable: a key put twice keeps its last
+            self.txn.cursor(db=self._dbs[table]).putmulti(items)
         self._puts.clear()
+        self._appends.clear()
         self._deletes.clear()
-        self._appended.clear()

@@ -1,10 +1,13 @@
-"""Upgrading an older Cortex in place, on its first read-write open (ADR 0060).
+"""Upgrading an older Cortex in place, on its first read-write open (ADRs 0060, 0062).
 
 Schema 1 keyed the three gene indexes `value SEP id`; schema 2 keys them by each gene's
-index number (`gene_records.py`), which its head record carries. The upgrade gives every
-head an index number in id order, rebuilds the indexes from the heads and stores the
-new schema, all in ONE write transaction: a crash or kill -9 part way leaves schema 1
-as it was, and the next open upgrades again. Nothing else changes: bodies, the feed,
+index number (`gene_records.py`), which its head record carries; schema 3 keys the signed
+bodies by it too (`u64(number) u64(version)` instead of `id SEP u64(version)`), and the
+version-hash lookup names the new key. An upgrade from 1 gives every head an index
+number in id order and rebuilds the indexes from the heads (`upgrade_indexes`), then
+rekeys the bodies (`upgrade_bodies`); from 2 it only rekeys the bodies. All of it runs in
+ONE write transaction with the new schema stored last: a crash or kill -9 part way
+leaves the old schema as it was, and the next open upgrades again. The feed,
 checkpoints and every other table are untouched, so peers see no difference.
 """
 
@@ -16,17 +19,23 @@ from typing import Any
 from gd.genome import canonical
 from gd.genome.errors import DecodeError
 from gd.node.store.gene_records import (
+    BODIES_BY_NUMBER_SCHEMA,
+    BODY_KEY,
     INDEX_SEQ_KEY,
     INDEX_TABLES,
     INDEXED_BY_NUMBER_SCHEMA,
+    Head,
     index_keys,
 )
 from gd.node.store.lmdb_tables import U64, Txn
 
 log = logging.getLogger("gd.store")
 
-# Heads are read and rewritten this many at a time (bounded memory on a big Cortex).
+# Records are read and rewritten this many at a time (bounded memory on a big Cortex).
 UPGRADE_CHUNK = 5_000
+# Every schema-1 or -2 body key starts with an id's first character (`ID_RE`), and no
+# schema-3 key does (its first byte is 0): the old keys are the ones from here on.
+_OLD_BODY_KEYS = b"\x01"
 
 
 def upgrade_indexes(txn: Txn, dbs: dict[str, Any]) -> int:
@@ -41,7 +50,7 @@ def upgrade_indexes(txn: Txn, dbs: dict[str, Any]) -> int:
     number = 0
     after: bytes | None = None
     while True:
-        chunk = _next_heads(cursor, after)
+        chunk = _next_records(cursor, after)
         if not chunk:
             break
         for gid, raw in chunk:
@@ -61,9 +70,57 @@ def upgrade_indexes(txn: Txn, dbs: dict[str, Any]) -> int:
     return number
 
 
-def _next_heads(cursor: Any, after: bytes | None) -> list[tuple[bytes, bytes]]:
-    """Up to `UPGRADE_CHUNK` (id, head) pairs after `after` (from the first if None)."""
-    found = cursor.first() if after is None else (
+def upgrade_bodies(txn: Txn, dbs: dict[str, Any]) -> int:
+    """Rekey a schema-2 Cortex's bodies by index number and point each version hash at
+    the new key, inside `txn`, and store schema 3. Returns how many bodies moved. A
+    body or hash entry whose gene has no head is damage: `DecodeError`, and the caller
+    aborts the transaction."""
+    bodies, hashes = dbs["gene_versions"], dbs["by_vhash"]
+    numbers = _NumberOf(txn, dbs["genes"])
+    moved = 0
+    cursor = txn.cursor(db=bodies)
+    after: bytes | None = None
+    while chunk := _next_records(cursor, after, start=_OLD_BODY_KEYS):
+        for old, body in chunk:
+            txn.put(numbers.body_key(old), body, db=bodies)
+            txn.delete(old, db=bodies)
+        moved += len(chunk)
+        after = chunk[-1][0]
+        log.info("cortex upgrade: %d gene bodies rekeyed", moved)
+    cursor = txn.cursor(db=hashes)
+    after = None
+    while chunk := _next_records(cursor, after):
+        for vhash, old in chunk:
+            if old[:1] >= _OLD_BODY_KEYS:
+                txn.put(vhash, numbers.body_key(old), db=hashes)
+        after = chunk[-1][0]
+    txn.put(b"schema", U64.pack(BODIES_BY_NUMBER_SCHEMA), db=dbs["meta"])
+    return moved
+
+
+class _NumberOf:
+    """The new key of an old body key (`id SEP u64(version)`), from the gene's head; the
+    versions of one gene sit together, so the last head read is kept."""
+
+    def __init__(self, txn: Txn, heads: Any) -> None:
+        self._txn, self._heads = txn, heads
+        self._last: tuple[bytes, int] = (b"", 0)
+
+    def body_key(self, old: bytes) -> bytes:
+        gid, version = old[:-9], U64.unpack(old[-8:])[0]
+        if self._last[0] != gid:
+            raw = self._txn.get(gid, db=self._heads)
+            if raw is None:
+                raise DecodeError(f"gene {gid!r} has a stored version but no head")
+            self._last = (gid, Head.decode(raw).iseq)
+        return BODY_KEY.pack(self._last[1], version)
+
+
+def _next_records(cursor: Any, after: bytes | None,
+                  start: bytes = b"") -> list[tuple[bytes, bytes]]:
+    """Up to `UPGRADE_CHUNK` (key, value) pairs after `after` (from the first at or past
+    `start` if None)."""
+    found = cursor.set_range(start) if after is None else (
         cursor.set_range(after) and (cursor.key() != after or cursor.next()))
     out: list[tuple[bytes, bytes]] = []
     while found and len(out) < UPGRADE_CHUNK:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lmdb
+import pytest
+
 from gd.genome.gene import Codon, Gene, GeneStatus
 from gd.genome.identity import NodeKey
 from gd.node.store.cortex import Cortex
 from gd.node.store.cortex_env import _CORE_DBS
+from gd.node.store.lmdb_tables import GatheredWrites, TableWrites
 
 KEY = NodeKey.from_seed(bytes(range(32)))
 OTHER = NodeKey.from_seed(bytes(range(1, 33)))
@@ -90,3 +94,35 @@ def test_a_batch_naming_one_gene_twice_stores_both_versions_in_order(tmp_path: P
         assert cortex.require_gene(g1.id).version == 2
         assert cortex.gene_versions(g1.id) == [1, 2]
         assert cortex.check_indexes() == []
+
+
+def test_an_append_below_the_tables_last_key_is_an_error_not_a_lost_write(
+        tmp_path: Path) -> None:
+    # lmdb's putmulti(append=True) skips such a key without raising: a body gathered
+    # as appended under an old gene's number would vanish at commit.
+    env = lmdb.open(str(tmp_path / "t"), max_dbs=4)
+    db = env.open_db(b"t")
+    with env.begin(write=True) as txn:
+        txn.put(b"\x05", b"old", db=db)
+        w = GatheredWrites(txn, {"t": db})
+        w.put("t", b"\x06", b"new", append=True)
+        w.put("t", b"\x01", b"sorted in place")
+        w.flush()  # the append above the last key, then the sorted put
+        assert txn.get(b"\x01", db=db) == b"sorted in place"
+        w.put("t", b"\x02", b"below", append=True)
+        with pytest.raises(ValueError, match="1 appended keys were not above"):
+            w.flush()
+    env.close()
+
+
+def test_a_direct_append_below_the_last_key_is_an_error_too(tmp_path: Path) -> None:
+    env = lmdb.open(str(tmp_path / "t"), max_dbs=4)
+    db = env.open_db(b"t")
+    with env.begin(write=True) as txn:
+        w = TableWrites(txn, {"t": db})
+        w.put("t", b"\x05", b"a", append=True)
+        w.put("t", b"\x05", b"overwritten")  # a plain put overwrites, as always
+        with pytest.raises(ValueError, match="is not above the last key"):
+            w.put("t", b"\x01", b"below", append=True)
+        assert txn.get(b"\x05", db=db) == b"overwritten"
+    env.close()

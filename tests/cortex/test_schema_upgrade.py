@@ -1,8 +1,10 @@
-"""Schema 2: gene indexes keyed by index number (ADR 0060), and the upgrade from schema 1.
+"""Schemas 2 and 3: gene indexes (ADR 0060), then gene bodies (ADR 0062), keyed by index
+number, and the upgrades from schemas 1 and 2.
 
-A schema-1 Cortex is made here from a schema-2 one by rewriting what differs (heads
-without their index number, indexes keyed `value SEP id`, schema 1): the records
-gd-node wrote before ADR 0060, byte for byte.
+Older Cortexes are made here from a current one by rewriting what differs: schema 2's
+bodies keyed `id SEP u64(version)` (and the version-hash lookup naming those keys), and
+on top of that schema 1's heads without their index number and indexes keyed
+`value SEP id`: the records gd-node wrote before ADRs 0062 and 0060, byte for byte.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from gd.node.store.cortex import Cortex, CortexError, restore
 from gd.node.store.cortex_env import SCHEMA_VERSION
 
 KEY, OTHER = key_from_int(1), key_from_int(2)
-U64 = struct.Struct(">Q")
+U64, BODY = struct.Struct(">Q"), struct.Struct(">QQ")
 INDEXES = ("idx_domain", "idx_status", "idx_origin")
 
 
@@ -36,11 +38,34 @@ def _store(path: Path) -> list[str]:
         for gene in genes[4:]:
             cortex.put_gene(gene)
         cortex.set_status(genes[-1].id, GeneStatus.NATIVE)
+        # A gene with two versions: both bodies are kept, the second is the head.
+        cortex.put_gene(genes[0].edited(KEY, hlc=2, action="hold"))
         assert cortex.check_indexes() == []
     return [g.id for g in genes]
 
 
+def _as_schema_2(path: Path) -> None:
+    env = lmdb.open(str(path), max_dbs=64)
+    dbs = {name: env.open_db(name.encode())
+           for name in ("meta", "genes", "gene_versions", "by_vhash")}
+    with env.begin(write=True) as txn:
+        ids = {canonical.decode(raw)[6]: gid for gid, raw in txn.cursor(db=dbs["genes"])}
+
+        def old_key(new: bytes) -> bytes:
+            number, version = BODY.unpack(new)
+            return ids[number] + b"\x00" + U64.pack(version)
+
+        for key, body in list(txn.cursor(db=dbs["gene_versions"])):
+            txn.delete(key, db=dbs["gene_versions"])
+            txn.put(old_key(key), body, db=dbs["gene_versions"])
+        for vhash, key in list(txn.cursor(db=dbs["by_vhash"])):
+            txn.put(vhash, old_key(key), db=dbs["by_vhash"])
+        txn.put(b"schema", U64.pack(2), db=dbs["meta"])
+    env.close()
+
+
 def _as_schema_1(path: Path) -> None:
+    _as_schema_2(path)
     env = lmdb.open(str(path), max_dbs=64)
     dbs = {name: env.open_db(name.encode()) for name in ("meta", "genes", *INDEXES)}
     with env.begin(write=True) as txn:
@@ -59,7 +84,18 @@ def _as_schema_1(path: Path) -> None:
 
 def _views(cortex: Cortex) -> dict[str, object]:
     stats = cortex.stats()
+    ids = sorted(cortex.gene_ids())
+    heads = [cortex.get_gene(i) for i in ids]
     return {
+        "bodies": [g.wire_bytes for g in heads if g is not None],
+        "versions": [cortex.gene_versions(i) for i in ids],
+        "first_versions": [g.wire_bytes for g in (cortex.get_gene_version(i, 1) for i in ids)
+                           if g is not None],
+        "by_hash": [getattr(cortex.get_by_version_hash(g.version_hash), "wire_bytes", None)
+                    for g in heads if g is not None],
+        "head_statuses": cortex.head_statuses(
+            [(g.id, g.version_hash) for g in heads if g is not None]),
+        "feed": [(c.id, c.version, body) for c, body, _ in cortex.feed_page(0, 100)],
         "turbofan": [g.id for g in cortex.genes(domain="turbofan")],
         "loan_ids": cortex.gene_ids(domain="loan"),
         "pending": [g.id for g in cortex.genes(status="adaptation_pending")],
@@ -104,22 +140,27 @@ def test_new_genes_take_growing_numbers_and_their_keys_sort_by_them(tmp_path: Pa
         assert cortex.check_indexes() == []
 
 
+OLDER = {1: _as_schema_1, 2: _as_schema_2}
+
+
 @pytest.mark.parametrize("chunk", [3, 5_000])
-def test_upgrade_from_schema_1_keeps_every_read_the_same(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
-    # chunk 3: the heads are read a few at a time (a big Cortex), 11 in four chunks.
+@pytest.mark.parametrize("schema", [1, 2])
+def test_upgrade_from_an_older_schema_keeps_every_read_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, schema: int) -> None:
+    # chunk 3: the records are read a few at a time (a big Cortex): 11 heads in four
+    # chunks, 12 bodies in four.
     monkeypatch.setattr(schema_upgrade, "UPGRADE_CHUNK", chunk)
     _store(tmp_path / "c")
     with Cortex.open(tmp_path / "c", readonly=True) as cortex:
         before = _views(cortex)
-    _as_schema_1(tmp_path / "c")
-    # A read-only open reads schema 1 as it is (and leaves it so).
+    OLDER[schema](tmp_path / "c")
+    # A read-only open reads the older schema as it is (and leaves it so).
     with Cortex.open(tmp_path / "c", readonly=True) as old:
-        assert old.schema_version == 1
+        assert old.schema_version == schema
         assert _views(old) == before
         assert old.check_indexes() == []
     with Cortex.open(tmp_path / "c") as cortex:
-        assert cortex.schema_version == SCHEMA_VERSION == 2
+        assert cortex.schema_version == SCHEMA_VERSION == 3
         assert _views(cortex) == before
         assert cortex.check_indexes() == []
         # Writes after the upgrade take numbers past the ones it gave.
@@ -149,7 +190,7 @@ def test_restoring_a_schema_1_backup_upgrades_it(tmp_path: Path) -> None:
     _as_schema_1(tmp_path / "old")
     restore(tmp_path / "old", tmp_path / "c")
     with Cortex.open(tmp_path / "c") as cortex:
-        assert cortex.schema_version == 2
+        assert cortex.schema_version == 3
         assert [g.id for g in cortex.genes(domain="turbofan")] == sorted(ids[:6])
         assert cortex.check_indexes() == []
 
@@ -180,33 +221,37 @@ def test_check_indexes_names_a_shared_number_and_an_entry_naming_another_gene(
     assert any("index number 1 is also" in p for p in problems)
 
 
-# Upgrades with chunks of 2 heads and, once the third chunk was read (four heads already
-# rewritten inside the open transaction), says so and waits to be killed.
+# Upgrades with chunks of 2 records and, once chunk number argv[2] is about to be read
+# (with argv[2] = 3, four heads or four bodies already rewritten inside the open
+# transaction), says so and waits to be killed.
 KILLED_UPGRADER = r"""
 import sys, time
 from gd.node.store import schema_upgrade
 from gd.node.store.cortex import Cortex
 schema_upgrade.UPGRADE_CHUNK = 2
-real, calls = schema_upgrade._next_heads, []
-def slow(cursor, after):
+real, calls = schema_upgrade._next_records, []
+def slow(cursor, after, **kw):
     calls.append(after)
-    if len(calls) == 3:
+    if len(calls) == int(sys.argv[2]):
         print("inside", flush=True)
         time.sleep(60)
-    return real(cursor, after)
-schema_upgrade._next_heads = slow
+    return real(cursor, after, **kw)
+schema_upgrade._next_records = slow
 Cortex.open(sys.argv[1])
 """
 
 
-def test_a_kill_during_the_upgrade_leaves_schema_1_and_the_next_open_upgrades(
-        tmp_path: Path) -> None:
+# Schema 1's upgrade reads its 11 heads in 6 chunks, then its 12 bodies: the 3rd chunk
+# is inside the re-index, the 9th inside the bodies' rekeying.
+@pytest.mark.parametrize(("schema", "chunk"), [(1, 3), (1, 9), (2, 3)])
+def test_a_kill_during_the_upgrade_leaves_the_old_schema_and_the_next_open_upgrades(
+        tmp_path: Path, schema: int, chunk: int) -> None:
     ids = _store(tmp_path / "c")
-    _as_schema_1(tmp_path / "c")
+    OLDER[schema](tmp_path / "c")
     with Cortex.open(tmp_path / "c", readonly=True) as cortex:
         before = _views(cortex)
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_UPGRADER, str(tmp_path / "c")],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_UPGRADER, str(tmp_path / "c"),
+                             str(chunk)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "inside"
@@ -214,12 +259,71 @@ def test_a_kill_during_the_upgrade_leaves_schema_1_and_the_next_open_upgrades(
         proc.kill()
         proc.wait(timeout=30)
     with Cortex.open(tmp_path / "c", readonly=True) as cortex:
-        assert cortex.schema_version == 1
+        assert cortex.schema_version == schema
         assert _views(cortex) == before
         assert cortex.check_indexes() == []
     with Cortex.open(tmp_path / "c") as cortex:
-        assert cortex.schema_version == 2
+        assert cortex.schema_version == 3
         assert _views(cortex) == before
         assert sorted(h.iseq for h in cortex.heads(ids) if h is not None) == list(
             range(1, len(ids) + 1))
         assert cortex.check_indexes() == []
+
+
+def test_bodies_are_keyed_by_number_and_version_and_a_batch_appends_them(
+        tmp_path: Path) -> None:
+    ids = _store(tmp_path / "c")
+    with Cortex.open(tmp_path / "c") as cortex:
+        numbers = {i: h.iseq for i, h in zip(ids, cortex.heads(ids), strict=True) if h}
+        with cortex.env.begin() as txn:
+            keys = [k for k, _ in txn.cursor(db=cortex.open_db("gene_versions"))]
+            hashes = dict(txn.cursor(db=cortex.open_db("by_vhash")))
+        # 11 first versions and the second version of gene 0 (number 1).
+        expected = sorted([BODY.pack(n, 1) for n in numbers.values()] + [BODY.pack(1, 2)])
+        assert keys == expected
+        assert sorted(hashes.values()) == expected
+        # A new batch's bodies land after every stored one, even next to a new version
+        # of an old gene in the same batch (which is put in its place).
+        old = cortex.get_gene(ids[2])
+        assert old is not None
+        batch = [make_gene(KEY, f"n{i}") for i in range(3)]
+        cortex.put_genes([batch[0], old.edited(KEY, hlc=3, action="wait"), *batch[1:]])
+        with cortex.env.begin() as txn:
+            keys = [k for k, _ in txn.cursor(db=cortex.open_db("gene_versions"))]
+        assert keys[-3:] == [BODY.pack(n, 1) for n in (12, 13, 14)]
+        assert BODY.pack(numbers[ids[2]], 2) in keys
+        assert cortex.gene_versions(ids[2]) == [1, 2]
+        assert cortex.check_indexes() == []
+
+
+def test_check_indexes_names_a_body_of_no_gene_and_a_hash_naming_another_body(
+        tmp_path: Path) -> None:
+    ids = _store(tmp_path / "c")
+    with Cortex.open(tmp_path / "c", readonly=True) as cortex:
+        first = cortex.get_gene(ids[5])
+    assert first is not None
+    env = lmdb.open(str(tmp_path / "c"), max_dbs=64)
+    bodies, hashes = env.open_db(b"gene_versions"), env.open_db(b"by_vhash")
+    with env.begin(write=True) as txn:
+        txn.put(BODY.pack(99, 1), b"stray", db=bodies)
+        txn.put(first.version_hash, BODY.pack(4, 1), db=hashes)
+    env.close()
+    with Cortex.open(tmp_path / "c", readonly=True) as cortex:
+        problems = cortex.check_indexes()
+    assert f"gene_versions: body {BODY.pack(99, 1)!r} belongs to no gene" in problems
+    assert f"gene {ids[5]}: version hash does not name its body" in problems
+
+
+def test_a_body_without_a_head_stops_the_upgrade_and_changes_nothing(tmp_path: Path) -> None:
+    ids = _store(tmp_path / "c")
+    _as_schema_2(tmp_path / "c")
+    env = lmdb.open(str(tmp_path / "c"), max_dbs=64)
+    bodies = env.open_db(b"gene_versions")
+    with env.begin(write=True) as txn:
+        txn.put(b"ghost\x00" + U64.pack(1), b"body", db=bodies)
+    env.close()
+    with pytest.raises(CortexError, match=r"cannot be upgraded from schema 2.*ghost"):
+        Cortex.open(tmp_path / "c")
+    with Cortex.open(tmp_path / "c", readonly=True) as cortex:
+        assert cortex.schema_version == 2
+        assert cortex.gene_versions(ids[0]) == [1, 2]
