@@ -11,7 +11,7 @@ checkpoint lives with the receiver.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -105,8 +105,8 @@ class FeedPuller:
 
                 applied = commit_audited(apply, view)
                 if svc.on_received is not None:
-                    for batch, _ in done:
-                        svc.on_received(batch.sender, batch.genes)
+                    for sender, genes in received_by_sender(b for b, _ in done):
+                        svc.on_received(sender, genes)
                 return applied
 
             fs = await svc.open_stream(peer, SYNC_PROTOCOL_ID, stats)
@@ -237,3 +237,13 @@ class FeedPuller:
         await trio.to_thread.run_sync(svc.cortex.set_checkpoint, peer, head)
         st.checkpoint, st.head, st.repair_due = head, head, True
         st.wake.set()
+
+
+def received_by_sender(batches: Iterable[StagedBatch]) -> list[tuple[str, list[Gene]]]:
+    """A committed group's genes per sender, in order: the received hook runs once a
+    group, not once a batch (auto-adaptation writes its book on each call, an fsync of
+    its own: up to 8 of them a group before; issue 15)."""
+    out: dict[str, list[Gene]] = {}
+    for batch in batches:
+        out.setdefault(batch.sender, []).extend(batch.genes)
+    return list(out.items())

@@ -409,3 +409,34 @@ async def test_a_due_repair_round_waits_while_the_peer_catches_up_on_our_feed(cl
         # b's pull reached our head, and b committed it all and closed the pull.
         assert not catching_up and served == 100 and b_holds == 100
         c.stop_all(a, b)
+
+
+async def test_the_received_hook_runs_once_a_committed_group_with_all_its_genes(cluster):
+    # Auto-adaptation writes its book on each call of the hook (an fsync): once a group
+    # of up to 8 batches, not once a batch (issue 15).
+    c = cluster
+    async with trio.open_nursery() as nursery:
+        a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
+        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
+                          boot=[a])
+        await c.connected(a, b)
+        sent = [make_gene(K1, f"g{i}") for i in range(100)]
+        a.cortex.put_genes(sent)
+        commits: list[int] = []
+        original = b.sync.store.apply_batches
+
+        def slow_commit(batches, *args, **kwargs):
+            time.sleep(0.2)  # b's worker thread: batches queue up behind each commit
+            commits.append(len(batches))
+            return original(batches, *args, **kwargs)
+
+        calls: list[tuple[str, list[str]]] = []
+        b.sync.store.apply_batches = slow_commit
+        b.sync.on_received = lambda sender, genes: calls.append(
+            (sender, [g.id for g in genes]))
+        await b.sync.pull(a.peer_id)
+        assert sum(commits) == 10 and len(commits) < 10  # 10 batches, grouped
+        assert len(calls) == len(commits)
+        assert {sender for sender, _ in calls} == {a.peer_id}
+        assert [i for _, ids in calls for i in ids] == [g.id for g in sent]
+        c.stop_all(a, b)
