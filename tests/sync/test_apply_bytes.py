@@ -13,6 +13,7 @@ from gd_testkit import key_from_int, make_gene
 
 from gd.crdt.clock import ManualClock
 from gd.genome import canonical
+from gd.genome.errors import ValidationError
 from gd.node.store.audit import (
     AUDIT_DB,
     GENESIS,
@@ -61,6 +62,22 @@ def test_audit_records_are_stored_byte_for_byte_as_the_canonical_record(cortex) 
     assert records[3].detail["text"] == "é" * 512
     assert log.verify().ok
     assert log.head() == (len(DETAILS), prev)
+
+
+@pytest.mark.parametrize(("field", "bad"), [
+    ("gene_id", "g" * 300), ("peer", "p\x00"), ("rule", "r" * 257), ("kind", "Not A Slug")])
+def test_a_bad_field_in_a_later_record_refuses_the_whole_append(cortex, field, bad) -> None:
+    # A call checks a field value once (the peer and the rule repeat across a batch):
+    # a value first seen in the third record is still checked, and nothing is stored.
+    log = AuditLog(cortex)
+    entries = [("gene_received", dict(peer="12D3KooWpeer", gene_id=f"g{i}", rule="r1"))
+               for i in range(3)]
+    kind, fields = entries[2]
+    entries[2] = (bad, fields) if field == "kind" else (kind, {**fields, field: bad})
+    with pytest.raises(ValidationError, match=field):
+        cortex.write(lambda txn: log.append_many_in(txn, entries))
+    assert len(log) == 0
+    assert cortex.write(lambda txn: log.append_many_in(txn, entries[:2]))[1].index == 1
 
 
 def test_a_detail_msgpack_cannot_hold_is_refused_as_before_and_nothing_is_stored(
