@@ -374,23 +374,34 @@ async def test_a_change_made_of_one_peers_genes_hints_the_others_but_not_that_pe
         c.stop_all(a, b, d)
 
 
+async def slow_puller(c, nursery, commits: list[int] | None = None):
+    """a holding 100 genes in 10-gene batches for b, whose group commits each take 0.2 s
+    in its worker thread (so batches queue up behind each one), each recorded by its
+    number of batches in `commits`."""
+    a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
+    b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
+                      boot=[a])
+    await c.connected(a, b)
+    sent = [make_gene(K1, f"g{i}") for i in range(100)]
+    a.cortex.put_genes(sent)
+    original = b.sync.store.apply_batches
+
+    def slow_commit(batches, *args, **kwargs):
+        time.sleep(0.2)
+        if commits is not None:
+            commits.append(len(batches))
+        return original(batches, *args, **kwargs)
+
+    b.sync.store.apply_batches = slow_commit
+    return a, b, sent
+
+
 async def test_a_due_repair_round_waits_while_the_peer_catches_up_on_our_feed(cluster):
     # ADR 0061: a round now would build items for (and name) every gene b is about to
     # pull anyway; it runs once b has pulled and committed up to our feed's head.
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
-        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
-                          boot=[a])
-        await c.connected(a, b)
-        a.cortex.put_genes([make_gene(K1, f"g{i}") for i in range(100)])
-        original = b.sync.store.apply_batches
-
-        def slow_commit(*args, **kwargs):
-            time.sleep(0.2)  # b's worker thread: each group commits slowly
-            return original(*args, **kwargs)
-
-        b.sync.store.apply_batches = slow_commit
+        a, b, _ = await slow_puller(c, nursery)
         st = a.sync.state(b.peer_id)
         seen: list[tuple[bool, int, int]] = []
         reconcile = a.sync.reconcile
@@ -416,22 +427,9 @@ async def test_the_received_hook_runs_once_a_committed_group_with_all_its_genes(
     # of up to 8 batches, not once a batch (issue 15).
     c = cluster
     async with trio.open_nursery() as nursery:
-        a = await c.start(nursery, 1, sync=c.SHARE_ALL, share_all=True)
-        b = await c.start(nursery, 2, sync={**c.MANUAL, "batch_genes": 10}, share_all=True,
-                          boot=[a])
-        await c.connected(a, b)
-        sent = [make_gene(K1, f"g{i}") for i in range(100)]
-        a.cortex.put_genes(sent)
         commits: list[int] = []
-        original = b.sync.store.apply_batches
-
-        def slow_commit(batches, *args, **kwargs):
-            time.sleep(0.2)  # b's worker thread: batches queue up behind each commit
-            commits.append(len(batches))
-            return original(batches, *args, **kwargs)
-
+        a, b, sent = await slow_puller(c, nursery, commits)
         calls: list[tuple[str, list[str]]] = []
-        b.sync.store.apply_batches = slow_commit
         b.sync.on_received = lambda sender, genes: calls.append(
             (sender, [g.id for g in genes]))
         await b.sync.pull(a.peer_id)
