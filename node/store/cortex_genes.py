@@ -246,36 +246,40 @@ class CortexGenes(CortexEnv):
         at zero."""
         gid = gene_id.encode()
         with self.env.begin() as txn:
-            head = txn.get(gid, db=self._dbs["genes"])
-            if head is None:
+            raw_head = txn.get(gid, db=self._dbs["genes"])
+            if raw_head is None:
                 return None  # every body is a headed gene's (`delete_gene` takes both)
-            raw = txn.get(self._layout(txn).body_key(gid, Head.decode(head).iseq, version),
+            head = Head.decode(raw_head)
+            raw = txn.get(self._layout(txn).body_key(gid, head.iseq, version),
                           db=self._dbs["gene_versions"])
         return None if raw is None else self.version_of(raw, head)
 
-    def feed_page(self, seq: int, limit: int) -> list[tuple[Change, bytes | None, bytes | None]]:
+    def feed_page(self, seq: int, limit: int) -> list[tuple[Change, bytes | None, Head | None]]:
         """`changes_since`, each entry with its stored version's bytes and the gene's head
-        record (None where absent), all read in ONE transaction: a sync sender reads its
-        feed this way (one snapshot per page, not two transactions per gene) and decodes
-        a version only when it gets to it (`version_of`)."""
+        (None where absent), all read in ONE transaction: a sync sender reads its feed
+        this way (one snapshot per page, not two transactions per gene) and decodes a
+        version only when it gets to it (`version_of`). The head is decoded here, once:
+        its index number finds the body, its status goes with the version."""
         with self.env.begin() as txn:
             layout = self._layout(txn)
             versions, heads = self._dbs["gene_versions"], self._dbs["genes"]
-            out: list[tuple[Change, bytes | None, bytes | None]] = []
+            out: list[tuple[Change, bytes | None, Head | None]] = []
             for c in self._changes_in(txn, seq, limit):
-                head = txn.get(c.id.encode(), db=heads) if c.op == "put" else None
-                if head is None:
+                gid = c.id.encode()
+                raw_head = txn.get(gid, db=heads) if c.op == "put" else None
+                if raw_head is None:
                     out.append((c, None, None))  # a tombstone, or a gene since deleted
                     continue
-                key = layout.body_key(c.id.encode(), Head.decode(head).iseq, c.version)
+                head = Head.decode(raw_head)
+                key = layout.body_key(gid, head.iseq, c.version)
                 out.append((c, txn.get(key, db=versions), head))
             return out
 
     @staticmethod
-    def version_of(raw: bytes, head: bytes | None) -> Gene:
+    def version_of(raw: bytes, head: Head | None) -> Gene:
         """A version's stored bytes as `get_gene_version` returns them (the gene's status,
         counters at zero)."""
-        status = Head.decode(head).status if head is not None else GeneStatus.NATIVE
+        status = head.status if head is not None else GeneStatus.NATIVE
         return Gene.from_stored(canonical.decode(raw), raw=raw, status=status)
 
     def gene_versions(self, gene_id: str) -> list[int]:

@@ -19,6 +19,7 @@ from gd.node.services.sovereignty_views import SovereignSenderView, echo_free_fe
 from gd.node.services.sync_serve import feed_policy
 from gd.node.services.sync_views import PolicyView, share_all
 from gd.node.store.cortex import Cortex
+from gd.node.store.gene_records import Head
 from gd.node.store.sync_store import SyncStore, authored_by
 from gd.protocol.policy_rules import PeerInfo, ShareRule, Subject
 from gd.protocol.sovereignty import PolicySet, SentGene
@@ -58,7 +59,7 @@ class Feed:
         self.decoded = 0
         version_of = self.cortex.version_of
 
-        def counting(raw: bytes, head: bytes | None) -> Gene:
+        def counting(raw: bytes, head: Head | None) -> Gene:
             self.decoded += 1
             return version_of(raw, head)
 
