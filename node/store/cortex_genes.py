@@ -320,7 +320,8 @@ class CortexGenes(CortexEnv):
             head = Head.decode(raw)
             unindex_gene(TableWrites(txn, d), head.iseq, *head.index_values())
             txn.delete(gene_id.encode(), db=d["genes"])
-            for key in list(prefix_keys(txn, d["gene_versions"], U64.pack(head.iseq))):
+            bodies = self._layout(txn).body_prefix(gene_id.encode(), head.iseq)
+            for key in list(prefix_keys(txn, d["gene_versions"], bodies)):
                 stored = must_get(txn, d["gene_versions"], key, "gene version")
                 body = Gene.from_stored(canonical.decode(stored), raw=stored)
                 txn.delete(body.version_hash, db=d["by_vhash"])

@@ -162,7 +162,7 @@ class Layout:
 
     def body_key(self, gene_id: bytes, iseq: int, version: int) -> bytes:
         if self.bodies_by_number:
-            return BODY_KEY.pack(iseq, version)
+            return body_key(iseq, version)
         return gene_id + SEP + U64.pack(version)
 
     def body_prefix(self, gene_id: bytes, iseq: int) -> bytes:

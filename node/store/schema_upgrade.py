@@ -20,11 +20,11 @@ from gd.genome import canonical
 from gd.genome.errors import DecodeError
 from gd.node.store.gene_records import (
     BODIES_BY_NUMBER_SCHEMA,
-    BODY_KEY,
     INDEX_SEQ_KEY,
     INDEX_TABLES,
     INDEXED_BY_NUMBER_SCHEMA,
     Head,
+    body_key,
     index_keys,
 )
 from gd.node.store.lmdb_tables import U64, Txn
@@ -113,7 +113,7 @@ class _NumberOf:
             if raw is None:
                 raise DecodeError(f"gene {gid!r} has a stored version but no head")
             self._last = (gid, Head.decode(raw).iseq)
-        return BODY_KEY.pack(self._last[1], version)
+        return body_key(self._last[1], version)
 
 
 def _next_records(cursor: Any, after: bytes | None,
