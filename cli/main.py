@@ -18,7 +18,7 @@ from rich.table import Table
 from gd.cli.api_cmds import COMMANDS as API_COMMANDS
 from gd.cli.genes_cmds import genes_group, synapse_group
 from gd.cli.ledger_cmds import ledger_group
-from gd.cli.motors_cmds import COMMANDS as MOTORS_COMMANDS
+from gd.cli.motors_cmds import LAZY_COMMANDS as MOTORS_COMMANDS
 from gd.cli.org_cmds import COMMANDS as ORG_COMMANDS
 from gd.cli.output import (
     DEBUG_ENV,
@@ -37,7 +37,6 @@ from gd.cli.output import (
 from gd.cli.sovereignty_cmds import COMMANDS as SOVEREIGNTY_COMMANDS
 from gd.cli.sovereignty_cmds import forget_cmd
 from gd.cli.sync_cmds import COMMANDS as SYNC_COMMANDS
-from gd.cli.testnet_cmds import COMMANDS as TESTNET_COMMANDS
 from gd.cli.version import version_option
 from gd.genome.errors import ValidationError
 from gd.genome.identity import NodeKey
@@ -290,7 +289,11 @@ for _cmd in SOVEREIGNTY_COMMANDS:
         genes_group.add_command(_cmd, name="forget")
     else:
         cli.add_command(_cmd)
-for _cmd in MOTORS_COMMANDS + TESTNET_COMMANDS + ORG_COMMANDS:
+for _name, _target in MOTORS_COMMANDS.items():
+    cli.add_lazy_command(_name, _target)
+# The testnet builder imports the domain packs and the motors (its demo data): lazy too.
+cli.add_lazy_command("testnet", "gd.cli.testnet_cmds:testnet_group")
+for _cmd in ORG_COMMANDS:
     cli.add_command(_cmd)
 for _cmd in SYNC_COMMANDS: cli.add_command(_cmd)  # noqa: E701
 for _cmd in API_COMMANDS: cli.add_command(_cmd)  # noqa: E701

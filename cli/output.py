@@ -10,6 +10,7 @@ report) prints one line naming it, with the traceback only under `gd-node --debu
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -99,7 +100,33 @@ def describe_unexpected(exc: BaseException) -> str:
 class GuardedGroup(click.Group):
     """The root command group: whatever a subcommand raises that click does not handle
     becomes a one-line error and exit code 1, never a traceback (a user reading a stack
-    trace cannot tell a bug from their own mistake). `--debug` / GD_DEBUG re-raises."""
+    trace cannot tell a bug from their own mistake). `--debug` / GD_DEBUG re-raises.
+
+    It also holds *lazy* commands (`add_lazy_command`): named here, imported when click
+    first asks for one (to run it, or to list it in `--help`). The motors' commands are
+    lazy, so `gd-node run` and every other command start without numpy and the motors
+    (~0.2 s; issue 15, ADR 0063)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, str] = {}  # command name -> "module:attribute"
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        """Mount the command `target` ("module:attribute") under `name`, unimported."""
+        self.lazy[name] = target
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module, _, attribute = target.partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command) or command.name != cmd_name:
+                raise TypeError(f"lazy command {cmd_name!r}: {target} is not that command")
+            self.add_command(command)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -252,6 +252,3 @@ def heal_cmd(directory: Path) -> None:
 
 def _node(plan: TestnetPlan, name: str) -> NodePlan:
     return plan.node(name)
-
-
-COMMANDS = [testnet_group]

@@ -24,13 +24,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from gd.crdt.conflict import QUEUE_ALL, ConflictPolicy
-from gd.motors.craft import check_bands
-from gd.motors.domains import get_domain
-from gd.motors.domains.pack import MOTORS, DomainConfig
 from gd.motors.errors import MotorInputError
 from gd.node.config_sections import ConfigError
 
 if TYPE_CHECKING:  # config.py imports this module (lazily) to parse [domains]
+    from gd.motors.domains.pack import DomainConfig
     from gd.node.config import NodeConfig
 
 CONFLICT_MODES: Final = ("queue", "lww", "merge")
@@ -50,11 +48,19 @@ class DomainSettings:
 
     def motor_config(self, domain: str) -> DomainConfig:
         """The pack's DomainConfig with this table's overrides applied."""
+        # The motors (and numpy) load here, only for a node that overrides a motor
+        # setting: sync reads this module at start for `conflict` (ADR 0063).
+        from gd.motors.domains import get_domain
+        from gd.motors.domains.pack import DomainConfig
+
         base = get_domain(domain).config.to_plain()
         return DomainConfig.from_plain({**base, **self.motors})
 
 
 def _check_motor_value(where: str, key: str, value: Any) -> Any:
+    from gd.motors.craft import check_bands  # with the motors, as above (ADR 0063)
+    from gd.motors.domains.pack import MOTORS
+
     if key == "weights":
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}.weights must be a table of motor = exponent")

@@ -9,7 +9,6 @@ from typing import Any
 
 from gd.genome.identity import NodeKey
 from gd.motors.domains import get_domain
-from gd.node.app.decisions import evaluate_gene
 from gd.node.app.importer import import_genes
 from gd.node.config import NodeConfig
 from gd.node.home import Home
@@ -100,6 +99,9 @@ def evaluate_demo_genes(plan: TestnetPlan, *, states_per_gene: int = 16) -> int:
     """Give each node something to have decided: every native gene is evaluated once by
     the motors on its domain's seeded demo states. The decisions are stored, and their
     ledger statements wait in the node's outbox until its region's ledger runs."""
+    # The motors load here, not with the CLI (`gd-node run` needs none; ADR 0063).
+    from gd.node.app.decisions import evaluate_gene
+
     count = 0
     for index, node in enumerate(plan.nodes):
         with open_local(Home.resolve(node.home)) as local:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gd.genome.errors import ValidationError
 from gd.genome.gene import OPERATORS
 from gd.motors.domains import domain_names, get_domain
-from gd.motors.domains.pack import DomainPack
 from gd.motors.errors import UnknownDomainError
+
+if TYPE_CHECKING:
+    from gd.motors.domains.pack import DomainPack
 
 # Parameter value types a pack may declare, by the name a person reads in the error.
 _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "text"}

@@ -10,6 +10,9 @@ Then, while resolving, the result's size (`MAX_OBJECTS` objects): past it the an
 
 Validation errors (syntax, unknown fields, depth) answer 400 with GraphQL's `errors`
 list; execution errors 200 with `data` and `errors`, as GraphQL-over-HTTP says.
+
+The route itself is in graphql_route.py, which imports this module (graphql-core, the
+schema, the decisions it resolves) on the first query, not at the daemon's start.
 """
 
 from __future__ import annotations
@@ -34,8 +37,7 @@ from starlette.responses import Response
 
 from gd.node.api.graphql_schema import SCHEMA, Reader, TooLarge, root_value
 from gd.node.api.problems import Problem
-from gd.node.api.roles import Role
-from gd.node.api.routing import Ctx, Route
+from gd.node.api.routing import Ctx
 
 MAX_QUERY_CHARS: Final = 20_000
 MAX_DEPTH: Final = 6
@@ -117,13 +119,3 @@ async def h_graphql(ctx: Ctx) -> Any:
         out["errors"] = [e.formatted for e in result.errors]
     return out
 
-
-ROUTES: Final = (
-    Route("POST", "/v1/graphql", h_graphql, Role.VIEWER,
-          "Read-only GraphQL over genes (k-hop synapses, versions), decisions and "
-          "experiences, in the caller's scope.", "graphql", body="json",
-          body_schema={"type": "object", "required": ["query"], "properties": {
-              "query": {"type": "string"}, "variables": {"type": "object"},
-              "operationName": {"type": "string"}}},
-          errors=(400, 413, 422)),
-)

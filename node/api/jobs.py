@@ -15,6 +15,10 @@ When a job finishes, a webhook (when named) is POSTed its JSON with
 `GD-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` (the scheme
 Stripe uses: the timestamp inside the MAC stops replays), retried with exponential
 backoff WEBHOOK_ATTEMPTS times, and the delivery state kept in the job.
+
+The motors (`gd.motors.evaluate`, `gd.node.app.decisions`, numpy) are imported inside
+the handlers that use them: this module is imported with the route table before the
+daemon answers /healthz, and most daemons evaluate nothing for a while (ADR 0063).
 """
 
 from __future__ import annotations
@@ -30,10 +34,8 @@ from urllib.parse import urlsplit
 import trio
 
 from gd.genome import StateVector
-from gd.motors.evaluate import EvaluationRequest
 from gd.node.api.auto_adapt_jobs import note_decisions
 from gd.node.api.job_store import Job
-from gd.node.app import decisions as dec
 
 if TYPE_CHECKING:
     from gd.node.api.services import ApiServices
@@ -125,6 +127,8 @@ class JobRunner:
 
     # -- evaluate ----------------------------------------------------------------------
     async def _evaluate(self, job: Job) -> Job:
+        from gd.motors.evaluate import EvaluationRequest
+        from gd.node.app import decisions as dec
         p = job.params
         states = [StateVector(domain=job.domain, values=s["values"], entity=s["entity"],
                               t=s["t"]) for s in p["states"]]
@@ -193,6 +197,7 @@ class JobRunner:
 
     # -- adapt -------------------------------------------------------------------------
     async def _adapt(self, job: Job) -> Job:
+        from gd.node.app import decisions as dec
         p = job.params
         states = ([StateVector(domain=job.domain, values=s["values"], entity=s["entity"],
                                t=s["t"]) for s in p["states"]] if p.get("states") else None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Final
 
 from gd.node.api import views_genes, views_jobs, views_node
-from gd.node.api.graphql_view import ROUTES as GRAPHQL_ROUTES
+from gd.node.api.graphql_route import ROUTES as GRAPHQL_ROUTES
 from gd.node.api.routing import Route
 from gd.node.api.views_more import ROUTES as MORE_ROUTES
 

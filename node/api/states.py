@@ -10,7 +10,6 @@ from typing import Any, Final
 
 from gd.genome import StateVector
 from gd.genome.errors import ValidationError
-from gd.motors.domains import get_domain
 from gd.node.api.problems import Problem
 
 MAX_STATES_PER_REQUEST: Final = 10_000
@@ -18,6 +17,7 @@ MAX_STATES_PER_REQUEST: Final = 10_000
 
 def parse_states(raw: Any, domain: str, *, limit: int = MAX_STATES_PER_REQUEST
                  ) -> list[StateVector]:
+    from gd.motors.domains import get_domain  # numpy loads on first use (ADR 0063)
     if not isinstance(raw, list) or not raw:
         raise Problem(422, "`states` must be a non-empty list of "
                            "{values: {feature: number}, entity?, t?}")

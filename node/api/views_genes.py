@@ -2,6 +2,10 @@
 
 Scope rule (node/api/auth.py): a gene, or a decision about a gene, outside the caller's
 scope answers 404 exactly like one that does not exist; lists leave such rows out.
+
+The motors (`gd.motors.evaluate`, `gd.node.app.decisions`, numpy) are imported inside
+the handlers that use them: this module is imported with the route table before the
+daemon answers /healthz, and most daemons evaluate nothing for a while (ADR 0063).
 """
 
 from __future__ import annotations
@@ -19,13 +23,11 @@ from gd.genome.errors import ValidationError
 from gd.genome.gene import GeneStatus
 from gd.genome.gene_json import gene_json
 from gd.motors.errors import MotorInputError
-from gd.motors.evaluate import EvaluationRequest
 from gd.node.api.auto_adapt_jobs import note_decisions
 from gd.node.api.problems import Problem
 from gd.node.api.roles import Role
 from gd.node.api.routing import Ctx, Param, Route, body_sha256, paged
 from gd.node.api.states import parse_states
-from gd.node.app import decisions as dec
 from gd.node.app.adaptation import AdaptationError
 from gd.node.app.importer import import_genes
 from gd.node.store.cortex import CortexError
@@ -156,6 +158,7 @@ def _file_domains(name: str) -> set[str]:
 # -- evaluate ----------------------------------------------------------------------------
 def evaluation_options(body: dict[str, Any]) -> dict[str, Any]:
     """seed, aggregate, allow_pending and the Monte Carlo plan, checked."""
+    from gd.motors.evaluate import EvaluationRequest
     seed = body.get("seed")
     if seed is None:
         seed = secrets.randbits(63)  # no seed asked for: unpredictable on purpose
@@ -174,6 +177,8 @@ def evaluation_options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def h_evaluate(ctx: Ctx) -> Any:
+    from gd.motors.evaluate import EvaluationRequest
+    from gd.node.app import decisions as dec
     gene = visible_gene(ctx, ctx.path("gene_id"))
     body = ctx.json()
     inline = ctx.api.settings.inline_max_states
@@ -209,12 +214,14 @@ async def h_experiences(ctx: Ctx) -> Any:
 
 # -- decisions ---------------------------------------------------------------------------
 def _visible_decisions(ctx: Ctx, gene_id: str | None) -> list[Decision]:
+    from gd.node.app import decisions as dec
     who = ctx.principal
     return [d for d in dec.list_decisions(ctx.api.cortex, gene_id)
             if who.sees_gene(d.gene_id, d.domain)]
 
 
 async def h_decisions_list(ctx: Ctx) -> Any:
+    from gd.node.app import decisions as dec
     gene_id = ctx.query("gene")
     if gene_id is not None:
         visible_gene(ctx, gene_id)
@@ -224,6 +231,7 @@ async def h_decisions_list(ctx: Ctx) -> Any:
 
 
 def visible_decision(ctx: Ctx, decision_id: str) -> Decision:
+    from gd.node.app import decisions as dec
     try:
         d = dec.get_decision(ctx.api.node, decision_id)
     except dec.DecisionError:
@@ -234,11 +242,13 @@ def visible_decision(ctx: Ctx, decision_id: str) -> Decision:
 
 
 async def h_decision_show(ctx: Ctx) -> Any:
+    from gd.node.app import decisions as dec
     d = await ctx.thread(visible_decision, ctx, ctx.path("decision_id"))
     return dec.decision_full(d)
 
 
 async def h_decision_replay(ctx: Ctx) -> Any:
+    from gd.node.app import decisions as dec
     d = await ctx.thread(visible_decision, ctx, ctx.path("decision_id"))
     try:
         report = await ctx.thread(dec.replay_decision, ctx.api.node, d.id)
@@ -249,6 +259,7 @@ async def h_decision_replay(ctx: Ctx) -> Any:
 
 
 async def h_decisions_export(ctx: Ctx) -> Any:
+    from gd.node.app import decisions as dec
     fmt = ctx.query("format", "json")
     if fmt not in ("json", "csv"):
         raise Problem(400, "format must be json or csv")

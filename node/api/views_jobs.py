@@ -6,7 +6,6 @@ from typing import Any, Final
 
 from starlette.responses import StreamingResponse
 
-from gd.motors import meristic
 from gd.node.api.events import TooManySubscribers
 from gd.node.api.job_store import MAX_JOB_STATES, Job, JobError, new_job_id
 from gd.node.api.jobs import check_webhook_url
@@ -57,6 +56,8 @@ async def h_job_create(ctx: Ctx) -> Any:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                                  or seed < 0):
             raise Problem(422, "seed must be a non-negative integer")
+        from gd.motors import meristic  # the motors load on first use (ADR 0063)
+
         search = meristic.SearchConfig()
         params = {"population": _int(body, "population", search.population, 2,
                                      meristic.MAX_POPULATION),

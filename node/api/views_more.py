@@ -4,6 +4,10 @@ consistency proofs, adding experiences, and a decision as a PDF.
 Each calls the same object its CLI command does (the adaptation desk, the policy store,
 the ledger, gd.node.app.decisions) with the daemon's open Cortex, and each applies the
 caller's scope the way node/api/auth.py says: a gene or decision outside it is 404.
+
+The motors (`gd.motors.evaluate`, `gd.node.app.decisions`, numpy) are imported inside
+the handlers that use them: this module is imported with the route table before the
+daemon answers /healthz, and most daemons evaluate nothing for a while (ADR 0063).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from gd.node.api.roles import Role
 from gd.node.api.routing import Ctx, Param, Route
 from gd.node.api.states import parse_states
 from gd.node.api.views_genes import _brief, visible_decision, visible_gene
-from gd.node.app import decisions as dec
 from gd.node.app.adaptation import AdaptationError
 from gd.node.store.cortex import CortexError
 from gd.protocol.policy_rules import PeerInfo, Subject, receivers
@@ -107,6 +110,7 @@ async def h_ledger_consistency(ctx: Ctx) -> Any:
 
 
 async def h_experience_add(ctx: Ctx) -> Any:
+    from gd.node.app import decisions as dec
     gene = visible_gene(ctx, ctx.path("gene_id"))
     body = ctx.json()
     state = parse_states([body.get("state")], gene.domain, limit=1)[0]

@@ -33,9 +33,8 @@ from typing import Any, Final, Protocol
 from gd.crdt.clock import Clock
 from gd.genome import Decision, Gene, StateVector, canonical
 from gd.genome.gene import GeneStatus
-from gd.motors.craft import BAND_VETOED
 from gd.node.app.auto_adapt_settings import AdaptationSettings
-from gd.node.app.decisions import ADAPTABLE, MAX_ADAPT_STATES, history_states
+from gd.node.app.gene_history import ADAPTABLE, MAX_ADAPT_STATES, history_states
 from gd.node.clock import SYSTEM_CLOCK
 from gd.node.store.cortex import Cortex
 
@@ -210,6 +209,10 @@ class AutoAdapter:
         version); `needs-evidence` and approvals queue nothing. Returns the job ids."""
         if not self.settings.auto:
             return []
+        # Decisions exist, so the motors are loaded already (imported here, not at the
+        # top: the daemon builds this adapter at start, ADR 0063).
+        from gd.motors.craft import BAND_VETOED
+
         vetoed = sorted({(d.gene_id, d.gene_version) for d in decisions
                          if d.band == BAND_VETOED})
         made = []

@@ -59,6 +59,9 @@ from gd.node.app.decision_export import decision_summary as decision_summary
 from gd.node.app.decision_export import decisions_csv as decisions_csv
 from gd.node.app.decision_export import first_veto as first_veto
 from gd.node.app.decision_export import list_decisions as list_decisions
+from gd.node.app.gene_history import ADAPTABLE as ADAPTABLE
+from gd.node.app.gene_history import MAX_ADAPT_STATES as MAX_ADAPT_STATES
+from gd.node.app.gene_history import history_states as history_states
 from gd.node.clock import hlc_now
 from gd.node.config import ConfigError
 from gd.node.domain_settings import domain_config
@@ -77,16 +80,9 @@ MERISTIC_DB: Final = meristic.CHECKPOINT_DB.decode()
 # still says something about a rule (a specialisation of a specialisation), further
 # away the link is too weak to move a prior; the weights multiply along the path.
 RELATED_HOPS: Final = 2
-# M_M adapts on the gene's own history (the states it was evaluated on and experienced).
-# M_C samples up to `cap` (default 4096) futures for every state; 512 states keep that
-# multiverse near 50 MB while covering a gene's recent life; older states are dropped.
-MAX_ADAPT_STATES: Final = 512
 # The domain's history M_P consults for a gene: enough to cover a C-MAPSS file's worth of
 # states around any state (k = 32 neighbours), small enough that loading it stays fast.
 MAX_DOMAIN_EXPERIENCES: Final = 4000
-# Statuses a gene may be adapted from: M_M grows variants of our own genes and of
-# received, still pending ones (issue 7); a rejected, retired or revoked gene is done.
-ADAPTABLE: Final = (GeneStatus.NATIVE, GeneStatus.ADAPTATION_PENDING)
 
 
 class DecisionError(ValueError):
@@ -369,24 +365,6 @@ def default_seed(gene: Gene) -> int:
     """A search seed fixed by the gene version, so that running `adapt` again with the
     same options resumes the checkpointed search instead of starting another."""
     return int.from_bytes(gene.version_hash[:8], "big") >> 1
-
-
-def history_states(cortex: Cortex, gene: Gene) -> list[StateVector]:
-    """The states the gene was decided on and experienced, oldest first, deduplicated,
-    the last MAX_ADAPT_STATES of them (the order is fixed, so a resumed search sees the
-    same states as the one it resumes)."""
-    seen: dict[bytes, StateVector] = {}
-    dated: list[tuple[int, str, int, StateVector]] = []
-    for decision in cortex.decisions(gene.id):
-        for j, state in enumerate(decision.states):
-            dated.append((decision.decided_at, decision.id, j, state))
-    for exp in cortex.experiences_for(gene.id):
-        dated.append((exp.observed_at, exp.id, 0, exp.state))
-    dated.sort(key=lambda item: item[:3])
-    for *_, state in dated:
-        if state.domain == gene.domain:
-            seen.setdefault(canonical.encode(state.to_plain()), state)
-    return list(seen.values())[-MAX_ADAPT_STATES:]
 
 
 def _same_rule(gene: Gene, variant: meristic.Variant) -> bool:

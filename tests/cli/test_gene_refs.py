@@ -90,7 +90,10 @@ def test_every_command_taking_a_gene_id_resolves_it() -> None:
 
     def walk(cmd: click.Command, path: tuple[str, ...]) -> None:
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
+            ctx = click.Context(cmd)  # list_commands, not .commands: lazy ones too
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, (path, name)
                 walk(sub, (*path, name))
             return
         for param in cmd.params:

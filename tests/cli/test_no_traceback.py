@@ -52,7 +52,10 @@ def all_commands() -> list[tuple[tuple[str, ...], click.Command]]:
 
     def walk(cmd: click.Command, path: tuple[str, ...]) -> None:
         if isinstance(cmd, click.Group):
-            for name, sub in sorted(cmd.commands.items()):
+            ctx = click.Context(cmd)  # list_commands, not .commands: lazy ones too
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                assert sub is not None, (path, name)
                 walk(sub, (*path, name))
         else:
             out.append((path, cmd))

@@ -167,3 +167,32 @@ def test_an_unknown_feature_or_action_is_a_motor_input_error_naming_the_known_on
     with pytest.raises(MotorInputError, match=rf"{kind} 'nope' is not in domain 'turbofan' "
                                               rf"\({kind}s: {names[0]}, "):
         index("nope")
+
+
+def test_the_built_in_packs_load_on_the_first_lookup_not_with_the_registry() -> None:
+    """The received-gene check imports the registry at a daemon's start; numpy and the
+    packs wait for the first gene (ADR 0063)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gd.motors.domains.gene_check as g, gd.motors.domains as d\n"
+            "print('numpy' in sys.modules, 'gd.motors.domains.turbofan' in sys.modules)\n"
+            "print(d.get_domain('turbofan').name, 'numpy' in sys.modules)\n"
+            "print(d.DomainPack.__name__, d.DomainConfig.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.split("\n")[:3] == ["False False", "turbofan True",
+                                           "DomainPack DomainConfig"]
+
+
+def test_a_pack_registered_under_a_built_in_name_replaces_it(monkeypatch) -> None:
+    from gd.motors import domains
+
+    monkeypatch.setattr(domains, "_REGISTRY", {})
+    monkeypatch.setattr(domains, "_loaded", False)
+    mine = get_domain("loan").__class__()  # a fresh instance of the same pack
+    domains.register(mine)
+    assert get_domain("loan") is mine
+    assert domain_names() == ("loan", "turbofan")
+    with pytest.raises(AttributeError):
+        domains.NoSuchThing  # noqa: B018

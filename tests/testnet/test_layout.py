@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -35,7 +36,7 @@ def test_the_default_testnet_survives_losing_any_one_node_per_region(tmp_path: P
 
 
 def _up_params():  # type: ignore[no-untyped-def]
-    testnet = cli.commands["testnet"]
+    testnet = cli.get_command(click.Context(cli), "testnet")  # a lazy command
     return testnet.commands["up"].params  # type: ignore[attr-defined]
 
 
