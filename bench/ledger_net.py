@@ -7,7 +7,9 @@ Two layouts, both measured in the same run:
   through each node's control socket (`ledger_submit`), round-robin over the nodes, each
   client keeping one connection per node (`--client-mode keepalive`, as etcd's clients
   keep theirs; `call`: a connection per submission, as the CLI does). Its baseline is a
-  region of one, also a `gd-node run` process, driven the same way.
+  region of one, also a `gd-node run` process, driven the same way. The three voters are
+  driven twice: `--per-submit` statements a submission, then one (the row that
+  bench/ledger_vs_etcd.py sets beside etcd's single puts).
 * **in-process**: three voter daemons run in this process on 127.0.0.1 (real libp2p
   hosts: Noise, yamux, the `/gd/raft/1.0.0` streams, LMDB with fsync on). Clients submit
   pre-signed statements through the ledger services of all three nodes (followers
@@ -386,6 +388,11 @@ def process_load(homes: Sequence[Home], statements: list[list[LedgerEntry]], cli
             "client_mode": mode}
 
 
+# The 3-voter process row whose clients submit one statement at a time (compared with
+# etcd's single puts; the other 3-voter rows submit `--per-submit` at a time).
+SINGLE_SETUP = "3 voters, one statement a submission"
+
+
 def _stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
     terminate_all(procs, timeout_s=30)
 
@@ -421,10 +428,19 @@ def bench_processes(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 args.client_mode)
             _wait(lambda: len({(_status(h) or {}).get("size") for h in homes}) == 1,
                   60.0, "replicas at one size")
+            # Like for like with etcd's single puts (bench/ledger_vs_etcd.py): the same
+            # clients, each submitting one statement at a time.
+            single = process_load(homes, [signed(n, "prun1", per_node) for n in (11, 12, 13)],
+                                  args.clients, 1, [p.pid for p in procs], args.client_mode) \
+                if args.per_submit > 1 else None
         finally:
             _stop(procs)
         rows.append({"setup": "3 voters, each a gd-node run process", **raft,
                      "vs_baseline": round(raft["entries_per_s"] / base["entries_per_s"], 2)})
+        if single is not None:
+            rows.append({"setup": f"{SINGLE_SETUP}, each a gd-node run process", **single,
+                         "vs_baseline": round(single["entries_per_s"]
+                                              / base["entries_per_s"], 2)})
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return rows

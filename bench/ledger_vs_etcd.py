@@ -14,7 +14,9 @@ etcd's. Every etcd process is stopped and reaped, and its data directory removed
 
 A second etcd run puts as many keys a request as our clients submit statements (a
 `kv/txn` of 10 puts: one Raft entry), so its latency counts the same entries in flight
-as ours; both ratios are reported.
+as ours. The like-for-like pairs are reported: our 10-statement submissions against
+etcd's 10-put txns, and our one-statement submissions (ledger_net.json's second 3-voter
+row) against etcd's single puts.
 """
 
 from __future__ import annotations
@@ -199,13 +201,17 @@ def _our_per_submit() -> int:
     return 10
 
 
-def ours() -> dict[str, Any] | None:
-    """The 3-voter row of ledger_net.json (written earlier in the same `make bench`)."""
+def ours(single: bool = False) -> dict[str, Any] | None:
+    """A 3-voter process row of ledger_net.json (written earlier in the same `make
+    bench`): the one submitting `--per-submit` statements at a time, or with `single`
+    the one submitting one at a time."""
     path = RESULTS / "ledger_net.json"
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    row = next((r for r in data.get("rows", []) if "3 voters" in str(r.get("setup"))), None)
+    row = next((r for r in data.get("rows", []) if "3 voters" in str(r.get("setup"))
+                and "gd-node run" in str(r.get("setup"))
+                and ("one statement a submission" in str(r.get("setup"))) == single), None)
     if row is not None:
         row["clients"] = data.get("params", {}).get("clients")
     return row
@@ -261,6 +267,16 @@ def main() -> int:
                 "throughput_vs_etcd_txn": round(mine["entries_per_s"] / batched["puts_per_s"],
                                                 3),
                 "p99_vs_etcd_txn": round(mine["p99_ms"] / batched["p99_ms"], 2)})
+    one = ours(single=True)
+    if one is not None:  # like for like: one statement a request, as etcd's single puts
+        rows.append({
+            "setup": "gd ledger, 3 voters, one statement a submission (ledger_net.json)",
+            "clients": one["clients"], "payload_bytes": size, "puts": one["entries"],
+            "seconds": one["seconds"], "puts_per_s": one["entries_per_s"],
+            "p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"],
+            "throughput_vs_etcd": round(one["entries_per_s"] / etcd["puts_per_s"], 3),
+            "p50_vs_etcd": round(one["p50_ms"] / etcd["p50_ms"], 2),
+            "p99_vs_etcd": round(one["p99_ms"] / etcd["p99_ms"], 2)})
     report("ledger_vs_etcd", rows, {"params": vars(args)})
     return 0
 
