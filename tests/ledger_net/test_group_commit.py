@@ -222,6 +222,10 @@ def test_append_batch_writes_the_callers_bookkeeping_in_the_same_transaction(tmp
 
 async def test_concurrent_submissions_on_a_region_of_one_share_commits(region, nursery):
     d = await region.start(nursery, 1, ())
+    # The group runs once the service has started; a submission before that appends
+    # directly (`SoloAppender.append`), and on a loaded machine all 32 could.
+    with trio.fail_after(30):
+        await d.ledger.started.wait()
     receipts: dict[int, list] = {}
 
     async def submit(i: int) -> None:
