@@ -244,12 +244,16 @@ def interpreter_ms(runs: int) -> float:
     return statistics.median(times)
 
 
-def import_ms() -> float:
+def import_ms(runs: int = 3) -> float:
     """A fresh interpreter importing the daemon (libp2p dominates): the other half of a
-    process cold start."""
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import gd.node.daemon"], check=True)
-    return (time.perf_counter() - t) * 1000
+    process cold start. The median of `runs` (one sample swung by 0.3 s on this
+    machine, more than the start it is set beside)."""
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import gd.node.daemon"], check=True)
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
 
 
 async def main(rounds: int, mb: int) -> dict[str, object]:
