@@ -234,26 +234,26 @@ def process_start_ms(runs: int) -> list[float]:
     return out
 
 
-def interpreter_ms(runs: int) -> float:
-    """A bare `python -c pass`: the floor of any process start on this machine."""
+def _python_ms(code: str, runs: int) -> float:
+    """Median wall time of `python -c code` in a fresh interpreter, over `runs`."""
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        subprocess.run([sys.executable, "-c", code], check=True)
         times.append((time.perf_counter() - t) * 1000)
     return statistics.median(times)
+
+
+def interpreter_ms(runs: int) -> float:
+    """A bare `python -c pass`: the floor of any process start on this machine."""
+    return _python_ms("pass", runs)
 
 
 def import_ms(runs: int = 3) -> float:
     """A fresh interpreter importing the daemon (libp2p dominates): the other half of a
     process cold start. The median of `runs` (one sample swung by 0.3 s on this
     machine, more than the start it is set beside)."""
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import gd.node.daemon"], check=True)
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    return _python_ms("import gd.node.daemon", runs)
 
 
 async def main(rounds: int, mb: int) -> dict[str, object]:
