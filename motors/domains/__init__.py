@@ -18,11 +18,9 @@ from gd.motors.errors import UnknownDomainError
 if TYPE_CHECKING:
     from gd.motors.domains.pack import DomainConfig, DomainPack
 
-# name -> (module, class) of the packs every node knows.
-_BUILT_IN: Final[dict[str, tuple[str, str]]] = {
-    "turbofan": ("gd.motors.domains.turbofan", "TurbofanPack"),
-    "loan": ("gd.motors.domains.loan", "LoanPack"),
-}
+# (module, class) of the packs every node knows; each registers under its own `name`.
+_BUILT_IN: Final = (("gd.motors.domains.turbofan", "TurbofanPack"),
+                    ("gd.motors.domains.loan", "LoanPack"))
 _REGISTRY: dict[str, DomainPack] = {}
 _loaded = False
 _load_lock = threading.Lock()
@@ -36,7 +34,7 @@ def _load_built_in() -> None:
     with _load_lock:
         if _loaded:
             return
-        for module, cls in _BUILT_IN.values():
+        for module, cls in _BUILT_IN:
             pack = getattr(import_module(module), cls)()
             _REGISTRY[pack.name] = pack
         _loaded = True
