@@ -1,6 +1,12 @@
-"""Issue 15's table: every path with the figure of this run, the goal and the in-run
-baseline ratio, read from the benchmarks' JSON in bench/results/ (run_all prints it and
-puts it at the top of RESULTS.md). A path no script measures yet says so."""
+"""Issue 15's table: every path with the figure of this run, the goal, the in-run
+baseline ratio and the machine's ceiling for the path, read from the benchmarks' JSON in
+bench/results/ (run_all prints it and puts it at the top of RESULTS.md). A path no
+script measures yet says so.
+
+The ceiling (`ceilings`) is the signature work the path may not skip, run alone on
+every core (`bench/limits.py`, same run): a received gene checked once, a statement
+checked by each voter holding it, an imported gene built and signed once. A goal above
+its ceiling cannot be met on this machine while those checks stay on."""
 
 from __future__ import annotations
 
@@ -125,9 +131,64 @@ def _layout(row: dict[str, Any]) -> str:
         else "nodes in one process"
 
 
+def ceilings(results: Path) -> list[str]:
+    """Per path of PATHS, in order: the machine's ceiling for it and where this run
+    stands against it ("not measured" without bench/limits.py's results)."""
+    limits = _load(results, "limits").get("rows", [])
+    verify_gene = _row(limits, "operation", "verify gene")
+    verify_stmt = _row(limits, "operation", "verify statement")
+    sync = _row(_load(results, "sync").get("rows", []), "case", "cold sync zstd")
+    procs = _row(_load(results, "sync_processes").get("rows", []), "case", "cold sync")
+    out = [_sync_ceiling(sync, verify_gene), _sync_ceiling(procs, verify_gene)]
+    cortex = _load(results, "cortex").get("rows", [])
+    build_sign = _row(cortex, "metric", "build + sign genes,")
+    e2e = (_row(cortex, "metric", "import batch: sign + ingest")
+           or _row(cortex, "metric", "sign + ingest"))
+    out.append(f"{build_sign['value']:,.0f} genes/s: building and signing alone, on every "
+               f"core; this run {e2e['value'] / build_sign['value']:.2f} of it"
+               if build_sign and e2e else "not measured")
+    ingest = _row(cortex, "metric", "ingest signed")
+    out.append(f"1.0 of raw: the same puts and nothing else; this run "
+               f"{ingest['vs_baseline']:.3f}" if ingest else "not measured")
+    net = _load(results, "ledger_net").get("rows", [])
+    solo = _row(net, "setup", "region of one, gd-node run") or _row(net, "setup",
+                                                                    "region of one")
+    three = _row(net, "setup", "3 voters")
+    if verify_stmt:
+        cap = verify_stmt["all_cores_per_s"]
+        cores = verify_stmt["cores"]
+        out.append(f"{cap:,} entries/s: each statement checked once, on {cores} cores"
+                   + (f"; this run {solo['entries_per_s'] / cap:.2f} of it" if solo else ""))
+        third = cap / 3
+        etcd = next((r for r in _load(results, "ledger_vs_etcd").get("rows", [])
+                     if "a txn" in str(r.get("setup", ""))), None)
+        text = (f"{third:,.0f} entries/s: each statement checked by all 3 voters, on "
+                f"{cores} cores" + (f"; this run {three['entries_per_s'] / third:.2f} of it"
+                                    if three else ""))
+        if etcd:
+            text += (f"; etcd's {etcd['puts_per_s']:,} puts/s (it checks no signature) is "
+                     f"{etcd['puts_per_s'] / third:.2f} x this ceiling")
+        out.append(text)
+    else:
+        out += ["not measured (bench/limits.py)"] * 2
+    out.append("none below the imports (met)")
+    return out
+
+
+def _sync_ceiling(row: dict[str, Any] | None, verify: dict[str, Any] | None) -> str:
+    """A cold sync's ceiling: each of its genes checked once, on every core."""
+    if row is None or verify is None:
+        return "not measured"
+    floor = row["genes"] / verify["all_cores_per_s"]
+    return (f"{floor:.1f} s: {row['genes']:,} gene checks on {verify['cores']} cores "
+            f"({verify['all_cores_per_s']:,}/s); this run {row['seconds'] / floor:.1f} x it")
+
+
 def table(results: Path) -> str:
     """The markdown table (also fine on a terminal)."""
-    lines = ["| path | before | this run | goal | in-run baseline |", "|---|---|---|---|---|"]
-    for (path, before, goal), (now, base) in zip(PATHS, measured(results), strict=True):
-        lines.append(f"| {path} | {before} | {now} | {goal} | {base} |")
+    lines = ["| path | before | this run | goal | in-run baseline | ceiling here |",
+             "|---|---|---|---|---|---|"]
+    for (path, before, goal), (now, base), ceiling in zip(
+            PATHS, measured(results), ceilings(results), strict=True):
+        lines.append(f"| {path} | {before} | {now} | {goal} | {base} | {ceiling} |")
     return "\n".join(lines) + "\n"

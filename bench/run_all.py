@@ -24,12 +24,12 @@ sys.path.insert(0, str(HERE))
 from goals import table  # noqa: E402
 
 RESULTS = HERE / "results"
-BENCHMARKS = ("cortex", "ledger", "motors", "reconcile", "p2p", "sync", "sync_processes",
-              "ledger_net",
-              "ledger_vs_etcd", "api")
+# `limits` first: the machine's signature rates, which goals.py sets each row beside.
+BENCHMARKS = ("limits", "cortex", "ledger", "motors", "reconcile", "p2p", "sync",
+              "sync_processes", "ledger_net", "ledger_vs_etcd", "api")
 # Arguments that make a benchmark short enough for a smoke run (`--quick`).
-QUICK_ARGS = {"cortex": ["--genes", "10000"], "sync": ["--genes", "2000"],
-              "sync_processes": ["--genes", "2000"]}
+QUICK_ARGS = {"limits": ["--seconds", "0.2", "--trials", "1"], "cortex": ["--genes", "10000"],
+              "sync": ["--genes", "2000"], "sync_processes": ["--genes", "2000"]}
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -92,7 +92,12 @@ def main() -> int:
                 f"({platform.platform()}, Python {platform.python_version()}). Each section "
                 "is one script in `bench/`; see its docstring for what it measures and the "
                 "baseline it compares against.", "",
-                "## Issue 15: each path, its goal and the in-run baseline", "",
+                "## Issue 15: each path, its goal, the in-run baseline and the machine's "
+                "ceiling", "",
+                "The ceiling is the signature work a path may not skip (a received gene "
+                "checked once, a ledger statement checked by every voter that holds it, an "
+                "imported gene built and signed once), run alone on every core in this "
+                "run (`bench/limits.py`).", "",
                 table(RESULTS)]
     for name in BENCHMARKS:
         path = RESULTS / f"{name}.json"
