@@ -35,6 +35,17 @@ def _row(rows: list[dict[str, Any]], key: str, value: str) -> dict[str, Any] | N
     return next((r for r in rows if str(r.get(key, "")).startswith(value)), None)
 
 
+def _solo(net: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The region-of-one row of ledger_net: the process layout's, else the in-process."""
+    return _row(net, "setup", "region of one, gd-node run") or _row(net, "setup",
+                                                                   "region of one")
+
+
+def _etcd_txn(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """etcd's row with as many puts a txn as our submissions hold statements."""
+    return next((r for r in rows if "a txn" in str(r.get("setup", ""))), None)
+
+
 def measured(results: Path) -> list[tuple[str, str]]:
     """(this run's figure, in-run baseline ratio) per path of PATHS, in order."""
     out: list[tuple[str, str]] = []
@@ -50,8 +61,7 @@ def measured(results: Path) -> list[tuple[str, str]]:
                if procs else ("not run (bench/sync_processes.py)", ""))
     out += _ingest_rows(_load(results, "cortex"))
     net = _load(results, "ledger_net").get("rows", [])
-    solo = _row(net, "setup", "region of one, gd-node run") or _row(net, "setup",
-                                                                    "region of one")
+    solo = _solo(net)
     solo_in = _row(net, "setup", "region of one, in-process")
     out.append((f"{solo['entries_per_s']:,} entries/s, p99 {solo['p99_ms']} ms "
                 f"({_layout(solo)})", f"in-process {solo_in['entries_per_s']:,} entries/s"
@@ -64,7 +74,7 @@ def measured(results: Path) -> list[tuple[str, str]]:
     if ours and theirs and three:
         inproc = (f"; in-process {three_in['entries_per_s']:,} entries/s"
                   if three_in and three_in is not three else "")
-        txn = next((r for r in etcd if "a txn" in str(r.get("setup", ""))), None)
+        txn = _etcd_txn(etcd)
         one = _row(etcd, "setup", "gd ledger, 3 voters, one statement")
         many = txn["setup"].split(", ")[2].split(" ")[0] if txn else "batched"
         # Like for like: our batched submissions beside etcd's txns of as many puts, our
@@ -151,8 +161,7 @@ def ceilings(results: Path) -> list[str]:
     out.append(f"1.0 of raw: the same puts and nothing else; this run "
                f"{ingest['vs_baseline']:.3f}" if ingest else "not measured")
     net = _load(results, "ledger_net").get("rows", [])
-    solo = _row(net, "setup", "region of one, gd-node run") or _row(net, "setup",
-                                                                    "region of one")
+    solo = _solo(net)
     three = _row(net, "setup", "3 voters")
     if verify_stmt:
         cap = verify_stmt["all_cores_per_s"]
@@ -160,8 +169,7 @@ def ceilings(results: Path) -> list[str]:
         out.append(f"{cap:,} entries/s: each statement checked once, on {cores} cores"
                    + (f"; this run {solo['entries_per_s'] / cap:.2f} of it" if solo else ""))
         third = cap / 3
-        etcd = next((r for r in _load(results, "ledger_vs_etcd").get("rows", [])
-                     if "a txn" in str(r.get("setup", ""))), None)
+        etcd = _etcd_txn(_load(results, "ledger_vs_etcd").get("rows", []))
         text = (f"{third:,.0f} entries/s: each statement checked by all 3 voters, on "
                 f"{cores} cores" + (f"; this run {three['entries_per_s'] / third:.2f} of it"
                                     if three else ""))

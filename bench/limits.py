@@ -20,49 +20,47 @@ vCPUs do not always give twice one).
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
-import os
 import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report
-from ledger_net import signed
+from ledger_net import key, signed
 from sync import make_genes
 
 from gd.genome import NodeKey
 from gd.genome.identity import verify
-
-# What a worker does: (operation, message kind) -> a loop of `n` such operations.
-Loop = Callable[[int], None]
+from gd.node.services.verify_pool import default_workers
 
 
+@functools.cache
 def _messages() -> dict[str, tuple[str, bytes, bytes, NodeKey]]:
     """kind -> (signer peer id, message, signature, signer key): one real gene body and
-    one real ledger statement, as the nodes check them."""
-    key = NodeKey.from_seed(bytes(range(32)))
-    gene = make_genes(key, 1, random.Random(1))[0]
+    one real ledger statement, as the nodes check them (built once per process)."""
+    gene_key = NodeKey.from_seed(bytes(range(32)))
+    gene = make_genes(gene_key, 1, random.Random(1))[0]
     statement = signed(1, "limits", 1)[0]
-    return {"gene": (gene.author, gene.signing_bytes, gene.signature, key),
+    return {"gene": (gene.author, gene.signing_bytes, gene.signature, gene_key),
             "statement": (statement.author, statement.statement_bytes(),
-                          statement.signature, NodeKey.from_seed((1).to_bytes(32, "big")))}
+                          statement.signature, key(1))}
 
 
 def _run(op: str, kind: str, n: int) -> float:
     """Seconds for `n` operations of `op` on a message of `kind` (in this process)."""
-    author, message, signature, key = _messages()[kind]
+    author, message, signature, signer = _messages()[kind]
     start = time.perf_counter()
     if op == "verify":
         for _ in range(n):
             verify(author, message, signature)
     else:
         for _ in range(n):
-            key.sign(message)
+            signer.sign(message)
     return time.perf_counter() - start
 
 
@@ -82,13 +80,6 @@ def rate(op: str, kind: str, workers: int, n: int, pool: ProcessPoolExecutor | N
     return workers * n / (time.perf_counter() - start)
 
 
-def cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.seconds <= 0 or args.trials < 1:
         parser.error("--seconds must be positive and --trials at least 1")
-    n_cores = cores()
+    n_cores = default_workers()  # the cores this process may run on
     rows = []
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(n_cores, mp_context=ctx) as pool:
